@@ -1,0 +1,260 @@
+"""The evaluation harness: task quality by log-likelihood, and latency on this machine.
+
+Classification is scored without parsing free text: each label option is appended to the
+prompt and the option with the highest total log-probability wins. The softmax over the
+options' log-likelihoods gives calibrated-style class probabilities.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import resource
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from rightsizer.errors import ConfigError
+from rightsizer.taskspec import TaskSpec
+
+
+def load_rows(spec: TaskSpec, split: str, limit: int | None = None) -> list[dict]:
+    """Load a split of the task's dataset as rows, through Hugging Face ``datasets``."""
+    import datasets
+
+    if split not in spec.dataset:
+        raise ConfigError(f"dataset: no {split!r} split; the spec names {sorted(spec.dataset)}",
+                          spec.name)
+    ref = spec.dataset_path(split)
+    ext = ref.rsplit(".", 1)[-1].lower()
+    builder = {"jsonl": "json", "json": "json", "csv": "csv", "parquet": "parquet"}.get(ext)
+    try:
+        if builder:
+            ds = datasets.load_dataset(builder, data_files={split: ref}, split=split)
+        else:
+            ds = datasets.load_from_disk(ref) if _is_dir(ref) else datasets.load_dataset(ref, split=split)
+    except FileNotFoundError:
+        raise ConfigError(f"dataset.{split}: file not found: {ref}", spec.name) from None
+    rows = ds.to_list()
+    if not rows:
+        raise ConfigError(f"dataset.{split}: {ref} is empty; expected at least one row", spec.name)
+    missing = {f for f in (spec.input_field, spec.label_field) if f not in rows[0]}
+    if missing:
+        raise ConfigError(f"dataset.{split}: rows have no field(s) {sorted(missing)}; "
+                          f"they have {sorted(rows[0])}", spec.name)
+    if spec.type == "classification":
+        bad = sorted({r[spec.label_field] for r in rows} - set(spec.labels))
+        if bad:
+            raise ConfigError(f"dataset.{split}: label(s) {bad} are not in labels {spec.labels}",
+                              spec.name)
+    return rows[:limit] if limit else rows
+
+
+def _is_dir(ref: str) -> bool:
+    from pathlib import Path
+
+    return Path(ref).is_dir()
+
+
+def pick_shots(spec: TaskSpec, train_rows: list[dict], k: int, seed: int = 0) -> list[dict]:
+    """k training examples, spread over the labels, the same for the same seed."""
+    if k > len(train_rows):
+        raise ConfigError(f"ladder.few_shot_k: {k} is larger than the train split "
+                          f"({len(train_rows)} rows)", spec.name)
+    rng = random.Random(seed)
+    by_label: dict[str, list[dict]] = {}
+    for row in train_rows:
+        by_label.setdefault(row[spec.label_field], []).append(row)
+    shots: list[dict] = []
+    pools = [rng.sample(v, len(v)) for _, v in sorted(by_label.items())]
+    while len(shots) < k:
+        for pool in pools:
+            if pool and len(shots) < k:
+                shots.append(pool.pop())
+    rng.shuffle(shots)
+    return shots
+
+
+def build_prompt(spec: TaskSpec, row: dict, shots: list[dict] | None = None) -> str:
+    """The task prompt for ``row``, preceded by solved examples when shots are given."""
+    parts = [f"{spec.format_prompt(s)} {s[spec.label_field]}" for s in shots or []]
+    return "\n\n".join(parts + [spec.format_prompt(row)])
+
+
+@torch.no_grad()
+def score_options(model, tokenizer, prompts: list[str], options: list[str],
+                  batch_size: int = 32, progress: bool = False) -> torch.Tensor:
+    """Total log-probability of each option after each prompt: a [len(prompts), len(options)] tensor."""
+    device = next(model.parameters()).device
+    opt_ids = [tokenizer(" " + o, add_special_tokens=False)["input_ids"] for o in options]
+    seqs, spans = [], []
+    for p in prompts:
+        p_ids = tokenizer(p)["input_ids"]
+        for o in opt_ids:
+            seqs.append(p_ids + o)
+            spans.append((len(p_ids), len(o)))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    scores = torch.empty(len(seqs))
+    step = batch_size * len(options)
+    for start in tqdm(range(0, len(seqs), step), desc="scoring", disable=not progress, leave=False):
+        chunk = seqs[start:start + step]
+        width = max(map(len, chunk))
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, s in enumerate(chunk):
+            ids[i, :len(s)] = torch.tensor(s)
+            mask[i, :len(s)] = 1
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        logp = torch.log_softmax(logits, dim=-1).cpu()
+        for i, (p_len, o_len) in enumerate(spans[start:start + step]):
+            targets = ids[i, p_len:p_len + o_len]
+            scores[start + i] = logp[i, p_len - 1:p_len - 1 + o_len].gather(
+                1, targets[:, None]).sum()
+    return scores.view(len(prompts), len(options))
+
+
+def macro_f1(gold: list[str], pred: list[str], labels: list[str]) -> float:
+    f1s = []
+    for lab in labels:
+        tp = sum(g == lab and p == lab for g, p in zip(gold, pred))
+        fp = sum(g != lab and p == lab for g, p in zip(gold, pred))
+        fn = sum(g == lab and p != lab for g, p in zip(gold, pred))
+        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return sum(f1s) / len(f1s)
+
+
+def _metric(name: str, gold: list[str], pred: list[str], labels: list[str]) -> float:
+    if name == "accuracy":
+        return sum(g == p for g, p in zip(gold, pred)) / len(gold)
+    return macro_f1(gold, pred, labels)
+
+
+def bootstrap_ci(gold: list[str], pred: list[str], labels: list[str], metric: str,
+                 n_boot: int = 500, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the metric over eval examples."""
+    rng = random.Random(seed)
+    n = len(gold)
+    vals = []
+    for _ in range(n_boot):
+        idx = [rng.randrange(n) for _ in range(n)]
+        vals.append(_metric(metric, [gold[i] for i in idx], [pred[i] for i in idx], labels))
+    vals.sort()
+    return vals[int(alpha / 2 * n_boot)], vals[min(n_boot - 1, int((1 - alpha / 2) * n_boot))]
+
+
+@dataclass
+class QualityResult:
+    """Task quality of one model on one set of rows."""
+
+    metric: str
+    score: float
+    ci_low: float
+    ci_high: float
+    accuracy: float
+    macro_f1: float
+    n: int
+    mean_confidence: float
+    seconds: float
+    predictions: list[str] = field(default_factory=list, repr=False)
+
+    def value_for(self, rule: str) -> float:
+        """The number the decision rule compares with the threshold."""
+        return self.ci_low if rule == "ci_lower" else self.score
+
+    def to_dict(self, with_predictions: bool = False) -> dict:
+        d = asdict(self)
+        if not with_predictions:
+            d.pop("predictions")
+        return d
+
+
+def evaluate_quality(model, tokenizer, spec: TaskSpec, rows: list[dict],
+                     shots: list[dict] | None = None, batch_size: int = 32,
+                     progress: bool = False) -> QualityResult:
+    """Score the task metric on ``rows`` (classification by option log-likelihood)."""
+    if not rows:
+        raise ConfigError(f"{spec.eval_split} split is empty; nothing to evaluate", spec.name)
+    start = time.perf_counter()
+    prompts = [build_prompt(spec, r, shots) for r in rows]
+    scores = score_options(model, tokenizer, prompts, spec.labels, batch_size, progress)
+    probs = torch.softmax(scores, dim=-1)
+    pred = [spec.labels[i] for i in scores.argmax(dim=-1).tolist()]
+    gold = [r[spec.label_field] for r in rows]
+    lo, hi = bootstrap_ci(gold, pred, spec.labels, spec.metric)
+    return QualityResult(
+        metric=spec.metric, score=_metric(spec.metric, gold, pred, spec.labels), ci_low=lo,
+        ci_high=hi, accuracy=_metric("accuracy", gold, pred, spec.labels),
+        macro_f1=macro_f1(gold, pred, spec.labels), n=len(rows),
+        mean_confidence=float(probs.max(dim=-1).values.mean()),
+        seconds=time.perf_counter() - start, predictions=pred)
+
+
+@dataclass
+class LatencyResult:
+    """Latency measured on the machine the step runs on."""
+
+    device: str
+    batch: int
+    prompt_tokens: int
+    output_tokens: int
+    ttft_p50_ms: float
+    ttft_p95_ms: float
+    tpot_p50_ms: float
+    tpot_p95_ms: float
+    tokens_per_s: float
+    peak_memory_bytes: int
+    repeats: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    s = sorted(values)
+    k = (len(s) - 1) * q
+    lo, hi = math.floor(k), math.ceil(k)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+@torch.no_grad()
+def measure_latency(model, tokenizer, prompt: str, output_tokens: int = 8, batch: int = 1,
+                    repeats: int = 5, warmup: int = 1) -> LatencyResult:
+    """p50/p95 time to first token and per output token, tokens/s and peak memory."""
+    device = next(model.parameters()).device
+    enc = tokenizer([prompt] * batch, return_tensors="pt").to(device)
+    gen = dict(do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def timed(n: int) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t = time.perf_counter()
+        model.generate(**enc, max_new_tokens=n, min_new_tokens=n, **gen)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return (time.perf_counter() - t) * 1000
+
+    for _ in range(warmup):
+        timed(2)
+    ttft, tpot, tps = [], [], []
+    n = max(2, output_tokens)
+    for _ in range(repeats):
+        first = timed(1)
+        total = timed(n)
+        ttft.append(first)
+        tpot.append(max(total - first, 0.0) / (n - 1))
+        tps.append(batch * n / (total / 1000))
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device)
+    else:  # process high-water mark (ru_maxrss is in KiB on Linux)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return LatencyResult(
+        device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        batch=batch, prompt_tokens=enc["input_ids"].shape[1], output_tokens=n,
+        ttft_p50_ms=_percentile(ttft, 0.5), ttft_p95_ms=_percentile(ttft, 0.95),
+        tpot_p50_ms=_percentile(tpot, 0.5), tpot_p95_ms=_percentile(tpot, 0.95),
+        tokens_per_s=statistics.median(tps), peak_memory_bytes=int(peak), repeats=repeats)

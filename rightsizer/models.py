@@ -1,0 +1,82 @@
+"""Resolve candidate references and load models through transformers.
+
+A candidate is a hub id (``Qwen/Qwen2.5-0.5B-Instruct``), a local folder written by
+``save_pretrained``, or ``demo:<name>`` (a tiny model the offline bootstrap builds). All
+three load through the same ``from_pretrained`` call. Safe defaults: safetensors only,
+``trust_remote_code`` off unless the task spec turns it on, the hub token read by
+huggingface_hub from the environment (``HF_TOKEN``), never passed around or logged.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from rightsizer.errors import ConfigError
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+
+def resolve_model_ref(ref: str) -> str:
+    """Turn a candidate reference into what ``from_pretrained`` takes (path or hub id)."""
+    if not isinstance(ref, str) or not ref.strip():
+        raise ConfigError(f"candidate: expected a hub id, a local path or demo:<name>, got {ref!r}")
+    if ref.startswith("demo:"):
+        from rightsizer.demo.bootstrap import demo_model_path
+
+        return str(demo_model_path(ref[len("demo:"):]))
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"candidate {ref!r}: folder has no config.json (not a saved model)")
+        return str(path)
+    if ref.startswith((".", "/", "~")) or path.suffix or not _HUB_ID.match(ref):
+        raise ConfigError(f"candidate {ref!r}: no such local model folder, and not a hub id "
+                          "of the form 'org/name'")
+    return ref
+
+
+def load_config(ref: str, trust_remote_code: bool = False):
+    """Load only the config of a candidate (no weights), for sizing and ordering."""
+    from transformers import AutoConfig
+
+    target = resolve_model_ref(ref)
+    try:
+        return AutoConfig.from_pretrained(target, trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise ConfigError(f"candidate {ref!r}: cannot load its config ({e}). A hub id needs "
+                          "hub access (and HF_TOKEN for gated models).") from None
+
+
+def load_model(ref: str, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False,
+               device_map=None, **kwargs):
+    """Load ``(model, tokenizer)`` for a candidate, in eval mode, from safetensors only."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = resolve_model_ref(ref)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(target, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            target, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code,
+            device_map=device_map, **kwargs)
+    except OSError as e:
+        raise ConfigError(f"candidate {ref!r}: cannot load it ({e})") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    return model, tokenizer
+
+
+def param_count(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def state_dict_bytes(model) -> int:
+    """Bytes the model's weights take as stored (true size for quantized tensor subclasses)."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.getbuffer().nbytes

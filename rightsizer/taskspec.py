@@ -1,0 +1,278 @@
+"""Task and application specs: YAML files that say what "good enough" means per task.
+
+A spec is validated as a whole when it is loaded: every problem is collected and raised in
+one ``ConfigError``. ``save_task``/``load_task`` are exact mirrors (tested by round trip).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rightsizer.errors import ConfigError
+
+TASK_TYPES = ("classification", "extraction", "generation")
+METRICS = {"classification": ("accuracy", "macro_f1")}
+RUNGS = ("zero_shot", "few_shot", "lora")
+DECISION_RULES = ("point", "ci_lower")
+
+
+@dataclass
+class SLO:
+    """Latency and throughput targets the deployment must meet (p95)."""
+
+    ttft_ms: float  # p95 time to first token
+    tpot_ms: float  # p95 time per output token
+    throughput_tokens_per_s: float = 0.0  # sustained output tokens/s the task needs
+
+
+@dataclass
+class Workload:
+    """Typical request shape, used by the GPU sizing step."""
+
+    prompt_tokens: int = 128
+    output_tokens: int = 16
+    batch: int = 1
+
+
+@dataclass
+class LoraSettings:
+    """The LoRA rung: a short PEFT fine-tune on the train split."""
+
+    rank: int = 8
+    alpha: int = 16
+    steps: int = 60
+    learning_rate: float = 3e-3
+    batch_size: int = 16
+    target_modules: list[str] | None = None  # None: chosen per architecture
+
+
+@dataclass
+class Ladder:
+    """Which rungs to try, in order of cost, before moving to the next size up."""
+
+    rungs: list[str] = field(default_factory=lambda: list(RUNGS))
+    few_shot_k: int = 4
+    lora: LoraSettings = field(default_factory=LoraSettings)
+
+
+@dataclass
+class TaskSpec:
+    """One small task of the application and the bar its model must clear."""
+
+    name: str
+    type: str
+    dataset: dict[str, str]  # split name -> path (jsonl/csv/parquet) or hub dataset id
+    input_field: str
+    label_field: str
+    prompt: str  # template with {<input_field>}
+    metric: str
+    threshold: float
+    slo: SLO
+    candidates: list[str]
+    labels: list[str] = field(default_factory=list)
+    quality_tolerance: float = 0.02  # allowed quality drop when quantizing
+    decision_rule: str = "point"
+    train_split: str = "train"
+    eval_split: str = "eval"
+    workload: Workload = field(default_factory=Workload)
+    ladder: Ladder = field(default_factory=Ladder)
+    precisions: list[str] = field(default_factory=lambda: ["int8"])
+    max_eval_examples: int | None = None
+    trust_remote_code: bool = False
+    base_dir: str = ""  # directory the relative dataset paths are resolved against
+
+    def dataset_path(self, split: str) -> str:
+        """Path or id of a split, relative paths resolved against the spec's directory."""
+        ref = self.dataset[split]
+        p = Path(ref)
+        if not p.is_absolute() and self.base_dir and (Path(self.base_dir) / p).exists():
+            return str(Path(self.base_dir) / p)
+        return ref
+
+    def format_prompt(self, row: dict) -> str:
+        return self.prompt.format(**row)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("base_dir")
+        return d
+
+
+_REQUIRED = ("name", "type", "dataset", "input_field", "label_field", "prompt", "metric",
+             "threshold", "slo", "candidates")
+_NESTED = {"slo": SLO, "workload": Workload, "ladder": Ladder}
+
+
+def _check_fields(cls, data: dict, where: str, problems: list[str]) -> dict:
+    """Type-check ``data`` against dataclass ``cls``; unknown keys are problems too."""
+    hints = {f.name: f for f in dataclasses.fields(cls)}
+    out = {}
+    for key, value in data.items():
+        if key not in hints:
+            problems.append(f"{where}{key}: unknown field; expected one of {sorted(hints)}")
+            continue
+        out[key] = value
+    for f in dataclasses.fields(cls):
+        if f.name not in out:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                problems.append(f"{where}{f.name}: missing required field")
+            continue
+        value, ftype = out[f.name], str(f.type)
+        ok = True
+        if ftype in ("float",):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if ok:
+                out[f.name] = float(value)
+        elif ftype == "int":
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif ftype == "int | None":
+            ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
+        elif ftype == "str":
+            ok = isinstance(value, str)
+        elif ftype == "bool":
+            ok = isinstance(value, bool)
+        elif ftype.startswith("list[str]"):
+            ok = (value is None and "None" in ftype) or (
+                isinstance(value, list) and all(isinstance(v, str) for v in value))
+        elif ftype.startswith("dict[str, str]"):
+            ok = isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+        if not ok:
+            problems.append(f"{where}{f.name}: expected {ftype}, got {type(value).__name__} {value!r}")
+    return out
+
+
+def task_from_dict(data: dict, source: str | None = None, base_dir: str = "") -> TaskSpec:
+    """Build and validate a TaskSpec; raise ConfigError listing every problem."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping at the top level, got {type(data).__name__}", source)
+    problems: list[str] = []
+    data = copy.deepcopy(data)
+    nested = {}
+    for key, cls in _NESTED.items():
+        if key in data:
+            sub = data.pop(key)
+            if not isinstance(sub, dict):
+                problems.append(f"{key}: expected a mapping, got {type(sub).__name__}")
+                continue
+            if cls is Ladder and isinstance(sub.get("lora"), dict):
+                lora = _check_fields(LoraSettings, sub.pop("lora"), "ladder.lora.", problems)
+                sub_ok = _check_fields(Ladder, sub, "ladder.", problems)
+                sub_ok["lora"] = LoraSettings(**lora) if not problems else None
+                nested[key] = sub_ok
+            else:
+                nested[key] = _check_fields(cls, sub, f"{key}.", problems)
+    top = _check_fields(TaskSpec, {**data, **{k: None for k in nested}}, "", problems)
+    if problems:
+        raise ConfigError(problems, source)
+    for key, cls in _NESTED.items():
+        if key in nested:
+            top[key] = cls(**nested[key])
+    spec = TaskSpec(**top, base_dir=base_dir)
+    _check_values(spec, problems)
+    if problems:
+        raise ConfigError(problems, source)
+    return spec
+
+
+def _check_values(spec: TaskSpec, problems: list[str]) -> None:
+    if spec.type not in TASK_TYPES:
+        problems.append(f"type: {spec.type!r} is not a task type; expected one of {list(TASK_TYPES)}")
+    elif spec.type not in METRICS:
+        problems.append(f"type: {spec.type!r} is not supported yet; supported: {sorted(METRICS)}")
+    elif spec.metric not in METRICS[spec.type]:
+        problems.append(f"metric: {spec.metric!r} does not fit a {spec.type} task; "
+                        f"expected one of {list(METRICS[spec.type])}")
+    if not 0.0 <= spec.threshold <= 1.0:
+        problems.append(f"threshold: {spec.threshold} is outside the metric's range [0, 1]")
+    if not 0.0 <= spec.quality_tolerance <= 1.0:
+        problems.append(f"quality_tolerance: {spec.quality_tolerance} is outside [0, 1]")
+    if spec.decision_rule not in DECISION_RULES:
+        problems.append(f"decision_rule: {spec.decision_rule!r}; expected one of {list(DECISION_RULES)}")
+    for split in (spec.train_split, spec.eval_split):
+        if split not in spec.dataset:
+            problems.append(f"dataset: no {split!r} split; the spec names splits {sorted(spec.dataset)}")
+    if "{" + spec.input_field + "}" not in spec.prompt:
+        problems.append(f"prompt: the template must contain {{{spec.input_field}}} (the input_field)")
+    if spec.type == "classification":
+        if len(spec.labels) < 2:
+            problems.append("labels: a classification task needs at least two label options")
+        if len(set(spec.labels)) != len(spec.labels):
+            problems.append(f"labels: duplicates in {spec.labels}")
+    if not spec.candidates:
+        problems.append("candidates: at least one candidate model is needed")
+    for rung in spec.ladder.rungs:
+        if rung not in RUNGS:
+            problems.append(f"ladder.rungs: {rung!r} is not a rung; expected some of {list(RUNGS)}")
+    if spec.ladder.few_shot_k < 1:
+        problems.append(f"ladder.few_shot_k: {spec.ladder.few_shot_k}; expected >= 1")
+    if spec.ladder.lora.rank <= 0:
+        problems.append(f"ladder.lora.rank: {spec.ladder.lora.rank}; expected a positive integer")
+    if spec.ladder.lora.steps <= 0:
+        problems.append(f"ladder.lora.steps: {spec.ladder.lora.steps}; expected a positive integer")
+    for name in ("ttft_ms", "tpot_ms"):
+        if getattr(spec.slo, name) <= 0:
+            problems.append(f"slo.{name}: {getattr(spec.slo, name)}; expected > 0")
+    for name in ("prompt_tokens", "output_tokens", "batch"):
+        if getattr(spec.workload, name) <= 0:
+            problems.append(f"workload.{name}: {getattr(spec.workload, name)}; expected > 0")
+    for p in spec.precisions:
+        if p not in ("bf16", "int8", "int4"):
+            problems.append(f"precisions: {p!r}; expected some of ['bf16', 'int8', 'int4']")
+
+
+def load_task(path: str | Path) -> TaskSpec:
+    """Load and validate a task spec YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"task spec file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"not valid YAML: {e}", str(path)) from None
+    return task_from_dict(data, source=str(path), base_dir=str(path.parent.resolve()))
+
+
+def save_task(spec: TaskSpec, path: str | Path) -> None:
+    """Write a spec so that ``load_task`` gives it back unchanged."""
+    Path(path).write_text(yaml.safe_dump(spec.to_dict(), sort_keys=True))
+
+
+@dataclass
+class AppSpec:
+    """A gen-AI application: its name and the task specs it is split into."""
+
+    name: str
+    tasks: list[TaskSpec]
+
+
+def load_app(path: str | Path) -> AppSpec:
+    """Load an application spec (``name`` and ``tasks``: spec paths relative to it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"application spec file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    problems = []
+    if not isinstance(data.get("name"), str):
+        problems.append("name: missing or not a string")
+    if not isinstance(data.get("tasks"), list) or not data.get("tasks"):
+        problems.append("tasks: expected a non-empty list of task spec paths")
+    if problems:
+        raise ConfigError(problems, str(path))
+    tasks, errors = [], []
+    for ref in data["tasks"]:
+        try:
+            tasks.append(load_task(path.parent / ref))
+        except ConfigError as e:
+            errors.append(str(e))
+    if errors:
+        raise ConfigError(errors, str(path))
+    names = [t.name for t in tasks]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"tasks: duplicate task names {names}", str(path))
+    return AppSpec(name=data["name"], tasks=tasks)
