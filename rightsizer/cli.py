@@ -1,0 +1,268 @@
+"""Command line: ``python -m rightsizer size|recommend|gpus``.
+
+With ``--json`` each command prints exactly one JSON object on stdout (stable keys, see
+docs/sizing.md). Exit codes: 0 success, 2 bad input (ConfigError), 3 no feasible option
+(NoFeasibleOption / InsufficientMemory; with --json the object has "error" and "options").
+
+Subcommands register themselves through ``SUBCOMMANDS``; add one with
+``register(name, add_arguments, run, help)`` before ``main`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from rightsizer.errors import ConfigError, NoFeasibleOption
+
+EXIT_OK, EXIT_CONFIG, EXIT_NO_OPTION = 0, 2, 3
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {}
+
+
+def register(name: str, add_arguments: Callable[[argparse.ArgumentParser], None],
+             run: Callable[[argparse.Namespace], int], help: str = "") -> None:
+    """Add a subcommand (e.g. ``demo``) to the CLI."""
+    SUBCOMMANDS[name] = Subcommand(name, help, add_arguments, run)
+
+
+def _json_default(obj: Any):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _clean(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(_clean(obj), indent=2, sort_keys=False, allow_nan=False))
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _common_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="config.json path, model directory, or hub id")
+    p.add_argument("--prompt-tokens", type=_positive_int, required=True, help="input tokens per request")
+    p.add_argument("--output-tokens", type=_positive_int, required=True, help="generated tokens per request")
+    p.add_argument("--batch", type=_positive_int, default=1, help="concurrent sequences (default 1)")
+    p.add_argument("--kv-precision", default=None, help="KV-cache dtype (default: activation dtype)")
+    p.add_argument("--catalog", default=None, help="GPU catalog YAML (default: packaged)")
+    p.add_argument("--calibration", default=None, help="calibration JSON from fit_calibration (Factors.save)")
+    p.add_argument("--roofline", action="store_true", help="pure roofline: 100%% efficiency, no overhead")
+    p.add_argument("--price", action="append", default=[], metavar="GPU=USD",
+                   help="override a GPU's price per hour (repeatable)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _catalog_and_factors(args):
+    from rightsizer.sizing import Factors, load_catalog
+
+    extra, problems = [], []
+    for item in getattr(args, "price", []) or []:
+        name, _, value = item.partition("=")
+        try:
+            extra.append({"name": name.strip(), "price_per_hour": float(value)})
+        except ValueError:
+            problems.append(f"--price expects GPU=USD, got {item!r}")
+    if problems:
+        raise ConfigError(problems)
+    catalog = load_catalog(args.catalog, extra=extra)
+    if getattr(args, "roofline", False):
+        factors = Factors.roofline()
+    elif getattr(args, "calibration", None):
+        factors = Factors.load(args.calibration)
+    else:
+        factors = Factors.defaults(catalog)
+    return catalog, factors
+
+
+# --------------------------------------------------------------------------- size
+
+
+def _size_args(p: argparse.ArgumentParser) -> None:
+    _common_model_args(p)
+    p.add_argument("--gpu", required=True, help="GPU name from the catalog (see `gpus`)")
+    p.add_argument("--precision", default="bf16", help="weights: fp32, bf16, fp16, fp8, int8, int4, int4-gN, nf4")
+    p.add_argument("--count", type=_positive_int, default=1, help="GPUs in tensor parallel (default 1)")
+    p.add_argument("--mig", default=None, help="MIG profile, e.g. 3g.40gb")
+    p.add_argument("--ops", action="store_true", help="include the per-operation breakdown")
+
+
+def _size_run(args: argparse.Namespace) -> int:
+    from rightsizer.sizing import Workload, estimate
+
+    catalog, factors = _catalog_and_factors(args)
+    problems: list[str] = []
+    gpu = wl = None
+    try:
+        gpu = catalog.get(args.gpu)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    try:
+        wl = Workload(args.prompt_tokens, args.output_tokens, args.batch, args.precision, args.kv_precision)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems)
+    est = estimate(args.config, gpu, wl, count=args.count, mig=args.mig, factors=factors, catalog=catalog)
+    if args.json:
+        _print_json(est.to_dict(with_ops=args.ops))
+        return EXIT_OK
+    dev = f"{est.gpu} MIG {est.mig}" if est.mig else f"{est.count}x {est.gpu}"
+    print(f"{est.model} ({est.architecture}) on {dev}, {est.precision} weights, {est.kv_precision} KV [{est.mode}]")
+    print(f"  params            {est.params.total:,} total, {est.params.active:,} active")
+    print(f"  weights           {_gib(est.weights_bytes)}")
+    print(f"  KV cache          {est.kv_bytes_per_token:,} B/token, {_gib(est.kv_bytes)} for batch {est.batch}")
+    print(f"  memory per GPU    {_gib(est.memory_per_gpu_bytes)} of {_gib(est.gpu_memory_bytes)} -> "
+          f"{'fits' if est.fits else 'DOES NOT FIT'}; min GPUs {est.min_gpus}; max batch {est.max_batch}; "
+          f"max context {est.max_context:,}")
+    for ph in (est.prefill, est.decode):
+        print(f"  {ph.name:<8}          {ph.flops:.3g} FLOP, {ph.bytes:.3g} B, AI {ph.arithmetic_intensity:.1f} "
+              f"(ridge {ph.threshold:.0f}) {ph.bound}-bound, {ph.latency_ms:.2f} ms")
+    print(f"  TTFT {est.ttft_ms:.1f} ms, TPOT {est.tpot_ms:.2f} ms, {est.throughput_tokens_per_s:,.0f} tok/s, "
+          f"${est.price_per_hour:.2f}/h, ${est.cost_per_1m_output_tokens:.2f} per 1M output tokens")
+    for w in est.warnings:
+        print(f"  warning: {w}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- recommend
+
+
+def _recommend_args(p: argparse.ArgumentParser) -> None:
+    _common_model_args(p)
+    p.add_argument("--ttft-ms", type=float, required=True, help="p95 time-to-first-token target")
+    p.add_argument("--tpot-ms", type=float, required=True, help="p95 time-per-output-token target")
+    p.add_argument("--throughput", type=float, default=0.0, help="aggregate output tokens/s to sustain")
+    p.add_argument("--budget-per-hour", type=float, default=None, help="USD per hour ceiling")
+    p.add_argument("--precisions", default=None, help="comma list (default bf16,fp8,int8,int4)")
+    p.add_argument("--gpus", default=None, help="comma list of GPU names to consider (default: all)")
+    p.add_argument("--no-mig", action="store_true", help="do not consider MIG slices")
+    p.add_argument("--top", type=int, default=15, help="rows of the ranking to print (text mode)")
+
+
+def _recommend_run(args: argparse.Namespace) -> int:
+    from rightsizer.sizing import SLO, Workload, recommend
+
+    catalog, factors = _catalog_and_factors(args)
+    wl = Workload(args.prompt_tokens, args.output_tokens, args.batch, "bf16", args.kv_precision)
+    slo = SLO(args.ttft_ms, args.tpot_ms, args.throughput, args.budget_per_hour)
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()] if args.precisions else None
+    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
+    try:
+        rec = recommend(args.config, wl, slo, catalog=catalog, precisions=precisions, factors=factors, gpus=gpus,
+                        include_mig=not args.no_mig)
+    except NoFeasibleOption as exc:
+        options = getattr(exc, "options", [])
+        if args.json:
+            _print_json({"error": str(exc), "kind": type(exc).__name__, "chosen": None,
+                         "options": [o.to_dict() for o in options]})
+        else:
+            print(f"no feasible option: {exc}", file=sys.stderr)
+        return EXIT_NO_OPTION
+    if args.json:
+        _print_json(rec.to_dict())
+        return EXIT_OK
+    c = rec.chosen
+    print(f"{rec.model}: {slo.describe()}")
+    print(f"chosen: {c.label}, batch {c.batch}, TTFT {c.ttft_ms:.1f} ms, TPOT {c.tpot_ms:.2f} ms, "
+          f"{c.throughput_tokens_per_s:,.0f} tok/s, ${c.price_per_hour:.2f}/h, "
+          f"${c.cost_per_1m_output_tokens:.2f}/1M output tokens [{c.mode}]")
+    print(f"\n{'#':>3}  {'option':<40} {'$/h':>7} {'TTFT ms':>9} {'TPOT ms':>8} {'tok/s':>8} {'$/1M':>8}  verdict")
+    for row in rec.to_rows()[: args.top]:
+        verdict = "ok" if row["feasible"] else row["reason"]
+        f = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
+        print(f"{row['rank']:>3}  {row['option']:<40} {row['price_per_hour']:>7.2f} {f(row['ttft_ms'], '9.1f')} "
+              f"{f(row['tpot_ms'], '8.2f')} {f(row['throughput_tokens_per_s'], '8.0f')} "
+              f"{f(row['cost_per_1m_output_tokens'], '8.2f')}  {verdict}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- gpus
+
+
+def _gpus_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--catalog", default=None, help="GPU catalog YAML (default: packaged)")
+    p.add_argument("--price", action="append", default=[], metavar="GPU=USD", help="override a price")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _gpus_run(args: argparse.Namespace) -> int:
+    catalog, _ = _catalog_and_factors(args)
+    if args.json:
+        _print_json({"source": catalog.source, "gpus": [g.to_dict() for g in catalog]})
+        return EXIT_OK
+    print(f"{'GPU':<11} {'memory':>10} {'BW GB/s':>8} {'bf16 TF':>8} {'fp8 TF':>7} {'CC':>4} {'$/h':>7}  "
+          f"{'features':<40} MIG")
+    for g in catalog:
+        feats = ",".join(k for k, v in g.features.items() if v and k != "mig")
+        print(f"{g.name:<11} {_gib(g.memory_bytes):>10} {g.memory_bandwidth / 1e9:>8.0f} "
+              f"{(g.bf16_flops or g.fp16_flops) / 1e12:>8.0f} {g.fp8_flops / 1e12:>7.0f} "
+              f"{g.compute_capability or '-':>4} {g.price_per_hour:>7.3f}  {feats:<40} "
+              f"{' '.join(p.name for p in g.mig_profiles) or '-'}")
+    return EXIT_OK
+
+
+register("size", _size_args, _size_run, "memory, roofline and latency of one model on one GPU option")
+register("recommend", _recommend_args, _recommend_run, "cheapest GPU option meeting the SLOs")
+register("gpus", _gpus_args, _gpus_run, "list the GPU catalog")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m rightsizer",
+                                     description="Rightsizer: right-size LLM serving hardware.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for cmd in SUBCOMMANDS.values():
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        cmd.add_arguments(p)
+        p.set_defaults(_run=cmd.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args._run(args)
+    except BrokenPipeError:  # e.g. piped into `head`
+        return EXIT_OK
+    except ConfigError as exc:
+        if getattr(args, "json", False):
+            _print_json({"error": str(exc), "kind": "ConfigError", "problems": exc.problems})
+        else:
+            print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""GPU sizing engine: parameters, memory, per-phase roofline, catalog and recommendation.
+
+Public API::
+
+    count_params(config) -> ParamCount(total, active)
+    load_catalog(path=None, extra=None) -> Catalog
+    Workload(prompt_tokens, output_tokens, batch=1, precision="bf16", kv_precision=None)
+    SLO(ttft_ms, tpot_ms, throughput_tokens_per_s=0.0, budget_per_hour=None)
+    estimate(config, gpu, workload, count=1, mig=None, factors=None) -> Estimate
+    recommend(config, workload, slo, catalog=None, precisions=None) -> Recommendation
+    roofline_figure(estimates_or_recommendation) -> plotly Figure
+    fit_calibration(measurements) -> Factors ; Factors.save(path) / Factors.load(path)
+
+See docs/sizing.md for the model, its sources and its measured accuracy.
+"""
+
+from rightsizer.sizing.calibration import MODES, Factors, GpuFactors, fit_calibration
+from rightsizer.sizing.catalog import GPU, Catalog, MigProfile, default_catalog, load_catalog
+from rightsizer.sizing.estimate import Estimate, Workload, estimate
+from rightsizer.sizing.memory import (
+    KV_PRECISIONS, PRECISIONS, Precision, activation_bytes, get_precision, kv_bytes_per_sequence,
+    kv_bytes_per_token, weights_bytes)
+from rightsizer.sizing.params import SUPPORTED_ARCHITECTURES, ModelSpec, ParamCount, count_params, model_spec
+from rightsizer.sizing.plots import roofline_figure
+from rightsizer.sizing.recommend import DEFAULT_PRECISIONS, SLO, Option, Recommendation, recommend
+
+__all__ = [
+    "count_params", "model_spec", "ModelSpec", "ParamCount", "SUPPORTED_ARCHITECTURES",
+    "load_catalog", "default_catalog", "Catalog", "GPU", "MigProfile",
+    "Workload", "SLO", "Estimate", "estimate", "recommend", "Recommendation", "Option", "DEFAULT_PRECISIONS",
+    "roofline_figure", "Factors", "GpuFactors", "fit_calibration", "MODES",
+    "weights_bytes", "kv_bytes_per_token", "kv_bytes_per_sequence", "activation_bytes", "get_precision",
+    "Precision", "PRECISIONS", "KV_PRECISIONS",
+]

@@ -1,0 +1,252 @@
+"""Efficiency factors: defaults from the catalog, pure roofline, or calibrated from measurements.
+
+Latency of an operation = max(FLOPs / (peak x compute_efficiency),
+bytes / (bandwidth x memory_efficiency)) and each forward step adds ``step_overhead_ms``.
+``fit_calibration`` fits those three numbers per GPU (or ``"cpu-local"``) from measured
+latencies; ``Factors.save`` / ``Factors.load`` write and read them as sorted JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Mapping
+
+from rightsizer.errors import ConfigError
+
+MODES = ("roofline", "default-factors", "calibrated")
+
+
+@dataclass(frozen=True)
+class GpuFactors:
+    """Fitted factors for one device."""
+
+    compute_efficiency: float
+    memory_efficiency: float
+    step_overhead_ms: float
+    samples: int = 0
+    rms_relative_error: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"compute_efficiency": self.compute_efficiency, "memory_efficiency": self.memory_efficiency,
+                "step_overhead_ms": self.step_overhead_ms, "samples": self.samples,
+                "rms_relative_error": self.rms_relative_error}
+
+
+@dataclass(frozen=True)
+class Factors:
+    """Efficiency factors an estimate uses, and the mode that produced them.
+
+    mode: "roofline" (100% of peak, no overhead), "default-factors" (published measurements,
+    see rightsizer/data/gpus.yaml), or "calibrated" (``per_gpu`` fitted on real hardware; GPUs
+    without a fit fall back to the defaults and their estimates say "default-factors").
+    """
+
+    compute_efficiency: float = 0.70
+    memory_efficiency: float = 0.80
+    step_overhead_ms: float = 0.5
+    quant_memory_efficiency: Mapping[str, float] = field(
+        default_factory=lambda: {"int8": 0.81, "int4": 0.69, "nf4": 0.5, "fp8": 1.0})
+    reserve_bytes: int = 1 << 30
+    reserve_fraction: float = 0.05
+    allreduce_latency_us: float = 15.0
+    link_efficiency: float = 0.80
+    mode: str = "default-factors"
+    per_gpu: Mapping[str, GpuFactors] = field(default_factory=dict)
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.mode not in MODES:
+            problems.append(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        for name in ("compute_efficiency", "memory_efficiency", "link_efficiency"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not 0 < v <= 1:
+                problems.append(f"{name} must be in (0, 1], got {v!r}")
+        for name in ("step_overhead_ms", "reserve_fraction", "allreduce_latency_us"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or v < 0:
+                problems.append(f"{name} must be >= 0, got {v!r}")
+        for k, v in self.quant_memory_efficiency.items():
+            if not isinstance(v, (int, float)) or not 0 < v <= 1:
+                problems.append(f"quant_memory_efficiency[{k}] must be in (0, 1], got {v!r}")
+        if problems:
+            raise ConfigError(problems, source="efficiency factors")
+
+    # -- construction ---------------------------------------------------------------
+
+    @classmethod
+    def defaults(cls, catalog=None) -> "Factors":
+        """Defaults from the catalog's ``efficiency`` section (with their sources)."""
+        from rightsizer.sizing.catalog import default_catalog
+
+        eff = (catalog or default_catalog()).efficiency
+        kwargs: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        for name in ("compute_efficiency", "memory_efficiency", "step_overhead_ms", "quant_memory_efficiency",
+                     "reserve_bytes", "reserve_fraction", "allreduce_latency_us", "link_efficiency"):
+            if name in eff:
+                kwargs[name] = eff[name]["value"]
+                sources[name] = " ".join(str(eff[name]["source"]).split())
+        return cls(**kwargs, sources=sources)
+
+    @classmethod
+    def roofline(cls) -> "Factors":
+        """Pure roofline: 100% of peak FLOP/s and bandwidth, no per-step overhead."""
+        return cls(compute_efficiency=1.0, memory_efficiency=1.0, step_overhead_ms=0.0,
+                   quant_memory_efficiency={"int8": 1.0, "int4": 1.0, "nf4": 1.0, "fp8": 1.0},
+                   allreduce_latency_us=0.0, link_efficiency=1.0, mode="roofline")
+
+    def for_gpu(self, gpu_name: str) -> tuple[float, float, float, str]:
+        """(compute_eff, memory_eff, overhead_ms, mode) for one GPU."""
+        fitted = self.per_gpu.get(gpu_name)
+        if fitted is not None:
+            return fitted.compute_efficiency, fitted.memory_efficiency, fitted.step_overhead_ms, "calibrated"
+        mode = "roofline" if self.mode == "roofline" else "default-factors"
+        return self.compute_efficiency, self.memory_efficiency, self.step_overhead_ms, mode
+
+    # -- persistence -------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode, "compute_efficiency": self.compute_efficiency,
+            "memory_efficiency": self.memory_efficiency, "step_overhead_ms": self.step_overhead_ms,
+            "quant_memory_efficiency": dict(self.quant_memory_efficiency), "reserve_bytes": self.reserve_bytes,
+            "reserve_fraction": self.reserve_fraction, "allreduce_latency_us": self.allreduce_latency_us,
+            "link_efficiency": self.link_efficiency,
+            "per_gpu": {k: v.to_dict() for k, v in sorted(self.per_gpu.items())},
+            "sources": dict(self.sources),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Factors":
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown calibration fields: {', '.join(unknown)}", source="calibration")
+        kwargs = dict(data)
+        kwargs["per_gpu"] = {k: GpuFactors(**v) for k, v in (data.get("per_gpu") or {}).items()}
+        return cls(**kwargs)
+
+    def save(self, path: str | os.PathLike) -> None:
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(self.to_dict(), fh, indent=2, sort_keys=True)
+            fh.write("\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Factors":
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read calibration file: {exc}", source=os.fspath(path)) from None
+        return cls.from_dict(data)
+
+
+# --------------------------------------------------------------------------- fitting
+
+
+def _measurement_problems(m: Any, i: int) -> list[str]:
+    if not isinstance(m, Mapping):
+        return [f"measurement {i}: must be a mapping"]
+    out = []
+    for key in ("gpu", "flops", "bytes", "measured_ms"):
+        if key not in m:
+            out.append(f"measurement {i}: missing {key!r}")
+    for key in ("flops", "bytes"):
+        if key in m and (not isinstance(m[key], (int, float)) or m[key] < 0):
+            out.append(f"measurement {i}: {key} must be >= 0")
+    if "measured_ms" in m and (not isinstance(m["measured_ms"], (int, float)) or m["measured_ms"] <= 0):
+        out.append(f"measurement {i}: measured_ms must be > 0")
+    return out
+
+
+def _hardware(m: Mapping[str, Any], catalog) -> tuple[float, float]:
+    """(peak FLOP/s, bandwidth bytes/s) of the measured device."""
+    if "peak_flops" in m and "bandwidth" in m:
+        return float(m["peak_flops"]), float(m["bandwidth"])
+    if m["gpu"] == "cpu-local":
+        raise ConfigError("a 'cpu-local' measurement needs 'peak_flops' and 'bandwidth' of that CPU")
+    gpu = catalog.get(m["gpu"])
+    return gpu.peak_flops(m.get("compute", "bf16")), gpu.memory_bandwidth
+
+
+def _solve3(rows: list[tuple[float, float, float]], ts: list[float], ws: list[float]) -> tuple[float, float, float]:
+    """Weighted least squares for t = a*x + b*y + c (tiny 3x3 normal equations)."""
+    import numpy as np
+
+    A = np.array(rows, dtype=float) * np.sqrt(np.array(ws))[:, None]
+    y = np.array(ts, dtype=float) * np.sqrt(np.array(ws))
+    sol, *_ = np.linalg.lstsq(A, y, rcond=None)
+    return float(sol[0]), float(sol[1]), float(sol[2])
+
+
+def fit_device(points: list[tuple[float, float, float]], base: Factors) -> GpuFactors:
+    """Fit (compute_eff, memory_eff, overhead) to (compute_s, memory_s, measured_s) triples, where
+    compute_s = FLOPs/peak and memory_s = bytes/bandwidth at 100% efficiency."""
+    a, b, c = 1 / base.compute_efficiency, 1 / base.memory_efficiency, base.step_overhead_ms / 1e3
+    for _ in range(20):
+        rows, ts, ws = [], [], []
+        for cs, ms, t in points:
+            compute_bound = a * cs >= b * ms
+            rows.append((cs if compute_bound else 0.0, 0.0 if compute_bound else ms, 1.0))
+            ts.append(t)
+            ws.append(1.0 / (t * t))  # relative error
+        has_c = any(r[0] for r in rows)
+        has_m = any(r[1] for r in rows)
+        if len(points) >= 3:
+            na, nb, nc = _solve3(rows, ts, ws)
+        else:
+            na, nb, nc = a, b, c
+        if not has_c:
+            na = a
+        if not has_m:
+            nb = b
+        if len(points) < 3 or nc < 0 or na <= 0 or nb <= 0:
+            # Too few points or a negative overhead: keep the overhead, fit the scales alone.
+            nc = max(0.0, c if len(points) < 3 else 0.0)
+            cs_r = [(cs, t - nc) for (cs, ms, t), r in zip(points, rows) if r[0]]
+            ms_r = [(ms, t - nc) for (cs, ms, t), r in zip(points, rows) if r[1]]
+            na = sum(y for _, y in cs_r) / sum(x for x, _ in cs_r) if cs_r else a
+            nb = sum(y for _, y in ms_r) / sum(x for x, _ in ms_r) if ms_r else b
+        na, nb = max(na, 1.0), max(nb, 1.0)  # efficiency <= 100%
+        if abs(na - a) < 1e-9 and abs(nb - b) < 1e-9 and abs(nc - c) < 1e-12:
+            break
+        a, b, c = na, nb, max(nc, 0.0)
+    preds = [max(a * cs, b * ms) + c for cs, ms, _ in points]
+    rms = math.sqrt(sum(((p - t) / t) ** 2 for p, (_, _, t) in zip(preds, points)) / len(points))
+    return GpuFactors(compute_efficiency=round(1 / a, 4), memory_efficiency=round(1 / b, 4),
+                      step_overhead_ms=round(c * 1e3, 4), samples=len(points), rms_relative_error=round(rms, 4))
+
+
+def fit_calibration(measurements: Iterable[Mapping[str, Any]], base: Factors | None = None,
+                    catalog=None) -> Factors:
+    """Fit efficiency factors per device from measured latencies.
+
+    Each measurement: ``{"gpu": name or "cpu-local", "phase": "prefill"|"decode", "flops": F,
+    "bytes": B, "measured_ms": t}``; optional ``"compute"`` (dtype of the peak, default bf16) and,
+    for devices outside the catalog such as ``cpu-local``, ``"peak_flops"`` and ``"bandwidth"``.
+    The FLOPs and bytes of a whole forward step come from ``Estimate.prefill`` / ``.decode``.
+    Returns ``Factors`` in "calibrated" mode, defaults kept for devices not measured.
+    """
+    from rightsizer.sizing.catalog import default_catalog
+
+    catalog = catalog or default_catalog()
+    base = base or Factors.defaults(catalog)
+    items = list(measurements)
+    problems = [p for i, m in enumerate(items) for p in _measurement_problems(m, i)]
+    if not items:
+        problems.append("no measurements given")
+    if problems:
+        raise ConfigError(problems, source="calibration measurements")
+    by_device: dict[str, list[tuple[float, float, float]]] = {}
+    for m in items:
+        peak, bw = _hardware(m, catalog)
+        name = m["gpu"] if m["gpu"] == "cpu-local" else catalog.get(m["gpu"]).name
+        by_device.setdefault(name, []).append((m["flops"] / peak, m["bytes"] / bw, m["measured_ms"] / 1e3))
+    per_gpu = dict(base.per_gpu)
+    for name, points in by_device.items():
+        per_gpu[name] = fit_device(points, base)
+    return replace(base, mode="calibrated", per_gpu=per_gpu)

@@ -1,0 +1,276 @@
+"""One estimate: memory plan, fit, prefill/decode roofline, TTFT, TPOT, throughput and cost."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from rightsizer.errors import ConfigError
+from rightsizer.sizing.calibration import Factors
+from rightsizer.sizing.catalog import GPU, Catalog, default_catalog
+from rightsizer.sizing.memory import (
+    KV_PRECISIONS, Precision, activation_bytes, default_kv_precision, get_precision, kv_bytes_per_element,
+    kv_bytes_per_sequence, kv_bytes_per_token, weights_bytes)
+from rightsizer.sizing.params import ModelSpec, ParamCount, _count, model_spec
+from rightsizer.sizing.roofline import PhaseResult, build_ops, phase_time
+
+TP_COUNTS = (1, 2, 4, 8)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What one replica serves.
+
+    prompt_tokens: input tokens per request (prefill length).
+    output_tokens: generated tokens per request.
+    batch: concurrent sequences decoded together.
+    precision: weight precision (fp32, bf16, fp16, fp8, int8, int4, int4-gN, nf4).
+    kv_precision: KV-cache dtype; None keeps the activation dtype (bf16, or fp32 for fp32).
+    """
+
+    prompt_tokens: int
+    output_tokens: int
+    batch: int = 1
+    precision: str = "bf16"
+    kv_precision: str | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("prompt_tokens", "output_tokens", "batch"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                problems.append(f"{name} must be a positive integer, got {v!r} (--{name.replace('_', '-')})")
+        try:
+            get_precision(self.precision)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+        if self.kv_precision is not None:
+            try:
+                kv_bytes_per_element(self.kv_precision)
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+        if problems:
+            raise ConfigError(problems, source="workload")
+
+    @property
+    def kv(self) -> str:
+        return self.kv_precision or default_kv_precision(self.precision)
+
+    def with_(self, **changes: Any) -> "Workload":
+        data = {"prompt_tokens": self.prompt_tokens, "output_tokens": self.output_tokens, "batch": self.batch,
+                "precision": self.precision, "kv_precision": self.kv_precision}
+        data.update(changes)
+        return Workload(**data)
+
+
+@dataclass
+class Estimate:
+    """Everything the sizing engine knows about one (model, GPU x count or MIG slice, workload)."""
+
+    model: str
+    architecture: str
+    gpu: str
+    count: int
+    mig: str | None
+    precision: str
+    kv_precision: str
+    batch: int
+    prompt_tokens: int
+    output_tokens: int
+    mode: str
+    params: ParamCount
+    weights_bytes: int
+    kv_bytes_per_token: int
+    kv_bytes: int
+    activation_bytes: int
+    reserve_bytes: int
+    memory_per_gpu_bytes: int
+    gpu_memory_bytes: int
+    fits: bool
+    min_gpus: int | None
+    max_batch: int
+    max_context: int
+    prefill: PhaseResult
+    decode: PhaseResult
+    ttft_ms: float
+    tpot_ms: float
+    throughput_tokens_per_s: float
+    request_latency_ms: float
+    price_per_hour: float
+    cost_per_1m_output_tokens: float
+    offload: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def memory_bytes(self) -> int:
+        """Total memory needed across all GPUs of this option."""
+        return self.memory_per_gpu_bytes * self.count
+
+    def to_dict(self, with_ops: bool = False) -> dict[str, Any]:
+        return {
+            "model": self.model, "architecture": self.architecture, "gpu": self.gpu, "count": self.count,
+            "mig": self.mig, "precision": self.precision, "kv_precision": self.kv_precision,
+            "batch": self.batch, "prompt_tokens": self.prompt_tokens, "output_tokens": self.output_tokens,
+            "mode": self.mode, "params_total": self.params.total, "params_active": self.params.active,
+            "weights_bytes": self.weights_bytes, "kv_bytes_per_token": self.kv_bytes_per_token,
+            "kv_bytes": self.kv_bytes, "activation_bytes": self.activation_bytes,
+            "reserve_bytes": self.reserve_bytes, "memory_bytes": self.memory_bytes,
+            "memory_per_gpu_bytes": self.memory_per_gpu_bytes, "gpu_memory_bytes": self.gpu_memory_bytes,
+            "fits": self.fits, "min_gpus": self.min_gpus, "max_batch": self.max_batch,
+            "max_context": self.max_context,
+            "prefill": self.prefill.to_dict(with_ops), "decode": self.decode.to_dict(with_ops),
+            "ttft_ms": self.ttft_ms, "tpot_ms": self.tpot_ms,
+            "throughput_tokens_per_s": self.throughput_tokens_per_s,
+            "request_latency_ms": self.request_latency_ms, "price_per_hour": self.price_per_hour,
+            "cost_per_1m_output_tokens": self.cost_per_1m_output_tokens, "offload": self.offload,
+            "warnings": list(self.warnings),
+        }
+
+
+# --------------------------------------------------------------------------- memory plan
+
+
+@dataclass(frozen=True)
+class _Plan:
+    weights: int
+    kv_total: int
+    act: int
+    reserve: int
+    per_gpu: int
+    fits: bool
+
+
+def _kv_share(spec: ModelSpec, count: int) -> float:
+    return 1 / min(count, spec.kv_heads)
+
+
+def _plan(spec: ModelSpec, params: ParamCount, prec: Precision, kv: str, gpu: GPU, count: int,
+          batch: int, prompt: int, output: int, factors: Factors) -> _Plan:
+    w = weights_bytes(params, prec)
+    kv_total = batch * kv_bytes_per_sequence(spec, prompt + output, kv)
+    act = activation_bytes(spec, batch, prompt, prec)
+    reserve = int(factors.reserve_bytes + factors.reserve_fraction * gpu.memory_bytes)
+    per_gpu = int(math.ceil(w / count + kv_total * _kv_share(spec, count) + act + reserve))
+    return _Plan(w, kv_total, act, reserve, per_gpu, per_gpu <= gpu.memory_bytes)
+
+
+def _max_batch(spec, params, prec, kv, gpu, count, prompt, output, factors) -> int:
+    one = _plan(spec, params, prec, kv, gpu, count, 1, prompt, output, factors)
+    free = gpu.memory_bytes - (one.per_gpu - one.kv_total * _kv_share(spec, count) - one.act)
+    per_seq = one.kv_total * _kv_share(spec, count) + one.act
+    return max(0, int(free // per_seq)) if per_seq > 0 else 0
+
+
+def _max_context(spec, params, prec, kv, gpu, count, batch, factors) -> int:
+    lo, hi = 0, 1 << 24
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _plan(spec, params, prec, kv, gpu, count, batch, mid, 0, factors).fits:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _tp_problem(spec: ModelSpec, gpu: GPU, count: int) -> str:
+    if count > gpu.max_count:
+        return f"{count}x {gpu.name} exceeds max_count {gpu.max_count} per node"
+    if count > 1 and spec.heads % count:
+        return f"tensor parallel {count} does not divide {spec.heads} attention heads"
+    return ""
+
+
+def min_gpus(spec, params, prec, kv, gpu, prompt, output, batch, factors) -> int | None:
+    for n in TP_COUNTS:
+        if _tp_problem(spec, gpu, n):
+            continue
+        if _plan(spec, params, prec, kv, gpu, n, batch, prompt, output, factors).fits:
+            return n
+    return None
+
+
+# --------------------------------------------------------------------------- estimate
+
+
+def _resolve_gpu(gpu: str | GPU, mig: str | None, catalog: Catalog | None) -> GPU:
+    base = gpu if isinstance(gpu, GPU) else (catalog or default_catalog()).get(gpu)
+    if mig:
+        return base.slice(mig) if base.mig is None else base
+    return base
+
+
+def estimate(config: Any, gpu: str | GPU, workload: Workload, count: int = 1, mig: str | None = None,
+             factors: Factors | None = None, *, catalog: Catalog | None = None,
+             spec: ModelSpec | None = None, params: ParamCount | None = None) -> Estimate:
+    """Estimate memory, fit, TTFT, TPOT, throughput and cost of serving ``config`` on
+    ``count`` x ``gpu`` (tensor parallel) or on one MIG slice ``mig`` of it."""
+    if not isinstance(workload, Workload):
+        raise ConfigError(f"workload must be a Workload, got {type(workload).__name__}")
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise ConfigError(f"count must be a positive integer, got {count!r}")
+    spec = spec or model_spec(config)
+    params = params or _count(spec)
+    factors = factors or Factors.defaults(catalog)
+    g = _resolve_gpu(gpu, mig, catalog)
+    if g.mig and count != 1:
+        raise ConfigError(f"a MIG slice ({g.mig}) is one device: count must be 1, got {count}")
+    prec = get_precision(workload.precision)
+    kv = workload.kv
+    warnings: list[str] = []
+    problem = _tp_problem(spec, g, count)
+    if problem:
+        raise ConfigError(problem)
+    if prec.feature and not g.supports(prec.feature):
+        warnings.append(f"{g.name} lacks {prec.feature} support for {prec.name}; latency assumes fallback kernels")
+    if kv == "fp8" and not g.supports("fp8"):
+        warnings.append(f"{g.name} has no fp8 support for an fp8 KV cache")
+    if not g.supports("flash_attention_2"):
+        warnings.append(f"{g.name} (cc {g.compute_capability}) has no FlashAttention-2; SDPA kernels assumed")
+
+    P, O, B = workload.prompt_tokens, workload.output_tokens, workload.batch
+    if spec.max_positions and P + O > spec.max_positions:
+        warnings.append(f"prompt + output = {P + O} exceeds the model's max_position_embeddings {spec.max_positions}")
+    plan = _plan(spec, params, prec, kv, g, count, B, P, O, factors)
+    ce, me, overhead, mode = factors.for_gpu(g.name)
+    qme = factors.quant_memory_efficiency.get(prec.kernel, 1.0) if prec.kernel else 1.0
+
+    offload = None
+    extra_ms = 0.0
+    if not plan.fits:
+        offloaded = plan.per_gpu - g.memory_bytes
+        extra_ms = offloaded / (g.host_link_bandwidth * factors.link_efficiency) * 1e3
+        offload = {"offloaded_bytes_per_gpu": offloaded, "host_link_bandwidth": g.host_link_bandwidth,
+                   "added_ms_per_step": extra_ms,
+                   "note": "weights that do not fit stream from host RAM over PCIe on every forward step"}
+        warnings.append(f"needs {plan.per_gpu / 2**30:.1f} GiB per GPU, {g.label} has "
+                        f"{g.memory_bytes / 2**30:.1f} GiB; CPU offload adds {extra_ms:.0f} ms per step")
+
+    common = dict(gpu=g, prec=prec, tp=count, hidden=spec.hidden, layers=spec.layers, compute_eff=ce,
+                  memory_eff=me, overhead_ms=overhead, quant_memory_eff=qme,
+                  allreduce_latency_us=factors.allreduce_latency_us, link_eff=factors.link_efficiency,
+                  extra_ms=extra_ms)
+    prefill = phase_time("prefill", build_ops(spec, prec, kv, B, P, P, "prefill", count), tokens=B * P, **common)
+    # TPOT at the last generated token (the slowest step: longest KV read), for p95 SLO checks.
+    decode = phase_time("decode", build_ops(spec, prec, kv, B, 1, P + O - 1, "decode", count), tokens=B, **common)
+    ttft = prefill.latency_ms
+    tpot = decode.latency_ms
+    throughput = B / (tpot / 1e3)
+    request_ms = ttft + (O - 1) * tpot
+    price = g.price_per_hour * count
+    cost = price / (throughput * 3600) * 1e6 if throughput > 0 else math.inf
+    return Estimate(
+        model=spec.name, architecture=spec.model_type, gpu=g.name, count=count, mig=g.mig, precision=prec.name,
+        kv_precision=kv, batch=B, prompt_tokens=P, output_tokens=O, mode=mode, params=params,
+        weights_bytes=plan.weights, kv_bytes_per_token=kv_bytes_per_token(spec, kv), kv_bytes=plan.kv_total,
+        activation_bytes=plan.act, reserve_bytes=plan.reserve, memory_per_gpu_bytes=plan.per_gpu,
+        gpu_memory_bytes=g.memory_bytes, fits=plan.fits,
+        min_gpus=None if g.mig else min_gpus(spec, params, prec, kv, g, P, O, B, factors),
+        max_batch=_max_batch(spec, params, prec, kv, g, count, P, O, factors),
+        max_context=_max_context(spec, params, prec, kv, g, count, B, factors),
+        prefill=prefill, decode=decode, ttft_ms=ttft, tpot_ms=tpot, throughput_tokens_per_s=throughput,
+        request_latency_ms=request_ms, price_per_hour=price, cost_per_1m_output_tokens=cost, offload=offload,
+        warnings=warnings)
+
+
+__all__ = ["Workload", "Estimate", "estimate", "min_gpus", "TP_COUNTS", "KV_PRECISIONS"]

@@ -1,0 +1,317 @@
+"""Rank every option (GPU type x count, or a MIG slice, x precision) and pick the cheapest one
+that fits in memory and meets the p95 TTFT, per-token latency, throughput and budget targets."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from rightsizer.errors import ConfigError, InsufficientMemory, NoFeasibleOption
+from rightsizer.sizing.calibration import Factors
+from rightsizer.sizing.catalog import GPU, Catalog, default_catalog
+from rightsizer.sizing.estimate import TP_COUNTS, Estimate, Workload, _tp_problem, estimate
+from rightsizer.sizing.memory import get_precision
+from rightsizer.sizing.params import _count, model_spec
+
+DEFAULT_PRECISIONS = ("bf16", "fp8", "int8", "int4")
+MAX_REPLICAS = 64
+
+
+@dataclass(frozen=True)
+class SLO:
+    """Service-level objectives a deployment must meet.
+
+    ttft_ms: p95 time to first token, milliseconds.
+    tpot_ms: p95 time per output token after the first, milliseconds.
+    throughput_tokens_per_s: aggregate output tokens/s to sustain (0: no target); met with
+        bigger batches where memory and TPOT allow, then with replicas.
+    budget_per_hour: maximum USD per hour for all GPUs of the option (None: no budget).
+    """
+
+    ttft_ms: float
+    tpot_ms: float
+    throughput_tokens_per_s: float = 0.0
+    budget_per_hour: float | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("ttft_ms", "tpot_ms"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
+                problems.append(f"{name} must be a positive number, got {v!r} (--{name.replace('_', '-')})")
+        t = self.throughput_tokens_per_s
+        if not isinstance(t, (int, float)) or isinstance(t, bool) or t < 0:
+            problems.append(f"throughput_tokens_per_s must be >= 0, got {t!r} (--throughput)")
+        b = self.budget_per_hour
+        if b is not None and (not isinstance(b, (int, float)) or isinstance(b, bool) or not b > 0):
+            problems.append(f"budget_per_hour must be a positive number, got {b!r} (--budget-per-hour)")
+        if problems:
+            raise ConfigError(problems, source="SLO")
+
+    def describe(self) -> str:
+        parts = [f"TTFT <= {self.ttft_ms:g} ms", f"TPOT <= {self.tpot_ms:g} ms"]
+        if self.throughput_tokens_per_s:
+            parts.append(f"throughput >= {self.throughput_tokens_per_s:g} tok/s")
+        if self.budget_per_hour is not None:
+            parts.append(f"budget <= ${self.budget_per_hour:g}/h")
+        return ", ".join(parts)
+
+
+@dataclass
+class Option:
+    """One candidate deployment and its verdict."""
+
+    gpu: str
+    count: int
+    mig: str | None
+    precision: str
+    batch: int
+    replicas: int
+    fits: bool
+    meets_slo: bool
+    ttft_ms: float
+    tpot_ms: float
+    throughput_tokens_per_s: float
+    price_per_hour: float
+    cost_per_1m_output_tokens: float
+    memory_bytes: int
+    reason: str
+    mode: str
+    estimate: Estimate | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def feasible(self) -> bool:
+        return self.fits and self.meets_slo and not self.reason
+
+    @property
+    def label(self) -> str:
+        dev = f"{self.gpu} MIG {self.mig}" if self.mig else f"{self.count}x {self.gpu}"
+        rep = f" x{self.replicas} replicas" if self.replicas > 1 else ""
+        return f"{dev} {self.precision}{rep}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "gpu": self.gpu, "count": self.count, "mig": self.mig, "precision": self.precision,
+            "batch": self.batch, "replicas": self.replicas, "fits": self.fits, "meets_slo": self.meets_slo,
+            "feasible": self.feasible, "ttft_ms": _num(self.ttft_ms), "tpot_ms": _num(self.tpot_ms),
+            "throughput_tokens_per_s": _num(self.throughput_tokens_per_s), "price_per_hour": self.price_per_hour,
+            "cost_per_1m_output_tokens": _num(self.cost_per_1m_output_tokens), "memory_bytes": self.memory_bytes,
+            "reason": self.reason, "mode": self.mode,
+        }
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
+
+
+@dataclass
+class Recommendation:
+    """Ranked options (feasible first, cheapest first) and the chosen one."""
+
+    chosen: Option
+    options: list[Option]
+    model: str
+    workload: Workload
+    slo: SLO
+
+    @property
+    def feasible(self) -> list[Option]:
+        return [o for o in self.options if o.feasible]
+
+    def to_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for rank, o in enumerate(self.options, 1):
+            rows.append({"rank": rank, "option": o.label, **o.to_dict()})
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "workload": {"prompt_tokens": self.workload.prompt_tokens, "output_tokens": self.workload.output_tokens,
+                         "batch": self.workload.batch},
+            "slo": {"ttft_ms": self.slo.ttft_ms, "tpot_ms": self.slo.tpot_ms,
+                    "throughput_tokens_per_s": self.slo.throughput_tokens_per_s,
+                    "budget_per_hour": self.slo.budget_per_hour},
+            "chosen": self.chosen.to_dict(),
+            "options": [o.to_dict() for o in self.options],
+        }
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def _option(est: Estimate, replicas: int, reason: str, meets: bool) -> Option:
+    return Option(gpu=est.gpu, count=est.count, mig=est.mig, precision=est.precision, batch=est.batch,
+                  replicas=replicas, fits=est.fits, meets_slo=meets, ttft_ms=est.ttft_ms, tpot_ms=est.tpot_ms,
+                  throughput_tokens_per_s=est.throughput_tokens_per_s * replicas,
+                  price_per_hour=est.price_per_hour * replicas,
+                  cost_per_1m_output_tokens=est.cost_per_1m_output_tokens,
+                  memory_bytes=est.memory_bytes * replicas, reason=reason, mode=est.mode, estimate=est)
+
+
+def _violations(est: Estimate, slo: SLO) -> list[str]:
+    out = []
+    if est.ttft_ms > slo.ttft_ms:
+        out.append(f"TTFT {est.ttft_ms:.1f} ms > {slo.ttft_ms:g} ms")
+    if est.tpot_ms > slo.tpot_ms:
+        out.append(f"TPOT {est.tpot_ms:.2f} ms > {slo.tpot_ms:g} ms")
+    return out
+
+
+def _evaluate(cfg, gpu: GPU, count: int, mig: str | None, workload: Workload, slo: SLO, factors: Factors,
+              spec, params) -> Option:
+    est = estimate(cfg, gpu, workload, count=count, mig=mig, factors=factors, spec=spec, params=params)
+    if not est.fits:
+        return _option(est, 1, f"does not fit: needs {_gib(est.memory_per_gpu_bytes)} per GPU, "
+                               f"{gpu.label if mig is None else gpu.slice(mig).label} has {_gib(est.gpu_memory_bytes)}",
+                       False)
+    bad = _violations(est, slo)
+    # Meet a throughput target with a bigger batch while TTFT/TPOT and memory allow, then replicas.
+    target = slo.throughput_tokens_per_s
+    if not bad and target and est.throughput_tokens_per_s < target:
+        batch = workload.batch
+        while est.throughput_tokens_per_s < target and batch * 2 <= est.max_batch:
+            trial = estimate(cfg, gpu, workload.with_(batch=batch * 2), count=count, mig=mig, factors=factors,
+                             spec=spec, params=params)
+            if not trial.fits or _violations(trial, slo):
+                break
+            est, batch = trial, batch * 2
+    replicas = 1
+    if target and est.throughput_tokens_per_s < target:
+        replicas = math.ceil(target / est.throughput_tokens_per_s)
+        if replicas > MAX_REPLICAS:
+            bad.append(f"throughput {est.throughput_tokens_per_s:.0f} tok/s per replica needs "
+                       f"{replicas} replicas (> {MAX_REPLICAS})")
+            replicas = 1
+    price = est.price_per_hour * replicas
+    if slo.budget_per_hour is not None and price > slo.budget_per_hour:
+        bad.append(f"${price:.2f}/h > budget ${slo.budget_per_hour:g}/h")
+    return _option(est, replicas, "; ".join(bad), not bad)
+
+
+def _unsupported(gpu: GPU, precision: str, mig: str | None, count: int, reason: str, workload) -> Option:
+    return Option(gpu=gpu.name, count=count, mig=mig, precision=precision, batch=workload.batch, replicas=1,
+                  fits=False, meets_slo=False, ttft_ms=math.inf, tpot_ms=math.inf, throughput_tokens_per_s=0.0,
+                  price_per_hour=gpu.price_per_hour * count, cost_per_1m_output_tokens=math.inf, memory_bytes=0,
+                  reason=reason, mode="n/a")
+
+
+def _precision_for(gpu: GPU, name: str) -> tuple[str, str]:
+    """(precision to use on this GPU, reason it cannot be used or '')."""
+    prec = get_precision(name)
+    if prec.name == "bf16" and not gpu.supports("bf16"):
+        return "fp16", ""  # Turing: same size and speed class in fp16
+    if prec.feature and not gpu.supports(prec.feature):
+        need = {"fp8": "compute capability >= 8.9", "bf16": "compute capability >= 8.0"}.get(prec.feature, "kernels")
+        return prec.name, f"{gpu.name} lacks {prec.feature} ({need}) for {prec.name}"
+    return prec.name, ""
+
+
+def _rank_key(o: Option):
+    if o.feasible:
+        return (0, o.price_per_hour, o.cost_per_1m_output_tokens, o.tpot_ms)
+    return (1 if o.fits else 2, o.price_per_hour, o.tpot_ms)
+
+
+def recommend(config: Any, workload: Workload, slo: SLO, catalog: Catalog | None = None,
+              precisions: Iterable[str] | None = None, *, factors: Factors | None = None,
+              gpus: Iterable[str] | None = None, include_mig: bool = True) -> Recommendation:
+    """Rank all options and return the cheapest feasible one.
+
+    Raises ``NoFeasibleOption`` (``InsufficientMemory`` when nothing even fits) with an actionable
+    message; the exception carries the ranked ``options``.
+    """
+    if not isinstance(workload, Workload):
+        raise ConfigError(f"workload must be a Workload, got {type(workload).__name__}")
+    if not isinstance(slo, SLO):
+        raise ConfigError(f"slo must be an SLO, got {type(slo).__name__}")
+    catalog = catalog or default_catalog()
+    factors = factors or Factors.defaults(catalog)
+    spec = model_spec(config)
+    params = _count(spec)
+    names = list(precisions) if precisions else list(DEFAULT_PRECISIONS)
+    for n in names:
+        get_precision(n)  # fail early on a typo
+    selected = [catalog.get(g) for g in gpus] if gpus else list(catalog)
+
+    options: list[Option] = []
+    for gpu in selected:
+        for name in names:
+            prec, why = _precision_for(gpu, name)
+            if why:
+                options.append(_unsupported(gpu, prec, None, 1, why, workload))
+                continue
+            wl = workload.with_(precision=prec)
+            for count in TP_COUNTS:
+                if _tp_problem(spec, gpu, count):
+                    continue
+                opt = _evaluate(config, gpu, count, None, wl, slo, factors, spec, params)
+                options.append(opt)
+                if opt.feasible:
+                    break  # more GPUs of this kind only cost more
+            if include_mig:
+                for prof in gpu.mig_profiles:
+                    if prof.compute_fraction >= 1.0:
+                        continue  # the full-GPU profile is the GPU itself
+                    options.append(_evaluate(config, gpu, 1, prof.name, wl, slo, factors, spec, params))
+    # Same precision may appear twice (bf16 -> fp16 on Turing): keep the first of each.
+    seen, unique = set(), []
+    for o in options:
+        key = (o.gpu, o.count, o.mig, o.precision)
+        if key not in seen:
+            seen.add(key)
+            unique.append(o)
+    unique.sort(key=_rank_key)
+    feasible = [o for o in unique if o.feasible]
+    if not feasible:
+        raise _no_option(spec.name, unique, slo, names)
+    return Recommendation(chosen=feasible[0], options=unique, model=spec.name, workload=workload, slo=slo)
+
+
+def _no_option(model: str, options: list[Option], slo: SLO, precisions: list[str]) -> NoFeasibleOption:
+    fitting = [o for o in options if o.fits]
+    if not fitting:
+        biggest = max((o for o in options if o.estimate is not None), key=lambda o: o.estimate.gpu_memory_bytes
+                      * o.count, default=None)
+        hint = ""
+        if biggest is not None:
+            hint = (f" The largest option tried, {biggest.label}, needs {_gib(biggest.estimate.memory_per_gpu_bytes)}"
+                    f" per GPU of {_gib(biggest.estimate.gpu_memory_bytes)}.")
+        exc: NoFeasibleOption = InsufficientMemory(
+            f"{model} does not fit on any option in the catalog at {', '.join(precisions)} within 8 GPUs per node."
+            f"{hint} Try a lower precision (int4, nf4), a shorter context or smaller batch, or add a larger GPU "
+            "to the catalog.")
+        exc.options = options  # type: ignore[attr-defined]
+        return exc
+    hints = []
+    by_prec: dict[str, Option] = {}
+    for o in sorted(fitting, key=lambda o: o.price_per_hour):
+        by_prec.setdefault(o.precision, o)
+    fits_text = ", ".join(f"{o.label}" for o in by_prec.values())
+    hints.append(f"the cheapest that fit in memory: {fits_text}")
+
+    def worst_ratio(o: Option) -> float:
+        r = max(o.ttft_ms / slo.ttft_ms, o.tpot_ms / slo.tpot_ms)
+        if slo.budget_per_hour:
+            r = max(r, o.price_per_hour / slo.budget_per_hour)
+        return r
+
+    close = sorted(fitting, key=worst_ratio)[:3]
+    hints.append("closest: " + "; ".join(f"{o.label} ({o.reason or 'no reason'})" for o in close))
+    best = close[0]
+    needed = []
+    if best.ttft_ms > slo.ttft_ms:
+        needed.append(f"TTFT target >= {math.ceil(best.ttft_ms)} ms")
+    if best.tpot_ms > slo.tpot_ms:
+        needed.append(f"TPOT target >= {best.tpot_ms:.1f} ms")
+    if slo.budget_per_hour is not None and best.price_per_hour > slo.budget_per_hour:
+        needed.append(f"budget >= ${best.price_per_hour:.2f}/h")
+    action = f"; relax to {' and '.join(needed)} for {best.label}" if needed else ""
+    exc = NoFeasibleOption(f"no option meets {slo.describe()} for {model}: " + "; ".join(hints) + action)
+    exc.options = options  # type: ignore[attr-defined]
+    return exc
