@@ -317,14 +317,15 @@ def load_catalog(path: str | os.PathLike | None = None, extra: list[dict[str, An
     gpus: list[GPU] = []
     seen: dict[str, str] = {}
     for i, raw in enumerate(entries):
+        if isinstance(raw, dict) and isinstance(raw.get("name"), str):
+            aliases = raw.get("aliases") if isinstance(raw.get("aliases"), list) else []
+            for key in [raw["name"], *aliases]:
+                if _key(key) in seen:
+                    problems.append(f"GPU {raw['name']}: name or alias {key!r} already used by {seen[_key(key)]}")
+                seen[_key(key)] = raw["name"]
         gpu = _validate_entry(raw, i, problems)
-        if gpu is None:
-            continue
-        for key in [gpu.name, *gpu.aliases]:
-            if _key(key) in seen:
-                problems.append(f"GPU {gpu.name}: name or alias {key!r} already used by {seen[_key(key)]}")
-            seen[_key(key)] = gpu.name
-        gpus.append(gpu)
+        if gpu is not None:
+            gpus.append(gpu)
     efficiency = data.get("efficiency") or {}
     if not isinstance(efficiency, dict):
         problems.append("efficiency must be a mapping of factor name to {value, source}")
