@@ -269,8 +269,33 @@ def recommend(config: Any, workload: Workload, slo: SLO, catalog: Catalog | None
     unique.sort(key=_rank_key)
     feasible = [o for o in unique if o.feasible]
     if not feasible:
-        raise _no_option(spec.name, unique, slo, names)
+        exc = _no_option(spec.name, unique, slo, names)
+        hint = _lower_precision_hint(config, workload, selected, names, factors, spec, params)
+        if hint:
+            exc.args = (f"{exc.args[0]}; {hint}",)
+        raise exc
     return Recommendation(chosen=feasible[0], options=unique, model=spec.name, workload=workload, slo=slo)
+
+
+def _lower_precision_hint(cfg, workload: Workload, gpus: list[GPU], tried: list[str], factors: Factors,
+                          spec, params) -> str:
+    """'or int4 on 1x A100-80GB' when a precision not tried would fit on fewer GPUs."""
+    tried_names = {get_precision(t).name for t in tried}
+    for name in ("int4", "nf4"):
+        if name in tried_names:
+            continue
+        best = None
+        for gpu in sorted(gpus, key=lambda g: g.price_per_hour):
+            prec, why = _precision_for(gpu, name)
+            if why:
+                continue
+            est = estimate(cfg, gpu, workload.with_(precision=prec), factors=factors, spec=spec, params=params)
+            if est.fits:
+                best = gpu
+                break
+        if best is not None:
+            return f"or quantize: {name} fits on 1x {best.name} (add it with precisions=[..., '{name}'])"
+    return ""
 
 
 def _no_option(model: str, options: list[Option], slo: SLO, precisions: list[str]) -> NoFeasibleOption:

@@ -1,0 +1,91 @@
+"""Calibration: fitting recovers known factors; save/load are exact mirrors; estimates say 'calibrated'."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rightsizer.errors import ConfigError
+from rightsizer.sizing import Factors, Workload, estimate, fit_calibration, load_catalog
+
+CONFIGS = Path(__file__).parent / "fixtures" / "configs"
+LLAMA8 = str(CONFIGS / "llama-3.1-8b.json")
+
+
+def synthetic(gpu: str, ce: float, me: float, overhead_ms: float) -> list[dict]:
+    """Measurements a device with known efficiencies would produce, from real phase FLOPs/bytes."""
+    g = load_catalog().get(gpu)
+    out = []
+    for prompt, batch in ((16, 1), (128, 1), (512, 1), (2048, 1), (2048, 4), (64, 8)):
+        est = estimate(LLAMA8, gpu, Workload(prompt, 32, batch))
+        for phase in (est.prefill, est.decode):
+            t = max(phase.flops / (g.bf16_flops * ce), phase.bytes / (g.memory_bandwidth * me)) * 1e3 + overhead_ms
+            out.append({"gpu": gpu, "phase": phase.name, "flops": phase.flops, "bytes": phase.bytes,
+                        "measured_ms": t})
+    return out
+
+
+def test_fit_recovers_known_factors():
+    factors = fit_calibration(synthetic("L4", 0.55, 0.72, 2.0))
+    f = factors.per_gpu["L4"]
+    assert factors.mode == "calibrated"
+    assert f.compute_efficiency == pytest.approx(0.55, rel=0.02)
+    assert f.memory_efficiency == pytest.approx(0.72, rel=0.02)
+    assert f.step_overhead_ms == pytest.approx(2.0, abs=0.1)
+    assert f.samples == 12 and f.rms_relative_error < 0.01
+
+
+def test_calibrated_estimate_predicts_the_device():
+    factors = fit_calibration(synthetic("A10G", 0.6, 0.7, 1.0))
+    g = load_catalog().get("A10G")
+    est = estimate(LLAMA8, "A10G", Workload(1000, 50, 2), factors=factors)
+    assert est.mode == "calibrated"
+    truth = est.decode.bytes / (g.memory_bandwidth * 0.7) * 1e3 + 1.0
+    assert est.tpot_ms == pytest.approx(truth, rel=0.05)
+    assert estimate(LLAMA8, "L4", Workload(1000, 50), factors=factors).mode == "default-factors"
+
+
+def test_cpu_local_measurements_need_hardware_figures():
+    pts = [{"gpu": "cpu-local", "phase": "decode", "flops": 1e9 * k, "bytes": 2e9 * k, "measured_ms": 100.0 * k + 5,
+            "peak_flops": 1e12, "bandwidth": 4e10} for k in (1, 2, 3)]
+    f = fit_calibration(pts).per_gpu["cpu-local"]
+    assert f.memory_efficiency == pytest.approx(0.5, rel=0.02) and f.step_overhead_ms == pytest.approx(5, abs=0.5)
+    with pytest.raises(ConfigError, match="peak_flops"):
+        fit_calibration([{"gpu": "cpu-local", "flops": 1, "bytes": 1, "measured_ms": 1}])
+
+
+def test_save_load_round_trip(tmp_path):
+    factors = fit_calibration(synthetic("H100-SXM", 0.65, 0.85, 0.7))
+    path = tmp_path / "calibration.json"
+    factors.save(path)
+    again = Factors.load(path)
+    assert again == factors
+    assert again.to_dict() == json.loads(path.read_text())
+    # sorted, indented JSON so that diffs stay readable
+    text = path.read_text()
+    assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"
+
+
+def test_defaults_carry_sources_and_roofline_mode():
+    d = Factors.defaults()
+    assert d.mode == "default-factors" and d.memory_efficiency == 0.8 and d.compute_efficiency == 0.7
+    assert "aiconfigurator" in d.sources["memory_efficiency"]
+    assert Factors.roofline().for_gpu("L4") == (1.0, 1.0, 0.0, "roofline")
+
+
+def test_bad_measurements_and_files(tmp_path):
+    with pytest.raises(ConfigError) as exc:
+        fit_calibration([{"gpu": "L4", "flops": -1, "measured_ms": 0}, {}])
+    assert len(exc.value.problems) >= 4
+    with pytest.raises(ConfigError, match="no measurements"):
+        fit_calibration([])
+    with pytest.raises(ConfigError, match="known GPUs"):
+        fit_calibration([{"gpu": "Q9", "flops": 1, "bytes": 1, "measured_ms": 1}])
+    bad = tmp_path / "c.json"
+    bad.write_text('{"mode": "calibrated", "surprise": 1}')
+    with pytest.raises(ConfigError, match="unknown calibration fields: surprise"):
+        Factors.load(bad)
+    with pytest.raises(ConfigError, match="memory_efficiency must be in"):
+        Factors(memory_efficiency=1.5)
