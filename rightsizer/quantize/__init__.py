@@ -1,0 +1,22 @@
+"""Quantization and inference optimization: the lowest precision that keeps task quality.
+
+Public API (used by the pipeline's quantize step and by serving)::
+
+    PRECISIONS, available_backends, quantize_model, apply_quant_config,
+    search_precision, precision_figure, weight_bytes
+
+plus placement (``plan_placement``, ``load_placed``) and attention choice
+(``choose_attention``). No MLRun import here: the MLRun handlers live in ``functions/``.
+"""
+
+from rightsizer.quantize.backends import (
+    BACKENDS, PRECISIONS, QuantInfo, apply_quant_config, available_backends, backend_status,
+    quantize_model, sensitive_modules, weight_bytes,
+)
+from rightsizer.quantize.search import PrecisionSearch, PrecisionTrial, precision_figure, search_precision
+
+__all__ = [
+    "BACKENDS", "PRECISIONS", "PrecisionSearch", "PrecisionTrial", "QuantInfo", "apply_quant_config",
+    "available_backends", "backend_status", "precision_figure", "quantize_model", "search_precision",
+    "sensitive_modules", "weight_bytes",
+]

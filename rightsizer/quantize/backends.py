@@ -1,0 +1,504 @@
+"""Quantization backends, chosen by hardware and by what is installed.
+
+Every precision has an ordered list of backends. A backend declares the devices it runs on
+and checks its own requirements (packages, compute capability) *before* anything is tried:
+one that cannot run here is reported with the reason, never attempted blindly.
+
+===================  ===========  ======================================================
+backend              precision    runs on / needs
+===================  ===========  ======================================================
+native               bf16         CPU, CUDA with bf16 support (a cast, no quantization)
+torchao-fp8wo        fp8          CUDA, compute capability >= 8.9; torchao
+torchao-int8wo       int8         CPU, CUDA; torchao ``Int8WeightOnlyConfig`` (per row)
+bnb-int8             int8         CUDA; bitsandbytes LLM.int8 (load-time style)
+torchao-int4wo       int4         CUDA, compute capability >= 8.0; torchao tinygemm layout
+bnb-nf4              int4         CUDA; bitsandbytes 4-bit NF4 (load-time style)
+torch-int4pack       int4         CPU; PyTorch's packed int4 kernel (see ``int4pack``)
+gptq, awq            int4         CUDA; pre-quantized by ``functions/quantize_gptq.py``
+                                  in its own image (packages do not fit beside mlrun)
+===================  ===========  ======================================================
+
+Only ``nn.Linear`` layers are quantized (weight-only); embeddings and norms stay in the
+model's dtype. An LM head tied to the input embeddings is left alone: quantizing it would
+untie it and store the matrix twice.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib.util
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from rightsizer.errors import ConfigError
+from rightsizer.quantize import int4pack
+
+PRECISIONS: tuple[str, ...] = ("bf16", "fp8", "int8", "int4")
+"""Every precision the search knows, ordered from high to low."""
+
+CONFIG_VERSION = 1
+
+
+# --------------------------------------------------------------------------- devices
+
+def normalize_device(device: str | torch.device | None) -> str:
+    """'cpu' or 'cuda[:n]'; 'auto' picks CUDA when present. Anything else is a ConfigError."""
+    if device is None or str(device) == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    dev = str(device)
+    if dev == "cpu" or dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit()):
+        return dev
+    raise ConfigError(f"device: {device!r}; expected 'cpu', 'cuda', 'cuda:<n>' or 'auto'")
+
+
+def _cuda_capability(device: str) -> tuple[int, int] | None:
+    if not device.startswith("cuda") or not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_capability(torch.device(device))
+
+
+def _has(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+# --------------------------------------------------------------------------- backends
+
+@dataclass(frozen=True)
+class Backend:
+    """One way to run a precision. ``check`` returns None when it can run, else why not."""
+
+    name: str
+    precision: str
+    kind: str  # "cast" | "in_place" | "load_time" | "pre_quantized"
+    check: Callable[[str], str | None]
+    apply: Callable[[nn.Module, Callable[[str, nn.Module], bool], dict], None] | None
+    description: str = ""
+
+
+def _need_cuda(device: str) -> str | None:
+    if not device.startswith("cuda"):
+        return "needs a CUDA GPU; this device is CPU"
+    if not torch.cuda.is_available():
+        return "needs a CUDA GPU; torch sees none"
+    return None
+
+
+def _check_native(device: str) -> str | None:
+    if device.startswith("cuda"):
+        reason = _need_cuda(device)
+        if reason:
+            return reason
+        if not torch.cuda.is_bf16_supported():
+            return "this GPU has no bf16 support (compute capability < 8.0)"
+    return None
+
+
+def _check_torchao(device: str, min_cc: tuple[int, int] | None = None, cuda_only: bool = False) -> str | None:
+    if not _has("torchao"):
+        return "torchao is not installed"
+    if cuda_only or min_cc:
+        reason = _need_cuda(device)
+        if reason:
+            return reason
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return "needs a CUDA GPU; torch sees none"
+    cc = _cuda_capability(device)
+    if min_cc and cc is not None and cc < min_cc:
+        return f"needs compute capability >= {min_cc[0]}.{min_cc[1]}; this GPU has {cc[0]}.{cc[1]}"
+    return None
+
+
+def _check_bnb(device: str) -> str | None:
+    reason = _need_cuda(device)
+    if reason:
+        return reason
+    if not _has("bitsandbytes"):
+        return "bitsandbytes is not installed"
+    return None
+
+
+def _check_int4pack(device: str) -> str | None:
+    if device != "cpu":
+        return "CPU kernel only (on CUDA use torchao-int4wo or bnb-nf4)"
+    if not int4pack.kernel_available():
+        return "this torch build has no aten._weight_int4pack_mm_for_cpu"
+    return None
+
+
+def _pre_quantized_check(package: str, method: str) -> Callable[[str], str | None]:
+    def check(device: str) -> str | None:
+        reason = _need_cuda(device)
+        if reason:
+            return reason
+        if not _has(package):
+            return (f"{method} pre-quantizes in its own MLRun function (functions/quantize_gptq.py, "
+                    f"requirements-gptq.txt); {package} does not fit beside mlrun 1.12 here")
+        return ("pre-quantized with calibration data by functions/quantize_gptq.py, "
+                "not applied in place")
+    return check
+
+
+def _apply_native(model, keep_fn, opts) -> None:
+    return None  # the dtype cast happens for every backend in quantize_model
+
+
+def _torchao_filter(keep_fn):
+    def filter_fn(module: nn.Module, name: str) -> bool:
+        return isinstance(module, nn.Linear) and _plain(module) and not keep_fn(name, module)
+    return filter_fn
+
+
+def _plain(module: nn.Module) -> bool:
+    """An ``nn.Linear`` whose weight is an ordinary tensor (not already quantized)."""
+    return isinstance(module, nn.Linear) and type(module.weight) in (nn.Parameter, torch.Tensor)
+
+
+def _apply_torchao_int8(model, keep_fn, opts) -> None:
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+    quantize_(model, Int8WeightOnlyConfig(), filter_fn=_torchao_filter(keep_fn))
+
+
+def _apply_torchao_int4(model, keep_fn, opts) -> None:
+    from torchao.quantization import Int4WeightOnlyConfig, quantize_
+    from torchao.quantization.quantize_.workflows.int4.int4_packing_format import Int4PackingFormat
+
+    group = opts.get("group_size") or 128
+    cfg = Int4WeightOnlyConfig(group_size=group, int4_packing_format=Int4PackingFormat.TILE_PACKED_TO_4D)
+    quantize_(model, cfg, filter_fn=_torchao_filter(lambda n, m: keep_fn(n, m) or m.in_features % group != 0))
+
+
+def _apply_torchao_fp8(model, keep_fn, opts) -> None:
+    from torchao.quantization import Float8WeightOnlyConfig, quantize_
+
+    quantize_(model, Float8WeightOnlyConfig(), filter_fn=_torchao_filter(keep_fn))
+
+
+def _replace_linears(model: nn.Module, keep_fn, make: Callable[[str, nn.Linear], nn.Module | None]) -> None:
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            full = f"{name}.{child_name}" if name else child_name
+            if _plain(child) and not keep_fn(full, child):
+                new = make(full, child)
+                if new is not None:
+                    setattr(module, child_name, new)
+
+
+def _apply_int4pack(model, keep_fn, opts) -> None:
+    group = opts.get("group_size") or int4pack.DEFAULT_GROUP_SIZE
+
+    def make(name, lin):
+        return int4pack.Int4PackedLinear.from_linear(lin, group) if int4pack.can_pack(lin, group) else None
+
+    _replace_linears(model, keep_fn, make)
+
+
+def _apply_bnb(model, keep_fn, opts, four_bit: bool) -> None:
+    import bitsandbytes as bnb
+
+    device = opts["device"]
+
+    def make(name, lin):
+        w = lin.weight.data.to("cpu", torch.float16)
+        if four_bit:
+            new = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=lin.bias is not None,
+                                    compute_dtype=torch.bfloat16, quant_type="nf4")
+            new.weight = bnb.nn.Params4bit(w, requires_grad=False, quant_type="nf4")
+        else:
+            new = bnb.nn.Linear8bitLt(lin.in_features, lin.out_features, bias=lin.bias is not None,
+                                      has_fp16_weights=False, threshold=6.0)
+            new.weight = bnb.nn.Int8Params(w, requires_grad=False, has_fp16_weights=False)
+        if lin.bias is not None:
+            new.bias = nn.Parameter(lin.bias.data.to(torch.float16 if not four_bit else torch.bfloat16),
+                                    requires_grad=False)
+        return new.to(device)  # bitsandbytes quantizes when the weight moves to the GPU
+
+    _replace_linears(model, keep_fn, make)
+
+
+BACKENDS: dict[str, Backend] = {b.name: b for b in (
+    Backend("native", "bf16", "cast", _check_native, _apply_native, "bf16 weights, no quantization"),
+    Backend("torchao-fp8wo", "fp8", "in_place", lambda d: _check_torchao(d, (8, 9)), _apply_torchao_fp8,
+            "torchao Float8WeightOnlyConfig (e4m3, per row)"),
+    Backend("torchao-int8wo", "int8", "in_place", _check_torchao, _apply_torchao_int8,
+            "torchao Int8WeightOnlyConfig (symmetric, per row)"),
+    Backend("bnb-int8", "int8", "load_time", _check_bnb, lambda m, k, o: _apply_bnb(m, k, o, False),
+            "bitsandbytes LLM.int8 (outlier threshold 6.0)"),
+    Backend("torchao-int4wo", "int4", "in_place", lambda d: _check_torchao(d, (8, 0)), _apply_torchao_int4,
+            "torchao Int4WeightOnlyConfig, tinygemm tile-packed layout, group 128"),
+    Backend("bnb-nf4", "int4", "load_time", _check_bnb, lambda m, k, o: _apply_bnb(m, k, o, True),
+            "bitsandbytes 4-bit NF4"),
+    Backend("torch-int4pack", "int4", "in_place", _check_int4pack, _apply_int4pack,
+            "PyTorch CPU int4 pack kernel, asymmetric per group of 64"),
+    Backend("gptq", "int4", "pre_quantized", _pre_quantized_check("gptqmodel", "GPTQ"), None,
+            "GPTQ 4-bit with calibration text (separate MLRun function)"),
+    Backend("awq", "int4", "pre_quantized", _pre_quantized_check("awq", "AWQ"), None,
+            "AWQ 4-bit with calibration text (separate MLRun function)"),
+)}
+
+PREFERENCE: dict[str, tuple[str, ...]] = {
+    "bf16": ("native",),
+    "fp8": ("torchao-fp8wo",),
+    "int8": ("torchao-int8wo", "bnb-int8"),
+    "int4": ("torchao-int4wo", "bnb-nf4", "torch-int4pack", "gptq", "awq"),
+}
+
+
+def check_precision(precision: str, field_name: str = "precision") -> str:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"{field_name}: {precision!r} is not a known precision; expected one of {list(PRECISIONS)}")
+    return precision
+
+
+def backend_status(precision: str, device: str = "cpu") -> list[dict]:
+    """Every backend of ``precision`` in preference order: name, kind, usable, reason."""
+    check_precision(precision)
+    dev = normalize_device(device)
+    rows = []
+    for name in PREFERENCE[precision]:
+        b = BACKENDS[name]
+        reason = b.check(dev)
+        usable = reason is None and b.kind != "pre_quantized"
+        rows.append({"backend": name, "kind": b.kind, "usable": usable,
+                     "reason": None if usable else reason, "description": b.description})
+    return rows
+
+
+def available_backends(device: str = "cpu") -> dict[str, dict]:
+    """For each precision: the backend used on ``device`` (or None) and, when None, why.
+
+    ``{"int4": {"backend": "torch-int4pack", "reason": None, "candidates": [...]}, ...}``;
+    ``candidates`` lists every backend of the precision with its own status.
+    """
+    out = {}
+    for precision in PRECISIONS:
+        rows = backend_status(precision, device)
+        chosen = next((r["backend"] for r in rows if r["usable"]), None)
+        reason = None if chosen else "; ".join(f"{r['backend']}: {r['reason']}" for r in rows)
+        out[precision] = {"backend": chosen, "reason": reason, "candidates": rows}
+    return out
+
+
+def resolve_backend(precision: str, backend: str | None, device: str) -> Backend:
+    """The backend to use, or a ConfigError saying why ``precision`` cannot run here."""
+    check_precision(precision)
+    dev = normalize_device(device)
+    if backend is not None:
+        if backend not in BACKENDS:
+            raise ConfigError(f"backend: {backend!r} is unknown; expected one of {sorted(BACKENDS)}")
+        b = BACKENDS[backend]
+        if b.precision != precision:
+            raise ConfigError(f"backend: {backend!r} implements {b.precision}, not {precision}")
+        reason = b.check(dev)
+        if reason is not None or b.kind == "pre_quantized":
+            raise ConfigError(f"precision: {precision} with backend {backend} cannot run on {dev}: {reason}")
+        return b
+    choice = available_backends(dev)[precision]
+    if choice["backend"] is None:
+        raise ConfigError(f"precision: {precision} cannot run on {dev}: {choice['reason']}")
+    return BACKENDS[choice["backend"]]
+
+
+# --------------------------------------------------------------------------- modules
+
+def output_embedding_name(model: nn.Module) -> str | None:
+    """Qualified name of the LM head module, if the model has one."""
+    get = getattr(model, "get_output_embeddings", None)
+    head = get() if callable(get) else None
+    if head is None:
+        return None
+    return next((n for n, m in model.named_modules() if m is head), None)
+
+
+def lm_head_is_tied(model: nn.Module) -> bool:
+    get_in, get_out = getattr(model, "get_input_embeddings", None), getattr(model, "get_output_embeddings", None)
+    if not callable(get_in) or not callable(get_out) or get_out() is None or get_in() is None:
+        return False
+    return get_out().weight is get_in().weight
+
+
+def block_names(model: nn.Module) -> list[str]:
+    """Names of the transformer blocks (the largest ModuleList of the model), in order."""
+    best: tuple[str, nn.ModuleList] | None = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and (best is None or len(module) > len(best[1])):
+            best = (name, module)
+    if best is None:
+        return []
+    return [f"{best[0]}.{i}" for i in range(len(best[1]))]
+
+
+def sensitive_modules(model: nn.Module) -> list[str]:
+    """Modules mixed precision keeps high: LM head, embeddings, the first and last blocks."""
+    names = []
+    head = output_embedding_name(model)
+    if head:
+        names.append(head)
+    get_in = getattr(model, "get_input_embeddings", None)
+    emb = get_in() if callable(get_in) else None
+    if emb is not None:
+        names.extend(n for n, m in model.named_modules() if m is emb)
+    blocks = block_names(model)
+    if blocks:
+        names.append(blocks[0])
+        if blocks[-1] != blocks[0]:
+            names.append(blocks[-1])
+    return names
+
+
+def _matcher(patterns: list[str]) -> Callable[[str], bool]:
+    def match(name: str) -> bool:
+        for p in patterns:
+            if name == p or name.startswith(p + ".") or fnmatch.fnmatchcase(name, p):
+                return True
+        return False
+    return match
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """True stored bytes of the weights: the size of the saved ``state_dict``.
+
+    ``get_memory_footprint()`` reports the unquantized size for torchao tensor subclasses;
+    serializing counts what is really kept (shared tensors, e.g. tied embeddings, once).
+    """
+
+    class _Count:
+        def __init__(self):
+            self.n = 0
+
+        def write(self, b) -> int:
+            k = memoryview(b).nbytes
+            self.n += k
+            return k
+
+        def flush(self) -> None:
+            pass
+
+    sink = _Count()
+    torch.save(model.state_dict(), sink)
+    return sink.n
+
+
+# --------------------------------------------------------------------------- quantize
+
+@dataclass
+class QuantInfo:
+    """What ``quantize_model`` did; ``to_config()`` is what ``apply_quant_config`` takes."""
+
+    precision: str
+    backend: str
+    skip_modules: list[str]
+    memory_bytes: int
+    skip_precision: str = "bf16"
+    dtype: str = "bfloat16"
+    group_size: int | None = None
+    device: str = "cpu"
+    quantized_linears: int = 0
+    kept_linears: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def mixed(self) -> bool:
+        return bool(self.skip_modules)
+
+    def to_config(self) -> dict:
+        return {"version": CONFIG_VERSION, "precision": self.precision, "backend": self.backend,
+                "skip_modules": list(self.skip_modules), "skip_precision": self.skip_precision,
+                "dtype": self.dtype, "group_size": self.group_size}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def _quantized_linear_count(model: nn.Module) -> tuple[int, list[str]]:
+    quantized, kept = 0, []
+    for name, m in model.named_modules():
+        if isinstance(m, int4pack.Int4PackedLinear) or type(m).__name__ in ("Linear8bitLt", "Linear4bit"):
+            quantized += 1
+        elif isinstance(m, nn.Linear):
+            if type(m.weight) in (nn.Parameter, torch.Tensor):
+                kept.append(name)
+            else:
+                quantized += 1
+    return quantized, kept
+
+
+def quantize_model(model: nn.Module, precision: str, backend: str | None = None,
+                   skip_modules: list[str] | None = None, device: str = "cpu",
+                   group_size: int | None = None, dtype: str = "bfloat16",
+                   skip_precision: str = "bf16") -> QuantInfo:
+    """Quantize ``model`` in place to ``precision`` (weight-only) and say what was done.
+
+    ``skip_modules``: module names (a name covers its children; globs allowed) kept at
+    ``skip_precision``: "bf16" (the model's ``dtype``) or a precision above ``precision``
+    (e.g. int8 for the sensitive blocks of an int4 model). A precision or backend the hardware cannot run raises ConfigError with the
+    reason, before the model is touched.
+    """
+    b = resolve_backend(precision, backend, device)
+    dev = normalize_device(device)
+    if dtype not in _DTYPES:
+        raise ConfigError(f"dtype: {dtype!r}; expected one of {sorted(_DTYPES)}")
+    if group_size is not None and (not isinstance(group_size, int) or group_size <= 0 or group_size % 2):
+        raise ConfigError(f"group_size: {group_size!r}; expected a positive even integer")
+    skip = list(skip_modules or [])
+    check_precision(skip_precision, "skip_precision")
+    skip_backend = None
+    if skip_precision != "bf16":
+        if PRECISIONS.index(skip_precision) >= PRECISIONS.index(precision):
+            raise ConfigError(f"skip_precision: {skip_precision} is not above {precision}")
+        skip_backend = resolve_backend(skip_precision, None, dev)
+    start = time.perf_counter()
+    model.to(device=dev, dtype=_DTYPES[dtype])
+    auto_keep = []
+    head = output_embedding_name(model)
+    if head and lm_head_is_tied(model):
+        auto_keep.append(head)  # quantizing a tied head would store the matrix twice
+    match = _matcher(skip + auto_keep)
+    with torch.no_grad():
+        b.apply(model, lambda name, module: match(name),
+                {"group_size": group_size, "device": dev})
+        if skip_backend is not None and skip:
+            in_skip, not_head = _matcher(skip), _matcher(auto_keep)
+            skip_backend.apply(model, lambda name, module: not in_skip(name) or not_head(name) or not _plain(module),
+                               {"group_size": None, "device": dev})
+    quantized, kept = _quantized_linear_count(model)
+    if b.kind != "cast" and quantized == 0:
+        raise ConfigError(f"skip_modules: {skip} leave no linear layer to quantize to {precision}")
+    used_group = group_size or {"torch-int4pack": int4pack.DEFAULT_GROUP_SIZE, "torchao-int4wo": 128}.get(b.name)
+    return QuantInfo(precision=precision, backend=b.name, skip_modules=skip, skip_precision=skip_precision,
+                     memory_bytes=weight_bytes(model), dtype=dtype, group_size=used_group,
+                     device=dev, quantized_linears=quantized, kept_linears=kept,
+                     seconds=time.perf_counter() - start)
+
+
+def apply_quant_config(model: nn.Module, quant_config: dict, device: str | None = None) -> nn.Module:
+    """Re-apply a registered quantization config to a freshly loaded (unquantized) model.
+
+    Serving loads the base weights with ``from_pretrained`` and calls this, so the served
+    model is quantized exactly as the search measured it (load-time quantization). The
+    device defaults to the one the config was made on when it is present, else CPU.
+    """
+    if not isinstance(quant_config, dict):
+        raise ConfigError(f"quant_config: expected a dict, got {type(quant_config).__name__}")
+    problems = [f"quant_config: missing {k!r}" for k in ("precision", "backend") if k not in quant_config]
+    version = quant_config.get("version", CONFIG_VERSION)
+    if version != CONFIG_VERSION:
+        problems.append(f"quant_config.version: {version!r}; this library reads version {CONFIG_VERSION}")
+    if problems:
+        raise ConfigError(problems)
+    if device is None:
+        device = "cuda" if quant_config["backend"] in ("bnb-int8", "bnb-nf4", "torchao-int4wo",
+                                                       "torchao-fp8wo") else "cpu"
+    quantize_model(model, quant_config["precision"], backend=quant_config["backend"],
+                   skip_modules=quant_config.get("skip_modules") or None, device=device,
+                   group_size=quant_config.get("group_size"),
+                   dtype=quant_config.get("dtype", "bfloat16"),
+                   skip_precision=quant_config.get("skip_precision", "bf16"))
+    return model

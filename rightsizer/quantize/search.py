@@ -1,0 +1,246 @@
+"""The precision search: the lowest precision whose task quality stays within tolerance.
+
+bf16 is evaluated first (the memory reference and the fallback). Then each lower precision
+in ``PRECISIONS`` order: a fresh model from ``load_fn``, quantized for real with the
+backend the hardware allows, scored with ``evaluate_fn``. When the full quantization breaks
+the tolerance, the sensitive modules (LM head, embeddings, first and last blocks) are kept
+at a higher precision and the precision is tried again (mixed precision): for int4 first
+with those modules in int8, then in bf16. Backends that cannot run here
+are recorded as skipped trials with the reason. The kept trial is the one with the fewest weight bytes (ties: the lower precision) among
+those with ``score >= baseline - tolerance``; bf16 when none qualifies.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from tqdm.auto import tqdm
+
+from rightsizer.errors import ConfigError
+from rightsizer.quantize.backends import (
+    CONFIG_VERSION, PRECISIONS, backend_status, block_names, normalize_device, quantize_model, sensitive_modules,
+)
+
+
+@dataclass
+class PrecisionTrial:
+    """One attempt (or one skipped backend) of the search."""
+
+    precision: str
+    backend: str | None
+    skip_modules: list[str] = field(default_factory=list)
+    mixed: bool = False
+    skip_precision: str = "bf16"
+    status: str = "evaluated"  # evaluated | skipped | failed
+    score: float | None = None
+    delta: float | None = None
+    memory_bytes: int | None = None
+    memory_ratio: float | None = None
+    decode_tokens_per_s: float | None = None
+    passed: bool = False
+    kept: bool = False
+    reason: str = ""
+    group_size: int | None = None
+    dtype: str = "bfloat16"
+    seconds: float = 0.0
+
+    def to_config(self) -> dict:
+        """The config ``apply_quant_config`` takes to rebuild this trial's model."""
+        if self.backend is None or self.status != "evaluated":
+            raise ValueError(f"trial {self.precision}/{self.backend} was {self.status}; it has no config")
+        return {"version": CONFIG_VERSION, "precision": self.precision, "backend": self.backend,
+                "skip_modules": list(self.skip_modules), "skip_precision": self.skip_precision,
+                "dtype": self.dtype, "group_size": self.group_size}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class PrecisionSearch:
+    """Every trial of one search, the kept one, and the rules it was judged by."""
+
+    baseline_score: float
+    tolerance: float
+    device: str
+    trials: list[PrecisionTrial]
+    kept: PrecisionTrial
+    kept_model: object | None = field(default=None, repr=False)
+
+    @property
+    def threshold(self) -> float:
+        return self.baseline_score - self.tolerance
+
+    def to_rows(self) -> list[dict]:
+        """One row per trial, for a table artifact."""
+        cols = ("precision", "backend", "mixed", "skip_precision", "status", "score", "delta", "memory_bytes",
+                "memory_ratio", "decode_tokens_per_s", "passed", "kept", "reason")
+        return [{c: getattr(t, c) for c in cols} for t in self.trials]
+
+    def to_dict(self) -> dict:
+        return {"baseline_score": self.baseline_score, "tolerance": self.tolerance,
+                "threshold": self.threshold, "device": self.device,
+                "kept": self.kept.to_dict(), "quant_config": self.kept.to_config(),
+                "trials": self.to_rows()}
+
+
+def _check_inputs(baseline_score, tolerance, precisions) -> list[str]:
+    problems = []
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not math.isfinite(tolerance) \
+            or not 0.0 <= tolerance <= 1.0:
+        problems.append(f"quality_tolerance: {tolerance!r} is outside [0, 1]")
+    if isinstance(baseline_score, bool) or not isinstance(baseline_score, (int, float)) \
+            or not math.isfinite(baseline_score):
+        problems.append(f"baseline_score: {baseline_score!r} is not a finite number")
+    if isinstance(precisions, str) or not isinstance(precisions, (list, tuple)) or not precisions:
+        problems.append(f"precisions: {precisions!r}; expected a non-empty list drawn from {list(PRECISIONS)}")
+    else:
+        unknown = [p for p in precisions if p not in PRECISIONS]
+        if unknown:
+            problems.append(f"precisions: {unknown} unknown; expected some of {list(PRECISIONS)}")
+    return problems
+
+
+def search_precision(load_fn: Callable[[], object], evaluate_fn: Callable[[object], float],
+                     baseline_score: float, tolerance: float, precisions: list[str],
+                     device: str = "cpu", progress: bool = True, mixed: bool = True,
+                     speed_fn: Callable[[object], float] | None = None,
+                     keep_model: bool = False, stop_at_first_failure: bool = False,
+                     backends: dict[str, str] | None = None) -> PrecisionSearch:
+    """Search bf16 -> fp8 -> int8 -> int4 (those in ``precisions``) for the lowest one that keeps quality.
+
+    ``load_fn()`` returns a fresh full-precision model each call (quantization is in place).
+    ``evaluate_fn(model)`` returns the task score (higher is better). ``speed_fn(model)``,
+    when given, returns decode tokens/s. ``backends`` forces a backend per precision.
+    ``keep_model`` keeps the kept trial's model object on the result (``kept_model``).
+    """
+    problems = _check_inputs(baseline_score, tolerance, precisions)
+    dev = device
+    try:
+        dev = normalize_device(device)
+    except ConfigError as e:
+        problems.extend(e.problems)
+    for p, b in (backends or {}).items():
+        if p not in PRECISIONS:
+            problems.append(f"backends: {p!r} is not a precision")
+    if problems:
+        raise ConfigError(problems)
+    threshold = baseline_score - tolerance
+    order = ["bf16"] + [p for p in PRECISIONS if p in precisions and p != "bf16"]
+    trials: list[PrecisionTrial] = []
+    bf16_bytes: int | None = None
+    best: tuple[PrecisionTrial, object] | None = None
+    sensitive: list[str] = []
+    n_blocks: list[int] = []
+    bar = tqdm(total=len(order), desc="precision search", disable=not progress, leave=False)
+
+    def run(precision: str, backend: str, skip: list[str] | None, is_mixed: bool,
+            skip_precision: str = "bf16") -> PrecisionTrial:
+        nonlocal bf16_bytes, best
+        start = time.perf_counter()
+        model = load_fn()
+        if not n_blocks:
+            sensitive.extend(sensitive_modules(model))
+            n_blocks.append(len(block_names(model)))
+        info = quantize_model(model, precision, backend=backend, skip_modules=skip, device=dev,
+                              skip_precision=skip_precision)
+        score = float(evaluate_fn(model))
+        tps = float(speed_fn(model)) if speed_fn else None
+        if precision == "bf16":
+            bf16_bytes = info.memory_bytes
+        passed = score >= threshold - 1e-12
+        t = PrecisionTrial(
+            precision=precision, backend=info.backend, skip_modules=list(info.skip_modules), mixed=is_mixed,
+            skip_precision=info.skip_precision,
+            score=score, delta=score - baseline_score, memory_bytes=info.memory_bytes,
+            memory_ratio=info.memory_bytes / bf16_bytes if bf16_bytes else None,
+            decode_tokens_per_s=tps, passed=passed, group_size=info.group_size, dtype=info.dtype,
+            reason=("within tolerance" if passed else
+                    f"score {score:.4f} < baseline {baseline_score:.4f} - tolerance {tolerance:g}"),
+            seconds=time.perf_counter() - start)
+        trials.append(t)
+        if passed or precision == "bf16":
+            if best is None or (passed and (not best[0].passed or _lower(t, best[0]))):
+                best = (t, model if keep_model else None)
+        return t
+
+    for precision in order:
+        bar.set_postfix_str(precision)
+        rows = backend_status(precision, dev)
+        forced = (backends or {}).get(precision)
+        chosen = forced or next((r["backend"] for r in rows if r["usable"]), None)
+        for r in rows:
+            if r["backend"] != chosen and not r["usable"]:
+                trials.append(PrecisionTrial(precision=precision, backend=r["backend"], status="skipped",
+                                             reason=r["reason"]))
+        if chosen is None:
+            bar.update(1)
+            continue
+        t = run(precision, chosen, None, False)
+        if not t.passed and mixed and precision != "bf16":
+            if n_blocks[0] > 2:
+                for high in _mixed_levels(precision, dev):
+                    if run(precision, chosen, list(sensitive), True, high).passed:
+                        break
+            else:
+                trials.append(PrecisionTrial(
+                    precision=precision, backend=chosen, skip_modules=list(sensitive), mixed=True,
+                    status="skipped", reason=f"the model has {n_blocks[0]} blocks: keeping the first "
+                                             "and last in bf16 leaves nothing to quantize"))
+        bar.update(1)
+        if stop_at_first_failure and precision != "bf16" and not any(
+                x.passed for x in trials if x.precision == precision):
+            break
+    bar.close()
+    assert best is not None  # bf16 always runs (or raised)
+    kept, kept_model = best
+    kept.kept = True
+    if not kept.passed:
+        kept.reason = (f"no precision met baseline {baseline_score:.4f} - tolerance {tolerance:g}; "
+                       "kept bf16 (" + kept.reason + ")")
+    return PrecisionSearch(baseline_score=float(baseline_score), tolerance=float(tolerance), device=dev,
+                           trials=trials, kept=kept, kept_model=kept_model)
+
+
+def _mixed_levels(precision: str, device: str) -> list[str]:
+    """Precisions to keep the sensitive modules at, cheapest first: int8 (for int4), then bf16."""
+    levels = []
+    if precision == "int4" and backend_status("int8", device) and any(
+            r["usable"] for r in backend_status("int8", device)):
+        levels.append("int8")
+    return levels + ["bf16"]
+
+
+def _lower(a: PrecisionTrial, b: PrecisionTrial) -> bool:
+    """Whether trial ``a`` is a better keep than ``b``: fewer weight bytes, then lower precision.
+
+    Bytes decide, not the label: int4 with half its blocks in bf16 can outweigh plain int8.
+    """
+    if a.memory_bytes != b.memory_bytes:
+        return (a.memory_bytes or 0) < (b.memory_bytes or 0)
+    return PRECISIONS.index(a.precision) > PRECISIONS.index(b.precision)
+
+
+def precision_figure(search: PrecisionSearch):
+    """Plotly chart: quality (bars) and weight memory ratio (line) per trial, kept one marked."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    done = [t for t in search.trials if t.status == "evaluated"]
+    labels = [f"{t.precision}{f' + {t.skip_precision} ends' if t.mixed else ''}<br>{t.backend}" for t in done]
+    colors = ["#2ca02c" if t.kept else ("#1f77b4" if t.passed else "#d62728") for t in done]
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(go.Bar(x=labels, y=[t.score for t in done], marker_color=colors, name="task score",
+                         text=[f"{t.score:.3f}" for t in done], textposition="outside"), secondary_y=False)
+    fig.add_trace(go.Scatter(x=labels, y=[t.memory_ratio for t in done], mode="lines+markers",
+                             name="weight memory / bf16"), secondary_y=True)
+    fig.add_hline(y=search.threshold, line_dash="dash", annotation_text="baseline - tolerance")
+    fig.update_layout(title=f"Precision search (kept: {search.kept.precision}"
+                            f"{' mixed' if search.kept.mixed else ''}, {search.kept.backend})",
+                      barmode="group")
+    fig.update_yaxes(title_text="task score", secondary_y=False)
+    fig.update_yaxes(title_text="memory ratio", range=[0, 1.1], secondary_y=True)
+    return fig
