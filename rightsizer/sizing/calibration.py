@@ -28,11 +28,14 @@ class GpuFactors:
     step_overhead_ms: float
     samples: int = 0
     rms_relative_error: float = 0.0
+    prefill_floor_ms: float = 0.0  # host-bound floor of a prefill step (eager frameworks launch-bound)
+    decode_floor_ms: float = 0.0  # host-bound floor of a decode step
 
     def to_dict(self) -> dict[str, Any]:
         return {"compute_efficiency": self.compute_efficiency, "memory_efficiency": self.memory_efficiency,
                 "step_overhead_ms": self.step_overhead_ms, "samples": self.samples,
-                "rms_relative_error": self.rms_relative_error}
+                "rms_relative_error": self.rms_relative_error, "prefill_floor_ms": self.prefill_floor_ms,
+                "decode_floor_ms": self.decode_floor_ms}
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,12 @@ class Factors:
             return fitted.compute_efficiency, fitted.memory_efficiency, fitted.step_overhead_ms, "calibrated"
         mode = "roofline" if self.mode == "roofline" else "default-factors"
         return self.compute_efficiency, self.memory_efficiency, self.step_overhead_ms, mode
+
+    def floors_for(self, gpu_name: str) -> tuple[float, float]:
+        """(prefill, decode) host-bound floors in ms: a step never runs faster than the host can
+        launch it (fitted; 0 unless calibrated on a launch-bound framework such as eager PyTorch)."""
+        fitted = self.per_gpu.get(gpu_name)
+        return (fitted.prefill_floor_ms, fitted.decode_floor_ms) if fitted else (0.0, 0.0)
 
     # -- persistence -------------------------------------------------------------------
 
@@ -183,9 +192,8 @@ def _solve3(rows: list[tuple[float, float, float]], ts: list[float], ws: list[fl
     return float(sol[0]), float(sol[1]), float(sol[2])
 
 
-def fit_device(points: list[tuple[float, float, float]], base: Factors) -> GpuFactors:
-    """Fit (compute_eff, memory_eff, overhead) to (compute_s, memory_s, measured_s) triples, where
-    compute_s = FLOPs/peak and memory_s = bytes/bandwidth at 100% efficiency."""
+def _fit_scales(points: list[tuple[float, float, float]], base: Factors) -> tuple[float, float, float]:
+    """Fit 1/compute_eff, 1/memory_eff and overhead (s) to t = max(a*cs, b*ms) + c."""
     a, b, c = 1 / base.compute_efficiency, 1 / base.memory_efficiency, base.step_overhead_ms / 1e3
     for _ in range(20):
         rows, ts, ws = [], [], []
@@ -215,10 +223,40 @@ def fit_device(points: list[tuple[float, float, float]], base: Factors) -> GpuFa
         if abs(na - a) < 1e-9 and abs(nb - b) < 1e-9 and abs(nc - c) < 1e-12:
             break
         a, b, c = na, nb, max(nc, 0.0)
-    preds = [max(a * cs, b * ms) + c for cs, ms, _ in points]
-    rms = math.sqrt(sum(((p - t) / t) ** 2 for p, (_, _, t) in zip(preds, points)) / len(points))
+    return a, b, c
+
+
+def fit_device(points: list[tuple[float, float, float]] | list[tuple[float, float, float, str]],
+               base: Factors) -> GpuFactors:
+    """Fit (compute_eff, memory_eff, overhead, per-phase host floors) to measured steps.
+
+    Each point is (compute_s, memory_s, measured_s[, phase]) with compute_s = FLOPs/peak and
+    memory_s = bytes/bandwidth at 100% efficiency. Eager frameworks are launch-bound on small
+    steps: latency stops falling with the work. Such a phase gets a floor (its fastest
+    measurement) and the efficiencies are fitted on the points well above the floors.
+    """
+    pts = [(p[0], p[1], p[2], p[3] if len(p) > 3 else "any") for p in points]
+    a, b, c = _fit_scales([p[:3] for p in pts], base)
+    floors: dict[str, float] = {}
+    for phase in {p[3] for p in pts}:
+        phase_pts = [p for p in pts if p[3] == phase]
+        fastest = min(phase_pts, key=lambda p: p[2])
+        if fastest[2] > 1.3 * (max(a * fastest[0], b * fastest[1]) + c) and len(phase_pts) >= 2:
+            floors[phase] = fastest[2]
+    if floors:
+        above = [p for p in pts if p[2] > 1.2 * floors.get(p[3], 0.0)]
+        a, b, c = _fit_scales([p[:3] for p in above], base) if above else (
+            1 / base.compute_efficiency, 1 / base.memory_efficiency, base.step_overhead_ms / 1e3)
+        floors = {ph: max(0.0, f - c) for ph, f in floors.items()}
+
+    def predict(p):
+        return max(a * p[0], b * p[1], floors.get(p[3], 0.0)) + c
+
+    rms = math.sqrt(sum(((predict(p) - p[2]) / p[2]) ** 2 for p in pts) / len(pts))
     return GpuFactors(compute_efficiency=round(1 / a, 4), memory_efficiency=round(1 / b, 4),
-                      step_overhead_ms=round(c * 1e3, 4), samples=len(points), rms_relative_error=round(rms, 4))
+                      step_overhead_ms=round(c * 1e3, 4), samples=len(pts), rms_relative_error=round(rms, 4),
+                      prefill_floor_ms=round(floors.get("prefill", 0.0) * 1e3, 4),
+                      decode_floor_ms=round(floors.get("decode", 0.0) * 1e3, 4))
 
 
 def fit_calibration(measurements: Iterable[Mapping[str, Any]], base: Factors | None = None,
@@ -245,7 +283,8 @@ def fit_calibration(measurements: Iterable[Mapping[str, Any]], base: Factors | N
     for m in items:
         peak, bw = _hardware(m, catalog)
         name = m["gpu"] if m["gpu"] == "cpu-local" else catalog.get(m["gpu"]).name
-        by_device.setdefault(name, []).append((m["flops"] / peak, m["bytes"] / bw, m["measured_ms"] / 1e3))
+        by_device.setdefault(name, []).append(
+            (m["flops"] / peak, m["bytes"] / bw, m["measured_ms"] / 1e3, str(m.get("phase", "any"))))
     per_gpu = dict(base.per_gpu)
     for name, points in by_device.items():
         per_gpu[name] = fit_device(points, base)

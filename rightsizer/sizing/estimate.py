@@ -250,9 +250,12 @@ def estimate(config: Any, gpu: str | GPU, workload: Workload, count: int = 1, mi
                   memory_eff=me, overhead_ms=overhead, quant_memory_eff=qme,
                   allreduce_latency_us=factors.allreduce_latency_us, link_eff=factors.link_efficiency,
                   extra_ms=extra_ms)
-    prefill = phase_time("prefill", build_ops(spec, prec, kv, B, P, P, "prefill", count), tokens=B * P, **common)
+    prefill_floor, decode_floor = factors.floors_for(g.name)
+    prefill = phase_time("prefill", build_ops(spec, prec, kv, B, P, P, "prefill", count), tokens=B * P,
+                         floor_ms=prefill_floor, **common)
     # TPOT at the last generated token (the slowest step: longest KV read), for p95 SLO checks.
-    decode = phase_time("decode", build_ops(spec, prec, kv, B, 1, P + O - 1, "decode", count), tokens=B, **common)
+    decode = phase_time("decode", build_ops(spec, prec, kv, B, 1, P + O - 1, "decode", count), tokens=B,
+                        floor_ms=decode_floor, **common)
     ttft = prefill.latency_ms
     tpot = decode.latency_ms
     throughput = B / (tpot / 1e3)

@@ -143,7 +143,7 @@ def build_ops(spec: ModelSpec, prec: Precision, kv_precision: str, batch: int, t
 def phase_time(name: str, ops: list[Op], gpu: GPU, prec: Precision, tp: int, tokens: int, hidden: int,
                layers: int, compute_eff: float, memory_eff: float, overhead_ms: float,
                quant_memory_eff: float, allreduce_latency_us: float, link_eff: float,
-               extra_ms: float = 0.0) -> PhaseResult:
+               extra_ms: float = 0.0, floor_ms: float = 0.0) -> PhaseResult:
     """Roofline time of one phase on one GPU (all ops + all-reduces + overhead)."""
     peak = gpu.peak_flops(prec.compute)
     if peak <= 0:
@@ -170,7 +170,8 @@ def phase_time(name: str, ops: list[Op], gpu: GPU, prec: Precision, tp: int, tok
         size = tokens * hidden * prec.activation_bytes
         per = 2 * (tp - 1) / tp * size / (gpu.interconnect_bandwidth * link_eff) * 1e3 + allreduce_latency_us / 1e3
         comm_ms = 2 * layers * per
-    latency = total_ms + comm_ms + overhead_ms + extra_ms
+    # A calibrated host-bound floor (eager frameworks) caps how fast a step can be launched.
+    latency = max(total_ms + comm_ms, floor_ms) + overhead_ms + extra_ms
     return PhaseResult(name=name, flops=flops, bytes=moved, latency_ms=latency, compute_ms=compute_ms,
                        memory_ms=memory_ms, comm_ms=comm_ms, overhead_ms=overhead_ms + extra_ms,
                        threshold=peak / bw, ops=rows)
