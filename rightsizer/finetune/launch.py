@@ -1,0 +1,199 @@
+"""Launch a fine-tune: in-process, under torchrun, under MPI, or as a Kubeflow TrainJob.
+
+``finetune(config, nproc)`` is what the MLRun handler calls: it checks every input in the
+calling process first (a bad input never starts a worker), then runs in-process
+(``nproc == 1``) or spawns ``torchrun --nproc_per_node nproc -m rightsizer.finetune.train``.
+The same call runs on a laptop (CPU processes, gloo) and in a GPU pod (NCCL).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from collections import deque
+from pathlib import Path
+
+from rightsizer.errors import ConfigError
+
+_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun_command(config_path: str | Path, nproc: int, nnodes: int = 1, node_rank: int = 0,
+                     master_addr: str = "127.0.0.1", master_port: int | None = None,
+                     python: str | None = None) -> list[str]:
+    """The torchrun command line for one node (``python -m torch.distributed.run``)."""
+    return [python or sys.executable, "-m", "torch.distributed.run",
+            f"--nproc_per_node={nproc}", f"--nnodes={nnodes}", f"--node_rank={node_rank}",
+            f"--master_addr={master_addr}", f"--master_port={master_port or free_port()}",
+            "-m", "rightsizer.finetune.train", "--config", str(config_path)]
+
+
+def worker_env(nproc: int, extra: dict | None = None) -> dict:
+    """Environment for the workers: project importable, DeepSpeed on CPU when no GPU, and
+    the CPU cores split between processes (oversubscription makes gloo crawl)."""
+    import torch
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
+    if not torch.cuda.is_available():
+        env.setdefault("DS_ACCELERATOR", "cpu")
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(nproc, 1))))
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.update(extra or {})
+    return env
+
+
+def precheck(cfg, world_size: int):
+    """Everything a worker would reject, checked here: inputs, plan vs args, resume."""
+    from rightsizer.finetune.train import make_plan, resume_point, validate
+
+    resolved = validate(cfg, world_size=world_size)
+    plan, ds, args = make_plan(cfg, resolved["model_path"], resolved["targets"], world_size,
+                               resolved["deepspeed"])
+    resume_point(cfg, resolved["fingerprint"], world_size, int(ds["zero_optimization"]["stage"]))
+    return plan, ds, args
+
+
+def finetune(config, nproc: int = 1, env: dict | None = None, timeout: float | None = None,
+             stream=None, inprocess: bool | None = None) -> dict:
+    """Run a fine-tune with ``nproc`` processes; returns the result dict (``result.json``).
+
+    Bad input raises :class:`ConfigError` before any training and leaves no adapter.
+    """
+    from rightsizer.finetune.train import FinetuneConfig, run_training
+
+    cfg = config if isinstance(config, FinetuneConfig) else FinetuneConfig.from_dict(dict(config))
+    if not isinstance(nproc, int) or nproc < 1:
+        raise ConfigError(f"nproc: {nproc!r}; expected a positive integer")
+    precheck(cfg, nproc)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if nproc == 1 and inprocess is not False:
+        return run_training(cfg)
+    if isinstance(cfg.train_data, list):  # workers read the data from a file
+        data = out / "train_data.jsonl"
+        data.write_text("".join(json.dumps({"prompt": p, "answer": a}) + "\n"
+                                for p, a in ((r[0], r[1]) if not isinstance(r, dict)
+                                             else (r.get("prompt"), r.get("answer"))
+                                             for r in cfg.train_data)))
+        cfg = FinetuneConfig.from_dict({**cfg.to_dict(), "train_data": str(data),
+                                        "prompt_template": None})
+    cfg_path = out / "finetune-config.json"
+    cfg_path.write_text(json.dumps(cfg.to_dict(), indent=2))
+    (out / "error.json").unlink(missing_ok=True)
+    rc, tail = run_command(torchrun_command(cfg_path, nproc), worker_env(nproc, env),
+                           timeout=timeout, stream=stream)
+    err = out / "error.json"
+    if err.is_file():
+        e = json.loads(err.read_text())
+        raise ConfigError(e["problems"], source="fine-tune")
+    if rc != 0:
+        raise RuntimeError(f"torchrun exited with {rc}; last output:\n" + "".join(tail))
+    return json.loads((out / "result.json").read_text())
+
+
+def run_command(cmd: list[str], env: dict, timeout: float | None = None, stream=None,
+                cwd: str | None = None) -> tuple[int, list[str]]:
+    """Run ``cmd``, echo its output to ``stream`` (stdout by default), keep the last lines."""
+    stream = stream if stream is not None else sys.stdout
+    tail: deque[str] = deque(maxlen=60)
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd or _ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+    try:
+        for line in proc.stdout:
+            tail.append(line)
+            if stream:
+                stream.write(line)
+        rc = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        rc = proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return rc, list(tail)
+
+
+# --------------------------------------------------------------------------- multi-node
+
+def discover_mpi_env() -> dict:
+    """Map an MPI launcher's ranks (Open MPI, MPICH/PMI) to the torch.distributed variables.
+
+    Under an MLRun MPIJob each process is started by ``mpirun``; DeepSpeed can discover its
+    ranks from MPI, but Accelerate and the HF Trainer read ``RANK``/``WORLD_SIZE``/
+    ``LOCAL_RANK``/``MASTER_ADDR`` from the environment, so they must be set before either
+    initialises. The master address is rank 0's host name, broadcast with mpi4py when
+    ``MASTER_ADDR`` is not already set. Returns what it set (empty outside MPI).
+    """
+    env = os.environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return {}
+    pairs = (("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),
+             ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"),
+             ("PMIX_RANK", "PMIX_SIZE", "PMIX_LOCAL_RANK"))
+    for r, s, lr in pairs:
+        if r in env and s in env:
+            found = {"RANK": env[r], "WORLD_SIZE": env[s], "LOCAL_RANK": env.get(lr, "0")}
+            break
+    else:
+        return {}
+    if "MASTER_ADDR" not in env:
+        try:
+            from mpi4py import MPI
+
+            found["MASTER_ADDR"] = MPI.COMM_WORLD.bcast(socket.gethostname(), root=0)
+        except ImportError:
+            raise RuntimeError("started by MPI without MASTER_ADDR: install mpi4py in the image "
+                               "or set MASTER_ADDR to rank 0's host") from None
+    found.setdefault("MASTER_PORT", env.get("MASTER_PORT", "29500"))
+    os.environ.update(found)
+    return found
+
+
+def trainjob_manifest(name: str, image: str, config_path: str, num_nodes: int, gpus_per_node: int,
+                      namespace: str | None = None, runtime: str = "torch-distributed",
+                      env: dict | None = None) -> dict:
+    """A Kubeflow Trainer (v2) ``TrainJob`` that runs this entry point on ``num_nodes`` nodes.
+
+    The ``torch-distributed`` runtime starts torchrun on every node with the node count,
+    rank and master address (``PET_*``) set, so the command is the module itself.
+    """
+    problems = []
+    if num_nodes < 1:
+        problems.append(f"num_nodes: {num_nodes}; expected >= 1")
+    if gpus_per_node < 0:
+        problems.append(f"gpus_per_node: {gpus_per_node}; expected >= 0")
+    if not name or not name.replace("-", "").isalnum() or name != name.lower():
+        problems.append(f"name: {name!r}; expected a lower-case DNS label")
+    if problems:
+        raise ConfigError(problems, source="TrainJob")
+    limits = {"nvidia.com/gpu": gpus_per_node} if gpus_per_node else {}
+    manifest = {
+        "apiVersion": "trainer.kubeflow.org/v1alpha1",
+        "kind": "TrainJob",
+        "metadata": {"name": name, **({"namespace": namespace} if namespace else {})},
+        "spec": {
+            "runtimeRef": {"name": runtime},
+            "trainer": {
+                "image": image,
+                "command": ["torchrun", "-m", "rightsizer.finetune.train", "--config", config_path],
+                "numNodes": num_nodes,
+                "numProcPerNode": gpus_per_node or 1,
+                "resourcesPerNode": {"limits": limits, "requests": dict(limits)},
+                "env": [{"name": k, "value": str(v)} for k, v in
+                        {"NCCL_DEBUG": "WARN", "TOKENIZERS_PARALLELISM": "false", **(env or {})}.items()],
+            },
+        },
+    }
+    return manifest

@@ -1,0 +1,56 @@
+"""Merge a LoRA adapter into its base model for serving.
+
+Merging into a 4-bit (NF4) base rounds the merged weights back to 4 bits and degrades the
+model. The base is therefore always reloaded from its original checkpoint in bf16 (never
+the quantized copy used for QLoRA training), the adapter applied on top and merged there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from rightsizer.errors import ConfigError
+
+
+def merge_adapter(base: str, adapter_dir: str | Path, out_dir: str | Path, dtype=None) -> Path:
+    """Reload ``base`` in ``dtype`` (default bf16), apply the adapter, merge, save atomically."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rightsizer.models import resolve_model_ref
+
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise ConfigError(f"merge: {adapter_dir} is not an adapter folder (no adapter_config.json)")
+    path = resolve_model_ref(base) if not Path(base).is_dir() else base
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.bfloat16,
+                                                 use_safetensors=True)
+    merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    out = Path(out_dir)
+    tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(tmp, safe_serialization=True)
+    try:
+        AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(tmp)
+    except (OSError, ValueError):
+        AutoTokenizer.from_pretrained(path).save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out
+
+
+def load_with_adapter(base: str, adapter_dir: str | Path, dtype=None):
+    """``base`` with the adapter applied (not merged), in eval mode."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from rightsizer.models import resolve_model_ref
+
+    path = resolve_model_ref(base) if not Path(base).is_dir() else base
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32,
+                                                 use_safetensors=True)
+    return PeftModel.from_pretrained(model, str(adapter_dir)).eval()
