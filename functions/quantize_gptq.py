@@ -1,0 +1,97 @@
+"""MLRun step ``quantize_gptq``: GPTQ/AWQ pre-quantization with calibration text (CUDA).
+
+Its own function and image: gptqmodel/autoawq do not fit beside mlrun 1.12 in one
+environment, so the image installs them into a second virtualenv (``gptq_build_commands``)
+and this handler, running in the mlrun environment, launches the quantization there as a
+subprocess. Nothing here imports gptqmodel or awq. The pipeline calls this step only when a
+GPU is configured. Bad input (too little calibration text, unknown method, no GPTQ
+environment) fails before any model is loaded; a failed run leaves no half-written model
+(see ``rightsizer.quantize.prequant``).
+
+Register it (project_setup.py)::
+
+    fn = project.set_function("functions/quantize_gptq.py", name="quantize-gptq", kind="job",
+                              image=image, handler="quantize_gptq", with_repo=bool(source))
+    fn.build_config(commands=gptq_build_commands())
+    fn.with_limits(gpus=1, gpu_type=gpu_type)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from rightsizer.errors import ConfigError
+from rightsizer.quantize.prequant import METHODS, calibration_texts, check_method, missing_packages
+
+GPTQ_VENV = "/opt/gptq"
+REQUIREMENTS = Path(__file__).resolve().parent.parent / "requirements-gptq.txt"
+
+
+def gptq_build_commands(venv: str = GPTQ_VENV, requirements: Path = REQUIREMENTS) -> list[str]:
+    """Image build commands: a second virtualenv with the GPTQ/AWQ packages."""
+    pkgs = [ln.strip() for ln in requirements.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    quoted = " ".join(f"'{p}'" for p in pkgs)
+    return [f"python -m venv {venv}", f"{venv}/bin/pip install --no-cache-dir {quoted}"]
+
+
+def gptq_python(method: str) -> str:
+    """The interpreter that has the method's package: $RIGHTSIZER_GPTQ_PYTHON, this one, or the venv."""
+    explicit = os.environ.get("RIGHTSIZER_GPTQ_PYTHON")
+    if explicit:
+        return explicit
+    if not missing_packages(method):
+        return sys.executable
+    venv_python = Path(GPTQ_VENV, "bin", "python")
+    if venv_python.exists():
+        return str(venv_python)
+    raise ConfigError(f"method: {method} needs the {METHODS[method]} package, found neither here nor in "
+                      f"{GPTQ_VENV}. Build this function's image with gptq_build_commands() "
+                      "(requirements-gptq.txt) or set RIGHTSIZER_GPTQ_PYTHON.")
+
+
+def quantize_gptq(context, task_spec: str, model_dir: str, method: str = "gptq", bits: int = 4,
+                  group_size: int = 128, samples: int = 128, min_samples: int = 16) -> None:
+    """Pre-quantize ``model_dir`` with calibration text from the task's train split.
+
+    Logs: the quantized model (``<task>-<method>``, with ``quant_config`` and
+    ``rightsizer_quant.json`` in the folder), results ``precision``, ``backend``,
+    ``calibration_samples`` and ``model_dir``.
+    """
+    from functions.mlrun_io import localize_dir, project_file, step_dir
+    from rightsizer.evaluate import load_rows
+    from rightsizer.taskspec import load_task
+
+    problems = check_method(method, bits, group_size)
+    if problems:
+        raise ConfigError(problems)
+    spec = load_task(project_file(task_spec))
+    texts = calibration_texts(load_rows(spec, "train"), spec, samples=samples, min_samples=min_samples)
+    python = gptq_python(method)
+    src = localize_dir(model_dir)
+    work = step_dir(context, spec.name, f"quantize-{method}")
+    out = work / "model"
+    if out.exists():
+        shutil.rmtree(out)
+    texts_path = work / "calibration.json"
+    texts_path.write_text(json.dumps(texts))
+    repo = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = [python, "-m", "rightsizer.quantize.prequant", "--model-path", src, "--texts", str(texts_path),
+           "--output-dir", str(out), "--method", method, "--bits", str(bits), "--group-size", str(group_size)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout)[-3000:]
+        if "ConfigError" in tail:
+            raise ConfigError(tail.strip().splitlines()[-1])
+        raise RuntimeError(f"{method} quantization failed (exit {proc.returncode}):\n{tail}")
+    config = json.loads(proc.stdout.strip().splitlines()[-1])
+    context.log_model(f"{spec.name}-{method}", model_dir=str(out), framework="transformers",
+                      labels={"task": spec.name, "precision": config["precision"], "backend": method},
+                      parameters={"quant_config": config})
+    context.log_results({"precision": config["precision"], "backend": method,
+                         "calibration_samples": len(texts), "model_dir": str(out)})

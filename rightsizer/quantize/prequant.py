@@ -1,0 +1,149 @@
+"""GPTQ / AWQ pre-quantization with calibration text from the task's train split.
+
+These methods run on CUDA and need packages that do not fit beside mlrun 1.12 in one
+environment (gptqmodel wants numpy >= 2 and a newer protobuf; autoawq upgrades pyarrow), so
+they run in their own MLRun function (``functions/quantize_gptq.py``, image built from
+``requirements-gptq.txt``). This module imports them only inside :func:`prequantize`, so
+the main environment imports it fine; without them it raises a ConfigError that says so.
+
+Bad input is rejected before anything is loaded, and the quantized model is written to a
+temporary folder renamed into place at the end: a failed run leaves no half-written artifact.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from rightsizer.errors import ConfigError
+
+METHODS = {"gptq": "gptqmodel", "awq": "awq"}
+MIN_CALIBRATION_SAMPLES = 16
+
+
+def calibration_texts(rows: list[dict], spec=None, text_field: str | None = None,
+                      samples: int = 128, min_samples: int = MIN_CALIBRATION_SAMPLES,
+                      min_chars: int = 8) -> list[str]:
+    """Calibration texts from train rows: the task prompt plus its answer, as served.
+
+    Raises ConfigError naming ``calibration`` when fewer than ``min_samples`` usable texts
+    (at least ``min_chars`` characters, duplicates dropped) are found.
+    """
+    if not isinstance(min_samples, int) or min_samples < 1:
+        raise ConfigError(f"calibration.min_samples: {min_samples!r}; expected a positive integer")
+    if not isinstance(samples, int) or samples < min_samples:
+        raise ConfigError(f"calibration.samples: {samples!r}; expected an integer >= min_samples ({min_samples})")
+    texts: list[str] = []
+    seen = set()
+    for row in rows or []:
+        if spec is not None:
+            from rightsizer.evaluate import build_prompt
+
+            text = f"{build_prompt(spec, row)} {row.get(spec.label_field, '')}".strip()
+        else:
+            text = str(row.get(text_field or "text", "")).strip()
+        if len(text) >= min_chars and text not in seen:
+            seen.add(text)
+            texts.append(text)
+        if len(texts) >= samples:
+            break
+    if len(texts) < min_samples:
+        raise ConfigError(f"calibration: {len(texts)} usable text(s) in the train split; GPTQ/AWQ need at "
+                          f"least {min_samples} (of >= {min_chars} characters, no duplicates) to estimate "
+                          "the weights' sensitivity. Add training rows or lower calibration.min_samples.")
+    return texts
+
+
+def check_method(method: str, bits: int, group_size: int) -> list[str]:
+    problems = []
+    if method not in METHODS:
+        problems.append(f"method: {method!r}; expected one of {sorted(METHODS)}")
+    if bits not in (4, 8) or (method == "awq" and bits != 4):
+        problems.append(f"bits: {bits!r}; GPTQ takes 4 or 8, AWQ takes 4")
+    if not isinstance(group_size, int) or (group_size != -1 and (group_size <= 0 or group_size % 32)):
+        problems.append(f"group_size: {group_size!r}; expected a multiple of 32, or -1 (per column)")
+    return problems
+
+
+def missing_packages(method: str) -> list[str]:
+    return [p for p in (METHODS[method],) if importlib.util.find_spec(p) is None]
+
+
+def prequantize(model_path: str, texts: list[str], output_dir: str | os.PathLike, method: str = "gptq",
+                bits: int = 4, group_size: int = 128, device: str = "cuda") -> dict:
+    """Quantize the saved model at ``model_path`` with calibration ``texts``; save to ``output_dir``.
+
+    Returns the quant config to register with the model (``backend`` is the method).
+    """
+    problems = check_method(method, bits, group_size)
+    if not texts:
+        problems.append("calibration: no texts")
+    if Path(output_dir).exists():
+        problems.append(f"output_dir: {output_dir} exists; refusing to overwrite")
+    if problems:
+        raise ConfigError(problems)
+    missing = missing_packages(method)
+    if missing:
+        raise ConfigError(f"method: {method} needs {missing}, which are not installed in this environment. "
+                          "Run it as the quantize-gptq MLRun function, whose image installs "
+                          "requirements-gptq.txt (they do not fit beside mlrun 1.12).")
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device: {method} quantization needs a CUDA GPU; torch sees none")
+    out = Path(output_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        if method == "gptq":
+            from gptqmodel import GPTQModel, QuantizeConfig
+
+            model = GPTQModel.load(model_path, QuantizeConfig(bits=bits, group_size=group_size))
+            model.quantize(texts, batch_size=4)
+            model.save(str(tmp))
+        else:
+            from awq import AutoAWQForCausalLM
+            from transformers import AutoTokenizer
+
+            model = AutoAWQForCausalLM.from_pretrained(model_path)
+            tok = AutoTokenizer.from_pretrained(model_path)
+            model.quantize(tok, quant_config={"zero_point": True, "q_group_size": group_size,
+                                              "w_bit": bits, "version": "GEMM"}, calib_data=texts)
+            model.save_quantized(str(tmp))
+            tok.save_pretrained(str(tmp))
+        config = {"version": 1, "precision": f"int{bits}", "backend": method, "skip_modules": [],
+                  "dtype": "float16", "group_size": group_size, "pre_quantized": True,
+                  "calibration_samples": len(texts)}
+        (tmp / "rightsizer_quant.json").write_text(json.dumps(config, indent=2))
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI run inside the GPTQ environment: ``python -m rightsizer.quantize.prequant``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model-path", required=True)
+    ap.add_argument("--texts", required=True, help="JSON file: a list of calibration strings")
+    ap.add_argument("--output-dir", required=True)
+    ap.add_argument("--method", default="gptq", choices=sorted(METHODS))
+    ap.add_argument("--bits", type=int, default=4)
+    ap.add_argument("--group-size", type=int, default=128)
+    ap.add_argument("--device", default="cuda")
+    a = ap.parse_args(argv)
+    texts = json.loads(Path(a.texts).read_text())
+    config = prequantize(a.model_path, texts, a.output_dir, a.method, a.bits, a.group_size, a.device)
+    print(json.dumps(config))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
