@@ -77,7 +77,7 @@ def write_marker(ckpt: str | Path, meta: dict) -> None:
     tmp.replace(p / MARKER)
 
 
-def resume_problems(meta: dict, ckpt: Path, *, world_size: int, zero_stage: int,
+def resume_problems(meta: dict, ckpt: Path, *, world_size: int, zero_stage: int | None,
                     fingerprint: str, model: str) -> list[str]:
     """Why resuming ``ckpt`` (with marker ``meta``) in this run cannot work; empty when it can."""
     problems = []
@@ -98,14 +98,14 @@ def resume_problems(meta: dict, ckpt: Path, *, world_size: int, zero_stage: int,
             "weights, or DeepSpeed's ds_to_universal.py for a universal checkpoint that any "
             "world size can load (set \"checkpoint\": {\"load_universal\": true}); then start a "
             "new run from it.")
-    if meta.get("zero_stage") != zero_stage:
+    if zero_stage is not None and meta.get("zero_stage") != zero_stage:
         problems.append(
             f"checkpoint {ckpt} was written with ZeRO stage {meta.get('zero_stage')} but this run "
             f"uses stage {zero_stage}; resume with the same stage or start over (resume=False).")
     return problems
 
 
-def check_resume(ckpt_dir: str | Path, *, world_size: int, zero_stage: int, fingerprint: str,
+def check_resume(ckpt_dir: str | Path, *, world_size: int, zero_stage: int | None, fingerprint: str,
                  model: str) -> Path | None:
     """The checkpoint to resume from (None: start fresh); raises ConfigError when it cannot work."""
     found = latest_checkpoint(ckpt_dir)

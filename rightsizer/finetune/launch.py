@@ -49,18 +49,17 @@ def worker_env(nproc: int, extra: dict | None = None) -> dict:
         env.setdefault("DS_ACCELERATOR", "cpu")
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(nproc, 1))))
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # DeepSpeed on torch 2.13 warns once per collective (deprecated all_gather_into_tensor).
+    env.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
     env.update(extra or {})
     return env
 
 
 def precheck(cfg, world_size: int):
     """Everything a worker would reject, checked here: inputs, plan vs args, resume."""
-    from rightsizer.finetune.train import make_plan, resume_point, validate
+    from rightsizer.finetune.train import check_run
 
-    resolved = validate(cfg, world_size=world_size)
-    plan, ds, args = make_plan(cfg, resolved["model_path"], resolved["targets"], world_size,
-                               resolved["deepspeed"])
-    resume_point(cfg, resolved["fingerprint"], world_size, int(ds["zero_optimization"]["stage"]))
+    _, plan, ds, args, _ = check_run(cfg, world_size)
     return plan, ds, args
 
 

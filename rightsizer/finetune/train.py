@@ -179,7 +179,7 @@ def validate(cfg: FinetuneConfig, world_size: int = 1, check_model: bool = True)
     return resolved
 
 
-def resume_point(cfg: FinetuneConfig, fingerprint: str, world_size: int, zero_stage: int):
+def resume_point(cfg: FinetuneConfig, fingerprint: str, world_size: int, zero_stage: int | None):
     """The checkpoint to resume from, or None; ConfigError when it cannot be resumed."""
     from rightsizer.finetune.checkpoint import check_resume
 
@@ -260,6 +260,31 @@ def make_plan(cfg: FinetuneConfig, model_path: str, targets: list[str], world_si
             "bf16": precision == "bf16", "fp16": precision == "fp16"}
     check_training_args(ds, world_size=world_size, **args)
     return plan, ds, args
+
+
+def check_run(cfg: FinetuneConfig, world_size: int):
+    """Inputs, plan vs training arguments and resume, all checked; one ConfigError for all.
+
+    Returns ``(resolved, plan, deepspeed_config, training-argument values, resume_from)``.
+    """
+    resolved = validate(cfg, world_size=world_size)
+    problems: list[str] = []
+    plan = ds = args = resume_from = None
+    stage = resolved["deepspeed"]["zero_optimization"].get("stage", 0) \
+        if resolved["deepspeed"] else cfg.zero_stage
+    try:
+        plan, ds, args = make_plan(cfg, resolved["model_path"], resolved["targets"], world_size,
+                                   resolved["deepspeed"])
+        stage = int(ds["zero_optimization"]["stage"])
+    except ConfigError as e:
+        problems += e.problems
+    try:
+        resume_from = resume_point(cfg, resolved["fingerprint"], world_size, stage)
+    except ConfigError as e:
+        problems += e.problems
+    if problems:
+        raise ConfigError(problems, source="fine-tune")
+    return resolved, plan, ds, args, resume_from
 
 
 # --------------------------------------------------------------------------- model
@@ -397,11 +422,7 @@ def run_training(cfg: FinetuneConfig) -> dict:
     out = Path(cfg.output_dir)
     err_file = out / "error.json"
     try:
-        resolved = validate(cfg, world_size=world)
-        plan, ds, arg_values = make_plan(cfg, resolved["model_path"], resolved["targets"], world,
-                                         resolved["deepspeed"])
-        resume_from = resume_point(cfg, resolved["fingerprint"], world,
-                                   int(ds["zero_optimization"]["stage"]))
+        resolved, plan, ds, arg_values, resume_from = check_run(cfg, world)
     except ConfigError as e:
         if rank == 0:
             out.mkdir(parents=True, exist_ok=True)
@@ -440,6 +461,13 @@ def run_training(cfg: FinetuneConfig) -> dict:
         use_cpu=cpu, ddp_backend="gloo" if cpu and world > 1 else None,
         deepspeed=ds if use_ds else None, local_rank=local_rank if world > 1 else -1,
     )
+    _ = args.device  # initialises torch.distributed now, before ZeRO-3 builds the model
+    if use_ds and world > 1:
+        import deepspeed
+
+        # With use_cpu the Trainer never initialises deepspeed.comm: ZeRO-3's model
+        # construction would then see world size 1 and reject the batch layout.
+        deepspeed.init_distributed(dist_backend="gloo" if cpu else "nccl")
     if world > 1 and args.world_size != world:
         raise RuntimeError(f"the Trainer sees world size {args.world_size} but the launcher "
                            f"started {world} processes: every rank would train alone")

@@ -1,0 +1,182 @@
+"""The entry point in one process: bad input, checkpoints, resume checks, merge, QLoRA."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from rightsizer.errors import ConfigError
+from rightsizer.finetune.launch import finetune
+from rightsizer.finetune.train import FinetuneConfig, bnb_available
+
+ROWS = [{"prompt": f"Review: item {i} is {'good' if i % 2 else 'bad'}\nSentiment:",
+         "answer": "positive" if i % 2 else "negative"} for i in range(32)]
+
+
+def _cfg(out: Path, **kw) -> dict:
+    base = dict(model="demo:tiny-s", train_data=ROWS, output_dir=str(out), steps=4,
+                micro_batch_size=4, global_batch=4, save_steps=2, progress=False, seed=0)
+    return {**base, **kw}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("ft-inproc")
+    return out, finetune(_cfg(out))
+
+
+def test_inprocess_run_writes_adapter_curves_and_marked_checkpoints(trained):
+    out, result = trained
+    assert result["world_size"] == 1 and result["strategy"] == "ddp"
+    assert len(result["losses"]) == 4 and len(result["learning_rates"]) == 4
+    assert result["losses"][-1] < result["losses"][0]
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    meta = json.loads((out / "adapter" / "training.json").read_text())
+    assert meta["model"] == "demo:tiny-s" and meta["rank"] == 8
+    marks = sorted(p.parent.name for p in (out / "checkpoints").glob("*/rightsizer-checkpoint.json"))
+    assert marks == ["checkpoint-2", "checkpoint-4"]
+
+
+def _assert_no_adapter(out: Path):
+    assert not (out / "adapter").exists()
+    assert not list(out.glob("adapter.tmp-*"))
+
+
+@pytest.mark.parametrize("kw, needle", [
+    ({"target_modules": ["q_proj", "qkv"]}, "valid names: ['down_proj', 'gate_proj'"),
+    ({"rank": 0}, "rank: 0; expected a positive integer"),
+    ({"rank": -4}, "rank: -4"),
+    ({"train_data": []}, "train split is empty"),
+    ({"zero_stage": 4}, "zero_stage: 4; expected 0, 1, 2 or 3"),
+    ({"zero_stage": -1}, "zero_stage: -1"),
+    ({"quantization": "int3"}, "quantization: 'int3'"),
+])
+def test_bad_input_is_rejected_before_training(tmp_path, kw, needle):
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError) as e:
+        finetune(_cfg(out, **kw), nproc=2)  # never launches: checked in this process first
+    assert needle in str(e.value)
+    _assert_no_adapter(out)
+
+
+def test_all_problems_are_reported_together(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        finetune(_cfg(tmp_path, rank=0, zero_stage=7, train_data=[], steps=-1))
+    assert len(e.value.problems) == 4
+
+
+def test_empty_train_file(tmp_path):
+    data = tmp_path / "train.jsonl"
+    data.write_text("\n")
+    with pytest.raises(ConfigError, match="train split is empty"):
+        finetune(_cfg(tmp_path / "run", train_data=str(data)))
+    _assert_no_adapter(tmp_path / "run")
+
+
+def test_checkpoint_from_a_different_base_model_is_rejected(trained, tmp_path):
+    src, _ = trained
+    out = tmp_path / "run"
+    shutil.copytree(src / "checkpoints", out / "checkpoints")
+    with pytest.raises(ConfigError) as e:
+        finetune(_cfg(out, model="demo:tiny-m"))
+    assert "was written for base model 'demo:tiny-s'" in str(e.value)
+    assert "this run's base is 'demo:tiny-m'" in str(e.value)
+    _assert_no_adapter(out)
+
+
+def test_resuming_with_a_different_world_size_is_a_clear_error(trained, tmp_path):
+    src, _ = trained
+    out = tmp_path / "run"
+    shutil.copytree(src / "checkpoints", out / "checkpoints")
+    with pytest.raises(ConfigError) as e:
+        finetune(_cfg(out), nproc=2)  # checked before any worker starts
+    msg = str(e.value)
+    assert "written by 1 process(es) but this run has 2" in msg
+    assert "--nproc_per_node 1" in msg and "zero_to_fp32.py" in msg
+    _assert_no_adapter(out)
+
+
+def test_unfinished_checkpoint_is_skipped(trained, tmp_path):
+    from rightsizer.finetune.checkpoint import latest_checkpoint
+
+    src, _ = trained
+    ckpts = tmp_path / "checkpoints"
+    shutil.copytree(src / "checkpoints", ckpts)
+    (ckpts / "checkpoint-4" / "rightsizer-checkpoint.json").unlink()  # killed while saving
+    assert latest_checkpoint(ckpts)[0].name == "checkpoint-2"
+
+
+def test_resume_true_continues_from_the_last_checkpoint(trained, tmp_path):
+    src, ref = trained
+    out = tmp_path / "run"
+    shutil.copytree(src / "checkpoints", out / "checkpoints")
+    shutil.rmtree(out / "checkpoints" / "checkpoint-4")
+    result = finetune(_cfg(out))
+    assert result["resumed_from"].endswith("checkpoint-2")
+    assert result["losses"] == pytest.approx(ref["losses"], abs=1e-6)
+    from safetensors.torch import load_file
+
+    a = load_file(src / "adapter" / "adapter_model.safetensors")
+    b = load_file(out / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_merged_model_matches_base_plus_adapter(trained, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from rightsizer.finetune.merge import load_with_adapter, merge_adapter
+
+    out, _ = trained
+    merged_dir = merge_adapter("demo:tiny-s", out / "adapter", tmp_path / "merged")
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.bfloat16).eval()
+    assert merged.dtype == torch.bfloat16
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    ids = torch.randint(5, 600, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = load_with_adapter("demo:tiny-s", out / "adapter", dtype=torch.float32)(ids).logits
+        base = load_with_adapter("demo:tiny-s", out / "adapter", dtype=torch.float32)
+        with base.disable_adapter():
+            plain = base(ids).logits
+        got = merged(ids).logits.float()
+    # The adapter changes the model far more than bf16 rounding of the merged weights does.
+    assert (ref - plain).abs().max() > 0.1
+    err = (got - ref).abs().max()
+    assert err < 0.25 * (ref - plain).abs().max(), err
+    assert (got.argmax(-1) == ref.argmax(-1)).float().mean() > 0.9
+
+
+def test_train_lora_in_process_path_still_works(tmp_path):
+    from rightsizer.finetune import train_lora
+    from rightsizer.models import load_model
+
+    model, tok = load_model("demo:tiny-s")
+    peft_model, res = train_lora(model, tok, [(r["prompt"], r["answer"]) for r in ROWS],
+                                 tmp_path / "a", steps=3, batch_size=4, progress=False)
+    assert res.steps == 3 and (tmp_path / "a" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.skipif(bnb_available(), reason="bitsandbytes is installed")
+def test_qlora_without_bitsandbytes_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="needs bitsandbytes"):
+        finetune(_cfg(tmp_path / "run", quantization="nf4"))
+    _assert_no_adapter(tmp_path / "run")
+
+
+@pytest.mark.skipif(not bnb_available(), reason="bitsandbytes is not installed")
+def test_qlora_nf4_trains_and_merges_into_a_bf16_base(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "run"
+    result = finetune(_cfg(out, quantization="nf4", merge=True))
+    assert result["quantization"] == "nf4"
+    merged = AutoModelForCausalLM.from_pretrained(result["merged_dir"])
+    assert merged.dtype == torch.bfloat16
+
+
+def test_config_rejects_unknown_fields(tmp_path):
+    with pytest.raises(ConfigError, match="unknown fine-tune parameter"):
+        FinetuneConfig.from_dict(_cfg(tmp_path, lora_rank=8))
