@@ -159,3 +159,21 @@ def test_bad_quant_config():
         apply_quant_config(tiny_llama(layers=2), {"precision": "int8"})
     with pytest.raises(ConfigError, match="version"):
         apply_quant_config(tiny_llama(layers=2), {"precision": "int8", "backend": "torchao-int8wo", "version": 9})
+
+
+def test_apply_config_follows_the_model_device_and_substitutes_unrunnable_backends():
+    model = tiny_llama(layers=2)
+    # a config measured on a GPU (torchao tinygemm int4), served on this CPU
+    gpu_config = {"version": 1, "precision": "int4", "backend": "torchao-int4wo", "skip_modules": [],
+                  "dtype": "bfloat16", "group_size": 128}
+    with pytest.warns(UserWarning, match="torch-int4pack"):
+        apply_quant_config(model, gpu_config)
+    assert model.rightsizer_quant.backend == "torch-int4pack"
+    assert model.rightsizer_quant.substituted_from == "torchao-int4wo"
+    assert isinstance(model.model.layers[0].mlp.up_proj, Int4PackedLinear)
+    with pytest.raises(ConfigError, match="CUDA"):
+        apply_quant_config(tiny_llama(layers=2), gpu_config, substitute=False)
+    with pytest.raises(ConfigError, match="fp8"):  # no fp8 backend runs on CPU at all
+        apply_quant_config(tiny_llama(layers=2), {"precision": "fp8", "backend": "torchao-fp8wo"})
+    with pytest.raises(ConfigError, match="pre-quantized"):
+        apply_quant_config(tiny_llama(layers=2), {"precision": "int4", "backend": "gptq", "pre_quantized": True})

@@ -28,6 +28,7 @@ from __future__ import annotations
 import fnmatch
 import importlib.util
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -400,6 +401,7 @@ class QuantInfo:
     quantized_linears: int = 0
     kept_linears: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    substituted_from: str | None = None
 
     @property
     def mixed(self) -> bool:
@@ -478,12 +480,18 @@ def quantize_model(model: nn.Module, precision: str, backend: str | None = None,
                      seconds=time.perf_counter() - start)
 
 
-def apply_quant_config(model: nn.Module, quant_config: dict, device: str | None = None) -> nn.Module:
+def apply_quant_config(model: nn.Module, quant_config: dict, device: str | None = None,
+                       substitute: bool = True) -> nn.Module:
     """Re-apply a registered quantization config to a freshly loaded (unquantized) model.
 
     Serving loads the base weights with ``from_pretrained`` and calls this, so the served
-    model is quantized exactly as the search measured it (load-time quantization). The
-    device defaults to the one the config was made on when it is present, else CPU.
+    model is quantized as the search measured it (load-time quantization). ``device``
+    defaults to the device the model is on. When the config's backend cannot run there (a
+    config measured on CPU, served on a GPU, or the reverse) and ``substitute`` is true, the
+    best usable backend of the *same precision* and the same kept modules is used instead,
+    with a warning; otherwise, or when the precision cannot run at all, ConfigError.
+    The result is on ``model.rightsizer_quant`` (a QuantInfo; ``substituted_from`` says
+    when the backend changed).
     """
     if not isinstance(quant_config, dict):
         raise ConfigError(f"quant_config: expected a dict, got {type(quant_config).__name__}")
@@ -491,14 +499,29 @@ def apply_quant_config(model: nn.Module, quant_config: dict, device: str | None 
     version = quant_config.get("version", CONFIG_VERSION)
     if version != CONFIG_VERSION:
         problems.append(f"quant_config.version: {version!r}; this library reads version {CONFIG_VERSION}")
+    if quant_config.get("pre_quantized"):
+        problems.append("quant_config: a pre-quantized (GPTQ/AWQ) model loads quantized with "
+                        "from_pretrained; there is nothing to apply")
     if problems:
         raise ConfigError(problems)
     if device is None:
-        device = "cuda" if quant_config["backend"] in ("bnb-int8", "bnb-nf4", "torchao-int4wo",
-                                                       "torchao-fp8wo") else "cpu"
-    quantize_model(model, quant_config["precision"], backend=quant_config["backend"],
-                   skip_modules=quant_config.get("skip_modules") or None, device=device,
-                   group_size=quant_config.get("group_size"),
-                   dtype=quant_config.get("dtype", "bfloat16"),
-                   skip_precision=quant_config.get("skip_precision", "bf16"))
+        first = next(iter(model.parameters()), None)
+        device = "cpu" if first is None or first.device.type != "cuda" else str(first.device)
+    dev = normalize_device(device)
+    precision, backend = quant_config["precision"], quant_config["backend"]
+    substituted_from = None
+    if backend in BACKENDS and BACKENDS[backend].precision == precision:
+        reason = BACKENDS[backend].check(dev)
+        if reason is not None and substitute:
+            replacement = resolve_backend(precision, None, dev)  # ConfigError if none runs here
+            warnings.warn(f"quant_config backend {backend} cannot run on {dev} ({reason}); "
+                          f"using {replacement.name} for {precision}", stacklevel=2)
+            substituted_from, backend = backend, replacement.name
+    group = quant_config.get("group_size") if substituted_from is None else None
+    info = quantize_model(model, precision, backend=backend,
+                          skip_modules=quant_config.get("skip_modules") or None, device=dev,
+                          group_size=group, dtype=quant_config.get("dtype", "bfloat16"),
+                          skip_precision=quant_config.get("skip_precision", "bf16"))
+    info.substituted_from = substituted_from
+    model.rightsizer_quant = info
     return model
