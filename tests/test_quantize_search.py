@@ -135,3 +135,30 @@ def test_all_problems_reported_at_once():
     with pytest.raises(ConfigError) as e:
         search_precision(lambda: None, lambda m: 1.0, 1.0, 2.0, ["int9"], progress=False)
     assert len(e.value.problems) == 2
+
+
+def test_search_on_the_demo_model_with_the_task_harness():
+    """The pipeline's wiring: demo candidate, tokenizer, evaluation harness, measured decode speed."""
+    from rightsizer.evaluate import evaluate_quality, load_rows
+    from rightsizer.models import load_model
+    from rightsizer.quantize import decode_speed_fn
+    from rightsizer.taskspec import load_task
+    from pathlib import Path
+
+    spec = load_task(str(Path(__file__).resolve().parent.parent / "tasks" / "ticket_routing.yaml"))
+    rows = load_rows(spec, spec.eval_split, 12)
+    _, tok = load_model("demo:tiny-s")
+
+    def score(model):
+        return evaluate_quality(model, tok, spec, rows).score
+
+    base = score(load_model("demo:tiny-s")[0])
+    s = search_precision(lambda: load_model("demo:tiny-s")[0], score, base, spec.quality_tolerance,
+                         ["int8", "int4"], progress=False,
+                         speed_fn=decode_speed_fn(tok, spec.prompt.format(text="printer is broken"),
+                                                  output_tokens=2, repeats=1))
+    done = [t for t in s.trials if t.status == "evaluated"]
+    assert [t.precision for t in done][:3] == ["bf16", "int8", "int4"]
+    assert all(t.decode_tokens_per_s > 0 for t in done)
+    assert s.kept.passed == (s.kept.score >= base - spec.quality_tolerance)
+    assert all(not t.passed or t.memory_bytes >= s.kept.memory_bytes for t in done)

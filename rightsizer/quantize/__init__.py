@@ -13,13 +13,15 @@ from rightsizer.quantize.backends import (
     BACKENDS, PRECISIONS, QuantInfo, apply_quant_config, available_backends, backend_status,
     quantize_model, sensitive_modules, weight_bytes,
 )
-from rightsizer.quantize.search import PrecisionSearch, PrecisionTrial, precision_figure, search_precision
+from rightsizer.quantize.search import (
+    PrecisionSearch, PrecisionTrial, decode_speed_fn, precision_figure, search_precision,
+)
 from rightsizer.quantize.attention import AttentionChoice, choose_attention
 from rightsizer.quantize.placement import PlacementPlan, load_placed, plan_placement
 
 __all__ = [
     "AttentionChoice", "PlacementPlan", "choose_attention", "load_placed", "plan_placement",
     "BACKENDS", "PRECISIONS", "PrecisionSearch", "PrecisionTrial", "QuantInfo", "apply_quant_config",
-    "available_backends", "backend_status", "precision_figure", "quantize_model", "search_precision",
+    "available_backends", "backend_status", "decode_speed_fn", "precision_figure", "quantize_model", "search_precision",
     "sensitive_modules", "weight_bytes",
 ]

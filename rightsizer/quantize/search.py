@@ -205,6 +205,18 @@ def search_precision(load_fn: Callable[[], object], evaluate_fn: Callable[[objec
                            trials=trials, kept=kept, kept_model=kept_model)
 
 
+def decode_speed_fn(tokenizer, prompt: str, output_tokens: int = 8, batch: int = 1,
+                    repeats: int = 3) -> Callable[[object], float]:
+    """A ``speed_fn`` for the search: decode tokens/s measured by the evaluation harness."""
+    from rightsizer.evaluate import measure_latency
+
+    def speed(model) -> float:
+        return measure_latency(model, tokenizer, prompt, output_tokens=output_tokens, batch=batch,
+                               repeats=repeats).tokens_per_s
+
+    return speed
+
+
 def _mixed_levels(precision: str, device: str) -> list[str]:
     """Precisions to keep the sensitive modules at, cheapest first: int8 (for int4), then bf16."""
     levels = []
