@@ -31,6 +31,8 @@ def load_rows(spec: TaskSpec, split: str, limit: int | None = None) -> list[dict
     ref = spec.dataset_path(split)
     ext = ref.rsplit(".", 1)[-1].lower()
     builder = {"jsonl": "json", "json": "json", "csv": "csv", "parquet": "parquet"}.get(ext)
+    if builder and _is_file(ref) and not open(ref, "rb").read(4096).strip():
+        raise ConfigError(f"dataset.{split}: {ref} is empty; expected at least one row", spec.name)
     try:
         if builder:
             ds = datasets.load_dataset(builder, data_files={split: ref}, split=split)
@@ -57,6 +59,12 @@ def _is_dir(ref: str) -> bool:
     from pathlib import Path
 
     return Path(ref).is_dir()
+
+
+def _is_file(ref: str) -> bool:
+    from pathlib import Path
+
+    return Path(ref).is_file()
 
 
 def pick_shots(spec: TaskSpec, train_rows: list[dict], k: int, seed: int = 0) -> list[dict]:
@@ -258,3 +266,31 @@ def measure_latency(model, tokenizer, prompt: str, output_tokens: int = 8, batch
         ttft_p50_ms=_percentile(ttft, 0.5), ttft_p95_ms=_percentile(ttft, 0.95),
         tpot_p50_ms=_percentile(tpot, 0.5), tpot_p95_ms=_percentile(tpot, 0.95),
         tokens_per_s=statistics.median(tps), peak_memory_bytes=int(peak), repeats=repeats)
+
+
+def evaluate_model(spec: TaskSpec, model_ref: str, split: str | None = None,
+                   output_tokens: int | None = None, repeats: int = 5,
+                   progress: bool = True) -> dict:
+    """Quality and latency of a candidate reference or a serving bundle, as one dict."""
+    from pathlib import Path
+
+    from rightsizer.bundle import BUNDLE_FILE
+    from rightsizer.models import load_model, param_count, state_dict_bytes
+
+    rows = load_rows(spec, split or spec.eval_split, spec.max_eval_examples)
+    if (Path(model_ref) / BUNDLE_FILE).is_file():
+        from rightsizer.serving import TaskModel
+
+        tm = TaskModel(model_ref, device="cpu" if not torch.cuda.is_available() else None)
+        model, tok, shots = tm.model, tm.tokenizer, tm.meta["shots"]
+        precision = tm.meta["quant_config"].get("precision", "fp32")
+    else:
+        model, tok = load_model(model_ref, trust_remote_code=spec.trust_remote_code)
+        shots, precision = [], "fp32"
+    quality = evaluate_quality(model, tok, spec, rows, shots=shots, progress=progress)
+    latency = measure_latency(model, tok, build_prompt(spec, rows[0], shots),
+                              output_tokens=output_tokens or spec.workload.output_tokens,
+                              repeats=repeats)
+    return {"model": model_ref, "split": split or spec.eval_split, "precision": precision,
+            "params": param_count(model), "weights_bytes": state_dict_bytes(model),
+            "quality": quality.to_dict(), "latency": latency.to_dict()}

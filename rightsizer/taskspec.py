@@ -7,6 +7,7 @@ one ``ConfigError``. ``save_task``/``load_task`` are exact mirrors (tested by ro
 from __future__ import annotations
 
 import copy
+import os
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -276,3 +277,16 @@ def load_app(path: str | Path) -> AppSpec:
     if len(set(names)) != len(names):
         raise ConfigError(f"tasks: duplicate task names {names}", str(path))
     return AppSpec(name=data["name"], tasks=tasks)
+
+
+def app_task_paths(app_path: str | Path, root: str | Path = ".") -> list[tuple[str, str]]:
+    """``(task name, spec path)`` for each task of an app spec, validating every spec."""
+    path = Path(app_path)
+    if not path.is_absolute():
+        path = Path(root) / path
+    app = load_app(path)
+    refs = yaml.safe_load(path.read_text())["tasks"]
+    root = Path(root).resolve()
+    # Relative to the project root, so the same paths work in a cluster pod's source dir.
+    return [(t.name, os.path.relpath((path.parent / ref).resolve(), root))
+            for t, ref in zip(app.tasks, refs)]

@@ -1,0 +1,1 @@
+"""MLRun handlers: thin adapters that read params, call the library, log what it returns."""

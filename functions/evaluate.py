@@ -1,0 +1,37 @@
+"""MLRun step ``evaluate``: task quality and latency of one model on this machine."""
+
+from __future__ import annotations
+
+import json
+
+import mlrun
+
+from functions.mlrun_io import project_file, localize_dir, log_plot, log_table, step_dir
+from rightsizer.evaluate import evaluate_model
+from rightsizer.report import latency_figure
+from rightsizer.taskspec import load_task
+
+
+def evaluate(context: mlrun.MLClientCtx, task_spec: str, model: str, split: str = "",
+             label: str = "model", output_tokens: int = 0, repeats: int = 5) -> None:
+    """Evaluate ``model`` (candidate reference or serving bundle) on a split of the task.
+
+    Logs: ``quality`` and ``latency`` tables, ``latency_chart`` (Plotly), results
+    ``score``, ``ttft_p95_ms``, ``tpot_p95_ms``, ``tokens_per_s``, ``peak_memory_bytes``
+    and ``evaluation`` (JSON path).
+    """
+    spec = load_task(project_file(task_spec))
+    if "://" in model or model.startswith("store:"):
+        model = localize_dir(model)
+    report = evaluate_model(spec, model, split=split or spec.eval_split,
+                            output_tokens=output_tokens or None, repeats=repeats)
+    path = step_dir(context, spec.name, f"evaluate-{label}") / "evaluation.json"
+    path.write_text(json.dumps(report, indent=2, sort_keys=True))
+    log_table(context, "quality", [report["quality"]])
+    log_table(context, "latency", [report["latency"]])
+    log_plot(context, "latency_chart", latency_figure(spec.name, {label: report["latency"]}))
+    lat = report["latency"]
+    context.log_results({"score": report["quality"]["score"], "ttft_p95_ms": lat["ttft_p95_ms"],
+                         "tpot_p95_ms": lat["tpot_p95_ms"], "tokens_per_s": lat["tokens_per_s"],
+                         "peak_memory_bytes": lat["peak_memory_bytes"],
+                         "evaluation": str(path)})

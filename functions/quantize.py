@@ -1,0 +1,38 @@
+"""MLRun step ``quantize``: the lowest precision that keeps the task's quality."""
+
+from __future__ import annotations
+
+import mlrun
+
+from functions.mlrun_io import project_file, localize_dir, log_model_dir, log_plot, log_table, step_dir
+from rightsizer.quantize_step import quantize_for_task
+from rightsizer.quantize import precision_figure
+from rightsizer.select import Selection
+from rightsizer.taskspec import load_task
+
+
+def quantize(context: mlrun.MLClientCtx, task_spec: str, selection: str, model_dir: str) -> None:
+    """Search bf16 -> int8 -> int4 on the chosen model; register the serving bundle.
+
+    Logs: ``precisions`` (table), ``precision_chart`` (Plotly), the task's model (registered
+    with ``log_model``: weights, tokenizer and ``rightsizer.json`` with the quantization
+    config), results ``precision``, ``backend``, ``memory_before_bytes``,
+    ``memory_after_bytes``, ``score`` and ``bundle_dir``.
+    """
+    spec = load_task(project_file(task_spec))
+    sel = Selection.load(selection)
+    work = step_dir(context, spec.name, "quantize")
+    out = quantize_for_task(spec, sel, localize_dir(model_dir), work / "bundle")
+    log_table(context, "precisions", out.search.to_rows())
+    log_plot(context, "precision_chart", precision_figure(out.search))
+    kept = out.search.kept
+    model_ref = log_model_dir(
+        context, spec.name, out.bundle_dir, framework="transformers",
+        metrics={spec.metric: out.score, "memory_bytes": kept.memory_bytes},
+        labels={"task": spec.name, "rung": sel.chosen.rung, "precision": kept.precision,
+                "base_model": sel.chosen.candidate, "backend": kept.backend or "none"},
+        parameters={"quant_config": kept.to_config()})
+    context.log_results({"precision": kept.precision, "backend": kept.backend or "none",
+                         "memory_before_bytes": out.memory_before,
+                         "memory_after_bytes": kept.memory_bytes, "score": out.score,
+                         "bundle_dir": model_ref})

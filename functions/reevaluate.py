@@ -1,0 +1,33 @@
+"""MLRun step ``reevaluate``: a deployed task model on fresh data vs its registered score."""
+
+from __future__ import annotations
+
+import mlrun
+
+from functions.mlrun_io import localize_dir, log_table, project_file
+from rightsizer.reevaluate import reevaluate_bundle
+from rightsizer.taskspec import load_task
+
+
+def reevaluate(context: mlrun.MLClientCtx, task_spec: str, fresh_split: str = "fresh",
+               models: str = "") -> None:
+    """Re-evaluate the task's registered model on ``fresh_split`` (a split name or data path).
+
+    ``models``: the bundle to check; default the registered model
+    ``store://models/<project>/<task>``. Logs ``reevaluation`` (table) and results
+    ``fresh_score``, ``registered_score``, ``drop``, ``regression`` and ``action``; on a
+    regression the model artifact gets the label ``regression=true`` (where an MLRun DB is).
+    """
+    spec = load_task(project_file(task_spec))
+    model_uri = models or f"store://models/{context.project}/{spec.name}"
+    out = reevaluate_bundle(spec, localize_dir(model_uri), project_file(fresh_split))
+    log_table(context, "reevaluation", [{k: v for k, v in out.items() if k != "latency"}])
+    context.log_results({k: out[k] for k in ("fresh_score", "registered_score", "drop",
+                                              "regression", "action")})
+    if out["regression"]:
+        context.logger.warning(f"REGRESSION on {spec.name}: {out['action']}")
+        if mlrun.datastore.is_store_uri(model_uri):
+            _, artifact, _ = mlrun.artifacts.get_model(model_uri)
+            artifact.metadata.labels["regression"] = "true"
+            mlrun.get_run_db().store_artifact(artifact.spec.db_key, artifact.to_dict(),
+                                              project=context.project)

@@ -1,0 +1,42 @@
+"""MLRun step ``size_gpu``: the cheapest GPU that meets the SLOs, and the decision record."""
+
+from __future__ import annotations
+
+import json
+
+import mlrun
+
+from functions.mlrun_io import project_file, localize_dir, log_plot, log_table, step_dir
+from rightsizer.decision import build_record, save_record, size_for_task
+from rightsizer.models import resolve_model_ref
+from rightsizer.select import Selection
+from rightsizer.sizing import roofline_figure
+from rightsizer.taskspec import load_task
+
+
+def size_gpu(context: mlrun.MLClientCtx, task_spec: str, selection: str, bundle_dir: str,
+             precision: str, chosen_evaluation: str, baseline_evaluation: str) -> None:
+    """Rank GPU options for the chosen model (and the baseline) and write the decision record.
+
+    Logs: ``gpu_ranking`` (table), ``roofline`` (Plotly), ``decision`` (the decision record,
+    JSON), results ``gpu``, ``cost_per_1m_tokens``, ``baseline_cost_per_1m_tokens`` and
+    ``record`` (its path).
+    """
+    spec = load_task(project_file(task_spec))
+    sel = Selection.load(selection)
+    bundle = localize_dir(bundle_dir)
+    chosen_eval = json.loads(open(chosen_evaluation).read())
+    baseline_eval = json.loads(open(baseline_evaluation).read())
+    largest = resolve_model_ref(sel.order[-1][0])
+    rec = size_for_task(spec, bundle, precision)
+    record = build_record(spec, sel, chosen_eval, baseline_eval, rec, largest, precision)
+    log_table(context, "gpu_ranking", rec.to_rows())
+    log_plot(context, "roofline", roofline_figure(rec))
+    path = step_dir(context, spec.name, "size_gpu") / "decision.json"
+    save_record(record, path)
+    context.log_artifact("decision", local_path=str(path))
+    context.log_results({"gpu": record["chosen"]["gpu"],
+                         "cost_per_1m_tokens": record["chosen"]["cost_per_1m_tokens"],
+                         "baseline_cost_per_1m_tokens": record["baseline"]["cost_per_1m_tokens"],
+                         "record": str(path)})
+    context.logger.info(record["summary"])

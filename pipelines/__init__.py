@@ -1,0 +1,1 @@
+"""KFP workflows of the Rightsizer project (wiring only)."""

@@ -1,0 +1,23 @@
+"""Workflow ``reevaluate`` (scheduled): each deployed task model against fresh data.
+
+Compares the fresh score with the score registered at selection time and flags a
+regression beyond the task's tolerance (in the run's results and the model's labels).
+"""
+
+from __future__ import annotations
+
+import mlrun
+from kfp import dsl
+
+from rightsizer.taskspec import app_task_paths
+
+
+@dsl.pipeline(name="reevaluate", description="Re-check deployed task models on fresh data")
+def pipeline(app: str = "", fresh_split: str = "fresh", models: str = ""):
+    project = mlrun.get_current_project()
+    if not isinstance(app, str) or not app:
+        app = project.get_param("app", "tasks/demo_app.yaml")
+    for name, spec in app_task_paths(app, root=project.context):
+        project.run_function("reevaluate", name=f"reevaluate-{name}",
+                             params={"task_spec": spec, "fresh_split": fresh_split,
+                                     "models": models})

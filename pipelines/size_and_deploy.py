@@ -1,0 +1,56 @@
+"""Workflow ``size_and_deploy``: select, quantize, evaluate and size every task, then deploy
+one serving graph for all of them and report against the one-big-model baseline.
+
+Only wiring: every step is an MLRun function registered by project_setup.py. The task list
+is read when the workflow is built (from the ``app`` argument or project param), so the
+fan-out over tasks is static and the same on the local engine and on KFP.
+"""
+
+from __future__ import annotations
+
+import mlrun
+from kfp import dsl
+
+from pipelines.wiring import output
+from rightsizer.taskspec import app_task_paths
+
+
+@dsl.pipeline(name="size_and_deploy",
+              description="Right-size a model per task and deploy them behind one router")
+def pipeline(app: str = "", mock_deploy: str = "auto"):
+    project = mlrun.get_current_project()
+    if not isinstance(app, str) or not app:  # on KFP, arguments are placeholders here
+        app = project.get_param("app", "tasks/demo_app.yaml")
+    records, models = [], []
+    for name, spec in app_task_paths(app, root=project.context):
+        sel = project.run_function("select", name=f"select-{name}",
+                                   params={"task_spec": spec},
+                                   outputs=["selection", "model_dir", "baseline_model"])
+        base = project.run_function("evaluate", name=f"evaluate-baseline-{name}",
+                                    params={"task_spec": spec, "label": "baseline",
+                                            "model": output(sel, "baseline_model")},
+                                    outputs=["evaluation"])
+        quant = project.run_function("quantize", name=f"quantize-{name}",
+                                     params={"task_spec": spec,
+                                             "selection": output(sel, "selection"),
+                                             "model_dir": output(sel, "model_dir")},
+                                     outputs=["bundle_dir", "precision"])
+        chosen = project.run_function("evaluate", name=f"evaluate-{name}",
+                                      params={"task_spec": spec, "label": "chosen",
+                                              "model": output(quant, "bundle_dir")},
+                                      outputs=["evaluation"])
+        size = project.run_function("size_gpu", name=f"size-gpu-{name}",
+                                    params={"task_spec": spec,
+                                            "selection": output(sel, "selection"),
+                                            "bundle_dir": output(quant, "bundle_dir"),
+                                            "precision": output(quant, "precision"),
+                                            "chosen_evaluation": output(chosen, "evaluation"),
+                                            "baseline_evaluation": output(base, "evaluation")},
+                                    outputs=["record"])
+        records.append(output(size, "record"))
+        models.append({"key": name, "model_path": output(quant, "bundle_dir"),
+                       "class_name": "TaskModelServer"})
+    mock = None if mock_deploy == "auto" else str(mock_deploy).lower() == "true"
+    deploy = project.deploy_function("serving", models=models, mock=mock)
+    project.run_function("report", params={"records": records,
+                                           "endpoint": output(deploy, "endpoint")})

@@ -1,0 +1,61 @@
+"""Registers Rightsizer's functions and workflows; run by ``mlrun.load_project``.
+
+Parameters (``mlrun.load_project("./", parameters={...})`` or project.yaml ``spec.params``):
+``gpus`` (GPU limit of the GPU steps, 0 = CPU), ``gpu_type``, ``image``, ``source``
+(git/archive URL of this repo for cluster runs), ``serving_max_replicas``,
+``reevaluate_schedule`` (cron). No secrets here: a hub token comes from the project
+secrets or the environment (HF_TOKEN).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import mlrun
+
+JOB_STEPS = ("select", "evaluate", "quantize", "size_gpu", "report", "reevaluate")
+GPU_STEPS = ("select", "evaluate", "quantize", "finetune", "serving")
+SCALE_TO_ZERO = [{"metricName": "nuclio_processor_handled_events_total",
+                  "windowSize": "10m", "threshold": 0}]
+
+
+def setup(project: mlrun.projects.MlrunProject) -> mlrun.projects.MlrunProject:
+    # Local runs execute the handlers in this process: make functions/ and rightsizer/
+    # importable from wherever the project was loaded (Jupyter starts in notebooks/).
+    if project.context not in sys.path:
+        sys.path.insert(0, project.context)
+    gpus = int(project.get_param("gpus", 0))
+    gpu_type = project.get_param("gpu_type", "nvidia.com/gpu")
+    image = project.get_param("image", "mlrun/mlrun")
+    source = project.get_param("source", "") or project.spec.source
+    if source:
+        project.set_source(source, pull_at_runtime=True)
+
+    for name in JOB_STEPS:
+        fn = project.set_function(f"functions/{name}.py", name=name, kind="job", image=image,
+                                  handler=name, with_repo=bool(source))
+        _gpu_limits(fn, name, gpus, gpu_type)
+
+    serving = project.set_function("functions/serving.py", name="serving", kind="serving",
+                                   image=image, with_repo=bool(source))
+    serving.set_topology("router")
+    serving.spec.min_replicas = 0  # scale to zero when idle (needs Nuclio's scale-to-zero)
+    serving.spec.max_replicas = int(project.get_param("serving_max_replicas", 2))
+    serving.set_config("spec.scaleToZero.scaleResources", SCALE_TO_ZERO)
+    _gpu_limits(serving, "serving", gpus, gpu_type)
+
+    # No MLRun API configured: run workflows with the local engine (the offline demo);
+    # with an API server they run on KFP.
+    engine = None if mlrun.mlconf.dbpath else "local"
+    project.set_workflow("size_and_deploy", "pipelines/size_and_deploy.py", engine=engine)
+    # A schedule needs the API server (KFP); locally: project.run("reevaluate", engine="local").
+    project.set_workflow("reevaluate", "pipelines/reevaluate.py",
+                         schedule=project.get_param("reevaluate_schedule", "0 6 * * 1"))
+    return project
+
+
+def _gpu_limits(fn, name: str, gpus: int, gpu_type: str) -> None:
+    if gpus < 0:
+        raise ValueError(f"gpus: {gpus}; expected a GPU count >= 0")
+    if gpus and name in GPU_STEPS:
+        fn.with_limits(gpus=gpus, gpu_type=gpu_type)

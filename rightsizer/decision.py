@@ -1,0 +1,83 @@
+"""GPU sizing per task and the decision record that explains the choice.
+
+The decision record is the payoff the user came for: the chosen deployment (model, rung,
+precision, GPU) beside the one-big-model baseline (the largest candidate, zero-shot, bf16),
+with quality against the bar, p95 latency, GPU memory and cost per 1M tokens, and why
+each smaller option was rejected.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rightsizer.errors import NoFeasibleOption
+from rightsizer.select import Selection
+from rightsizer.sizing import SLO as SizingSLO
+from rightsizer.sizing import Recommendation, Workload, recommend
+from rightsizer.taskspec import TaskSpec
+
+# Precision a CPU-side choice is served at on a GPU (fp32 weights are served in bf16).
+SERVING_PRECISION = {"fp32": "bf16", "bf16": "bf16", "int8": "int8", "int4": "int4"}
+
+
+def size_for_task(spec: TaskSpec, config, precision: str) -> Recommendation:
+    """Cheapest GPU option for the task's workload and SLO at the given weight precision."""
+    wl = Workload(prompt_tokens=spec.workload.prompt_tokens,
+                  output_tokens=spec.workload.output_tokens, batch=spec.workload.batch,
+                  precision=SERVING_PRECISION.get(precision, precision))
+    slo = SizingSLO(ttft_ms=spec.slo.ttft_ms, tpot_ms=spec.slo.tpot_ms,
+                    throughput_tokens_per_s=spec.slo.throughput_tokens_per_s)
+    return recommend(config, wl, slo, precisions=[wl.precision])
+
+
+def _side(model: str, params: int, rung: str, precision: str, quality: float,
+          rec: Recommendation | None, error: str = "") -> dict:
+    o = rec.chosen if rec else None
+    return {"model": model, "params": params, "rung": rung,
+            "precision": o.precision if o else SERVING_PRECISION.get(precision, precision),
+            "gpu": o.label if o else f"none ({error})", "quality": quality,
+            "ttft_ms": o.ttft_ms if o else float("nan"), "tpot_ms": o.tpot_ms if o else float("nan"),
+            "memory_bytes": o.memory_bytes if o else 0,
+            "cost_per_1m_tokens": o.cost_per_1m_output_tokens if o else float("nan"),
+            "sizing_mode": o.mode if o else ""}
+
+
+def build_record(spec: TaskSpec, sel: Selection, chosen_eval: dict, baseline_eval: dict,
+                 rec_c: Recommendation, baseline_config, precision: str,
+                 precision_rows: list[dict] | None = None) -> dict:
+    """Assemble the decision record of one task (JSON-able).
+
+    ``rec_c`` is the sizing of the chosen model (``size_for_task``); the baseline (the
+    largest candidate in bf16) is sized here.
+    """
+    try:
+        rec_b, err = size_for_task(spec, baseline_config, "bf16"), ""
+    except NoFeasibleOption as e:  # the baseline may itself be unservable: say so, keep going
+        rec_b, err = None, str(e)
+    largest, largest_params = sel.order[-1]
+    chosen = _side(sel.chosen.candidate, sel.chosen.params, sel.chosen.rung, precision,
+                   chosen_eval["quality"]["score"], rec_c)
+    baseline = _side(largest, largest_params, "zero_shot", "bf16",
+                     baseline_eval["quality"]["score"], rec_b, err)
+    chosen["measured_here"] = chosen_eval["latency"]
+    baseline["measured_here"] = baseline_eval["latency"]
+    return {
+        "task": spec.name, "metric": spec.metric, "threshold": spec.threshold,
+        "decision_rule": spec.decision_rule, "chosen": chosen, "baseline": baseline,
+        "why_not_smaller": sel.rejections(), "ladder": [r.to_dict() for r in sel.tried],
+        "precision_search": precision_rows or [],
+        "gpu_options": rec_c.to_rows()[:10],
+        "summary": (f"{spec.name}: {chosen['model']} ({chosen['rung']}, {chosen['precision']}) "
+                    f"on {chosen['gpu']}: {spec.metric} {chosen['quality']:.3f} vs bar "
+                    f"{spec.threshold}; ${chosen['cost_per_1m_tokens']:.4f}/1M tokens vs "
+                    f"${baseline['cost_per_1m_tokens']:.4f} for {largest}"),
+    }
+
+
+def save_record(record: dict, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
+
+
+def load_record(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,36 @@
+"""Shared fixtures: the demo candidates (built once per machine, cached) and task specs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = ROOT / "tasks"
+
+# Keep MLRun offline and quiet in tests: no API server, local artifacts only.
+os.environ.pop("MLRUN_DBPATH", None)
+
+
+@pytest.fixture(scope="session")
+def demo_models() -> Path:
+    """Folder of the tiny demo candidates (tiny-s < tiny-m < tiny-l)."""
+    from rightsizer.demo.bootstrap import bootstrap
+
+    return bootstrap(verbose=False)
+
+
+@pytest.fixture()
+def sentiment_spec():
+    from rightsizer.taskspec import load_task
+
+    return load_task(TASKS / "review_sentiment.yaml")
+
+
+@pytest.fixture()
+def routing_spec():
+    from rightsizer.taskspec import load_task
+
+    return load_task(TASKS / "ticket_routing.yaml")

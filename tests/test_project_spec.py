@@ -1,0 +1,77 @@
+"""The MLRun project spec: functions, GPU limits, scale-to-zero, workflows and schedule.
+
+Nothing is deployed here (no Kubernetes, no Nuclio): these tests check the specs that a
+cluster would receive, as far as they can be checked offline.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlrun
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+GPU_STEPS = {"select", "evaluate", "quantize", "serving"}
+CPU_STEPS = {"size_gpu", "report", "reevaluate"}
+
+
+def _load(**params):
+    return mlrun.load_project(str(ROOT), name="rightsizer", parameters=params, save=False)
+
+
+def _gpu_limit(fn):
+    return (fn.spec.resources or {}).get("limits", {}).get("nvidia.com/gpu")
+
+
+@pytest.mark.parametrize("gpus", [0, 2])
+def test_gpu_limits_follow_the_project_param(gpus):
+    project = _load(gpus=gpus)
+    for name in GPU_STEPS:
+        limit = _gpu_limit(project.get_function(name))
+        assert (int(limit) if limit else 0) == gpus, name
+    for name in CPU_STEPS:
+        assert not _gpu_limit(project.get_function(name)), name
+
+
+def test_negative_gpus_is_a_clear_error():
+    with pytest.raises(ValueError, match="gpus: -1; expected a GPU count >= 0"):
+        _load(gpus=-1)
+
+
+def test_serving_scales_to_zero_behind_a_router():
+    serving = _load().get_function("serving")
+    assert serving.kind == "serving"
+    assert serving.spec.min_replicas == 0
+    assert serving.spec.max_replicas >= 1
+    assert serving.spec.graph.kind == "router"
+    scale = serving.spec.config["spec.scaleToZero.scaleResources"]
+    assert scale == [{"metricName": "nuclio_processor_handled_events_total",
+                      "windowSize": "10m", "threshold": 0}]
+
+
+def test_workflows_registered_with_reevaluation_schedule():
+    project = _load()
+    flows = {w["name"]: w for w in project.spec.workflows}
+    assert set(flows) == {"size_and_deploy", "reevaluate"}
+    assert flows["size_and_deploy"]["path"] == "pipelines/size_and_deploy.py"
+    assert flows["reevaluate"]["schedule"] == "0 6 * * 1"
+    assert flows["size_and_deploy"]["engine"] == "local"  # no API server configured here
+
+
+def test_every_step_has_a_handler_module_of_its_name():
+    project = _load()
+    for name in GPU_STEPS | CPU_STEPS:
+        fn = project.get_function(name)
+        assert Path(ROOT, "functions", f"{name}.py").is_file()
+        if name != "serving":
+            assert fn.spec.default_handler == name
+
+
+def test_project_yaml_has_no_secrets_user_names_or_embedded_code():
+    text = (ROOT / "project.yaml").read_text()
+    data = yaml.safe_load(text)
+    assert data["metadata"]["name"] == "rightsizer"
+    for bad in ("base64", "HF_TOKEN", "token:", "password", "/User/", "owner:"):
+        assert bad not in text, bad

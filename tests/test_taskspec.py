@@ -1,0 +1,98 @@
+"""Task specs: validation that reports every problem at once, and exact save/load."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rightsizer.errors import ConfigError
+from rightsizer.taskspec import app_task_paths, load_app, load_task, save_task, task_from_dict
+
+TASKS = Path(__file__).resolve().parents[1] / "tasks"
+SPEC_FILES = sorted(TASKS.glob("*.yaml"))
+
+
+def _raw(name="review_sentiment"):
+    return yaml.safe_load((TASKS / f"{name}.yaml").read_text())
+
+
+def test_every_shipped_spec_loads():
+    # 2 task specs + 1 app spec; a new file must be added here on purpose
+    assert [p.name for p in SPEC_FILES] == ["demo_app.yaml", "review_sentiment.yaml",
+                                            "ticket_routing.yaml"]
+    app = load_app(TASKS / "demo_app.yaml")
+    assert [t.name for t in app.tasks] == ["review_sentiment", "ticket_routing"]
+    for t in app.tasks:
+        assert Path(t.dataset_path("train")).is_file()
+        assert t.trust_remote_code is False
+
+
+def test_round_trip_is_exact(tmp_path):
+    spec = load_task(TASKS / "review_sentiment.yaml")
+    save_task(spec, tmp_path / "s.yaml")
+    again = load_task(tmp_path / "s.yaml")
+    assert again.to_dict() == spec.to_dict()
+    save_task(again, tmp_path / "s2.yaml")
+    assert (tmp_path / "s.yaml").read_text() == (tmp_path / "s2.yaml").read_text()
+
+
+def test_missing_field_is_named():
+    raw = _raw()
+    del raw["threshold"]
+    with pytest.raises(ConfigError, match="threshold: missing required field"):
+        task_from_dict(raw)
+
+
+def test_wrong_type_is_named_with_expected_type():
+    raw = _raw()
+    raw["threshold"] = "high"
+    with pytest.raises(ConfigError, match=r"threshold: expected float, got str 'high'"):
+        task_from_dict(raw)
+
+
+def test_all_problems_reported_at_once():
+    raw = _raw()
+    del raw["metric"]
+    raw["slo"]["ttft_ms"] = "fast"
+    raw["bogus"] = 1
+    with pytest.raises(ConfigError) as e:
+        task_from_dict(raw)
+    assert len(e.value.problems) == 3
+    text = str(e.value)
+    assert "metric: missing" in text and "slo.ttft_ms" in text and "bogus: unknown field" in text
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r.update(threshold=1.5), "outside the metric's range"),
+    (lambda r: r.update(metric="rouge_l"), "does not fit a classification task"),
+    (lambda r: r.update(labels=["positive"]), "at least two label options"),
+    (lambda r: r.update(prompt="no placeholder"), "must contain {text}"),
+    (lambda r: r["ladder"].update(rungs=["zero_shot", "magic"]), "'magic' is not a rung"),
+    (lambda r: r["ladder"]["lora"].update(rank=0), "ladder.lora.rank: 0"),
+    (lambda r: r.update(quality_tolerance=-0.1), "quality_tolerance"),
+    (lambda r: r.update(precisions=["int3"]), "precisions: 'int3'"),
+    (lambda r: r["dataset"].pop("eval"), "no 'eval' split"),
+])
+def test_bad_values(change, message):
+    raw = copy.deepcopy(_raw())
+    change(raw)
+    with pytest.raises(ConfigError, match=message):
+        task_from_dict(raw)
+
+
+def test_missing_spec_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_task(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_task(bad)
+
+
+def test_app_paths_are_project_relative():
+    paths = app_task_paths("tasks/demo_app.yaml", root=TASKS.parent)
+    assert paths == [("review_sentiment", "tasks/review_sentiment.yaml"),
+                     ("ticket_routing", "tasks/ticket_routing.yaml")]
