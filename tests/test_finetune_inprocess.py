@@ -24,7 +24,7 @@ def _cfg(out: Path, **kw) -> dict:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, dict]:
+def trained(tmp_path_factory, demo_models) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("ft-inproc")
     return out, finetune(_cfg(out))
 
@@ -55,7 +55,7 @@ def _assert_no_adapter(out: Path):
     ({"zero_stage": -1}, "zero_stage: -1"),
     ({"quantization": "int3"}, "quantization: 'int3'"),
 ])
-def test_bad_input_is_rejected_before_training(tmp_path, kw, needle):
+def test_bad_input_is_rejected_before_training(tmp_path, demo_models, kw, needle):
     out = tmp_path / "run"
     with pytest.raises(ConfigError) as e:
         finetune(_cfg(out, **kw), nproc=2)  # never launches: checked in this process first

@@ -13,7 +13,6 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 from collections import deque
 from pathlib import Path
 
@@ -53,6 +52,20 @@ def worker_env(nproc: int, extra: dict | None = None) -> dict:
     env.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
     env.update(extra or {})
     return env
+
+
+def job_id(params: dict, nproc: int) -> str:
+    """A short hash of a job's parameters and training data (name, size, mtime): the same
+    job rerun gets the same id (and so resumes), any change gets another."""
+    import hashlib
+
+    d = {k: v for k, v in params.items() if k not in ("output_dir", "progress", "resume", "merge")}
+    data = d.get("train_data")
+    if isinstance(data, (str, Path)) and Path(data).is_file():
+        st = Path(data).stat()
+        d["train_data"] = [str(Path(data).resolve()), st.st_size, int(st.st_mtime)]
+    d["nproc"] = nproc
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
 def precheck(cfg, world_size: int):

@@ -1,0 +1,141 @@
+"""MLRun step ``finetune``: a LoRA/QLoRA adapter for one base model, on 1..N processes.
+
+The handler launches ``torchrun`` itself when ``nproc > 1``: the same code runs in a GPU pod
+(one process per GPU, NCCL) and on a laptop with ``run_function(local=True)`` (CPU
+processes, gloo). Multi-node runs use :func:`mpijob_function` (MLRun's MPIJob v1) or a
+Kubeflow Trainer ``TrainJob`` (``rightsizer.finetune.launch.trainjob_manifest``); see
+docs/finetune.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import mlrun
+
+from functions.mlrun_io import log_model_dir, log_plot, project_file, step_dir
+from rightsizer.finetune.launch import finetune as run_finetune
+from rightsizer.finetune.launch import job_id
+from rightsizer.finetune.report import curves_figure
+
+ADAPTER_FILE = "adapter_model.safetensors"
+
+
+def finetune(context: mlrun.MLClientCtx, model: str, train_data, nproc: int = 0,
+             key: str = "adapter", rank: int = 8, alpha: int = 16, steps: int = 60,
+             learning_rate: float = 3e-3, global_batch: int = 16, micro_batch_size: int | None = None,
+             grad_accum: int | None = None, max_seq_len: int = 256, zero_stage: int | None = None,
+             gpu_memory_gb: float | None = None, quantization: str = "none",
+             target_modules: list | None = None, prompt_template: str | None = None,
+             text_field: str = "text", label_field: str = "label", save_steps: int = 50,
+             resume: bool = True, merge: bool = False, seed: int = 0,
+             gradient_checkpointing: bool = False, output_dir: str | None = None) -> None:
+    """Fine-tune ``model`` on ``train_data`` (JSONL path or input) and register the adapter.
+
+    ``nproc`` 0 means one process per visible GPU (1 on CPU). Checkpoints go to a folder
+    named after ``key`` and a hash of the parameters and data, so rerunning the same job
+    after a crash resumes (``output_dir`` overrides the folder). Logs: the adapter as
+    model ``key`` (labels: base model; parameters: the training parameters), optionally the
+    merged model ``<key>-merged``, ``training_curves`` (Plotly: loss and learning rate),
+    results ``final_loss``, ``tokens_per_second``, ``strategy``, ``world_size``.
+    """
+    import torch
+
+    if hasattr(train_data, "local"):  # an MLRun DataItem input
+        train_data = train_data.local()
+    else:
+        train_data = project_file(str(train_data))
+    if not nproc:
+        nproc = max(1, torch.cuda.device_count())
+    params = dict(model=model, train_data=train_data, rank=rank, alpha=alpha,
+                  steps=steps, learning_rate=learning_rate, global_batch=global_batch,
+                  micro_batch_size=micro_batch_size, grad_accum=grad_accum, max_seq_len=max_seq_len,
+                  zero_stage=zero_stage, gpu_memory_gb=gpu_memory_gb, quantization=quantization,
+                  target_modules=list(target_modules) if target_modules else None,
+                  prompt_template=prompt_template, text_field=text_field, label_field=label_field,
+                  save_steps=save_steps, resume=resume, merge=merge, seed=seed,
+                  gradient_checkpointing=gradient_checkpointing)
+    # A rerun of the same job (same parameters and data) lands in the same folder and
+    # resumes from its last checkpoint; any other job gets a fresh folder.
+    params["output_dir"] = output_dir or str(step_dir(context, "finetune", f"{key}-{job_id(params, nproc)}"))
+    # Bad input raises here (before any worker starts) and nothing is registered.
+    result = run_finetune(params, nproc=nproc)
+    training = {k: v for k, v in params.items() if k not in ("train_data", "output_dir")}
+    _log_outputs(context, result, key, {**training, "nproc": nproc})
+
+
+def _log_outputs(context: mlrun.MLClientCtx, result: dict, key: str, training: dict) -> None:
+    """Curves, the adapter (a model artifact referencing its base), the merged model, results."""
+    log_plot(context, "training_curves", curves_figure(result))
+    training = {**training, "strategy": result["strategy"],
+                "micro_batch_size": result["micro_batch_size"], "grad_accum": result["grad_accum"],
+                "global_batch": result["global_batch"], "target_modules": result["target_modules"]}
+    adapter_dir = Path(result["adapter_dir"])
+    extra = {f.name: str(f) for f in sorted(adapter_dir.iterdir())
+             if f.is_file() and f.name != ADAPTER_FILE}
+    metrics = {"final_loss": result["losses"][-1] if result["losses"] else None,
+               "tokens_per_second": result.get("tokens_per_second")}
+    metrics = {k: v for k, v in metrics.items() if v is not None}
+    context.log_model(key, model_dir=str(adapter_dir), model_file=ADAPTER_FILE, extra_data=extra,
+                      framework="peft",
+                      algorithm="qlora" if result.get("quantization") == "nf4" else "lora",
+                      labels={"base_model": result["model"], "kind": "adapter",
+                              "strategy": result["strategy"]},
+                      parameters=training, metrics=metrics)
+    if result.get("merged_dir"):
+        log_model_dir(context, f"{key}-merged", result["merged_dir"], framework="transformers",
+                      labels={"base_model": result["model"], "adapter": key, "kind": "merged"})
+    context.log_results({**metrics, "strategy": result["strategy"],
+                         "world_size": result["world_size"], "adapter_dir": str(adapter_dir)})
+
+
+def configure_function(fn, gpus: int = 0, gpu_type: str = "nvidia.com/gpu", shm_gb: int = 16,
+                       max_hours: int = 72):
+    """GPU limit, shared memory for NCCL and a run-time limit suited to long training.
+
+    NCCL exchanges buffers through /dev/shm, which Kubernetes caps at 64 MiB by default:
+    mount a memory-backed emptyDir there. MLRun's default ``executing`` threshold would
+    abort a multi-day fine-tune; raise it.
+    """
+    if gpus < 0:
+        raise ValueError(f"gpus: {gpus}; expected >= 0")
+    if gpus:
+        fn.with_limits(gpus=gpus, gpu_type=gpu_type)
+    fn.spec.update_vols_and_mounts(
+        [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{shm_gb}Gi"}}],
+        [{"name": "dshm", "mountPath": "/dev/shm"}])
+    fn.set_state_thresholds({"executing": f"{max_hours}h"})
+    return fn
+
+
+def mpijob_function(project, name: str = "finetune-mpi", image: str = "mlrun/mlrun",
+                    replicas: int = 2, gpus_per_replica: int = 1,
+                    gpu_type: str = "nvidia.com/gpu", shm_gb: int = 16):
+    """A multi-node MPIJob (MLRun 1.12's only multi-node runtime, MPIJob v1).
+
+    Every replica runs one rank: the training module reads its rank from MPI
+    (``discover_mpi_env``) before DeepSpeed/Accelerate initialise. Needs the MPI operator on
+    the cluster and mpi4py in the image. Run it with ``handler="mpi_worker"``.
+    """
+    fn = project.set_function("functions/finetune.py", name=name, kind="mpijob", image=image,
+                              handler="mpi_worker")
+    fn.spec.replicas = replicas
+    return configure_function(fn, gpus=gpus_per_replica, gpu_type=gpu_type, shm_gb=shm_gb)
+
+
+def mpi_worker(context: mlrun.MLClientCtx, config: str, key: str = "adapter") -> None:
+    """One MPI rank of a multi-node run: ``config`` is a FinetuneConfig JSON file; rank 0
+    registers the adapter like :func:`finetune`."""
+    from rightsizer.finetune.train import main
+
+    config = project_file(config)
+    rc = main(["--config", config])
+    if rc:
+        raise RuntimeError(f"fine-tune rank failed with exit code {rc}")
+    if os.environ.get("RANK", "0") == "0":
+        cfg = json.loads(Path(config).read_text())
+        result = json.loads((Path(cfg["output_dir"]) / "result.json").read_text())
+        _log_outputs(context, result, key, {k: v for k, v in cfg.items()
+                                            if k not in ("train_data", "output_dir")})
