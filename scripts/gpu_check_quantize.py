@@ -73,8 +73,10 @@ def build(quick: bool, dtype=torch.float32):
     if DEVICE == "cpu":  # dry run of the logic only
         return tiny_llama(hidden=128, intermediate=256, layers=3, vocab=512, dtype=dtype)
     if quick:
-        return tiny_llama(hidden=512, intermediate=2048, layers=4, vocab=4096, heads=8, kv_heads=4, dtype=dtype)
-    return tiny_llama(hidden=1024, intermediate=4096, layers=12, vocab=8192, heads=16, kv_heads=8, dtype=dtype)
+        return tiny_llama(hidden=512, intermediate=2048, layers=4, vocab=4096, heads=8, kv_heads=4, dtype=dtype,
+                          device=DEVICE)
+    return tiny_llama(hidden=1024, intermediate=4096, layers=12, vocab=8192, heads=16, kv_heads=8, dtype=dtype,
+                      device=DEVICE)
 
 
 def decode_tps(model, batch: int, vocab: int, new: int = 64) -> float:

@@ -11,8 +11,11 @@ import torch
 
 def tiny_llama(hidden: int = 128, intermediate: int = 384, layers: int = 4, vocab: int = 256,
                heads: int = 4, kv_heads: int = 2, seed: int = 0, tie: bool = True,
-               dtype: torch.dtype = torch.float32):
-    """A randomly initialised ``LlamaForCausalLM`` in eval mode (same seed, same weights)."""
+               dtype: torch.dtype = torch.float32, device: str = "cpu"):
+    """A randomly initialised ``LlamaForCausalLM`` in eval mode (same seed and device, same weights).
+
+    ``device="cuda"`` initialises on the GPU (fast for large shapes; other weights than on CPU).
+    """
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
@@ -20,7 +23,8 @@ def tiny_llama(hidden: int = 128, intermediate: int = 384, layers: int = 4, voca
                          num_hidden_layers=layers, num_attention_heads=heads,
                          num_key_value_heads=kv_heads, max_position_embeddings=256,
                          tie_word_embeddings=tie, pad_token_id=0, bos_token_id=1, eos_token_id=2)
-    model = LlamaForCausalLM(config).to(dtype)
+    with torch.device(device):
+        model = LlamaForCausalLM(config).to(dtype)
     # Trained models have weights well above the init scale; make the logits informative.
     with torch.no_grad():
         for name, p in model.named_parameters():
