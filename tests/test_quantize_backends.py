@@ -145,11 +145,13 @@ def test_bad_input_is_a_clear_config_error(kwargs, words):
         assert w in str(e.value)
 
 
-def test_unrunnable_precision_leaves_the_model_untouched():
+@pytest.mark.parametrize("kwargs", [dict(precision="fp8"), dict(precision="int4", skip_modules=["model", "lm_head"]),
+                                    dict(precision="int8", dtype="int3"), dict(precision="int4", group_size=7)])
+def test_bad_input_leaves_the_model_untouched(kwargs):
     model = tiny_llama(layers=2)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ConfigError):
-        quantize_model(model, "fp8")
+        quantize_model(model, **kwargs)
     after = model.state_dict()
     assert all(after[k].dtype == torch.float32 and torch.equal(after[k], v) for k, v in before.items())
 

@@ -440,8 +440,9 @@ def quantize_model(model: nn.Module, precision: str, backend: str | None = None,
 
     ``skip_modules``: module names (a name covers its children; globs allowed) kept at
     ``skip_precision``: "bf16" (the model's ``dtype``) or a precision above ``precision``
-    (e.g. int8 for the sensitive blocks of an int4 model). A precision or backend the hardware cannot run raises ConfigError with the
-    reason, before the model is touched.
+    (e.g. int8 for the sensitive blocks of an int4 model). Bad input, and a precision or
+    backend the hardware cannot run, raise ConfigError with the reason before the model
+    is touched.
     """
     b = resolve_backend(precision, backend, device)
     dev = normalize_device(device)
@@ -457,12 +458,14 @@ def quantize_model(model: nn.Module, precision: str, backend: str | None = None,
             raise ConfigError(f"skip_precision: {skip_precision} is not above {precision}")
         skip_backend = resolve_backend(skip_precision, None, dev)
     start = time.perf_counter()
-    model.to(device=dev, dtype=_DTYPES[dtype])
     auto_keep = []
     head = output_embedding_name(model)
     if head and lm_head_is_tied(model):
         auto_keep.append(head)  # quantizing a tied head would store the matrix twice
     match = _matcher(skip + auto_keep)
+    if b.kind != "cast" and not any(_plain(m) and not match(n) for n, m in model.named_modules()):
+        raise ConfigError(f"skip_modules: {skip} leave no linear layer to quantize to {precision}")
+    model.to(device=dev, dtype=_DTYPES[dtype])
     with torch.no_grad():
         b.apply(model, lambda name, module: match(name),
                 {"group_size": group_size, "device": dev})
