@@ -13,7 +13,7 @@ import sys
 
 import mlrun
 
-JOB_STEPS = ("select", "evaluate", "quantize", "size_gpu", "report", "reevaluate")
+JOB_STEPS = ("select", "evaluate", "quantize", "finetune", "size_gpu", "report", "reevaluate")
 GPU_STEPS = ("select", "evaluate", "quantize", "finetune", "serving")
 SCALE_TO_ZERO = [{"metricName": "nuclio_processor_handled_events_total",
                   "windowSize": "10m", "threshold": 0}]
@@ -46,7 +46,9 @@ def setup(project: mlrun.projects.MlrunProject) -> mlrun.projects.MlrunProject:
 
     # No MLRun API configured: run workflows with the local engine (the offline demo);
     # with an API server they run on KFP.
-    engine = None if mlrun.mlconf.dbpath else "local"
+    from functions.mlrun_io import has_api
+
+    engine = None if has_api() else "local"
     project.set_workflow("size_and_deploy", "pipelines/size_and_deploy.py", engine=engine)
     # A schedule needs the API server (KFP); locally: project.run("reevaluate", engine="local").
     project.set_workflow("reevaluate", "pipelines/reevaluate.py",

@@ -33,6 +33,16 @@ def log_plot(context: mlrun.MLClientCtx, key: str, figure) -> None:
 MODEL_FILE = "model.safetensors"
 
 
+def has_api() -> bool:
+    """Whether an MLRun API (run DB) is configured; without one MLRun runs offline (NopDB).
+
+    ``mlconf.dbpath`` alone does not tell: MLRun sets it to './' once a NopDB is in use.
+    """
+    from mlrun.db.nopdb import NopDB
+
+    return bool(mlrun.mlconf.dbpath) and not isinstance(mlrun.get_run_db(), NopDB)
+
+
 def log_model_dir(context: mlrun.MLClientCtx, key: str, model_dir: str | Path, **kwargs) -> str:
     """Register a saved-model folder as a model artifact; returns how later steps reach it.
 
@@ -45,7 +55,7 @@ def log_model_dir(context: mlrun.MLClientCtx, key: str, model_dir: str | Path, *
     extra = {f.name: str(f) for f in sorted(model_dir.iterdir()) if f.is_file() and f.name != MODEL_FILE}
     artifact = context.log_model(key, model_dir=str(model_dir), model_file=MODEL_FILE,
                                  extra_data=extra, **kwargs)
-    return artifact.uri if mlrun.mlconf.dbpath else str(model_dir)
+    return artifact.uri if has_api() else str(model_dir)
 
 
 def localize_dir(ref: str, dest: str | Path | None = None) -> str:

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-GPU_STEPS = {"select", "evaluate", "quantize", "serving"}
+GPU_STEPS = {"select", "evaluate", "quantize", "finetune", "serving"}
 CPU_STEPS = {"size_gpu", "report", "reevaluate"}
 
 

@@ -1,0 +1,92 @@
+"""The whole size_and_deploy workflow, offline: MLRun local engine, real tiny models.
+
+One run (module fixture) is checked from several sides: the decision records, the
+registered serving bundles, the served answers, and re-evaluation on fresh data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import mlrun
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def run(demo_models, tmp_path_factory):
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    project = mlrun.load_project(str(ROOT), name="rightsizer", save=False)
+    status = project.run("size_and_deploy", artifact_path=str(artifacts), watch=True, dirty=True)
+    assert status.state == "completed"
+    decisions = json.loads((artifacts / "rightsizer/report/decisions.json").read_text())
+    return project, artifacts, {r["task"]: r for r in decisions["records"]}
+
+
+def test_decision_records(run):
+    _, _, records = run
+    assert set(records) == {"review_sentiment", "ticket_routing"}
+    routing, sentiment = records["ticket_routing"], records["review_sentiment"]
+    # routing is trained into the smallest candidate: zero-shot on tiny-s, nothing rejected
+    assert (routing["chosen"]["model"], routing["chosen"]["rung"]) == ("demo:tiny-s", "zero_shot")
+    assert routing["why_not_smaller"] == []
+    # negated reviews: tiny-s fails every rung, tiny-m needs LoRA
+    assert (sentiment["chosen"]["model"], sentiment["chosen"]["rung"]) == ("demo:tiny-m", "lora")
+    assert [(r["candidate"], r["rung"]) for r in sentiment["ladder"]] == [
+        ("demo:tiny-s", "zero_shot"), ("demo:tiny-s", "few_shot"), ("demo:tiny-s", "lora"),
+        ("demo:tiny-m", "zero_shot"), ("demo:tiny-m", "few_shot"), ("demo:tiny-m", "lora")]
+    assert len(sentiment["why_not_smaller"]) == 5
+    for rec in records.values():
+        c, b = rec["chosen"], rec["baseline"]
+        assert c["quality"] >= rec["threshold"]
+        assert b["model"] == "demo:tiny-l" and b["rung"] == "zero_shot"
+        assert c["params"] < b["params"]
+        assert c["gpu"] and not c["gpu"].startswith("none")
+        assert c["cost_per_1m_tokens"] > 0 and math.isfinite(c["ttft_ms"])
+        assert c["ttft_ms"] <= 150 and c["tpot_ms"] <= 40  # meets the SLO (estimate)
+        assert c["measured_here"]["ttft_p95_ms"] > 0
+        assert rec["precision_search"], "precision table missing"
+
+
+def test_bundles_are_registered_and_serve(run):
+    project, artifacts, records = run
+    serving = project.get_function("serving")
+    for task in records:
+        bundle = artifacts / "rightsizer" / task / "quantize" / "bundle"
+        meta = json.loads((bundle / "rightsizer.json").read_text())
+        assert meta["task"] == task
+        # the registered precision is the one the GPU was sized for
+        from rightsizer.decision import SERVING_PRECISION
+
+        assert SERVING_PRECISION[meta["quant_config"]["precision"]] == records[task]["chosen"]["precision"]
+        serving.add_model(task, class_name="TaskModelServer", model_path=str(bundle))
+    server = serving.to_mock_server()
+    out = server.test("/v2/models/ticket_routing/infer",
+                      body={"inputs": ["I was charged twice for my laptop"]})["outputs"]
+    assert out[0]["label"] == "billing"
+    out = server.test("/v2/models/review_sentiment/infer",
+                      body={"inputs": ["the screen is not bad", "I do not love the fan"]})["outputs"]
+    assert [o["label"] for o in out] == ["positive", "negative"]
+
+
+def test_reevaluate_flags_no_regression_on_fresh_data(run, tmp_path):
+    project, artifacts, records = run
+    from rightsizer.reevaluate import reevaluate_bundle
+    from rightsizer.taskspec import load_task
+
+    spec = load_task(ROOT / "tasks" / "ticket_routing.yaml")
+    bundle = artifacts / "rightsizer" / "ticket_routing" / "quantize" / "bundle"
+    out = reevaluate_bundle(spec, str(bundle), "fresh", progress=False)
+    assert out["regression"] is False and out["fresh_examples"] == 160
+    # a drifted data set (labels shuffled) is a regression, flagged with the re-size action
+    rows = [json.loads(line) for line in (ROOT / "tasks/data/ticket_routing/fresh.jsonl").read_text().splitlines()]
+    labels = [r["label"] for r in rows]
+    drifted = tmp_path / "drift.jsonl"
+    drifted.write_text("\n".join(json.dumps({"text": r["text"], "label": labels[(i + 1) % len(rows)]})
+                                 for i, r in enumerate(rows)))
+    out = reevaluate_bundle(spec, str(bundle), str(drifted), progress=False)
+    assert out["regression"] is True and "re-run size_and_deploy" in out["action"]
