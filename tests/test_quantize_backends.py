@@ -1,5 +1,6 @@
 """CPU backends of rightsizer.quantize: real int8/int4 quantization, memory, configs, errors."""
 
+import importlib.util
 import json
 
 import pytest
@@ -179,3 +180,20 @@ def test_apply_config_follows_the_model_device_and_substitutes_unrunnable_backen
         apply_quant_config(tiny_llama(layers=2), {"precision": "fp8", "backend": "torchao-fp8wo"})
     with pytest.raises(ConfigError, match="pre-quantized"):
         apply_quant_config(tiny_llama(layers=2), {"precision": "int4", "backend": "gptq", "pre_quantized": True})
+
+
+@pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None,
+                    reason="bitsandbytes is not installed here (the chooser uses it on CUDA only)")
+@pytest.mark.parametrize("four_bit, max_ratio", [(False, 0.55), (True, 0.30)])
+def test_bnb_layer_replacement_is_real(four_bit, max_ratio):
+    """The bnb backends' layer swap, run on CPU (bitsandbytes >= 0.46 has a CPU backend)."""
+    from rightsizer.quantize import backends
+
+    make = lambda: tiny_llama(hidden=256, intermediate=1024).to(torch.bfloat16)  # noqa: E731
+    ref = make()
+    model = make()
+    backends._apply_bnb(model, lambda name, m: name == "lm_head", {"device": "cpu"}, four_bit)
+    assert type(model.model.layers[0].mlp.up_proj).__name__ == ("Linear4bit" if four_bit else "Linear8bitLt")
+    assert backends._quantized_linear_count(model)[0] == 28
+    assert weight_bytes(model) / weight_bytes(ref) <= max_ratio
+    assert 0 < rel_err(logits(model), logits(ref)) < 0.5
