@@ -48,6 +48,13 @@ def worker_env(nproc: int, extra: dict | None = None) -> dict:
         env.setdefault("DS_ACCELERATOR", "cpu")
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(nproc, 1))))
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if (env.get("PYTHONDONTWRITEBYTECODE") and not env.get("PYTHONPYCACHEPREFIX")
+            and env.get("RIGHTSIZER_WORKER_PYCACHE", "1") != "0"):
+        # Every worker imports torch/transformers/deepspeed; without bytecode caches each
+        # recompiles them (~15 s per process). Cache them outside the sources instead.
+        cache = Path(env.get("RIGHTSIZER_CACHE", Path.home() / ".cache" / "rightsizer"))
+        env.pop("PYTHONDONTWRITEBYTECODE")
+        env["PYTHONPYCACHEPREFIX"] = str(cache / "pycache")
     # DeepSpeed on torch 2.13 warns once per collective (deprecated all_gather_into_tensor).
     env.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
     env.update(extra or {})
