@@ -27,5 +27,5 @@ def report(context: mlrun.MLClientCtx, records: list, endpoint: str = "") -> Non
     context.log_results({"total_cost_per_1m_tokens": chosen["cost_per_1m_tokens"],
                          "baseline_cost_per_1m_tokens": base["cost_per_1m_tokens"],
                          "savings": 1 - chosen["cost_per_1m_tokens"] / base["cost_per_1m_tokens"],
-                         "summary_table": format_table(rows), "decisions": str(path)})
+                         "decisions": str(path)})
     context.logger.info("decision summary\n" + format_table(rows))

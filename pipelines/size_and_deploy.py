@@ -11,6 +11,7 @@ from __future__ import annotations
 import mlrun
 from kfp import dsl
 
+from functions.mlrun_io import has_api
 from pipelines.wiring import output
 from rightsizer.taskspec import app_task_paths
 
@@ -50,7 +51,8 @@ def pipeline(app: str = "", mock_deploy: str = "auto"):
         records.append(output(size, "record"))
         models.append({"key": name, "model_path": output(quant, "bundle_dir"),
                        "class_name": "TaskModelServer"})
-    mock = None if mock_deploy == "auto" else str(mock_deploy).lower() == "true"
+    # "auto": a real Nuclio deploy where an MLRun API is configured, the mock server otherwise
+    mock = not has_api() if mock_deploy == "auto" else str(mock_deploy).lower() == "true"
     deploy = project.deploy_function("serving", models=models, mock=mock)
     project.run_function("report", params={"records": records,
                                            "endpoint": output(deploy, "endpoint")})

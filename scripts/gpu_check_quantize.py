@@ -230,7 +230,7 @@ def search(quick: bool):
 def run_pytest():
     proc = subprocess.run([sys.executable, "-m", "pytest", str(ROOT / "tests" / "test_quantize_gpu.py"),
                            "-q", "-rs"], capture_output=True, text=True, cwd=ROOT,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)))
     tail = proc.stdout[-3000:]
     if proc.returncode != 0:
         raise RuntimeError(tail)

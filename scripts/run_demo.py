@@ -37,7 +37,7 @@ def main() -> int:
     print("[2/3] running workflow size_and_deploy (engine: local)")
     status = project.run("size_and_deploy", arguments={"app": args.app}, artifact_path=args.artifacts,
                          watch=True, dirty=True)
-    if status.state != "completed":
+    if str(status.state).lower() not in ("completed", "succeeded"):
         print(f"workflow ended in state {status.state}", file=sys.stderr)
         return 1
     decisions = sorted(Path(args.artifacts).glob("rightsizer/report/decisions.json"))
