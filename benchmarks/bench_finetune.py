@@ -5,7 +5,7 @@ ZeRO-3 over 2 processes (torchrun, gloo); and the overhead of this project's ent
 against a plain HF Trainer script with the same configuration (single process, same
 model, LoRA, data, batch and steps). Each configuration runs in fresh processes.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_finetune.py [--steps 12] [--json out.json]
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_finetune.py [--steps 8] [--repeats 1] [--json out.json]
 
 Tokens/s counts the non-padding tokens that all ranks trained on, over the training loop's
 time (first to last step, measured the same way in both single-process variants). On a
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 HIDDEN, LAYERS, INTER, HEADS, VOCAB = 512, 10, 1536, 8, 16000
-SEQ, MICRO = 128, 4
+SEQ, MICRO = 64, 4
 
 
 def build_model(cache: Path) -> Path:
@@ -152,8 +152,8 @@ def _run_worker(kind: str, model: Path, out: Path, steps: int) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=12)
-    ap.add_argument("--repeats", type=int, default=2, help="single-process runs per variant")
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=1, help="single-process runs per variant")
     ap.add_argument("--json")
     ap.add_argument("--worker")
     ap.add_argument("--model")

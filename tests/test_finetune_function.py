@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -22,12 +23,22 @@ def run(tmp_path_factory, demo_models):
                             for i in range(48)))
     fn = mlrun.code_to_function("finetune", filename=str(ROOT / "functions" / "finetune.py"),
                                 kind="job", handler="finetune", image="mlrun/mlrun")
-    run = fn.run(local=True, artifact_path=str(tmp / "artifacts"), params={
+    # MLRun 1.12's local runs ignore artifact_path and write under the working directory.
+    cwd = os.getcwd()
+    os.chdir(tmp)
+    try:
+        run = _run(fn, tmp, data)
+    finally:
+        os.chdir(cwd)
+    return run, tmp
+
+
+def _run(fn, tmp, data):
+    return fn.run(local=True, artifact_path=str(tmp / "artifacts"), params={
         "model": "demo:tiny-s", "train_data": str(data), "nproc": 2, "zero_stage": 0,
         "steps": 4, "micro_batch_size": 4, "global_batch": 8, "save_steps": 2,
         "prompt_template": "Review: {text}\nSentiment:", "key": "sentiment-adapter",
         "output_dir": str(tmp / "ft")})
-    return run, tmp
 
 
 def test_handler_runs_torchrun_with_two_gloo_processes_on_sharded_data(run):
@@ -43,6 +54,9 @@ def test_handler_runs_torchrun_with_two_gloo_processes_on_sharded_data(run):
     assert not set(ranks[0]["seen"][:16]) & set(ranks[1]["seen"][:16])
     # Without an API server the artifacts are registered by key (the store resolves them).
     assert {"training_curves", "sentiment-adapter"} <= set(r.status.artifact_uris)
+    html = list(tmp.rglob("training_curves.html"))
+    assert html and "learning rate" in html[0].read_text()
+    assert list(tmp.rglob("sentiment-adapter/adapter_model.safetensors"))
 
 
 class _Ctx:

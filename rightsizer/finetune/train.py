@@ -289,7 +289,8 @@ def check_run(cfg: FinetuneConfig, world_size: int):
 
 # --------------------------------------------------------------------------- model
 
-def load_base(model_path: str, quantization: str = "none", dtype=None, zero3: bool = False):
+def load_base(model_path: str, quantization: str = "none", dtype=None, zero3: bool = False,
+              local_rank: int = 0):
     """``(model, tokenizer)``: the base in ``dtype``, or in NF4 (QLoRA) via bitsandbytes."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -311,6 +312,8 @@ def load_base(model_path: str, quantization: str = "none", dtype=None, zero3: bo
             # ZeRO-3 can only partition the packed 4-bit weights when stored as a float type.
             bnb_4bit_quant_storage=compute if zero3 else torch.uint8)
         kwargs["dtype"] = compute
+        if torch.cuda.is_available() and not zero3:
+            kwargs["device_map"] = {"": local_rank}  # each rank quantizes onto its own GPU
     model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
     if quantization == "nf4":
         from peft import prepare_model_for_kbit_training
@@ -473,7 +476,8 @@ def run_training(cfg: FinetuneConfig) -> dict:
                            f"started {world} processes: every rank would train alone")
     set_seed(cfg.seed)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
-    model, tok = load_base(resolved["model_path"], cfg.quantization, dtype=dtype, zero3=zero3)
+    model, tok = load_base(resolved["model_path"], cfg.quantization, dtype=dtype, zero3=zero3,
+                           local_rank=local_rank)
     if cfg.gradient_checkpointing:
         model.enable_input_require_grads()
     lcfg = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
