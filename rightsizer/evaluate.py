@@ -2,7 +2,10 @@
 
 Classification is scored without parsing free text: each label option is appended to the
 prompt and the option with the highest total log-probability wins. The softmax over the
-options' log-likelihoods gives calibrated-style class probabilities.
+options' log-likelihoods gives class probabilities; their calibration (ECE, Brier) is
+reported raw and after temperature scaling. Extraction and short generation are scored on
+greedy generations (``max_new_tokens`` of the spec, cut at the first newline) with the
+metrics of ``rightsizer.metrics``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from rightsizer import metrics
 from rightsizer.errors import ConfigError
+from rightsizer.metrics import macro_f1  # noqa: F401  (re-exported)
 from rightsizer.taskspec import TaskSpec
 
 
@@ -48,10 +53,16 @@ def load_rows(spec: TaskSpec, split: str, limit: int | None = None) -> list[dict
         raise ConfigError(f"dataset.{split}: rows have no field(s) {sorted(missing)}; "
                           f"they have {sorted(rows[0])}", spec.name)
     if spec.type == "classification":
-        bad = sorted({r[spec.label_field] for r in rows} - set(spec.labels))
+        bad = sorted({str(r[spec.label_field]) for r in rows} - set(spec.labels))
         if bad:
             raise ConfigError(f"dataset.{split}: label(s) {bad} are not in labels {spec.labels}",
                               spec.name)
+    else:
+        bad_rows = [i for i, r in enumerate(rows) if not _gold_ok(r[spec.label_field])]
+        if bad_rows:
+            raise ConfigError(f"dataset.{split}: {len(bad_rows)} row(s) (first: row {bad_rows[0]}) "
+                              f"have a {spec.label_field!r} that is not a string or a non-empty "
+                              "list of strings", spec.name)
     return rows[:limit] if limit else rows
 
 
@@ -67,12 +78,50 @@ def _is_file(ref: str) -> bool:
     return Path(ref).is_file()
 
 
+def _gold_ok(value) -> bool:
+    if isinstance(value, str):
+        return True
+    return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
+
+
+def answer_text(spec: TaskSpec, row: dict) -> str:
+    """The answer a model should give for ``row`` (the first reference when there are several)."""
+    gold = row[spec.label_field]
+    return gold[0] if isinstance(gold, list) else str(gold)
+
+
+def check_task_data(spec: TaskSpec) -> tuple[list[dict], list[dict]]:
+    """Load the train and eval splits, checking them against the spec; every problem at once.
+
+    Returns ``(train_rows, eval_rows)`` (eval capped at ``max_eval_examples``). Problems: a
+    missing or empty split, rows without the input/label field, labels outside the spec's
+    options, and ``ladder.few_shot_k`` larger than the train split.
+    """
+    problems: list[str] = []
+    splits: dict[str, list[dict]] = {}
+    for split in dict.fromkeys((spec.train_split, spec.eval_split)):
+        try:
+            splits[split] = load_rows(spec, split)
+        except ConfigError as e:
+            problems.extend(e.problems)
+    train = splits.get(spec.train_split)
+    if train is not None and "few_shot" in spec.ladder.rungs and spec.ladder.few_shot_k > len(train):
+        problems.append(f"ladder.few_shot_k: {spec.ladder.few_shot_k} is larger than the train "
+                        f"split ({len(train)} rows)")
+    if problems:
+        raise ConfigError(problems, spec.name)
+    evals = splits[spec.eval_split]
+    return train, evals[:spec.max_eval_examples] if spec.max_eval_examples else evals
+
+
 def pick_shots(spec: TaskSpec, train_rows: list[dict], k: int, seed: int = 0) -> list[dict]:
-    """k training examples, spread over the labels, the same for the same seed."""
+    """k training examples (spread over the labels for classification), the same for the same seed."""
     if k > len(train_rows):
         raise ConfigError(f"ladder.few_shot_k: {k} is larger than the train split "
                           f"({len(train_rows)} rows)", spec.name)
     rng = random.Random(seed)
+    if spec.type != "classification":
+        return rng.sample(train_rows, k)
     by_label: dict[str, list[dict]] = {}
     for row in train_rows:
         by_label.setdefault(row[spec.label_field], []).append(row)
@@ -88,7 +137,7 @@ def pick_shots(spec: TaskSpec, train_rows: list[dict], k: int, seed: int = 0) ->
 
 def build_prompt(spec: TaskSpec, row: dict, shots: list[dict] | None = None) -> str:
     """The task prompt for ``row``, preceded by solved examples when shots are given."""
-    parts = [f"{spec.format_prompt(s)} {s[spec.label_field]}" for s in shots or []]
+    parts = [f"{spec.format_prompt(s)} {answer_text(spec, s)}" for s in shots or []]
     return "\n\n".join(parts + [spec.format_prompt(row)])
 
 
@@ -124,48 +173,83 @@ def score_options(model, tokenizer, prompts: list[str], options: list[str],
     return scores.view(len(prompts), len(options))
 
 
-def macro_f1(gold: list[str], pred: list[str], labels: list[str]) -> float:
-    f1s = []
-    for lab in labels:
-        tp = sum(g == lab and p == lab for g, p in zip(gold, pred))
-        fp = sum(g != lab and p == lab for g, p in zip(gold, pred))
-        fn = sum(g == lab and p != lab for g, p in zip(gold, pred))
-        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-    return sum(f1s) / len(f1s)
+@torch.no_grad()
+def generate_answers(model, tokenizer, prompts: list[str], max_new_tokens: int = 16,
+                     batch_size: int = 16, progress: bool = False) -> list[str]:
+    """Greedy answers (text up to the first newline, stripped), prompts left-padded in batches."""
+    device = next(model.parameters()).device
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # generation continues at the right end of every row
+    answers: list[str] = []
+    try:
+        for start in tqdm(range(0, len(prompts), batch_size), desc="generating",
+                          disable=not progress, leave=False):
+            enc = tokenizer(prompts[start:start + batch_size], return_tensors="pt",
+                            padding=True).to(device)
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)
+            texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:],
+                                           skip_special_tokens=True)
+            answers.extend(t.strip().split("\n")[0].strip() for t in texts)
+    finally:
+        tokenizer.padding_side = side
+    return answers
 
 
-def _metric(name: str, gold: list[str], pred: list[str], labels: list[str]) -> float:
-    if name == "accuracy":
-        return sum(g == p for g, p in zip(gold, pred)) / len(gold)
-    return macro_f1(gold, pred, labels)
+@dataclass
+class Predictions:
+    """What a model answered for some rows; ``option_scores`` only for classification."""
+
+    answers: list[str]
+    option_scores: list[list[float]] | None
+    seconds: float
 
 
-def bootstrap_ci(gold: list[str], pred: list[str], labels: list[str], metric: str,
+def predict(model, tokenizer, spec: TaskSpec, rows: list[dict], shots: list[dict] | None = None,
+            batch_size: int = 32, progress: bool = False) -> Predictions:
+    """Answers for ``rows``: the best label option (classification) or a greedy generation."""
+    start = time.perf_counter()
+    prompts = [build_prompt(spec, r, shots) for r in rows]
+    if spec.type == "classification":
+        scores = score_options(model, tokenizer, prompts, spec.labels, batch_size, progress)
+        answers = [spec.labels[i] for i in scores.argmax(dim=-1).tolist()]
+        return Predictions(answers, scores.tolist(), time.perf_counter() - start)
+    answers = generate_answers(model, tokenizer, prompts, spec.max_new_tokens,
+                               min(batch_size, 16), progress)
+    return Predictions(answers, None, time.perf_counter() - start)
+
+
+def bootstrap_ci(gold: list, pred: list[str], labels: list[str], metric: str,
                  n_boot: int = 500, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of the metric over eval examples."""
-    rng = random.Random(seed)
-    n = len(gold)
-    vals = []
-    for _ in range(n_boot):
-        idx = [rng.randrange(n) for _ in range(n)]
-        vals.append(_metric(metric, [gold[i] for i in idx], [pred[i] for i in idx], labels))
-    vals.sort()
+    vals = metrics.bootstrap(metric, gold, pred, labels, n_boot=n_boot, seed=seed)
     return vals[int(alpha / 2 * n_boot)], vals[min(n_boot - 1, int((1 - alpha / 2) * n_boot))]
+
+
+def _metric(name: str, gold: list, pred: list[str], labels: list[str]) -> float:
+    return metrics.compute(name, gold, pred, labels)
 
 
 @dataclass
 class QualityResult:
-    """Task quality of one model on one set of rows."""
+    """Task quality of one model on one set of rows.
+
+    ``metrics`` holds every metric of the task type (the spec's ``metric`` is ``score``);
+    for classification ``calibration`` holds the expected calibration error and Brier score
+    of the option probabilities, raw and after temperature scaling (``temperature``).
+    """
 
     metric: str
     score: float
     ci_low: float
     ci_high: float
-    accuracy: float
-    macro_f1: float
     n: int
-    mean_confidence: float
     seconds: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    accuracy: float | None = None  # classification only
+    macro_f1: float | None = None  # classification only
+    mean_confidence: float | None = None  # classification only (calibrated probabilities)
+    calibration: dict[str, float] = field(default_factory=dict)
     predictions: list[str] = field(default_factory=list, repr=False)
 
     def value_for(self, rule: str) -> float:
@@ -179,25 +263,52 @@ class QualityResult:
         return d
 
 
+def _softmax(row: list[float], t: float = 1.0) -> list[float]:
+    m = max(row)
+    e = [math.exp((v - m) / t) for v in row]
+    z = sum(e)
+    return [v / z for v in e]
+
+
+def score_predictions(spec: TaskSpec, rows: list[dict], pred: Predictions) -> QualityResult:
+    """The task's metrics, bootstrap CI and (classification) calibration for some answers."""
+    if not rows:
+        raise ConfigError(f"{spec.eval_split} split is empty; nothing to evaluate", spec.name)
+    gold = [r[spec.label_field] for r in rows]
+    answers = pred.answers
+    names = metrics.METRICS[spec.type]
+    values = {m: metrics.compute(m, gold, answers, spec.labels) for m in names}
+    lo, hi = bootstrap_ci(gold, answers, spec.labels, spec.metric)
+    q = QualityResult(metric=spec.metric, score=values[spec.metric], ci_low=lo, ci_high=hi,
+                      n=len(rows), seconds=pred.seconds, metrics=values, predictions=answers)
+    if spec.type == "classification" and pred.option_scores is not None:
+        gold_idx = [spec.labels.index(g) for g in gold]
+        t = metrics.fit_temperature(pred.option_scores, gold_idx)
+        raw = [_softmax(r) for r in pred.option_scores]
+        cal = [_softmax(r, t) for r in pred.option_scores]
+        correct = [g == a for g, a in zip(gold, answers)]
+        q.accuracy, q.macro_f1 = values["accuracy"], values["macro_f1"]
+        q.mean_confidence = sum(max(p) for p in raw) / len(raw)
+        q.calibration = {
+            "ece": metrics.expected_calibration_error([max(p) for p in raw], correct),
+            "brier": metrics.brier(raw, gold_idx), "temperature": t,
+            "ece_calibrated": metrics.expected_calibration_error([max(p) for p in cal], correct),
+            "brier_calibrated": metrics.brier(cal, gold_idx)}
+    return q
+
+
 def evaluate_quality(model, tokenizer, spec: TaskSpec, rows: list[dict],
                      shots: list[dict] | None = None, batch_size: int = 32,
                      progress: bool = False) -> QualityResult:
-    """Score the task metric on ``rows`` (classification by option log-likelihood)."""
+    """Score the task metric on ``rows`` (classification by option log-likelihood,
+    extraction and generation by greedy generation)."""
     if not rows:
         raise ConfigError(f"{spec.eval_split} split is empty; nothing to evaluate", spec.name)
     start = time.perf_counter()
-    prompts = [build_prompt(spec, r, shots) for r in rows]
-    scores = score_options(model, tokenizer, prompts, spec.labels, batch_size, progress)
-    probs = torch.softmax(scores, dim=-1)
-    pred = [spec.labels[i] for i in scores.argmax(dim=-1).tolist()]
-    gold = [r[spec.label_field] for r in rows]
-    lo, hi = bootstrap_ci(gold, pred, spec.labels, spec.metric)
-    return QualityResult(
-        metric=spec.metric, score=_metric(spec.metric, gold, pred, spec.labels), ci_low=lo,
-        ci_high=hi, accuracy=_metric("accuracy", gold, pred, spec.labels),
-        macro_f1=macro_f1(gold, pred, spec.labels), n=len(rows),
-        mean_confidence=float(probs.max(dim=-1).values.mean()),
-        seconds=time.perf_counter() - start, predictions=pred)
+    pred = predict(model, tokenizer, spec, rows, shots, batch_size, progress)
+    q = score_predictions(spec, rows, pred)
+    q.seconds = time.perf_counter() - start
+    return q
 
 
 @dataclass

@@ -1,9 +1,13 @@
 """The model-selection ladder: the smallest candidate and the cheapest rung that pass.
 
 Candidates are ordered by parameter count computed from their configs (never by name).
-For each candidate, smallest first, the rungs are tried in order of cost (zero-shot,
-few-shot, LoRA fine-tune); the first rung that clears the task's bar wins. Every rung
-tried is recorded, so the decision record can say why each smaller option was rejected.
+Candidates that cannot meet the task's SLO on any catalog GPU (sizing engine) are dropped
+before any evaluation, with the reason. For each remaining candidate, smallest first, the
+rungs are tried in order of cost (zero-shot, few-shot, LoRA fine-tune); the first rung
+that clears the task's bar wins. Each rung is screened (``rightsizer.screening``): it is
+scored on a small part of the eval split first and stopped as soon as it can no longer
+pass, so the cost grows with the position of the passing candidate. Every rung tried is
+recorded, so the decision record can say why each smaller option was rejected.
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ from pathlib import Path
 
 import torch
 
-from rightsizer.evaluate import (QualityResult, build_prompt, evaluate_quality, load_rows,
+from rightsizer.evaluate import (answer_text, build_prompt, check_task_data, measure_latency,
                                  pick_shots)
 from rightsizer.models import load_config, load_model
-from rightsizer.taskspec import TaskSpec
+from rightsizer.screening import Screened, screened_quality
+from rightsizer.taskspec import Screening, TaskSpec
 
 BUNDLE_FILE = "rightsizer.json"
 
@@ -39,16 +44,49 @@ def count_params_from_config(config) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _sized(spec: TaskSpec) -> list[tuple[str, int, object]]:
+    """``(ref, params, config)`` per candidate, smallest first (configs only, no weights)."""
+    sized = []
+    for ref in spec.candidates:
+        config = load_config(ref, spec.trust_remote_code)
+        sized.append((ref, count_params_from_config(config), config))
+    return sorted(sized, key=lambda x: x[1])
+
+
 def order_candidates(spec: TaskSpec) -> list[tuple[str, int]]:
     """Candidates with their parameter counts, smallest first."""
-    sized = [(ref, count_params_from_config(load_config(ref, spec.trust_remote_code)))
-             for ref in spec.candidates]
-    return sorted(sized, key=lambda x: x[1])
+    return [(ref, params) for ref, params, _ in _sized(spec)]
+
+
+def slo_feasible(spec: TaskSpec, config) -> tuple[bool, str]:
+    """Whether some catalog GPU serves the model within the task's SLO at some precision
+    the task allows (bf16 or one of ``precisions``); ``(False, why)`` when none does."""
+    from rightsizer.errors import NoFeasibleOption
+    from rightsizer.sizing import SLO as SizingSLO
+    from rightsizer.sizing import Workload as SizingWorkload
+    from rightsizer.sizing import recommend
+
+    precisions = list(dict.fromkeys(["bf16", *spec.precisions]))
+    wl = SizingWorkload(prompt_tokens=spec.workload.prompt_tokens,
+                        output_tokens=spec.workload.output_tokens, batch=spec.workload.batch)
+    slo = SizingSLO(ttft_ms=spec.slo.ttft_ms, tpot_ms=spec.slo.tpot_ms,
+                    throughput_tokens_per_s=spec.slo.throughput_tokens_per_s)
+    try:
+        rec = recommend(config, wl, slo, precisions=precisions)
+    except NoFeasibleOption as e:
+        return False, str(e)
+    return True, f"{rec.chosen.label} {rec.chosen.precision}"
 
 
 @dataclass
 class RungResult:
-    """One (candidate, rung) evaluation of the ladder."""
+    """One (candidate, rung) evaluation of the ladder.
+
+    ``n`` rows of the ``n_total`` eval rows were scored: fewer when screening stopped the
+    rung early (``screened_out``; ``bound`` is then the highest full-split score it could
+    still have reached). ``seconds`` is the rung's whole cost (LoRA training included,
+    ``train_seconds`` of it).
+    """
 
     candidate: str
     params: int
@@ -62,6 +100,12 @@ class RungResult:
     n: int
     seconds: float
     reason: str = ""
+    n_total: int = 0
+    screened_out: bool = False
+    bound: float | None = None
+    stages: list[int] = field(default_factory=list)
+    train_seconds: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,7 +113,13 @@ class RungResult:
 
 @dataclass
 class Selection:
-    """The ladder's outcome for one task."""
+    """The ladder's outcome for one task.
+
+    ``order`` lists every candidate by size; ``dropped`` those the SLO pre-filter removed
+    before any evaluation (``candidate``, ``params``, ``reason``). ``eval_examples`` and
+    ``eval_seconds`` are what the ladder spent; ``full_examples`` is what evaluating every
+    kept candidate at every rung on the full split would have scored.
+    """
 
     task: str
     metric: str
@@ -82,28 +132,95 @@ class Selection:
     model_dir: str = ""  # the chosen model, ready to load (LoRA merged in)
     eval_examples: int = 0
     eval_seconds: float = 0.0
+    full_examples: int = 0
+    dropped: list[dict] = field(default_factory=list)
+    rungs: list[str] = field(default_factory=list)  # the rungs the spec enabled
+    latency: dict[str, dict] = field(default_factory=dict)  # candidate -> measured here
 
     @property
     def passed(self) -> bool:
         return self.chosen is not None
 
     def rejections(self) -> list[str]:
-        """Why each smaller/cheaper option was rejected, one line each."""
-        return [r.reason for r in self.tried if not r.passed]
+        """Why each smaller/cheaper option was rejected, one line each (SLO drops first)."""
+        return ([f"{d['candidate']} ({d['params']:,} params): dropped before evaluation, "
+                 f"cannot meet the SLO on any catalog GPU ({d['reason']})" for d in self.dropped
+                 if self.chosen is None or d["params"] < self.chosen.params]
+                + [r.reason for r in self.tried if not r.passed])
+
+    def spent(self) -> dict:
+        """Evaluations spent: examples and seconds, per rung and in total."""
+        per_rung: dict[str, dict] = {}
+        for r in self.tried:
+            d = per_rung.setdefault(r.rung, {"examples": 0, "seconds": 0.0, "train_seconds": 0.0})
+            d["examples"] += r.n
+            d["seconds"] += r.seconds
+            d["train_seconds"] += r.train_seconds
+        return {"examples": self.eval_examples, "seconds": self.eval_seconds,
+                "full_examples": self.full_examples,
+                "ratio": self.eval_examples / self.full_examples if self.full_examples else None,
+                "per_rung": per_rung}
+
+    def best_per_candidate(self) -> dict[str, RungResult]:
+        best: dict[str, RungResult] = {}
+        for r in self.tried:
+            if r.candidate not in best or _rank(r) > _rank(best[r.candidate]):
+                best[r.candidate] = r
+        return best
+
+    def needs(self) -> list[str]:
+        """What would make a candidate pass, most specific first (when nothing passes)."""
+        out: list[str] = []
+        best = self.best_per_candidate()
+        if not best:
+            if self.dropped:
+                out.append("a looser SLO (ttft_ms/tpot_ms/throughput) or a faster GPU catalog: "
+                           "every candidate was dropped by the SLO pre-filter")
+            return out
+        top = max(best.values(), key=_rank)
+        gap = self.threshold - top.value
+        out.append(f"a lower bar: {self.metric} threshold {top.value:.3f} (now {self.threshold}) "
+                   f"would pick {top.candidate} at rung {top.rung}"
+                   + (" if the full eval split confirms it" if top.screened_out else ""))
+        largest = max(p for _, p in self.order)
+        dropped_bigger = [d["candidate"] for d in self.dropped if d["params"] > top.params]
+        if top.params >= largest or not dropped_bigger:
+            out.append(f"a bigger candidate than {max(best.values(), key=lambda r: r.params).candidate}"
+                       f" (the best falls {gap:.3f} short)")
+        else:
+            out.append(f"a looser SLO so that {', '.join(dropped_bigger)} (dropped by the SLO "
+                       "pre-filter) can be tried")
+        if "lora" not in self.rungs:
+            out.append("the lora rung (switched off in ladder.rungs)")
+        else:
+            lora = [r for r in self.tried if r.rung == "lora"]
+            gains = [r.value - max((z.value for z in self.tried if z.candidate == r.candidate
+                                    and z.rung != "lora"), default=r.value) for r in lora]
+            if any(g > 0 for g in gains):
+                out.append("more training data or LoRA steps (LoRA improved the score by up to "
+                           f"{max(gains):.3f})")
+            else:
+                out.append("more or better training data (LoRA did not help)")
+        if self.decision_rule == "ci_lower":
+            out.append("a larger eval split (the CI's lower end must clear the bar) or "
+                       "decision_rule: point")
+        return out
 
     def summary(self) -> str:
         if self.chosen:
             c = self.chosen
+            rule = "CI lower end" if self.decision_rule == "ci_lower" else "score"
             return (f"{self.task}: {c.candidate} ({c.params:,} params) passes at rung "
-                    f"{c.rung} with {self.metric} {c.value:.3f} >= {self.threshold}")
-        best = {}
-        for r in self.tried:
-            if r.candidate not in best or r.value > best[r.candidate].value:
-                best[r.candidate] = r
-        per = "; ".join(f"{k} best {v.value:.3f} ({v.rung})" for k, v in best.items())
+                    f"{c.rung} with {self.metric} {rule} {c.value:.3f} >= {self.threshold}")
+        per = "; ".join(
+            f"{k} best {v.value:.3f} ({v.rung}"
+            + (f", stopped after {v.n}/{v.n_total} examples, at most {v.bound:.3f})"
+               if v.screened_out else ")")
+            for k, v in self.best_per_candidate().items())
+        dropped = "; ".join(f"{d['candidate']} dropped (SLO)" for d in self.dropped)
+        detail = "; ".join(x for x in (per, dropped) if x)
         return (f"{self.task}: NO candidate reaches {self.metric} >= {self.threshold} "
-                f"({per}). Options: a bigger candidate, more training data or LoRA steps, "
-                "or a lower threshold.")
+                f"({detail}). Would be needed: " + "; or ".join(self.needs()) + ".")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -123,15 +240,31 @@ class Selection:
         return cls(**d)
 
 
-def _record(spec, ref, params, rung, q: QualityResult) -> RungResult:
+def _rank(r: RungResult) -> tuple:
+    """Best result of a candidate: full-split results before screened-out ones, then value."""
+    return (not r.screened_out, r.value)
+
+
+def _record(spec, ref, params, rung, s: Screened, train_seconds: float = 0.0) -> RungResult:
+    q = s.quality
     value = q.value_for(spec.decision_rule)
-    passed = value >= spec.threshold
+    passed = not s.stopped and value >= spec.threshold
     rule = "CI lower bound" if spec.decision_rule == "ci_lower" else "score"
-    reason = "" if passed else (f"{ref} ({params:,} params) {rung}: {spec.metric} {rule} "
-                                f"{value:.3f} < threshold {spec.threshold}")
+    if passed:
+        reason = ""
+    elif s.stopped:
+        reason = (f"{ref} ({params:,} params) {rung}: screened out after {q.n} of {s.n_total} "
+                  f"examples: {spec.metric} {q.score:.3f} so far, at most {s.bound:.3f} on the "
+                  f"full split < threshold {spec.threshold}")
+    else:
+        reason = (f"{ref} ({params:,} params) {rung}: {spec.metric} {rule} "
+                  f"{value:.3f} < threshold {spec.threshold}")
     return RungResult(candidate=ref, params=params, rung=rung, score=q.score, ci_low=q.ci_low,
                       ci_high=q.ci_high, value=value, threshold=spec.threshold, passed=passed,
-                      n=q.n, seconds=q.seconds, reason=reason)
+                      n=q.n, seconds=q.seconds + train_seconds, reason=reason,
+                      n_total=s.n_total, screened_out=s.stopped, bound=s.bound,
+                      stages=s.stages, train_seconds=train_seconds,
+                      metrics={**q.metrics, **q.calibration})
 
 
 def _save_chosen(model, tokenizer, out: Path) -> str:
@@ -147,46 +280,75 @@ def _save_chosen(model, tokenizer, out: Path) -> str:
     return str(out)
 
 
-def select_model(spec: TaskSpec, workdir: str | Path, progress: bool = True) -> Selection:
-    """Run the ladder for one task; the chosen model is saved under ``workdir``."""
+def _latency(model, tok, spec: TaskSpec, row: dict, repeats: int) -> dict:
+    lat = measure_latency(model, tok, build_prompt(spec, row),
+                          output_tokens=spec.workload.output_tokens, repeats=repeats)
+    return lat.to_dict()
+
+
+def select_model(spec: TaskSpec, workdir: str | Path, progress: bool = True,
+                 screening: Screening | None = None, exhaustive: bool = False,
+                 latency_repeats: int = 0) -> Selection:
+    """Run the ladder for one task; the chosen model is saved under ``workdir``.
+
+    ``screening`` overrides the spec's screening settings (``Screening(enabled=False)``
+    scores every rung tried on the full split). ``exhaustive`` keeps going after the first
+    pass, through every kept candidate and rung (the decision stays the first pass); the
+    benchmark uses it as the "evaluate everything" baseline. ``latency_repeats`` > 0
+    measures each candidate tried on this machine (``Selection.latency``).
+    """
     from rightsizer.finetune import train_lora
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    train = load_rows(spec, spec.train_split)
-    evals = load_rows(spec, spec.eval_split, spec.max_eval_examples)
-    order = order_candidates(spec)
+    train, evals = check_task_data(spec)
+    sized = _sized(spec)
+    order = [(ref, params) for ref, params, _ in sized]
+    kept, dropped = [], []
+    for ref, params, config in sized:
+        ok, why = slo_feasible(spec, config)
+        if ok:
+            kept.append((ref, params))
+        else:
+            dropped.append({"candidate": ref, "params": params, "reason": why})
     shots = pick_shots(spec, train, spec.ladder.few_shot_k) if "few_shot" in spec.ladder.rungs else []
     tried: list[RungResult] = []
+    chosen, chosen_shots, model_dir = None, [], ""
+    latency: dict[str, dict] = {}
     start = time.perf_counter()
-    for ref, params in order:
+    for ref, params in kept:
         model, tok = load_model(ref, trust_remote_code=spec.trust_remote_code)
+        if latency_repeats > 0:
+            latency[ref] = _latency(model, tok, spec, evals[0], latency_repeats)
         for rung in spec.ladder.rungs:
-            if rung == "zero_shot":
-                q = evaluate_quality(model, tok, spec, evals, progress=progress)
-            elif rung == "few_shot":
-                q = evaluate_quality(model, tok, spec, evals, shots=shots, progress=progress)
-            else:  # lora
+            train_seconds = 0.0
+            if rung == "lora":
                 lora = spec.ladder.lora
-                examples = [(build_prompt(spec, r), r[spec.label_field]) for r in train]
+                examples = [(build_prompt(spec, r), answer_text(spec, r)) for r in train]
                 safe = ref.replace("/", "--").replace(":", "-")
+                t0 = time.perf_counter()
                 model, _ = train_lora(model, tok, examples, workdir / f"adapter-{safe}",
                                       rank=lora.rank, alpha=lora.alpha, steps=lora.steps,
                                       learning_rate=lora.learning_rate,
                                       batch_size=lora.batch_size,
                                       target_modules=lora.target_modules, progress=progress)
-                q = evaluate_quality(model, tok, spec, evals, progress=progress)
-            result = _record(spec, ref, params, rung, q)
+                train_seconds = time.perf_counter() - t0
+            s = screened_quality(model, tok, spec, evals, spec.threshold,
+                                 shots=shots if rung == "few_shot" else None,
+                                 screening=screening, progress=progress)
+            result = _record(spec, ref, params, rung, s, train_seconds)
             tried.append(result)
-            if result.passed:
-                sel = Selection(task=spec.name, metric=spec.metric, threshold=spec.threshold,
-                                decision_rule=spec.decision_rule, order=order, tried=tried,
-                                chosen=result, shots=shots if rung == "few_shot" else [],
-                                eval_examples=sum(r.n for r in tried),
-                                eval_seconds=time.perf_counter() - start)
-                sel.model_dir = _save_chosen(model, tok, workdir / "chosen")
-                return sel
+            if result.passed and chosen is None:
+                chosen, chosen_shots = result, (shots if rung == "few_shot" else [])
+                model_dir = _save_chosen(model, tok, workdir / "chosen")
+                if not exhaustive:
+                    break
+        if chosen is not None and not exhaustive:
+            break
     return Selection(task=spec.name, metric=spec.metric, threshold=spec.threshold,
-                     decision_rule=spec.decision_rule, order=order, tried=tried, chosen=None,
+                     decision_rule=spec.decision_rule, order=order, tried=tried, chosen=chosen,
+                     shots=chosen_shots, model_dir=model_dir,
                      eval_examples=sum(r.n for r in tried),
-                     eval_seconds=time.perf_counter() - start)
+                     eval_seconds=time.perf_counter() - start,
+                     full_examples=len(kept) * len(spec.ladder.rungs) * len(evals),
+                     dropped=dropped, rungs=list(spec.ladder.rungs), latency=latency)

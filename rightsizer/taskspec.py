@@ -17,8 +17,9 @@ import yaml
 
 from rightsizer.errors import ConfigError
 
+from rightsizer.metrics import METRIC_RANGE, METRICS
+
 TASK_TYPES = ("classification", "extraction", "generation")
-METRICS = {"classification": ("accuracy", "macro_f1")}
 RUNGS = ("zero_shot", "few_shot", "lora")
 DECISION_RULES = ("point", "ci_lower")
 
@@ -63,6 +64,23 @@ class Ladder:
 
 
 @dataclass
+class Screening:
+    """Evaluate on a small subset first; go on only while the candidate can still pass.
+
+    The eval split is scored in stages of ``min_examples``, then ``growth`` times more
+    each stage, up to the full split. After each stage the full-split score is bounded
+    from above (one-sided bootstrap bound at level ``alpha`` split over the stages); a
+    rung whose bound is below the threshold is stopped there. A pass is only ever
+    decided on the full split.
+    """
+
+    enabled: bool = True
+    min_examples: int = 20
+    growth: float = 2.0
+    alpha: float = 0.05
+
+
+@dataclass
 class TaskSpec:
     """One small task of the application and the bar its model must clear."""
 
@@ -78,13 +96,15 @@ class TaskSpec:
     candidates: list[str]
     labels: list[str] = field(default_factory=list)
     quality_tolerance: float = 0.02  # allowed quality drop when quantizing
-    decision_rule: str = "point"
+    decision_rule: str = "ci_lower"  # the CI's lower end must clear the bar ("point": the score)
     train_split: str = "train"
     eval_split: str = "eval"
     workload: Workload = field(default_factory=Workload)
     ladder: Ladder = field(default_factory=Ladder)
     precisions: list[str] = field(default_factory=lambda: ["int8"])
     max_eval_examples: int | None = None
+    max_new_tokens: int = 16  # greedy generation length (extraction and generation tasks)
+    screening: Screening = field(default_factory=Screening)
     trust_remote_code: bool = False
     base_dir: str = ""  # directory the relative dataset paths are resolved against
 
@@ -107,7 +127,7 @@ class TaskSpec:
 
 _REQUIRED = ("name", "type", "dataset", "input_field", "label_field", "prompt", "metric",
              "threshold", "slo", "candidates")
-_NESTED = {"slo": SLO, "workload": Workload, "ladder": Ladder}
+_NESTED = {"slo": SLO, "workload": Workload, "ladder": Ladder, "screening": Screening}
 
 
 def _check_fields(cls, data: dict, where: str, problems: list[str]) -> dict:
@@ -184,13 +204,12 @@ def task_from_dict(data: dict, source: str | None = None, base_dir: str = "") ->
 def _check_values(spec: TaskSpec, problems: list[str]) -> None:
     if spec.type not in TASK_TYPES:
         problems.append(f"type: {spec.type!r} is not a task type; expected one of {list(TASK_TYPES)}")
-    elif spec.type not in METRICS:
-        problems.append(f"type: {spec.type!r} is not supported yet; supported: {sorted(METRICS)}")
     elif spec.metric not in METRICS[spec.type]:
         problems.append(f"metric: {spec.metric!r} does not fit a {spec.type} task; "
                         f"expected one of {list(METRICS[spec.type])}")
-    if not 0.0 <= spec.threshold <= 1.0:
-        problems.append(f"threshold: {spec.threshold} is outside the metric's range [0, 1]")
+    lo, hi = METRIC_RANGE.get(spec.metric, (0.0, 1.0))
+    if not lo <= spec.threshold <= hi:
+        problems.append(f"threshold: {spec.threshold} is outside the metric's range [{lo:g}, {hi:g}]")
     if not 0.0 <= spec.quality_tolerance <= 1.0:
         problems.append(f"quality_tolerance: {spec.quality_tolerance} is outside [0, 1]")
     if spec.decision_rule not in DECISION_RULES:
@@ -205,6 +224,20 @@ def _check_values(spec: TaskSpec, problems: list[str]) -> None:
             problems.append("labels: a classification task needs at least two label options")
         if len(set(spec.labels)) != len(spec.labels):
             problems.append(f"labels: duplicates in {spec.labels}")
+    elif spec.labels:
+        problems.append(f"labels: only a classification task takes label options; a {spec.type} "
+                        f"task's answers are the {spec.label_field!r} field of each row")
+    if spec.max_new_tokens <= 0:
+        problems.append(f"max_new_tokens: {spec.max_new_tokens}; expected > 0")
+    if spec.max_eval_examples is not None and spec.max_eval_examples <= 0:
+        problems.append(f"max_eval_examples: {spec.max_eval_examples}; expected > 0 or null")
+    sc = spec.screening
+    if sc.min_examples < 1:
+        problems.append(f"screening.min_examples: {sc.min_examples}; expected >= 1")
+    if sc.growth <= 1.0:
+        problems.append(f"screening.growth: {sc.growth}; expected > 1")
+    if not 0.0 < sc.alpha < 1.0:
+        problems.append(f"screening.alpha: {sc.alpha}; expected in (0, 1)")
     if not spec.candidates:
         problems.append("candidates: at least one candidate model is needed")
     for rung in spec.ladder.rungs:

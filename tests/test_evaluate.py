@@ -8,9 +8,12 @@ import json
 import pytest
 
 from rightsizer.errors import ConfigError
-from rightsizer.evaluate import (bootstrap_ci, build_prompt, evaluate_quality, load_rows,
-                                 macro_f1, measure_latency, pick_shots, score_options)
+from rightsizer import metrics
+from rightsizer.evaluate import (bootstrap_ci, build_prompt, check_task_data, evaluate_quality,
+                                 load_rows, macro_f1, measure_latency, pick_shots, score_options)
 from rightsizer.models import load_model
+from rightsizer.screening import screened_quality, stage_sizes, upper_bound
+from rightsizer.taskspec import Screening
 
 
 def test_macro_f1_and_ci_by_hand():
@@ -72,3 +75,98 @@ def test_bad_datasets(tmp_path, routing_spec):
     spec = dataclasses.replace(routing_spec, dataset={"train": "x.jsonl", "eval": str(tmp_path / "nope.jsonl")})
     with pytest.raises(ConfigError, match="not found"):
         load_rows(spec, "eval")
+
+
+def test_extraction_and_generation_metrics_by_hand():
+    assert metrics.exact_match_one("The Billing queue.", "billing  Queue") == 1.0
+    assert metrics.exact_match_one(["refund", "billing"], "Billing") == 1.0
+    assert metrics.exact_match_one("billing", "shipping") == 0.0
+    # gold {red, shoe, size, 9} vs pred {red, shoe}: P=1, R=1/2 -> F1 2/3
+    assert metrics.token_f1_one("a red shoe size 9", "the red shoe") == pytest.approx(2 / 3)
+    assert metrics.token_f1_one("x", "") == 0.0
+    # LCS(the cat sat on the mat, the cat on a mat) = the cat on mat (4): P 4/5, R 4/6
+    assert metrics.rouge_l_one("the cat sat on the mat", "the cat on a mat") == pytest.approx(
+        2 * (4 / 5) * (4 / 6) / (4 / 5 + 4 / 6))
+    assert metrics.compute("exact_match", ["a", "b"], ["a", "c"]) == 0.5
+    lo, hi = bootstrap_ci(["a b", "c d", "e f"], ["a b", "c", "x"], [], "token_f1")
+    assert 0.0 <= lo <= 0.5 <= hi <= 1.0
+
+
+def test_calibration_by_hand():
+    assert metrics.expected_calibration_error([0.9, 0.9], [True, False]) == pytest.approx(0.4)
+    assert metrics.brier([[1.0, 0.0], [0.5, 0.5]], [0, 1]) == pytest.approx(0.25)
+    # over-confident scores (right 3 of 4 at ~1.0): the fitted temperature softens them
+    assert metrics.fit_temperature([[9, 0], [9, 0], [9, 0], [9, 0]], [0, 0, 0, 1]) > 1.5
+
+
+def test_data_problems_reported_at_once(tmp_path, routing_spec):
+    small = tmp_path / "train.jsonl"
+    small.write_text("\n".join(json.dumps({"text": "t", "label": "billing"}) for _ in range(2)))
+    empty = tmp_path / "eval.jsonl"
+    empty.write_text("")
+    spec = dataclasses.replace(routing_spec, dataset={"train": str(small), "eval": str(empty)})
+    with pytest.raises(ConfigError) as e:
+        check_task_data(spec)
+    text = str(e.value)
+    assert len(e.value.problems) == 2
+    assert "dataset.eval" in text and "empty" in text
+    assert "few_shot_k: 4 is larger than the train split (2 rows)" in text
+
+
+def test_extraction_and_generation_by_greedy_generation(demo_models, routing_spec, tmp_path):
+    model, tok = load_model("demo:tiny-s")
+    rows = load_rows(routing_spec, "eval", 12)
+    ext = dataclasses.replace(routing_spec, type="extraction", metric="exact_match", labels=[],
+                              max_new_tokens=4)
+    q = evaluate_quality(model, tok, ext, rows)
+    # routing is trained into tiny-s: it generates the queue name itself
+    assert q.predictions == [r["label"] for r in rows] and q.score == 1.0
+    assert q.metrics == {"exact_match": 1.0, "token_f1": 1.0} and q.accuracy is None
+    # free-text references: "<queue> queue please" vs the generated "<queue>" -> ROUGE-L 0.5
+    data = tmp_path / "gen.jsonl"
+    data.write_text("\n".join(json.dumps({"text": r["text"], "label": f"{r['label']} queue please"})
+                              for r in rows))
+    gen = dataclasses.replace(ext, type="generation", metric="rouge_l",
+                              dataset={"train": str(data), "eval": str(data)})
+    q = evaluate_quality(model, tok, gen, load_rows(gen, "eval"))
+    assert q.score == pytest.approx(0.5) and q.n == 12
+
+
+def test_classification_probabilities_are_calibrated(demo_models, sentiment_spec):
+    model, tok = load_model("demo:tiny-s")
+    q = evaluate_quality(model, tok, sentiment_spec, load_rows(sentiment_spec, "eval", 40))
+    c = q.calibration
+    assert q.accuracy == q.score and 0.5 <= q.mean_confidence <= 1.0
+    assert c["temperature"] > 0 and 0.0 <= c["ece"] <= 1.0
+    assert c["brier_calibrated"] <= c["brier"] + 1e-9  # temperature fitted to minimise NLL
+
+
+def test_stage_sizes_and_bound():
+    assert stage_sizes(160, 20, 2) == [20, 40, 80, 160]
+    assert stage_sizes(30, 20, 2) == [20, 30]
+    assert stage_sizes(10, 20, 2) == [10]
+    assert stage_sizes(7, 2, 1.1) == [2, 3, 4, 5, 6, 7]
+
+
+def test_screening_stops_hopeless_rungs_and_keeps_good_ones(demo_models, sentiment_spec,
+                                                            routing_spec):
+    model, tok = load_model("demo:tiny-s")
+    rows = load_rows(sentiment_spec, "eval", 80)
+    s = screened_quality(model, tok, sentiment_spec, rows, threshold=0.85)
+    assert s.stopped and s.quality.n == 20 and s.stages == [20]
+    assert s.bound < 0.85 and s.n_total == 80
+    # the bound is the best the full split could reach: seen rows count as scored
+    assert s.bound >= s.quality.score * 20 / 80
+    off = screened_quality(model, tok, sentiment_spec, rows, threshold=0.85,
+                           screening=Screening(enabled=False))
+    assert not off.stopped and off.quality.n == 80
+    full = evaluate_quality(model, tok, sentiment_spec, rows)
+    assert off.quality.score == full.score and off.quality.ci_low == full.ci_low
+    # a task the model knows is scored on every row and never stopped
+    rows = load_rows(routing_spec, "eval", 80)
+    s = screened_quality(model, tok, routing_spec, rows, threshold=0.9)
+    assert not s.stopped and s.stages == [20, 40, 80] and s.quality.score == 1.0
+    # 4 of 8 rows seen, all wrong: the unseen half is bounded by Wilson (~0.40 at n=4), not 0
+    b = upper_bound(routing_spec, ["billing"] * 4, ["account"] * 4, 8, 0.05)
+    assert 0.15 < b < 0.25
+    assert upper_bound(routing_spec, ["billing"] * 4, ["billing"] * 4, 8, 0.05) == 1.0

@@ -96,3 +96,56 @@ def test_app_paths_are_project_relative():
     paths = app_task_paths("tasks/demo_app.yaml", root=TASKS.parent)
     assert paths == [("review_sentiment", "tasks/review_sentiment.yaml"),
                      ("ticket_routing", "tasks/ticket_routing.yaml")]
+
+
+def _extraction_raw():
+    raw = _raw("ticket_routing")
+    raw.update(type="extraction", metric="token_f1", threshold=0.8)
+    raw.pop("labels")
+    return raw
+
+
+def test_default_decision_rule_is_the_ci_lower_end():
+    raw = _raw()
+    raw.pop("decision_rule")
+    assert task_from_dict(raw).decision_rule == "ci_lower"
+
+
+def test_extraction_and_generation_specs_load_and_round_trip(tmp_path):
+    raw = _extraction_raw()
+    raw["screening"] = {"min_examples": 8, "growth": 3, "alpha": 0.1}
+    raw["max_new_tokens"] = 6
+    spec = task_from_dict(raw)
+    assert (spec.type, spec.metric, spec.screening.growth, spec.max_new_tokens) == (
+        "extraction", "token_f1", 3.0, 6)
+    save_task(spec, tmp_path / "x.yaml")
+    assert load_task(tmp_path / "x.yaml").to_dict() == spec.to_dict()
+    gen = _extraction_raw()
+    gen.update(type="generation", metric="rouge_l")
+    assert task_from_dict(gen).metric == "rouge_l"
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r.update(metric="accuracy"), "'accuracy' does not fit a extraction task"),
+    (lambda r: r.update(type="generation", metric="exact_match"), "does not fit a generation task"),
+    (lambda r: r.update(threshold=-0.2), r"threshold: -0.2 is outside the metric's range \[0, 1\]"),
+    (lambda r: r.update(labels=["a", "b"]), "only a classification task takes label options"),
+    (lambda r: r.update(max_new_tokens=0), "max_new_tokens: 0"),
+    (lambda r: r.update(screening={"growth": 1.0}), "screening.growth"),
+    (lambda r: r.update(screening={"min_examples": 0}), "screening.min_examples"),
+    (lambda r: r.update(screening={"alpha": 1.5}), "screening.alpha"),
+    (lambda r: r.update(screening={"stages": 3}), "screening.stages: unknown field"),
+])
+def test_bad_values_of_extraction_and_screening(change, message):
+    raw = _extraction_raw()
+    change(raw)
+    with pytest.raises(ConfigError, match=message):
+        task_from_dict(raw)
+
+
+def test_type_metric_and_threshold_problems_reported_together():
+    raw = _extraction_raw()
+    raw.update(metric="macro_f1", threshold=2.0, labels=["x", "y"])
+    with pytest.raises(ConfigError) as e:
+        task_from_dict(raw)
+    assert len(e.value.problems) == 3
