@@ -14,11 +14,11 @@ import pytest
 
 from rightsizer.errors import ConfigError
 from rightsizer.select import Selection, order_candidates, select_model
-from rightsizer.taskspec import Ladder
+from rightsizer.taskspec import SLO, Ladder, Screening
 
 
 def _spec(spec, **changes):
-    return dataclasses.replace(spec, max_eval_examples=80, **changes)
+    return dataclasses.replace(spec, **{"max_eval_examples": 80, **changes})
 
 
 def _sequence(sel):
@@ -37,6 +37,12 @@ def test_smallest_passes_zero_shot(demo_models, routing_spec, tmp_path):
     assert _sequence(sel) == [("demo:tiny-s", "zero_shot", True)]
     assert sel.chosen.candidate == "demo:tiny-s" and sel.rejections() == []
     assert (tmp_path / "chosen" / "model.safetensors").is_file()
+    # a pass is decided on the full eval split, reached in stages
+    c = sel.chosen
+    assert (c.n, c.n_total, c.stages, c.screened_out) == (80, 80, [20, 40, 80], False)
+    spent = sel.spent()
+    assert spent["examples"] == 80 and spent["per_rung"]["zero_shot"]["examples"] == 80
+    assert spent["full_examples"] == 3 * 3 * 80 and spent["seconds"] > 0
 
 
 def test_needs_the_lora_rung(demo_models, sentiment_spec, tmp_path):
@@ -46,6 +52,11 @@ def test_needs_the_lora_rung(demo_models, sentiment_spec, tmp_path):
                               ("demo:tiny-m", "few_shot", False),
                               ("demo:tiny-m", "lora", True)]
     assert len(sel.rejections()) == 2 and "zero_shot" in sel.rejections()[0]
+    # the hopeless rungs were stopped on part of the split; LoRA's cost includes training
+    zs, fs, lora = sel.tried
+    assert zs.screened_out and zs.n < 80 and "screened out after" in zs.reason
+    assert lora.n == 80 and lora.train_seconds > 0 and lora.seconds >= lora.train_seconds
+    assert sel.eval_examples == zs.n + fs.n + 80 < 3 * 80
     # the adapter is merged into the saved model: it loads without peft and keeps quality
     from rightsizer.evaluate import evaluate_quality, load_rows
     from rightsizer.models import load_model
@@ -62,6 +73,12 @@ def test_moves_up_a_size(demo_models, sentiment_spec, tmp_path):
     assert _sequence(sel) == [("demo:tiny-s", "zero_shot", False),
                               ("demo:tiny-m", "zero_shot", True)]
     assert "demo:tiny-s" in sel.rejections()[0]
+    # screening reaches the decision a full evaluation of every rung reaches, for less
+    full = select_model(spec, tmp_path / "full", progress=False,
+                        screening=Screening(enabled=False), exhaustive=True)
+    assert _sequence(full) == _sequence(sel)
+    assert full.chosen.score == sel.chosen.score and full.eval_examples == 160
+    assert sel.eval_examples <= full.eval_examples
 
 
 def test_nothing_passes_is_said_plainly(demo_models, sentiment_spec, tmp_path):
@@ -72,6 +89,11 @@ def test_nothing_passes_is_said_plainly(demo_models, sentiment_spec, tmp_path):
     assert [r.rung for r in sel.tried] == ["zero_shot", "few_shot"]
     assert "NO candidate reaches accuracy >= 0.85" in sel.summary()
     assert "bigger candidate" in sel.summary()
+    needs = sel.needs()
+    best = max(sel.tried, key=lambda r: (not r.screened_out, r.value))
+    assert needs[0].startswith(f"a lower bar: accuracy threshold {best.value:.3f}")
+    assert "demo:tiny-s" in needs[0]
+    assert any("lora rung (switched off" in n for n in needs)
     assert not (tmp_path / "chosen").exists()
     sel.save(tmp_path / "sel.json")
     assert Selection.load(tmp_path / "sel.json").to_dict() == sel.to_dict()
@@ -93,3 +115,46 @@ def test_unknown_candidate_is_a_clear_error(sentiment_spec, tmp_path):
         select_model(spec, tmp_path, progress=False)
     with pytest.raises(ConfigError, match="demo:huge is not a demo model"):
         select_model(_spec(sentiment_spec, candidates=["demo:huge"]), tmp_path, progress=False)
+
+
+def test_slo_prefilter_drops_candidates_that_cannot_meet_it(demo_models, routing_spec, tmp_path):
+    from rightsizer.models import load_config
+    from rightsizer.sizing import SLO as SizingSLO
+    from rightsizer.sizing import Workload, recommend
+
+    # an SLO between the best TTFT the sizing engine gives tiny-s and the one of tiny-l
+    best = {}
+    for ref in ("demo:tiny-s", "demo:tiny-l"):
+        rec = recommend(load_config(ref), Workload(64, 4, 16), SizingSLO(1e6, 1e6),
+                        precisions=["bf16", "int8", "int4"])
+        best[ref] = min(o.ttft_ms for o in rec.options if o.feasible)
+    assert best["demo:tiny-s"] < best["demo:tiny-l"]
+    ttft = (best["demo:tiny-s"] + best["demo:tiny-l"]) / 2
+    spec = _spec(routing_spec, candidates=["demo:tiny-l", "demo:tiny-s"],
+                 slo=SLO(ttft_ms=ttft, tpot_ms=30, throughput_tokens_per_s=500))
+    sel = select_model(spec, tmp_path, progress=False)
+    assert [d["candidate"] for d in sel.dropped] == ["demo:tiny-l"]
+    assert "TTFT" in sel.dropped[0]["reason"]
+    assert _sequence(sel) == [("demo:tiny-s", "zero_shot", True)]
+    assert [r for r, _ in sel.order] == ["demo:tiny-s", "demo:tiny-l"]  # order keeps both
+    assert sel.full_examples == 1 * 3 * 80
+    # nothing can meet it: nothing is evaluated, and the summary says what would be needed
+    spec = _spec(routing_spec, slo=SLO(ttft_ms=0.01, tpot_ms=30))
+    sel = select_model(spec, tmp_path / "none", progress=False)
+    assert sel.tried == [] and sel.chosen is None and len(sel.dropped) == 3
+    assert "looser SLO" in sel.summary() and sel.eval_examples == 0
+    assert len(sel.rejections()) == 3
+
+
+def test_extraction_ladder(demo_models, routing_spec, tmp_path):
+    spec = _spec(routing_spec, type="extraction", metric="exact_match", labels=[],
+                 max_new_tokens=4, max_eval_examples=40, decision_rule="ci_lower")
+    sel = select_model(spec, tmp_path, progress=False)
+    assert _sequence(sel) == [("demo:tiny-s", "zero_shot", True)]
+    assert sel.chosen.metrics["token_f1"] == 1.0 and sel.chosen.value == sel.chosen.ci_low
+
+
+def test_bad_data_is_reported_before_any_model_loads(routing_spec, tmp_path):
+    spec = _spec(routing_spec, ladder=Ladder(few_shot_k=1000))
+    with pytest.raises(ConfigError, match="few_shot_k: 1000 is larger than the train split"):
+        select_model(spec, tmp_path, progress=False)
