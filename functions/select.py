@@ -4,31 +4,48 @@ from __future__ import annotations
 
 import mlrun
 
-from functions.mlrun_io import project_file, log_plot, log_table, step_dir
+from functions.mlrun_io import log_model_dir, log_plot, log_table, project_file, step_dir
 from rightsizer.errors import NoFeasibleOption
-from rightsizer.report import ladder_figure, leaderboard_rows
+from rightsizer.report import ladder_figure, leaderboard_rows, pareto_figure
 from rightsizer.select import select_model
 from rightsizer.taskspec import load_task
 
 
-def select(context: mlrun.MLClientCtx, task_spec: str) -> None:
+def select(context: mlrun.MLClientCtx, task_spec: str, latency_repeats: int = 3) -> None:
     """Run the selection ladder for one task spec (YAML path).
 
-    Logs: ``leaderboard`` (table), ``ladder`` (Plotly), results ``chosen_model``, ``rung``,
-    ``score``, ``model_dir`` (the chosen model, LoRA merged) and ``selection`` (JSON path).
+    Logs: ``leaderboard`` (table: candidate x rung, quality, CI, latency/memory measured
+    here, evaluation cost), ``ladder`` and ``pareto`` (Plotly), the selection-time model as
+    ``<task>-selected`` (``log_model``, labels task/rung/precision/base_model; the quantize
+    step registers the serving bundle as ``<task>``), results ``chosen_model``, ``rung``,
+    ``score``, ``ci_low``, ``params``, ``model_dir`` (the chosen model, LoRA merged),
+    ``eval_examples``, ``eval_seconds``, ``full_examples``, ``dropped`` and ``selection``
+    (JSON path).
     """
     spec = load_task(project_file(task_spec))
     work = step_dir(context, spec.name, "select")
-    sel = select_model(spec, work)
+    sel = select_model(spec, work, latency_repeats=latency_repeats)
     sel.save(work / "selection.json")
     log_table(context, "leaderboard", leaderboard_rows(sel))
     log_plot(context, "ladder", ladder_figure(sel))
+    log_plot(context, "pareto", pareto_figure(sel))
     context.log_result("selection", str(work / "selection.json"))
     context.log_results({"eval_examples": sel.eval_examples,
+                         "eval_seconds": round(sel.eval_seconds, 2),
+                         "full_examples": sel.full_examples,
+                         "dropped": [d["candidate"] for d in sel.dropped],
                          "baseline_model": sel.order[-1][0]})
     if not sel.passed:
         raise NoFeasibleOption(sel.summary())
-    context.log_results({"chosen_model": sel.chosen.candidate, "rung": sel.chosen.rung,
-                         "score": sel.chosen.score, "params": sel.chosen.params,
-                         "model_dir": sel.model_dir})
+    c = sel.chosen
+    model_ref = log_model_dir(
+        context, f"{spec.name}-selected", sel.model_dir, framework="transformers",
+        metrics={spec.metric: c.score, "ci_low": c.ci_low, "ci_high": c.ci_high,
+                 **{k: v for k, v in c.metrics.items() if k != spec.metric}},
+        labels={"task": spec.name, "rung": c.rung, "precision": "fp32",
+                "base_model": c.candidate, "stage": "selection"},
+        parameters={"shots": sel.shots, "decision_rule": sel.decision_rule,
+                    "threshold": sel.threshold, "why_not_smaller": sel.rejections()})
+    context.log_results({"chosen_model": c.candidate, "rung": c.rung, "score": c.score,
+                         "ci_low": c.ci_low, "params": c.params, "model_dir": model_ref})
     context.logger.info(sel.summary())

@@ -9,11 +9,29 @@ from rightsizer.select import Selection
 
 
 def leaderboard_rows(sel: Selection) -> list[dict]:
-    """One row per (candidate, rung) tried, in the order they were tried."""
-    return [{"candidate": r.candidate, "params": r.params, "rung": r.rung,
-             sel.metric: round(r.score, 4), "ci_low": round(r.ci_low, 4),
-             "ci_high": round(r.ci_high, 4), "threshold": r.threshold, "passed": r.passed,
-             "eval_examples": r.n, "eval_seconds": round(r.seconds, 2)} for r in sel.tried]
+    """One row per (candidate, rung) tried, in the order they were tried: quality with its
+    95% CI, the decision value, whether screening stopped it, latency and memory measured
+    here (when the ladder measured them) and the evaluation cost spent."""
+    rows = []
+    for r in sel.tried:
+        lat = sel.latency.get(r.candidate, {})
+        rows.append({"candidate": r.candidate, "params": r.params, "rung": r.rung,
+                     sel.metric: round(r.score, 4), "ci_low": round(r.ci_low, 4),
+                     "ci_high": round(r.ci_high, 4), "value": round(r.value, 4),
+                     "threshold": r.threshold, "passed": r.passed,
+                     "screened_out": r.screened_out,
+                     "bound": None if r.bound is None else round(r.bound, 4),
+                     "p95_ttft_ms": round(lat["ttft_p95_ms"], 3) if lat else None,
+                     "p95_tpot_ms": round(lat["tpot_p95_ms"], 3) if lat else None,
+                     "peak_memory_bytes": lat.get("peak_memory_bytes") if lat else None,
+                     "eval_examples": r.n, "eval_split": r.n_total,
+                     "train_seconds": round(r.train_seconds, 2),
+                     "cost_seconds": round(r.seconds, 2)})
+    for d in sel.dropped:
+        rows.append({"candidate": d["candidate"], "params": d["params"], "rung": "slo_prefilter",
+                     "passed": False, "eval_examples": 0, "cost_seconds": 0.0,
+                     "reason": d["reason"]})
+    return rows
 
 
 def ladder_figure(sel: Selection) -> go.Figure:
@@ -29,6 +47,56 @@ def ladder_figure(sel: Selection) -> go.Figure:
     fig.add_hline(y=sel.threshold, line_dash="dash", annotation_text=f"threshold {sel.threshold}")
     fig.update_layout(title=f"{sel.task}: selection ladder ({sel.metric}, 95% CI)",
                       barmode="group", yaxis_title=sel.metric, yaxis_range=[0, 1.05])
+    return fig
+
+
+def pareto_points(sel: Selection) -> list[dict]:
+    """Each candidate's best rung (quality, CI, params, latency if measured), and whether it
+    is on the Pareto front (no other point is both smaller and at least as good)."""
+    pts = []
+    for ref, r in sel.best_per_candidate().items():
+        lat = sel.latency.get(ref, {})
+        pts.append({"candidate": ref, "rung": r.rung, "params": r.params, "score": r.score,
+                    "ci_low": r.ci_low, "ci_high": r.ci_high, "passed": r.passed,
+                    "screened_out": r.screened_out,
+                    "tpot_p95_ms": lat.get("tpot_p95_ms") if lat else None})
+    for p in pts:
+        p["pareto"] = not any(q is not p and q["params"] <= p["params"] and q["score"] >= p["score"]
+                              and (q["params"], q["score"]) != (p["params"], p["score"])
+                              for q in pts)
+    return sorted(pts, key=lambda p: p["params"])
+
+
+def pareto_figure(sel: Selection) -> go.Figure:
+    """Quality against parameters (and p95 time per output token when measured), each
+    candidate's best rung with its CI, the Pareto front and the threshold drawn."""
+    pts = pareto_points(sel)
+    with_latency = any(p["tpot_p95_ms"] is not None for p in pts)
+    cols = 2 if with_latency else 1
+    fig = make_subplots(rows=1, cols=cols, shared_yaxes=True, subplot_titles=(
+        ("parameters", "p95 time per output token here (ms)") if with_latency else ("parameters",)))
+    axes = [("params", 1)] + ([("tpot_p95_ms", 2)] if with_latency else [])
+    for key, col in axes:
+        shown = [p for p in pts if p[key] is not None]
+        fig.add_scatter(
+            x=[p[key] for p in shown], y=[p["score"] for p in shown], mode="markers+text",
+            text=[f"{p['candidate']} ({p['rung']})" for p in shown], textposition="top center",
+            marker=dict(size=12, symbol=["star" if p["passed"] else
+                                         ("x" if p["screened_out"] else "circle") for p in shown],
+                        color=["#2a9d8f" if p["passed"] else "#e76f51" for p in shown]),
+            error_y=dict(type="data", symmetric=False,
+                         array=[p["ci_high"] - p["score"] for p in shown],
+                         arrayminus=[p["score"] - p["ci_low"] for p in shown]),
+            name="best rung per candidate", showlegend=col == 1, row=1, col=col)
+        front = sorted((p for p in shown if p["pareto"]), key=lambda p: p[key])
+        fig.add_scatter(x=[p[key] for p in front], y=[p["score"] for p in front], mode="lines",
+                        line=dict(dash="dot", color="#264653"), name="Pareto front",
+                        showlegend=col == 1, row=1, col=col)
+        fig.add_hline(y=sel.threshold, line_dash="dash", line_color="#e9c46a",
+                      annotation_text=f"threshold {sel.threshold}", row=1, col=col)
+    fig.update_xaxes(type="log", row=1, col=1, title_text="parameters (log)")
+    fig.update_yaxes(title_text=f"{sel.metric} (95% CI)", range=[0, 1.05], row=1, col=1)
+    fig.update_layout(title=f"{sel.task}: quality vs size (star: chosen, x: stopped by screening)")
     return fig
 
 

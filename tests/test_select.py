@@ -158,3 +158,42 @@ def test_bad_data_is_reported_before_any_model_loads(routing_spec, tmp_path):
     spec = _spec(routing_spec, ladder=Ladder(few_shot_k=1000))
     with pytest.raises(ConfigError, match="few_shot_k: 1000 is larger than the train split"):
         select_model(spec, tmp_path, progress=False)
+
+
+def _made_up_selection():
+    from rightsizer.select import RungResult
+
+    def rr(c, p, rung, score, passed, screened=False):
+        return RungResult(candidate=c, params=p, rung=rung, score=score, ci_low=score - 0.05,
+                          ci_high=min(1.0, score + 0.05), value=score, threshold=0.8,
+                          passed=passed, n=20 if screened else 80, seconds=1.0,
+                          n_total=80, screened_out=screened, bound=0.7 if screened else None)
+    tried = [rr("s", 100, "zero_shot", 0.5, False, True), rr("s", 100, "lora", 0.6, False, True),
+             rr("m", 400, "zero_shot", 0.55, False, True), rr("m", 400, "lora", 0.9, True)]
+    return Selection(task="t", metric="accuracy", threshold=0.8, decision_rule="point",
+                     order=[("s", 100), ("m", 400), ("l", 900)], tried=tried, chosen=tried[-1],
+                     dropped=[{"candidate": "l", "params": 900, "reason": "TTFT too high"}],
+                     rungs=["zero_shot", "lora"],
+                     latency={"s": {"ttft_p95_ms": 1.0, "tpot_p95_ms": 0.5, "peak_memory_bytes": 7},
+                              "m": {"ttft_p95_ms": 2.0, "tpot_p95_ms": 0.9, "peak_memory_bytes": 9}})
+
+
+def test_leaderboard_and_pareto_chart():
+    from rightsizer.report import leaderboard_rows, pareto_figure, pareto_points
+
+    sel = _made_up_selection()
+    rows = leaderboard_rows(sel)
+    assert [(r["candidate"], r["rung"]) for r in rows] == [
+        ("s", "zero_shot"), ("s", "lora"), ("m", "zero_shot"), ("m", "lora"), ("l", "slo_prefilter")]
+    assert rows[3]["ci_low"] == 0.85 and rows[3]["p95_tpot_ms"] == 0.9
+    assert rows[0]["screened_out"] and rows[0]["eval_examples"] == 20
+    assert rows[4]["reason"] == "TTFT too high"
+    pts = pareto_points(sel)
+    # best rung per candidate: s at lora (0.6), m at lora (0.9); both on the front
+    assert [(p["candidate"], p["rung"], p["pareto"]) for p in pts] == [
+        ("s", "lora", True), ("m", "lora", True)]
+    fig = pareto_figure(sel)
+    assert len(fig.layout.shapes) == 2 and all(s.y0 == 0.8 for s in fig.layout.shapes)
+    assert fig.layout.xaxis.type == "log"
+    # the dropped candidate is not a smaller option: not in why-not-smaller
+    assert all("l (" not in r for r in sel.rejections())
