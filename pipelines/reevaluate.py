@@ -9,6 +9,7 @@ from __future__ import annotations
 import mlrun
 from kfp import dsl
 
+from pipelines.wiring import run_step
 from rightsizer.taskspec import app_task_paths
 
 
@@ -18,6 +19,5 @@ def pipeline(app: str = "", fresh_split: str = "fresh", models: str = ""):
     if not isinstance(app, str) or not app:
         app = project.get_param("app", "tasks/demo_app.yaml")
     for name, spec in app_task_paths(app, root=project.context):
-        project.run_function("reevaluate", name=f"reevaluate-{name}",
-                             params={"task_spec": spec, "fresh_split": fresh_split,
-                                     "models": models})
+        run_step(project, "reevaluate", name=f"reevaluate-{name}",
+                 params={"task_spec": spec, "fresh_split": fresh_split, "models": models})

@@ -12,7 +12,7 @@ import mlrun
 from kfp import dsl
 
 from functions.mlrun_io import has_api
-from pipelines.wiring import output
+from pipelines.wiring import output, run_step
 from rightsizer.taskspec import app_task_paths
 
 
@@ -24,35 +24,31 @@ def pipeline(app: str = "", mock_deploy: str = "auto"):
         app = project.get_param("app", "tasks/demo_app.yaml")
     records, models = [], []
     for name, spec in app_task_paths(app, root=project.context):
-        sel = project.run_function("select", name=f"select-{name}",
-                                   params={"task_spec": spec},
-                                   outputs=["selection", "model_dir", "baseline_model"])
-        base = project.run_function("evaluate", name=f"evaluate-baseline-{name}",
-                                    params={"task_spec": spec, "label": "baseline",
-                                            "model": output(sel, "baseline_model")},
-                                    outputs=["evaluation"])
-        quant = project.run_function("quantize", name=f"quantize-{name}",
-                                     params={"task_spec": spec,
-                                             "selection": output(sel, "selection"),
-                                             "model_dir": output(sel, "model_dir")},
-                                     outputs=["bundle_dir", "precision"])
-        chosen = project.run_function("evaluate", name=f"evaluate-{name}",
-                                      params={"task_spec": spec, "label": "chosen",
-                                              "model": output(quant, "bundle_dir")},
-                                      outputs=["evaluation"])
-        size = project.run_function("size_gpu", name=f"size-gpu-{name}",
-                                    params={"task_spec": spec,
-                                            "selection": output(sel, "selection"),
-                                            "bundle_dir": output(quant, "bundle_dir"),
-                                            "precision": output(quant, "precision"),
-                                            "chosen_evaluation": output(chosen, "evaluation"),
-                                            "baseline_evaluation": output(base, "evaluation")},
-                                    outputs=["record"])
+        sel = run_step(project, "select", name=f"select-{name}", params={"task_spec": spec},
+                       outputs=["selection", "model_dir", "baseline_model"])
+        base = run_step(project, "evaluate", name=f"evaluate-baseline-{name}",
+                        params={"task_spec": spec, "label": "baseline",
+                                "model": output(sel, "baseline_model")},
+                        outputs=["evaluation"])
+        quant = run_step(project, "quantize", name=f"quantize-{name}",
+                         params={"task_spec": spec, "selection": output(sel, "selection"),
+                                 "model_dir": output(sel, "model_dir")},
+                         outputs=["bundle_dir", "precision"])
+        chosen = run_step(project, "evaluate", name=f"evaluate-{name}",
+                          params={"task_spec": spec, "label": "chosen",
+                                  "model": output(quant, "bundle_dir")},
+                          outputs=["evaluation"])
+        size = run_step(project, "size_gpu", name=f"size-gpu-{name}",
+                        params={"task_spec": spec, "selection": output(sel, "selection"),
+                                "bundle_dir": output(quant, "bundle_dir"),
+                                "precision": output(quant, "precision"),
+                                "chosen_evaluation": output(chosen, "evaluation"),
+                                "baseline_evaluation": output(base, "evaluation")},
+                        outputs=["record"])
         records.append(output(size, "record"))
         models.append({"key": name, "model_path": output(quant, "bundle_dir"),
                        "class_name": "TaskModelServer"})
     # "auto": a real Nuclio deploy where an MLRun API is configured, the mock server otherwise
     mock = not has_api() if mock_deploy == "auto" else str(mock_deploy).lower() == "true"
     deploy = project.deploy_function("serving", models=models, mock=mock)
-    project.run_function("report", params={"records": records,
-                                           "endpoint": output(deploy, "endpoint")})
+    run_step(project, "report", params={"records": records, "endpoint": output(deploy, "endpoint")})
