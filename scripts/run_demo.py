@@ -33,7 +33,8 @@ def main() -> int:
 
     start = time.perf_counter()
     print("[1/3] demo candidates:", bootstrap())
-    project = mlrun.load_project(str(ROOT), name="rightsizer", parameters={"app": args.app})
+    project = mlrun.load_project(str(ROOT), name="rightsizer", parameters={"app": args.app},
+                                   save=False)  # keep the committed project.yaml as it is
     print("[2/3] running workflow size_and_deploy (engine: local)")
     status = project.run("size_and_deploy", arguments={"app": args.app}, artifact_path=args.artifacts,
                          watch=True, dirty=True)
