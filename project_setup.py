@@ -14,7 +14,7 @@ import sys
 import mlrun
 
 JOB_STEPS = ("select", "evaluate", "quantize", "finetune", "size_gpu", "report", "reevaluate")
-GPU_STEPS = ("select", "evaluate", "quantize", "finetune", "serving")
+GPU_STEPS = ("select", "evaluate", "quantize", "quantize-gptq", "finetune", "serving")
 SCALE_TO_ZERO = [{"metricName": "nuclio_processor_handled_events_total",
                   "windowSize": "10m", "threshold": 0}]
 
@@ -34,7 +34,22 @@ def setup(project: mlrun.projects.MlrunProject) -> mlrun.projects.MlrunProject:
     for name in JOB_STEPS:
         fn = project.set_function(f"functions/{name}.py", name=name, kind="job", image=image,
                                   handler=name, with_repo=bool(source))
-        _gpu_limits(fn, name, gpus, gpu_type)
+        if name == "finetune":  # GPU limit, /dev/shm for NCCL, a multi-day run-time limit
+            from functions.finetune import configure_function
+
+            _gpu_limits(fn, name, 0, gpu_type)  # validates gpus first
+            configure_function(fn, gpus=gpus, gpu_type=gpu_type)
+        else:
+            _gpu_limits(fn, name, gpus, gpu_type)
+
+    # GPTQ/AWQ pre-quantization: its packages do not fit beside mlrun 1.12, so the image gets
+    # a second virtualenv (requirements-gptq.txt); the handler runs them there. GPU only.
+    from functions.quantize_gptq import gptq_build_commands
+
+    gptq = project.set_function("functions/quantize_gptq.py", name="quantize-gptq", kind="job",
+                                image=image, handler="quantize_gptq", with_repo=bool(source))
+    gptq.build_config(commands=gptq_build_commands())
+    _gpu_limits(gptq, "quantize-gptq", gpus, gpu_type)
 
     serving = project.set_function("functions/serving.py", name="serving", kind="serving",
                                    image=image, with_repo=bool(source))

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-GPU_STEPS = {"select", "evaluate", "quantize", "finetune", "serving"}
+GPU_STEPS = {"select", "evaluate", "quantize", "quantize-gptq", "finetune", "serving"}
 CPU_STEPS = {"size_gpu", "report", "reevaluate"}
 
 
@@ -33,6 +33,23 @@ def test_gpu_limits_follow_the_project_param(gpus):
         assert (int(limit) if limit else 0) == gpus, name
     for name in CPU_STEPS:
         assert not _gpu_limit(project.get_function(name)), name
+
+
+def test_finetune_gets_shared_memory_and_a_long_time_limit():
+    fn = _load(gpus=1).get_function("finetune")
+    mounts = {m["name"]: m["mountPath"] for m in fn.spec.volume_mounts}
+    assert mounts.get("dshm") == "/dev/shm"
+    assert fn.spec.state_thresholds["executing"].endswith("h")
+
+
+def test_gptq_function_builds_its_own_environment():
+    fn = _load(gpus=1).get_function("quantize-gptq")
+    wanted = [ln.split("#")[0].strip() for ln in (ROOT / "requirements-gptq.txt").read_text().splitlines()]
+    wanted = [w for w in wanted if w]
+    commands = " ".join(fn.spec.build.commands)
+    assert "python -m venv /opt/gptq" in commands  # apart from mlrun's environment
+    assert wanted and all(w in commands for w in wanted)
+    assert int(_gpu_limit(fn)) == 1
 
 
 def test_negative_gpus_is_a_clear_error():
@@ -64,9 +81,9 @@ def test_every_step_has_a_handler_module_of_its_name():
     project = _load()
     for name in GPU_STEPS | CPU_STEPS:
         fn = project.get_function(name)
-        assert Path(ROOT, "functions", f"{name}.py").is_file()
+        assert Path(ROOT, "functions", f"{name.replace('-', '_')}.py").is_file()
         if name != "serving":
-            assert fn.spec.default_handler == name
+            assert fn.spec.default_handler == name.replace("-", "_")
 
 
 def test_project_yaml_has_no_secrets_user_names_or_embedded_code():
