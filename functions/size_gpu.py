@@ -7,6 +7,7 @@ import json
 import mlrun
 
 from functions.mlrun_io import project_file, localize_dir, log_plot, log_table, step_dir
+from rightsizer.bundle import read_bundle
 from rightsizer.decision import build_record, save_record, size_for_task
 from rightsizer.models import resolve_model_ref
 from rightsizer.select import Selection
@@ -29,7 +30,9 @@ def size_gpu(context: mlrun.MLClientCtx, task_spec: str, selection: str, bundle_
     baseline_eval = json.loads(open(baseline_evaluation).read())
     largest = resolve_model_ref(sel.order[-1][0])
     rec = size_for_task(spec, bundle, precision)
-    record = build_record(spec, sel, chosen_eval, baseline_eval, rec, largest, precision)
+    searched = read_bundle(bundle).get("metrics", {}).get("precision_search", [])
+    record = build_record(spec, sel, chosen_eval, baseline_eval, rec, largest, precision,
+                          precision_rows=searched)
     log_table(context, "gpu_ranking", rec.to_rows())
     log_plot(context, "roofline", roofline_figure(rec))
     path = step_dir(context, spec.name, "size_gpu") / "decision.json"
