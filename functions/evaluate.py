@@ -13,23 +13,27 @@ from rightsizer.taskspec import load_task
 
 
 def evaluate(context: mlrun.MLClientCtx, task_spec: str, model: str, split: str = "",
-             label: str = "model", output_tokens: int = 0, repeats: int = 5) -> None:
+             label: str = "model", output_tokens: int = 0, repeats: int = 5,
+             batch_sizes: list = None) -> None:
     """Evaluate ``model`` (candidate reference or serving bundle) on a split of the task.
 
-    Logs: ``quality`` and ``latency`` tables, ``latency_chart`` (Plotly), results
-    ``score``, ``ttft_p95_ms``, ``tpot_p95_ms``, ``tokens_per_s``, ``peak_memory_bytes``
+    ``batch_sizes`` (default [1, 4, 16]): latency is measured at each, after a warm-up.
+    Logs: ``quality`` and ``latency`` (one row per batch size) tables, ``latency_chart``
+    (Plotly), results ``score``, ``ttft_p95_ms``, ``tpot_p95_ms``, ``tokens_per_s``, ``peak_memory_bytes``
     and ``evaluation`` (JSON path).
     """
     spec = load_task(project_file(task_spec))
-    if "://" in model or model.startswith("store:"):
+    if mlrun.datastore.is_store_uri(model):
         model = localize_dir(model)
     report = evaluate_model(spec, model, split=split or spec.eval_split,
-                            output_tokens=output_tokens or None, repeats=repeats)
+                            output_tokens=output_tokens or None, repeats=repeats,
+                            batch_sizes=tuple(batch_sizes or (1, 4, 16)))
     path = step_dir(context, spec.name, f"evaluate-{label}") / "evaluation.json"
     path.write_text(json.dumps(report, indent=2, sort_keys=True))
     log_table(context, "quality", [report["quality"]])
-    log_table(context, "latency", [report["latency"]])
-    log_plot(context, "latency_chart", latency_figure(spec.name, {label: report["latency"]}))
+    log_table(context, "latency", report["latency_by_batch"])
+    log_plot(context, "latency_chart", latency_figure(
+        spec.name, {f"{label} batch {m['batch']}": m for m in report["latency_by_batch"]}))
     lat = report["latency"]
     context.log_results({"score": report["quality"]["score"], "ttft_p95_ms": lat["ttft_p95_ms"],
                          "tpot_p95_ms": lat["tpot_p95_ms"], "tokens_per_s": lat["tokens_per_s"],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlrun
 
 from functions.mlrun_io import localize_dir, log_table, project_file
@@ -13,13 +15,19 @@ def reevaluate(context: mlrun.MLClientCtx, task_spec: str, fresh_split: str = "f
                models: str = "") -> None:
     """Re-evaluate the task's registered model on ``fresh_split`` (a split name or data path).
 
-    ``models``: the bundle to check; default the registered model
-    ``store://models/<project>/<task>``. Logs ``reevaluation`` (table) and results
+    ``models``: where the deployed models are: "" for the registered model
+    ``store://models/<project>/<task>`` (needs an MLRun API), or the artifact path of a local
+    size_and_deploy run (the task's bundle is ``<models>/rightsizer/<task>/quantize/bundle``). Logs ``reevaluation`` (table) and results
     ``fresh_score``, ``registered_score``, ``drop``, ``regression`` and ``action``; on a
     regression the model artifact gets the label ``regression=true`` (where an MLRun DB is).
     """
     spec = load_task(project_file(task_spec))
-    model_uri = models or f"store://models/{context.project}/{spec.name}"
+    if not models:
+        model_uri = f"store://models/{context.project}/{spec.name}"
+    elif Path(models, "rightsizer", spec.name, "quantize", "bundle").is_dir():
+        model_uri = str(Path(models, "rightsizer", spec.name, "quantize", "bundle"))
+    else:
+        model_uri = models
     out = reevaluate_bundle(spec, localize_dir(model_uri), project_file(fresh_split))
     log_table(context, "reevaluation", [{k: v for k, v in out.items() if k != "latency"}])
     context.log_results({k: out[k] for k in ("fresh_score", "registered_score", "drop",

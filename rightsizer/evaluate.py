@@ -326,6 +326,8 @@ class LatencyResult:
     tokens_per_s: float
     peak_memory_bytes: int
     repeats: int
+    ttft_std_ms: float = 0.0  # spread over the repeats
+    tpot_std_ms: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -376,13 +378,18 @@ def measure_latency(model, tokenizer, prompt: str, output_tokens: int = 8, batch
         batch=batch, prompt_tokens=enc["input_ids"].shape[1], output_tokens=n,
         ttft_p50_ms=_percentile(ttft, 0.5), ttft_p95_ms=_percentile(ttft, 0.95),
         tpot_p50_ms=_percentile(tpot, 0.5), tpot_p95_ms=_percentile(tpot, 0.95),
-        tokens_per_s=statistics.median(tps), peak_memory_bytes=int(peak), repeats=repeats)
+        tokens_per_s=statistics.median(tps), peak_memory_bytes=int(peak), repeats=repeats,
+        ttft_std_ms=statistics.pstdev(ttft), tpot_std_ms=statistics.pstdev(tpot))
 
 
 def evaluate_model(spec: TaskSpec, model_ref: str, split: str | None = None,
                    output_tokens: int | None = None, repeats: int = 5,
-                   progress: bool = True) -> dict:
-    """Quality and latency of a candidate reference or a serving bundle, as one dict."""
+                   progress: bool = True, batch_sizes: tuple[int, ...] = (1,)) -> dict:
+    """Quality and latency of a candidate reference or a serving bundle, as one dict.
+
+    ``latency`` is measured at batch 1 (what the SLO is about); ``latency_by_batch`` holds
+    one measurement per entry of ``batch_sizes`` (each after a warm-up, with its spread).
+    """
     from pathlib import Path
 
     from rightsizer.bundle import BUNDLE_FILE
@@ -399,9 +406,11 @@ def evaluate_model(spec: TaskSpec, model_ref: str, split: str | None = None,
         model, tok = load_model(model_ref, trust_remote_code=spec.trust_remote_code)
         shots, precision = [], "fp32"
     quality = evaluate_quality(model, tok, spec, rows, shots=shots, progress=progress)
-    latency = measure_latency(model, tok, build_prompt(spec, rows[0], shots),
-                              output_tokens=output_tokens or spec.workload.output_tokens,
-                              repeats=repeats)
+    prompt = build_prompt(spec, rows[0], shots)
+    n_out = output_tokens or spec.workload.output_tokens
+    by_batch = {b: measure_latency(model, tok, prompt, output_tokens=n_out, batch=b,
+                                   repeats=repeats) for b in sorted({1, *batch_sizes})}
     return {"model": model_ref, "split": split or spec.eval_split, "precision": precision,
             "params": param_count(model), "weights_bytes": state_dict_bytes(model),
-            "quality": quality.to_dict(), "latency": latency.to_dict()}
+            "quality": quality.to_dict(), "latency": by_batch[1].to_dict(),
+            "latency_by_batch": [by_batch[b].to_dict() for b in sorted(by_batch)]}

@@ -170,3 +170,15 @@ def test_screening_stops_hopeless_rungs_and_keeps_good_ones(demo_models, sentime
     b = upper_bound(routing_spec, ["billing"] * 4, ["account"] * 4, 8, 0.05)
     assert 0.15 < b < 0.25
     assert upper_bound(routing_spec, ["billing"] * 4, ["billing"] * 4, 8, 0.05) == 1.0
+
+
+def test_evaluate_model_measures_each_batch_size(demo_models, routing_spec):
+    from rightsizer.evaluate import evaluate_model
+
+    spec = dataclasses.replace(routing_spec, max_eval_examples=20)
+    out = evaluate_model(spec, "demo:tiny-s", repeats=2, progress=False, batch_sizes=(4, 16))
+    assert [m["batch"] for m in out["latency_by_batch"]] == [1, 4, 16]
+    assert out["latency"] == out["latency_by_batch"][0]
+    for m in out["latency_by_batch"]:
+        assert m["ttft_p95_ms"] >= m["ttft_p50_ms"] > 0 and m["ttft_std_ms"] >= 0
+    assert out["quality"]["n"] == 20 and out["quality"]["score"] == 1.0

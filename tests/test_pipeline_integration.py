@@ -90,3 +90,11 @@ def test_reevaluate_flags_no_regression_on_fresh_data(run, tmp_path):
                                  for i, r in enumerate(rows)))
     out = reevaluate_bundle(spec, str(bundle), str(drifted), progress=False)
     assert out["regression"] is True and "re-run size_and_deploy" in out["action"]
+
+
+def test_reevaluate_workflow_runs_locally(run):
+    project, artifacts, _ = run
+    status = project.run("reevaluate", engine="local", watch=True, dirty=True,
+                         artifact_path=str(artifacts / "reeval"),
+                         arguments={"fresh_split": "fresh", "models": str(artifacts)})
+    assert str(status.state).lower() in ("completed", "succeeded"), status.state
