@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import mlrun
 
 from functions.mlrun_io import project_file, localize_dir, log_plot, log_table, step_dir
+from rightsizer.calibrate import measurements_from_latency
+from rightsizer.decision import SERVING_PRECISION
 from rightsizer.evaluate import evaluate_model
+from rightsizer.models import resolve_model_ref
 from rightsizer.report import latency_figure
 from rightsizer.taskspec import load_task
 
@@ -19,8 +23,9 @@ def evaluate(context: mlrun.MLClientCtx, task_spec: str, model: str, split: str 
 
     ``batch_sizes`` (default [1, 4, 16]): latency is measured at each, after a warm-up.
     Logs: ``quality`` and ``latency`` (one row per batch size) tables, ``latency_chart``
-    (Plotly), results ``score``, ``ttft_p95_ms``, ``tpot_p95_ms``, ``tokens_per_s``, ``peak_memory_bytes``
-    and ``evaluation`` (JSON path).
+    (Plotly), ``calibration_measurements`` (on a catalog GPU: prefill/decode timings for the
+    sizing engine's calibration), results ``score``, ``ttft_p95_ms``, ``tpot_p95_ms``, ``tokens_per_s``, ``peak_memory_bytes``
+    ``evaluation`` (JSON path) and ``calibration`` (measurements path, "" on a CPU).
     """
     spec = load_task(project_file(task_spec))
     if mlrun.datastore.is_store_uri(model):
@@ -34,8 +39,17 @@ def evaluate(context: mlrun.MLClientCtx, task_spec: str, model: str, split: str 
     log_table(context, "latency", report["latency_by_batch"])
     log_plot(context, "latency_chart", latency_figure(
         spec.name, {f"{label} batch {m['batch']}": m for m in report["latency_by_batch"]}))
+    # Latency measured on a catalog GPU calibrates the sizing engine (nothing on a CPU).
+    measurements = measurements_from_latency(
+        resolve_model_ref(model), report["latency_by_batch"],
+        precision=SERVING_PRECISION.get(report["precision"], report["precision"]))
+    calibration = ""
+    if measurements:
+        calibration = str(path.with_name("calibration_measurements.json"))
+        Path(calibration).write_text(json.dumps(measurements, indent=2, sort_keys=True))
+        context.log_artifact("calibration_measurements", local_path=calibration)
     lat = report["latency"]
     context.log_results({"score": report["quality"]["score"], "ttft_p95_ms": lat["ttft_p95_ms"],
                          "tpot_p95_ms": lat["tpot_p95_ms"], "tokens_per_s": lat["tokens_per_s"],
                          "peak_memory_bytes": lat["peak_memory_bytes"],
-                         "evaluation": str(path)})
+                         "evaluation": str(path), "calibration": calibration})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import mlrun
 
@@ -11,13 +12,17 @@ from rightsizer.bundle import read_bundle
 from rightsizer.decision import build_record, save_record, size_for_task
 from rightsizer.models import resolve_model_ref
 from rightsizer.select import Selection
-from rightsizer.sizing import roofline_figure
+from rightsizer.sizing import fit_calibration, roofline_figure
 from rightsizer.taskspec import load_task
 
 
 def size_gpu(context: mlrun.MLClientCtx, task_spec: str, selection: str, bundle_dir: str,
-             precision: str, chosen_evaluation: str, baseline_evaluation: str) -> None:
+             precision: str, chosen_evaluation: str, baseline_evaluation: str,
+             calibration: str = "") -> None:
     """Rank GPU options for the chosen model (and the baseline) and write the decision record.
+
+    ``calibration``: measurements from the evaluate step on a catalog GPU; when given, the
+    estimates use factors fitted on them (their ``mode`` says "calibrated").
 
     Logs: ``gpu_ranking`` (table), ``roofline`` (Plotly), ``decision`` (the decision record,
     JSON), results ``gpu``, ``cost_per_1m_tokens``, ``baseline_cost_per_1m_tokens`` and
@@ -29,10 +34,12 @@ def size_gpu(context: mlrun.MLClientCtx, task_spec: str, selection: str, bundle_
     chosen_eval = json.loads(open(chosen_evaluation).read())
     baseline_eval = json.loads(open(baseline_evaluation).read())
     largest = resolve_model_ref(sel.order[-1][0])
-    rec = size_for_task(spec, bundle, precision)
+    # measurements from the evaluate step on a catalog GPU -> calibrated efficiency factors
+    factors = fit_calibration(json.loads(Path(calibration).read_text())) if calibration else None
+    rec = size_for_task(spec, bundle, precision, factors=factors)
     searched = read_bundle(bundle).get("metrics", {}).get("precision_search", [])
     record = build_record(spec, sel, chosen_eval, baseline_eval, rec, largest, precision,
-                          precision_rows=searched)
+                          precision_rows=searched, factors=factors)
     log_table(context, "gpu_ranking", rec.to_rows())
     log_plot(context, "roofline", roofline_figure(rec))
     path = step_dir(context, spec.name, "size_gpu") / "decision.json"

@@ -37,13 +37,14 @@ def pipeline(app: str = "", mock_deploy: str = "auto"):
         chosen = run_step(project, "evaluate", name=f"evaluate-{name}",
                           params={"task_spec": spec, "label": "chosen",
                                   "model": output(quant, "bundle_dir")},
-                          outputs=["evaluation"])
+                          outputs=["evaluation", "calibration"])
         size = run_step(project, "size_gpu", name=f"size-gpu-{name}",
                         params={"task_spec": spec, "selection": output(sel, "selection"),
                                 "bundle_dir": output(quant, "bundle_dir"),
                                 "precision": output(quant, "precision"),
                                 "chosen_evaluation": output(chosen, "evaluation"),
-                                "baseline_evaluation": output(base, "evaluation")},
+                                "baseline_evaluation": output(base, "evaluation"),
+                                "calibration": output(chosen, "calibration")},
                         outputs=["record"])
         records.append(output(size, "record"))
         models.append({"key": name, "model_path": output(quant, "bundle_dir"),

@@ -21,14 +21,18 @@ from rightsizer.taskspec import TaskSpec
 SERVING_PRECISION = {"fp32": "bf16", "bf16": "bf16", "int8": "int8", "int4": "int4"}
 
 
-def size_for_task(spec: TaskSpec, config, precision: str) -> Recommendation:
-    """Cheapest GPU option for the task's workload and SLO at the given weight precision."""
+def size_for_task(spec: TaskSpec, config, precision: str, factors=None) -> Recommendation:
+    """Cheapest GPU option for the task's workload and SLO at the given weight precision.
+
+    ``factors``: calibrated efficiency factors (``rightsizer.sizing.Factors``); the
+    engine's published defaults when None.
+    """
     wl = Workload(prompt_tokens=spec.workload.prompt_tokens,
                   output_tokens=spec.workload.output_tokens, batch=spec.workload.batch,
                   precision=SERVING_PRECISION.get(precision, precision))
     slo = SizingSLO(ttft_ms=spec.slo.ttft_ms, tpot_ms=spec.slo.tpot_ms,
                     throughput_tokens_per_s=spec.slo.throughput_tokens_per_s)
-    return recommend(config, wl, slo, precisions=[wl.precision])
+    return recommend(config, wl, slo, precisions=[wl.precision], factors=factors)
 
 
 def _side(model: str, params: int, rung: str, precision: str, quality: float,
@@ -45,14 +49,14 @@ def _side(model: str, params: int, rung: str, precision: str, quality: float,
 
 def build_record(spec: TaskSpec, sel: Selection, chosen_eval: dict, baseline_eval: dict,
                  rec_c: Recommendation, baseline_config, precision: str,
-                 precision_rows: list[dict] | None = None) -> dict:
+                 precision_rows: list[dict] | None = None, factors=None) -> dict:
     """Assemble the decision record of one task (JSON-able).
 
     ``rec_c`` is the sizing of the chosen model (``size_for_task``); the baseline (the
-    largest candidate in bf16) is sized here.
+    largest candidate in bf16) is sized here, with the same efficiency ``factors``.
     """
     try:
-        rec_b, err = size_for_task(spec, baseline_config, "bf16"), ""
+        rec_b, err = size_for_task(spec, baseline_config, "bf16", factors=factors), ""
     except NoFeasibleOption as e:  # the baseline may itself be unservable: say so, keep going
         rec_b, err = None, str(e)
     largest, largest_params = sel.order[-1]

@@ -1,0 +1,51 @@
+"""Feed the evaluate step's measured latencies into the sizing engine's calibration.
+
+A latency measured on a catalog GPU (time to first token and per output token, at several
+batch sizes) becomes prefill and decode measurements with the FLOPs and bytes the sizing
+engine computes for that same workload; ``rightsizer.sizing.fit_calibration`` fits the
+efficiency factors from them, and later estimates on that GPU say "calibrated".
+Measurements taken on a CPU or on a GPU the catalog does not know are not used.
+"""
+
+from __future__ import annotations
+
+import re
+
+from rightsizer.errors import ConfigError
+from rightsizer.sizing import Workload, default_catalog, estimate
+
+
+def catalog_gpu(device_name: str, catalog=None) -> str | None:
+    """The catalog name of a device as torch reports it ("NVIDIA H200" -> "H200"), or None."""
+    catalog = catalog or default_catalog()
+    name = re.sub(r"^(NVIDIA|AMD)\s+", "", device_name.strip(), flags=re.I)
+    for candidate in (name, name.replace(" ", "-"), name.split(" ")[0]):
+        if candidate in catalog:
+            return catalog.get(candidate).name
+    return None
+
+
+def measurements_from_latency(config, latency_rows: list[dict], precision: str = "bf16",
+                              catalog=None) -> list[dict]:
+    """Calibration measurements (``fit_calibration`` input) from ``measure_latency`` rows."""
+    out = []
+    for row in latency_rows:
+        gpu = catalog_gpu(row["device"], catalog)
+        if gpu is None:
+            continue
+        wl = Workload(prompt_tokens=int(row["prompt_tokens"]), output_tokens=int(row["output_tokens"]),
+                      batch=int(row["batch"]), precision=precision)
+        est = estimate(config, gpu, wl)
+        # ttft = one prefill step; tpot = one decode step: the units the roofline estimates
+        out.append({"gpu": gpu, "phase": "prefill", "flops": est.prefill.flops,
+                    "bytes": est.prefill.bytes, "measured_ms": float(row["ttft_p50_ms"])})
+        out.append({"gpu": gpu, "phase": "decode", "flops": est.decode.flops,
+                    "bytes": est.decode.bytes, "measured_ms": float(row["tpot_p50_ms"])})
+    return out
+
+
+def require_measurements(measurements: list[dict]) -> list[dict]:
+    if not measurements:
+        raise ConfigError("calibration: no measurement was taken on a catalog GPU "
+                          "(CPU runs cannot calibrate GPU estimates)")
+    return measurements
