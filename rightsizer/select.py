@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from rightsizer.errors import ConfigError
 from rightsizer.evaluate import (answer_text, build_prompt, check_task_data, measure_latency,
                                  pick_shots)
 from rightsizer.models import load_config, load_model
@@ -30,13 +31,14 @@ BUNDLE_FILE = "rightsizer.json"
 
 
 def count_params_from_config(config) -> int:
-    """Exact parameter count of a config, from a model built on the meta device (no weights)."""
+    """Exact parameter count of a config: the sizing engine's, or for an architecture it
+    does not know, transformers' own model built on the meta device (no weights)."""
+    from rightsizer.sizing import count_params
+
     try:
-        from rightsizer.sizing import count_params
-    except ImportError:  # sizing engine not installed: same count via transformers itself
-        count_params = None
-    if count_params is not None:
         return int(count_params(config).total)
+    except ConfigError:
+        pass
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):

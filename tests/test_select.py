@@ -197,3 +197,18 @@ def test_leaderboard_and_pareto_chart():
     assert fig.layout.xaxis.type == "log"
     # the dropped candidate is not a smaller option: not in why-not-smaller
     assert all("l (" not in r for r in sel.rejections())
+
+
+def test_param_count_falls_back_to_transformers_for_unknown_architectures():
+    from transformers import OPTConfig
+
+    from rightsizer.select import count_params_from_config
+
+    cfg = OPTConfig(hidden_size=64, ffn_dim=128, num_hidden_layers=2, num_attention_heads=4,
+                    vocab_size=100, max_position_embeddings=64, word_embed_proj_dim=64)
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        ref = sum(p.numel() for p in AutoModelForCausalLM.from_config(cfg).parameters())
+    assert count_params_from_config(cfg) == ref
