@@ -27,7 +27,9 @@ def setup(project: mlrun.projects.MlrunProject) -> mlrun.projects.MlrunProject:
     gpus = int(project.get_param("gpus", 0))
     gpu_type = project.get_param("gpu_type", "nvidia.com/gpu")
     image = project.get_param("image", "mlrun/mlrun")
-    source = project.get_param("source", "") or project.spec.source
+    # Only an explicit source: in a git checkout MLRun fills spec.source with the remote
+    # (a local path in a clone), which is not a source a pod can pull.
+    source = project.get_param("source", "")
     if source:
         project.set_source(source, pull_at_runtime=True)
 
