@@ -92,3 +92,14 @@ def test_project_yaml_has_no_secrets_user_names_or_embedded_code():
     assert data["metadata"]["name"] == "rightsizer"
     for bad in ("base64", "HF_TOKEN", "token:", "password", "/User/", "owner:"):
         assert bad not in text, bad
+
+
+def test_loads_from_a_git_clone(tmp_path):
+    # In a clone MLRun takes the remote (here a local path) as the project source; the
+    # setup must not hand that to set_source (CI runs from exactly such a clone).
+    import subprocess
+
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    project = mlrun.load_project(str(clone), name="rightsizer", save=False)
+    assert project.get_function("select").spec.default_handler == "select"
