@@ -36,10 +36,12 @@ def quantize_for_task(spec: TaskSpec, sel: Selection, model_dir: str | Path,
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     rows = load_rows(spec, spec.eval_split, spec.max_eval_examples)
-    tok = AutoTokenizer.from_pretrained(model_dir)
+    trust = spec.trust_remote_code  # off unless the task spec turns it on
+    tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust)
 
     def load():
-        return AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True).to(device).eval()
+        return AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True,
+                                                    trust_remote_code=trust).to(device).eval()
 
     def score(model) -> float:
         return evaluate_quality(model, tok, spec, rows, shots=sel.shots).score
