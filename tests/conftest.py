@@ -34,3 +34,16 @@ def routing_spec():
     from rightsizer.taskspec import load_task
 
     return load_task(TASKS / "ticket_routing.yaml")
+
+
+_DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@pytest.fixture(autouse=True)
+def _no_distributed_env_leak():
+    """A test that leaves RANK/WORLD_SIZE behind makes later Accelerate runs (and the
+    notebook's kernel, which inherits the environment) expect a multi-node launch."""
+    before = {k: os.environ.get(k) for k in _DIST_ENV}
+    yield
+    after = {k: os.environ.get(k) for k in _DIST_ENV}
+    assert after == before, f"the test changed distributed env vars: {before} -> {after}"

@@ -138,8 +138,13 @@ def test_trainjob_manifest_spec():
 
 
 def test_mpi_rank_discovery(monkeypatch):
+    import os
+
     from rightsizer.finetune.launch import discover_mpi_env
 
+    # discover_mpi_env exports RANK/WORLD_SIZE/... into os.environ: give it a copy, so they
+    # do not leak into later tests (a leaked WORLD_SIZE makes Accelerate expect multinode)
+    monkeypatch.setattr(os, "environ", os.environ.copy())
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(k, raising=False)
     assert discover_mpi_env() == {}
@@ -149,6 +154,4 @@ def test_mpi_rank_discovery(monkeypatch):
     monkeypatch.setenv("MASTER_ADDR", "job-worker-0")
     found = discover_mpi_env()
     assert found == {"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "MASTER_PORT": "29500"}
-    import os
-
     assert os.environ["RANK"] == "3" and os.environ["WORLD_SIZE"] == "8"
