@@ -14,7 +14,9 @@ fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 # torch first, through pip: pip takes the CPU wheel from the machine's local wheel folder
 # where there is one (find-links), which is ~10x smaller than PyPI's default CUDA build.
-.venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0" "uv==0.13.8"
+# (grep drops pip's notes about this machine's configured local index folders)
+.venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0" "uv==0.13.8" \
+    2> >(grep -v "^WARNING: Location 'file://" >&2)
 # Everything else with uv: it resolves the whole set in seconds and honours overrides.txt
 # (kfp 1.8's metadata-only pydantic<2 pin vs deepspeed's pydantic>=2); torch stays as is.
 .venv/bin/uv pip install -q --python .venv/bin/python -r requirements.txt \
