@@ -16,6 +16,7 @@ import resource
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -36,13 +37,14 @@ def load_rows(spec: TaskSpec, split: str, limit: int | None = None) -> list[dict
     ref = spec.dataset_path(split)
     ext = ref.rsplit(".", 1)[-1].lower()
     builder = {"jsonl": "json", "json": "json", "csv": "csv", "parquet": "parquet"}.get(ext)
-    if builder and _is_file(ref) and not open(ref, "rb").read(4096).strip():
+    if builder and Path(ref).is_file() and not open(ref, "rb").read(4096).strip():
         raise ConfigError(f"dataset.{split}: {ref} is empty; expected at least one row", spec.name)
     try:
         if builder:
             ds = datasets.load_dataset(builder, data_files={split: ref}, split=split)
         else:
-            ds = datasets.load_from_disk(ref) if _is_dir(ref) else datasets.load_dataset(ref, split=split)
+            ds = (datasets.load_from_disk(ref) if Path(ref).is_dir()
+                  else datasets.load_dataset(ref, split=split))
     except FileNotFoundError:
         raise ConfigError(f"dataset.{split}: file not found: {ref}", spec.name) from None
     rows = ds.to_list()
@@ -64,18 +66,6 @@ def load_rows(spec: TaskSpec, split: str, limit: int | None = None) -> list[dict
                               f"have a {spec.label_field!r} that is not a string or a non-empty "
                               "list of strings", spec.name)
     return rows[:limit] if limit else rows
-
-
-def _is_dir(ref: str) -> bool:
-    from pathlib import Path
-
-    return Path(ref).is_dir()
-
-
-def _is_file(ref: str) -> bool:
-    from pathlib import Path
-
-    return Path(ref).is_file()
 
 
 def _gold_ok(value) -> bool:
@@ -390,8 +380,6 @@ def evaluate_model(spec: TaskSpec, model_ref: str, split: str | None = None,
     ``latency`` is measured at batch 1 (what the SLO is about); ``latency_by_batch`` holds
     one measurement per entry of ``batch_sizes`` (each after a warm-up, with its spread).
     """
-    from pathlib import Path
-
     from rightsizer.bundle import BUNDLE_FILE
     from rightsizer.models import load_model, param_count, state_dict_bytes
 

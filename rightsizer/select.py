@@ -27,8 +27,6 @@ from rightsizer.models import load_config, load_model
 from rightsizer.screening import Screened, screened_quality
 from rightsizer.taskspec import Screening, TaskSpec
 
-BUNDLE_FILE = "rightsizer.json"
-
 
 def count_params_from_config(config) -> int:
     """Exact parameter count of a config: the sizing engine's, or for an architecture it
