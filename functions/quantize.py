@@ -11,8 +11,12 @@ from rightsizer.select import Selection
 from rightsizer.taskspec import load_task
 
 
-def quantize(context: mlrun.MLClientCtx, task_spec: str, selection: str, model_dir: str) -> None:
+def quantize(context: mlrun.MLClientCtx, task_spec: str, selection: str, model_dir: str,
+             gptq_model_dir: str = "") -> None:
     """Search bf16 -> int8 -> int4 on the chosen model; register the serving bundle.
+
+    ``gptq_model_dir``: the quantize-gptq step's checkpoint (the pipeline passes it when a
+    GPU is configured); it is scored as one more int4 trial and bundled when kept.
 
     Logs: ``precisions`` (table), ``precision_chart`` (Plotly), the task's model (registered
     with ``log_model``: weights, tokenizer and ``rightsizer.json`` with the quantization
@@ -22,7 +26,8 @@ def quantize(context: mlrun.MLClientCtx, task_spec: str, selection: str, model_d
     spec = load_task(project_file(task_spec))
     sel = Selection.load(selection)
     work = step_dir(context, spec.name, "quantize")
-    out = quantize_for_task(spec, sel, localize_dir(model_dir), work / "bundle")
+    pre = {"gptq": localize_dir(gptq_model_dir)} if gptq_model_dir else None
+    out = quantize_for_task(spec, sel, localize_dir(model_dir), work / "bundle", pre_quantized=pre)
     log_table(context, "precisions", out.search.to_rows())
     log_plot(context, "precision_chart", precision_figure(out.search))
     kept = out.search.kept

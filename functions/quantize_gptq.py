@@ -1,12 +1,14 @@
-"""MLRun step ``quantize_gptq``: GPTQ/AWQ pre-quantization with calibration text (CUDA).
+"""MLRun step ``quantize_gptq``: GPTQ/AWQ pre-quantization with calibration text.
 
-Its own function and image: gptqmodel/autoawq do not fit beside mlrun 1.12 in one
-environment, so the image installs them into a second virtualenv (``gptq_build_commands``)
-and this handler, running in the mlrun environment, launches the quantization there as a
-subprocess. Nothing here imports gptqmodel or awq. The pipeline calls this step only when a
-GPU is configured. Bad input (too little calibration text, unknown method, no GPTQ
-environment) fails before any model is loaded; a failed run leaves no half-written model
-(see ``rightsizer.quantize.prequant``).
+Its own function and image: gptqmodel does not fit beside mlrun 1.12 in one environment, so
+the image installs it into a second virtualenv (``gptq_build_commands``) and this handler,
+running in the mlrun environment, launches the quantization there as a subprocess. Nothing
+here imports gptqmodel. The size_and_deploy pipeline calls this step only when a GPU is
+configured and hands its checkpoint to the ``quantize`` step, which scores it beside the
+in-place backends. GPTQ also runs on the CPU (slowly; that is how the tests run it, with
+``scripts/setup_gptq.sh``); AWQ needs CUDA. Bad input (too little calibration text, unknown
+method, no GPTQ environment) fails before any model is loaded; a failed run leaves no
+half-written model (see ``rightsizer.quantize.prequant``).
 
 Register it (project_setup.py)::
 
@@ -26,7 +28,7 @@ import sys
 from pathlib import Path
 
 from rightsizer.errors import ConfigError
-from rightsizer.quantize.prequant import METHODS, calibration_texts, check_method, missing_packages
+from rightsizer.quantize.prequant import METHODS, RESULT_MARK, calibration_texts, check_method, missing_packages
 
 GPTQ_VENV = "/opt/gptq"
 REQUIREMENTS = Path(__file__).resolve().parent.parent / "requirements-gptq.txt"
@@ -55,14 +57,17 @@ def gptq_python(method: str) -> str:
 
 
 def quantize_gptq(context, task_spec: str, model_dir: str, method: str = "gptq", bits: int = 4,
-                  group_size: int = 128, samples: int = 128, min_samples: int = 16) -> None:
+                  group_size: int = 128, samples: int = 128, min_samples: int = 16,
+                  device: str = "auto") -> None:
     """Pre-quantize ``model_dir`` with calibration text from the task's train split.
 
     Logs: the quantized model (``<task>-<method>``, with ``quant_config`` and
     ``rightsizer_quant.json`` in the folder), results ``precision``, ``backend``,
-    ``calibration_samples`` and ``model_dir``.
+    ``calibration_samples``, ``seconds`` and ``model_dir`` (how later steps reach the model).
     """
-    from functions.mlrun_io import localize_dir, project_file, step_dir
+    import time
+
+    from functions.mlrun_io import localize_dir, log_model_dir, project_file, step_dir
     from rightsizer.evaluate import load_rows
     from rightsizer.taskspec import load_task
 
@@ -82,16 +87,23 @@ def quantize_gptq(context, task_spec: str, model_dir: str, method: str = "gptq",
     repo = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ, PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = [python, "-m", "rightsizer.quantize.prequant", "--model-path", src, "--texts", str(texts_path),
-           "--output-dir", str(out), "--method", method, "--bits", str(bits), "--group-size", str(group_size)]
+           "--output-dir", str(out), "--method", method, "--bits", str(bits), "--group-size", str(group_size),
+           "--device", device]
+    context.logger.info(f"{method} quantization of {src} with {len(texts)} calibration texts ({python})")
+    start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout)[-3000:]
         if "ConfigError" in tail:
             raise ConfigError(tail.strip().splitlines()[-1])
         raise RuntimeError(f"{method} quantization failed (exit {proc.returncode}):\n{tail}")
-    config = json.loads(proc.stdout.strip().splitlines()[-1])
-    context.log_model(f"{spec.name}-{method}", model_dir=str(out), framework="transformers",
-                      labels={"task": spec.name, "precision": config["precision"], "backend": method},
-                      parameters={"quant_config": config})
+    marked = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_MARK)]
+    if not marked:
+        raise RuntimeError(f"{method} quantization printed no result line:\n{proc.stdout[-2000:]}")
+    config = json.loads(marked[-1][len(RESULT_MARK):])
+    ref = log_model_dir(context, f"{spec.name}-{method}", out, framework="transformers",
+                        labels={"task": spec.name, "precision": config["precision"], "backend": method},
+                        parameters={"quant_config": config})
     context.log_results({"precision": config["precision"], "backend": method,
-                         "calibration_samples": len(texts), "model_dir": str(out)})
+                         "calibration_samples": len(texts), "seconds": round(time.perf_counter() - start, 1),
+                         "model_dir": ref})

@@ -4,24 +4,41 @@ one serving graph for all of them and report against the one-big-model baseline.
 Only wiring: every step is an MLRun function registered by project_setup.py. The task list
 is read when the workflow is built (from the ``app`` argument or project param), so the
 fan-out over tasks is static and the same on the local engine and on KFP.
+
+When a GPU is configured (project param ``gpus`` > 0, or ``prequantize="true"``), each task
+whose precisions include int4 also runs ``quantize-gptq`` (its own image) on the selected
+model, and the ``quantize`` step scores that checkpoint beside the in-place backends.
 """
 
 from __future__ import annotations
+
+import os
 
 import mlrun
 from kfp import dsl
 
 from functions.mlrun_io import has_api
 from pipelines.wiring import output, run_step
-from rightsizer.taskspec import app_task_paths
+from rightsizer.taskspec import app_task_paths, load_task
+
+
+def wants_gptq(project, prequantize: str = "auto") -> bool:
+    """GPTQ pre-quantization runs when a GPU is configured (``gpus`` > 0), or when forced."""
+    value = str(prequantize).lower() if isinstance(prequantize, str) else "auto"
+    if value not in ("auto", "true", "false"):
+        raise ValueError(f"prequantize: {prequantize!r}; expected 'auto', 'true' or 'false'")
+    if value == "auto":
+        return int(project.get_param("gpus", 0) or 0) > 0
+    return value == "true"
 
 
 @dsl.pipeline(name="size_and_deploy",
               description="Right-size a model per task and deploy them behind one router")
-def pipeline(app: str = "", mock_deploy: str = "auto"):
+def pipeline(app: str = "", mock_deploy: str = "auto", prequantize: str = "auto"):
     project = mlrun.get_current_project()
     if not isinstance(app, str) or not app:  # on KFP, arguments are placeholders here
         app = project.get_param("app", "tasks/demo_app.yaml")
+    gptq = wants_gptq(project, prequantize)
     records, models = [], []
     for name, spec in app_task_paths(app, root=project.context):
         sel = run_step(project, "select", name=f"select-{name}", params={"task_spec": spec},
@@ -30,9 +47,14 @@ def pipeline(app: str = "", mock_deploy: str = "auto"):
                         params={"task_spec": spec, "label": "baseline",
                                 "model": output(sel, "baseline_model")},
                         outputs=["evaluation"])
-        quant = run_step(project, "quantize", name=f"quantize-{name}",
-                         params={"task_spec": spec, "selection": output(sel, "selection"),
-                                 "model_dir": output(sel, "model_dir")},
+        quant_params = {"task_spec": spec, "selection": output(sel, "selection"),
+                        "model_dir": output(sel, "model_dir")}
+        if gptq and "int4" in load_task(os.path.join(project.context, spec)).precisions:
+            pre = run_step(project, "quantize-gptq", name=f"quantize-gptq-{name}",
+                           params={"task_spec": spec, "model_dir": output(sel, "model_dir")},
+                           outputs=["model_dir"])
+            quant_params["gptq_model_dir"] = output(pre, "model_dir")
+        quant = run_step(project, "quantize", name=f"quantize-{name}", params=quant_params,
                          outputs=["bundle_dir", "precision"])
         chosen = run_step(project, "evaluate", name=f"evaluate-{name}",
                           params={"task_spec": spec, "label": "chosen",

@@ -28,11 +28,18 @@ class QuantizeOutcome:
 
 
 def quantize_for_task(spec: TaskSpec, sel: Selection, model_dir: str | Path,
-                      bundle_dir: str | Path, progress: bool = True) -> QuantizeOutcome:
-    """Keep the lowest precision within ``spec.quality_tolerance``; write the serving bundle."""
+                      bundle_dir: str | Path, progress: bool = True,
+                      pre_quantized: dict[str, str] | None = None) -> QuantizeOutcome:
+    """Keep the lowest precision within ``spec.quality_tolerance``; write the serving bundle.
+
+    ``pre_quantized`` maps a pre-quantized backend to its checkpoint folder (``{"gptq":
+    <quantize-gptq output>}``): it joins the search as one more int4 trial, and when kept,
+    the bundle is made from that checkpoint.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rightsizer.quantize import search_precision
+    from rightsizer.quantize.search import PreQuantized
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     rows = load_rows(spec, spec.eval_split, spec.max_eval_examples)
@@ -50,14 +57,31 @@ def quantize_for_task(spec: TaskSpec, sel: Selection, model_dir: str | Path,
     memory_before = state_dict_bytes(base)
     baseline_score = score(base)
     del base
+    precisions = ["bf16", *[p for p in spec.precisions if p != "bf16"]]
+    pre = {name: _pre_quantized(name, path, device, trust) for name, path in (pre_quantized or {}).items()
+           if "int4" in precisions}  # the task's precisions rule: no int4, no GPTQ trial
     search = search_precision(load, score, baseline_score=baseline_score,
-                              tolerance=spec.quality_tolerance,
-                              precisions=["bf16", *[p for p in spec.precisions if p != "bf16"]],
-                              device=device, progress=progress)
+                              tolerance=spec.quality_tolerance, precisions=precisions,
+                              device=device, progress=progress, pre_quantized=pre)
     kept = search.kept
     kept_score = next((t.score for t in search.trials if t is kept), baseline_score)
-    bundle = write_bundle(model_dir, spec, bundle_dir, base_model=sel.chosen.candidate,
+    source = pre_quantized[kept.backend] if kept.pre_quantized is not None else model_dir
+    bundle = write_bundle(source, spec, bundle_dir, base_model=sel.chosen.candidate,
                           rung=sel.chosen.rung, shots=sel.shots, quant_config=kept.to_config(),
                           metrics={spec.metric: kept_score, "precision_search": search.to_rows()})
     return QuantizeOutcome(search=search, bundle_dir=bundle, memory_before=memory_before,
                            score=kept_score)
+
+
+def _pre_quantized(name: str, path: str | Path, device: str, trust: bool):
+    from rightsizer.errors import ConfigError
+    from rightsizer.quantize.gptq_format import load_gptq_model, read_gptq_config
+    from rightsizer.quantize.search import PreQuantized
+
+    if name != "gptq":
+        raise ConfigError(f"pre_quantized: {name!r}; only 'gptq' checkpoints load in this environment")
+    qcfg = read_gptq_config(path)  # ConfigError now, before any evaluation, if it is not one
+    config = {"group_size": qcfg["group_size"], "bits": qcfg["bits"], "dtype": "bfloat16",
+              "checkpoint_format": qcfg["checkpoint_format"], "desc_act": bool(qcfg.get("desc_act"))}
+    return PreQuantized(load=lambda: load_gptq_model(path, device=device, trust_remote_code=trust),
+                        config=config)

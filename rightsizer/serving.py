@@ -31,10 +31,15 @@ class TaskModel:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "left"  # generation continues after the prompt
-        self.model = AutoModelForCausalLM.from_pretrained(
-            bundle_dir, use_safetensors=True, trust_remote_code=trust).to(self.device).eval()
         qc = self.meta.get("quant_config") or {}
-        if qc.get("backend") not in (None, "none"):
+        if qc.get("pre_quantized"):  # a GPTQ checkpoint: loads quantized, nothing to apply
+            from rightsizer.quantize.gptq_format import load_gptq_model
+
+            self.model = load_gptq_model(bundle_dir, device=self.device, trust_remote_code=trust)
+        else:
+            self.model = AutoModelForCausalLM.from_pretrained(
+                bundle_dir, use_safetensors=True, trust_remote_code=trust).to(self.device).eval()
+        if qc.get("backend") not in (None, "none") and not qc.get("pre_quantized"):
             from rightsizer.quantize import apply_quant_config
 
             self.model = apply_quant_config(self.model, qc)

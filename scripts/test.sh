@@ -3,4 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The GPTQ step's own environment (gptqmodel does not fit beside mlrun): its tests run GPTQ
+# for real on the CPU, and fail rather than skip here when that environment is missing.
+bash scripts/setup_gptq.sh
+export RIGHTSIZER_GPTQ_PYTHON="$PWD/.venv-gptq/bin/python" RIGHTSIZER_REQUIRE_GPTQ=1
 exec .venv/bin/python -m pytest "$@"

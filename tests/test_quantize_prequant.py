@@ -1,7 +1,8 @@
-"""GPTQ/AWQ pre-quantization: input checks and the separate-environment function (CPU).
+"""GPTQ/AWQ pre-quantization: input checks and the separate-environment function.
 
-The quantization itself needs CUDA and gptqmodel, which the main environment must not have;
-here we check that everything fails early and clearly, and leaves nothing behind.
+gptqmodel must not be in the main environment; here we check that everything fails early
+and clearly, and leaves nothing behind. tests/test_gptq.py runs GPTQ for real in its own
+environment.
 """
 
 import importlib.util
@@ -81,7 +82,7 @@ def test_function_module_imports_without_gptq_packages(monkeypatch, tmp_path):
     import functions.quantize_gptq as fn
 
     cmds = fn.gptq_build_commands(venv="/opt/x")
-    assert cmds[0] == "python -m venv /opt/x" and "'gptqmodel'" in cmds[1] and "'numpy>=2'" in cmds[1]
+    assert cmds[0] == "python -m venv /opt/x" and "'gptqmodel==7.6.0'" in cmds[1] and "'torch==2.13.0'" in cmds[1]
     monkeypatch.delenv("RIGHTSIZER_GPTQ_PYTHON", raising=False)
     monkeypatch.setattr(fn, "GPTQ_VENV", str(tmp_path / "none"))
     if importlib.util.find_spec("gptqmodel") is None:

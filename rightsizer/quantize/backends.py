@@ -130,17 +130,21 @@ def _check_int4pack(device: str) -> str | None:
     return None
 
 
-def _pre_quantized_check(package: str, method: str) -> Callable[[str], str | None]:
-    def check(device: str) -> str | None:
-        reason = _need_cuda(device)
-        if reason:
-            return reason
-        if not _has(package):
-            return (f"{method} pre-quantizes in its own MLRun function (functions/quantize_gptq.py, "
-                    f"requirements-gptq.txt); {package} does not fit beside mlrun 1.12 here")
-        return ("pre-quantized with calibration data by functions/quantize_gptq.py, "
-                "not applied in place")
-    return check
+def _check_gptq(device: str) -> str | None:
+    """GPTQ needs calibration text and gptqmodel, so it is never applied in place here."""
+    if device == "cpu" and not int4pack.kernel_available():
+        return "this torch build has no CPU int4 kernel to load a GPTQ checkpoint on"
+    return ("pre-quantized with calibration text by the quantize-gptq function (its own environment: "
+            "gptqmodel does not fit beside mlrun 1.12); the size_and_deploy pipeline runs it when a GPU "
+            "is configured and its checkpoint joins this search")
+
+
+def _check_awq(device: str) -> str | None:
+    reason = _need_cuda(device)
+    if reason:
+        return reason
+    return ("pre-quantized by the quantize-gptq function with method='awq' (CUDA); this library does "
+            "not load AWQ checkpoints: serve them with vLLM or gptqmodel")
 
 
 def _apply_native(model, keep_fn, opts) -> None:
@@ -235,9 +239,9 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
             "bitsandbytes 4-bit NF4"),
     Backend("torch-int4pack", "int4", "in_place", _check_int4pack, _apply_int4pack,
             "PyTorch CPU int4 pack kernel, asymmetric per group of 64"),
-    Backend("gptq", "int4", "pre_quantized", _pre_quantized_check("gptqmodel", "GPTQ"), None,
+    Backend("gptq", "int4", "pre_quantized", _check_gptq, None,
             "GPTQ 4-bit with calibration text (separate MLRun function)"),
-    Backend("awq", "int4", "pre_quantized", _pre_quantized_check("awq", "AWQ"), None,
+    Backend("awq", "int4", "pre_quantized", _check_awq, None,
             "AWQ 4-bit with calibration text (separate MLRun function)"),
 )}
 

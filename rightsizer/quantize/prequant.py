@@ -1,8 +1,8 @@
 """GPTQ / AWQ pre-quantization with calibration text from the task's train split.
 
-These methods run on CUDA and need packages that do not fit beside mlrun 1.12 in one
-environment (gptqmodel wants numpy >= 2 and a newer protobuf; autoawq upgrades pyarrow), so
-they run in their own MLRun function (``functions/quantize_gptq.py``, image built from
+Both run with gptqmodel (autoawq is archived upstream): GPTQ on a CUDA GPU or, more slowly,
+on the CPU; AWQ on CUDA only. gptqmodel does not fit beside mlrun 1.12 in one environment
+(it wants numpy >= 2 and a newer protobuf), so these run in their own MLRun function (``functions/quantize_gptq.py``, image built from
 ``requirements-gptq.txt``). This module imports them only inside :func:`prequantize`, so
 the main environment imports it fine; without them it raises a ConfigError that says so.
 
@@ -21,8 +21,9 @@ from pathlib import Path
 
 from rightsizer.errors import ConfigError
 
-METHODS = {"gptq": "gptqmodel", "awq": "awq"}
+METHODS = {"gptq": "gptqmodel", "awq": "gptqmodel"}  # gptqmodel implements both
 MIN_CALIBRATION_SAMPLES = 16
+RESULT_MARK = "RIGHTSIZER_QUANT_CONFIG="  # the CLI's result line, among gptqmodel's own output
 
 
 def calibration_texts(rows: list[dict], spec=None, text_field: str | None = None,
@@ -69,55 +70,92 @@ def check_method(method: str, bits: int, group_size: int) -> list[str]:
     return problems
 
 
+def fit_group_size(model_path: str | os.PathLike, group_size: int) -> int:
+    """``group_size``, or the largest smaller power of two (>= 32) that divides every linear
+    layer's input width (hidden, intermediate, attention output); ConfigError when none does.
+
+    Small models (the demo's, 64 wide) cannot take the usual 128; the kernels need whole groups.
+    """
+    path = Path(model_path) / "config.json"
+    if group_size == -1 or not path.is_file():
+        return group_size
+    cfg = json.loads(path.read_text())
+    cfg = cfg.get("text_config", cfg)
+    heads, hidden = cfg.get("num_attention_heads"), cfg.get("hidden_size")
+    widths = [w for w in (hidden, cfg.get("intermediate_size"),
+                          (cfg.get("head_dim") or 0) * (heads or 0) or None) if isinstance(w, int)]
+    for g in [group_size] + [x for x in (128, 64, 32) if x < group_size]:
+        if all(w % g == 0 for w in widths):
+            return g
+    raise ConfigError(f"group_size: {group_size} and no smaller power of two >= 32 divides the model's "
+                      f"layer widths {widths}; GPTQ needs whole groups")
+
+
 def missing_packages(method: str) -> list[str]:
     return [p for p in (METHODS[method],) if importlib.util.find_spec(p) is None]
 
 
+def resolve_device(device: str) -> str:
+    """``auto`` is the GPU where torch sees one, else the CPU (gptqmodel quantizes on both)."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device: {device!r} but torch sees no CUDA GPU; use 'auto' or 'cpu'")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ConfigError(f"device: {device!r}; expected 'auto', 'cpu' or 'cuda[:N]'")
+    return device
+
+
 def prequantize(model_path: str, texts: list[str], output_dir: str | os.PathLike, method: str = "gptq",
-                bits: int = 4, group_size: int = 128, device: str = "cuda") -> dict:
+                bits: int = 4, group_size: int = 128, device: str = "auto", desc_act: bool = False) -> dict:
     """Quantize the saved model at ``model_path`` with calibration ``texts``; save to ``output_dir``.
 
-    Returns the quant config to register with the model (``backend`` is the method).
+    Returns the quant config to register with the model (``backend`` is the method). The
+    GPTQ checkpoint is symmetric; ``desc_act`` (act-order) is off by default because it
+    slows most inference kernels for little gain on small groups.
     """
     problems = check_method(method, bits, group_size)
     if not texts:
         problems.append("calibration: no texts")
     if Path(output_dir).exists():
         problems.append(f"output_dir: {output_dir} exists; refusing to overwrite")
+    if (os.path.isabs(model_path) or str(model_path).startswith(".")) and not Path(model_path).is_dir():
+        problems.append(f"model_path: {model_path} is not a folder (a saved model or a hub id expected)")
     if problems:
         raise ConfigError(problems)
     missing = missing_packages(method)
     if missing:
         raise ConfigError(f"method: {method} needs {missing}, which are not installed in this environment. "
                           "Run it as the quantize-gptq MLRun function, whose image installs "
-                          "requirements-gptq.txt (they do not fit beside mlrun 1.12).")
-    import torch
-
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device: {method} quantization needs a CUDA GPU; torch sees none")
+                          "requirements-gptq.txt (they do not fit beside mlrun 1.12), or locally with "
+                          "scripts/setup_gptq.sh.")
+    group_size = fit_group_size(model_path, group_size)
+    device = resolve_device(device)
+    if method == "awq" and device == "cpu":
+        raise ConfigError("device: AWQ quantization (gptqmodel) needs a CUDA GPU; on the CPU use method 'gptq'")
+    # gptqmodel sizes a CPU thread pool from the core count and refuses fewer than 2 workers
+    os.environ["GPTQMODEL_CPU_WORKERS"] = str(max(2, int(os.environ.get("GPTQMODEL_CPU_WORKERS") or 2)))
     out = Path(output_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        from gptqmodel import GPTQModel, QuantizeConfig
+
         if method == "gptq":
-            from gptqmodel import GPTQModel, QuantizeConfig
-
-            model = GPTQModel.load(model_path, QuantizeConfig(bits=bits, group_size=group_size))
-            model.quantize(texts, batch_size=4)
-            model.save(str(tmp))
+            qc = QuantizeConfig(bits=bits, group_size=group_size, sym=True, desc_act=desc_act,
+                                offload_to_disk=False)
         else:
-            from awq import AutoAWQForCausalLM
-            from transformers import AutoTokenizer
+            from gptqmodel.quantization.config import AWQConfig, FORMAT
 
-            model = AutoAWQForCausalLM.from_pretrained(model_path)
-            tok = AutoTokenizer.from_pretrained(model_path)
-            model.quantize(tok, quant_config={"zero_point": True, "q_group_size": group_size,
-                                              "w_bit": bits, "version": "GEMM"}, calib_data=texts)
-            model.save_quantized(str(tmp))
-            tok.save_pretrained(str(tmp))
+            qc = AWQConfig(bits=bits, group_size=group_size, format=FORMAT.GEMM, offload_to_disk=False)
+        model = GPTQModel.load(model_path, qc, device=device)
+        model.quantize(texts, batch_size=4)
+        model.save(str(tmp))
         config = {"version": 1, "precision": f"int{bits}", "backend": method, "skip_modules": [],
-                  "dtype": "float16", "group_size": group_size, "pre_quantized": True,
-                  "calibration_samples": len(texts)}
+                  "dtype": "bfloat16", "group_size": group_size, "pre_quantized": True,
+                  "calibration_samples": len(texts), "device": device, "desc_act": desc_act}
         (tmp / "rightsizer_quant.json").write_text(json.dumps(config, indent=2))
         os.replace(tmp, out)
     except BaseException:
@@ -137,11 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--method", default="gptq", choices=sorted(METHODS))
     ap.add_argument("--bits", type=int, default=4)
     ap.add_argument("--group-size", type=int, default=128)
-    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--desc-act", action="store_true", help="GPTQ act-order")
     a = ap.parse_args(argv)
     texts = json.loads(Path(a.texts).read_text())
-    config = prequantize(a.model_path, texts, a.output_dir, a.method, a.bits, a.group_size, a.device)
-    print(json.dumps(config))
+    config = prequantize(a.model_path, texts, a.output_dir, a.method, a.bits, a.group_size, a.device, a.desc_act)
+    print(RESULT_MARK + json.dumps(config), flush=True)
     return 0
 
 

@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 
 from rightsizer.errors import ConfigError
 from rightsizer.quantize.backends import (
-    CONFIG_VERSION, PRECISIONS, backend_status, block_names, normalize_device, quantize_model, sensitive_modules,
+    BACKENDS, CONFIG_VERSION, PRECISIONS, backend_status, block_names, normalize_device, quantize_model,
+    sensitive_modules, weight_bytes,
 )
 
 
@@ -46,17 +47,33 @@ class PrecisionTrial:
     group_size: int | None = None
     dtype: str = "bfloat16"
     seconds: float = 0.0
+    pre_quantized: dict | None = None  # the checkpoint's config, for a pre-quantized (GPTQ) trial
 
     def to_config(self) -> dict:
-        """The config ``apply_quant_config`` takes to rebuild this trial's model."""
+        """The config ``apply_quant_config`` takes to rebuild this trial's model.
+
+        For a pre-quantized trial: the checkpoint's config (``pre_quantized: true``); the
+        model is loaded as saved, not re-quantized.
+        """
         if self.backend is None or self.status != "evaluated":
             raise ValueError(f"trial {self.precision}/{self.backend} was {self.status}; it has no config")
+        if self.pre_quantized is not None:
+            return {"version": CONFIG_VERSION, **self.pre_quantized, "precision": self.precision,
+                    "backend": self.backend, "pre_quantized": True}
         return {"version": CONFIG_VERSION, "precision": self.precision, "backend": self.backend,
                 "skip_modules": list(self.skip_modules), "skip_precision": self.skip_precision,
                 "dtype": self.dtype, "group_size": self.group_size}
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class PreQuantized:
+    """A checkpoint quantized elsewhere (GPTQ with calibration text) to evaluate in the search."""
+
+    load: Callable[[], object]  # returns the quantized model, ready to evaluate
+    config: dict  # its quant config (group_size, calibration_samples, ...)
 
 
 @dataclass
@@ -109,13 +126,16 @@ def search_precision(load_fn: Callable[[], object], evaluate_fn: Callable[[objec
                      device: str = "cpu", progress: bool = True, mixed: bool = True,
                      speed_fn: Callable[[object], float] | None = None,
                      keep_model: bool = False, stop_at_first_failure: bool = False,
-                     backends: dict[str, str] | None = None) -> PrecisionSearch:
+                     backends: dict[str, str] | None = None,
+                     pre_quantized: dict[str, PreQuantized] | None = None) -> PrecisionSearch:
     """Search bf16 -> fp8 -> int8 -> int4 (those in ``precisions``) for the lowest one that keeps quality.
 
     ``load_fn()`` returns a fresh full-precision model each call (quantization is in place).
     ``evaluate_fn(model)`` returns the task score (higher is better). ``speed_fn(model)``,
     when given, returns decode tokens/s. ``backends`` forces a backend per precision.
     ``keep_model`` keeps the kept trial's model object on the result (``kept_model``).
+    ``pre_quantized`` maps a pre-quantized backend ("gptq") to a checkpoint made elsewhere;
+    it is scored as one more trial of its precision, judged by the same rules.
     """
     problems = _check_inputs(baseline_score, tolerance, precisions)
     dev = device
@@ -126,6 +146,13 @@ def search_precision(load_fn: Callable[[], object], evaluate_fn: Callable[[objec
     for p, b in (backends or {}).items():
         if p not in PRECISIONS:
             problems.append(f"backends: {p!r} is not a precision")
+    pre = dict(pre_quantized or {})
+    for name in pre:
+        if name not in BACKENDS or BACKENDS[name].kind != "pre_quantized":
+            problems.append(f"pre_quantized: {name!r} is not a pre-quantized backend; expected one of "
+                            f"{sorted(b for b, v in BACKENDS.items() if v.kind == 'pre_quantized')}")
+        elif BACKENDS[name].precision not in precisions:
+            problems.append(f"pre_quantized: {name!r} is {BACKENDS[name].precision}, which is not in precisions")
     if problems:
         raise ConfigError(problems)
     threshold = baseline_score - tolerance
@@ -139,7 +166,6 @@ def search_precision(load_fn: Callable[[], object], evaluate_fn: Callable[[objec
 
     def run(precision: str, backend: str, skip: list[str] | None, is_mixed: bool,
             skip_precision: str = "bf16") -> PrecisionTrial:
-        nonlocal bf16_bytes, best
         start = time.perf_counter()
         model = load_fn()
         if not n_blocks:
@@ -147,20 +173,35 @@ def search_precision(load_fn: Callable[[], object], evaluate_fn: Callable[[objec
             n_blocks.append(len(block_names(model)))
         info = quantize_model(model, precision, backend=backend, skip_modules=skip, device=dev,
                               skip_precision=skip_precision)
+        return judge(precision, info.backend, model, start, skip=list(info.skip_modules), is_mixed=is_mixed,
+                     skip_precision=info.skip_precision, memory=info.memory_bytes,
+                     group_size=info.group_size, dtype=info.dtype)
+
+    def run_pre(precision: str, name: str, item: PreQuantized) -> PrecisionTrial:
+        start = time.perf_counter()
+        model = item.load()
+        return judge(precision, name, model, start, memory=weight_bytes(model),
+                     group_size=item.config.get("group_size"), dtype=item.config.get("dtype", "float32"),
+                     pre=dict(item.config))
+
+    def judge(precision: str, backend: str, model, start: float, memory: int, skip: list[str] | None = None,
+              is_mixed: bool = False, skip_precision: str = "bf16", group_size: int | None = None,
+              dtype: str = "bfloat16", pre: dict | None = None) -> PrecisionTrial:
+        nonlocal bf16_bytes, best
         score = float(evaluate_fn(model))
         tps = float(speed_fn(model)) if speed_fn else None
         if precision == "bf16":
-            bf16_bytes = info.memory_bytes
+            bf16_bytes = memory
         passed = score >= threshold - 1e-12
         t = PrecisionTrial(
-            precision=precision, backend=info.backend, skip_modules=list(info.skip_modules), mixed=is_mixed,
-            skip_precision=info.skip_precision,
-            score=score, delta=score - baseline_score, memory_bytes=info.memory_bytes,
-            memory_ratio=info.memory_bytes / bf16_bytes if bf16_bytes else None,
-            decode_tokens_per_s=tps, passed=passed, group_size=info.group_size, dtype=info.dtype,
+            precision=precision, backend=backend, skip_modules=skip or [], mixed=is_mixed,
+            skip_precision=skip_precision,
+            score=score, delta=score - baseline_score, memory_bytes=memory,
+            memory_ratio=memory / bf16_bytes if bf16_bytes else None,
+            decode_tokens_per_s=tps, passed=passed, group_size=group_size, dtype=dtype,
             reason=("within tolerance" if passed else
                     f"score {score:.4f} < baseline {baseline_score:.4f} - tolerance {tolerance:g}"),
-            seconds=time.perf_counter() - start)
+            seconds=time.perf_counter() - start, pre_quantized=pre)
         trials.append(t)
         if passed or precision == "bf16":
             if best is None or (passed and (not best[0].passed or _lower(t, best[0]))):
@@ -173,23 +214,24 @@ def search_precision(load_fn: Callable[[], object], evaluate_fn: Callable[[objec
         forced = (backends or {}).get(precision)
         chosen = forced or next((r["backend"] for r in rows if r["usable"]), None)
         for r in rows:
-            if r["backend"] != chosen and not r["usable"]:
+            if r["backend"] != chosen and not r["usable"] and r["backend"] not in pre:
                 trials.append(PrecisionTrial(precision=precision, backend=r["backend"], status="skipped",
                                              reason=r["reason"]))
-        if chosen is None:
-            bar.update(1)
-            continue
-        t = run(precision, chosen, None, False)
-        if not t.passed and mixed and precision != "bf16":
-            if n_blocks[0] > 2:
-                for high in _mixed_levels(precision, dev):
-                    if run(precision, chosen, list(sensitive), True, high).passed:
-                        break
-            else:
-                trials.append(PrecisionTrial(
-                    precision=precision, backend=chosen, skip_modules=list(sensitive), mixed=True,
-                    status="skipped", reason=f"the model has {n_blocks[0]} blocks: keeping the first "
-                                             "and last in bf16 leaves nothing to quantize"))
+        if chosen is not None:
+            t = run(precision, chosen, None, False)
+            if not t.passed and mixed and precision != "bf16":
+                if n_blocks[0] > 2:
+                    for high in _mixed_levels(precision, dev):
+                        if run(precision, chosen, list(sensitive), True, high).passed:
+                            break
+                else:
+                    trials.append(PrecisionTrial(
+                        precision=precision, backend=chosen, skip_modules=list(sensitive), mixed=True,
+                        status="skipped", reason=f"the model has {n_blocks[0]} blocks: keeping the first "
+                                                 "and last in bf16 leaves nothing to quantize"))
+        for r in rows:
+            if r["backend"] in pre:
+                run_pre(precision, r["backend"], pre[r["backend"]])
         bar.update(1)
         if stop_at_first_failure and precision != "bf16" and not any(
                 x.passed for x in trials if x.precision == precision):
