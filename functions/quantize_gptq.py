@@ -91,7 +91,8 @@ def quantize_gptq(context, task_spec: str, model_dir: str, method: str = "gptq",
            "--device", device]
     context.logger.info(f"{method} quantization of {src} with {len(texts)} calibration texts ({python})")
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    # in the step's folder: gptqmodel writes a logs/ folder into its working directory
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(work))
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout)[-3000:]
         if "ConfigError" in tail:

@@ -40,9 +40,10 @@ def _gptq_python() -> str:
     return py
 
 
-def _in_gptq_env(py: str, args: list[str], **kw) -> subprocess.CompletedProcess:
+def _in_gptq_env(py: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT), GPTQMODEL_CPU_WORKERS="2")
-    proc = subprocess.run([py, *args], capture_output=True, text=True, env=env, cwd=str(ROOT), **kw)
+    # cwd outside the repo: gptqmodel writes a logs/ folder into it
+    proc = subprocess.run([py, *args], capture_output=True, text=True, env=env, cwd=str(cwd))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -66,7 +67,8 @@ def checkpoint(gptq_python, demo_models, spec, tmp_path_factory):
     out = work / "models" / "tiny-m-gptq"
     proc = _in_gptq_env(gptq_python, ["-m", "rightsizer.quantize.prequant", "--model-path",
                                       str(demo_models / "models" / "tiny-m"), "--texts", str(texts),
-                                      "--output-dir", str(out), "--group-size", "128", "--device", "cpu"])
+                                      "--output-dir", str(out), "--group-size", "128", "--device", "cpu"],
+                        cwd=work)
     config = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_MARK)][-1][len(RESULT_MARK):])
     return out, config
 
@@ -87,13 +89,13 @@ def test_checkpoint_is_a_real_gptq_checkpoint(checkpoint):
     assert "model.layers.0.mlp.down_proj.weight" not in keys  # packed, not dense
 
 
-def test_loaded_here_it_computes_what_gptqmodel_computes(checkpoint, gptq_python, demo_models):
+def test_loaded_here_it_computes_what_gptqmodel_computes(checkpoint, gptq_python, demo_models, tmp_path):
     out, _ = checkpoint
     script = ("import json, sys, torch\nfrom gptqmodel import GPTQModel\n"
               "m = GPTQModel.load(sys.argv[1], device='cpu')\n"
               "with torch.no_grad():\n"
               f"    print('LOGITS=' + json.dumps(m.model(torch.tensor({IDS})).logits.float().tolist()))\n")
-    proc = _in_gptq_env(gptq_python, ["-c", script, str(out)])
+    proc = _in_gptq_env(gptq_python, ["-c", script, str(out)], cwd=tmp_path)
     ref = torch.tensor(json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("LOGITS=")][-1][7:]))
     model = load_gptq_model(out, dtype=torch.float32)  # fp32 scales: the checkpoint exactly
     assert isinstance(model.model.layers[0].self_attn.q_proj, Int4PackedLinear)
@@ -166,16 +168,17 @@ def test_quantize_gptq_function_runs_in_its_environment(gptq_python, demo_models
     import mlrun
 
     monkeypatch.setenv("RIGHTSIZER_GPTQ_PYTHON", gptq_python)
-    monkeypatch.chdir(ROOT)
+    monkeypatch.chdir(tmp_path)  # MLRun 1.12's local runs write under the working directory
     fn = mlrun.code_to_function("quantize-gptq", filename=str(ROOT / "functions" / "quantize_gptq.py"),
                                 kind="job", handler="quantize_gptq")
-    run = fn.run(params={"task_spec": "tasks/ticket_routing.yaml", "model_dir": str(demo_models / "models" / "tiny-s"),
+    run = fn.run(params={"task_spec": str(ROOT / "tasks" / "ticket_routing.yaml"), "model_dir": str(demo_models / "models" / "tiny-s"),
                          "samples": 32},
                  local=True, artifact_path=str(tmp_path))
     assert run.status.state == "completed", run.status.error
     res = run.status.results
     assert (res["precision"], res["backend"], res["calibration_samples"]) == ("int4", "gptq", 32)
     model_dir = Path(res["model_dir"])
+    assert not list(model_dir.parent.glob(".model.*"))  # no temporary folder left
     # tiny-s is 64 wide: the usual group of 128 does not fit, 64 does
     assert read_gptq_config(model_dir)["group_size"] == 64
     model = load_gptq_model(model_dir)

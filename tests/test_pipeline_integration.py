@@ -24,6 +24,7 @@ def run(demo_models, tmp_path_factory):
     status = project.run("size_and_deploy", artifact_path=str(artifacts), watch=True, dirty=True)
     assert str(status.state).lower() in ("completed", "succeeded"), status.state
     decisions = json.loads((artifacts / "rightsizer/report/decisions.json").read_text())
+    assert not list(artifacts.glob("rightsizer/*/quantize-gptq"))
     return project, artifacts, {r["task"]: r for r in decisions["records"]}
 
 
@@ -50,6 +51,8 @@ def test_decision_records(run):
         assert c["ttft_ms"] <= 150 and c["tpot_ms"] <= 40  # meets the SLO (estimate)
         assert c["measured_here"]["ttft_p95_ms"] > 0
         assert rec["precision_search"], "precision table missing"
+        # no GPU configured (gpus=0): no GPTQ step, its backend only listed as skipped
+        assert [r["status"] for r in rec["precision_search"] if r["backend"] == "gptq"] == ["skipped"]
 
 
 def test_bundles_are_registered_and_serve(run):

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from rightsizer.errors import ConfigError
 from rightsizer.evaluate import load_rows
@@ -90,3 +91,60 @@ def test_function_module_imports_without_gptq_packages(monkeypatch, tmp_path):
             fn.gptq_python("gptq")
     monkeypatch.setenv("RIGHTSIZER_GPTQ_PYTHON", "/opt/gptq/bin/python")
     assert fn.gptq_python("gptq") == "/opt/gptq/bin/python"
+
+
+# ------------------------------------------------------------ GPTQ tensors -> int4 kernel
+
+def _pack_rows(vals):
+    """Independent reference packer: eight 4-bit values per int32, lowest bits first, along rows."""
+    import numpy as np
+
+    v = np.asarray(vals, dtype=np.int64).reshape(-1, 8, vals.shape[1])
+    words = sum(v[:, i, :] * (16 ** i) for i in range(8))
+    return torch.from_numpy(words.astype(np.uint32).view(np.int32))
+
+
+@pytest.mark.parametrize("fmt,act_order", [("gptq", False), ("gptq_v2", False), ("gptq", True)])
+def test_gptq_tensors_convert_exactly(fmt, act_order):
+    from rightsizer.quantize.gptq_format import gptq_to_int4pack
+
+    torch.manual_seed(0)
+    k, n, g = 128, 32, 32
+    q = torch.randint(0, 16, (k, n))
+    # v1 stores z - 1 in 4 bits, so it cannot hold z = 0 (asymmetric v1 files never have it)
+    z = torch.randint(1 if fmt == "gptq" else 0, 16, (k // g, n))
+    scales = torch.rand(k // g, n, dtype=torch.float16) * 0.1 + 0.01
+    g_idx = torch.arange(k) // g
+    if act_order:  # act-order: input features grouped out of order
+        g_idx = g_idx[torch.randperm(k)]
+    stored_z = z - 1 if fmt == "gptq" else z  # v1 files store z - 1
+    qzeros = _pack_rows(stored_z.t().contiguous().numpy()).t()  # [K/G, N/8], packed along N
+    bias = torch.randn(n)
+    layer = gptq_to_int4pack(_pack_rows(q.numpy()), qzeros.contiguous(), scales, g_idx.to(torch.int32), g,
+                             checkpoint_format=fmt, bias=bias, dtype=torch.float32)
+    expected = (scales.float()[g_idx] * (q - z[g_idx]).float()).t()  # [N, K]
+    assert torch.allclose(layer.dequantize(), expected, atol=1e-6)
+    assert (layer.perm is not None) == act_order
+    x = torch.randn(3, k)
+    assert torch.allclose(layer(x), x @ expected.t() + bias, atol=1e-4)
+
+
+def test_gptq_groups_of_unequal_size_are_refused():
+    from rightsizer.quantize.gptq_format import gptq_to_int4pack
+
+    k, n, g = 64, 8, 32
+    g_idx = torch.zeros(k, dtype=torch.int32)  # every feature in group 0: not two groups of 32
+    with pytest.raises(ConfigError, match="g_idx"):
+        gptq_to_int4pack(_pack_rows(torch.zeros(k, n, dtype=torch.int64).numpy()),
+                         torch.zeros(k // g, n // 8, dtype=torch.int32), torch.ones(k // g, n, dtype=torch.float16),
+                         g_idx, g, name="layer")
+
+
+def test_a_width_the_cpu_kernel_cannot_take_is_a_clear_error():
+    from rightsizer.quantize.gptq_format import gptq_to_int4pack
+
+    k, n, g = 64, 8, 32  # the CPU kernel packs 16 output rows at a time
+    with pytest.raises(ConfigError, match="layer.3.mlp: .*multiple of 16"):
+        gptq_to_int4pack(_pack_rows(torch.zeros(k, n, dtype=torch.int64).numpy()),
+                         torch.zeros(k // g, n // 8, dtype=torch.int32), torch.ones(k // g, n, dtype=torch.float16),
+                         None, g, name="layer.3.mlp")

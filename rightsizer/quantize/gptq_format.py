@@ -101,8 +101,11 @@ def gptq_to_int4pack(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.
         q = q[perm]
     scale = scales.float().t().contiguous()  # [N, K/G]
     zero = scale * (8.0 - z.float().t())
-    return int4pack.Int4PackedLinear.from_quantized(q.t().contiguous(), scale, zero, group_size,
-                                                   dtype=dtype, bias=bias, perm=perm, device=device)
+    try:
+        return int4pack.Int4PackedLinear.from_quantized(q.t().contiguous(), scale, zero, group_size,
+                                                       dtype=dtype, bias=bias, perm=perm, device=device)
+    except ValueError as e:  # shapes the kernel cannot take
+        raise ConfigError(f"{name}: {e}") from None
 
 
 def _read_tensors(model_dir: Path) -> dict[str, torch.Tensor]:

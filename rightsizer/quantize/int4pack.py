@@ -112,6 +112,8 @@ class Int4PackedLinear(nn.Module):
                 raise ValueError(f"CUDA int4 kernel: group_size {group_size} must be 32/64/128/256 and "
                                  f"out_features {n} a multiple of 8")
             dtype = torch.bfloat16  # tinygemm computes in bf16 only
+        elif n % 16:
+            raise ValueError(f"CPU int4 kernel: out_features {n} must be a multiple of 16")
         mod = cls(k, n, group_size, dtype, bias=bias is not None)
         if device.type == "cuda":
             q8 = q.to(device=device, dtype=torch.int32)

@@ -5,9 +5,11 @@ in ``PRECISIONS`` order: a fresh model from ``load_fn``, quantized for real with
 backend the hardware allows, scored with ``evaluate_fn``. When the full quantization breaks
 the tolerance, the sensitive modules (LM head, embeddings, first and last blocks) are kept
 at a higher precision and the precision is tried again (mixed precision): for int4 first
-with those modules in int8, then in bf16. Backends that cannot run here
-are recorded as skipped trials with the reason. The kept trial is the one with the fewest weight bytes (ties: the lower precision) among
-those with ``score >= baseline - tolerance``; bf16 when none qualifies.
+with those modules in int8, then in bf16. Backends that cannot run here are recorded as
+skipped trials with the reason. A pre-quantized checkpoint (GPTQ, made with calibration text
+by its own function) is one more trial of its precision. The kept trial is the one with the
+fewest weight bytes (ties: the lower precision, then the higher score) among those with
+``score >= baseline - tolerance``; bf16 when none qualifies.
 """
 
 from __future__ import annotations
@@ -269,13 +271,16 @@ def _mixed_levels(precision: str, device: str) -> list[str]:
 
 
 def _lower(a: PrecisionTrial, b: PrecisionTrial) -> bool:
-    """Whether trial ``a`` is a better keep than ``b``: fewer weight bytes, then lower precision.
+    """Whether trial ``a`` is a better keep than ``b``: fewer weight bytes, then lower precision,
+    then the higher score.
 
     Bytes decide, not the label: int4 with half its blocks in bf16 can outweigh plain int8.
     """
     if a.memory_bytes != b.memory_bytes:
         return (a.memory_bytes or 0) < (b.memory_bytes or 0)
-    return PRECISIONS.index(a.precision) > PRECISIONS.index(b.precision)
+    if a.precision != b.precision:
+        return PRECISIONS.index(a.precision) > PRECISIONS.index(b.precision)
+    return (a.score or 0.0) > (b.score or 0.0)  # same size and precision (GPTQ vs round-to-nearest)
 
 
 def precision_figure(search: PrecisionSearch):

@@ -1,0 +1,68 @@
+"""size_and_deploy with a GPU configured: the pipeline adds the quantize-gptq step.
+
+Offline, on the MLRun local engine: project param ``gpus=1`` is what a user sets for a GPU
+cluster; here the steps still run on the CPU (local runs ignore GPU limits), GPTQ included,
+in its own environment (.venv-gptq). One task keeps it short.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import mlrun
+import pytest
+
+from tests.test_gptq import _gptq_python
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def run(demo_models, tmp_path_factory):
+    gptq_python = _gptq_python()
+    tmp = tmp_path_factory.mktemp("gpu-configured")
+    app = tmp / "app.yaml"
+    app.write_text(f"name: routing-only\ntasks:\n  - {ROOT / 'tasks' / 'ticket_routing.yaml'}\n")
+    old = os.environ.get("RIGHTSIZER_GPTQ_PYTHON")
+    os.environ["RIGHTSIZER_GPTQ_PYTHON"] = gptq_python
+    try:
+        project = mlrun.load_project(str(ROOT), name="rightsizer", save=False, parameters={"gpus": 1})
+        status = project.run("size_and_deploy", arguments={"app": str(app)}, artifact_path=str(tmp / "a"),
+                             watch=True, dirty=True)
+    finally:
+        if old is None:
+            os.environ.pop("RIGHTSIZER_GPTQ_PYTHON")
+        else:
+            os.environ["RIGHTSIZER_GPTQ_PYTHON"] = old
+    assert str(status.state).lower() in ("completed", "succeeded"), status.state
+    return project, tmp / "a" / "rightsizer"
+
+
+def test_gptq_step_ran_and_its_checkpoint_was_scored(run):
+    project, out = run
+    assert project.get_function("quantize-gptq").spec.resources["limits"]["nvidia.com/gpu"] == 1
+    ckpt = out / "ticket_routing" / "quantize-gptq" / "model"
+    qcfg = json.loads((ckpt / "quantize_config.json").read_text())
+    assert (qcfg["bits"], qcfg["group_size"]) == (4, 64)  # tiny-s is 64 wide
+    rows = json.loads((out / "report" / "decisions.json").read_text())["records"][0]["precision_search"]
+    gptq = [r for r in rows if r["backend"] == "gptq"]
+    assert len(gptq) == 1 and gptq[0]["status"] == "evaluated" and 0.0 <= gptq[0]["score"] <= 1.0
+    rtn = next(r for r in rows if r["backend"] == "torch-int4pack" and not r["mixed"])
+    assert gptq[0]["memory_bytes"] == rtn["memory_bytes"]  # same group size, same bytes
+
+
+def test_the_kept_model_is_bundled_and_serves(run):
+    project, out = run
+    bundle = out / "ticket_routing" / "quantize" / "bundle"
+    meta = json.loads((bundle / "rightsizer.json").read_text())
+    # equal bytes: the higher score is kept, so GPTQ wins unless round-to-nearest scored higher
+    assert meta["quant_config"]["precision"] == "int4"
+    assert meta["quant_config"].get("pre_quantized", False) == (meta["quant_config"]["backend"] == "gptq")
+    serving = project.get_function("serving")
+    serving.add_model("ticket_routing", class_name="TaskModelServer", model_path=str(bundle))
+    answer = serving.to_mock_server().test("/v2/models/ticket_routing/infer",
+                                           body={"inputs": ["I was charged twice for my laptop"]})
+    assert answer["outputs"][0]["label"] == "billing"
