@@ -1,6 +1,6 @@
 """Quantization on CPU: weight memory, decode speed and quality change per precision.
 
-Rerun:  .venv/bin/python benchmarks/bench_quantize.py [--json OUT.json] [--no-task]
+Rerun:  .venv/bin/python benchmarks/bench_quantize.py [--json OUT.json] [--no-task] [--gptq]
 Targets (issue 5): weight bytes at int8 <= 0.55 and int4 <= 0.30 of bf16 for a model whose
 linear layers dominate. Prints figures only; nothing here asserts on time (shared machine).
 
@@ -11,7 +11,10 @@ Two parts:
    relative logits error on fixed random inputs;
 2. the demo candidate ``demo:tiny-m`` on the review_sentiment eval split: task accuracy per
    precision through the evaluation harness (the tokenizer-driven path the pipeline uses).
-   Its embeddings are 10% of its weights, so its ratios sit above the targets.
+   Its embeddings are 10% of its weights, so its ratios sit above the targets. Quality is
+   also the relative error of the next-token logits against bf16 on 64 eval prompts;
+   ``--gptq`` adds GPTQ int4 rows (gptqmodel in .venv-gptq, scripts/setup_gptq.sh, 128
+   calibration texts from the train split) at group 64 (the in-place int4's) and 128.
 """
 
 from __future__ import annotations
@@ -71,23 +74,65 @@ def synthetic_part() -> list[dict]:
     return rows
 
 
-def task_part() -> list[dict]:
-    from rightsizer.evaluate import evaluate_quality, load_rows
+def task_part(gptq: bool = False) -> list[dict]:
+    from rightsizer.evaluate import build_prompt, evaluate_quality, load_rows
     from rightsizer.models import load_model
     from rightsizer.taskspec import load_task
 
     spec = load_task(str(ROOT / "tasks" / "review_sentiment.yaml"))
     rows = load_rows(spec, spec.eval_split)
-    out, base = [], None
-    for precision in PRECISIONS:
-        model, tok = load_model("demo:tiny-m")
-        info = quantize_model(model, precision)
+    _, tok = load_model("demo:tiny-m")
+    batch = tok([build_prompt(spec, r) for r in rows[:64]], return_tensors="pt", padding=True)
+
+    def measure(model, precision, backend, weight_bytes_, ref):
+        with torch.no_grad():
+            logits = model(**batch).logits[:, -1].float()
         score = evaluate_quality(model, tok, spec, rows).score
-        base = base if base is not None else (score, info.memory_bytes)
-        out.append({"model": "demo:tiny-m", "precision": precision, "backend": info.backend,
-                    "weight_bytes": info.memory_bytes, "ratio_vs_bf16": round(info.memory_bytes / base[1], 4),
-                    "task_accuracy": round(score, 4), "delta": round(score - base[0], 4), "n": len(rows)})
+        return {"model": "demo:tiny-m", "precision": precision, "backend": backend,
+                "weight_bytes": weight_bytes_, "task_accuracy": round(score, 4),
+                "rel_logits_error": round(((logits - ref).norm() / ref.norm()).item(), 4) if ref is not None else 0.0,
+                "n": len(rows)}, logits
+
+    out, ref = [], None
+    for precision in PRECISIONS:
+        model, _ = load_model("demo:tiny-m")
+        info = quantize_model(model, precision)
+        row, logits = measure(model, precision, info.backend, info.memory_bytes, ref)
+        ref = logits if ref is None else ref
+        out.append(row)
+    if gptq:
+        for group in (64, 128):
+            model = gptq_model(spec, group)
+            out.append(measure(model, "int4", f"gptq g{group}", weight_bytes(model), ref)[0])
+    base = out[0]
+    for r in out:
+        r["ratio_vs_bf16"] = round(r["weight_bytes"] / base["weight_bytes"], 4)
+        r["delta"] = round(r["task_accuracy"] - base["task_accuracy"], 4)
     return out
+
+
+def gptq_model(spec, group_size: int):
+    """demo:tiny-m quantized by gptqmodel in .venv-gptq, loaded here on the int4 kernel."""
+    import os
+    import subprocess
+    import tempfile
+
+    from rightsizer.evaluate import load_rows
+    from rightsizer.models import resolve_model_ref
+    from rightsizer.quantize.gptq_format import load_gptq_model
+    from rightsizer.quantize.prequant import calibration_texts
+
+    py = os.environ.get("RIGHTSIZER_GPTQ_PYTHON") or str(ROOT / ".venv-gptq" / "bin" / "python")
+    if not Path(py).exists():
+        raise SystemExit(f"--gptq needs the GPTQ environment at {py}: run scripts/setup_gptq.sh")
+    work = Path(tempfile.mkdtemp(prefix="bench-gptq-"))
+    texts = work / "texts.json"
+    texts.write_text(json.dumps(calibration_texts(load_rows(spec, "train"), spec, samples=128)))
+    subprocess.run([py, "-m", "rightsizer.quantize.prequant", "--model-path", resolve_model_ref("demo:tiny-m"),
+                    "--texts", str(texts), "--output-dir", str(work / "q"), "--group-size", str(group_size),
+                    "--device", "cpu"], check=True, cwd=work, capture_output=True,
+                   env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    return load_gptq_model(work / "q")
 
 
 def table(rows: list[dict]) -> str:
@@ -101,6 +146,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", help="also write the figures to this file")
     ap.add_argument("--no-task", action="store_true", help="skip the demo-model task accuracy part")
+    ap.add_argument("--gptq", action="store_true", help="add GPTQ int4 rows to the task part (.venv-gptq)")
     a = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     t0 = time.perf_counter()
@@ -109,7 +155,7 @@ def main() -> None:
               "synthetic": synthetic_part()}
     print(table(result["synthetic"]))
     if not a.no_task:
-        result["task"] = task_part()
+        result["task"] = task_part(gptq=a.gptq)
         print()
         print(table(result["task"]))
     s = {r["precision"]: r for r in result["synthetic"]}
