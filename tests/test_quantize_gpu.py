@@ -100,3 +100,24 @@ def test_gpu_placement_spills_to_cpu_and_matches(tmp_path):
     a = placed.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=0)
     b = model.cuda().generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=0)
     assert torch.equal(a.cpu(), b.cpu())
+
+
+@needs_cuda
+@pytest.mark.parametrize("act_order", [False, True])
+def test_int4_packed_layer_on_cuda_matches_the_cpu_one(act_order):
+    """The GPTQ conversion's CUDA path (tinygemm): same weights as on the CPU kernel."""
+    from rightsizer.quantize.int4pack import Int4PackedLinear
+
+    torch.manual_seed(0)
+    n, k, g = 256, 512, 128
+    q = torch.randint(0, 16, (n, k))
+    scale = torch.rand(n, k // g) * 0.02 + 0.005
+    zero = torch.randn(n, k // g) * 0.05
+    perm = torch.randperm(k) if act_order else None
+    cpu = Int4PackedLinear.from_quantized(q, scale, zero, g, dtype=torch.bfloat16, perm=perm)
+    gpu = Int4PackedLinear.from_quantized(q, scale, zero, g, perm=perm, device="cuda")
+    torch.testing.assert_close(gpu.dequantize().cpu(), cpu.dequantize(), atol=1e-2, rtol=1e-2)
+    x = torch.randn(3, k, dtype=torch.bfloat16)
+    torch.testing.assert_close(gpu(x.cuda()).cpu(), cpu(x), atol=5e-2, rtol=5e-2)
+    with pytest.raises(RuntimeError, match="packed for cuda"):
+        gpu(x)
