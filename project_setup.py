@@ -44,8 +44,9 @@ def setup(project: mlrun.projects.MlrunProject) -> mlrun.projects.MlrunProject:
         else:
             _gpu_limits(fn, name, gpus, gpu_type)
 
-    # GPTQ/AWQ pre-quantization: its packages do not fit beside mlrun 1.12, so the image gets
-    # a second virtualenv (requirements-gptq.txt); the handler runs them there. GPU only.
+    # GPTQ/AWQ pre-quantization: gptqmodel does not fit beside mlrun 1.12, so the image gets a
+    # second virtualenv (requirements-gptq.txt); the handler runs it there. size_and_deploy
+    # calls it only when gpus > 0.
     from functions.quantize_gptq import gptq_build_commands
 
     gptq = project.set_function("functions/quantize_gptq.py", name="quantize-gptq", kind="job",

@@ -5,8 +5,9 @@ Public API (used by the pipeline's quantize step and by serving)::
     PRECISIONS, available_backends, quantize_model, apply_quant_config,
     search_precision, precision_figure, weight_bytes
 
-plus placement (``plan_placement``, ``load_placed``) and attention choice
-(``choose_attention``). No MLRun import here: the MLRun handlers live in ``functions/``.
+plus placement (``plan_placement``, ``load_placed``), attention choice
+(``choose_attention``) and GPTQ checkpoints (``load_gptq_model``, ``PreQuantized`` for the
+search). No MLRun import here: the MLRun handlers live in ``functions/``.
 """
 
 from rightsizer.quantize.backends import (
@@ -14,13 +15,15 @@ from rightsizer.quantize.backends import (
     quantize_model, sensitive_modules, weight_bytes,
 )
 from rightsizer.quantize.search import (
-    PrecisionSearch, PrecisionTrial, decode_speed_fn, precision_figure, search_precision,
+    PrecisionSearch, PrecisionTrial, PreQuantized, decode_speed_fn, precision_figure, search_precision,
 )
+from rightsizer.quantize.gptq_format import load_gptq_model
 from rightsizer.quantize.attention import AttentionChoice, choose_attention
 from rightsizer.quantize.placement import PlacementPlan, load_placed, plan_placement
 
 __all__ = [
-    "AttentionChoice", "PlacementPlan", "choose_attention", "load_placed", "plan_placement",
+    "AttentionChoice", "PlacementPlan", "PreQuantized", "choose_attention", "load_gptq_model", "load_placed",
+    "plan_placement",
     "BACKENDS", "PRECISIONS", "PrecisionSearch", "PrecisionTrial", "QuantInfo", "apply_quant_config",
     "available_backends", "backend_status", "decode_speed_fn", "precision_figure", "quantize_model", "search_precision",
     "sensitive_modules", "weight_bytes",
