@@ -39,7 +39,6 @@ def quantize_for_task(spec: TaskSpec, sel: Selection, model_dir: str | Path,
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rightsizer.quantize import search_precision
-    from rightsizer.quantize.search import PreQuantized
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     rows = load_rows(spec, spec.eval_split, spec.max_eval_examples)

@@ -184,3 +184,29 @@ def test_quantize_gptq_function_runs_in_its_environment(gptq_python, demo_models
     model = load_gptq_model(model_dir)
     with torch.no_grad():
         assert torch.isfinite(model(torch.tensor(IDS)).logits).all()
+
+
+def _gptq_env_has_cuda(py: str) -> bool:
+    probe = subprocess.run([py, "-c", "import torch; print(torch.cuda.is_available())"],
+                           capture_output=True, text=True)
+    return probe.stdout.strip() == "True"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (GPTQ/AWQ on CUDA)")
+@pytest.mark.parametrize("method", ["gptq", "awq"])
+def test_quantize_on_cuda(method, gptq_python, demo_models, spec, tmp_path):
+    """On a GPU machine with the GPTQ environment: both methods quantize on CUDA; GPTQ then
+    serves here on the CUDA int4 kernel (AWQ checkpoints are for vLLM/gptqmodel)."""
+    if not _gptq_env_has_cuda(gptq_python):
+        pytest.skip(f"the GPTQ environment at {gptq_python} has a CPU-only torch")
+    texts = tmp_path / "calibration.json"
+    texts.write_text(json.dumps(calibration_texts(load_rows(spec, "train"), spec, samples=64)))
+    out = tmp_path / "q"
+    _in_gptq_env(gptq_python, ["-m", "rightsizer.quantize.prequant", "--model-path",
+                               str(demo_models / "models" / "tiny-m"), "--texts", str(texts), "--output-dir",
+                               str(out), "--method", method, "--device", "cuda"], cwd=tmp_path)
+    assert (out / "rightsizer_quant.json").is_file()
+    if method == "gptq":
+        model = load_gptq_model(out, device="cuda")
+        with torch.no_grad():
+            assert torch.isfinite(model(torch.tensor(IDS, device="cuda")).logits).all()
