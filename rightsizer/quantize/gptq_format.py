@@ -59,10 +59,6 @@ def read_gptq_config(model_dir: str | Path) -> dict:
     return {**cfg, "checkpoint_format": fmt}
 
 
-def is_gptq_checkpoint(model_dir: str | Path) -> bool:
-    return (Path(model_dir) / QUANTIZE_CONFIG).is_file()
-
-
 def unpack_int4(packed: torch.Tensor, dim: int) -> torch.Tensor:
     """Unpack int32 words holding eight 4-bit values (lowest bits first) along ``dim``."""
     shifts = torch.arange(0, 32, 4, dtype=torch.int32)
