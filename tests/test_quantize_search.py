@@ -164,3 +164,48 @@ def test_search_on_the_demo_model_with_the_task_harness():
     assert all(t.decode_tokens_per_s > 0 for t in done)
     assert s.kept.passed == (s.kept.score >= base - spec.quality_tolerance)
     assert all(not t.passed or t.memory_bytes >= s.kept.memory_bytes for t in done)
+
+
+def _int4_at_group(group: int):
+    """A stand-in for a checkpoint quantized elsewhere: the plain model, int4 at ``group``."""
+    def load():
+        model = plain()
+        for name, module in list(model.named_modules()):
+            for child_name, child in list(module.named_children()):
+                if isinstance(child, torch.nn.Linear) and "lm_head" not in f"{name}.{child_name}":
+                    setattr(module, child_name, Int4PackedLinear.from_linear(child.to(torch.bfloat16), group))
+        return model.to(torch.bfloat16)
+    return load
+
+
+def test_a_pre_quantized_checkpoint_is_one_more_trial():
+    from rightsizer.quantize import PreQuantized
+
+    # group 128 stores fewer scales than the in-place int4's 64; loose tolerance: both pass
+    pre = {"gptq": PreQuantized(load=_int4_at_group(128), config={"group_size": 128, "bits": 4})}
+    s = search_precision(plain, scorer(plain), baseline_score=1.0, tolerance=0.5, precisions=["int8", "int4"],
+                         progress=False, pre_quantized=pre)
+    trial = next(t for t in s.trials if t.backend == "gptq")
+    rtn = next(t for t in s.trials if t.backend == "torch-int4pack" and not t.mixed)
+    assert trial.status == "evaluated" and trial.passed and 0.5 < trial.score < 1.0
+    assert trial.memory_bytes < rtn.memory_bytes and s.kept is trial
+    config = trial.to_config()
+    assert config["pre_quantized"] and config["backend"] == "gptq" and config["group_size"] == 128
+    with pytest.raises(ConfigError, match="apply_quant_config|pre-quantized"):
+        apply_quant_config(plain(), config)
+    # a strict tolerance it cannot meet: evaluated, not kept
+    strict = search_precision(plain, scorer(plain), baseline_score=1.0, tolerance=0.05,
+                              precisions=["int8", "int4"], progress=False, pre_quantized=pre)
+    assert not next(t for t in strict.trials if t.backend == "gptq").passed
+    assert strict.kept.backend != "gptq"
+
+
+def test_pre_quantized_input_is_checked():
+    from rightsizer.quantize import PreQuantized
+
+    item = PreQuantized(load=plain, config={})
+    with pytest.raises(ConfigError) as e:
+        search_precision(plain, scorer(plain), baseline_score=1.0, tolerance=0.1, precisions=["int8"],
+                         progress=False, pre_quantized={"gptq": item, "torch-int4pack": item})
+    assert len(e.value.problems) == 2
+    assert "not in precisions" in str(e.value) and "'torch-int4pack' is not a pre-quantized backend" in str(e.value)

@@ -2,9 +2,12 @@
 
 Both run with gptqmodel (autoawq is archived upstream): GPTQ on a CUDA GPU or, more slowly,
 on the CPU; AWQ on CUDA only. gptqmodel does not fit beside mlrun 1.12 in one environment
-(it wants numpy >= 2 and a newer protobuf), so these run in their own MLRun function (``functions/quantize_gptq.py``, image built from
-``requirements-gptq.txt``). This module imports them only inside :func:`prequantize`, so
-the main environment imports it fine; without them it raises a ConfigError that says so.
+(it wants numpy >= 2 and a newer protobuf), so these run in their own MLRun function
+(``functions/quantize_gptq.py``, image built from ``requirements-gptq.txt``; locally
+``.venv-gptq`` from ``scripts/setup_gptq.sh``). This module imports gptqmodel only inside
+:func:`prequantize`, so the main environment imports it fine; without it, it raises a
+ConfigError that says so. The checkpoint it writes loads in the main environment through
+``rightsizer.quantize.gptq_format``.
 
 Bad input is rejected before anything is loaded, and the quantized model is written to a
 temporary folder renamed into place at the end: a failed run leaves no half-written artifact.

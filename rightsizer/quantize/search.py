@@ -183,7 +183,7 @@ def search_precision(load_fn: Callable[[], object], evaluate_fn: Callable[[objec
         start = time.perf_counter()
         model = item.load()
         return judge(precision, name, model, start, memory=weight_bytes(model),
-                     group_size=item.config.get("group_size"), dtype=item.config.get("dtype", "float32"),
+                     group_size=item.config.get("group_size"), dtype=item.config.get("dtype", "bfloat16"),
                      pre=dict(item.config))
 
     def judge(precision: str, backend: str, model, start: float, memory: int, skip: list[str] | None = None,
