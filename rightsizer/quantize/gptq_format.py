@@ -165,9 +165,12 @@ def load_gptq_model(model_dir: str | Path, dtype: torch.dtype = torch.bfloat16, 
     rest = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     result = model.load_state_dict(rest, strict=False, assign=True)
     model.tie_weights()
+    problems = []
+    if result.unexpected_keys:
+        problems.append(f"{model_dir}: tensors the model does not have: {result.unexpected_keys[:5]}")
     left = [n for n, p in model.named_parameters() if p.is_meta]
-    if result.unexpected_keys or left:
-        raise ConfigError([f"{model_dir}: tensors the model does not have: {result.unexpected_keys[:5]}"]
-                          * bool(result.unexpected_keys)
-                          + [f"{model_dir}: weights missing from the checkpoint: {left[:5]}"] * bool(left))
+    if left:
+        problems.append(f"{model_dir}: weights missing from the checkpoint: {left[:5]}")
+    if problems:
+        raise ConfigError(problems)
     return model.to(device).eval()
