@@ -163,6 +163,21 @@ def test_8bit_and_other_formats_are_refused_with_the_field(tmp_path, checkpoint)
     assert {p.split(":")[0] for p in e.value.problems} == {"bits", "checkpoint_format"}
 
 
+def test_a_checkpoint_missing_weights_is_refused(tmp_path, checkpoint):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    out, _ = checkpoint
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    tensors = load_file(str(broken / "model.safetensors"))
+    del tensors["model.norm.weight"]
+    save_file(tensors, str(broken / "model.safetensors"))
+    with pytest.raises(ConfigError, match=r"weights missing from the checkpoint: \['model.norm.weight'\]"):
+        load_gptq_model(broken)
+
+
 def test_quantize_gptq_function_runs_in_its_environment(gptq_python, demo_models, monkeypatch, tmp_path):
     """The MLRun handler (main environment) launches gptqmodel in the other one."""
     import mlrun
