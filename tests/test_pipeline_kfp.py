@@ -74,3 +74,15 @@ def test_every_step_runs_a_registered_function(tmp_path, monkeypatch):
         cmd = _args(template)
         if "-f" in cmd:
             assert cmd[cmd.index("-f") + 1].split("/")[-1] in registered, name
+
+
+def test_prequantize_argument(monkeypatch):
+    from pipelines.size_and_deploy import wants_gptq
+
+    monkeypatch.chdir(ROOT)
+    project = mlrun.load_project(str(ROOT), name="rightsizer", save=False, parameters={"gpus": 0})
+    assert [wants_gptq(project, v) for v in ("auto", "true", "false", "TRUE")] == [False, True, False, True]
+    project.spec.params["gpus"] = 2
+    assert wants_gptq(project, "auto") and not wants_gptq(project, "false")
+    with pytest.raises(ValueError, match="prequantize: 'yes'; expected 'auto', 'true' or 'false'"):
+        wants_gptq(project, "yes")
