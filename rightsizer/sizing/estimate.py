@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 from rightsizer.errors import ConfigError
 from rightsizer.sizing.calibration import Factors
@@ -126,6 +126,21 @@ class Estimate:
             "cost_per_1m_output_tokens": self.cost_per_1m_output_tokens, "offload": self.offload,
             "warnings": list(self.warnings),
         }
+
+
+def unique_deployments(items: Iterable) -> list:
+    """The first of each deployment (gpu, count, MIG slice, precision), in order.
+
+    Estimates and recommendation options both carry these four; the same one can appear
+    twice (bf16 falls back to fp16 on Turing, or a caller passes duplicates).
+    """
+    seen, out = set(), []
+    for item in items:
+        key = (item.gpu, item.count, item.mig, item.precision)
+        if key not in seen:
+            seen.add(key)
+            out.append(item)
+    return out
 
 
 # --------------------------------------------------------------------------- memory plan

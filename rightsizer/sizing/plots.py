@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from rightsizer.sizing.catalog import default_catalog
-from rightsizer.sizing.estimate import Estimate
+from rightsizer.sizing.estimate import Estimate, unique_deployments
 from rightsizer.sizing.memory import get_precision
 
 
@@ -15,14 +15,8 @@ def _estimates(source: Any, limit: int) -> list[Estimate]:
     if hasattr(source, "options"):  # a Recommendation
         ests = [o.estimate for o in source.options if o.estimate is not None and o.fits]
     else:
-        ests = [e for e in source]
-    seen, out = set(), []
-    for e in ests:
-        key = (e.gpu, e.mig, e.count, e.precision)
-        if key not in seen:
-            seen.add(key)
-            out.append(e)
-    return out[:limit]
+        ests = list(source)
+    return unique_deployments(ests)[:limit]
 
 
 def roofline_figure(source: Estimate | Iterable[Estimate] | Any, limit: int = 12, catalog=None):

@@ -10,7 +10,7 @@ from typing import Any, Iterable
 from rightsizer.errors import ConfigError, InsufficientMemory, NoFeasibleOption
 from rightsizer.sizing.calibration import Factors
 from rightsizer.sizing.catalog import GPU, Catalog, default_catalog
-from rightsizer.sizing.estimate import TP_COUNTS, Estimate, Workload, _tp_problem, estimate
+from rightsizer.sizing.estimate import TP_COUNTS, Estimate, Workload, _tp_problem, estimate, unique_deployments
 from rightsizer.sizing.memory import get_precision
 from rightsizer.sizing.params import _count, model_spec
 
@@ -259,13 +259,7 @@ def recommend(config: Any, workload: Workload, slo: SLO, catalog: Catalog | None
                     if prof.compute_fraction >= 1.0:
                         continue  # the full-GPU profile is the GPU itself
                     options.append(_evaluate(config, gpu, 1, prof.name, wl, slo, factors, spec, params))
-    # Same precision may appear twice (bf16 -> fp16 on Turing): keep the first of each.
-    seen, unique = set(), []
-    for o in options:
-        key = (o.gpu, o.count, o.mig, o.precision)
-        if key not in seen:
-            seen.add(key)
-            unique.append(o)
+    unique = unique_deployments(options)  # bf16 -> fp16 on Turing repeats a precision
     unique.sort(key=_rank_key)
     feasible = [o for o in unique if o.feasible]
     if not feasible:
