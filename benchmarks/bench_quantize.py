@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from rightsizer.quantize import available_backends, quantize_model, weight_bytes  # noqa: E402
-from rightsizer.quantize.tiny import tiny_llama  # noqa: E402
+from tests.tiny_models import tiny_llama  # noqa: E402
 
 PRECISIONS = ("bf16", "int8", "int4")
 
@@ -75,8 +75,9 @@ def synthetic_part() -> list[dict]:
 
 
 def task_part(gptq: bool = False) -> list[dict]:
-    from rightsizer.evaluate import build_prompt, evaluate_quality, load_rows
-    from rightsizer.models import load_model
+    from rightsizer.evaluate import evaluate_quality, load_rows
+    from rightsizer.inference import build_prompt
+    from rightsizer.inference import load_model
     from rightsizer.taskspec import load_task
 
     spec = load_task(str(ROOT / "tasks" / "review_sentiment.yaml"))

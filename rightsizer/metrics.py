@@ -22,13 +22,9 @@ import string
 from collections import Counter
 from typing import Callable, Sequence
 
-METRICS = {
-    "classification": ("accuracy", "macro_f1"),
-    "extraction": ("exact_match", "token_f1"),
-    "generation": ("rouge_l",),
-}
-METRIC_RANGE = {name: (0.0, 1.0) for names in METRICS.values() for name in names}
+# Which metrics a task type reports is the task type's (``rightsizer.tasktypes``).
 DECOMPOSABLE = ("accuracy", "exact_match", "token_f1", "rouge_l")
+METRIC_RANGE = {name: (0.0, 1.0) for name in (*DECOMPOSABLE, "macro_f1")}
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans("", "", string.punctuation)

@@ -1,10 +1,11 @@
-"""Resolve candidate references and load models through transformers.
+"""Candidate references, their configs, and counting a loaded model's size.
 
 A candidate is a hub id (``Qwen/Qwen2.5-0.5B-Instruct``), a local folder written by
 ``save_pretrained``, or ``demo:<name>`` (a tiny model the offline bootstrap builds). All
-three load through the same ``from_pretrained`` call. Safe defaults: safetensors only,
-``trust_remote_code`` off unless the task spec turns it on, the hub token read by
-huggingface_hub from the environment (``HF_TOKEN``), never passed around or logged.
+three load through the same ``from_pretrained`` call (``rightsizer.inference.load_model``).
+Safe defaults: safetensors only, ``trust_remote_code`` off unless the task spec turns it on,
+the hub token read by huggingface_hub from the environment (``HF_TOKEN``), never passed
+around or logged.
 """
 
 from __future__ import annotations
@@ -50,26 +51,8 @@ def load_config(ref: str, trust_remote_code: bool = False):
                           "hub access (and HF_TOKEN for gated models).") from None
 
 
-def load_model(ref: str, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False,
-               device_map=None, **kwargs):
-    """Load ``(model, tokenizer)`` for a candidate, in eval mode, from safetensors only."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    target = resolve_model_ref(ref)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(target, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
-            target, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code,
-            device_map=device_map, **kwargs)
-    except OSError as e:
-        raise ConfigError(f"candidate {ref!r}: cannot load it ({e})") from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model.eval()
-    return model, tokenizer
-
-
 def param_count(model) -> int:
+    """Number of parameters of a loaded model."""
     return sum(p.numel() for p in model.parameters())
 
 

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import torch
 
+from rightsizer import tasktypes
 from rightsizer.bundle import write_bundle
 from rightsizer.evaluate import evaluate_quality, load_rows
+from rightsizer.inference import load_model, load_tokenizer
 from rightsizer.models import state_dict_bytes
 from rightsizer.select import Selection
 from rightsizer.taskspec import TaskSpec
@@ -36,18 +38,15 @@ def quantize_for_task(spec: TaskSpec, sel: Selection, model_dir: str | Path,
     <quantize-gptq output>}``): it joins the search as one more int4 trial, and when kept,
     the bundle is made from that checkpoint.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from rightsizer.quantize import search_precision
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     rows = load_rows(spec, spec.eval_split, spec.max_eval_examples)
     trust = spec.trust_remote_code  # off unless the task spec turns it on
-    tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust)
+    tok = load_tokenizer(str(model_dir), trust)
 
     def load():
-        return AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True,
-                                                    trust_remote_code=trust).to(device).eval()
+        return load_model(model_dir, dtype="auto", device=device, trust_remote_code=trust)[0]
 
     def score(model) -> float:
         return evaluate_quality(model, tok, spec, rows, shots=sel.shots).score
@@ -60,7 +59,7 @@ def quantize_for_task(spec: TaskSpec, sel: Selection, model_dir: str | Path,
     pre = {name: _pre_quantized(name, path, device, trust) for name, path in (pre_quantized or {}).items()
            if "int4" in precisions}  # the task's precisions rule: no int4, no GPTQ trial
     search = search_precision(load, score, baseline_score=baseline_score,
-                              tolerance=spec.quality_tolerance, precisions=precisions,
+                              tolerance=tasktypes.get(spec.type).tolerance(spec), precisions=precisions,
                               device=device, progress=progress, pre_quantized=pre)
     kept = search.kept
     kept_score = next((t.score for t in search.trials if t is kept), baseline_score)

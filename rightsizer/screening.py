@@ -29,7 +29,8 @@ import time
 from dataclasses import dataclass, field
 
 from rightsizer import metrics
-from rightsizer.evaluate import Predictions, QualityResult, predict, score_predictions
+from rightsizer.evaluate import QualityResult, score_predictions
+from rightsizer.inference import Predictions, predict
 from rightsizer.taskspec import Screening, TaskSpec
 
 N_BOOT = 1000

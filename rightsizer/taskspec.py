@@ -15,11 +15,11 @@ from typing import Any
 
 import yaml
 
+from rightsizer import tasktypes
 from rightsizer.errors import ConfigError
-
-from rightsizer.metrics import METRIC_RANGE, METRICS
-
-TASK_TYPES = ("classification", "extraction", "generation")
+from rightsizer.metrics import METRIC_RANGE
+from rightsizer.precisions import SEARCH_ORDER
+from rightsizer.tasktypes import TASK_TYPES
 RUNGS = ("zero_shot", "few_shot", "lora")
 DECISION_RULES = ("point", "ci_lower")
 
@@ -202,11 +202,12 @@ def task_from_dict(data: dict, source: str | None = None, base_dir: str = "") ->
 
 
 def _check_values(spec: TaskSpec, problems: list[str]) -> None:
-    if spec.type not in TASK_TYPES:
+    task_type = tasktypes.REGISTRY.get(spec.type)
+    if task_type is None:
         problems.append(f"type: {spec.type!r} is not a task type; expected one of {list(TASK_TYPES)}")
-    elif spec.metric not in METRICS[spec.type]:
+    elif spec.metric not in task_type.metrics:
         problems.append(f"metric: {spec.metric!r} does not fit a {spec.type} task; "
-                        f"expected one of {list(METRICS[spec.type])}")
+                        f"expected one of {list(task_type.metrics)}")
     lo, hi = METRIC_RANGE.get(spec.metric, (0.0, 1.0))
     if not lo <= spec.threshold <= hi:
         problems.append(f"threshold: {spec.threshold} is outside the metric's range [{lo:g}, {hi:g}]")
@@ -219,14 +220,8 @@ def _check_values(spec: TaskSpec, problems: list[str]) -> None:
             problems.append(f"dataset: no {split!r} split; the spec names splits {sorted(spec.dataset)}")
     if "{" + spec.input_field + "}" not in spec.prompt:
         problems.append(f"prompt: the template must contain {{{spec.input_field}}} (the input_field)")
-    if spec.type == "classification":
-        if len(spec.labels) < 2:
-            problems.append("labels: a classification task needs at least two label options")
-        if len(set(spec.labels)) != len(spec.labels):
-            problems.append(f"labels: duplicates in {spec.labels}")
-    elif spec.labels:
-        problems.append(f"labels: only a classification task takes label options; a {spec.type} "
-                        f"task's answers are the {spec.label_field!r} field of each row")
+    if task_type is not None:
+        task_type.check_spec(spec, problems)
     if spec.max_new_tokens <= 0:
         problems.append(f"max_new_tokens: {spec.max_new_tokens}; expected > 0")
     if spec.max_eval_examples is not None and spec.max_eval_examples <= 0:
@@ -256,8 +251,8 @@ def _check_values(spec: TaskSpec, problems: list[str]) -> None:
         if getattr(spec.workload, name) <= 0:
             problems.append(f"workload.{name}: {getattr(spec.workload, name)}; expected > 0")
     for p in spec.precisions:
-        if p not in ("bf16", "int8", "int4"):
-            problems.append(f"precisions: {p!r}; expected some of ['bf16', 'int8', 'int4']")
+        if p not in SEARCH_ORDER:
+            problems.append(f"precisions: {p!r}; expected some of {list(SEARCH_ORDER)}")
 
 
 def load_task(path: str | Path) -> TaskSpec:

@@ -9,9 +9,10 @@ import pytest
 
 from rightsizer.errors import ConfigError
 from rightsizer import metrics
-from rightsizer.evaluate import (bootstrap_ci, build_prompt, check_task_data, evaluate_quality,
-                                 load_rows, macro_f1, measure_latency, pick_shots, score_options)
-from rightsizer.models import load_model
+from rightsizer.evaluate import (bootstrap_ci, check_task_data, evaluate_quality, load_rows,
+                                 measure_latency, pick_shots)
+from rightsizer.inference import build_prompt, load_model, score_options
+from rightsizer.metrics import macro_f1
 from rightsizer.screening import screened_quality, stage_sizes, upper_bound
 from rightsizer.taskspec import Screening
 

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from rightsizer.errors import ConfigError, InsufficientMemory
-from rightsizer.quantize.placement import load_placed, plan_placement
-from rightsizer.quantize.tiny import tiny_llama
+from rightsizer.inference import load_model
+from rightsizer.quantize.placement import plan_placement
+from tests.tiny_models import tiny_llama
 
 IDS = torch.randint(3, 256, (1, 10), generator=torch.Generator().manual_seed(0))
 
@@ -61,12 +62,12 @@ def test_gpu_plan_reserves_kv_and_spills_to_cpu(saved):
 
 
 def test_demo_candidate_loads_placed_and_matches(tmp_path):
-    from rightsizer.models import load_model
+    from rightsizer.inference import load_model
 
     model, tok = load_model("demo:tiny-m", dtype=torch.bfloat16)
     plan = plan_placement("demo:tiny-m", cpu_bytes=plan_placement("demo:tiny-m").weight_bytes // 3,
                           offload_folder=tmp_path / "off")
-    placed, _ = load_placed("demo:tiny-m", plan)
+    placed, _ = load_model("demo:tiny-m", placement=plan)
     enc = tok(["Review: not bad at all\nSentiment:"], return_tensors="pt")
     gen = dict(max_new_tokens=6, do_sample=False, pad_token_id=tok.pad_token_id)
     assert plan.on_disk

@@ -13,7 +13,7 @@ import torch
 from rightsizer.errors import ConfigError
 from rightsizer.quantize import PrecisionSearch, apply_quant_config, precision_figure, search_precision
 from rightsizer.quantize.int4pack import Int4PackedLinear
-from rightsizer.quantize.tiny import add_outliers, tiny_llama
+from tests.tiny_models import add_outliers, tiny_llama
 
 IDS = torch.randint(3, 256, (8, 24), generator=torch.Generator().manual_seed(3))
 
@@ -142,7 +142,7 @@ def test_all_problems_reported_at_once():
 def test_search_on_the_demo_model_with_the_task_harness():
     """The pipeline's wiring: demo candidate, tokenizer, evaluation harness, measured decode speed."""
     from rightsizer.evaluate import evaluate_quality, load_rows
-    from rightsizer.models import load_model
+    from rightsizer.inference import load_model
     from rightsizer.quantize import decode_speed_fn
     from rightsizer.taskspec import load_task
     from pathlib import Path

@@ -59,7 +59,7 @@ def test_needs_the_lora_rung(demo_models, sentiment_spec, tmp_path):
     assert sel.eval_examples == zs.n + fs.n + 80 < 3 * 80
     # the adapter is merged into the saved model: it loads without peft and keeps quality
     from rightsizer.evaluate import evaluate_quality, load_rows
-    from rightsizer.models import load_model
+    from rightsizer.inference import load_model
 
     model, tok = load_model(sel.model_dir)
     q = evaluate_quality(model, tok, spec, load_rows(spec, "eval", 80))

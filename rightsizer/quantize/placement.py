@@ -4,9 +4,10 @@
 engine reserves per GPU for the KV cache and activations) into the ``device_map`` and
 ``max_memory`` that ``from_pretrained`` takes, using accelerate's ``infer_auto_device_map``
 on an empty (meta) copy of the model. Layers go to the GPUs first, then to CPU RAM, then to
-disk (``offload_folder``); a transformer block is never split. ``load_placed`` loads a
-model with the plan. Offloaded layers are streamed to the execution device per forward:
-slow, but correct, which the tests check against the unplaced model.
+disk (``offload_folder``); a transformer block is never split. The inference core loads a
+model with the plan (``rightsizer.inference.load_model(ref, placement=plan)``). Offloaded
+layers are streamed to the execution device per forward: slow, but correct, which the tests
+check against the unplaced model.
 """
 
 from __future__ import annotations
@@ -137,14 +138,3 @@ def plan_placement(model_or_config, gpu_bytes: int | list[int] | None = None, cp
         folder = str(offload_folder)
     return PlacementPlan(device_map=dict(device_map), max_memory=max_memory, offload_folder=folder,
                          weight_bytes=total, bytes_per_device=used, dtype=dtype)
-
-
-def load_placed(ref: str, plan: PlacementPlan, **kwargs):
-    """Load ``(model, tokenizer)`` for a candidate with a placement plan."""
-    from rightsizer.models import load_model
-
-    kw = plan.from_pretrained_kwargs()
-    dtype = kw.pop("dtype")
-    if plan.offload_folder:
-        os.makedirs(plan.offload_folder, exist_ok=True)
-    return load_model(ref, dtype=dtype, **kw, **kwargs)

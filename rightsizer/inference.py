@@ -1,0 +1,251 @@
+"""The one inference path: load a model, build a task's prompt, score options, generate.
+
+Evaluation, screening, the precision search, re-evaluation and serving all call this
+module, so what a step measured is what the server answers (tests/test_inference.py
+checks the evaluate step against the served model row by row, for every task type).
+
+Loading (``load_model``) takes a candidate reference (hub id, local folder, ``demo:<name>``)
+or a folder with a quantization config to re-apply; safetensors only; ``trust_remote_code``
+only when the caller (the task spec) says so; the attention implementation from
+``choose_attention``; a device map from ``plan_placement`` when a memory budget is given.
+``load_bundle`` loads a serving bundle with its task spec and few-shot examples.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from rightsizer import tasktypes
+from rightsizer.bundle import bundle_spec, read_bundle
+from rightsizer.errors import ConfigError
+from rightsizer.models import resolve_model_ref
+from rightsizer.quantize.attention import choose_attention
+from rightsizer.quantize.placement import PlacementPlan, plan_placement
+from rightsizer.tasktypes import Predictions
+from rightsizer.taskspec import TaskSpec
+
+__all__ = ["Bundle", "Engine", "Predictions", "answer_text", "build_prompt", "generate",
+           "load_bundle", "load_model", "load_tokenizer", "predict", "respond", "score_options"]
+
+
+def _device(device: str | None) -> str | None:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_tokenizer(target: str, trust_remote_code: bool = False):
+    """The tokenizer of a model folder or hub id, with a pad token (eos when it has none)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(target, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(ref: str | Path, dtype: torch.dtype | str = torch.float32, *, device: str | None = None,
+               trust_remote_code: bool = False, quant_config: dict | None = None,
+               attention: str | None = "auto", memory_budget: dict | None = None,
+               placement: PlacementPlan | None = None, device_map=None, **kwargs):
+    """Load ``(model, tokenizer)`` for inference, in eval mode, from safetensors only.
+
+    ``device``: where to put the model (``"auto"``: CUDA when there is one; None: where
+    transformers loads it, the CPU). ``quant_config``: the config a quantize step wrote
+    (re-applied after loading; a pre-quantized GPTQ checkpoint loads quantized).
+    ``attention``: ``"auto"`` picks with ``choose_attention``; an implementation name is
+    passed on; None leaves transformers' default. ``memory_budget``: ``plan_placement``'s
+    keyword arguments (``gpu_bytes``, ``cpu_bytes``, ``reserve_bytes``, ``offload_folder``),
+    or a ready ``placement`` plan: the model is loaded with that device map.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    target = resolve_model_ref(str(ref))
+    dev = _device(device)
+    qc = quant_config or {}
+    try:
+        tokenizer = load_tokenizer(target, trust_remote_code)
+        if qc.get("pre_quantized"):  # a GPTQ checkpoint: loads quantized, nothing to apply
+            from rightsizer.quantize.gptq_format import load_gptq_model
+
+            model = load_gptq_model(target, device=dev or "cpu", trust_remote_code=trust_remote_code)
+            return model, tokenizer
+        config = AutoConfig.from_pretrained(target, trust_remote_code=trust_remote_code)
+        if memory_budget is not None and placement is None:
+            placement = plan_placement(config, **memory_budget)
+        if placement is not None:
+            kw = placement.from_pretrained_kwargs()
+            dtype = kw.pop("dtype")
+            if placement.offload_folder:
+                Path(placement.offload_folder).mkdir(parents=True, exist_ok=True)
+            kwargs.update(kw)
+        elif device_map is not None:
+            kwargs["device_map"] = device_map
+        if attention == "auto":
+            model_class = _model_class(config)
+            torch_dtype = dtype if isinstance(dtype, torch.dtype) else torch.float32
+            attention = choose_attention(dev or "cpu", model_class, torch_dtype).implementation
+        if attention is not None:
+            kwargs["attn_implementation"] = attention
+        model = AutoModelForCausalLM.from_pretrained(
+            target, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code, **kwargs)
+    except OSError as e:
+        raise ConfigError(f"model {ref!r}: cannot load it ({e})") from None
+    if dev is not None and "device_map" not in kwargs:
+        model = model.to(dev)
+    model.eval()
+    if qc.get("backend") not in (None, "none"):
+        from rightsizer.quantize.backends import apply_quant_config
+
+        model = apply_quant_config(model, qc)
+    return model, tokenizer
+
+
+def _model_class(config):
+    """The causal-LM class transformers would build for ``config`` (None when unknown)."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM._model_mapping[type(config)]
+    except KeyError:
+        return None
+
+
+@dataclass
+class Bundle:
+    """A loaded serving bundle: the model, its task spec and few-shot examples."""
+
+    model: Any
+    tokenizer: Any
+    spec: TaskSpec
+    shots: list[dict]
+    meta: dict
+
+    @property
+    def precision(self) -> str:
+        return self.meta["quant_config"].get("precision", "fp32")
+
+
+def load_bundle(bundle_dir: str | Path, device: str | None = "auto") -> Bundle:
+    """Load a serving bundle (``rightsizer.bundle``) with its quantization re-applied."""
+    meta = read_bundle(bundle_dir)
+    model, tokenizer = load_model(bundle_dir, dtype="auto", device=device,
+                                  trust_remote_code=bool(meta.get("trust_remote_code", False)),
+                                  quant_config=meta.get("quant_config"))
+    return Bundle(model, tokenizer, bundle_spec(meta), list(meta.get("shots") or []), meta)
+
+
+def answer_text(spec: TaskSpec, row: dict) -> str:
+    """The answer a model should give for ``row`` (as a few-shot example or a training target)."""
+    return tasktypes.get(spec.type).answer_text(spec, row)
+
+
+def build_prompt(spec: TaskSpec, row: dict, shots: list[dict] | None = None) -> str:
+    """The task prompt for ``row``, preceded by solved examples when shots are given."""
+    parts = [f"{spec.format_prompt(s)} {answer_text(spec, s)}" for s in shots or []]
+    return "\n\n".join(parts + [spec.format_prompt(row)])
+
+
+@torch.no_grad()
+def score_options(model, tokenizer, prompts: list[str], options: list[str],
+                  batch_size: int = 32, progress: bool = False) -> torch.Tensor:
+    """Total log-probability of each option after each prompt: a [len(prompts), len(options)] tensor."""
+    device = next(model.parameters()).device
+    opt_ids = [tokenizer(" " + o, add_special_tokens=False)["input_ids"] for o in options]
+    seqs, spans = [], []
+    for p in prompts:
+        p_ids = tokenizer(p)["input_ids"]
+        for o in opt_ids:
+            seqs.append(p_ids + o)
+            spans.append((len(p_ids), len(o)))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    scores = torch.empty(len(seqs))
+    step = batch_size * len(options)
+    for start in tqdm(range(0, len(seqs), step), desc="scoring", disable=not progress, leave=False):
+        chunk = seqs[start:start + step]
+        width = max(map(len, chunk))
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, s in enumerate(chunk):
+            ids[i, :len(s)] = torch.tensor(s)
+            mask[i, :len(s)] = 1
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        logp = torch.log_softmax(logits, dim=-1).cpu()
+        for i, (p_len, o_len) in enumerate(spans[start:start + step]):
+            targets = ids[i, p_len:p_len + o_len]
+            scores[start + i] = logp[i, p_len - 1:p_len - 1 + o_len].gather(
+                1, targets[:, None]).sum()
+    return scores.view(len(prompts), len(options))
+
+
+def _cut(text: str, stop: str | None) -> str:
+    text = text.strip()
+    if stop == "newline":
+        return text.split("\n")[0].strip()
+    if stop is not None:
+        raise ValueError(f"stop: {stop!r}; expected 'newline' or None")
+    return text
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 16, stop: str | None = "newline",
+             batch_size: int = 16, progress: bool = False) -> list[str]:
+    """Greedy generations, prompts left-padded in batches, cut by the stop rule
+    (``"newline"``: the text up to the first line break; None: the whole text), stripped."""
+    device = next(model.parameters()).device
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # generation continues at the right end of every row
+    answers: list[str] = []
+    try:
+        for start in tqdm(range(0, len(prompts), batch_size), desc="generating",
+                          disable=not progress, leave=False):
+            enc = tokenizer(prompts[start:start + batch_size], return_tensors="pt",
+                            padding=True).to(device)
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)
+            texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:],
+                                           skip_special_tokens=True)
+            answers.extend(_cut(t, stop) for t in texts)
+    finally:
+        tokenizer.padding_side = side
+    return answers
+
+
+class Engine:
+    """A model and its tokenizer as the task types see them (``tasktypes.Engine``)."""
+
+    def __init__(self, model, tokenizer):
+        self.model, self.tokenizer = model, tokenizer
+
+    def score_options(self, prompts: list[str], options: list[str], batch_size: int = 32,
+                      progress: bool = False) -> list[list[float]]:
+        return score_options(self.model, self.tokenizer, prompts, options, batch_size, progress).tolist()
+
+    def generate(self, prompts: list[str], max_new_tokens: int, stop: str | None,
+                 batch_size: int = 16, progress: bool = False) -> list[str]:
+        return generate(self.model, self.tokenizer, prompts, max_new_tokens, stop, batch_size, progress)
+
+
+def predict(model, tokenizer, spec: TaskSpec, rows: list[dict], shots: list[dict] | None = None,
+            batch_size: int = 32, progress: bool = False) -> Predictions:
+    """The task type's answers for ``rows`` (best label option, or a generation cut by its stop rule)."""
+    start = time.perf_counter()
+    prompts = [build_prompt(spec, r, shots) for r in rows]
+    answers, scores = tasktypes.get(spec.type).predict(Engine(model, tokenizer), spec, prompts,
+                                                       batch_size, progress)
+    return Predictions(answers, scores, time.perf_counter() - start)
+
+
+def respond(model, tokenizer, spec: TaskSpec, texts: list[str], shots: list[dict] | None = None,
+            max_new_tokens: int | None = None) -> list[dict]:
+    """Serving responses for raw inputs: the same prediction as ``predict``, shaped by the task type."""
+    rows = [{spec.input_field: t} for t in texts]
+    pred = predict(model, tokenizer, spec, rows, shots)
+    prompts = [build_prompt(spec, r, shots) for r in rows]
+    return tasktypes.get(spec.type).respond(Engine(model, tokenizer), spec, prompts, pred, max_new_tokens)

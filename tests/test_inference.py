@@ -1,0 +1,99 @@
+"""The one inference path: the evaluate step and the served model answer alike, per task type."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import mlrun
+import pytest
+
+from rightsizer import tasktypes
+from rightsizer.bundle import bundle_spec, read_bundle, write_bundle
+from rightsizer.errors import ConfigError
+from rightsizer.evaluate import evaluate_model, load_rows, pick_shots
+from rightsizer.inference import build_prompt, generate, load_bundle, load_model
+from rightsizer.taskspec import load_task
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _specs(tmp: Path) -> dict[str, object]:
+    """One spec per task type on the routing data (free-text references for generation)."""
+    routing = load_task(ROOT / "tasks" / "ticket_routing.yaml")
+    rows = load_rows(routing, "eval", 10)
+    data = tmp / "gen.jsonl"
+    data.write_text("\n".join(json.dumps({"text": r["text"], "label": f"{r['label']} queue please"})
+                              for r in rows))
+    extraction = dataclasses.replace(routing, name="routing_extraction", type="extraction",
+                                     metric="exact_match", labels=[], max_new_tokens=4,
+                                     max_eval_examples=10)
+    # a prompt the model was not trained on: it runs on past line breaks, so the stop rule bites
+    generation = dataclasses.replace(extraction, name="routing_generation", type="generation",
+                                     metric="rouge_l", max_new_tokens=12, prompt="Note: {text}",
+                                     dataset={"train": str(data), "eval": str(data)})
+    return {"classification": dataclasses.replace(routing, max_eval_examples=10),
+            "extraction": extraction, "generation": generation}
+
+
+def test_every_task_type_is_registered():
+    assert set(tasktypes.TASK_TYPES) == {"classification", "extraction", "generation"}
+    with pytest.raises(ConfigError, match="'ranking' is not a task type"):
+        tasktypes.get("ranking")
+
+
+@pytest.mark.parametrize("task_type", ["classification", "extraction", "generation"])
+def test_evaluate_step_and_served_model_answer_alike(task_type, demo_models, tmp_path):
+    spec = _specs(tmp_path)[task_type]
+    shots = pick_shots(spec, load_rows(spec, "train"), 2)  # few-shot prompts, as the ladder may pick
+    bundle = write_bundle(demo_models / "models" / "tiny-s", spec, tmp_path / "bundle",
+                          base_model="demo:tiny-s", rung="few_shot", shots=shots)
+    measured = evaluate_model(spec, str(bundle), repeats=1, progress=False)
+    answers = measured["predictions"]
+    rows = load_rows(spec, "eval", spec.max_eval_examples)
+
+    project = mlrun.load_project(str(ROOT), name="rightsizer", save=False)
+    fn = project.get_function("serving")
+    fn.add_model(spec.name, class_name="TaskModelServer", model_path=str(bundle))
+    server = fn.to_mock_server()
+    out = server.test(f"/v2/models/{spec.name}/infer",
+                      body={"inputs": [r[spec.input_field] for r in rows]})["outputs"]
+    key = "label" if task_type == "classification" else "generated"
+    assert [o[key] for o in out] == answers  # row by row, the answer the step measured
+    assert len(answers) == len(rows) == 10 and all(isinstance(a, str) for a in answers)
+    if task_type == "generation":  # the type's stop rule, applied by both
+        model, tok = load_model("demo:tiny-s")
+        prompts = [build_prompt(spec, r, shots) for r in rows]
+        whole = generate(model, tok, prompts, spec.max_new_tokens, stop=None)
+        assert any("\n" in w for w in whole) and all("\n" not in a for a in answers)
+        assert answers == [w.split("\n")[0].strip() for w in whole]
+
+
+def test_bundle_carries_its_spec(demo_models, tmp_path):
+    spec = _specs(tmp_path)["generation"]
+    bundle = write_bundle(demo_models / "models" / "tiny-s", spec, tmp_path / "b",
+                          base_model="demo:tiny-s", rung="zero_shot")
+    again = bundle_spec(read_bundle(bundle))
+    assert (again.type, again.prompt, again.max_new_tokens, again.metric) == (
+        spec.type, spec.prompt, spec.max_new_tokens, spec.metric)
+    loaded = load_bundle(bundle, device="cpu")
+    assert loaded.spec.name == spec.name and loaded.precision == "fp32"
+
+
+def test_generation_stop_rule(demo_models):
+    model, tok = load_model("demo:tiny-s")
+    prompt = ["Note: my card was charged twice"]
+    whole = generate(model, tok, prompt, max_new_tokens=12, stop=None)[0]
+    cut = generate(model, tok, prompt, max_new_tokens=12, stop="newline")[0]
+    assert "\n" in whole and cut == whole.split("\n")[0].strip() and cut
+    with pytest.raises(ValueError, match="stop"):
+        generate(model, tok, prompt, max_new_tokens=2, stop="period")
+
+
+def test_load_model_picks_attention_and_keeps_safe_defaults(demo_models):
+    model, tok = load_model("demo:tiny-s")
+    assert model.config._attn_implementation == "sdpa"  # choose_attention on the CPU
+    assert tok.pad_token is not None and not model.training
+    with pytest.raises(ConfigError, match="no such local model folder"):
+        load_model("./nowhere")
