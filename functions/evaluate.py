@@ -9,9 +9,9 @@ import mlrun
 
 from functions.mlrun_io import project_file, localize_dir, log_plot, log_table, step_dir
 from rightsizer.calibrate import measurements_from_latency
-from rightsizer.decision import SERVING_PRECISION
 from rightsizer.evaluate import evaluate_model
 from rightsizer.models import resolve_model_ref
+from rightsizer.precisions import get_precision
 from rightsizer.report import latency_figure
 from rightsizer.taskspec import load_task
 
@@ -42,7 +42,7 @@ def evaluate(context: mlrun.MLClientCtx, task_spec: str, model: str, split: str 
     # Latency measured on a catalog GPU calibrates the sizing engine (nothing on a CPU).
     measurements = measurements_from_latency(
         resolve_model_ref(model), report["latency_by_batch"],
-        precision=SERVING_PRECISION.get(report["precision"], report["precision"]))
+        precision=get_precision(report["precision"]).sizing_name)
     calibration = ""
     if measurements:
         calibration = str(path.with_name("calibration_measurements.json"))

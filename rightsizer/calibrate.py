@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 
-from rightsizer.errors import ConfigError
 from rightsizer.sizing import Workload, default_catalog, estimate
 
 
@@ -42,10 +41,3 @@ def measurements_from_latency(config, latency_rows: list[dict], precision: str =
         out.append({"gpu": gpu, "phase": "decode", "flops": est.decode.flops,
                     "bytes": est.decode.bytes, "measured_ms": float(row["tpot_p50_ms"])})
     return out
-
-
-def require_measurements(measurements: list[dict]) -> list[dict]:
-    if not measurements:
-        raise ConfigError("calibration: no measurement was taken on a catalog GPU "
-                          "(CPU runs cannot calibrate GPU estimates)")
-    return measurements

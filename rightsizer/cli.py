@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from rightsizer.errors import ConfigError, NoFeasibleOption
+from rightsizer.precisions import PRECISION_TABLE, SEARCH_ORDER
 
 EXIT_OK, EXIT_CONFIG, EXIT_NO_OPTION = 0, 2, 3
 
@@ -112,7 +113,7 @@ def _catalog_and_factors(args):
 def _size_args(p: argparse.ArgumentParser) -> None:
     _common_model_args(p)
     p.add_argument("--gpu", required=True, help="GPU name from the catalog (see `gpus`)")
-    p.add_argument("--precision", default="bf16", help="weights: fp32, bf16, fp16, fp8, int8, int4, int4-gN, nf4")
+    p.add_argument("--precision", default="bf16", help=f"weights: {', '.join(PRECISION_TABLE)}, int4-gN")
     p.add_argument("--count", type=_positive_int, default=1, help="GPUs in tensor parallel (default 1)")
     p.add_argument("--mig", default=None, help="MIG profile, e.g. 3g.40gb")
     p.add_argument("--ops", action="store_true", help="include the per-operation breakdown")
@@ -165,7 +166,7 @@ def _recommend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tpot-ms", type=float, required=True, help="p95 time-per-output-token target")
     p.add_argument("--throughput", type=float, default=0.0, help="aggregate output tokens/s to sustain")
     p.add_argument("--budget-per-hour", type=float, default=None, help="USD per hour ceiling")
-    p.add_argument("--precisions", default=None, help="comma list (default bf16,fp8,int8,int4)")
+    p.add_argument("--precisions", default=None, help=f"comma list (default {','.join(SEARCH_ORDER)})")
     p.add_argument("--gpus", default=None, help="comma list of GPU names to consider (default: all)")
     p.add_argument("--no-mig", action="store_true", help="do not consider MIG slices")
     p.add_argument("--top", type=int, default=15, help="rows of the ranking to print (text mode)")

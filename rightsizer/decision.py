@@ -12,24 +12,23 @@ import json
 from pathlib import Path
 
 from rightsizer.errors import NoFeasibleOption
+from rightsizer.precisions import get_precision
 from rightsizer.select import Selection
 from rightsizer.sizing import SLO as SizingSLO
 from rightsizer.sizing import Recommendation, Workload, recommend
 from rightsizer.taskspec import TaskSpec
 
-# Precision a CPU-side choice is served at on a GPU (fp32 weights are served in bf16).
-SERVING_PRECISION = {"fp32": "bf16", "bf16": "bf16", "int8": "int8", "int4": "int4"}
-
 
 def size_for_task(spec: TaskSpec, config, precision: str, factors=None) -> Recommendation:
     """Cheapest GPU option for the task's workload and SLO at the given weight precision.
 
-    ``factors``: calibrated efficiency factors (``rightsizer.sizing.Factors``); the
-    engine's published defaults when None.
+    ``precision`` is sized as its table entry's ``sizing_name`` says (a CPU-side fp32 choice
+    is served in bf16). ``factors``: calibrated efficiency factors
+    (``rightsizer.sizing.Factors``); the engine's published defaults when None.
     """
     wl = Workload(prompt_tokens=spec.workload.prompt_tokens,
                   output_tokens=spec.workload.output_tokens, batch=spec.workload.batch,
-                  precision=SERVING_PRECISION.get(precision, precision))
+                  precision=get_precision(precision).sizing_name)
     slo = SizingSLO(ttft_ms=spec.slo.ttft_ms, tpot_ms=spec.slo.tpot_ms,
                     throughput_tokens_per_s=spec.slo.throughput_tokens_per_s)
     return recommend(config, wl, slo, precisions=[wl.precision], factors=factors)
@@ -39,7 +38,7 @@ def _side(model: str, params: int, rung: str, precision: str, quality: float,
           rec: Recommendation | None, error: str = "") -> dict:
     o = rec.chosen if rec else None
     return {"model": model, "params": params, "rung": rung,
-            "precision": o.precision if o else SERVING_PRECISION.get(precision, precision),
+            "precision": o.precision if o else get_precision(precision).sizing_name,
             "gpu": o.label if o else f"none ({error})", "quality": quality,
             "ttft_ms": o.ttft_ms if o else float("nan"), "tpot_ms": o.tpot_ms if o else float("nan"),
             "memory_bytes": o.memory_bytes if o else 0,

@@ -63,9 +63,9 @@ def test_bundles_are_registered_and_serve(run):
         meta = json.loads((bundle / "rightsizer.json").read_text())
         assert meta["task"] == task
         # the registered precision is the one the GPU was sized for
-        from rightsizer.decision import SERVING_PRECISION
+        from rightsizer.precisions import get_precision
 
-        assert SERVING_PRECISION[meta["quant_config"]["precision"]] == records[task]["chosen"]["precision"]
+        assert get_precision(meta["quant_config"]["precision"]).sizing_name == records[task]["chosen"]["precision"]
         serving.add_model(task, class_name="TaskModelServer", model_path=str(bundle))
     server = serving.to_mock_server()
     out = server.test("/v2/models/ticket_routing/infer",

@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from rightsizer.errors import ConfigError
-from rightsizer.quantize import (
-    PRECISIONS, apply_quant_config, available_backends, quantize_model, sensitive_modules, weight_bytes,
-)
+from rightsizer.precisions import SEARCH_ORDER
+from rightsizer.quantize import apply_quant_config, available_backends, quantize_model, sensitive_modules, weight_bytes
 from rightsizer.quantize.int4pack import Int4PackedLinear, quantize_groupwise
 from rightsizer.quantize.tiny import tiny_llama
 
@@ -30,13 +29,9 @@ def reference():
     return logits(tiny_llama().to(torch.bfloat16))
 
 
-def test_precisions_ordered_high_to_low():
-    assert PRECISIONS[0] == "bf16" and PRECISIONS.index("int8") < PRECISIONS.index("int4")
-
-
 def test_cpu_backends_chosen_and_unavailable_ones_explained():
     av = available_backends("cpu")
-    assert set(av) == set(PRECISIONS)
+    assert set(av) == set(SEARCH_ORDER)
     assert av["bf16"]["backend"] == "native"
     assert av["int8"]["backend"] == "torchao-int8wo"
     assert av["int4"]["backend"] == "torch-int4pack"

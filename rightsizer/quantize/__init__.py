@@ -2,16 +2,17 @@
 
 Public API (used by the pipeline's quantize step and by serving)::
 
-    PRECISIONS, available_backends, quantize_model, apply_quant_config,
+    available_backends, quantize_model, apply_quant_config,
     search_precision, precision_figure, weight_bytes
 
-plus placement (``plan_placement``, ``load_placed``), attention choice
+plus placement (``plan_placement``; ``rightsizer.inference.load_model`` loads with a plan), attention choice
 (``choose_attention``) and GPTQ checkpoints (``load_gptq_model``, ``PreQuantized`` for the
-search). No MLRun import here: the MLRun handlers live in ``functions/``.
+search). No MLRun import here: the MLRun handlers live in ``functions/``. The precisions,
+their order and the ``quant_config`` writer are in ``rightsizer.precisions``.
 """
 
 from rightsizer.quantize.backends import (
-    BACKENDS, PRECISIONS, QuantInfo, apply_quant_config, available_backends, backend_status,
+    BACKENDS, QuantInfo, apply_quant_config, available_backends, backend_status,
     quantize_model, sensitive_modules, weight_bytes,
 )
 from rightsizer.quantize.search import (
@@ -19,12 +20,12 @@ from rightsizer.quantize.search import (
 )
 from rightsizer.quantize.gptq_format import load_gptq_model
 from rightsizer.quantize.attention import AttentionChoice, choose_attention
-from rightsizer.quantize.placement import PlacementPlan, load_placed, plan_placement
+from rightsizer.quantize.placement import PlacementPlan, plan_placement
 
 __all__ = [
-    "AttentionChoice", "PlacementPlan", "PreQuantized", "choose_attention", "load_gptq_model", "load_placed",
+    "AttentionChoice", "PlacementPlan", "PreQuantized", "choose_attention", "load_gptq_model",
     "plan_placement",
-    "BACKENDS", "PRECISIONS", "PrecisionSearch", "PrecisionTrial", "QuantInfo", "apply_quant_config",
+    "BACKENDS", "PrecisionSearch", "PrecisionTrial", "QuantInfo", "apply_quant_config",
     "available_backends", "backend_status", "decode_speed_fn", "precision_figure", "quantize_model", "search_precision",
     "sensitive_modules", "weight_bytes",
 ]

@@ -1,6 +1,8 @@
 """Quantization backends, chosen by hardware and by what is installed.
 
-Every precision has an ordered list of backends. A backend declares the devices it runs on
+Every precision has an ordered list of backends (``backends`` of its entry in the
+``rightsizer.precisions`` table, the one place that says which backends implement which
+precision and in what preference). A backend declares the devices it runs on
 and checks its own requirements (packages, compute capability) *before* anything is tried:
 one that cannot run here is reported with the reason, never attempted blindly.
 
@@ -36,12 +38,10 @@ import torch
 from torch import nn
 
 from rightsizer.errors import ConfigError
+from rightsizer.precisions import (
+    FEATURE_MIN_CC, QUANT_CONFIG_VERSION, SEARCH_ORDER, check_search_precision, quant_config,
+)
 from rightsizer.quantize import int4pack
-
-PRECISIONS: tuple[str, ...] = ("bf16", "fp8", "int8", "int4")
-"""Every precision the search knows, ordered from high to low."""
-
-CONFIG_VERSION = 1
 
 
 # --------------------------------------------------------------------------- devices
@@ -64,6 +64,11 @@ def _cuda_capability(device: str) -> tuple[int, int] | None:
 
 def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
+
+
+def _min_cc(feature: str) -> tuple[int, int]:
+    """The table's minimum compute capability of a catalog feature, as torch reports one (8.9 -> (8, 9))."""
+    return divmod(round(FEATURE_MIN_CC[feature] * 10), 10)
 
 
 # --------------------------------------------------------------------------- backends
@@ -94,7 +99,7 @@ def _check_native(device: str) -> str | None:
         if reason:
             return reason
         if not torch.cuda.is_bf16_supported():
-            return "this GPU has no bf16 support (compute capability < 8.0)"
+            return f"this GPU has no bf16 support (compute capability < {FEATURE_MIN_CC['bf16']})"
     return None
 
 
@@ -227,13 +232,14 @@ def _apply_bnb(model, keep_fn, opts, four_bit: bool) -> None:
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("native", "bf16", "cast", _check_native, _apply_native, "bf16 weights, no quantization"),
-    Backend("torchao-fp8wo", "fp8", "in_place", lambda d: _check_torchao(d, (8, 9)), _apply_torchao_fp8,
+    Backend("torchao-fp8wo", "fp8", "in_place", lambda d: _check_torchao(d, _min_cc("fp8")), _apply_torchao_fp8,
             "torchao Float8WeightOnlyConfig (e4m3, per row)"),
     Backend("torchao-int8wo", "int8", "in_place", _check_torchao, _apply_torchao_int8,
             "torchao Int8WeightOnlyConfig (symmetric, per row)"),
     Backend("bnb-int8", "int8", "load_time", _check_bnb, lambda m, k, o: _apply_bnb(m, k, o, False),
             "bitsandbytes LLM.int8 (outlier threshold 6.0)"),
-    Backend("torchao-int4wo", "int4", "in_place", lambda d: _check_torchao(d, (8, 0)), _apply_torchao_int4,
+    # tinygemm's int4 matmul takes bf16 activations: it needs what bf16 needs (Ampere, 8.0)
+    Backend("torchao-int4wo", "int4", "in_place", lambda d: _check_torchao(d, _min_cc("bf16")), _apply_torchao_int4,
             "torchao Int4WeightOnlyConfig, tinygemm tile-packed layout, group 128"),
     Backend("bnb-nf4", "int4", "load_time", _check_bnb, lambda m, k, o: _apply_bnb(m, k, o, True),
             "bitsandbytes 4-bit NF4"),
@@ -245,26 +251,12 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
             "AWQ 4-bit with calibration text (separate MLRun function)"),
 )}
 
-PREFERENCE: dict[str, tuple[str, ...]] = {
-    "bf16": ("native",),
-    "fp8": ("torchao-fp8wo",),
-    "int8": ("torchao-int8wo", "bnb-int8"),
-    "int4": ("torchao-int4wo", "bnb-nf4", "torch-int4pack", "gptq", "awq"),
-}
-
-
-def check_precision(precision: str, field_name: str = "precision") -> str:
-    if precision not in PRECISIONS:
-        raise ConfigError(f"{field_name}: {precision!r} is not a known precision; expected one of {list(PRECISIONS)}")
-    return precision
-
-
 def backend_status(precision: str, device: str = "cpu") -> list[dict]:
     """Every backend of ``precision`` in preference order: name, kind, usable, reason."""
-    check_precision(precision)
+    entry = check_search_precision(precision)
     dev = normalize_device(device)
     rows = []
-    for name in PREFERENCE[precision]:
+    for name in entry.backends:
         b = BACKENDS[name]
         reason = b.check(dev)
         usable = reason is None and b.kind != "pre_quantized"
@@ -280,7 +272,7 @@ def available_backends(device: str = "cpu") -> dict[str, dict]:
     ``candidates`` lists every backend of the precision with its own status.
     """
     out = {}
-    for precision in PRECISIONS:
+    for precision in SEARCH_ORDER:
         rows = backend_status(precision, device)
         chosen = next((r["backend"] for r in rows if r["usable"]), None)
         reason = None if chosen else "; ".join(f"{r['backend']}: {r['reason']}" for r in rows)
@@ -290,7 +282,7 @@ def available_backends(device: str = "cpu") -> dict[str, dict]:
 
 def resolve_backend(precision: str, backend: str | None, device: str) -> Backend:
     """The backend to use, or a ConfigError saying why ``precision`` cannot run here."""
-    check_precision(precision)
+    check_search_precision(precision)
     dev = normalize_device(device)
     if backend is not None:
         if backend not in BACKENDS:
@@ -412,9 +404,8 @@ class QuantInfo:
         return bool(self.skip_modules)
 
     def to_config(self) -> dict:
-        return {"version": CONFIG_VERSION, "precision": self.precision, "backend": self.backend,
-                "skip_modules": list(self.skip_modules), "skip_precision": self.skip_precision,
-                "dtype": self.dtype, "group_size": self.group_size}
+        return quant_config(self.precision, self.backend, skip_modules=self.skip_modules,
+                            skip_precision=self.skip_precision, dtype=self.dtype, group_size=self.group_size)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -455,10 +446,10 @@ def quantize_model(model: nn.Module, precision: str, backend: str | None = None,
     if group_size is not None and (not isinstance(group_size, int) or group_size <= 0 or group_size % 2):
         raise ConfigError(f"group_size: {group_size!r}; expected a positive even integer")
     skip = list(skip_modules or [])
-    check_precision(skip_precision, "skip_precision")
+    check_search_precision(skip_precision, "skip_precision")
     skip_backend = None
     if skip_precision != "bf16":
-        if PRECISIONS.index(skip_precision) >= PRECISIONS.index(precision):
+        if SEARCH_ORDER.index(skip_precision) >= SEARCH_ORDER.index(precision):
             raise ConfigError(f"skip_precision: {skip_precision} is not above {precision}")
         skip_backend = resolve_backend(skip_precision, None, dev)
     start = time.perf_counter()
@@ -503,9 +494,9 @@ def apply_quant_config(model: nn.Module, quant_config: dict, device: str | None 
     if not isinstance(quant_config, dict):
         raise ConfigError(f"quant_config: expected a dict, got {type(quant_config).__name__}")
     problems = [f"quant_config: missing {k!r}" for k in ("precision", "backend") if k not in quant_config]
-    version = quant_config.get("version", CONFIG_VERSION)
-    if version != CONFIG_VERSION:
-        problems.append(f"quant_config.version: {version!r}; this library reads version {CONFIG_VERSION}")
+    version = quant_config.get("version", QUANT_CONFIG_VERSION)
+    if version != QUANT_CONFIG_VERSION:
+        problems.append(f"quant_config.version: {version!r}; this library reads version {QUANT_CONFIG_VERSION}")
     if quant_config.get("pre_quantized"):
         problems.append("quant_config: a pre-quantized (GPTQ/AWQ) model loads quantized with "
                         "from_pretrained; there is nothing to apply")

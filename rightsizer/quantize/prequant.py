@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from rightsizer.errors import ConfigError
+from rightsizer.precisions import quant_config
 
 METHODS = {"gptq": "gptqmodel", "awq": "gptqmodel"}  # gptqmodel implements both
 MIN_CALIBRATION_SAMPLES = 16
@@ -156,9 +157,8 @@ def prequantize(model_path: str, texts: list[str], output_dir: str | os.PathLike
         model = GPTQModel.load(model_path, qc, device=device)
         model.quantize(texts, batch_size=4)
         model.save(str(tmp))
-        config = {"version": 1, "precision": f"int{bits}", "backend": method, "skip_modules": [],
-                  "dtype": "bfloat16", "group_size": group_size, "pre_quantized": True,
-                  "calibration_samples": len(texts), "device": device, "desc_act": desc_act}
+        config = quant_config(f"int{bits}", method, dtype="bfloat16", group_size=group_size, pre_quantized=True,
+                              calibration_samples=len(texts), device=device, desc_act=desc_act)
         (tmp / "rightsizer_quant.json").write_text(json.dumps(config, indent=2))
         os.replace(tmp, out)
     except BaseException:

@@ -1,7 +1,7 @@
 """The precision search: the lowest precision whose task quality stays within tolerance.
 
 bf16 is evaluated first (the memory reference and the fallback). Then each lower precision
-in ``PRECISIONS`` order: a fresh model from ``load_fn``, quantized for real with the
+in ``rightsizer.precisions.SEARCH_ORDER``: a fresh model from ``load_fn``, quantized for real with the
 backend the hardware allows, scored with ``evaluate_fn``. When the full quantization breaks
 the tolerance, the sensitive modules (LM head, embeddings, first and last blocks) are kept
 at a higher precision and the precision is tried again (mixed precision): for int4 first
@@ -22,9 +22,9 @@ from typing import Callable
 from tqdm.auto import tqdm
 
 from rightsizer.errors import ConfigError
+from rightsizer.precisions import QUANT_CONFIG_KEYS, QUANT_CONFIG_VERSION, SEARCH_ORDER, quant_config
 from rightsizer.quantize.backends import (
-    BACKENDS, CONFIG_VERSION, PRECISIONS, backend_status, block_names, normalize_device, quantize_model,
-    sensitive_modules, weight_bytes,
+    BACKENDS, backend_status, block_names, normalize_device, quantize_model, sensitive_modules, weight_bytes,
 )
 
 
@@ -60,11 +60,16 @@ class PrecisionTrial:
         if self.backend is None or self.status != "evaluated":
             raise ValueError(f"trial {self.precision}/{self.backend} was {self.status}; it has no config")
         if self.pre_quantized is not None:
-            return {"version": CONFIG_VERSION, **self.pre_quantized, "precision": self.precision,
-                    "backend": self.backend, "pre_quantized": True}
-        return {"version": CONFIG_VERSION, "precision": self.precision, "backend": self.backend,
-                "skip_modules": list(self.skip_modules), "skip_precision": self.skip_precision,
-                "dtype": self.dtype, "group_size": self.group_size}
+            pre = self.pre_quantized
+            # the checkpoint's own facts (calibration_samples, device, ...) ride along; the
+            # keys the writer owns are written afresh
+            facts = {k: v for k, v in pre.items() if k not in QUANT_CONFIG_KEYS}
+            return quant_config(self.precision, self.backend, skip_modules=pre.get("skip_modules") or (),
+                                skip_precision=pre.get("skip_precision", "bf16"),
+                                dtype=pre.get("dtype", self.dtype), group_size=pre.get("group_size", self.group_size),
+                                pre_quantized=True, **facts)
+        return quant_config(self.precision, self.backend, skip_modules=self.skip_modules,
+                            skip_precision=self.skip_precision, dtype=self.dtype, group_size=self.group_size)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -115,11 +120,11 @@ def _check_inputs(baseline_score, tolerance, precisions) -> list[str]:
             or not math.isfinite(baseline_score):
         problems.append(f"baseline_score: {baseline_score!r} is not a finite number")
     if isinstance(precisions, str) or not isinstance(precisions, (list, tuple)) or not precisions:
-        problems.append(f"precisions: {precisions!r}; expected a non-empty list drawn from {list(PRECISIONS)}")
+        problems.append(f"precisions: {precisions!r}; expected a non-empty list drawn from {list(SEARCH_ORDER)}")
     else:
-        unknown = [p for p in precisions if p not in PRECISIONS]
+        unknown = [p for p in precisions if p not in SEARCH_ORDER]
         if unknown:
-            problems.append(f"precisions: {unknown} unknown; expected some of {list(PRECISIONS)}")
+            problems.append(f"precisions: {unknown} unknown; expected some of {list(SEARCH_ORDER)}")
     return problems
 
 
@@ -146,8 +151,8 @@ def search_precision(load_fn: Callable[[], object], evaluate_fn: Callable[[objec
     except ConfigError as e:
         problems.extend(e.problems)
     for p, b in (backends or {}).items():
-        if p not in PRECISIONS:
-            problems.append(f"backends: {p!r} is not a precision")
+        if p not in SEARCH_ORDER:
+            problems.append(f"backends: {p!r} is not a precision; expected some of {list(SEARCH_ORDER)}")
     pre = dict(pre_quantized or {})
     for name in pre:
         if name not in BACKENDS or BACKENDS[name].kind != "pre_quantized":
@@ -155,10 +160,14 @@ def search_precision(load_fn: Callable[[], object], evaluate_fn: Callable[[objec
                             f"{sorted(b for b, v in BACKENDS.items() if v.kind == 'pre_quantized')}")
         elif BACKENDS[name].precision not in precisions:
             problems.append(f"pre_quantized: {name!r} is {BACKENDS[name].precision}, which is not in precisions")
+        version = (getattr(pre[name], "config", None) or {}).get("version", QUANT_CONFIG_VERSION)
+        if version != QUANT_CONFIG_VERSION:
+            problems.append(f"pre_quantized: {name!r} has quant_config version {version!r}; "
+                            f"this library reads version {QUANT_CONFIG_VERSION}")
     if problems:
         raise ConfigError(problems)
     threshold = baseline_score - tolerance
-    order = ["bf16"] + [p for p in PRECISIONS if p in precisions and p != "bf16"]
+    order = ["bf16"] + [p for p in SEARCH_ORDER if p in precisions and p != "bf16"]
     trials: list[PrecisionTrial] = []
     bf16_bytes: int | None = None
     best: tuple[PrecisionTrial, object] | None = None
@@ -279,7 +288,7 @@ def _lower(a: PrecisionTrial, b: PrecisionTrial) -> bool:
     if a.memory_bytes != b.memory_bytes:
         return (a.memory_bytes or 0) < (b.memory_bytes or 0)
     if a.precision != b.precision:
-        return PRECISIONS.index(a.precision) > PRECISIONS.index(b.precision)
+        return SEARCH_ORDER.index(a.precision) > SEARCH_ORDER.index(b.precision)
     return (a.score or 0.0) > (b.score or 0.0)  # same size and precision (GPTQ vs round-to-nearest)
 
 

@@ -11,24 +11,26 @@ Public API::
     roofline_figure(estimates_or_recommendation) -> plotly Figure
     fit_calibration(measurements) -> Factors ; Factors.save(path) / Factors.load(path)
 
+Precisions (bytes per weight, compute dtype, GPU feature) are the table in
+``rightsizer.precisions``; ``get_precision`` and ``Precision`` are re-exported from there.
+
 See docs/sizing.md for the model, its sources and its measured accuracy.
 """
 
+from rightsizer.precisions import Precision, get_precision
 from rightsizer.sizing.calibration import MODES, Factors, GpuFactors, fit_calibration
 from rightsizer.sizing.catalog import GPU, Catalog, MigProfile, default_catalog, load_catalog
 from rightsizer.sizing.estimate import Estimate, Workload, estimate
-from rightsizer.sizing.memory import (
-    KV_PRECISIONS, PRECISIONS, Precision, activation_bytes, get_precision, kv_bytes_per_sequence,
-    kv_bytes_per_token, weights_bytes)
+from rightsizer.sizing.memory import activation_bytes, kv_bytes_per_sequence, kv_bytes_per_token, weights_bytes
 from rightsizer.sizing.params import SUPPORTED_ARCHITECTURES, ModelSpec, ParamCount, count_params, model_spec
 from rightsizer.sizing.plots import roofline_figure
-from rightsizer.sizing.recommend import DEFAULT_PRECISIONS, SLO, Option, Recommendation, recommend
+from rightsizer.sizing.recommend import SLO, Option, Recommendation, recommend
 
 __all__ = [
     "count_params", "model_spec", "ModelSpec", "ParamCount", "SUPPORTED_ARCHITECTURES",
     "load_catalog", "default_catalog", "Catalog", "GPU", "MigProfile",
-    "Workload", "SLO", "Estimate", "estimate", "recommend", "Recommendation", "Option", "DEFAULT_PRECISIONS",
+    "Workload", "SLO", "Estimate", "estimate", "recommend", "Recommendation", "Option",
     "roofline_figure", "Factors", "GpuFactors", "fit_calibration", "MODES",
     "weights_bytes", "kv_bytes_per_token", "kv_bytes_per_sequence", "activation_bytes", "get_precision",
-    "Precision", "PRECISIONS", "KV_PRECISIONS",
+    "Precision",
 ]

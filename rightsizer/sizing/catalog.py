@@ -15,12 +15,13 @@ from typing import Any, Iterable, Iterator
 import yaml
 
 from rightsizer.errors import ConfigError
+from rightsizer.precisions import FEATURE_MIN_CC
 
 DEFAULT_CATALOG_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "gpus.yaml")
 
+# Every feature but mig (which comes from the listed mig_profiles) is derived from the compute
+# capability with the thresholds of rightsizer.precisions.FEATURE_MIN_CC (sources there).
 FEATURES = ("bf16", "flash_attention_2", "fp8", "mig", "bnb", "gptq", "awq")
-# Feature -> minimum NVIDIA compute capability (see the header of gpus.yaml for sources).
-_CC_FEATURES = {"bf16": 8.0, "flash_attention_2": 8.0, "fp8": 8.9, "bnb": 7.5, "gptq": 6.0, "awq": 7.5}
 
 _REQUIRED_NUMBERS = ("memory_bytes", "memory_bandwidth", "fp16_flops", "fp32_flops",
                      "host_link_bandwidth", "interconnect_bandwidth", "price_per_hour")
@@ -245,7 +246,7 @@ def _validate_entry(raw: Any, index: int, problems: list[str]) -> GPU | None:
     if len(problems) > before:
         return None
 
-    features = {f: (cc_value is not None and cc_value >= need) for f, need in _CC_FEATURES.items()}
+    features = {f: (cc_value is not None and cc_value >= need) for f, need in FEATURE_MIN_CC.items()}
     features["mig"] = bool(profiles)
     features.update(explicit)
     if raw.get("fp8_flops", 0) and not features["fp8"]:

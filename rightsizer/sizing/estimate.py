@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from rightsizer.errors import ConfigError
+from rightsizer.precisions import Precision, get_precision, kv_bytes_per_element
 from rightsizer.sizing.calibration import Factors
 from rightsizer.sizing.catalog import GPU, Catalog, default_catalog
 from rightsizer.sizing.memory import (
-    KV_PRECISIONS, Precision, activation_bytes, default_kv_precision, get_precision, kv_bytes_per_element,
-    kv_bytes_per_sequence, kv_bytes_per_token, weights_bytes)
+    activation_bytes, default_kv_precision, kv_bytes_per_sequence, kv_bytes_per_token, weights_bytes)
 from rightsizer.sizing.params import ModelSpec, ParamCount, _count, model_spec
 from rightsizer.sizing.roofline import PhaseResult, build_ops, phase_time
 
@@ -291,4 +291,4 @@ def estimate(config: Any, gpu: str | GPU, workload: Workload, count: int = 1, mi
         warnings=warnings)
 
 
-__all__ = ["Workload", "Estimate", "estimate", "min_gpus", "TP_COUNTS", "KV_PRECISIONS"]
+__all__ = ["Workload", "Estimate", "estimate", "min_gpus", "TP_COUNTS"]

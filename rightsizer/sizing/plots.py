@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from rightsizer.precisions import get_precision
 from rightsizer.sizing.catalog import default_catalog
 from rightsizer.sizing.estimate import Estimate, unique_deployments
-from rightsizer.sizing.memory import get_precision
 
 
 def _estimates(source: Any, limit: int) -> list[Estimate]:

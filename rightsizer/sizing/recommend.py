@@ -8,13 +8,12 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from rightsizer.errors import ConfigError, InsufficientMemory, NoFeasibleOption
+from rightsizer.precisions import SEARCH_ORDER, get_precision
 from rightsizer.sizing.calibration import Factors
 from rightsizer.sizing.catalog import GPU, Catalog, default_catalog
 from rightsizer.sizing.estimate import TP_COUNTS, Estimate, Workload, _tp_problem, estimate, unique_deployments
-from rightsizer.sizing.memory import get_precision
 from rightsizer.sizing.params import _count, model_spec
 
-DEFAULT_PRECISIONS = ("bf16", "fp8", "int8", "int4")
 MAX_REPLICAS = 64
 
 
@@ -207,7 +206,7 @@ def _precision_for(gpu: GPU, name: str) -> tuple[str, str]:
     if prec.name == "bf16" and not gpu.supports("bf16"):
         return "fp16", ""  # Turing: same size and speed class in fp16
     if prec.feature and not gpu.supports(prec.feature):
-        need = {"fp8": "compute capability >= 8.9", "bf16": "compute capability >= 8.0"}.get(prec.feature, "kernels")
+        need = f"compute capability >= {prec.min_compute_capability}"
         return prec.name, f"{gpu.name} lacks {prec.feature} ({need}) for {prec.name}"
     return prec.name, ""
 
@@ -223,6 +222,7 @@ def recommend(config: Any, workload: Workload, slo: SLO, catalog: Catalog | None
               gpus: Iterable[str] | None = None, include_mig: bool = True) -> Recommendation:
     """Rank all options and return the cheapest feasible one.
 
+    ``precisions``: weight precisions to try (default ``rightsizer.precisions.SEARCH_ORDER``).
     Raises ``NoFeasibleOption`` (``InsufficientMemory`` when nothing even fits) with an actionable
     message; the exception carries the ranked ``options``.
     """
@@ -234,7 +234,8 @@ def recommend(config: Any, workload: Workload, slo: SLO, catalog: Catalog | None
     factors = factors or Factors.defaults(catalog)
     spec = model_spec(config)
     params = _count(spec)
-    names = list(precisions) if precisions else list(DEFAULT_PRECISIONS)
+    # by default the precisions the quantize search can make: whatever is chosen, the pipeline can build
+    names = list(precisions) if precisions else list(SEARCH_ORDER)
     for n in names:
         get_precision(n)  # fail early on a typo
     selected = [catalog.get(g) for g in gpus] if gpus else list(catalog)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from rightsizer.precisions import Precision, kv_bytes_per_element
 from rightsizer.sizing.catalog import GPU
-from rightsizer.sizing.memory import Precision, kv_bytes_per_element
 from rightsizer.sizing.params import ModelSpec
 
 
