@@ -39,6 +39,7 @@ def build_model(cache: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+    from rightsizer.atomic import atomic_dir
     from rightsizer.models import resolve_model_ref
 
     torch.manual_seed(0)
@@ -46,11 +47,9 @@ def build_model(cache: Path) -> Path:
                       num_attention_heads=HEADS, num_key_value_heads=HEADS, vocab_size=VOCAB,
                       max_position_embeddings=512, tie_word_embeddings=False)
     model = LlamaForCausalLM(cfg)
-    tmp = out.with_name(out.name + ".tmp")
-    model.save_pretrained(tmp, safe_serialization=True)
-    AutoTokenizer.from_pretrained(resolve_model_ref("demo:tiny-s")).save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        AutoTokenizer.from_pretrained(resolve_model_ref("demo:tiny-s")).save_pretrained(tmp)
     return out
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import mlrun
 
-from functions.mlrun_io import project_file, localize_dir, log_plot, log_table, step_dir
+from functions.mlrun_io import project_file, localize_dir, log_plot, log_table, made_parent, run_layout
 from rightsizer.calibrate import measurements_from_latency
 from rightsizer.evaluate import evaluate_model
 from rightsizer.models import resolve_model_ref
@@ -33,7 +33,8 @@ def evaluate(context: mlrun.MLClientCtx, task_spec: str, model: str, split: str 
     report = evaluate_model(spec, model, split=split or spec.eval_split,
                             output_tokens=output_tokens or None, repeats=repeats,
                             batch_sizes=tuple(batch_sizes or (1, 4, 16)))
-    path = step_dir(context, spec.name, f"evaluate-{label}") / "evaluation.json"
+    layout = run_layout(context)
+    path = made_parent(layout.evaluation_file(spec.name, label))
     path.write_text(json.dumps(report, indent=2, sort_keys=True))
     log_table(context, "quality", [report["quality"]])
     log_table(context, "latency", report["latency_by_batch"])
@@ -45,7 +46,7 @@ def evaluate(context: mlrun.MLClientCtx, task_spec: str, model: str, split: str 
         precision=get_precision(report["precision"]).sizing_name)
     calibration = ""
     if measurements:
-        calibration = str(path.with_name("calibration_measurements.json"))
+        calibration = str(layout.calibration_file(spec.name, label))
         Path(calibration).write_text(json.dumps(measurements, indent=2, sort_keys=True))
         context.log_artifact("calibration_measurements", local_path=calibration)
     lat = report["latency"]

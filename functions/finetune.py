@@ -15,7 +15,7 @@ from pathlib import Path
 
 import mlrun
 
-from functions.mlrun_io import log_model_dir, log_plot, project_file, step_dir
+from functions.mlrun_io import log_model_dir, log_plot, made_dir, project_file, run_layout
 from rightsizer.finetune.launch import finetune as run_finetune
 from rightsizer.finetune.launch import job_id
 from rightsizer.finetune.report import curves_figure
@@ -59,7 +59,8 @@ def finetune(context: mlrun.MLClientCtx, model: str, train_data, nproc: int = 0,
                   gradient_checkpointing=gradient_checkpointing)
     # A rerun of the same job (same parameters and data) lands in the same folder and
     # resumes from its last checkpoint; any other job gets a fresh folder.
-    params["output_dir"] = output_dir or str(step_dir(context, "finetune", f"{key}-{job_id(params, nproc)}"))
+    job_dir = run_layout(context).finetune_dir(f"{key}-{job_id(params, nproc)}")
+    params["output_dir"] = output_dir or str(made_dir(job_dir))
     # Bad input raises here (before any worker starts) and nothing is registered.
     result = run_finetune(params, nproc=nproc)
     training = {k: v for k, v in params.items() if k not in ("train_data", "output_dir")}

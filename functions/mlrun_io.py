@@ -11,14 +11,27 @@ import mlrun
 import pandas as pd
 from mlrun.artifacts import PlotlyArtifact
 
+from rightsizer.layout import RunLayout
 
-def step_dir(context: mlrun.MLClientCtx, *parts: str) -> Path:
-    """A local working folder for this step (the artifact path when it is local)."""
+
+def run_layout(context: mlrun.MLClientCtx) -> RunLayout:
+    """This run's layout (``rightsizer.layout``), rooted where the steps can write locally:
+    the artifact path when it is local."""
     base = context.artifact_path or ""
     if not base or "://" in base:  # remote artifact store: work locally, upload by logging
         base = os.environ.get("RIGHTSIZER_WORKDIR", tempfile.gettempdir())
-    path = Path(base, "rightsizer", *parts)
+    return RunLayout(Path(base))
+
+
+def made_dir(path: Path) -> Path:
+    """``path``, a folder, created with its parents."""
     path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def made_parent(path: Path) -> Path:
+    """``path`` (a file or folder about to be written) with its parent folder created."""
+    made_dir(path.parent)
     return path
 
 

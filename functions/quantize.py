@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import mlrun
 
-from functions.mlrun_io import project_file, localize_dir, log_model_dir, log_plot, log_table, step_dir
+from functions.mlrun_io import (project_file, localize_dir, log_model_dir, log_plot, log_table, made_parent,
+                               run_layout)
 from rightsizer.quantize_step import quantize_for_task
 from rightsizer.quantize import precision_figure
 from rightsizer.select import Selection
@@ -25,9 +26,9 @@ def quantize(context: mlrun.MLClientCtx, task_spec: str, selection: str, model_d
     """
     spec = load_task(project_file(task_spec))
     sel = Selection.load(selection)
-    work = step_dir(context, spec.name, "quantize")
+    bundle = made_parent(run_layout(context).bundle_dir(spec.name))
     pre = {"gptq": localize_dir(gptq_model_dir)} if gptq_model_dir else None
-    out = quantize_for_task(spec, sel, localize_dir(model_dir), work / "bundle", pre_quantized=pre)
+    out = quantize_for_task(spec, sel, localize_dir(model_dir), bundle, pre_quantized=pre)
     log_table(context, "precisions", out.search.to_rows())
     log_plot(context, "precision_chart", precision_figure(out.search))
     kept = out.search.kept

@@ -67,7 +67,7 @@ def quantize_gptq(context, task_spec: str, model_dir: str, method: str = "gptq",
     """
     import time
 
-    from functions.mlrun_io import localize_dir, log_model_dir, project_file, step_dir
+    from functions.mlrun_io import localize_dir, log_model_dir, made_dir, project_file, run_layout
     from rightsizer.evaluate import load_rows
     from rightsizer.taskspec import load_task
 
@@ -78,11 +78,12 @@ def quantize_gptq(context, task_spec: str, model_dir: str, method: str = "gptq",
     texts = calibration_texts(load_rows(spec, "train"), spec, samples=samples, min_samples=min_samples)
     python = gptq_python(method)
     src = localize_dir(model_dir)
-    work = step_dir(context, spec.name, f"quantize-{method}")
-    out = work / "model"
+    layout = run_layout(context)
+    work = made_dir(layout.prequant_dir(spec.name, method))
+    out = layout.prequant_model_dir(spec.name, method)
     if out.exists():
         shutil.rmtree(out)
-    texts_path = work / "calibration.json"
+    texts_path = layout.calibration_texts_file(spec.name, method)
     texts_path.write_text(json.dumps(texts))
     repo = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ, PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""))

@@ -7,6 +7,7 @@ from pathlib import Path
 import mlrun
 
 from functions.mlrun_io import localize_dir, log_table, project_file
+from rightsizer.layout import RunLayout
 from rightsizer.reevaluate import reevaluate_bundle
 from rightsizer.taskspec import load_task
 
@@ -17,15 +18,16 @@ def reevaluate(context: mlrun.MLClientCtx, task_spec: str, fresh_split: str = "f
 
     ``models``: where the deployed models are: "" for the registered model
     ``store://models/<project>/<task>`` (needs an MLRun API), or the artifact path of a local
-    size_and_deploy run (the task's bundle is ``<models>/rightsizer/<task>/quantize/bundle``). Logs ``reevaluation`` (table) and results
+    size_and_deploy run (the task's bundle is ``RunLayout(models).bundle_dir(task)``:
+    ``<models>/rightsizer/<task>/quantize/bundle``). Logs ``reevaluation`` (table) and results
     ``fresh_score``, ``registered_score``, ``drop``, ``regression`` and ``action``; on a
     regression the model artifact gets the label ``regression=true`` (where an MLRun DB is).
     """
     spec = load_task(project_file(task_spec))
     if not models:
         model_uri = f"store://models/{context.project}/{spec.name}"
-    elif Path(models, "rightsizer", spec.name, "quantize", "bundle").is_dir():
-        model_uri = str(Path(models, "rightsizer", spec.name, "quantize", "bundle"))
+    elif (bundle := RunLayout(Path(models)).bundle_dir(spec.name)).is_dir():
+        model_uri = str(bundle)
     else:
         model_uri = models
     out = reevaluate_bundle(spec, localize_dir(model_uri), project_file(fresh_split))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import mlrun
 
-from functions.mlrun_io import log_plot, log_table, step_dir
+from functions.mlrun_io import log_plot, log_table, made_parent, run_layout
 from rightsizer.decision import load_record, save_record
 from rightsizer.report import format_table, summary_figure, summary_rows
 
@@ -19,7 +19,7 @@ def report(context: mlrun.MLClientCtx, records: list, endpoint: str = "") -> Non
     rows = summary_rows(recs)
     log_table(context, "summary", rows)
     log_plot(context, "summary_chart", summary_figure(recs))
-    path = step_dir(context, "report") / "decisions.json"
+    path = made_parent(run_layout(context).decisions_file())
     save_record({"endpoint": endpoint, "records": recs}, path)
     context.log_artifact("decisions", local_path=str(path))
     chosen, base = (next(r for r in rows if r["task"] == "TOTAL" and r["choice"] == c)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import mlrun
 
-from functions.mlrun_io import log_model_dir, log_plot, log_table, project_file, step_dir
+from functions.mlrun_io import log_model_dir, log_plot, log_table, made_dir, project_file, run_layout
 from rightsizer.errors import NoFeasibleOption
 from rightsizer.report import ladder_figure, leaderboard_rows, pareto_figure
 from rightsizer.select import select_model
@@ -23,13 +23,14 @@ def select(context: mlrun.MLClientCtx, task_spec: str, latency_repeats: int = 3)
     (JSON path).
     """
     spec = load_task(project_file(task_spec))
-    work = step_dir(context, spec.name, "select")
-    sel = select_model(spec, work, latency_repeats=latency_repeats)
-    sel.save(work / "selection.json")
+    layout = run_layout(context)
+    sel = select_model(spec, made_dir(layout.select_dir(spec.name)), latency_repeats=latency_repeats)
+    selection = layout.selection_file(spec.name)
+    sel.save(selection)
     log_table(context, "leaderboard", leaderboard_rows(sel))
     log_plot(context, "ladder", ladder_figure(sel))
     log_plot(context, "pareto", pareto_figure(sel))
-    context.log_result("selection", str(work / "selection.json"))
+    context.log_result("selection", str(selection))
     context.log_results({"eval_examples": sel.eval_examples,
                          "eval_seconds": round(sel.eval_seconds, 2),
                          "full_examples": sel.full_examples,

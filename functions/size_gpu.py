@@ -7,7 +7,7 @@ from pathlib import Path
 
 import mlrun
 
-from functions.mlrun_io import project_file, localize_dir, log_plot, log_table, step_dir
+from functions.mlrun_io import project_file, localize_dir, log_plot, log_table, made_parent, run_layout
 from rightsizer.bundle import read_bundle
 from rightsizer.decision import build_record, save_record, size_for_task
 from rightsizer.models import resolve_model_ref
@@ -42,7 +42,7 @@ def size_gpu(context: mlrun.MLClientCtx, task_spec: str, selection: str, bundle_
                           precision_rows=searched, factors=factors)
     log_table(context, "gpu_ranking", rec.to_rows())
     log_plot(context, "roofline", roofline_figure(rec))
-    path = step_dir(context, spec.name, "size_gpu") / "decision.json"
+    path = made_parent(run_layout(context).decision_file(spec.name))
     save_record(record, path)
     context.log_artifact("decision", local_path=str(path))
     context.log_results({"gpu": record["chosen"]["gpu"],

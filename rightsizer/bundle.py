@@ -8,10 +8,10 @@ bundle is what gets registered as the task's model artifact.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
+from rightsizer.atomic import atomic_dir
 from rightsizer.errors import ConfigError
 from rightsizer.taskspec import TaskSpec
 
@@ -23,9 +23,6 @@ def write_bundle(model_dir: str | Path, spec: TaskSpec, out_dir: str | Path, *,
                  quant_config: dict | None = None, metrics: dict | None = None) -> Path:
     """Copy the model folder to ``out_dir`` and add the serving config (atomic)."""
     out = Path(out_dir)
-    tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(model_dir, tmp, ignore=shutil.ignore_patterns(BUNDLE_FILE))
     meta = {
         "task": spec.name, "type": spec.type, "prompt": spec.prompt,
         "input_field": spec.input_field, "label_field": spec.label_field,
@@ -34,9 +31,10 @@ def write_bundle(model_dir: str | Path, spec: TaskSpec, out_dir: str | Path, *,
         "max_new_tokens": spec.workload.output_tokens, "metrics": metrics or {},
         "trust_remote_code": spec.trust_remote_code,
     }
-    (tmp / BUNDLE_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    with atomic_dir(out) as tmp:
+        shutil.copytree(model_dir, tmp, ignore=shutil.ignore_patterns(BUNDLE_FILE),
+                        dirs_exist_ok=True)
+        (tmp / BUNDLE_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
     return out
 
 

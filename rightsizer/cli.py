@@ -40,12 +40,6 @@ def register(name: str, add_arguments: Callable[[argparse.ArgumentParser], None]
     SUBCOMMANDS[name] = Subcommand(name, help, add_arguments, run)
 
 
-def _json_default(obj: Any):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
 def _clean(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None

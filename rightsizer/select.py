@@ -13,13 +13,13 @@ recorded, so the decision record can say why each smaller option was rejected.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
+from rightsizer.atomic import atomic_dir
 from rightsizer.errors import ConfigError
 from rightsizer.evaluate import (answer_text, build_prompt, check_task_data, measure_latency,
                                  pick_shots)
@@ -269,14 +269,11 @@ def _record(spec, ref, params, rung, s: Screened, train_seconds: float = 0.0) ->
 
 def _save_chosen(model, tokenizer, out: Path) -> str:
     """Write the chosen model (LoRA merged into the base) as safetensors, atomically."""
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     if hasattr(model, "merge_and_unload"):  # a PEFT model: fold the adapter in for serving
         model = model.merge_and_unload()
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
     return str(out)
 
 

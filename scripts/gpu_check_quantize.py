@@ -68,7 +68,7 @@ def sync():
 
 
 def build(quick: bool, dtype=torch.float32):
-    from rightsizer.quantize.tiny import tiny_llama
+    from tests.tiny_models import tiny_llama
 
     if DEVICE == "cpu":  # dry run of the logic only
         return tiny_llama(hidden=128, intermediate=256, layers=3, vocab=512, dtype=dtype)

@@ -29,6 +29,7 @@ def main() -> int:
     import mlrun
 
     from rightsizer.demo.bootstrap import bootstrap
+    from rightsizer.layout import RunLayout
     from rightsizer.report import format_table, summary_rows
 
     start = time.perf_counter()
@@ -41,8 +42,7 @@ def main() -> int:
     if str(status.state).lower() not in ("completed", "succeeded"):
         print(f"workflow ended in state {status.state}", file=sys.stderr)
         return 1
-    decisions = sorted(Path(args.artifacts).glob("rightsizer/report/decisions.json"))
-    records = json.loads(decisions[-1].read_text())["records"]
+    records = json.loads(RunLayout(Path(args.artifacts)).decisions_file().read_text())["records"]
     print("[3/3] decision summary (chosen per task vs the largest candidate for everything)\n")
     print(format_table(summary_rows(records)))
     for rec in records:

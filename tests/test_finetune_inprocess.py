@@ -43,7 +43,7 @@ def test_inprocess_run_writes_adapter_curves_and_marked_checkpoints(trained):
 
 def _assert_no_adapter(out: Path):
     assert not (out / "adapter").exists()
-    assert not list(out.glob("adapter.tmp-*"))
+    assert not list(out.glob("*adapter.tmp-*"))  # atomic_dir's temporary folder is .adapter.tmp-*
 
 
 @pytest.mark.parametrize("kw, needle", [

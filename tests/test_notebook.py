@@ -8,6 +8,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from rightsizer.layout import RunLayout
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
@@ -21,4 +23,4 @@ def test_notebook_executes(demo_models, tmp_path, monkeypatch):
                         for o in c.get("outputs", []))
     assert "ticket_routing -> {" in outputs and "'label': 'billing'" in outputs
     assert "review_sentiment -> {" in outputs
-    assert (tmp_path / "artifacts" / "rightsizer" / "report" / "decisions.json").is_file()
+    assert RunLayout(tmp_path / "artifacts").decisions_file().is_file()

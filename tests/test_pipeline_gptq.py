@@ -14,6 +14,7 @@ from pathlib import Path
 import mlrun
 import pytest
 
+from rightsizer.layout import RunLayout
 from tests.test_gptq import _gptq_python
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,16 +39,16 @@ def run(demo_models, tmp_path_factory):
         else:
             os.environ["RIGHTSIZER_GPTQ_PYTHON"] = old
     assert str(status.state).lower() in ("completed", "succeeded"), status.state
-    return project, tmp / "a" / "rightsizer"
+    return project, RunLayout(tmp / "a")
 
 
 def test_gptq_step_ran_and_its_checkpoint_was_scored(run):
-    project, out = run
+    project, layout = run
     assert project.get_function("quantize-gptq").spec.resources["limits"]["nvidia.com/gpu"] == 1
-    ckpt = out / "ticket_routing" / "quantize-gptq" / "model"
+    ckpt = layout.prequant_model_dir("ticket_routing", "gptq")
     qcfg = json.loads((ckpt / "quantize_config.json").read_text())
     assert (qcfg["bits"], qcfg["group_size"]) == (4, 64)  # tiny-s is 64 wide
-    rows = json.loads((out / "report" / "decisions.json").read_text())["records"][0]["precision_search"]
+    rows = json.loads(layout.decisions_file().read_text())["records"][0]["precision_search"]
     gptq = [r for r in rows if r["backend"] == "gptq"]
     assert len(gptq) == 1 and gptq[0]["status"] == "evaluated" and 0.0 <= gptq[0]["score"] <= 1.0
     rtn = next(r for r in rows if r["backend"] == "torch-int4pack" and not r["mixed"])
@@ -55,8 +56,8 @@ def test_gptq_step_ran_and_its_checkpoint_was_scored(run):
 
 
 def test_the_kept_model_is_bundled_and_serves(run):
-    project, out = run
-    bundle = out / "ticket_routing" / "quantize" / "bundle"
+    project, layout = run
+    bundle = layout.bundle_dir("ticket_routing")
     meta = json.loads((bundle / "rightsizer.json").read_text())
     # equal bytes: the higher score is kept, so GPTQ wins unless round-to-nearest scored higher
     assert meta["quant_config"]["precision"] == "int4"

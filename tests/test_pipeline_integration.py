@@ -13,6 +13,8 @@ from pathlib import Path
 import mlrun
 import pytest
 
+from rightsizer.layout import RunLayout, find_bundles, find_decisions
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
@@ -23,14 +25,16 @@ def run(demo_models, tmp_path_factory):
     project = mlrun.load_project(str(ROOT), name="rightsizer", save=False)
     status = project.run("size_and_deploy", artifact_path=str(artifacts), watch=True, dirty=True)
     assert str(status.state).lower() in ("completed", "succeeded"), status.state
-    decisions = json.loads((artifacts / "rightsizer/report/decisions.json").read_text())
-    assert not list(artifacts.glob("rightsizer/*/quantize-gptq"))
-    return project, artifacts, {r["task"]: r for r in decisions["records"]}
+    layout = RunLayout(artifacts)
+    decisions = json.loads(layout.decisions_file().read_text())
+    assert not [t for t in layout.tasks() if layout.prequant_dir(t, "gptq").exists()]
+    return project, layout, {r["task"]: r for r in decisions["records"]}
 
 
 def test_decision_records(run):
-    _, _, records = run
+    _, layout, records = run
     assert set(records) == {"review_sentiment", "ticket_routing"}
+    assert set(find_decisions(layout.root)) == set(records)
     routing, sentiment = records["ticket_routing"], records["review_sentiment"]
     # routing is trained into the smallest candidate: zero-shot on tiny-s, nothing rejected
     assert (routing["chosen"]["model"], routing["chosen"]["rung"]) == ("demo:tiny-s", "zero_shot")
@@ -56,10 +60,11 @@ def test_decision_records(run):
 
 
 def test_bundles_are_registered_and_serve(run):
-    project, artifacts, records = run
+    project, layout, records = run
     serving = project.get_function("serving")
+    assert set(find_bundles(layout.root)) == set(records)
     for task in records:
-        bundle = artifacts / "rightsizer" / task / "quantize" / "bundle"
+        bundle = layout.bundle_dir(task)
         meta = json.loads((bundle / "rightsizer.json").read_text())
         assert meta["task"] == task
         # the registered precision is the one the GPU was sized for
@@ -77,12 +82,12 @@ def test_bundles_are_registered_and_serve(run):
 
 
 def test_reevaluate_flags_no_regression_on_fresh_data(run, tmp_path):
-    project, artifacts, records = run
+    project, layout, records = run
     from rightsizer.reevaluate import reevaluate_bundle
     from rightsizer.taskspec import load_task
 
     spec = load_task(ROOT / "tasks" / "ticket_routing.yaml")
-    bundle = artifacts / "rightsizer" / "ticket_routing" / "quantize" / "bundle"
+    bundle = layout.bundle_dir("ticket_routing")
     out = reevaluate_bundle(spec, str(bundle), "fresh", progress=False)
     assert out["regression"] is False and out["fresh_examples"] == 160
     # a drifted data set (labels shuffled) is a regression, flagged with the re-size action
@@ -96,8 +101,8 @@ def test_reevaluate_flags_no_regression_on_fresh_data(run, tmp_path):
 
 
 def test_reevaluate_workflow_runs_locally(run):
-    project, artifacts, _ = run
+    project, layout, _ = run
     status = project.run("reevaluate", engine="local", watch=True, dirty=True,
-                         artifact_path=str(artifacts / "reeval"),
-                         arguments={"fresh_split": "fresh", "models": str(artifacts)})
+                         artifact_path=str(layout.root / "reeval"),
+                         arguments={"fresh_split": "fresh", "models": str(layout.root)})
     assert str(status.state).lower() in ("completed", "succeeded"), status.state

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from rightsizer.quantize.attention import choose_attention
-from rightsizer.quantize.tiny import tiny_llama
+from tests.tiny_models import tiny_llama
 
 IDS = torch.randint(3, 256, (2, 12), generator=torch.Generator().manual_seed(0))
 

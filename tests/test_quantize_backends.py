@@ -10,7 +10,7 @@ from rightsizer.errors import ConfigError
 from rightsizer.precisions import SEARCH_ORDER
 from rightsizer.quantize import apply_quant_config, available_backends, quantize_model, sensitive_modules, weight_bytes
 from rightsizer.quantize.int4pack import Int4PackedLinear, quantize_groupwise
-from rightsizer.quantize.tiny import tiny_llama
+from tests.tiny_models import tiny_llama
 
 IDS = torch.randint(3, 256, (4, 16), generator=torch.Generator().manual_seed(0))
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from rightsizer.quantize import apply_quant_config, available_backends, quantize_model, weight_bytes
-from rightsizer.quantize.tiny import tiny_llama
+from tests.tiny_models import tiny_llama
 
 CUDA = torch.cuda.is_available()
 CC = torch.cuda.get_device_capability() if CUDA else (0, 0)

@@ -18,7 +18,6 @@ import fcntl
 import hashlib
 import json
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from rightsizer.atomic import atomic_dir
 from rightsizer.demo.data import generate_rows
 
 
@@ -148,19 +148,17 @@ def bootstrap(force: bool = False, verbose: bool = True) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one builder at a time; others reuse its result
         if target.is_dir() and not force:
             return target
-        tmp = target.parent / f"{target.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        start = time.perf_counter()
-        corpus = _pretrain_corpus()
-        tokenizer = _train_tokenizer(corpus, tmp / "tokenizer")
-        built = [_build_model(m, tokenizer, corpus, tmp / "models" / m.name, seed=i)
-                 for i, m in enumerate(tqdm(DEMO_MODELS, desc="demo models", disable=not verbose))]
-        manifest = {"recipe": _recipe_key(), "models": built,
-                    "seconds": round(time.perf_counter() - start, 1)}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        if force:
-            shutil.rmtree(target, ignore_errors=True)
-        os.rename(tmp, target)
+        # Inside the lock: the swap replaces a forced rebuild's old folder only once the
+        # new one is complete, and never races another builder.
+        with atomic_dir(target) as tmp:
+            start = time.perf_counter()
+            corpus = _pretrain_corpus()
+            tokenizer = _train_tokenizer(corpus, tmp / "tokenizer")
+            built = [_build_model(m, tokenizer, corpus, tmp / "models" / m.name, seed=i)
+                     for i, m in enumerate(tqdm(DEMO_MODELS, desc="demo models", disable=not verbose))]
+            manifest = {"recipe": _recipe_key(), "models": built,
+                        "seconds": round(time.perf_counter() - start, 1)}
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
     if verbose:
         print(f"demo models built in {manifest['seconds']} s -> {target}")
     return target

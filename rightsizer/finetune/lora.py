@@ -7,8 +7,6 @@ so the adapter learns the task rather than the prompt template.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +14,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from rightsizer.atomic import atomic_dir
 from rightsizer.errors import ConfigError
 
 # Attention and MLP projections per architecture family (model_type in config.json).
@@ -125,17 +124,14 @@ def train_lora(model, tokenizer, examples: list[tuple[str, str]], output_dir: st
     peft_model.eval()
     peft_model = accelerator.unwrap_model(peft_model)
     out_dir = Path(output_dir)
-    tmp = out_dir.with_name(out_dir.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    peft_model.save_pretrained(tmp, safe_serialization=True)
     result = LoraResult(adapter_dir=str(out_dir), steps=steps, losses=losses,
                         learning_rates=lrs, seconds=time.perf_counter() - start,
                         trainable_params=sum(p.numel() for p in peft_model.parameters()
                                              if p.requires_grad),
                         target_modules=list(targets))
-    (tmp / "training.json").write_text(json.dumps(
-        {k: v for k, v in result.to_dict().items() if k not in ("losses", "learning_rates")},
-        indent=2, sort_keys=True))
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
+    with atomic_dir(out_dir) as tmp:
+        peft_model.save_pretrained(tmp, safe_serialization=True)
+        (tmp / "training.json").write_text(json.dumps(
+            {k: v for k, v in result.to_dict().items() if k not in ("losses", "learning_rates")},
+            indent=2, sort_keys=True))
     return peft_model, result

@@ -7,10 +7,9 @@ the quantized copy used for QLoRA training), the adapter applied on top and merg
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
+from rightsizer.atomic import atomic_dir
 from rightsizer.errors import ConfigError
 
 
@@ -30,15 +29,12 @@ def merge_adapter(base: str, adapter_dir: str | Path, out_dir: str | Path, dtype
                                                  use_safetensors=True)
     merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     out = Path(out_dir)
-    tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    merged.save_pretrained(tmp, safe_serialization=True)
-    try:
-        AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(tmp)
-    except (OSError, ValueError):
-        AutoTokenizer.from_pretrained(path).save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    with atomic_dir(out) as tmp:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        try:
+            AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(tmp)
+        except (OSError, ValueError):
+            AutoTokenizer.from_pretrained(path).save_pretrained(tmp)
     return out
 
 

@@ -32,6 +32,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from rightsizer.atomic import atomic_dir
 from rightsizer.errors import ConfigError
 
 QUANTIZATIONS = ("none", "nf4")
@@ -343,12 +344,9 @@ def save_adapter(model, out_dir: Path, state_dict: dict, meta: dict) -> Path:
     if not state_dict or empty:
         raise RuntimeError(f"refusing to save an empty adapter ({len(empty)} empty tensors, "
                            f"e.g. {empty[:3]}): under ZeRO-3 the parameters must be gathered")
-    tmp = out_dir.with_name(out_dir.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
-    (tmp / "training.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+        (tmp / "training.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
     return out_dir
 
 

@@ -18,10 +18,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from rightsizer.atomic import atomic_dir
 from rightsizer.errors import ConfigError
 from rightsizer.precisions import quant_config
 
@@ -142,9 +141,7 @@ def prequantize(model_path: str, texts: list[str], output_dir: str | os.PathLike
     # gptqmodel sizes a CPU thread pool from the core count and refuses fewer than 2 workers
     os.environ["GPTQMODEL_CPU_WORKERS"] = str(max(2, int(os.environ.get("GPTQMODEL_CPU_WORKERS") or 2)))
     out = Path(output_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         from gptqmodel import GPTQModel, QuantizeConfig
 
         if method == "gptq":
@@ -160,10 +157,6 @@ def prequantize(model_path: str, texts: list[str], output_dir: str | os.PathLike
         config = quant_config(f"int{bits}", method, dtype="bfloat16", group_size=group_size, pre_quantized=True,
                               calibration_samples=len(texts), device=device, desc_act=desc_act)
         (tmp / "rightsizer_quant.json").write_text(json.dumps(config, indent=2))
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return config
 
 

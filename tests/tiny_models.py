@@ -1,5 +1,9 @@
 """Tiny Llama models built from a config, for tests, benchmarks and the GPU check script.
 
+Test-only code, so it lives under tests/ rather than in the library; the benchmarks and
+scripts/gpu_check_quantize.py import it as ``tests.tiny_models`` (the repository root on
+``sys.path``).
+
 The linear layers dominate their weight bytes (a small vocabulary, tied embeddings), as in
 real LLMs, so memory ratios measured on them carry over. No download, no tokenizer.
 """

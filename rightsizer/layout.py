@@ -1,0 +1,131 @@
+"""Where a run's steps write under its artifact path: the one place that knows the layout.
+
+::
+
+    <root>/rightsizer/<task>/select/selection.json          the selection (select step)
+    <root>/rightsizer/<task>/select/chosen/                  the chosen model, before quantization
+    <root>/rightsizer/<task>/evaluate-<label>/evaluation.json
+    <root>/rightsizer/<task>/evaluate-<label>/calibration_measurements.json  (on a catalog GPU)
+    <root>/rightsizer/<task>/quantize-<method>/model/        GPTQ/AWQ checkpoint (quantize-gptq step)
+    <root>/rightsizer/<task>/quantize-<method>/calibration.json
+    <root>/rightsizer/<task>/quantize/bundle/                the serving bundle (rightsizer.json)
+    <root>/rightsizer/<task>/size_gpu/decision.json          the task's decision record
+    <root>/rightsizer/report/decisions.json                  all records (report step)
+    <root>/rightsizer/finetune/<key>-<job id>/               a finetune job's output folder
+
+Writers (the MLRun handlers in ``functions/``) and readers (re-evaluation, the demo script,
+the notebook, tests) all go through :class:`RunLayout`. Its methods only compute paths;
+creating folders is the writer's business. No MLRun import here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rightsizer.bundle import BUNDLE_FILE
+
+NAMESPACE = "rightsizer"  # the folder under the artifact path that holds everything
+REPORT_STEP = "report"
+FINETUNE_STEP = "finetune"
+# Folders beside the task folders: never tasks themselves.
+NOT_TASKS = (REPORT_STEP, FINETUNE_STEP)
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The paths of one run under ``root`` (the artifact path, or a local work folder)."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def base(self) -> Path:
+        """``<root>/rightsizer``: every step's folder is under it."""
+        return self.root / NAMESPACE
+
+    def step_dir(self, task: str, step: str) -> Path:
+        """The working folder of ``step`` for ``task``."""
+        return self.base / task / step
+
+    def select_dir(self, task: str) -> Path:
+        """The select step's folder (its work folder: adapters, the chosen model)."""
+        return self.step_dir(task, "select")
+
+    def selection_file(self, task: str) -> Path:
+        """The saved :class:`~rightsizer.select.Selection`."""
+        return self.select_dir(task) / "selection.json"
+
+    def evaluate_dir(self, task: str, label: str) -> Path:
+        """The evaluate step's folder for the model evaluated as ``label`` (chosen, baseline)."""
+        return self.step_dir(task, f"evaluate-{label}")
+
+    def evaluation_file(self, task: str, label: str) -> Path:
+        """The evaluate step's report (quality and latency)."""
+        return self.evaluate_dir(task, label) / "evaluation.json"
+
+    def calibration_file(self, task: str, label: str) -> Path:
+        """Prefill/decode measurements for the sizing engine (written on a catalog GPU only)."""
+        return self.evaluate_dir(task, label) / "calibration_measurements.json"
+
+    def prequant_dir(self, task: str, method: str) -> Path:
+        """The quantize-gptq step's folder for ``method`` (gptq, awq)."""
+        return self.step_dir(task, f"quantize-{method}")
+
+    def prequant_model_dir(self, task: str, method: str) -> Path:
+        """The pre-quantized checkpoint."""
+        return self.prequant_dir(task, method) / "model"
+
+    def calibration_texts_file(self, task: str, method: str) -> Path:
+        """The calibration texts handed to the pre-quantization subprocess."""
+        return self.prequant_dir(task, method) / "calibration.json"
+
+    def quantize_dir(self, task: str) -> Path:
+        """The quantize step's folder."""
+        return self.step_dir(task, "quantize")
+
+    def bundle_dir(self, task: str) -> Path:
+        """The task's serving bundle (registered as the task's model)."""
+        return self.quantize_dir(task) / "bundle"
+
+    def size_gpu_dir(self, task: str) -> Path:
+        """The size_gpu step's folder."""
+        return self.step_dir(task, "size_gpu")
+
+    def decision_file(self, task: str) -> Path:
+        """The task's decision record."""
+        return self.size_gpu_dir(task) / "decision.json"
+
+    def report_dir(self) -> Path:
+        """The report step's folder (one per run, not per task)."""
+        return self.base / REPORT_STEP
+
+    def decisions_file(self) -> Path:
+        """All decision records of the run, with the serving endpoint."""
+        return self.report_dir() / "decisions.json"
+
+    def finetune_dir(self, name: str) -> Path:
+        """A finetune job's output folder (checkpoints, adapter, result)."""
+        return self.base / FINETUNE_STEP / name
+
+    def tasks(self) -> list[str]:
+        """Names of the tasks that have a folder here, sorted."""
+        if not self.base.is_dir():
+            return []
+        return sorted(p.name for p in self.base.iterdir()
+                      if p.is_dir() and p.name not in NOT_TASKS and not p.name.startswith("."))
+
+
+def find_bundles(root: str | Path) -> dict[str, Path]:
+    """The serving bundles under artifact path ``root``, by task (complete ones only)."""
+    layout = RunLayout(Path(root))
+    return {t: layout.bundle_dir(t) for t in layout.tasks()
+            if (layout.bundle_dir(t) / BUNDLE_FILE).is_file()}
+
+
+def find_decisions(root: str | Path) -> dict[str, Path]:
+    """The per-task decision records under artifact path ``root``, by task."""
+    layout = RunLayout(Path(root))
+    return {t: layout.decision_file(t) for t in layout.tasks() if layout.decision_file(t).is_file()}
