@@ -12,8 +12,9 @@ import shutil
 from pathlib import Path
 
 from rightsizer.atomic import atomic_dir
+from rightsizer import tasktypes
 from rightsizer.errors import ConfigError
-from rightsizer.taskspec import TaskSpec
+from rightsizer.taskspec import TaskSpec, task_from_dict
 
 BUNDLE_FILE = "rightsizer.json"
 
@@ -30,6 +31,7 @@ def write_bundle(model_dir: str | Path, spec: TaskSpec, out_dir: str | Path, *,
         "quant_config": quant_config or {"precision": "fp32", "backend": "none"},
         "max_new_tokens": spec.workload.output_tokens, "metrics": metrics or {},
         "trust_remote_code": spec.trust_remote_code,
+        "spec": spec.to_dict(),  # serving rebuilds the task (prompt, type, stop rule) from it
     }
     with atomic_dir(out) as tmp:
         shutil.copytree(model_dir, tmp, ignore=shutil.ignore_patterns(BUNDLE_FILE),
@@ -43,3 +45,21 @@ def read_bundle(bundle_dir: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"{bundle_dir}: not a Rightsizer serving bundle (no {BUNDLE_FILE})")
     return json.loads(path.read_text())
+
+
+def bundle_spec(meta: dict, source: str | None = None) -> TaskSpec:
+    """The task spec a bundle was written for (what serving builds prompts and answers from).
+
+    Bundles written before the spec was stored carry only the prompt fields; the spec is
+    rebuilt from those, with placeholders for what serving does not use (data, SLO).
+    """
+    if "spec" in meta:
+        return task_from_dict(meta["spec"], source=source)
+    legacy = {"name": meta["task"], "type": meta["type"], "prompt": meta["prompt"],
+              "input_field": meta["input_field"], "label_field": meta["label_field"],
+              "labels": meta.get("labels") or [], "candidates": [meta.get("base_model", "?")],
+              "dataset": {"train": "-", "eval": "-"}, "threshold": 0.0,
+              "metric": tasktypes.get(meta["type"]).metrics[0],
+              "slo": {"ttft_ms": 1.0, "tpot_ms": 1.0},
+              "workload": {"output_tokens": int(meta.get("max_new_tokens", 16))}}
+    return task_from_dict(legacy, source=source)

@@ -21,9 +21,9 @@ import torch
 
 from rightsizer.atomic import atomic_dir
 from rightsizer.errors import ConfigError
-from rightsizer.evaluate import (answer_text, build_prompt, check_task_data, measure_latency,
-                                 pick_shots)
-from rightsizer.models import load_config, load_model
+from rightsizer.evaluate import check_task_data, measure_latency, pick_shots
+from rightsizer.inference import answer_text, build_prompt, load_model
+from rightsizer.models import load_config
 from rightsizer.screening import Screened, screened_quality
 from rightsizer.taskspec import Screening, TaskSpec
 

@@ -151,7 +151,7 @@ def test_merged_model_matches_base_plus_adapter(trained, tmp_path):
 
 def test_train_lora_in_process_path_still_works(tmp_path):
     from rightsizer.finetune import train_lora
-    from rightsizer.models import load_model
+    from rightsizer.inference import load_model
 
     model, tok = load_model("demo:tiny-s")
     peft_model, res = train_lora(model, tok, [(r["prompt"], r["answer"]) for r in ROWS],

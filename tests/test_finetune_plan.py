@@ -140,7 +140,7 @@ def test_trainjob_manifest_spec():
 def test_mpi_rank_discovery(monkeypatch):
     import os
 
-    from rightsizer.finetune.launch import discover_mpi_env
+    from rightsizer.finetune.mpi import discover_mpi_env
 
     # discover_mpi_env exports RANK/WORLD_SIZE/... into os.environ: give it a copy, so they
     # do not leak into later tests (a leaked WORLD_SIZE makes Accelerate expect multinode)

@@ -8,7 +8,7 @@ Runs the same code three ways:
       torchrun --nproc_per_node 2 -m rightsizer.finetune.train --config job.json
 
 * under an MPI launcher (MLRun MPIJob): the ranks are read from ``OMPI_COMM_WORLD_*``
-  first (:func:`rightsizer.finetune.launch.discover_mpi_env`).
+  first (:func:`rightsizer.finetune.mpi.discover_mpi_env`).
 
 The DeepSpeed config is derived from the training memory plan (:mod:`.plan`); stage 0 means
 plain DDP without DeepSpeed. Output folder layout::
@@ -552,7 +552,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     ns = _parser().parse_args(argv)
-    from rightsizer.finetune.launch import discover_mpi_env
+    from rightsizer.finetune.mpi import discover_mpi_env
 
     discover_mpi_env()
     d = json.loads(Path(ns.config).read_text()) if ns.config else {}

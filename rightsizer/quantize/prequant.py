@@ -45,7 +45,7 @@ def calibration_texts(rows: list[dict], spec=None, text_field: str | None = None
     seen = set()
     for row in rows or []:
         if spec is not None:
-            from rightsizer.evaluate import build_prompt
+            from rightsizer.inference import build_prompt
 
             text = f"{build_prompt(spec, row)} {row.get(spec.label_field, '')}".strip()
         else:

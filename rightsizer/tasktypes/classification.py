@@ -40,10 +40,10 @@ class Classification(TaskType):
     def check_rows(self, spec: TaskSpec, rows: list[dict], split: str) -> list[str]:
         values = [r[spec.label_field] for r in rows]
         # compared as written: an integer label 1 is not the option "1"
-        bad = sorted({repr(v) for v in values if not isinstance(v, str) or v not in spec.labels})
+        bad = sorted({v for v in values if not isinstance(v, str) or v not in spec.labels}, key=repr)
         if not bad:
             return []
-        return [f"dataset.{split}: label(s) {', '.join(bad)} are not in labels {spec.labels} "
+        return [f"dataset.{split}: label(s) {bad} are not in labels {spec.labels} "
                 "(labels are compared as strings, exactly)"]
 
     def answer_text(self, spec: TaskSpec, row: dict) -> str:
