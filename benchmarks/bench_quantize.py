@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from rightsizer.quantize import available_backends, quantize_model, weight_bytes  # noqa: E402
+from rightsizer.runtime import available_backends, quantize_model, weight_bytes  # noqa: E402
 from tests.tiny_models import tiny_llama  # noqa: E402
 
 PRECISIONS = ("bf16", "int8", "int4")
@@ -120,8 +120,8 @@ def gptq_model(spec, group_size: int):
 
     from rightsizer.evaluate import load_rows
     from rightsizer.models import resolve_model_ref
-    from rightsizer.quantize.gptq_format import load_gptq_model
-    from rightsizer.quantize.prequant import calibration_texts
+    from rightsizer.runtime.gptq_format import load_gptq_model
+    from rightsizer.quantize_gptq import calibration_texts
 
     py = os.environ.get("RIGHTSIZER_GPTQ_PYTHON") or str(ROOT / ".venv-gptq" / "bin" / "python")
     if not Path(py).exists():
@@ -129,7 +129,7 @@ def gptq_model(spec, group_size: int):
     work = Path(tempfile.mkdtemp(prefix="bench-gptq-"))
     texts = work / "texts.json"
     texts.write_text(json.dumps(calibration_texts(load_rows(spec, "train"), spec, samples=128)))
-    subprocess.run([py, "-m", "rightsizer.quantize.prequant", "--model-path", resolve_model_ref("demo:tiny-m"),
+    subprocess.run([py, "-m", "rightsizer.quantize_gptq", "--model-path", resolve_model_ref("demo:tiny-m"),
                     "--texts", str(texts), "--output-dir", str(work / "q"), "--group-size", str(group_size),
                     "--device", "cpu"], check=True, cwd=work, capture_output=True,
                    env=dict(os.environ, PYTHONPATH=str(ROOT)))

@@ -119,7 +119,7 @@ def measure_gpu(out_dir: str) -> None:
     with torch.inference_mode():
         for batch, prompt in ((1, 128), (1, 512), (1, 2048), (1, 4096), (4, 2048)):
             ids = torch.randint(0, cfg.vocab_size, (batch, prompt), device="cuda")
-            fn = lambda: model(input_ids=ids, use_cache=False, logits_to_keep=1)  # noqa: E731
+            fn = lambda ids=ids: model(input_ids=ids, use_cache=False, logits_to_keep=1)  # noqa: E731
             fn()
             torch.cuda.synchronize()
             ms = cuda_ms(fn, 5)

@@ -6,8 +6,7 @@ import mlrun
 
 from functions.mlrun_io import (project_file, localize_dir, log_model_dir, log_plot, log_table, made_parent,
                                run_layout)
-from rightsizer.quantize_step import quantize_for_task
-from rightsizer.quantize import precision_figure
+from rightsizer.quantize import precision_figure, quantize_for_task
 from rightsizer.select import Selection
 from rightsizer.taskspec import load_task
 

@@ -8,7 +8,7 @@ configured and hands its checkpoint to the ``quantize`` step, which scores it be
 in-place backends. GPTQ also runs on the CPU (slowly; that is how the tests run it, with
 ``scripts/setup_gptq.sh``); AWQ needs CUDA. Bad input (too little calibration text, unknown
 method, no GPTQ environment) fails before any model is loaded; a failed run leaves no
-half-written model (see ``rightsizer.quantize.prequant``).
+half-written model (see ``rightsizer.quantize_gptq``).
 
 Register it (project_setup.py)::
 
@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 from rightsizer.errors import ConfigError
-from rightsizer.quantize.prequant import METHODS, RESULT_MARK, calibration_texts, check_method, missing_packages
+from rightsizer.quantize_gptq import METHODS, RESULT_MARK, calibration_texts, check_method, missing_packages
 
 GPTQ_VENV = "/opt/gptq"
 REQUIREMENTS = Path(__file__).resolve().parent.parent / "requirements-gptq.txt"
@@ -87,7 +87,7 @@ def quantize_gptq(context, task_spec: str, model_dir: str, method: str = "gptq",
     texts_path.write_text(json.dumps(texts))
     repo = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ, PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    cmd = [python, "-m", "rightsizer.quantize.prequant", "--model-path", src, "--texts", str(texts_path),
+    cmd = [python, "-m", "rightsizer.quantize_gptq", "--model-path", src, "--texts", str(texts_path),
            "--output-dir", str(out), "--method", method, "--bits", str(bits), "--group-size", str(group_size),
            "--device", device]
     context.logger.info(f"{method} quantization of {src} with {len(texts)} calibration texts ({python})")

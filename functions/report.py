@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlrun
 
 from functions.mlrun_io import log_plot, log_table, made_parent, run_layout
-from rightsizer.decision import load_record, save_record
+from rightsizer.size_gpu import load_record, save_record
 from rightsizer.report import format_table, summary_figure, summary_rows
 
 

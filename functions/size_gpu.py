@@ -9,7 +9,7 @@ import mlrun
 
 from functions.mlrun_io import project_file, localize_dir, log_plot, log_table, made_parent, run_layout
 from rightsizer.bundle import read_bundle
-from rightsizer.decision import build_record, save_record, size_for_task
+from rightsizer.size_gpu import build_record, save_record, size_for_task
 from rightsizer.models import resolve_model_ref
 from rightsizer.select import Selection
 from rightsizer.sizing import fit_calibration, roofline_figure

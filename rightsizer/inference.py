@@ -25,8 +25,8 @@ from rightsizer import tasktypes
 from rightsizer.bundle import bundle_spec, read_bundle
 from rightsizer.errors import ConfigError
 from rightsizer.models import resolve_model_ref
-from rightsizer.quantize.attention import choose_attention
-from rightsizer.quantize.placement import PlacementPlan, plan_placement
+from rightsizer.runtime.attention import choose_attention
+from rightsizer.runtime.placement import PlacementPlan, plan_placement
 from rightsizer.tasktypes import Predictions
 from rightsizer.taskspec import TaskSpec
 
@@ -72,7 +72,7 @@ def load_model(ref: str | Path, dtype: torch.dtype | str = torch.float32, *, dev
     try:
         tokenizer = load_tokenizer(target, trust_remote_code)
         if qc.get("pre_quantized"):  # a GPTQ checkpoint: loads quantized, nothing to apply
-            from rightsizer.quantize.gptq_format import load_gptq_model
+            from rightsizer.runtime.gptq_format import load_gptq_model
 
             model = load_gptq_model(target, device=dev or "cpu", trust_remote_code=trust_remote_code)
             return model, tokenizer
@@ -101,7 +101,7 @@ def load_model(ref: str | Path, dtype: torch.dtype | str = torch.float32, *, dev
         model = model.to(dev)
     model.eval()
     if qc.get("backend") not in (None, "none"):
-        from rightsizer.quantize.backends import apply_quant_config
+        from rightsizer.runtime.backends import apply_quant_config
 
         model = apply_quant_config(model, qc)
     return model, tokenizer

@@ -69,7 +69,7 @@ class Precision:
     activation_bytes: int = 2
     dense_bytes: int = 2  # bytes of the un-quantized tensors (embeddings, LM head, norms)
     kv_bytes: int | None = None  # bytes per KV-cache element when used as the KV dtype (None: not one)
-    backends: tuple[str, ...] = ()  # quantize backends (rightsizer.quantize.backends.BACKENDS), preferred first
+    backends: tuple[str, ...] = ()  # quantize backends (rightsizer.runtime.backends.BACKENDS), preferred first
     sizing_name: str = ""  # the precision a GPU deployment of it is sized at ("": its own name)
 
     def __post_init__(self) -> None:

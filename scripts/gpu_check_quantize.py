@@ -132,14 +132,14 @@ def environment():
 
 @section("backends")
 def backends():
-    from rightsizer.quantize import available_backends
+    from rightsizer.runtime import available_backends
 
     return available_backends(DEVICE)
 
 
 @section("precisions")
 def precisions(quick: bool):
-    from rightsizer.quantize import apply_quant_config, available_backends, quantize_model
+    from rightsizer.runtime import apply_quant_config, available_backends, quantize_model
 
     vocab = build(quick).config.vocab_size
     ids = torch.randint(3, vocab, (8, 64), generator=torch.Generator().manual_seed(1)).to(DEVICE)
@@ -187,7 +187,7 @@ def precisions(quick: bool):
 
 @section("attention")
 def attention(quick: bool):
-    from rightsizer.quantize.attention import choose_attention
+    from rightsizer.runtime.attention import choose_attention
 
     model = build(quick, dtype=torch.bfloat16).to(DEVICE)
     vocab = model.config.vocab_size

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rightsizer.calibrate import catalog_gpu, measurements_from_latency
-from rightsizer.decision import size_for_task
+from rightsizer.size_gpu import size_for_task
 from rightsizer.sizing import Workload, estimate, fit_calibration
 
 QWEN_05B = {"model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864,

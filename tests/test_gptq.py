@@ -21,10 +21,10 @@ import torch
 
 from rightsizer.errors import ConfigError
 from rightsizer.evaluate import evaluate_quality, load_rows
-from rightsizer.quantize import weight_bytes
-from rightsizer.quantize.gptq_format import load_gptq_model, read_gptq_config
-from rightsizer.quantize.int4pack import Int4PackedLinear
-from rightsizer.quantize.prequant import RESULT_MARK, calibration_texts
+from rightsizer.runtime import weight_bytes
+from rightsizer.runtime.gptq_format import load_gptq_model, read_gptq_config
+from rightsizer.runtime.int4pack import Int4PackedLinear
+from rightsizer.quantize_gptq import RESULT_MARK, calibration_texts
 from rightsizer.taskspec import load_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +65,7 @@ def checkpoint(gptq_python, demo_models, spec, tmp_path_factory):
     texts = work / "calibration.json"
     texts.write_text(json.dumps(calibration_texts(load_rows(spec, "train"), spec, samples=64)))
     out = work / "models" / "tiny-m-gptq"
-    proc = _in_gptq_env(gptq_python, ["-m", "rightsizer.quantize.prequant", "--model-path",
+    proc = _in_gptq_env(gptq_python, ["-m", "rightsizer.quantize_gptq", "--model-path",
                                       str(demo_models / "models" / "tiny-m"), "--texts", str(texts),
                                       "--output-dir", str(out), "--group-size", "128", "--device", "cpu"],
                         cwd=work)
@@ -122,7 +122,7 @@ def test_loaded_here_it_computes_what_gptqmodel_computes(checkpoint, gptq_python
 def test_search_scores_the_checkpoint_and_the_bundle_serves(checkpoint, demo_models, spec, tmp_path):
     from dataclasses import replace
 
-    from rightsizer.quantize_step import quantize_for_task
+    from rightsizer.quantize import quantize_for_task
     from rightsizer.select import RungResult, Selection
     from rightsizer.serving import TaskModel
 
@@ -217,7 +217,7 @@ def test_quantize_on_cuda(method, gptq_python, demo_models, spec, tmp_path):
     texts = tmp_path / "calibration.json"
     texts.write_text(json.dumps(calibration_texts(load_rows(spec, "train"), spec, samples=64)))
     out = tmp_path / "q"
-    _in_gptq_env(gptq_python, ["-m", "rightsizer.quantize.prequant", "--model-path",
+    _in_gptq_env(gptq_python, ["-m", "rightsizer.quantize_gptq", "--model-path",
                                str(demo_models / "models" / "tiny-m"), "--texts", str(texts), "--output-dir",
                                str(out), "--method", method, "--device", "cuda"], cwd=tmp_path)
     assert (out / "rightsizer_quant.json").is_file()

@@ -12,7 +12,8 @@ from rightsizer.precisions import (
     FEATURE_MIN_CC, KV_PRECISIONS, PRECISION_TABLE, QUANT_CONFIG_KEYS, QUANT_CONFIG_VERSION, SEARCH_ORDER,
     check_search_precision, get_precision, kv_bytes_per_element, quant_config,
 )
-from rightsizer.quantize import BACKENDS, PrecisionTrial, apply_quant_config, quantize_model, search_precision
+from rightsizer.quantize import PrecisionTrial, search_precision
+from rightsizer.runtime import BACKENDS, apply_quant_config, quantize_model
 from rightsizer.sizing import default_catalog, weights_bytes
 from rightsizer.sizing.catalog import FEATURES
 
@@ -92,7 +93,7 @@ def test_compute_capability_and_catalog_features():
 
 
 def test_backend_thresholds_come_from_the_table():
-    from rightsizer.quantize.backends import _min_cc
+    from rightsizer.runtime.backends import _min_cc
 
     assert _min_cc("fp8") == (8, 9) and _min_cc("bf16") == (8, 0)
 
@@ -213,7 +214,7 @@ def test_prequantize_writes_its_config_through_the_writer(monkeypatch, tmp_path)
     import sys
     import types
 
-    from rightsizer.quantize import prequant
+    from rightsizer import quantize_gptq as prequant
 
     class Model:
         def quantize(self, texts, batch_size):

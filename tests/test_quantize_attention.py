@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rightsizer.quantize.attention import choose_attention
+from rightsizer.runtime.attention import choose_attention
 from tests.tiny_models import tiny_llama
 
 IDS = torch.randint(3, 256, (2, 12), generator=torch.Generator().manual_seed(0))

@@ -8,8 +8,8 @@ import torch
 
 from rightsizer.errors import ConfigError
 from rightsizer.precisions import SEARCH_ORDER
-from rightsizer.quantize import apply_quant_config, available_backends, quantize_model, sensitive_modules, weight_bytes
-from rightsizer.quantize.int4pack import Int4PackedLinear, quantize_groupwise
+from rightsizer.runtime import apply_quant_config, available_backends, quantize_model, sensitive_modules, weight_bytes
+from rightsizer.runtime.int4pack import Int4PackedLinear, quantize_groupwise
 from tests.tiny_models import tiny_llama
 
 IDS = torch.randint(3, 256, (4, 16), generator=torch.Generator().manual_seed(0))
@@ -182,7 +182,7 @@ def test_apply_config_follows_the_model_device_and_substitutes_unrunnable_backen
 @pytest.mark.parametrize("four_bit, max_ratio", [(False, 0.55), (True, 0.30)])
 def test_bnb_layer_replacement_is_real(four_bit, max_ratio):
     """The bnb backends' layer swap, run on CPU (bitsandbytes >= 0.46 has a CPU backend)."""
-    from rightsizer.quantize import backends
+    from rightsizer.runtime import backends
 
     make = lambda: tiny_llama(hidden=256, intermediate=1024).to(torch.bfloat16)  # noqa: E731
     ref = make()

@@ -9,7 +9,7 @@ import importlib.util
 import pytest
 import torch
 
-from rightsizer.quantize import apply_quant_config, available_backends, quantize_model, weight_bytes
+from rightsizer.runtime import apply_quant_config, available_backends, quantize_model, weight_bytes
 from tests.tiny_models import tiny_llama
 
 CUDA = torch.cuda.is_available()
@@ -88,7 +88,7 @@ def test_bnb_nf4():
 def test_gpu_placement_spills_to_cpu_and_matches(tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from rightsizer.quantize.placement import plan_placement
+    from rightsizer.runtime.placement import plan_placement
 
     model = tiny_llama(layers=4).to(torch.bfloat16)
     model.save_pretrained(tmp_path / "m")
@@ -106,7 +106,7 @@ def test_gpu_placement_spills_to_cpu_and_matches(tmp_path):
 @pytest.mark.parametrize("act_order", [False, True])
 def test_int4_packed_layer_on_cuda_matches_the_cpu_one(act_order):
     """The GPTQ conversion's CUDA path (tinygemm): same weights as on the CPU kernel."""
-    from rightsizer.quantize.int4pack import Int4PackedLinear
+    from rightsizer.runtime.int4pack import Int4PackedLinear
 
     torch.manual_seed(0)
     n, k, g = 256, 512, 128

@@ -5,7 +5,7 @@ import torch
 
 from rightsizer.errors import ConfigError, InsufficientMemory
 from rightsizer.inference import load_model
-from rightsizer.quantize.placement import plan_placement
+from rightsizer.runtime.placement import plan_placement
 from tests.tiny_models import tiny_llama
 
 IDS = torch.randint(3, 256, (1, 10), generator=torch.Generator().manual_seed(0))
@@ -62,7 +62,6 @@ def test_gpu_plan_reserves_kv_and_spills_to_cpu(saved):
 
 
 def test_demo_candidate_loads_placed_and_matches(tmp_path):
-    from rightsizer.inference import load_model
 
     model, tok = load_model("demo:tiny-m", dtype=torch.bfloat16)
     plan = plan_placement("demo:tiny-m", cpu_bytes=plan_placement("demo:tiny-m").weight_bytes // 3,

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from rightsizer.errors import ConfigError
-from rightsizer.quantize import PrecisionSearch, apply_quant_config, precision_figure, search_precision
-from rightsizer.quantize.int4pack import Int4PackedLinear
+from rightsizer.quantize import PrecisionSearch, precision_figure, search_precision
+from rightsizer.runtime import apply_quant_config
+from rightsizer.runtime.int4pack import Int4PackedLinear
 from tests.tiny_models import add_outliers, tiny_llama
 
 IDS = torch.randint(3, 256, (8, 24), generator=torch.Generator().manual_seed(3))

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from rightsizer.errors import ConfigError
 from rightsizer.precisions import QUANT_CONFIG_KEYS, QUANT_CONFIG_VERSION, SEARCH_ORDER, quant_config
-from rightsizer.quantize.backends import (
+from rightsizer.runtime.backends import (
     BACKENDS, backend_status, block_names, normalize_device, quantize_model, sensitive_modules, weight_bytes,
 )
 
@@ -150,7 +150,7 @@ def search_precision(load_fn: Callable[[], object], evaluate_fn: Callable[[objec
         dev = normalize_device(device)
     except ConfigError as e:
         problems.extend(e.problems)
-    for p, b in (backends or {}).items():
+    for p in backends or {}:
         if p not in SEARCH_ORDER:
             problems.append(f"backends: {p!r} is not a precision; expected some of {list(SEARCH_ORDER)}")
     pre = dict(pre_quantized or {})

@@ -243,7 +243,7 @@ def estimate(config: Any, gpu: str | GPU, workload: Workload, count: int = 1, mi
     if not g.supports("flash_attention_2"):
         warnings.append(f"{g.name} (cc {g.compute_capability}) has no FlashAttention-2; SDPA kernels assumed")
 
-    P, O, B = workload.prompt_tokens, workload.output_tokens, workload.batch
+    P, O, B = workload.prompt_tokens, workload.output_tokens, workload.batch  # noqa: E741 (the formulas' names)
     if spec.max_positions and P + O > spec.max_positions:
         warnings.append(f"prompt + output = {P + O} exceeds the model's max_position_embeddings {spec.max_positions}")
     plan = _plan(spec, params, prec, kv, g, count, B, P, O, factors)

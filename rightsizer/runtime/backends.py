@@ -41,7 +41,7 @@ from rightsizer.errors import ConfigError
 from rightsizer.precisions import (
     FEATURE_MIN_CC, QUANT_CONFIG_VERSION, SEARCH_ORDER, check_search_precision, quant_config,
 )
-from rightsizer.quantize import int4pack
+from rightsizer.runtime import int4pack
 
 
 # --------------------------------------------------------------------------- devices

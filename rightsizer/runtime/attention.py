@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from rightsizer.quantize.backends import normalize_device
+from rightsizer.runtime.backends import normalize_device
 
 IMPLEMENTATIONS = ("flash_attention_3", "flash_attention_2", "sdpa", "eager")
 

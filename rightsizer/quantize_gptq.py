@@ -7,7 +7,7 @@ on the CPU; AWQ on CUDA only. gptqmodel does not fit beside mlrun 1.12 in one en
 ``.venv-gptq`` from ``scripts/setup_gptq.sh``). This module imports gptqmodel only inside
 :func:`prequantize`, so the main environment imports it fine; without it, it raises a
 ConfigError that says so. The checkpoint it writes loads in the main environment through
-``rightsizer.quantize.gptq_format``.
+``rightsizer.runtime.gptq_format``.
 
 Bad input is rejected before anything is loaded, and the quantized model is written to a
 temporary folder renamed into place at the end: a failed run leaves no half-written artifact.
@@ -161,7 +161,7 @@ def prequantize(model_path: str, texts: list[str], output_dir: str | os.PathLike
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI run inside the GPTQ environment: ``python -m rightsizer.quantize.prequant``."""
+    """CLI run inside the GPTQ environment: ``python -m rightsizer.quantize_gptq``."""
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

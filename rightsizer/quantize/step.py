@@ -1,6 +1,6 @@
 """The ``quantize`` step for one task: precision search on the chosen model, then the bundle.
 
-The search itself (backends, mixed precision) lives in ``rightsizer.quantize``; this module
+The search itself lives in ``search.py``, the backends in ``rightsizer.runtime``; this module
 wires it to the task: the evaluation harness as the quality check, the selection's score as
 the baseline, and the serving bundle as the output.
 """
@@ -38,7 +38,7 @@ def quantize_for_task(spec: TaskSpec, sel: Selection, model_dir: str | Path,
     <quantize-gptq output>}``): it joins the search as one more int4 trial, and when kept,
     the bundle is made from that checkpoint.
     """
-    from rightsizer.quantize import search_precision
+    from rightsizer.quantize.search import search_precision
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     rows = load_rows(spec, spec.eval_split, spec.max_eval_examples)
@@ -73,7 +73,7 @@ def quantize_for_task(spec: TaskSpec, sel: Selection, model_dir: str | Path,
 
 def _pre_quantized(name: str, path: str | Path, device: str, trust: bool):
     from rightsizer.errors import ConfigError
-    from rightsizer.quantize.gptq_format import load_gptq_model, read_gptq_config
+    from rightsizer.runtime.gptq_format import load_gptq_model, read_gptq_config
     from rightsizer.quantize.search import PreQuantized
 
     if name != "gptq":

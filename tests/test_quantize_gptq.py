@@ -14,7 +14,7 @@ import torch
 
 from rightsizer.errors import ConfigError
 from rightsizer.evaluate import load_rows
-from rightsizer.quantize.prequant import calibration_texts, check_method, main, prequantize
+from rightsizer.quantize_gptq import calibration_texts, check_method, main, prequantize
 from rightsizer.taskspec import load_task
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,7 +106,7 @@ def _pack_rows(vals):
 
 @pytest.mark.parametrize("fmt,act_order", [("gptq", False), ("gptq_v2", False), ("gptq", True)])
 def test_gptq_tensors_convert_exactly(fmt, act_order):
-    from rightsizer.quantize.gptq_format import gptq_to_int4pack
+    from rightsizer.runtime.gptq_format import gptq_to_int4pack
 
     torch.manual_seed(0)
     k, n, g = 128, 32, 32
@@ -130,7 +130,7 @@ def test_gptq_tensors_convert_exactly(fmt, act_order):
 
 
 def test_gptq_groups_of_unequal_size_are_refused():
-    from rightsizer.quantize.gptq_format import gptq_to_int4pack
+    from rightsizer.runtime.gptq_format import gptq_to_int4pack
 
     k, n, g = 64, 8, 32
     g_idx = torch.zeros(k, dtype=torch.int32)  # every feature in group 0: not two groups of 32
@@ -141,7 +141,7 @@ def test_gptq_groups_of_unequal_size_are_refused():
 
 
 def test_a_width_the_cpu_kernel_cannot_take_is_a_clear_error():
-    from rightsizer.quantize.gptq_format import gptq_to_int4pack
+    from rightsizer.runtime.gptq_format import gptq_to_int4pack
 
     k, n, g = 64, 8, 32  # the CPU kernel packs 16 output rows at a time
     with pytest.raises(ConfigError, match="layer.3.mlp: .*multiple of 16"):

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from rightsizer.errors import ConfigError
-from rightsizer.quantize import int4pack
+from rightsizer.runtime import int4pack
 
 QUANTIZE_CONFIG = "quantize_config.json"
 FORMATS = ("gptq", "gptq_v2")
