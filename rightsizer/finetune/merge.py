@@ -11,22 +11,21 @@ from pathlib import Path
 
 from rightsizer.atomic import atomic_dir
 from rightsizer.errors import ConfigError
+from rightsizer.inference import load_model
+from rightsizer.models import resolve_model_ref
 
 
 def merge_adapter(base: str, adapter_dir: str | Path, out_dir: str | Path, dtype=None) -> Path:
     """Reload ``base`` in ``dtype`` (default bf16), apply the adapter, merge, save atomically."""
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from rightsizer.models import resolve_model_ref
+    from transformers import AutoTokenizer
 
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").is_file():
         raise ConfigError(f"merge: {adapter_dir} is not an adapter folder (no adapter_config.json)")
     path = resolve_model_ref(base) if not Path(base).is_dir() else base
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.bfloat16,
-                                                 use_safetensors=True)
+    model, _ = load_model(path, dtype=dtype or torch.bfloat16)
     merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     out = Path(out_dir)
     with atomic_dir(out) as tmp:
@@ -42,11 +41,6 @@ def load_with_adapter(base: str, adapter_dir: str | Path, dtype=None):
     """``base`` with the adapter applied (not merged), in eval mode."""
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
-    from rightsizer.models import resolve_model_ref
-
-    path = resolve_model_ref(base) if not Path(base).is_dir() else base
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32,
-                                                 use_safetensors=True)
+    model, _ = load_model(base, dtype=dtype or torch.float32)
     return PeftModel.from_pretrained(model, str(adapter_dir)).eval()
