@@ -9,6 +9,7 @@ secrets or the environment (HF_TOKEN).
 
 from __future__ import annotations
 
+import os
 import sys
 
 import mlrun
@@ -24,6 +25,7 @@ def setup(project: mlrun.projects.MlrunProject) -> mlrun.projects.MlrunProject:
     # importable from wherever the project was loaded (Jupyter starts in notebooks/).
     if project.context not in sys.path:
         sys.path.insert(0, project.context)
+    _offline_defaults(project)
     gpus = int(project.get_param("gpus", 0))
     gpu_type = project.get_param("gpu_type", "nvidia.com/gpu")
     image = project.get_param("image", "mlrun/mlrun")
@@ -72,6 +74,30 @@ def setup(project: mlrun.projects.MlrunProject) -> mlrun.projects.MlrunProject:
     project.set_workflow("reevaluate", "pipelines/reevaluate.py",
                          schedule=project.get_param("reevaluate_schedule", "0 6 * * 1"))
     return project
+
+
+def _offline_defaults(project: mlrun.projects.MlrunProject) -> None:
+    """Without an MLRun API: an absolute artifact path unless the user chose one, and no
+    "not connected to API server" warning on every call into MLRun's no-op run DB.
+
+    Without an artifact path MLRun falls back to a relative ``./<run id>`` folder; ``log_model``
+    then doubles that prefix when it uploads a model's extra files, so a bare
+    ``project.run("size_and_deploy")`` failed in the select step. A path set on the project,
+    ``project.run(artifact_path=...)`` and ``MLRUN_ARTIFACT_PATH`` still win; with an MLRun
+    API the server's default (object storage) applies. Set in MLRun's process config, not
+    on the project, so that project.yaml never holds a machine's absolute path.
+    """
+    from functions.mlrun_io import has_api
+
+    if has_api():
+        return
+    # MLRun's own switch for the no-op DB's warnings (two per call, dozens per run); real
+    # errors are logged as before.
+    mlrun.mlconf.httpdb.nop_db.verbose = False
+    current = mlrun.mlconf.artifact_path or ""
+    if project.spec.artifact_path or "://" in current or os.path.isabs(current):
+        return
+    mlrun.mlconf.artifact_path = os.path.abspath(os.path.join(project.context, current or "artifacts"))
 
 
 def _gpu_limits(fn, name: str, gpus: int, gpu_type: str) -> None:
