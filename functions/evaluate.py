@@ -17,11 +17,12 @@ from rightsizer.taskspec import load_task
 
 
 def evaluate(context: mlrun.MLClientCtx, task_spec: str, model: str, split: str = "",
-             label: str = "model", output_tokens: int = 0, repeats: int = 5,
+             label: str = "model", output_tokens: int = 0, repeats: int = 20,
              batch_sizes: list = None) -> None:
     """Evaluate ``model`` (candidate reference or serving bundle) on a split of the task.
 
-    ``batch_sizes`` (default [1, 4, 16]): latency is measured at each, after a warm-up.
+    ``batch_sizes`` (default [1, 4, 16]): latency is measured at each, after a warm-up,
+    ``repeats`` times (20: a p95 from 5 runs is nearly the maximum).
     Logs: ``quality`` and ``latency`` (one row per batch size) tables, ``latency_chart``
     (Plotly), ``calibration_measurements`` (on a catalog GPU: prefill/decode timings for the
     sizing engine's calibration), results ``score``, ``ttft_p95_ms``, ``tpot_p95_ms``, ``tokens_per_s``, ``peak_memory_bytes``
@@ -39,7 +40,7 @@ def evaluate(context: mlrun.MLClientCtx, task_spec: str, model: str, split: str 
     log_table(context, "quality", [report["quality"]])
     log_table(context, "latency", report["latency_by_batch"])
     log_plot(context, "latency_chart", latency_figure(
-        spec.name, {f"{label} batch {m['batch']}": m for m in report["latency_by_batch"]}))
+        spec.name, {f"{label} ({report['precision']})": report["latency_by_batch"]}))
     # Latency measured on a catalog GPU calibrates the sizing engine (nothing on a CPU).
     measurements = measurements_from_latency(
         resolve_model_ref(model), report["latency_by_batch"],

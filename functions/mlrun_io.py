@@ -12,6 +12,7 @@ import pandas as pd
 from mlrun.artifacts import PlotlyArtifact
 
 from rightsizer.layout import RunLayout
+from rightsizer.report import json_cells
 
 
 def run_layout(context: mlrun.MLClientCtx) -> RunLayout:
@@ -36,7 +37,8 @@ def made_parent(path: Path) -> Path:
 
 
 def log_table(context: mlrun.MLClientCtx, key: str, rows: list[dict]) -> None:
-    context.log_dataset(key, df=pd.DataFrame(rows), format="csv", index=False)
+    """A CSV table artifact; dict and list cells are written as JSON (not Python repr)."""
+    context.log_dataset(key, df=pd.DataFrame(json_cells(rows)), format="csv", index=False)
 
 
 def log_plot(context: mlrun.MLClientCtx, key: str, figure) -> None:

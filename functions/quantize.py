@@ -29,7 +29,7 @@ def quantize(context: mlrun.MLClientCtx, task_spec: str, selection: str, model_d
     pre = {"gptq": localize_dir(gptq_model_dir)} if gptq_model_dir else None
     out = quantize_for_task(spec, sel, localize_dir(model_dir), bundle, pre_quantized=pre)
     log_table(context, "precisions", out.search.to_rows())
-    log_plot(context, "precision_chart", precision_figure(out.search))
+    log_plot(context, "precision_chart", precision_figure(out.search, task=spec.name, metric=spec.metric))
     kept = out.search.kept
     model_ref = log_model_dir(
         context, spec.name, out.bundle_dir, framework="transformers",

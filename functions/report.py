@@ -6,26 +6,36 @@ import mlrun
 
 from functions.mlrun_io import log_plot, log_table, made_parent, run_layout
 from rightsizer.size_gpu import load_record, save_record
-from rightsizer.report import format_table, summary_figure, summary_rows
+from rightsizer.report import decision_report_html, format_table, summary_figure, summary_rows
+
+COST = "cost_usd_per_1m_output_tokens"
 
 
 def report(context: mlrun.MLClientCtx, records: list, endpoint: str = "") -> None:
     """Log the summary table (chosen vs one-big-model baseline, per task and in total).
 
-    Logs: ``summary`` (table), ``summary_chart`` (Plotly), ``decisions`` (all records, JSON),
-    results ``total_cost_per_1m_tokens``, ``baseline_cost_per_1m_tokens``, ``savings``.
+    Logs: ``summary`` (table; the TOTAL rows say how each column is combined),
+    ``summary_chart`` (Plotly: the payoff), ``decision_report`` (one self-contained HTML page:
+    summary, and per task its ladder, latency, precision table and device ranking),
+    ``decisions`` (all records, JSON), results ``total_cost_per_1m_tokens``,
+    ``baseline_cost_per_1m_tokens`` (USD per 1M output tokens, weighted by each task's
+    throughput target), ``savings``, ``decisions`` and ``decision_report`` (paths).
     """
     recs = [load_record(p) for p in records]
     rows = summary_rows(recs)
     log_table(context, "summary", rows)
     log_plot(context, "summary_chart", summary_figure(recs))
-    path = made_parent(run_layout(context).decisions_file())
+    layout = run_layout(context)
+    path = made_parent(layout.decisions_file())
     save_record({"endpoint": endpoint, "records": recs}, path)
     context.log_artifact("decisions", local_path=str(path))
+    page = made_parent(layout.decision_report_file())
+    page.write_text(decision_report_html(recs, endpoint=endpoint))
+    context.log_artifact("decision_report", local_path=str(page), format="html")
     chosen, base = (next(r for r in rows if r["task"] == "TOTAL" and r["choice"] == c)
                     for c in ("chosen", "baseline"))
-    context.log_results({"total_cost_per_1m_tokens": chosen["cost_per_1m_tokens"],
-                         "baseline_cost_per_1m_tokens": base["cost_per_1m_tokens"],
-                         "savings": 1 - chosen["cost_per_1m_tokens"] / base["cost_per_1m_tokens"],
-                         "decisions": str(path)})
+    savings = (1 - chosen[COST] / base[COST]) if chosen[COST] is not None and base[COST] else None
+    context.log_results({"total_cost_per_1m_tokens": chosen[COST],
+                         "baseline_cost_per_1m_tokens": base[COST], "savings": savings,
+                         "decisions": str(path), "decision_report": str(page)})
     context.logger.info("decision summary\n" + format_table(rows))

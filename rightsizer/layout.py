@@ -11,6 +11,7 @@
     <root>/rightsizer/<task>/quantize/bundle/                the serving bundle (rightsizer.json)
     <root>/rightsizer/<task>/size_gpu/decision.json          the task's decision record
     <root>/rightsizer/report/decisions.json                  all records (report step)
+    <root>/rightsizer/report/decision_report.html            the run's report, one HTML page
     <root>/rightsizer/finetune/<key>-<job id>/               a finetune job's output folder
 
 Writers (the MLRun handlers in ``functions/``) and readers (re-evaluation, the demo script,
@@ -105,6 +106,10 @@ class RunLayout:
     def decisions_file(self) -> Path:
         """All decision records of the run, with the serving endpoint."""
         return self.report_dir() / "decisions.json"
+
+    def decision_report_file(self) -> Path:
+        """The run's decision report: one self-contained HTML page (report step)."""
+        return self.report_dir() / "decision_report.html"
 
     def finetune_dir(self, name: str) -> Path:
         """A finetune job's output folder (checkpoints, adapter, result)."""

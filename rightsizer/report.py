@@ -1,17 +1,69 @@
-"""Tables and Plotly charts for the steps' artifacts, and the final decision summary."""
+"""Tables and Plotly charts for the steps' artifacts, the run's summary and its HTML report.
+
+Every chart says where its numbers come from: *measured* (on which device) or *modelled*
+(by the sizing engine, for which device and in which mode). Hover values are rounded to
+what a reader compares; tables name units (and the currency) in their column names.
+"""
 
 from __future__ import annotations
+
+import html
+import json
+import math
+import textwrap
+from typing import Any
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from rightsizer.select import Selection
+from rightsizer.select import RungResult, Selection
+
+CHOSEN, BASELINE, FAIL, BAR, FADED = "#2a9d8f", "#e76f51", "#d62728", "#b8860b", "#9e9e9e"
+RUNG_COLORS = ("#457b9d", "#8d99ae", "#2a9d8f", "#e9c46a", "#6d597a")
+
+
+def _params(n: int | float) -> str:
+    """Parameter count as a reader says it: 1.2M, 350K, 7.0B."""
+    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= div:
+            return f"{n / div:.1f}{unit}"
+    return str(int(n))
+
+
+def _wrap(text: str, width: int = 28, lines: int = 3) -> str:
+    """Wrap a long label onto at most ``lines`` lines (``<br>``) so it is not clipped."""
+    parts = textwrap.wrap(str(text), width) or [""]
+    if len(parts) > lines:
+        parts = parts[:lines]
+        parts[-1] = parts[-1][: width - 1] + "…"
+    return "<br>".join(parts)
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def json_cells(rows: list[dict]) -> list[dict]:
+    """Rows with every dict or list cell written as JSON (a CSV cell of Python repr cannot be
+    read back by anything but Python)."""
+    return [{k: json.dumps(v, sort_keys=True, default=str) if isinstance(v, (dict, list, tuple)) else v
+             for k, v in r.items()} for r in rows]
+
+
+def _device(sel: Selection) -> str:
+    """The device the select step measured on (its latency records name it)."""
+    devices = sorted({lat.get("device", "") for lat in sel.latency.values() if lat.get("device")})
+    return ", ".join(devices) or "this machine"
+
+
+# --------------------------------------------------------------------------- select
 
 
 def leaderboard_rows(sel: Selection) -> list[dict]:
     """One row per (candidate, rung) tried, in the order they were tried: quality with its
-    95% CI, the decision value, whether screening stopped it, latency and memory measured
-    here (when the ladder measured them) and the evaluation cost spent."""
+    95% CI, the decision value, whether screening stopped it (and the bound that did), p95
+    latency and peak memory measured on the select step's machine (``measured_on``), and the
+    evaluation cost spent."""
     rows = []
     for r in sel.tried:
         lat = sel.latency.get(r.candidate, {})
@@ -20,11 +72,12 @@ def leaderboard_rows(sel: Selection) -> list[dict]:
                      "ci_high": round(r.ci_high, 4), "value": round(r.value, 4),
                      "threshold": r.threshold, "passed": r.passed,
                      "screened_out": r.screened_out,
-                     "bound": None if r.bound is None else round(r.bound, 4),
-                     "p95_ttft_ms": round(lat["ttft_p95_ms"], 3) if lat else None,
-                     "p95_tpot_ms": round(lat["tpot_p95_ms"], 3) if lat else None,
-                     "peak_memory_bytes": lat.get("peak_memory_bytes") if lat else None,
-                     "eval_examples": r.n, "eval_split": r.n_total,
+                     "screening_bound": None if r.bound is None else round(r.bound, 4),
+                     "eval_examples": r.n, "eval_split_examples": r.n_total,
+                     "measured_on": lat.get("device") if lat else None,
+                     "measured_ttft_p95_ms": round(lat["ttft_p95_ms"], 3) if lat else None,
+                     "measured_tpot_p95_ms": round(lat["tpot_p95_ms"], 3) if lat else None,
+                     "measured_peak_memory_bytes": lat.get("peak_memory_bytes") if lat else None,
                      "train_seconds": round(r.train_seconds, 2),
                      "cost_seconds": round(r.seconds, 2)})
     for d in sel.dropped:
@@ -34,19 +87,88 @@ def leaderboard_rows(sel: Selection) -> list[dict]:
     return rows
 
 
-def ladder_figure(sel: Selection) -> go.Figure:
-    """Score of every rung tried, smallest candidate first, with the threshold drawn."""
+def selection_baseline(sel: Selection) -> dict | None:
+    """The one-big-model baseline (largest candidate, zero-shot) as the ladder saw it: its
+    score when the ladder reached it, else only its size (``quality`` None)."""
+    if not sel.order:
+        return None
+    model, params = sel.order[-1]
+    zs = next((r for r in sel.tried if r.candidate == model and r.rung == "zero_shot"), None)
+    return {"model": model, "params": params, "quality": zs.score if zs else None,
+            "n": zs.n if zs else None, "n_total": zs.n_total if zs else None}
+
+
+def _bar_label(r: RungResult) -> str:
+    n = f"n={r.n}/{r.n_total}" if r.n_total else f"n={r.n}"
+    return f"{r.score:.2f}<br>{n}" + ("<br>screened" if r.screened_out else "")
+
+
+def ladder_figure(sel: Selection, baseline: dict | None = None) -> go.Figure:
+    """Score of every rung tried, smallest candidate first, with the bar drawn.
+
+    Each bar says how many examples it scored (``n=20/160``); bars stopped by screening are
+    hatched and faded, with the screening bound (the most the full split could still have
+    given) marked above them. The chosen rung is outlined. ``baseline`` (``model``,
+    ``params``, ``quality``; default: what the ladder saw of the largest candidate) is drawn
+    as a reference line when its score is known.
+    """
+    baseline = baseline if baseline is not None else selection_baseline(sel)
+    rule = "CI lower end" if sel.decision_rule == "ci_lower" else "score"
     fig = go.Figure()
-    for rung in dict.fromkeys(r.rung for r in sel.tried):
+    chosen = sel.chosen
+    bound_shown = False
+    for i, rung in enumerate(dict.fromkeys(r.rung for r in sel.tried)):
         rs = [r for r in sel.tried if r.rung == rung]
-        fig.add_bar(name=rung, x=[f"{r.candidate}<br>{r.params:,} params" for r in rs],
-                    y=[r.score for r in rs],
-                    error_y=dict(type="data", symmetric=False,
-                                 array=[r.ci_high - r.score for r in rs],
-                                 arrayminus=[r.score - r.ci_low for r in rs]))
-    fig.add_hline(y=sel.threshold, line_dash="dash", annotation_text=f"threshold {sel.threshold}")
-    fig.update_layout(title=f"{sel.task}: selection ladder ({sel.metric}, 95% CI)",
-                      barmode="group", yaxis_title=sel.metric, yaxis_range=[0, 1.05])
+        xs = [f"{r.candidate}<br>{_params(r.params)} params" for r in rs]
+        is_chosen = [chosen is not None and r.candidate == chosen.candidate and r.rung == chosen.rung
+                     for r in rs]
+        fig.add_bar(
+            name=rung, x=xs, y=[r.score for r in rs], offsetgroup=rung,
+            text=[_bar_label(r) for r in rs], textposition="inside", insidetextanchor="start",
+            textangle=0, textfont=dict(size=11, color="#1a1a1a"),
+            marker=dict(color=RUNG_COLORS[i % len(RUNG_COLORS)],
+                        opacity=[0.45 if r.screened_out else 1.0 for r in rs],
+                        pattern=dict(shape=["/" if r.screened_out else "" for r in rs]),
+                        line=dict(color=["black" if c else "rgba(0,0,0,0)" for c in is_chosen],
+                                  width=[3 if c else 0 for c in is_chosen])),
+            error_y=dict(type="data", symmetric=False, array=[r.ci_high - r.score for r in rs],
+                         arrayminus=[r.score - r.ci_low for r in rs], color="#333"),
+            customdata=[[r.n, r.n_total, r.ci_low, r.ci_high, r.value, r.reason or "passed"] for r in rs],
+            hovertemplate=(f"%{{x}} {rung}<br>{sel.metric} %{{y:.3f}} on %{{customdata[0]}} of "
+                           "%{customdata[1]} examples<br>95% CI %{customdata[2]:.3f}-%{customdata[3]:.3f}"
+                           "<br>%{customdata[5]}<extra></extra>"))
+        # the screening bound sits on its own bar (scattermode "group" offsets it like the bars)
+        cut = [(x, r) for x, r in zip(xs, rs) if r.screened_out and r.bound is not None]
+        if cut:
+            fig.add_scatter(
+                x=[x for x, _ in cut], y=[r.bound for _, r in cut], offsetgroup=rung,
+                mode="markers+text", name="screening bound", legendgroup="bound",
+                showlegend=not bound_shown,
+                marker=dict(symbol="line-ew-open", size=30, color=FAIL, line=dict(width=3)),
+                text=[f"≤{r.bound:.2f}" for _, r in cut], textposition="top center",
+                textfont=dict(color=FAIL, size=11), cliponaxis=False,
+                hovertemplate=(f"{rung}: at most %{{y:.3f}} on the full split, under the bar "
+                               f"{sel.threshold}: stopped early<extra></extra>"))
+            bound_shown = True
+    fig.add_hline(y=sel.threshold, line_dash="dash", line_color=BAR,
+                  annotation_text=f"bar: {sel.metric} {rule} ≥ {sel.threshold}",
+                  annotation_position="top left")
+    if baseline and baseline.get("quality") is not None:
+        fig.add_hline(y=baseline["quality"], line_dash="dot", line_color=BASELINE,
+                      annotation_text=(f"baseline {baseline['model']} ({_params(baseline['params'])}, "
+                                       f"zero-shot) {baseline['quality']:.3f}"),
+                      annotation_position="bottom right")
+    verdict = (f"chosen: {chosen.candidate} at {chosen.rung}" if chosen
+               else "no candidate passed")
+    if baseline and baseline.get("quality") is None:
+        verdict += f"; baseline {baseline['model']} not reached"
+    fig.update_layout(
+        title=dict(text=(f"{sel.task}: selection ladder, smallest candidate first ({verdict})"
+                         f"<br><sup>{sel.metric} with 95% CI, measured on {_device(sel)}; n = examples "
+                         "scored; hatched: stopped by screening, with its bound</sup>")),
+        barmode="group", scattermode="group", yaxis_title=f"{sel.metric} (0-1)",
+        yaxis_range=[0, 1.18], xaxis_title="candidate (parameters)", margin=dict(t=90, r=140),
+        template="plotly_white", uniformtext=dict(minsize=10, mode="show"))
     return fig
 
 
@@ -58,7 +180,7 @@ def pareto_points(sel: Selection) -> list[dict]:
         lat = sel.latency.get(ref, {})
         pts.append({"candidate": ref, "rung": r.rung, "params": r.params, "score": r.score,
                     "ci_low": r.ci_low, "ci_high": r.ci_high, "passed": r.passed,
-                    "screened_out": r.screened_out,
+                    "screened_out": r.screened_out, "n": r.n, "n_total": r.n_total,
                     "tpot_p95_ms": lat.get("tpot_p95_ms") if lat else None})
     for p in pts:
         p["pareto"] = not any(q is not p and q["params"] <= p["params"] and q["score"] >= p["score"]
@@ -67,89 +189,227 @@ def pareto_points(sel: Selection) -> list[dict]:
     return sorted(pts, key=lambda p: p["params"])
 
 
-def pareto_figure(sel: Selection) -> go.Figure:
-    """Quality against parameters (and p95 time per output token when measured), each
-    candidate's best rung with its CI, the Pareto front and the threshold drawn."""
+def _log_range(values: list[float], pad: float = 2.5) -> list[float]:
+    """A log-axis range with room for the labels beside the outermost points."""
+    lo, hi = min(values), max(values)
+    return [math.log10(lo / pad), math.log10(hi * pad)]
+
+
+def pareto_figure(sel: Selection, baseline: dict | None = None) -> go.Figure:
+    """Quality against parameters (and p95 time per output token measured by the select step,
+    when it measured), each candidate's best rung with its CI, the Pareto front, the bar and
+    the one-big-model baseline (a point when its score is known, else its size as a line)."""
+    baseline = baseline if baseline is not None else selection_baseline(sel)
     pts = pareto_points(sel)
+    lat = next(iter(sel.latency.values()), {})
     with_latency = any(p["tpot_p95_ms"] is not None for p in pts)
+    where = (f"measured on {lat.get('device', 'this machine')}, fp32, batch {lat.get('batch', 1)}, "
+             f"p95 of {lat.get('repeats', '?')} runs") if lat else ""
     cols = 2 if with_latency else 1
-    fig = make_subplots(rows=1, cols=cols, shared_yaxes=True, subplot_titles=(
-        ("parameters", "p95 time per output token here (ms)") if with_latency else ("parameters",)))
+    fig = make_subplots(rows=1, cols=cols, shared_yaxes=True, horizontal_spacing=0.08, subplot_titles=(
+        ("quality vs size", f"quality vs time per output token<br>({where})") if with_latency
+        else ("quality vs size",)))
     axes = [("params", 1)] + ([("tpot_p95_ms", 2)] if with_latency else [])
+    chosen = sel.chosen.candidate if sel.chosen else None
     for key, col in axes:
         shown = [p for p in pts if p[key] is not None]
+        fmt = "%{x:.3s} params" if key == "params" else "%{x:.2f} ms/token"
         fig.add_scatter(
             x=[p[key] for p in shown], y=[p["score"] for p in shown], mode="markers+text",
-            text=[f"{p['candidate']} ({p['rung']})" for p in shown], textposition="top center",
-            marker=dict(size=12, symbol=["star" if p["passed"] else
-                                         ("x" if p["screened_out"] else "circle") for p in shown],
-                        color=["#2a9d8f" if p["passed"] else "#e76f51" for p in shown]),
+            text=[f"{p['candidate']} ({p['rung']}, n={p['n']})" for p in shown],
+            # beside the point, away from the plot's right edge
+            textposition=["top left" if p[key] == max(q[key] for q in shown) and len(shown) > 1
+                          else "top right" for p in shown],
+            cliponaxis=False,
+            marker=dict(size=[18 if p["candidate"] == chosen else 11 for p in shown],
+                        symbol=["star" if p["candidate"] == chosen else
+                                ("x" if p["screened_out"] else "circle") for p in shown],
+                        color=[CHOSEN if p["passed"] else FAIL for p in shown],
+                        opacity=[1.0 if p["candidate"] == chosen else 0.6 for p in shown],
+                        line=dict(color="black", width=[2 if p["candidate"] == chosen else 0 for p in shown])),
             error_y=dict(type="data", symmetric=False,
                          array=[p["ci_high"] - p["score"] for p in shown],
                          arrayminus=[p["score"] - p["ci_low"] for p in shown]),
+            hovertemplate=f"%{{text}}<br>{sel.metric} %{{y:.3f}}<br>{fmt}<extra></extra>",
             name="best rung per candidate", showlegend=col == 1, row=1, col=col)
         front = sorted((p for p in shown if p["pareto"]), key=lambda p: p[key])
         fig.add_scatter(x=[p[key] for p in front], y=[p["score"] for p in front], mode="lines",
                         line=dict(dash="dot", color="#264653"), name="Pareto front",
-                        showlegend=col == 1, row=1, col=col)
-        fig.add_hline(y=sel.threshold, line_dash="dash", line_color="#e9c46a",
-                      annotation_text=f"threshold {sel.threshold}", row=1, col=col)
-    fig.update_xaxes(type="log", row=1, col=1, title_text="parameters (log)")
-    fig.update_yaxes(title_text=f"{sel.metric} (95% CI)", range=[0, 1.05], row=1, col=1)
-    fig.update_layout(title=f"{sel.task}: quality vs size (star: chosen, x: stopped by screening)")
+                        hoverinfo="skip", showlegend=col == 1, row=1, col=col)
+        fig.add_hline(y=sel.threshold, line_dash="dash", line_color=BAR,
+                      annotation_text=f"bar {sel.threshold}", row=1, col=col)
+    xs = [p["params"] for p in pts]
+    if baseline:
+        xs.append(baseline["params"])
+        label = f"baseline {baseline['model']} (zero-shot)"
+        if baseline.get("quality") is not None:
+            fig.add_scatter(x=[baseline["params"]], y=[baseline["quality"]], mode="markers+text",
+                            marker=dict(symbol="square-open", size=14, color=BASELINE, line=dict(width=3)),
+                            text=[f"{label} {baseline['quality']:.3f}"], textposition="bottom center",
+                            cliponaxis=False, name="one-big-model baseline",
+                            hovertemplate="%{text}<br>%{x:.3s} params<extra></extra>", row=1, col=1)
+        else:  # the ladder stopped before the largest candidate: only its size is known here
+            fig.add_vline(x=baseline["params"], line_dash="dot", line_color=BASELINE, row=1, col=1)
+            fig.add_annotation(x=math.log10(baseline["params"]), y=0.08, xref="x", yref="y",
+                               text=f"{label}<br>{_params(baseline['params'])} params,<br>not reached by the ladder",
+                               showarrow=False, xanchor="right", align="right",
+                               font=dict(color=BASELINE, size=11))
+    if xs:
+        fig.update_xaxes(type="log", range=_log_range(xs), row=1, col=1)
+    fig.update_xaxes(title_text="parameters (log scale)", row=1, col=1)
+    if with_latency:
+        ts = [p["tpot_p95_ms"] for p in pts if p["tpot_p95_ms"] is not None]
+        fig.update_xaxes(title_text="p95 time per output token (ms)", row=1, col=2,
+                         range=[0, max(ts) * 1.35])
+    fig.update_yaxes(title_text=f"{sel.metric} (95% CI)", range=[0, 1.18], row=1, col=1)
+    fig.update_layout(
+        title=dict(text=(f"{sel.task}: quality vs size, each candidate's best rung"
+                         f"<br><sup>{sel.metric} measured on {_device(sel)}; star: chosen, "
+                         "x: stopped by screening, n: examples scored</sup>")),
+        margin=dict(t=110, l=70, r=40, b=60), template="plotly_white")
     return fig
 
 
-def latency_figure(task: str, measurements: dict[str, dict]) -> go.Figure:
-    """p50/p95 TTFT and time per output token for each measured model."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("time to first token (ms)",
-                                                        "time per output token (ms)"))
-    for i, key in enumerate(("ttft", "tpot"), start=1):
-        for q in ("p50", "p95"):
-            fig.add_bar(name=f"{key} {q}", x=list(measurements),
-                        y=[m[f"{key}_{q}_ms"] for m in measurements.values()], row=1, col=i)
-    fig.update_layout(title=f"{task}: latency measured on this machine", barmode="group")
+# --------------------------------------------------------------------------- evaluate
+
+
+def latency_figure(task: str, models: dict[str, list[dict] | dict]) -> go.Figure:
+    """p50 and p95 TTFT and time per output token against batch size, measured; one colour
+    per model, every model on the same axes (chosen beside baseline).
+
+    ``models`` maps a label (``chosen``, ``baseline``, a model name) to its evaluation's
+    ``latency_by_batch`` list (or one latency dict).
+    """
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1, subplot_titles=(
+        "time to first token (ms)", "time per output token (ms)"))
+    palette = {"chosen": CHOSEN, "baseline": BASELINE}
+    others = iter(RUNG_COLORS)
+    devices, repeats = set(), set()
+    for label, ms in models.items():
+        ms = sorted([ms] if isinstance(ms, dict) else ms, key=lambda m: m.get("batch", 1))
+        color = palette.get(label.split()[0]) or next(others, FADED)
+        devices |= {m.get("device", "?") for m in ms}
+        repeats |= {m.get("repeats") for m in ms if m.get("repeats")}
+        for col, key in ((1, "ttft"), (2, "tpot")):
+            for q, dash in (("p95", "solid"), ("p50", "dot")):
+                fig.add_scatter(
+                    x=[m.get("batch", 1) for m in ms], y=[m[f"{key}_{q}_ms"] for m in ms],
+                    mode="lines+markers", line=dict(color=color, dash=dash),
+                    name=f"{label} {q}", legendgroup=f"{label} {q}", showlegend=col == 1,
+                    hovertemplate=(f"{label} {q}<br>batch %{{x}}<br>%{{y:.2f}} ms"
+                                   "<extra></extra>"), row=1, col=col)
+    reps = "/".join(str(r) for r in sorted(repeats)) or "?"
+    fig.update_xaxes(title_text="batch size (requests at once)", type="log", dtick=math.log10(2))
+    fig.update_yaxes(title_text="ms", rangemode="tozero")
+    fig.update_layout(
+        title=dict(text=(f"{task}: latency measured on {', '.join(sorted(devices))}"
+                         f"<br><sup>{' vs '.join(models)}; p95 (solid) and p50 (dotted) of "
+                         f"{reps} runs per batch size</sup>")),
+        template="plotly_white", margin=dict(t=100))
     return fig
 
 
-SUMMARY_COLUMNS = ("task", "choice", "model", "params", "rung", "precision", "gpu",
-                   "quality", "threshold", "meets_bar", "p95_ttft_ms", "p95_tpot_ms",
-                   "gpu_memory_gb", "cost_per_1m_tokens")
+# --------------------------------------------------------------------------- report
+
+SUMMARY_COLUMNS = ("task", "choice", "model", "params", "rung", "precision", "sized_for",
+                   "sizing_mode", "metric", "quality", "threshold", "meets_bar",
+                   "price_usd_per_hour", "cost_usd_per_1m_output_tokens",
+                   "modelled_ttft_ms", "modelled_tpot_ms", "modelled_throughput_tokens_per_s",
+                   "modelled_memory_gb", "weights_gb", "measured_on", "measured_tpot_p95_ms",
+                   "aggregation")
+
+# How the TOTAL row combines each column (also written into the row, column "aggregation").
+TOTAL_RULES = {
+    "params": "sum",
+    "price_usd_per_hour": "sum (one deployment per task, not packed)",
+    "cost_usd_per_1m_output_tokens": "mean weighted by each task's throughput target",
+    "modelled_ttft_ms": "max", "modelled_tpot_ms": "max", "measured_tpot_p95_ms": "max",
+    "modelled_throughput_tokens_per_s": "sum", "modelled_memory_gb": "sum", "weights_gb": "sum",
+    "meets_bar": "tasks meeting their own bar",
+}
+
+
+def _num(x: Any, digits: int) -> float | None:
+    return round(x, digits) if _finite(x) else None
+
+
+def _task_weights(records: list[dict], choice: str) -> list[float]:
+    """Each task's share of the tokens: its throughput target when every task states one,
+    else the throughput its deployment is sized for."""
+    targets = [(r.get("slo") or {}).get("throughput_tokens_per_s") or 0 for r in records]
+    if all(t > 0 for t in targets):
+        return [float(t) for t in targets]
+    return [float(r[choice].get("throughput_tokens_per_s") or 0) for r in records]
+
+
+def _weighted(values: list[float | None], weights: list[float]) -> float | None:
+    pairs = [(v, w) for v, w in zip(values, weights) if _finite(v)]
+    if len(pairs) < len(values) or not sum(w for _, w in pairs):
+        return None  # a task without a cost (unservable): no honest blend
+    return sum(v * w for v, w in pairs) / sum(w for _, w in pairs)
 
 
 def summary_rows(records: list[dict]) -> list[dict]:
-    """Chosen deployment beside the one-big-model baseline, per task and in total."""
+    """Chosen deployment beside the one-big-model baseline, per task and in total.
+
+    Quality is measured (the evaluate step, on the eval split); price, cost, latency,
+    throughput and memory are modelled by the sizing engine for the device in ``sized_for``
+    (``sizing_mode``); ``measured_tpot_p95_ms`` is what the evaluate step measured on
+    ``measured_on``. The TOTAL rows combine columns as :data:`TOTAL_RULES` says.
+    """
     rows = []
     for rec in records:
         for choice in ("chosen", "baseline"):
             d = rec[choice]
+            here = d.get("measured_here") or {}
             rows.append({"task": rec["task"], "choice": choice, "model": d["model"],
                          "params": d["params"], "rung": d["rung"], "precision": d["precision"],
-                         "gpu": d["gpu"], "quality": round(d["quality"], 4),
+                         "sized_for": d["gpu"], "sizing_mode": d.get("sizing_mode", ""),
+                         "metric": rec.get("metric", ""), "quality": round(d["quality"], 4),
                          "threshold": rec["threshold"],
-                         "meets_bar": d["quality"] >= rec["threshold"],
-                         "p95_ttft_ms": round(d["ttft_ms"], 2), "p95_tpot_ms": round(d["tpot_ms"], 3),
-                         "gpu_memory_gb": round(d["memory_bytes"] / 1e9, 3),
-                         "cost_per_1m_tokens": round(d["cost_per_1m_tokens"], 4)})
+                         "meets_bar": bool(d["quality"] >= rec["threshold"]),
+                         "price_usd_per_hour": _num(d.get("price_per_hour"), 4),
+                         "cost_usd_per_1m_output_tokens": _num(d["cost_per_1m_tokens"], 4),
+                         "modelled_ttft_ms": _num(d["ttft_ms"], 2),
+                         "modelled_tpot_ms": _num(d["tpot_ms"], 3),
+                         "modelled_throughput_tokens_per_s": _num(d.get("throughput_tokens_per_s"), 1),
+                         "modelled_memory_gb": round(d["memory_bytes"] / 1e9, 3),
+                         "weights_gb": round(d.get("weights_bytes", 0) / 1e9, 4),
+                         "measured_on": here.get("device", ""),
+                         "measured_tpot_p95_ms": _num(here.get("tpot_p95_ms"), 3)})
     for choice in ("chosen", "baseline"):
         part = [r for r in rows if r["choice"] == choice]
-        n = len(part)
-        rows.append({"task": "TOTAL", "choice": choice, "model": "", "params": sum(r["params"] for r in part),
-                     "rung": "", "precision": "", "gpu": "",
-                     "quality": round(sum(r["quality"] for r in part) / n, 4), "threshold": "",
-                     "meets_bar": all(r["meets_bar"] for r in part),
-                     "p95_ttft_ms": max(r["p95_ttft_ms"] for r in part),
-                     "p95_tpot_ms": max(r["p95_tpot_ms"] for r in part),
-                     "gpu_memory_gb": round(sum(r["gpu_memory_gb"] for r in part), 3),
-                     # tokens split evenly over the tasks: the mean is the blended cost
-                     "cost_per_1m_tokens": round(sum(r["cost_per_1m_tokens"] for r in part) / n, 4)})
+        if not part:
+            continue
+
+        def total(col: str, how=sum, digits: int = 4, part: list[dict] = part) -> float | None:
+            vals = [r[col] for r in part]
+            return round(how(vals), digits) if all(_finite(v) for v in vals) else None
+
+        weights = _task_weights(records, choice)
+        cost = _weighted([r["cost_usd_per_1m_output_tokens"] for r in part], weights)
+        met = [r["task"] for r in part if r["meets_bar"]]
+        rows.append({"task": "TOTAL", "choice": choice, "model": "", "params": total("params"),
+                     "rung": "", "precision": "", "sized_for": "", "sizing_mode": "",
+                     "metric": "", "quality": None, "threshold": None,
+                     "meets_bar": f"{len(met)}/{len(part)}",
+                     "price_usd_per_hour": total("price_usd_per_hour"),
+                     "cost_usd_per_1m_output_tokens": None if cost is None else round(cost, 4),
+                     "modelled_ttft_ms": total("modelled_ttft_ms", max, 2),
+                     "modelled_tpot_ms": total("modelled_tpot_ms", max, 3),
+                     "modelled_throughput_tokens_per_s": total("modelled_throughput_tokens_per_s", sum, 1),
+                     "modelled_memory_gb": total("modelled_memory_gb", sum, 3),
+                     "weights_gb": total("weights_gb"), "measured_on": "",
+                     "measured_tpot_p95_ms": total("measured_tpot_p95_ms", max, 3),
+                     "aggregation": "; ".join(f"{k}: {v}" for k, v in TOTAL_RULES.items())})
     return rows
 
 
-def format_table(rows: list[dict], columns=SUMMARY_COLUMNS) -> str:
-    """A plain-text table for terminals and logs."""
-    cols = [c for c in columns if any(c in r for r in rows)]
-    cells = [[str(r.get(c, "")) for c in cols] for r in rows]
+def format_table(rows: list[dict], columns=SUMMARY_COLUMNS, skip=("aggregation",)) -> str:
+    """A plain-text table for terminals and logs (long ``skip`` columns left out; empty
+    cells blank, not ``None``)."""
+    cols = [c for c in columns if c not in skip and any(c in r for r in rows)]
+    cells = [["" if r.get(c) is None else str(r.get(c)) for c in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
     line = "  ".join(c.ljust(w) for c, w in zip(cols, widths))
     sep = "  ".join("-" * w for w in widths)
@@ -157,16 +417,238 @@ def format_table(rows: list[dict], columns=SUMMARY_COLUMNS) -> str:
                                     for row in cells])
 
 
+def _bytes(n: float) -> str:
+    for div, unit in ((1e9, "GB"), (1e6, "MB"), (1e3, "KB")):
+        if n >= div:
+            return f"{n / div:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def _cell(trace) -> tuple[int, int]:
+    """(row, col) of a trace in the 2x3 summary grid, from its axis names."""
+    x = int((trace.xaxis or "x")[1:] or 1)
+    return (x - 1) // 3 + 1, (x - 1) % 3 + 1
+
+
+def _ratio(base: float | None, chosen: float | None) -> str:
+    if not (_finite(base) and _finite(chosen)) or not chosen:
+        return ""
+    r = base / chosen
+    return f"{r:.1f}x" if r >= 1 else f"1/{1 / r:.1f}x" if r > 0 else ""
+
+
 def summary_figure(records: list[dict]) -> go.Figure:
-    """Chosen vs baseline per task: cost per 1M tokens, p95 per-token latency, GPU memory."""
-    fig = make_subplots(rows=1, cols=3, subplot_titles=(
-        "cost per 1M tokens ($)", "p95 time per output token (ms)", "GPU memory (GB)"))
+    """The payoff: chosen deployment beside the one-big-model baseline, per task.
+
+    First quality against each task's bar (measured; a bar the model misses is marked), then
+    $/hour and cost per 1M output tokens (with the all-task total), modelled time per output
+    token and time to first token, and memory split into weights, KV cache + activations and
+    the runtime reserve (modelled, for the device each side is sized for). Each baseline bar
+    says how many times the chosen one it is.
+    """
+    rows = summary_rows(records)
+    per = {(r["task"], r["choice"]): r for r in rows}
     tasks = [r["task"] for r in records]
-    for choice, color in (("chosen", "#2a9d8f"), ("baseline", "#e76f51")):
-        for col, key, scale in ((1, "cost_per_1m_tokens", 1), (2, "tpot_ms", 1),
-                                (3, "memory_bytes", 1e-9)):
-            fig.add_bar(name=choice, x=tasks, y=[r[choice][key] * scale for r in records],
-                        marker_color=color, showlegend=col == 1, row=1, col=col)
-    fig.update_layout(title="Right-sized deployment vs one big model for every task",
-                      barmode="group")
+    fig = make_subplots(rows=2, cols=3, vertical_spacing=0.2, horizontal_spacing=0.07, subplot_titles=(
+        "quality vs the task's bar (measured)", "price ($/hour, modelled)",
+        "cost per 1M output tokens ($, modelled)", "time per output token (ms, modelled)",
+        "time to first token (ms, modelled)", "memory (GB, modelled)"))
+
+    def pair(choice: str, with_total: bool = False) -> list[list[str]]:
+        xs = tasks + (["all tasks"] if with_total else [])
+        return [xs, [choice] * len(xs)]
+
+    for choice, color in (("chosen", CHOSEN), ("baseline", BASELINE)):
+        recs = [rec[choice] for rec in records]
+        # quality: a bar that misses its threshold is red and says so
+        q = [d["quality"] for d in recs]
+        meets = [d["quality"] >= rec["threshold"] for d, rec in zip(recs, records)]
+        other = "baseline" if choice == "chosen" else "chosen"
+        fig.add_bar(x=[[tasks[0]], [choice]], y=[None], name=f"{choice} deployment", legendgroup=choice,
+                    marker_color=color, row=1, col=1)  # a plain legend swatch: the quality bars below may be hatched
+        fig.add_bar(
+            x=pair(choice), y=q, name=choice, legendgroup=choice, marker_color=color, showlegend=False,
+            marker_line=dict(color=[color if m else FAIL for m in meets], width=[0 if m else 3 for m in meets]),
+            marker_pattern_shape=["" if m else "x" for m in meets],
+            text=[f"{v:.3f}" + ("" if m else " ✗ misses bar")
+                  + (f"<br>{_ratio(d['params'], records[i][other]['params'])} params"
+                     if choice == "baseline" else "")
+                  for i, (v, m, d) in enumerate(zip(q, meets, recs))],
+            textposition="outside", cliponaxis=False,
+            customdata=[[d["model"], d["rung"], d["precision"], rec.get("metric", "quality")]
+                        for d, rec in zip(recs, records)],
+            hovertemplate=("%{customdata[0]} (%{customdata[1]}, %{customdata[2]})<br>"
+                           "%{customdata[3]} %{y:.3f}<extra></extra>"), row=1, col=1)
+        for col, key, total_key, fmt in (
+                (2, "price_per_hour", "price_usd_per_hour", ".3f"),
+                (3, "cost_per_1m_tokens", "cost_usd_per_1m_output_tokens", ".4f")):
+            ys = [d.get(key) for d in recs] + [per[("TOTAL", choice)][total_key]]
+            base = [rec["baseline"].get(key) for rec in records] + [per[("TOTAL", "baseline")][total_key]]
+            chos = [rec["chosen"].get(key) for rec in records] + [per[("TOTAL", "chosen")][total_key]]
+            fig.add_bar(x=pair(choice, True), y=ys, name=choice, legendgroup=choice, showlegend=False,
+                        marker_color=color, textposition="outside", cliponaxis=False,
+                        text=[(f"{y:{fmt}}" if _finite(y) else "n/a")
+                              + (f"<br>{_ratio(b, c)}" if choice == "baseline" and _ratio(b, c) else "")
+                              for y, b, c in zip(ys, base, chos)],
+                        customdata=[d["gpu"] for d in recs] + ["all tasks"],
+                        hovertemplate=f"%{{customdata}}<br>$%{{y:{fmt}}}<extra></extra>", row=1, col=col)
+        for col, key in ((1, "tpot_ms"), (2, "ttft_ms")):
+            ys = [d[key] for d in recs]
+            fig.add_bar(x=pair(choice), y=ys, name=choice, legendgroup=choice, showlegend=False,
+                        marker_color=color, textposition="outside", cliponaxis=False,
+                        text=[(f"{y:.2f}" if _finite(y) else "n/a")
+                              + (f"<br>{_ratio(y, rec['chosen'][key])}" if choice == "baseline" else "")
+                              for y, rec in zip(ys, records)],
+                        customdata=[[d["gpu"], d.get("sizing_mode", "")] for d in recs],
+                        hovertemplate=("%{customdata[0]} (%{customdata[1]})<br>%{y:.2f} ms"
+                                       "<extra></extra>"), row=2, col=col)
+    # the bar each task must clear, drawn across both of its bars
+    fig.add_scatter(x=[[r["task"] for r in records for _ in (0, 1)],
+                       [c for _ in records for c in ("chosen", "baseline")]],
+                    y=[r["threshold"] for r in records for _ in (0, 1)], mode="markers",
+                    marker=dict(symbol="line-ew", size=44, color=BAR, line=dict(width=3, color=BAR)),
+                    name="task's bar (threshold)",
+                    hovertemplate="bar %{y}<extra></extra>", row=1, col=1)
+    fig.add_bar(x=[[tasks[0]], ["baseline"]], y=[None], name="misses its bar", marker=dict(
+        color="white", line=dict(color=FAIL, width=2), pattern=dict(shape="x", fgcolor=FAIL)), row=1, col=1)
+    # memory: stacked components per (task, side)
+    xs = [[t for t in tasks for _ in (0, 1)], [c for _ in tasks for c in ("chosen", "baseline")]]
+    sides = [rec[c] for rec in records for c in ("chosen", "baseline")]
+    for key, name, color in (("weights_bytes", "weights", "#264653"),
+                             ("kv_activation_bytes", "KV cache + activations", "#8ab17d"),
+                             ("reserve_bytes", "runtime reserve", "#d9d9d9")):
+        fig.add_bar(x=xs, y=[d.get(key, 0) / 1e9 for d in sides], name=name, legendgroup=name,
+                    marker_color=color, customdata=[d["gpu"] for d in sides],
+                    hovertemplate=f"{name}<br>%{{customdata}}<br>%{{y:.3f}} GB<extra></extra>",
+                    row=2, col=3)
+    totals = [d["memory_bytes"] / 1e9 for d in sides]
+    weights = [d.get("weights_bytes", 0) for d in sides]
+    fig.add_scatter(x=xs, y=totals, mode="text", showlegend=False, hoverinfo="skip",
+                    text=[f"{t:.2f}<br>weights<br>{_bytes(w)}"
+                          + (f" ({_ratio(w, weights[i - 1])})" if i % 2 and _ratio(w, weights[i - 1]) else "")
+                          for i, (t, w) in enumerate(zip(totals, weights))],
+                    textposition="top center", cliponaxis=False, row=2, col=3)
+    fig.update_yaxes(range=[0, 1.3], title_text="score (0-1)", row=1, col=1)
+    # headroom above the tallest bar for the value and ratio written on it
+    tops: dict[tuple[int, int], float] = {}
+    for trace in fig.data:
+        if trace.type == "bar" and trace.y is not None:
+            r, c = _cell(trace)
+            tops[(r, c)] = max([tops.get((r, c), 0.0)] + [y for y in trace.y if _finite(y)])
+    tops[(2, 3)] = max(totals, default=0.0)
+    fig.update_traces(constraintext="none", selector=dict(type="bar"))  # values stay readable
+    for (r, c), top in tops.items():
+        if (r, c) != (1, 1) and top > 0:
+            fig.update_yaxes(range=[0, top * 1.35], row=r, col=c)
+    fig.update_yaxes(title_text="$/hour", row=1, col=2)
+    fig.update_yaxes(title_text="$ per 1M tokens", row=1, col=3)
+    fig.update_yaxes(title_text="ms", row=2, col=1)
+    fig.update_yaxes(title_text="ms", row=2, col=2)
+    fig.update_yaxes(title_text="GB", row=2, col=3)
+    fig.update_xaxes(tickfont=dict(size=10))
+    modes = sorted({rec[c].get("sizing_mode", "") for rec in records for c in ("chosen", "baseline")} - {""})
+    where = "; ".join(f"{rec['task']}: chosen {rec['chosen']['model']} on {rec['chosen']['gpu']}, "
+                      f"baseline {rec['baseline']['model']} on {rec['baseline']['gpu']}" for rec in records)
+    met = {c: sum(rec[c]["quality"] >= rec["threshold"] for rec in records) for c in ("chosen", "baseline")}
+    fig.update_layout(
+        title=dict(text=(f"Right-sized deployment vs one big model for every task: chosen meets "
+                         f"{met['chosen']}/{len(records)} bars, baseline {met['baseline']}/{len(records)}"
+                         f"<br><sup>quality measured by the evaluate step; price, cost, latency and "
+                         f"memory modelled by the sizing engine ({', '.join(modes) or 'roofline'}) for "
+                         f"the device each side is sized for</sup>")),
+        barmode="stack", template="plotly_white", height=880, margin=dict(t=110, b=170),
+        legend=dict(orientation="h", y=-0.08), uniformtext=dict(minsize=10, mode="show"),
+        annotations=list(fig.layout.annotations) + [dict(
+            text=_wrap(where, 170, 4), xref="paper", yref="paper", x=0, y=-0.19, showarrow=False,
+            align="left", xanchor="left", font=dict(size=10))])
     return fig
+
+
+# --------------------------------------------------------------------------- the run's report
+
+
+def _selection_from_record(rec: dict) -> Selection:
+    """Enough of a :class:`Selection` (the ladder's results) to draw a record's ladder."""
+    tried = [RungResult(**r) for r in rec.get("ladder", [])]
+    chosen = next((r for r in tried if r.passed), None)
+    return Selection(task=rec["task"], metric=rec.get("metric", ""), threshold=rec["threshold"],
+                     decision_rule=rec.get("decision_rule", "point"), order=[], tried=tried,
+                     chosen=chosen,
+                     latency={chosen.candidate: rec["chosen"].get("measured_here") or {}} if chosen else {})
+
+
+def _html_table(rows: list[dict], columns: list[str] | None = None) -> str:
+    if not rows:
+        return "<p><em>none</em></p>"
+    cols = columns or list(dict.fromkeys(k for r in rows for k in r))
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape('' if r.get(c) is None else str(r.get(c)))}</td>" for c in cols)
+        + "</tr>" for r in json_cells(rows))
+    return (f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
+            "</table></div>")
+
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}
+table{border-collapse:collapse;font-size:12px;margin:.5em 0 1.5em}
+th,td{border:1px solid #ccc;padding:3px 6px;text-align:left}th{background:#f3f3f3}
+section{border-top:2px solid #264653;margin-top:2em}.scroll{overflow-x:auto}"""
+
+PRECISION_COLUMNS = ["precision", "backend", "mixed", "skip_precision", "status", "score", "delta",
+                     "memory_bytes", "memory_ratio", "decode_tokens_per_s", "passed", "kept", "reason"]
+GPU_COLUMNS = ["rank", "option", "feasible", "ttft_ms", "tpot_ms", "throughput_tokens_per_s",
+               "price_per_hour", "cost_per_1m_output_tokens", "memory_bytes", "mode", "reason"]
+
+
+def decision_report_html(records: list[dict], title: str = "Rightsizer decision report",
+                         endpoint: str = "") -> str:
+    """One self-contained HTML page for the run: the summary table and payoff chart, then per
+    task its decision, why nothing smaller, the ladder, latency vs the baseline, the precision
+    table and the device ranking. plotly.js is inlined once; every chart reuses it."""
+    import plotly.io as pio
+
+    def chart(fig: go.Figure, div_id: str) -> str:
+        return pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=div_id)
+
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    if endpoint:
+        parts.append(f"<p>Serving endpoint: <code>{html.escape(endpoint)}</code></p>")
+    rows = summary_rows(records)
+    parts += ["<h2>Summary: chosen vs one big model</h2>", chart(summary_figure(records), "summary"),
+              _html_table(rows, [c for c in SUMMARY_COLUMNS if c != "aggregation"]),
+              f"<p>TOTAL rows: {html.escape('; '.join(f'{k}: {v}' for k, v in TOTAL_RULES.items()))}.</p>"]
+    for i, rec in enumerate(records):
+        task = html.escape(rec["task"])
+        parts.append(f'<section id="task-{task}"><h2>Task {task}</h2>')
+        parts.append(f"<p>{html.escape(rec.get('summary', ''))}</p>")
+        why = rec.get("why_not_smaller") or []
+        if why:
+            parts.append("<h3>Why not smaller</h3><ul>"
+                         + "".join(f"<li>{html.escape(w)}</li>" for w in why) + "</ul>")
+        baseline = {"model": rec["baseline"]["model"], "params": rec["baseline"]["params"],
+                    "quality": rec["baseline"]["quality"]}
+        if rec.get("ladder"):
+            parts += ["<h3>Selection ladder</h3>",
+                      chart(ladder_figure(_selection_from_record(rec), baseline), f"ladder-{i}")]
+        lat = {f"{c} {rec[c]['model']}": rec[c].get("measured_by_batch") or rec[c].get("measured_here")
+               for c in ("chosen", "baseline") if rec[c].get("measured_by_batch") or rec[c].get("measured_here")}
+        if lat:
+            parts += ["<h3>Latency measured, chosen vs baseline</h3>",
+                      chart(latency_figure(rec["task"], lat), f"latency-{i}")]
+        parts += ["<h3>Precision search</h3>", _html_table(rec.get("precision_search") or [], None),
+                  "<h3>Device ranking (modelled, chosen model)</h3>",
+                  _html_table(rec.get("gpu_options") or [],
+                              [c for c in GPU_COLUMNS if any(c in r for r in rec.get("gpu_options") or [])]
+                              or None),
+                  "</section>"]
+    plotly_js = _plotly_js()
+    return ("<!DOCTYPE html><html><head><meta charset='utf-8'>"
+            f"<title>{html.escape(title)}</title><style>{_CSS}</style>{plotly_js}</head><body>"
+            + "\n".join(parts) + "</body></html>")
+
+
+def _plotly_js() -> str:
+    """plotly.js, inlined once (the page opens offline, from the MLRun UI or a mail)."""
+    from plotly.offline import get_plotlyjs
+
+    return f'<script type="text/javascript">{get_plotlyjs()}</script>'

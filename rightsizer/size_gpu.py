@@ -37,13 +37,30 @@ def size_for_task(spec: TaskSpec, config, precision: str, factors=None) -> Recom
 def _side(model: str, params: int, rung: str, precision: str, quality: float,
           rec: Recommendation | None, error: str = "") -> dict:
     o = rec.chosen if rec else None
-    return {"model": model, "params": params, "rung": rung,
+    side = {"model": model, "params": params, "rung": rung,
             "precision": o.precision if o else get_precision(precision).sizing_name,
             "gpu": o.label if o else f"none ({error})", "quality": quality,
             "ttft_ms": o.ttft_ms if o else float("nan"), "tpot_ms": o.tpot_ms if o else float("nan"),
             "memory_bytes": o.memory_bytes if o else 0,
             "cost_per_1m_tokens": o.cost_per_1m_output_tokens if o else float("nan"),
-            "sizing_mode": o.mode if o else ""}
+            "sizing_mode": o.mode if o else "",
+            "price_per_hour": o.price_per_hour if o else float("nan"),
+            "throughput_tokens_per_s": o.throughput_tokens_per_s if o else float("nan"),
+            "replicas": o.replicas if o else 0}
+    side.update(_memory_split(o))
+    return side
+
+
+def _memory_split(o) -> dict:
+    """The sized option's memory as weights, reserve (runtime, CUDA context) and the rest
+    (KV cache and activations), over all its GPUs and replicas: the charts stack these."""
+    est = getattr(o, "estimate", None)
+    if est is None:
+        return {"weights_bytes": 0, "kv_activation_bytes": 0, "reserve_bytes": 0}
+    weights = est.weights_bytes * o.replicas
+    reserve = est.reserve_bytes * est.count * o.replicas
+    return {"weights_bytes": weights, "reserve_bytes": reserve,
+            "kv_activation_bytes": max(0, o.memory_bytes - weights - reserve)}
 
 
 def build_record(spec: TaskSpec, sel: Selection, chosen_eval: dict, baseline_eval: dict,
@@ -65,9 +82,16 @@ def build_record(spec: TaskSpec, sel: Selection, chosen_eval: dict, baseline_eva
                      baseline_eval["quality"]["score"], rec_b, err)
     chosen["measured_here"] = chosen_eval["latency"]
     baseline["measured_here"] = baseline_eval["latency"]
+    # every batch size measured, so the report can draw chosen beside baseline
+    chosen["measured_by_batch"] = chosen_eval.get("latency_by_batch", [])
+    baseline["measured_by_batch"] = baseline_eval.get("latency_by_batch", [])
     return {
         "task": spec.name, "metric": spec.metric, "threshold": spec.threshold,
         "decision_rule": spec.decision_rule, "chosen": chosen, "baseline": baseline,
+        "slo": {"ttft_ms": spec.slo.ttft_ms, "tpot_ms": spec.slo.tpot_ms,
+                "throughput_tokens_per_s": spec.slo.throughput_tokens_per_s},
+        "workload": {"prompt_tokens": spec.workload.prompt_tokens,
+                     "output_tokens": spec.workload.output_tokens, "batch": spec.workload.batch},
         "why_not_smaller": sel.rejections(), "ladder": [r.to_dict() for r in sel.tried],
         "precision_search": precision_rows or [],
         "gpu_options": rec_c.to_rows()[:10],

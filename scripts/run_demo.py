@@ -49,6 +49,7 @@ def main() -> int:
         print("\n" + rec["summary"])
         for why in rec["why_not_smaller"]:
             print("   rejected:", why)
+    print("\ndecision report (one HTML page):", RunLayout(Path(args.artifacts)).decision_report_file())
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s; artifacts in {args.artifacts}")
     return 0
 

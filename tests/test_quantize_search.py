@@ -76,8 +76,20 @@ def test_rows_config_and_figure(plain_search):
             "decode_tokens_per_s", "kept", "reason"} <= set(rows[0])
     json.dumps(rows)
     json.dumps(plain_search.to_dict())
-    fig = precision_figure(plain_search)
-    assert len(fig.data) == 2 and len(fig.data[0].x) == 5
+    fig = precision_figure(plain_search, task="review_sentiment", metric="accuracy")
+    bars = [t for t in fig.data if t.type == "bar"]
+    evaluated = [t for t in plain_search.trials if t.status == "evaluated"]
+    assert sum(len(b.x) for b in bars) == len(evaluated) == 5
+    assert [b.name for b in bars if b.name == "kept"] == ["kept"] and len(bars[0].x) == 1
+    assert "review_sentiment" in fig.layout.title.text and "measured on cpu" in fig.layout.title.text
+    assert fig.layout.yaxis.title.text.startswith("accuracy")
+    # a backend that was not run is shown with its reason, not left out
+    skipped = [t for t in plain_search.trials if t.status != "evaluated"]
+    shown = next((t for t in fig.data if t.name.startswith("skipped")), None)
+    if skipped:
+        assert shown is not None and list(shown.customdata) == [t.reason for t in skipped]
+    # categories keep the order the search tried them in
+    assert list(fig.layout.xaxis.categoryarray)[0].startswith("bf16")
     model = apply_quant_config(plain(), plain_search.kept.to_config())
     assert scorer(plain)(model) == pytest.approx(plain_search.kept.score, abs=1e-6)
 

@@ -170,8 +170,44 @@ def test_bad_input():
 
 def test_roofline_figure_has_lines_and_points():
     ests = [estimate(LLAMA8, g, Workload(1024, 128, 1)) for g in ("L4", "H100-SXM")]
-    fig = roofline_figure(ests)
-    names = [t.name for t in fig.data]
-    assert sum("roof" in n for n in names) == 2
-    assert sum(n.endswith(("prefill", "decode")) for n in names) == 4
-    assert fig.layout.xaxis.type == "log"
+    fig = roofline_figure(ests, model="meta-llama/Llama-3.1-8B")
+    roofs = [t for t in fig.data if t.mode == "lines"]
+    points = [t for t in fig.data if t.mode == "markers" and t.x[0] is not None]
+    assert len(roofs) == 2 and len(points) == 4
+    for roof in roofs:  # drawn exactly: the bandwidth slope to the ridge, then flat at the peak
+        assert len(roof.x) == 3 and roof.y[1] == roof.y[2] > roof.y[0]
+        # its points are drawn in the roof's colour
+        mine = [t for t in points if t.legendgroup == roof.legendgroup]
+        assert len(mine) == 2 and {t.marker.color for t in mine} == {roof.line.color}
+    assert len({r.line.color for r in roofs}) == 2
+    # one legend entry per device, plus prefill / decode shapes: not one per point
+    assert sum(t.showlegend is not False for t in fig.data) == 4
+    assert "meta-llama/Llama-3.1-8B" in fig.layout.title.text and "modelled" in fig.layout.title.text
+    assert fig.layout.xaxis.type == "log" and "FLOP / byte" in fig.layout.xaxis.title.text
+    assert "FLOP/s" in fig.layout.yaxis.title.text
+
+
+def test_roofline_bound_is_read_from_where_the_point_sits():
+    from rightsizer.sizing.plots import bound_at
+
+    peak, bw = 1e15, 1e12  # ridge at 1000 FLOP/byte
+    assert bound_at(10, 0.9 * 10 * bw, peak, bw) == ("memory", pytest.approx(0.9))
+    assert bound_at(5000, 0.8 * peak, peak, bw) == ("compute", pytest.approx(0.8))
+    # two orders of magnitude under the roof: neither bandwidth nor compute limits it
+    assert bound_at(10, 0.01 * 10 * bw, peak, bw)[0] == "overhead"
+    assert bound_at(5000, 0.01 * peak, peak, bw)[0] == "overhead"
+
+
+def test_roofline_highlights_the_chosen_option():
+    from rightsizer.sizing import SLO, recommend
+
+    rec = recommend(LLAMA8, Workload(1024, 256, 1), SLO(500, 30))
+    fig = roofline_figure(rec, limit=4)
+    roofs = [t for t in fig.data if t.mode == "lines"]
+    assert roofs[0].name.endswith("(chosen)") and roofs[0].opacity == 1.0
+    assert all(r.opacity < 1.0 for r in roofs[1:]) and len(roofs) == 4
+    chosen_pts = [t for t in fig.data if t.mode == "markers" and t.legendgroup == roofs[0].legendgroup]
+    assert all(t.marker.line.width == 2 for t in chosen_pts)
+    hover = " ".join(t.hovertemplate for t in chosen_pts)
+    assert "-bound" in hover and "of the roof" in hover
+    assert rec.chosen.gpu in fig.layout.title.text

@@ -292,23 +292,65 @@ def _lower(a: PrecisionTrial, b: PrecisionTrial) -> bool:
     return (a.score or 0.0) > (b.score or 0.0)  # same size and precision (GPTQ vs round-to-nearest)
 
 
-def precision_figure(search: PrecisionSearch):
-    """Plotly chart: quality (bars) and weight memory ratio (line) per trial, kept one marked."""
+def precision_figure(search: PrecisionSearch, task: str = "", metric: str = "task score"):
+    """Plotly chart of the search: quality per trial (bars: kept, within tolerance, below it)
+    with the bar it was judged by, weight memory relative to bf16 (line), and every backend
+    that was skipped or failed shown at zero with its reason (not left out)."""
+    import textwrap
+
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
+    def label(t: PrecisionTrial) -> str:
+        mixed = f" + {t.skip_precision} ends" if t.mixed else ""
+        return f"{t.precision}{mixed}<br>{t.backend or 'no backend'}"
+
+    def wrap(text: str) -> str:
+        lines = textwrap.wrap(text, 22)
+        return "<br>".join(lines[:4]) + ("…" if len(lines) > 4 else "")
+
     done = [t for t in search.trials if t.status == "evaluated"]
-    labels = [f"{t.precision}{f' + {t.skip_precision} ends' if t.mixed else ''}<br>{t.backend}" for t in done]
-    colors = ["#2ca02c" if t.kept else ("#1f77b4" if t.passed else "#d62728") for t in done]
     fig = make_subplots(specs=[[{"secondary_y": True}]])
-    fig.add_trace(go.Bar(x=labels, y=[t.score for t in done], marker_color=colors, name="task score",
-                         text=[f"{t.score:.3f}" for t in done], textposition="outside"), secondary_y=False)
-    fig.add_trace(go.Scatter(x=labels, y=[t.memory_ratio for t in done], mode="lines+markers",
-                             name="weight memory / bf16"), secondary_y=True)
-    fig.add_hline(y=search.threshold, line_dash="dash", annotation_text="baseline - tolerance")
-    fig.update_layout(title=f"Precision search (kept: {search.kept.precision}"
-                            f"{' mixed' if search.kept.mixed else ''}, {search.kept.backend})",
-                      barmode="group")
-    fig.update_yaxes(title_text="task score", secondary_y=False)
-    fig.update_yaxes(title_text="memory ratio", range=[0, 1.1], secondary_y=True)
+    groups = (("kept", "#2ca02c", lambda t: t.kept), ("within tolerance", "#1f77b4", lambda t: t.passed and not t.kept),
+              ("below tolerance", "#d62728", lambda t: not t.passed and not t.kept))
+    for name, color, pick in groups:
+        ts = [t for t in done if pick(t)]
+        if not ts:
+            continue
+        fig.add_trace(go.Bar(
+            x=[label(t) for t in ts], y=[t.score for t in ts], marker_color=color, name=name,
+            text=[f"{t.score:.3f}" + (f"<br>{t.memory_ratio:.2f}x bf16 bytes" if t.memory_ratio else "")
+                  for t in ts], textposition="outside", cliponaxis=False,
+            customdata=[[t.delta or 0.0, t.memory_bytes or 0, t.reason] for t in ts],
+            hovertemplate=("%{x}<br>" + metric + " %{y:.3f} (delta %{customdata[0]:+.3f})<br>"
+                           "weights %{customdata[1]:,} bytes<br>%{customdata[2]}<extra></extra>")),
+            secondary_y=False)
+    not_run = [t for t in search.trials if t.status != "evaluated"]
+    if not_run:
+        fig.add_trace(go.Scatter(
+            x=[label(t) for t in not_run], y=[0.0] * len(not_run), mode="markers+text",
+            marker=dict(symbol="x-thin-open", size=14, color="#7f7f7f", line=dict(width=2)),
+            text=[f"{t.status}:<br>{wrap(t.reason)}" for t in not_run], textposition="top center",
+            cliponaxis=False, name="skipped / failed (reason)", customdata=[t.reason for t in not_run],
+            hovertemplate="%{x}: %{customdata}<extra></extra>"), secondary_y=False)
+    fig.add_trace(go.Scatter(x=[label(t) for t in done], y=[t.memory_ratio for t in done], mode="lines+markers",
+                             name="weight memory / bf16", line=dict(color="#7f7f7f", dash="dot"),
+                             hovertemplate="%{x}<br>%{y:.2f}x the bf16 weight bytes<extra></extra>"),
+                  secondary_y=True)
+    fig.add_hline(y=search.threshold, line_dash="dash", line_color="#b8860b",
+                  annotation_text=(f"bar: bf16 {search.baseline_score:.3f} - tolerance {search.tolerance:g} "
+                                   f"= {search.threshold:.3f}"), annotation_position="bottom right")
+    kept = search.kept
+    title = (f"{task + ': ' if task else ''}precision search, kept {kept.precision}"
+             f"{' mixed' if kept.mixed else ''} ({kept.backend})"
+             f"<br><sup>{metric} and weight bytes measured on {search.device}; "
+             f"{len(done)} evaluated, {len(not_run)} skipped or failed</sup>")
+    fig.update_layout(title=dict(text=title), barmode="group", template="plotly_white",
+                      margin=dict(t=100, b=90), legend=dict(orientation="h", y=-0.18))
+    # categories in the order the search tried them (traces are grouped by verdict)
+    order = list(dict.fromkeys(label(t) for t in search.trials))
+    fig.update_xaxes(title_text="precision and backend", categoryorder="array", categoryarray=order)
+    fig.update_yaxes(title_text=f"{metric} (0-1)", range=[0, 1.2], secondary_y=False)
+    fig.update_yaxes(title_text="weight memory / bf16 (ratio)", range=[0, 1.2], secondary_y=True,
+                     showgrid=False)
     return fig
