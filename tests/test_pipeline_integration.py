@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import mlrun
@@ -20,11 +23,38 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def run(demo_models, tmp_path_factory):
-    artifacts = tmp_path_factory.mktemp("artifacts")
-    project = mlrun.load_project(str(ROOT), name="rightsizer", save=False)
-    status = project.run("size_and_deploy", artifact_path=str(artifacts), watch=True, dirty=True)
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+def _clone(dest: Path) -> Path:
+    """The project's files (tracked and new, not ignored) in ``dest``: a fresh checkout."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+                           cwd=ROOT, check=True, capture_output=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def run(demo_models, tmp_path_factory, monkeypatch_module):
+    # The user's first command, exactly as typed (no artifact_path, no other argument), in a
+    # fresh copy of the project: artifacts must land under the project's ./artifacts.
+    clone = _clone(tmp_path_factory.mktemp("clone"))
+    monkeypatch_module.chdir(clone)
+    monkeypatch_module.delenv("MLRUN_ARTIFACT_PATH", raising=False)
+    monkeypatch_module.setattr(mlrun.mlconf, "artifact_path", "")
+    monkeypatch_module.setattr(sys, "path", list(sys.path))  # setup() prepends the clone
+    project = mlrun.load_project("./")
+    status = project.run("size_and_deploy", watch=True)
     assert str(status.state).lower() in ("completed", "succeeded"), status.state
+    assert "artifact_path" not in (clone / "project.yaml").read_text()  # nothing machine-specific saved
+    # MLRun puts a workflow's artifacts in a folder named after its run id
+    artifacts = clone / "artifacts" / status.run_id
+    assert artifacts.is_dir(), sorted(p.name for p in (clone / "artifacts").iterdir())
     layout = RunLayout(artifacts)
     decisions = json.loads(layout.decisions_file().read_text())
     assert not [t for t in layout.tasks() if layout.prequant_dir(t, "gptq").exists()]
