@@ -97,7 +97,7 @@ def roofline_figure(source: Estimate | Iterable[Estimate] | Any, limit: int = 6,
                             line=dict(color="black", width=2 if is_chosen and chosen is not None else 0)),
                 opacity=opacity, legendgroup=dev, showlegend=False, name=f"{dev} {phase.name}",
                 hovertemplate=(f"{dev} {phase.name} (batch {e.batch})<br>{bound}-bound: "
-                               f"{share:.0%} of the roof<br>{phase.latency_ms:.3f} ms "
+                               f"{_pct(share)} of the roof<br>{phase.latency_ms:.3f} ms "
                                f"(overhead {phase.overhead_ms:.3f} ms)<br>AI %{{x:.1f}} FLOP/B, "
                                "%{y:.3s}FLOP/s<extra></extra>")))
     for name, symbol in (("prefill", "circle"), ("decode step", "diamond")):
@@ -110,7 +110,7 @@ def roofline_figure(source: Estimate | Iterable[Estimate] | Any, limit: int = 6,
             bound, share = bound_at(phase.arithmetic_intensity, phase.achieved_flops, peak,
                                     gpu.memory_bandwidth)
             fig.add_annotation(x=_log10(phase.arithmetic_intensity), y=_log10(phase.achieved_flops),
-                               text=f"chosen {phase.name}: {bound}-bound ({share:.0%} of roof)",
+                               text=f"chosen {phase.name}: {bound}-bound ({_pct(share)} of roof)",
                                showarrow=True, arrowhead=2, ax=60, ay=-35, font=dict(size=11))
     fig.update_xaxes(type="log", title="arithmetic intensity (FLOP / byte)", range=[_log10(lo), _log10(hi)])
     fig.update_yaxes(type="log", title="FLOP/s per GPU (roof: attainable; points: modelled)")
@@ -123,7 +123,11 @@ def roofline_figure(source: Estimate | Iterable[Estimate] | Any, limit: int = 6,
         e = ests[0]
         title += (f"<br><sup>modelled by the sizing engine ({mode}), prompt {e.prompt_tokens} / output "
                   f"{e.output_tokens} tokens; under {OVERHEAD_SHARE:.0%} of the roof a point is "
-                  "overhead-bound</sup>")
+                  "overhead-bound")
+        same = _coincident(chosen or e, ests)
+        if same:  # overhead-bound points of different devices land on one spot: say so
+            title += f"; {same} other option{'s' if same > 1 else ''}' points sit on the highlighted ones"
+        title += "</sup>"
     fig.update_layout(title=dict(text=title), template="plotly_white", legend={"font": {"size": 11}},
                       margin=dict(t=100))
     return fig
@@ -133,3 +137,18 @@ def _log10(x: float) -> float:
     import math
 
     return math.log10(x) if x > 0 else 0.0
+
+
+def _coincident(ref: Estimate, ests: list[Estimate], tol: float = 0.05) -> int:
+    """How many other estimates have both phases within ``tol`` (relative) of ``ref``'s."""
+    def near(a: float, b: float) -> bool:
+        return abs(a - b) <= tol * max(abs(a), abs(b), 1e-30)
+
+    return sum(all(near(p.arithmetic_intensity, q.arithmetic_intensity) and near(p.achieved_flops, q.achieved_flops)
+                   for p, q in ((e.prefill, ref.prefill), (e.decode, ref.decode)))
+               for e in ests if e is not ref)
+
+
+def _pct(share: float) -> str:
+    """A share as a percentage with the digits that tell 0.3 % from 0 %."""
+    return f"{share:.0%}" if share >= 0.01 else f"{share:.2%}"
