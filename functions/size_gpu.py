@@ -9,7 +9,7 @@ import mlrun
 
 from functions.mlrun_io import project_file, localize_dir, log_plot, log_table, made_parent, run_layout
 from rightsizer.bundle import read_bundle
-from rightsizer.report import latency_figure
+from rightsizer.report import latency_figure, ranking_rows
 from rightsizer.size_gpu import build_record, save_record, size_for_task
 from rightsizer.models import resolve_model_ref
 from rightsizer.select import Selection
@@ -25,7 +25,7 @@ def size_gpu(context: mlrun.MLClientCtx, task_spec: str, selection: str, bundle_
     ``calibration``: measurements from the evaluate step on a catalog GPU; when given, the
     estimates use factors fitted on them (their ``mode`` says "calibrated").
 
-    Logs: ``gpu_ranking`` (table), ``roofline`` (Plotly: the chosen option highlighted),
+    Logs: ``gpu_ranking`` (table: modelled values, USD), ``roofline`` (Plotly: the chosen option highlighted),
     ``latency_vs_baseline`` (Plotly: chosen and baseline measured latency on one chart),
     ``decision`` (the decision record,
     JSON), results ``gpu``, ``cost_per_1m_tokens``, ``baseline_cost_per_1m_tokens`` and
@@ -43,7 +43,7 @@ def size_gpu(context: mlrun.MLClientCtx, task_spec: str, selection: str, bundle_
     searched = read_bundle(bundle).get("metrics", {}).get("precision_search", [])
     record = build_record(spec, sel, chosen_eval, baseline_eval, rec, largest, precision,
                           precision_rows=searched, factors=factors)
-    log_table(context, "gpu_ranking", rec.to_rows())
+    log_table(context, "gpu_ranking", ranking_rows(rec.to_rows()))
     log_plot(context, "roofline", roofline_figure(rec, model=sel.chosen.candidate))
     log_plot(context, "latency_vs_baseline", latency_figure(spec.name, {
         f"chosen {sel.chosen.candidate} ({chosen_eval['precision']})": chosen_eval["latency_by_batch"],

@@ -589,6 +589,28 @@ def _html_table(rows: list[dict], columns: list[str] | None = None) -> str:
             "</table></div>")
 
 
+# The sizing engine's option fields as table columns: modelled values, money in USD.
+RANKING_NAMES = {"ttft_ms": "modelled_ttft_ms", "tpot_ms": "modelled_tpot_ms",
+                 "throughput_tokens_per_s": "modelled_throughput_tokens_per_s",
+                 "price_per_hour": "price_usd_per_hour",
+                 "cost_per_1m_output_tokens": "cost_usd_per_1m_output_tokens",
+                 "memory_bytes": "modelled_memory_bytes", "mode": "sizing_mode"}
+
+
+def ranking_rows(rows: list[dict]) -> list[dict]:
+    """The device ranking (``Recommendation.to_rows()``) with column names that say what
+    they hold (modelled, USD); values rounded to what a reader compares."""
+    out = []
+    for r in rows:
+        row = {RANKING_NAMES.get(k, k): v for k, v in r.items()}
+        for k, digits in (("modelled_ttft_ms", 3), ("modelled_tpot_ms", 4), ("price_usd_per_hour", 4),
+                          ("cost_usd_per_1m_output_tokens", 6), ("modelled_throughput_tokens_per_s", 1)):
+            if _finite(row.get(k)):
+                row[k] = round(row[k], digits)
+        out.append(row)
+    return out
+
+
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}
 table{border-collapse:collapse;font-size:12px;margin:.5em 0 1.5em}
 th,td{border:1px solid #ccc;padding:3px 6px;text-align:left}th{background:#f3f3f3}
@@ -596,8 +618,9 @@ section{border-top:2px solid #264653;margin-top:2em}.scroll{overflow-x:auto}"""
 
 PRECISION_COLUMNS = ["precision", "backend", "mixed", "skip_precision", "status", "score", "delta",
                      "memory_bytes", "memory_ratio", "decode_tokens_per_s", "passed", "kept", "reason"]
-GPU_COLUMNS = ["rank", "option", "feasible", "ttft_ms", "tpot_ms", "throughput_tokens_per_s",
-               "price_per_hour", "cost_per_1m_output_tokens", "memory_bytes", "mode", "reason"]
+GPU_COLUMNS = ["rank", "option", "feasible", "modelled_ttft_ms", "modelled_tpot_ms",
+               "modelled_throughput_tokens_per_s", "price_usd_per_hour", "cost_usd_per_1m_output_tokens",
+               "modelled_memory_bytes", "sizing_mode", "reason"]
 
 
 def decision_report_html(records: list[dict], title: str = "Rightsizer decision report",
@@ -635,11 +658,10 @@ def decision_report_html(records: list[dict], title: str = "Rightsizer decision 
         if lat:
             parts += ["<h3>Latency measured, chosen vs baseline</h3>",
                       chart(latency_figure(rec["task"], lat), f"latency-{i}")]
+        ranking = ranking_rows(rec.get("gpu_options") or [])
         parts += ["<h3>Precision search</h3>", _html_table(rec.get("precision_search") or [], None),
                   "<h3>Device ranking (modelled, chosen model)</h3>",
-                  _html_table(rec.get("gpu_options") or [],
-                              [c for c in GPU_COLUMNS if any(c in r for r in rec.get("gpu_options") or [])]
-                              or None),
+                  _html_table(ranking, [c for c in GPU_COLUMNS if any(c in r for r in ranking)] or None),
                   "</section>"]
     plotly_js = _plotly_js()
     return ("<!DOCTYPE html><html><head><meta charset='utf-8'>"

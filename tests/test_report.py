@@ -10,7 +10,7 @@ import pytest
 
 from rightsizer.report import (
     SUMMARY_COLUMNS, TOTAL_RULES, decision_report_html, json_cells, ladder_figure, latency_figure,
-    pareto_figure, summary_figure, summary_rows,
+    pareto_figure, ranking_rows, summary_figure, summary_rows,
 )
 from rightsizer.select import RungResult, Selection
 
@@ -213,3 +213,13 @@ def test_decision_report_is_one_html_page_with_every_task():
     assert p.tables == 3  # summary; the first task's precision table and device ranking
     assert "rs summary" in page and "tr summary" in page and "http://serving/v1" in page
     assert "screened out" in page  # why not smaller
+
+
+def test_device_ranking_columns_name_units_and_source():
+    rows = ranking_rows([{"rank": 1, "option": "L4 int4", "ttft_ms": 0.123456, "tpot_ms": 0.5,
+                          "price_per_hour": 0.8, "cost_per_1m_output_tokens": 0.0061234567,
+                          "throughput_tokens_per_s": 15000.04, "memory_bytes": 3, "mode": "roofline"}])
+    assert rows == [{"rank": 1, "option": "L4 int4", "modelled_ttft_ms": 0.123, "modelled_tpot_ms": 0.5,
+                     "price_usd_per_hour": 0.8, "cost_usd_per_1m_output_tokens": 0.006123,
+                     "modelled_throughput_tokens_per_s": 15000.0, "modelled_memory_bytes": 3,
+                     "sizing_mode": "roofline"}]
