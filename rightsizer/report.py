@@ -513,10 +513,17 @@ def summary_figure(records: list[dict]) -> go.Figure:
         color="white", line=dict(color=FAIL, width=2), pattern=dict(shape="x", fgcolor=FAIL)), row=1, col=1)
     # memory: stacked components per (task, side)
     xs = [[t for t in tasks for _ in (0, 1)], [c for _ in tasks for c in ("chosen", "baseline")]]
-    sides = [rec[c] for rec in records for c in ("chosen", "baseline")]
-    for key, name, color in (("weights_bytes", "weights", "#264653"),
-                             ("kv_activation_bytes", "KV cache + activations", "#8ab17d"),
-                             ("reserve_bytes", "runtime reserve", "#d9d9d9")):
+    sides = [dict(rec[c]) for rec in records for c in ("chosen", "baseline")]  # copies: annotated below
+    parts = ("weights_bytes", "kv_activation_bytes", "reserve_bytes")
+    unsplit = [max(0, d["memory_bytes"] - sum(d.get(k, 0) for k in parts)) for d in sides]
+    components = [("weights_bytes", "weights", "#264653"),
+                  ("kv_activation_bytes", "KV cache + activations", "#8ab17d"),
+                  ("reserve_bytes", "runtime reserve", "#d9d9d9")]
+    if any(unsplit):  # a record written before the split was recorded: show the rest as such
+        for d, rest in zip(sides, unsplit):
+            d["_unsplit_bytes"] = rest
+        components.append(("_unsplit_bytes", "not split", "#bdbdbd"))
+    for key, name, color in components:
         fig.add_bar(x=xs, y=[d.get(key, 0) / 1e9 for d in sides], name=name, legendgroup=name,
                     marker_color=color, customdata=[d["gpu"] for d in sides],
                     hovertemplate=f"{name}<br>%{{customdata}}<br>%{{y:.3f}} GB<extra></extra>",
@@ -613,7 +620,7 @@ def ranking_rows(rows: list[dict]) -> list[dict]:
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}
 table{border-collapse:collapse;font-size:12px;margin:.5em 0 1.5em}
-th,td{border:1px solid #ccc;padding:3px 6px;text-align:left}th{background:#f3f3f3}
+th,td{border:1px solid #ccc;padding:3px 6px;text-align:left;white-space:nowrap}th{background:#f3f3f3}
 section{border-top:2px solid #264653;margin-top:2em}.scroll{overflow-x:auto}"""
 
 PRECISION_COLUMNS = ["precision", "backend", "mixed", "skip_precision", "status", "score", "delta",
