@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from rightsizer import tasktypes
 from rightsizer.bundle import bundle_spec, read_bundle
 from rightsizer.errors import ConfigError
-from rightsizer.models import resolve_model_ref
+from rightsizer.models import remote_code_error, resolve_model_ref
 from rightsizer.runtime.attention import choose_attention
 from rightsizer.runtime.placement import PlacementPlan, plan_placement
 from rightsizer.tasktypes import Predictions
@@ -95,6 +95,8 @@ def load_model(ref: str | Path, dtype: torch.dtype | str = torch.float32, *, dev
             kwargs["attn_implementation"] = attention
         model = AutoModelForCausalLM.from_pretrained(
             target, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code, **kwargs)
+    except ValueError as e:
+        raise remote_code_error(str(ref), e) from None
     except OSError as e:
         raise ConfigError(f"model {ref!r}: cannot load it ({e})") from None
     if dev is not None and "device_map" not in kwargs:

@@ -46,9 +46,21 @@ def load_config(ref: str, trust_remote_code: bool = False):
     target = resolve_model_ref(ref)
     try:
         return AutoConfig.from_pretrained(target, trust_remote_code=trust_remote_code)
+    except ValueError as e:
+        raise remote_code_error(ref, e) from None
     except OSError as e:
         raise ConfigError(f"candidate {ref!r}: cannot load its config ({e}). A hub id needs "
                           "hub access (and HF_TOKEN for gated models).") from None
+
+
+def remote_code_error(ref: str, error: ValueError) -> Exception:
+    """A ConfigError naming the spec field when transformers refused to run a model's own
+    code (``trust_remote_code`` is off unless the task spec turns it on); else ``error``."""
+    if "trust_remote_code" not in str(error):
+        return error
+    return ConfigError(f"candidate {ref!r}: its config needs the model repository's own Python code, "
+                       "which Rightsizer does not run by default; set trust_remote_code: true in the "
+                       "task spec only if you trust that code")
 
 
 def param_count(model) -> int:

@@ -97,3 +97,21 @@ def test_load_model_picks_attention_and_keeps_safe_defaults(demo_models):
     assert tok.pad_token is not None and not model.training
     with pytest.raises(ConfigError, match="no such local model folder"):
         load_model("./nowhere")
+
+
+def test_a_model_that_needs_remote_code_is_refused_naming_the_spec_field(demo_models, tmp_path):
+    import shutil
+
+    from rightsizer.models import load_config
+
+    folder = tmp_path / "custom"
+    shutil.copytree(demo_models / "models" / "tiny-s", folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="rightsizer-custom", auto_map={"AutoConfig": "configuration_custom.Config"})
+    (folder / "config.json").write_text(json.dumps(config))
+    ran = tmp_path / "ran"
+    (folder / "configuration_custom.py").write_text(f"open({str(ran)!r}, 'w').close()\n")
+    for load in (load_config, load_model):
+        with pytest.raises(ConfigError, match="set trust_remote_code: true in the task spec"):
+            load(str(folder))
+    assert not ran.exists()  # the repository's code never ran
