@@ -16,46 +16,56 @@ from pathlib import Path
 import mlrun
 
 from functions.mlrun_io import log_model_dir, log_plot, made_dir, project_file, run_layout
+from rightsizer.errors import ConfigError
+from rightsizer.evaluate import check_task_data
 from rightsizer.finetune.launch import finetune as run_finetune
 from rightsizer.finetune.launch import job_id
 from rightsizer.finetune.report import curves_figure
+from rightsizer.finetune.task import file_digest, production_adapter, wants_production
+from rightsizer.select import Selection
+from rightsizer.taskspec import load_task
 
 ADAPTER_FILE = "adapter_model.safetensors"
 
 
 def finetune(context: mlrun.MLClientCtx, model: str, train_data, nproc: int = 0,
-             key: str = "adapter", rank: int = 8, alpha: int = 16, steps: int = 60,
-             learning_rate: float = 3e-3, global_batch: int = 16, micro_batch_size: int | None = None,
-             grad_accum: int | None = None, max_seq_len: int = 256, zero_stage: int | None = None,
+             key: str = "adapter", rank: int | None = None, alpha: int | None = None,
+             steps: int | None = None, epochs: float | None = None,
+             learning_rate: float | None = None, warmup_ratio: float | None = None,
+             dropout: float | None = None, global_batch: int | None = None,
+             micro_batch_size: int | None = None, grad_accum: int | None = None,
+             max_seq_len: int | None = None, zero_stage: int | None = None,
              gpu_memory_gb: float | None = None, quantization: str = "none",
              target_modules: list | None = None, prompt_template: str | None = None,
              text_field: str = "text", label_field: str = "label", save_steps: int = 50,
-             resume: bool = True, merge: bool = False, seed: int = 0,
+             resume: bool = True, merge: bool = False, seed: int | None = None,
              gradient_checkpointing: bool = False, output_dir: str | None = None) -> None:
     """Fine-tune ``model`` on ``train_data`` (JSONL path or input) and register the adapter.
 
-    ``nproc`` 0 means one process per visible GPU (1 on CPU). Checkpoints go to a folder
-    named after ``key`` and a hash of the parameters and data, so rerunning the same job
-    after a crash resumes (``output_dir`` overrides the folder). Logs: the adapter as
-    model ``key`` (labels: base model; parameters: the training parameters), optionally the
-    merged model ``<key>-merged``, ``training_curves`` (Plotly: loss and learning rate),
-    results ``final_loss``, ``tokens_per_second``, ``strategy``, ``world_size``.
+    LoRA values left out (None) take the one set of defaults
+    (``rightsizer.taskspec.LoraSettings``, through the trainer's config). ``nproc`` 0 means
+    one process per visible GPU (1 on CPU). Checkpoints go to a folder named after ``key``
+    and a hash of the parameters and data, so rerunning the same job after a crash resumes
+    (``output_dir`` overrides the folder). Logs: the adapter as model ``key`` (labels: base
+    model; parameters: the training parameters), optionally the merged model
+    ``<key>-merged``, ``training_curves`` (Plotly: loss and learning rate), results
+    ``final_loss``, ``tokens_per_second``, ``strategy``, ``world_size``.
     """
-    import torch
-
     if hasattr(train_data, "local"):  # an MLRun DataItem input
         train_data = train_data.local()
     else:
         train_data = project_file(str(train_data))
-    if not nproc:
-        nproc = max(1, torch.cuda.device_count())
-    params = dict(model=model, train_data=train_data, rank=rank, alpha=alpha,
-                  steps=steps, learning_rate=learning_rate, global_batch=global_batch,
-                  micro_batch_size=micro_batch_size, grad_accum=grad_accum, max_seq_len=max_seq_len,
+    nproc = nproc or _visible_gpus()
+    given = dict(rank=rank, alpha=alpha, steps=steps, epochs=epochs, learning_rate=learning_rate,
+                 warmup_ratio=warmup_ratio, dropout=dropout, global_batch=global_batch,
+                 max_seq_len=max_seq_len, seed=seed,
+                 target_modules=list(target_modules) if target_modules else None)
+    params = dict(model=model, train_data=train_data,
+                  **{k: v for k, v in given.items() if v is not None},
+                  micro_batch_size=micro_batch_size, grad_accum=grad_accum,
                   zero_stage=zero_stage, gpu_memory_gb=gpu_memory_gb, quantization=quantization,
-                  target_modules=list(target_modules) if target_modules else None,
                   prompt_template=prompt_template, text_field=text_field, label_field=label_field,
-                  save_steps=save_steps, resume=resume, merge=merge, seed=seed,
+                  save_steps=save_steps, resume=resume, merge=merge,
                   gradient_checkpointing=gradient_checkpointing)
     # A rerun of the same job (same parameters and data) lands in the same folder and
     # resumes from its last checkpoint; any other job gets a fresh folder.
@@ -65,6 +75,59 @@ def finetune(context: mlrun.MLClientCtx, model: str, train_data, nproc: int = 0,
     result = run_finetune(params, nproc=nproc)
     training = {k: v for k, v in params.items() if k not in ("train_data", "output_dir")}
     _log_outputs(context, result, key, {**training, "nproc": nproc})
+
+
+def finetune_task(context: mlrun.MLClientCtx, task_spec: str, selection: str, nproc: int = 0,
+                  gpu_memory_gb: float | None = None) -> None:
+    """size_and_deploy's finetune step: the production adapter of a task whose chosen rung
+    is LoRA, trained with the spec's ``finetune`` section on the chosen candidate.
+
+    The pipeline runs it only then (a ``dsl.Condition`` on KFP). ``nproc`` 0: one process
+    per visible GPU (the function's GPU limit), strategy from the memory plan. A rerun of
+    the same job resumes from its last checkpoint; a finished one is not trained again.
+    Logs: ``training_curves``, the merged model ``<task>-finetuned``, results ``score``
+    (production adapter, eval split), ``screening_score``, ``final_loss``,
+    ``tokens_per_second``, ``strategy``, ``world_size``, ``model_dir`` and ``production``
+    (the summary the quantize and size_gpu steps read).
+    """
+    spec = load_task(project_file(task_spec))
+    sel = Selection.load(selection)
+    if not sel.passed or not wants_production(spec, sel.chosen.rung):
+        raise ConfigError(f"finetune step for {spec.name}: the chosen rung is "
+                          f"{sel.chosen.rung if sel.passed else None!r} (finetune.enabled "
+                          f"{spec.finetune.enabled}); it trains only a chosen LoRA rung")
+    train, evals = check_task_data(spec)
+    layout = run_layout(context)
+    overrides = {"gpu_memory_gb": gpu_memory_gb} if gpu_memory_gb else {}
+    prod = production_adapter(spec, sel.chosen.candidate, train, evals,
+                              made_dir(layout.finetune_task_dir(spec.name)),
+                              nproc=nproc or _visible_gpus(), **overrides)
+    prod.update(selection_digest=file_digest(selection), screening_score=sel.chosen.score,
+                screening=sel.chosen.training)
+    path = layout.production_file(spec.name)
+    path.write_text(json.dumps(prod, indent=2, sort_keys=True, default=str))
+    log_plot(context, "training_curves", curves_figure(
+        prod, title=f"{spec.name}: production adapter of {sel.chosen.candidate} "
+                    f"({prod['strategy']}, {prod['world_size']} process(es))"))
+    model_ref = log_model_dir(
+        context, f"{spec.name}-finetuned", prod["merged_dir"], framework="transformers",
+        metrics={spec.metric: prod["score"], "final_loss": prod["final_loss"] or 0.0,
+                 "tokens_per_second": prod["tokens_per_second"] or 0.0},
+        labels={"task": spec.name, "rung": "lora", "base_model": sel.chosen.candidate,
+                "stage": "production", "strategy": prod["strategy"]})
+    context.log_results({"score": prod["score"], "screening_score": sel.chosen.score,
+                         "final_loss": prod["final_loss"], "tokens_per_second": prod["tokens_per_second"],
+                         "strategy": prod["strategy"], "world_size": prod["world_size"],
+                         "model_dir": model_ref, "production": str(path)})
+    context.logger.info(f"{spec.name}: production adapter {spec.metric} {prod['score']:.3f} "
+                        f"(screening {sel.chosen.score:.3f}), {prod['strategy']} x "
+                        f"{prod['world_size']}, final loss {prod['final_loss']}")
+
+
+def _visible_gpus() -> int:
+    import torch
+
+    return max(1, torch.cuda.device_count())
 
 
 def _log_outputs(context: mlrun.MLClientCtx, result: dict, key: str, training: dict) -> None:

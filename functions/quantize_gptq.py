@@ -58,8 +58,11 @@ def gptq_python(method: str) -> str:
 
 def quantize_gptq(context, task_spec: str, model_dir: str, method: str = "gptq", bits: int = 4,
                   group_size: int = 128, samples: int = 128, min_samples: int = 16,
-                  device: str = "auto") -> None:
+                  device: str = "auto", selection: str = "", finetuned: str = "auto") -> None:
     """Pre-quantize ``model_dir`` with calibration text from the task's train split.
+
+    ``selection`` (with ``finetuned`` "auto"): when its chosen rung is LoRA, quantize the
+    production adapter's merged model (finetune step) instead, as the quantize step does.
 
     Logs: the quantized model (``<task>-<method>``, with ``quant_config`` and
     ``rightsizer_quant.json`` in the folder), results ``precision``, ``backend``,
@@ -77,8 +80,16 @@ def quantize_gptq(context, task_spec: str, model_dir: str, method: str = "gptq",
     spec = load_task(project_file(task_spec))
     texts = calibration_texts(load_rows(spec, "train"), spec, samples=samples, min_samples=min_samples)
     python = gptq_python(method)
-    src = localize_dir(model_dir)
     layout = run_layout(context)
+    if selection:
+        from rightsizer.finetune.task import production_for
+        from rightsizer.select import Selection
+
+        sel = Selection.load(selection)
+        prod = production_for(spec, sel.chosen.candidate, sel.chosen.rung, selection,
+                              layout.production_file(spec.name), finetuned)
+        model_dir = prod["merged_dir"] if prod else model_dir
+    src = localize_dir(model_dir)
     work = made_dir(layout.prequant_dir(spec.name, method))
     out = layout.prequant_model_dir(spec.name, method)
     if out.exists():

@@ -9,6 +9,7 @@ import mlrun
 
 from functions.mlrun_io import project_file, localize_dir, log_plot, log_table, made_parent, run_layout
 from rightsizer.bundle import read_bundle
+from rightsizer.finetune.task import production_for
 from rightsizer.report import latency_figure, ranking_rows
 from rightsizer.size_gpu import build_record, save_record, size_for_task
 from rightsizer.models import resolve_model_ref
@@ -19,11 +20,13 @@ from rightsizer.taskspec import load_task
 
 def size_gpu(context: mlrun.MLClientCtx, task_spec: str, selection: str, bundle_dir: str,
              precision: str, chosen_evaluation: str, baseline_evaluation: str,
-             calibration: str = "") -> None:
+             calibration: str = "", finetuned: str = "auto") -> None:
     """Rank GPU options for the chosen model (and the baseline) and write the decision record.
 
     ``calibration``: measurements from the evaluate step on a catalog GPU; when given, the
-    estimates use factors fitted on them (their ``mode`` says "calibrated").
+    estimates use factors fitted on them (their ``mode`` says "calibrated"). ``finetuned``
+    "auto": a LoRA choice's record shows the production adapter (finetune step) beside the
+    screening run.
 
     Logs: ``gpu_ranking`` (table: modelled values, USD), ``roofline`` (Plotly: the chosen option highlighted),
     ``latency_vs_baseline`` (Plotly: chosen and baseline measured latency on one chart),
@@ -41,8 +44,10 @@ def size_gpu(context: mlrun.MLClientCtx, task_spec: str, selection: str, bundle_
     factors = fit_calibration(json.loads(Path(calibration).read_text())) if calibration else None
     rec = size_for_task(spec, bundle, precision, factors=factors)
     searched = read_bundle(bundle).get("metrics", {}).get("precision_search", [])
+    prod = production_for(spec, sel.chosen.candidate, sel.chosen.rung, selection,
+                          run_layout(context).production_file(spec.name), finetuned)
     record = build_record(spec, sel, chosen_eval, baseline_eval, rec, largest, precision,
-                          precision_rows=searched, factors=factors)
+                          precision_rows=searched, factors=factors, production=prod)
     log_table(context, "gpu_ranking", ranking_rows(rec.to_rows()))
     log_plot(context, "roofline", roofline_figure(rec, model=sel.chosen.candidate))
     log_plot(context, "latency_vs_baseline", latency_figure(spec.name, {

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import mlrun
+from kfp import dsl
 
 
 def run_step(project, function: str, **kwargs):
@@ -28,3 +32,28 @@ def output(step, key: str):
     if isinstance(step, mlrun.model.RunObject):
         return step.status.results[key]
     return step.outputs[key]
+
+
+@contextmanager
+def when(value, expected: str) -> Iterator[bool]:
+    """Build the body's steps only for runs where a step's output equals ``expected``.
+
+    On KFP the output is a placeholder until run time: the body goes under a
+    ``dsl.Condition`` and is always built (yields True). On the local engine the output is
+    the value itself: yields whether it matches, and the body runs its steps only then.
+    """
+    if isinstance(value, dsl.PipelineParam):
+        with dsl.Condition(value == expected):
+            yield True
+    else:
+        yield value == expected
+
+
+def after(step, *steps) -> None:
+    """On KFP, order ``step`` after the given steps (those that are not None): for an input
+    it reads from the run's layout rather than from an output. A no-op on the local engine,
+    which runs the steps in order."""
+    if step is not None and not isinstance(step, mlrun.model.RunObject):
+        for dep in steps:
+            if dep is not None:
+                step.after(dep)

@@ -21,8 +21,12 @@ BUNDLE_FILE = "rightsizer.json"
 
 def write_bundle(model_dir: str | Path, spec: TaskSpec, out_dir: str | Path, *,
                  base_model: str, rung: str, shots: list[dict] | None = None,
-                 quant_config: dict | None = None, metrics: dict | None = None) -> Path:
-    """Copy the model folder to ``out_dir`` and add the serving config (atomic)."""
+                 quant_config: dict | None = None, metrics: dict | None = None,
+                 adapter: dict | None = None) -> Path:
+    """Copy the model folder to ``out_dir`` and add the serving config (atomic).
+
+    ``adapter``: for a LoRA choice, which adapter is merged into the weights (``kind``
+    production or screening, its score and where it came from)."""
     out = Path(out_dir)
     meta = {
         "task": spec.name, "type": spec.type, "prompt": spec.prompt,
@@ -30,7 +34,7 @@ def write_bundle(model_dir: str | Path, spec: TaskSpec, out_dir: str | Path, *,
         "labels": spec.labels, "shots": shots or [], "base_model": base_model, "rung": rung,
         "quant_config": quant_config or {"precision": "fp32", "backend": "none"},
         "max_new_tokens": spec.workload.output_tokens, "metrics": metrics or {},
-        "trust_remote_code": spec.trust_remote_code,
+        "trust_remote_code": spec.trust_remote_code, "adapter": adapter or {},
         "spec": spec.to_dict(),  # serving rebuilds the task (prompt, type, stop rule) from it
     }
     with atomic_dir(out) as tmp:

@@ -8,6 +8,8 @@
     <root>/rightsizer/<task>/evaluate-<label>/calibration_measurements.json  (on a catalog GPU)
     <root>/rightsizer/<task>/quantize-<method>/model/        GPTQ/AWQ checkpoint (quantize-gptq step)
     <root>/rightsizer/<task>/quantize-<method>/calibration.json
+    <root>/rightsizer/<task>/finetune/production-<job id>/   the production adapter's run (finetune step)
+    <root>/rightsizer/<task>/finetune/production.json        its scores and training figures
     <root>/rightsizer/<task>/quantize/bundle/                the serving bundle (rightsizer.json)
     <root>/rightsizer/<task>/size_gpu/decision.json          the task's decision record
     <root>/rightsizer/report/decisions.json                  all records (report step)
@@ -82,6 +84,14 @@ class RunLayout:
     def calibration_texts_file(self, task: str, method: str) -> Path:
         """The calibration texts handed to the pre-quantization subprocess."""
         return self.prequant_dir(task, method) / "calibration.json"
+
+    def finetune_task_dir(self, task: str) -> Path:
+        """The finetune step's folder for ``task`` (its production adapter runs)."""
+        return self.step_dir(task, FINETUNE_STEP)
+
+    def production_file(self, task: str) -> Path:
+        """The production adapter's summary: merged model, scores, training figures."""
+        return self.finetune_task_dir(task) / "production.json"
 
     def quantize_dir(self, task: str) -> Path:
         """The quantize step's folder."""

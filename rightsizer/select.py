@@ -22,7 +22,7 @@ import torch
 from rightsizer.atomic import atomic_dir
 from rightsizer.errors import ConfigError
 from rightsizer.evaluate import check_task_data, measure_latency, pick_shots
-from rightsizer.inference import answer_text, build_prompt, load_model
+from rightsizer.inference import build_prompt, load_model
 from rightsizer.models import load_config
 from rightsizer.screening import Screened, screened_quality
 from rightsizer.taskspec import Screening, TaskSpec
@@ -106,6 +106,7 @@ class RungResult:
     stages: list[int] = field(default_factory=list)
     train_seconds: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)
+    training: dict = field(default_factory=dict)  # LoRA rung: steps, final loss, tokens/s, ...
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -245,7 +246,8 @@ def _rank(r: RungResult) -> tuple:
     return (not r.screened_out, r.value)
 
 
-def _record(spec, ref, params, rung, s: Screened, train_seconds: float = 0.0) -> RungResult:
+def _record(spec, ref, params, rung, s: Screened, train_seconds: float = 0.0,
+            training: dict | None = None) -> RungResult:
     q = s.quality
     value = q.value_for(spec.decision_rule)
     passed = not s.stopped and value >= spec.threshold
@@ -264,7 +266,7 @@ def _record(spec, ref, params, rung, s: Screened, train_seconds: float = 0.0) ->
                       n=q.n, seconds=q.seconds + train_seconds, reason=reason,
                       n_total=s.n_total, screened_out=s.stopped, bound=s.bound,
                       stages=s.stages, train_seconds=train_seconds,
-                      metrics={**q.metrics, **q.calibration})
+                      metrics={**q.metrics, **q.calibration}, training=training or {})
 
 
 def _save_chosen(model, tokenizer, out: Path) -> str:
@@ -283,6 +285,38 @@ def _latency(model, tok, spec: TaskSpec, row: dict, repeats: int) -> dict:
     return lat.to_dict()
 
 
+def check_context(spec: TaskSpec, configs: list[tuple[str, object]]) -> None:
+    """Every LoRA ``max_seq_len`` of the spec fits every candidate's context; one
+    ConfigError naming the field and candidate otherwise (before any model loads)."""
+    from rightsizer.finetune.train import context_length
+
+    sections = [("ladder.lora", spec.ladder.lora)] if "lora" in spec.ladder.rungs else []
+    if "lora" in spec.ladder.rungs and spec.finetune.enabled:
+        sections.append(("finetune", spec.finetune))
+    problems = []
+    for ref, config in configs:
+        ctx = context_length(config)
+        for where, lora in sections:
+            if ctx is not None and lora.max_seq_len is not None and lora.max_seq_len > ctx:
+                problems.append(f"{where}.max_seq_len: {lora.max_seq_len} is longer than the "
+                                f"context of candidate {ref} ({ctx} tokens); set it to {ctx} or less")
+    if problems:
+        raise ConfigError(problems, spec.name)
+
+
+def _lora_rung(spec: TaskSpec, ref: str, model, train: list[dict], workdir: Path,
+               progress: bool):
+    """The LoRA rung: the spec's ``ladder.lora`` run through the one training entry point
+    (in this process), its adapter then applied to the loaded candidate for scoring."""
+    from peft import PeftModel
+
+    from rightsizer.finetune.task import train_for_task, training_figures
+
+    result = train_for_task(spec, ref, spec.ladder.lora, train, workdir, name=f"adapter-{ref}",
+                            progress=progress)
+    return PeftModel.from_pretrained(model, result["adapter_dir"]).eval(), training_figures(result)
+
+
 def select_model(spec: TaskSpec, workdir: str | Path, progress: bool = True,
                  screening: Screening | None = None, exhaustive: bool = False,
                  latency_repeats: int = 0) -> Selection:
@@ -294,12 +328,11 @@ def select_model(spec: TaskSpec, workdir: str | Path, progress: bool = True,
     benchmark uses it as the "evaluate everything" baseline. ``latency_repeats`` > 0
     measures each candidate tried on this machine (``Selection.latency``).
     """
-    from rightsizer.finetune import train_lora
-
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     train, evals = check_task_data(spec)
     sized = _sized(spec)
+    check_context(spec, [(ref, config) for ref, _, config in sized])
     order = [(ref, params) for ref, params, _ in sized]
     kept, dropped = [], []
     for ref, params, config in sized:
@@ -318,22 +351,15 @@ def select_model(spec: TaskSpec, workdir: str | Path, progress: bool = True,
         if latency_repeats > 0:
             latency[ref] = _latency(model, tok, spec, evals[0], latency_repeats)
         for rung in spec.ladder.rungs:
-            train_seconds = 0.0
+            train_seconds, training = 0.0, {}
             if rung == "lora":
-                lora = spec.ladder.lora
-                examples = [(build_prompt(spec, r), answer_text(spec, r)) for r in train]
-                safe = ref.replace("/", "--").replace(":", "-")
                 t0 = time.perf_counter()
-                model, _ = train_lora(model, tok, examples, workdir / f"adapter-{safe}",
-                                      rank=lora.rank, alpha=lora.alpha, steps=lora.steps,
-                                      learning_rate=lora.learning_rate,
-                                      batch_size=lora.batch_size,
-                                      target_modules=lora.target_modules, progress=progress)
+                model, training = _lora_rung(spec, ref, model, train, workdir, progress)
                 train_seconds = time.perf_counter() - t0
             s = screened_quality(model, tok, spec, evals, spec.threshold,
                                  shots=shots if rung == "few_shot" else None,
                                  screening=screening, progress=progress)
-            result = _record(spec, ref, params, rung, s, train_seconds)
+            result = _record(spec, ref, params, rung, s, train_seconds, training)
             tried.append(result)
             if result.passed and chosen is None:
                 chosen, chosen_shots = result, (shots if rung == "few_shot" else [])

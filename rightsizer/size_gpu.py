@@ -65,11 +65,14 @@ def _memory_split(o) -> dict:
 
 def build_record(spec: TaskSpec, sel: Selection, chosen_eval: dict, baseline_eval: dict,
                  rec_c: Recommendation, baseline_config, precision: str,
-                 precision_rows: list[dict] | None = None, factors=None) -> dict:
+                 precision_rows: list[dict] | None = None, factors=None,
+                 production: dict | None = None) -> dict:
     """Assemble the decision record of one task (JSON-able).
 
     ``rec_c`` is the sizing of the chosen model (``size_for_task``); the baseline (the
     largest candidate in bf16) is sized here, with the same efficiency ``factors``.
+    ``production``: the finetune step's summary when the chosen rung is LoRA; the record
+    then shows the screening run and the production adapter side by side (``lora``).
     """
     try:
         rec_b, err = size_for_task(spec, baseline_config, "bf16", factors=factors), ""
@@ -85,6 +88,7 @@ def build_record(spec: TaskSpec, sel: Selection, chosen_eval: dict, baseline_eva
     # every batch size measured, so the report can draw chosen beside baseline
     chosen["measured_by_batch"] = chosen_eval.get("latency_by_batch", [])
     baseline["measured_by_batch"] = baseline_eval.get("latency_by_batch", [])
+    lora = _lora_section(sel, production)
     return {
         "task": spec.name, "metric": spec.metric, "threshold": spec.threshold,
         "decision_rule": spec.decision_rule, "chosen": chosen, "baseline": baseline,
@@ -95,11 +99,45 @@ def build_record(spec: TaskSpec, sel: Selection, chosen_eval: dict, baseline_eva
         "why_not_smaller": sel.rejections(), "ladder": [r.to_dict() for r in sel.tried],
         "precision_search": precision_rows or [],
         "gpu_options": rec_c.to_rows()[:10],
+        "lora": lora,
         "summary": (f"{spec.name}: {chosen['model']} ({chosen['rung']}, {chosen['precision']}) "
                     f"on {chosen['gpu']}: {spec.metric} {chosen['quality']:.3f} vs bar "
                     f"{spec.threshold}; ${chosen['cost_per_1m_tokens']:.4f}/1M tokens vs "
-                    f"${baseline['cost_per_1m_tokens']:.4f} for {largest}"),
+                    f"${baseline['cost_per_1m_tokens']:.4f} for {largest}"
+                    + (f"; {lora['line']}" if lora else "")),
     }
+
+
+_FIGURES = ("steps", "epochs", "examples", "rank", "learning_rate", "global_batch", "max_seq_len",
+            "final_loss", "tokens_per_second", "train_seconds", "strategy", "world_size",
+            "resumed_from")
+
+
+def _lora_section(sel: Selection, production: dict | None) -> dict | None:
+    """A LoRA choice's two runs: the ladder's screening run and the production adapter
+    (None when the chosen rung is not LoRA)."""
+    c = sel.chosen
+    if c is None or c.rung != "lora":
+        return None
+    screening = {"score": c.score, "eval_examples": c.n,
+                 **{k: c.training.get(k) for k in _FIGURES}}
+    prod = None
+    if production:
+        prod = {"score": production["score"], "ci_low": production.get("ci_low"),
+                "ci_high": production.get("ci_high"),
+                "eval_examples": production.get("eval_examples"),
+                **{k: production.get(k) for k in _FIGURES}}
+    line = f"LoRA screening {sel.metric} {c.score:.3f}"
+    if prod:
+        tps = prod["tokens_per_second"]
+        loss = prod["final_loss"]
+        line += (f", production adapter {prod['score']:.3f} ({prod['steps']} steps, "
+                 f"{prod['strategy']} x {prod['world_size']}"
+                 + (f", {tps:,.0f} tokens/s" if tps else "")
+                 + (f", final loss {loss:.3f}" if loss is not None else "") + ")")
+    else:
+        line += " (served as screened: no production adapter)"
+    return {"screening": screening, "production": prod, "line": line}
 
 
 def save_record(record: dict, path: str | Path) -> None:

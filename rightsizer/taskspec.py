@@ -21,6 +21,7 @@ from rightsizer.metrics import METRIC_RANGE
 from rightsizer.precisions import SEARCH_ORDER
 from rightsizer.tasktypes import TASK_TYPES
 RUNGS = ("zero_shot", "few_shot", "lora")
+MAX_SEQ_LEN = 512  # a LoRA run's default sequence length (prompt + answer), if the model takes it
 DECISION_RULES = ("point", "ci_lower")
 
 
@@ -44,14 +45,46 @@ class Workload:
 
 @dataclass
 class LoraSettings:
-    """The LoRA rung: a short PEFT fine-tune on the train split."""
+    """One LoRA run: the ladder's screening run (``ladder.lora``) or the production adapter
+    (``finetune``). The one home of the LoRA defaults, set for hub models as common LoRA
+    recipes do (rank 16, alpha 32, learning rate 2e-4); the trainer
+    (``rightsizer.finetune.train.FinetuneConfig``) and the MLRun handler take them from here.
 
-    rank: int = 8
-    alpha: int = 16
-    steps: int = 60
-    learning_rate: float = 3e-3
-    batch_size: int = 16
+    The budget is ``steps`` or ``epochs`` over the train split: giving one in a spec clears
+    the other's default, giving both is an error.
+    """
+
+    rank: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    learning_rate: float = 2e-4
+    warmup_ratio: float = 0.03
+    global_batch: int = 16
+    max_seq_len: int | None = None  # prompt + answer tokens; None: 512 or a shorter context
+    steps: int | None = 200  # a short screening run
+    epochs: float | None = None
     target_modules: list[str] | None = None  # None: chosen per architecture
+    seed: int = 0
+
+    def seq_len(self, context: int | None) -> int:
+        """The sequence length a run uses: ``max_seq_len``, or the default capped by the
+        model's ``context``."""
+        if self.max_seq_len is not None:
+            return self.max_seq_len
+        return min(MAX_SEQ_LEN, context) if context else MAX_SEQ_LEN
+
+
+@dataclass
+class FinetuneSettings(LoraSettings):
+    """The ``finetune`` section: the production adapter trained by the pipeline's finetune
+    step when a task's chosen rung is LoRA (the ladder's run only screened it).
+
+    ``enabled: false`` serves the screening adapter instead (no finetune step).
+    """
+
+    steps: int | None = None
+    epochs: float | None = 3.0  # the full budget: three passes over the train split
+    enabled: bool = True
 
 
 @dataclass
@@ -102,6 +135,7 @@ class TaskSpec:
     workload: Workload = field(default_factory=Workload)
     ladder: Ladder = field(default_factory=Ladder)
     precisions: list[str] = field(default_factory=lambda: ["int8"])
+    finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
     max_eval_examples: int | None = None
     max_new_tokens: int = 16  # greedy generation length (extraction and generation tasks)
     screening: Screening = field(default_factory=Screening)
@@ -127,7 +161,9 @@ class TaskSpec:
 
 _REQUIRED = ("name", "type", "dataset", "input_field", "label_field", "prompt", "metric",
              "threshold", "slo", "candidates")
-_NESTED = {"slo": SLO, "workload": Workload, "ladder": Ladder, "screening": Screening}
+_NESTED = {"slo": SLO, "workload": Workload, "ladder": Ladder, "screening": Screening,
+           "finetune": FinetuneSettings}
+_BUDGET = ("steps", "epochs")
 
 
 def _check_fields(cls, data: dict, where: str, problems: list[str]) -> dict:
@@ -154,6 +190,10 @@ def _check_fields(cls, data: dict, where: str, problems: list[str]) -> dict:
             ok = isinstance(value, int) and not isinstance(value, bool)
         elif ftype == "int | None":
             ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
+        elif ftype == "float | None":
+            ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+            if ok and value is not None:
+                out[f.name] = float(value)
         elif ftype == "str":
             ok = isinstance(value, str)
         elif ftype == "bool":
@@ -166,6 +206,16 @@ def _check_fields(cls, data: dict, where: str, problems: list[str]) -> dict:
         if not ok:
             problems.append(f"{where}{f.name}: expected {ftype}, got {type(value).__name__} {value!r}")
     return out
+
+
+def _lora_fields(cls, data: dict, where: str, problems: list[str]) -> dict:
+    """A LoRA section's fields: the budget given (steps or epochs) replaces the default one."""
+    given = [k for k in _BUDGET if data.get(k) is not None]
+    if len(given) == 2:
+        problems.append(f"{where}steps and {where}epochs: give one training budget, not both")
+    elif given:
+        data = {**{k: None for k in _BUDGET}, **data}
+    return _check_fields(cls, data, where, problems)
 
 
 def task_from_dict(data: dict, source: str | None = None, base_dir: str = "") -> TaskSpec:
@@ -182,10 +232,12 @@ def task_from_dict(data: dict, source: str | None = None, base_dir: str = "") ->
                 problems.append(f"{key}: expected a mapping, got {type(sub).__name__}")
                 continue
             if cls is Ladder and isinstance(sub.get("lora"), dict):
-                lora = _check_fields(LoraSettings, sub.pop("lora"), "ladder.lora.", problems)
+                lora = _lora_fields(LoraSettings, sub.pop("lora"), "ladder.lora.", problems)
                 sub_ok = _check_fields(Ladder, sub, "ladder.", problems)
                 sub_ok["lora"] = LoraSettings(**lora) if not problems else None
                 nested[key] = sub_ok
+            elif cls is FinetuneSettings:
+                nested[key] = _lora_fields(cls, sub, f"{key}.", problems)
             else:
                 nested[key] = _check_fields(cls, sub, f"{key}.", problems)
     top = _check_fields(TaskSpec, {**data, **{k: None for k in nested}}, "", problems)
@@ -240,10 +292,8 @@ def _check_values(spec: TaskSpec, problems: list[str]) -> None:
             problems.append(f"ladder.rungs: {rung!r} is not a rung; expected some of {list(RUNGS)}")
     if spec.ladder.few_shot_k < 1:
         problems.append(f"ladder.few_shot_k: {spec.ladder.few_shot_k}; expected >= 1")
-    if spec.ladder.lora.rank <= 0:
-        problems.append(f"ladder.lora.rank: {spec.ladder.lora.rank}; expected a positive integer")
-    if spec.ladder.lora.steps <= 0:
-        problems.append(f"ladder.lora.steps: {spec.ladder.lora.steps}; expected a positive integer")
+    _check_lora(spec.ladder.lora, "ladder.lora.", problems)
+    _check_lora(spec.finetune, "finetune.", problems)
     for name in ("ttft_ms", "tpot_ms"):
         if getattr(spec.slo, name) <= 0:
             problems.append(f"slo.{name}: {getattr(spec.slo, name)}; expected > 0")
@@ -253,6 +303,29 @@ def _check_values(spec: TaskSpec, problems: list[str]) -> None:
     for p in spec.precisions:
         if p not in SEARCH_ORDER:
             problems.append(f"precisions: {p!r}; expected some of {list(SEARCH_ORDER)}")
+
+
+def _check_lora(lora: LoraSettings, where: str, problems: list[str]) -> None:
+    """Value checks of a LoRA section (the model's context is checked against each
+    candidate's config when the ladder starts: configs are not read at load time)."""
+    for name in ("rank", "alpha", "global_batch", "max_seq_len"):
+        value = getattr(lora, name)
+        if value is not None and value <= 0:
+            problems.append(f"{where}{name}: {value}; expected a positive integer")
+    if lora.steps is not None and lora.steps <= 0:
+        problems.append(f"{where}steps: {lora.steps}; expected a positive integer")
+    if lora.epochs is not None and lora.epochs <= 0:
+        problems.append(f"{where}epochs: {lora.epochs}; expected > 0")
+    if lora.steps is None and lora.epochs is None:
+        problems.append(f"{where}steps/epochs: no training budget; give steps or epochs")
+    if not lora.learning_rate > 0:
+        problems.append(f"{where}learning_rate: {lora.learning_rate}; expected > 0")
+    if not 0.0 <= lora.dropout < 1.0:
+        problems.append(f"{where}dropout: {lora.dropout}; expected 0 <= dropout < 1")
+    if not 0.0 <= lora.warmup_ratio < 1.0:
+        problems.append(f"{where}warmup_ratio: {lora.warmup_ratio}; expected 0 <= warmup_ratio < 1")
+    if lora.target_modules is not None and not lora.target_modules:
+        problems.append(f"{where}target_modules: empty; leave it out for the architecture's default")
 
 
 def load_task(path: str | Path) -> TaskSpec:

@@ -18,8 +18,10 @@ ROWS = [{"prompt": f"Review: item {i} is {'good' if i % 2 else 'bad'}\nSentiment
 
 
 def _cfg(out: Path, **kw) -> dict:
+    # the demo's LoRA values (tiny models from scratch), not the hub defaults
     base = dict(model="demo:tiny-s", train_data=ROWS, output_dir=str(out), steps=4,
-                micro_batch_size=4, global_batch=4, save_steps=2, progress=False, seed=0)
+                micro_batch_size=4, global_batch=4, save_steps=2, progress=False, seed=0,
+                rank=8, alpha=16, learning_rate=3e-3, dropout=0.0, warmup_ratio=0.0)
     return {**base, **kw}
 
 
@@ -149,14 +151,26 @@ def test_merged_model_matches_base_plus_adapter(trained, tmp_path):
     assert (got.argmax(-1) == ref.argmax(-1)).float().mean() > 0.9
 
 
-def test_train_lora_in_process_path_still_works(tmp_path):
-    from rightsizer.finetune import train_lora
-    from rightsizer.inference import load_model
+def test_epochs_become_whole_steps_and_a_too_long_sequence_is_refused(tmp_path, demo_models):
+    from rightsizer.finetune.train import total_steps
 
-    model, tok = load_model("demo:tiny-s")
-    peft_model, res = train_lora(model, tok, [(r["prompt"], r["answer"]) for r in ROWS],
-                                 tmp_path / "a", steps=3, batch_size=4, progress=False)
-    assert res.steps == 3 and (tmp_path / "a" / "adapter_model.safetensors").is_file()
+    assert total_steps(FinetuneConfig.from_dict(_cfg(tmp_path, steps=None, epochs=1.5,
+                                                     global_batch=8)), 32) == 6
+    assert total_steps(FinetuneConfig.from_dict(_cfg(tmp_path, steps=None)), 32) == 200
+    with pytest.raises(ConfigError, match="give one budget, not both"):
+        finetune(_cfg(tmp_path / "both", epochs=1))
+    with pytest.raises(ConfigError, match=r"max_seq_len: 999 is longer than the context of "
+                                          r"demo:tiny-s \(256 tokens\)"):
+        finetune(_cfg(tmp_path / "long", max_seq_len=999))
+    _assert_no_adapter(tmp_path / "long")
+
+
+def test_an_epochs_run_trains_that_many_passes(tmp_path, demo_models):
+    result = finetune(_cfg(tmp_path / "ep", steps=None, epochs=1, global_batch=8,
+                           micro_batch_size=8, save_steps=100))
+    assert result["steps"] == 4 and len(result["losses"]) == 4 and result["epochs"] == 1
+    assert sorted(json.loads((tmp_path / "ep" / "ranks" / "rank0.json").read_text())["seen"]) \
+        == list(range(32))  # one pass: every example once
 
 
 @pytest.mark.skipif(bnb_available(), reason="bitsandbytes is installed")

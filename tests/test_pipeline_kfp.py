@@ -19,11 +19,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _compile(gpus: int, tmp_path: Path, monkeypatch) -> dict[str, dict]:
+    spec = _workflow(gpus, tmp_path, monkeypatch)
+    return {t["name"]: t for t in spec["spec"]["templates"] if "container" in t}
+
+
+def _workflow(gpus: int, tmp_path: Path, monkeypatch, **params) -> dict:
+    """The compiled Argo workflow (every template: containers and DAGs)."""
     from kfp import compiler
     from mlrun.projects.pipelines import WorkflowSpec, _legacy_pipeline_context as ctx
 
     monkeypatch.chdir(ROOT)
-    project = mlrun.load_project(str(ROOT), name="rightsizer", save=False, parameters={"gpus": gpus})
+    project = mlrun.load_project(str(ROOT), name="rightsizer", save=False,
+                                 parameters={"gpus": gpus, **params})
     # a cluster: a KFP endpoint is configured and steps are not run locally
     monkeypatch.setitem(mlrun.mlconf._cfg, "kfp_url", "http://kfp.invalid")
     monkeypatch.setitem(mlrun.mlconf._cfg, "force_run_local", "false")
@@ -39,8 +46,7 @@ def _compile(gpus: int, tmp_path: Path, monkeypatch) -> dict[str, dict]:
         compiler.Compiler().compile(module.pipeline, str(out))
     finally:
         ctx.clear(with_project=True)
-    spec = yaml.safe_load(out.read_text())
-    return {t["name"]: t for t in spec["spec"]["templates"] if "container" in t}
+    return yaml.safe_load(out.read_text())
 
 
 def _args(template: dict) -> list[str]:
@@ -86,3 +92,40 @@ def test_prequantize_argument(monkeypatch):
     assert wants_gptq(project, "auto") and not wants_gptq(project, "false")
     with pytest.raises(ValueError, match="prequantize: 'yes'; expected 'auto', 'true' or 'false'"):
         wants_gptq(project, "yes")
+
+
+def test_finetune_step_runs_under_a_condition_on_the_chosen_rung(tmp_path, monkeypatch):
+    spec = _workflow(0, tmp_path, monkeypatch, finetune_gpus=2)
+    templates = {t["name"]: t for t in spec["spec"]["templates"]}
+    main = templates["size-and-deploy"]["dag"]["tasks"]
+    tasks = {t["name"]: t for t in main}
+    for task in ("review-sentiment", "ticket-routing"):  # both specs have a LoRA rung
+        assert f"finetune-{task}" not in tasks  # never in the main DAG ...
+        conds = [t for t in main if f"select-{task}-rung" in (t.get("when") or "")]
+        assert len(conds) == 1, conds  # ... but under a condition on select's rung output
+        cond = conds[0]
+        assert cond["when"] == (f'"{{{{tasks.select-{task}.outputs.parameters.'
+                                f'select-{task}-rung}}}}" == "lora"')
+        assert [t["name"] for t in templates[cond["name"]]["dag"]["tasks"]] == [f"finetune-{task}"]
+        cmd = _args(templates[f"finetune-{task}"])
+        assert cmd[cmd.index("-f") + 1] == "db://rightsizer/finetune"
+        assert cmd[cmd.index("--handler") + 1] == "finetune_task"
+        assert f"selection={{{{inputs.parameters.select-{task}-selection}}}}" in cmd
+        # quantize waits for it: it reads the production adapter from the run's layout
+        assert cond["name"] in tasks[f"quantize-{task}"]["dependencies"]
+    # the step submits the finetune function: its own GPU limit, /dev/shm, a long run time
+    project = mlrun.load_project(str(ROOT), name="rightsizer", save=False,
+                                 parameters={"gpus": 0, "finetune_gpus": 2})
+    fn = project.get_function("finetune")
+    assert int(fn.spec.resources["limits"]["nvidia.com/gpu"]) == 2
+    assert not (project.get_function("quantize").spec.resources or {}).get("limits", {}).get(
+        "nvidia.com/gpu")
+    assert {m["name"]: m["mountPath"] for m in fn.spec.volume_mounts}["dshm"] == "/dev/shm"
+    assert fn.spec.state_thresholds["executing"].endswith("h")
+
+
+def test_negative_finetune_gpus_is_a_clear_error(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(ValueError, match="finetune_gpus: -1; expected a GPU count >= 0"):
+        mlrun.load_project(str(ROOT), name="rightsizer", save=False,
+                           parameters={"finetune_gpus": -1})

@@ -214,3 +214,62 @@ def test_param_count_falls_back_to_transformers_for_unknown_architectures():
     with torch.device("meta"):
         ref = sum(p.numel() for p in AutoModelForCausalLM.from_config(cfg).parameters())
     assert count_params_from_config(cfg) == ref
+
+
+def test_the_lora_rung_trains_through_the_finetune_function_s_entry_point(
+        demo_models, sentiment_spec, tmp_path, monkeypatch):
+    """One trainer: the ladder's LoRA rung and the MLRun ``finetune`` function give the
+    same adapter, bit for bit, for the same data, seed and settings."""
+    import json
+    from pathlib import Path
+
+    import mlrun
+    import torch
+    from safetensors.torch import load_file
+
+    from rightsizer.evaluate import load_rows
+
+    lora = dataclasses.replace(sentiment_spec.ladder.lora, steps=6)
+    spec = _spec(sentiment_spec, candidates=["demo:tiny-s"], max_eval_examples=20,
+                 ladder=Ladder(rungs=["lora"], lora=lora))
+    sel = select_model(spec, tmp_path / "ladder", progress=False)
+    rung = sel.tried[0]
+    assert rung.rung == "lora" and rung.training["steps"] == 6
+    assert rung.training["strategy"] == "ddp" and rung.training["world_size"] == 1
+    ladder_dir = rung.training["adapter_dir"]
+    # the same train split as a user would hand it to the finetune function: a JSONL file
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in load_rows(spec, "train")))
+    root = Path(__file__).resolve().parents[1]
+    fn = mlrun.code_to_function("finetune", filename=str(root / "functions" / "finetune.py"),
+                                kind="job", handler="finetune", image="mlrun/mlrun")
+    monkeypatch.chdir(tmp_path)  # MLRun 1.12's local runs write artifacts under the cwd
+    run = fn.run(local=True, artifact_path=str(tmp_path / "artifacts"), params={
+        "model": "demo:tiny-s", "train_data": str(data), "nproc": 1, "prompt_template": spec.prompt,
+        "text_field": spec.input_field, "label_field": spec.label_field,
+        **{k: getattr(lora, k) for k in ("rank", "alpha", "dropout", "learning_rate",
+                                         "warmup_ratio", "global_batch", "max_seq_len", "steps",
+                                         "seed")},
+        "output_dir": str(tmp_path / "function")})
+    assert run.state() == "completed", run.status.error
+    fn_dir = run.status.results["adapter_dir"]
+    a, b = (load_file(f"{d}/adapter_model.safetensors") for d in (ladder_dir, fn_dir))
+    assert a.keys() == b.keys() and len(a) > 0
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # and it learned something: the B matrices start at zero
+    assert any(k.endswith("lora_B.weight") and a[k].abs().sum() > 0 for k in a)
+
+
+def test_a_max_seq_len_beyond_a_candidate_s_context_is_refused_before_any_model_loads(
+        demo_models, sentiment_spec, tmp_path, monkeypatch):
+    import rightsizer.select as select_module
+
+    monkeypatch.setattr(select_module, "load_model",
+                        lambda *a, **k: pytest.fail("a model was loaded"))
+    spec = _spec(sentiment_spec, finetune=dataclasses.replace(sentiment_spec.finetune,
+                                                              max_seq_len=300))
+    with pytest.raises(ConfigError) as e:
+        select_model(spec, tmp_path, progress=False)
+    assert e.value.problems == [
+        f"finetune.max_seq_len: 300 is longer than the context of candidate {c} (256 tokens); "
+        "set it to 256 or less" for c in ("demo:tiny-s", "demo:tiny-m", "demo:tiny-l")]

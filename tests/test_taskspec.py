@@ -149,3 +149,63 @@ def test_type_metric_and_threshold_problems_reported_together():
     with pytest.raises(ConfigError) as e:
         task_from_dict(raw)
     assert len(e.value.problems) == 3
+
+
+def test_lora_defaults_are_for_hub_models_and_the_demo_sets_its_own():
+    from rightsizer.finetune.train import FinetuneConfig
+    from rightsizer.taskspec import FinetuneSettings, LoraSettings
+
+    raw = _raw()
+    raw["ladder"].pop("lora")
+    raw.pop("finetune")
+    spec = task_from_dict(raw)
+    # one home of the defaults: the spec sections and the trainer agree
+    cfg = FinetuneConfig(model="m", train_data=[], output_dir="x")
+    for lora in (spec.ladder.lora, spec.finetune):
+        assert (lora.rank, lora.alpha, lora.learning_rate) == (16, 32, 2e-4)
+        assert (cfg.rank, cfg.alpha, cfg.learning_rate, cfg.max_seq_len) == (
+            lora.rank, lora.alpha, lora.learning_rate, lora.max_seq_len)
+    assert (spec.ladder.lora.steps, spec.ladder.lora.epochs) == (LoraSettings.steps, None)
+    assert (spec.finetune.steps, spec.finetune.epochs) == (None, FinetuneSettings.epochs)
+    demo = load_task(TASKS / "review_sentiment.yaml")
+    assert demo.ladder.lora.learning_rate == demo.finetune.learning_rate == 0.003
+    assert demo.finetune.max_seq_len <= 256  # the tiny demo models' context
+
+
+def test_a_budget_given_as_epochs_clears_the_default_steps():
+    raw = _raw()
+    raw["ladder"]["lora"] = {"epochs": 2}
+    raw["finetune"] = {"steps": 500}
+    spec = task_from_dict(raw)
+    assert (spec.ladder.lora.steps, spec.ladder.lora.epochs) == (None, 2.0)
+    assert (spec.finetune.steps, spec.finetune.epochs) == (500, None)
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"steps": 0}, "finetune.steps: 0; expected a positive integer"),
+    ({"epochs": -1}, "finetune.epochs: -1.0; expected > 0"),
+    ({"learning_rate": -0.001}, "finetune.learning_rate: -0.001; expected > 0"),
+    ({"rank": 0}, "finetune.rank: 0; expected a positive integer"),
+    ({"max_seq_len": 0}, "finetune.max_seq_len: 0"),
+    ({"global_batch": 0}, "finetune.global_batch: 0"),
+    ({"dropout": 1.0}, "finetune.dropout: 1.0"),
+    ({"steps": 10, "epochs": 1}, "give one training budget, not both"),
+    ({"batch_size": 16}, "finetune.batch_size: unknown field"),
+    ({"rank": "8"}, "finetune.rank: expected int"),
+    ({"enabled": "yes"}, "finetune.enabled: expected bool"),
+])
+def test_bad_finetune_values_are_refused_at_load_naming_the_field(section, message):
+    raw = _raw()
+    raw["finetune"] = section
+    with pytest.raises(ConfigError, match=message):
+        task_from_dict(raw)
+
+
+def test_every_lora_problem_is_reported_at_once():
+    raw = _raw()
+    raw["finetune"] = {"steps": 0, "learning_rate": -1, "rank": 0}
+    raw["ladder"]["lora"] = {"steps": -5}
+    with pytest.raises(ConfigError) as e:
+        task_from_dict(raw)
+    assert sorted(p.split(":")[0] for p in e.value.problems) == [
+        "finetune.learning_rate", "finetune.rank", "finetune.steps", "ladder.lora.steps"]

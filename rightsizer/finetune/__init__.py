@@ -1,11 +1,10 @@
-"""Fine-tuning: PEFT LoRA/QLoRA adapters, in-process or distributed (torchrun, DeepSpeed).
+"""Fine-tuning: PEFT LoRA/QLoRA adapters through one entry point, in-process or distributed
+(torchrun, DeepSpeed ZeRO from the memory plan), checkpointed and resumable.
 
-``train_lora`` is the model-selection ladder's quick in-process rung. ``finetune`` (in
-``launch``) is the full entry point: memory plan -> DeepSpeed config, 1..N processes,
-checkpoint/resume, QLoRA, merge. See docs/finetune.md.
+``finetune`` (``launch``) is the entry point; ``task`` builds a task's runs on it: the
+model-selection ladder's screening run and the pipeline's production adapter. See
+docs/finetune.md.
 """
-
-from rightsizer.finetune.lora import LoraResult, default_target_modules, train_lora
 
 
 def finetune(config, nproc: int = 1, **kwargs) -> dict:
@@ -15,4 +14,4 @@ def finetune(config, nproc: int = 1, **kwargs) -> dict:
     return _finetune(config, nproc=nproc, **kwargs)
 
 
-__all__ = ["LoraResult", "default_target_modules", "finetune", "train_lora"]
+__all__ = ["finetune"]

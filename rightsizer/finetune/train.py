@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -33,8 +34,10 @@ from pathlib import Path
 
 from rightsizer.atomic import atomic_dir
 from rightsizer.errors import ConfigError
+from rightsizer.taskspec import LoraSettings
 
 QUANTIZATIONS = ("none", "nf4")
+_LORA = LoraSettings()  # the one home of the LoRA defaults (hub-model recipes)
 
 
 @dataclass
@@ -47,19 +50,21 @@ class FinetuneConfig:
     prompt_template: str | None = None
     text_field: str = "text"
     label_field: str = "label"
-    rank: int = 8
-    alpha: int = 16
-    dropout: float = 0.0
+    rank: int = _LORA.rank
+    alpha: int = _LORA.alpha
+    dropout: float = _LORA.dropout
     target_modules: list[str] | None = None
-    steps: int = 60
-    learning_rate: float = 3e-3
+    steps: int | None = None  # the budget: steps or epochs (neither: LoraSettings' steps)
+    epochs: float | None = None  # passes over the train data, rounded up to whole steps
+    learning_rate: float = _LORA.learning_rate
     lr_scheduler: str = "linear"
-    warmup_steps: int = 0
+    warmup_ratio: float = _LORA.warmup_ratio
+    warmup_steps: int = 0  # > 0 replaces warmup_ratio
     micro_batch_size: int | None = None  # None: from the memory plan
     grad_accum: int | None = None  # None: from the memory plan
-    global_batch: int = 16
-    max_seq_len: int = 256
-    seed: int = 0
+    global_batch: int = _LORA.global_batch
+    max_seq_len: int | None = _LORA.max_seq_len  # None: the default capped by the context
+    seed: int = _LORA.seed
     zero_stage: int | None = None  # None: from the memory plan (0 = DDP, no DeepSpeed)
     gpu_memory_gb: float | None = None  # None: the device's (host RAM / processes on CPU)
     deepspeed: dict | str | None = None  # an explicit DeepSpeed config instead of the derived one
@@ -111,10 +116,22 @@ def validate(cfg: FinetuneConfig, world_size: int = 1, check_model: bool = True)
     from rightsizer.models import resolve_model_ref
 
     problems: list[str] = []
-    for name in ("rank", "alpha", "steps", "global_batch", "max_seq_len", "save_steps"):
+    for name in ("rank", "alpha", "global_batch", "max_seq_len", "save_steps"):
         v = getattr(cfg, name)
+        if name == "max_seq_len" and v is None:
+            continue
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
             problems.append(f"{name}: {v!r}; expected a positive integer")
+    if cfg.steps is not None and (not isinstance(cfg.steps, int) or isinstance(cfg.steps, bool)
+                                  or cfg.steps <= 0):
+        problems.append(f"steps: {cfg.steps!r}; expected a positive integer")
+    if cfg.epochs is not None and (not isinstance(cfg.epochs, (int, float))
+                                   or isinstance(cfg.epochs, bool) or cfg.epochs <= 0):
+        problems.append(f"epochs: {cfg.epochs!r}; expected a positive number")
+    if cfg.steps is not None and cfg.epochs is not None:
+        problems.append(f"steps {cfg.steps} and epochs {cfg.epochs}: give one budget, not both")
+    if not (isinstance(cfg.warmup_ratio, (int, float)) and 0 <= cfg.warmup_ratio < 1):
+        problems.append(f"warmup_ratio: {cfg.warmup_ratio!r}; expected 0 <= warmup_ratio < 1")
     for name in ("micro_batch_size", "grad_accum"):
         v = getattr(cfg, name)
         if v is not None and (not isinstance(v, int) or v <= 0):
@@ -161,22 +178,58 @@ def validate(cfg: FinetuneConfig, world_size: int = 1, check_model: bool = True)
         model_path = resolve_model_ref(cfg.model)
     except ConfigError as e:
         problems += e.problems
+    from transformers import AutoConfig
+
     targets = cfg.target_modules
+    seq_len = cfg.max_seq_len or _LORA.seq_len(None)
     if check_model and model_path is not None:
         try:
             targets = check_target_modules(model_path, cfg.target_modules)
+            problems += check_context(model_path, cfg.max_seq_len, cfg.model)
+            seq_len = LoraSettings(max_seq_len=cfg.max_seq_len).seq_len(
+                context_length(AutoConfig.from_pretrained(model_path)))
         except ConfigError as e:
             problems += e.problems
         except OSError as e:
             problems.append(f"model {cfg.model!r}: cannot read its config ({e})")
     resolved = {"model_path": model_path, "examples": examples, "targets": targets,
-                "deepspeed": ds if isinstance(ds, dict) else None, "fingerprint": None}
+                "deepspeed": ds if isinstance(ds, dict) else None, "fingerprint": None,
+                "steps": total_steps(cfg, len(examples)), "max_seq_len": seq_len}
     if problems:
         raise ConfigError(problems, source="fine-tune")
     from rightsizer.finetune.checkpoint import base_fingerprint
 
     resolved["fingerprint"] = base_fingerprint(model_path)
     return resolved
+
+
+def total_steps(cfg: FinetuneConfig, n_examples: int) -> int:
+    """The run's optimizer steps: ``steps``, or ``epochs`` over the data in global batches."""
+    if cfg.steps is not None:
+        return cfg.steps
+    if cfg.epochs is None:
+        return _LORA.steps
+    return max(1, math.ceil(cfg.epochs * n_examples / cfg.global_batch))
+
+
+def context_length(config) -> int | None:
+    """The longest sequence a model config takes (None when the config does not say)."""
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        v = getattr(config, name, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    return None
+
+
+def check_context(model_path: str, max_seq_len: int, model: str, field: str = "max_seq_len") -> list[str]:
+    """A problem when ``max_seq_len`` is longer than the model's context."""
+    from transformers import AutoConfig
+
+    ctx = context_length(AutoConfig.from_pretrained(model_path))
+    if ctx is not None and isinstance(max_seq_len, int) and max_seq_len > ctx:
+        return [f"{field}: {max_seq_len} is longer than the context of {model} ({ctx} tokens); "
+                f"set it to {ctx} or less"]
+    return []
 
 
 def resume_point(cfg: FinetuneConfig, fingerprint: str, world_size: int, zero_stage: int | None):
@@ -194,7 +247,7 @@ def check_target_modules(model_path: str, target_modules: list[str] | None) -> l
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from rightsizer.finetune.lora import TARGET_MODULES, _check_targets
+    from rightsizer.finetune.lora import TARGET_MODULES, check_targets
 
     cfg = AutoConfig.from_pretrained(model_path)
     with torch.device("meta"):
@@ -207,11 +260,7 @@ def check_target_modules(model_path: str, target_modules: list[str] | None) -> l
             raise ConfigError(f"target_modules: no default for model_type {mt!r}; set them "
                               f"explicitly (valid names in this model: {leaf})")
         target_modules = TARGET_MODULES[mt]
-    try:
-        _check_targets(model, list(target_modules))
-    except ConfigError as e:
-        raise ConfigError([p.replace("ladder.lora.target_modules", "target_modules")
-                           for p in e.problems]) from None
+    check_targets(model, list(target_modules))
     return list(target_modules)
 
 
@@ -238,7 +287,7 @@ def resolve_precision(cfg: FinetuneConfig) -> str:
 
 
 def make_plan(cfg: FinetuneConfig, model_path: str, targets: list[str], world_size: int,
-              explicit_ds: dict | None = None):
+              explicit_ds: dict | None = None, seq_len: int | None = None):
     """``(plan, deepspeed_config, training-argument values)`` for this run, checked together."""
     from rightsizer.finetune.plan import (check_training_args, deepspeed_config, plan_training,
                                           shape_for_lora)
@@ -248,7 +297,8 @@ def make_plan(cfg: FinetuneConfig, model_path: str, targets: list[str], world_si
     weight_precision = "nf4" if cfg.quantization == "nf4" else precision
     plan = plan_training(
         shape, gpu_memory_gb=cfg.gpu_memory_gb or device_memory_gb(world_size),
-        n_gpus=world_size, seq_len=cfg.max_seq_len, global_batch=cfg.global_batch,
+        n_gpus=world_size, seq_len=seq_len or cfg.max_seq_len or _LORA.seq_len(None),
+        global_batch=cfg.global_batch,
         max_micro_batch=cfg.micro_batch_size or 16, weight_precision=weight_precision,
         mixed_precision=precision, gradient_checkpointing=cfg.gradient_checkpointing,
         zero_stage=cfg.zero_stage)
@@ -274,7 +324,7 @@ def check_run(cfg: FinetuneConfig, world_size: int):
         if resolved["deepspeed"] else cfg.zero_stage
     try:
         plan, ds, args = make_plan(cfg, resolved["model_path"], resolved["targets"], world_size,
-                                   resolved["deepspeed"])
+                                   resolved["deepspeed"], seq_len=resolved["max_seq_len"])
         stage = int(ds["zero_optimization"]["stage"])
     except ConfigError as e:
         problems += e.problems
@@ -431,6 +481,7 @@ def run_training(cfg: FinetuneConfig) -> dict:
     if rank == 0:
         err_file.unlink(missing_ok=True)
     stage = int(ds["zero_optimization"]["stage"])
+    steps = resolved["steps"]
     use_ds = stage > 0
     zero3 = stage == 3
     ckpt_dir = out / "checkpoints"
@@ -446,8 +497,9 @@ def run_training(cfg: FinetuneConfig) -> dict:
     precision = resolve_precision(cfg)
     cpu = not torch.cuda.is_available()
     args = TrainingArguments(
-        output_dir=str(ckpt_dir), max_steps=cfg.steps, learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_steps,
+        output_dir=str(ckpt_dir), max_steps=steps, learning_rate=cfg.learning_rate,
+        # transformers reads a warmup_steps below 1 as a fraction of the run
+        lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_steps or cfg.warmup_ratio,
         per_device_train_batch_size=arg_values["per_device_train_batch_size"],
         gradient_accumulation_steps=arg_values["gradient_accumulation_steps"],
         max_grad_norm=cfg.max_grad_norm, bf16=precision == "bf16", fp16=precision == "fp16",
@@ -481,7 +533,7 @@ def run_training(cfg: FinetuneConfig) -> dict:
                       target_modules=resolved["targets"], task_type="CAUSAL_LM")
     model = get_peft_model(model, lcfg)
     trainable = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad)
-    rows = tokenize_examples(tok, resolved["examples"], cfg.max_seq_len)
+    rows = tokenize_examples(tok, resolved["examples"], resolved["max_seq_len"])
     collator = Collator(tok.pad_token_id)
     meta = {"model": cfg.model, "base_fingerprint": resolved["fingerprint"], "world_size": world,
             "zero_stage": stage, "seed": cfg.seed, "rank": cfg.rank, "alpha": cfg.alpha,
@@ -489,6 +541,10 @@ def run_training(cfg: FinetuneConfig) -> dict:
     stats: dict = {}
     trainer = Trainer(model=model, args=args, train_dataset=ListDataset(rows),
                       data_collator=collator, callbacks=_trainer_callbacks(cfg, meta, stats, rank))
+    if not cfg.progress:  # without a progress bar the Trainer prints every step's log dict
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
     sd = adapter_state_dict(trainer.model, zero3)
@@ -503,12 +559,13 @@ def run_training(cfg: FinetuneConfig) -> dict:
     (out / "ranks" / f"rank{rank}.json").write_text(json.dumps(rank_stats))
     result = {}
     if rank == 0:
-        training_meta = {**meta, "steps": cfg.steps, "learning_rate": cfg.learning_rate,
+        training_meta = {**meta, "steps": steps, "epochs": cfg.epochs,
+                         "learning_rate": cfg.learning_rate, "n_examples": len(rows),
                          "micro_batch_size": args.per_device_train_batch_size,
                          "grad_accum": args.gradient_accumulation_steps,
                          "global_batch": args.per_device_train_batch_size
                          * args.gradient_accumulation_steps * world,
-                         "max_seq_len": cfg.max_seq_len, "trainable_params": trainable,
+                         "max_seq_len": resolved["max_seq_len"], "trainable_params": trainable,
                          "resumed_from": str(resume_from) if resume_from else None}
         adapter = save_adapter(trainer.model, out / "adapter", sd, training_meta)
         tok.save_pretrained(adapter)

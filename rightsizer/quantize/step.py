@@ -31,12 +31,14 @@ class QuantizeOutcome:
 
 def quantize_for_task(spec: TaskSpec, sel: Selection, model_dir: str | Path,
                       bundle_dir: str | Path, progress: bool = True,
-                      pre_quantized: dict[str, str] | None = None) -> QuantizeOutcome:
+                      pre_quantized: dict[str, str] | None = None,
+                      adapter: dict | None = None) -> QuantizeOutcome:
     """Keep the lowest precision within ``spec.quality_tolerance``; write the serving bundle.
 
     ``pre_quantized`` maps a pre-quantized backend to its checkpoint folder (``{"gptq":
     <quantize-gptq output>}``): it joins the search as one more int4 trial, and when kept,
-    the bundle is made from that checkpoint.
+    the bundle is made from that checkpoint. ``adapter``: which LoRA adapter ``model_dir``
+    has merged in, recorded in the bundle.
     """
     from rightsizer.quantize.search import search_precision
 
@@ -66,7 +68,8 @@ def quantize_for_task(spec: TaskSpec, sel: Selection, model_dir: str | Path,
     source = pre_quantized[kept.backend] if kept.pre_quantized is not None else model_dir
     bundle = write_bundle(source, spec, bundle_dir, base_model=sel.chosen.candidate,
                           rung=sel.chosen.rung, shots=sel.shots, quant_config=kept.to_config(),
-                          metrics={spec.metric: kept_score, "precision_search": search.to_rows()})
+                          metrics={spec.metric: kept_score, "precision_search": search.to_rows()},
+                          adapter=adapter)
     return QuantizeOutcome(search=search, bundle_dir=bundle, memory_before=memory_before,
                            score=kept_score)
 
