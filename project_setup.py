@@ -1,7 +1,8 @@
 """Registers Rightsizer's functions and workflows; run by ``mlrun.load_project``.
 
 Parameters (``mlrun.load_project("./", parameters={...})`` or project.yaml ``spec.params``):
-``gpus`` (GPU limit of the GPU steps, 0 = CPU), ``gpu_type``, ``image``, ``source``
+``gpus`` (GPU limit of the GPU steps, 0 = CPU), ``finetune_gpus`` (the finetune step's GPU
+limit, default ``gpus``: one training process per GPU), ``gpu_type``, ``image``, ``source``
 (git/archive URL of this repo for cluster runs), ``serving_max_replicas``,
 ``reevaluate_schedule`` (cron). No secrets here: a hub token comes from the project
 secrets or the environment (HF_TOKEN).
@@ -41,8 +42,12 @@ def setup(project: mlrun.projects.MlrunProject) -> mlrun.projects.MlrunProject:
         if name == "finetune":  # GPU limit, /dev/shm for NCCL, a multi-day run-time limit
             from functions.finetune import configure_function
 
+            # its own GPU request: training may want more GPUs than serving-sized steps
+            ft_gpus = int(project.get_param("finetune_gpus", gpus))
+            if ft_gpus < 0:
+                raise ValueError(f"finetune_gpus: {ft_gpus}; expected a GPU count >= 0")
             _gpu_limits(fn, name, 0, gpu_type)  # validates gpus first
-            configure_function(fn, gpus=gpus, gpu_type=gpu_type)
+            configure_function(fn, gpus=ft_gpus, gpu_type=gpu_type)
         else:
             _gpu_limits(fn, name, gpus, gpu_type)
 

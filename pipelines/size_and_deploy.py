@@ -5,9 +5,16 @@ Only wiring: every step is an MLRun function registered by project_setup.py. The
 is read when the workflow is built (from the ``app`` argument or project param), so the
 fan-out over tasks is static and the same on the local engine and on KFP.
 
+When the ladder chooses the LoRA rung for a task (and its spec's ``finetune`` section is
+enabled), ``finetune-<task>`` trains the production adapter with the spec's full budget
+(function ``finetune``, handler ``finetune_task``: its own GPU limit, ``finetune_gpus``);
+quantize, evaluate and size then take its merged model. On KFP the step sits under a
+``dsl.Condition`` on the select step's ``rung``; on the local engine it runs only then.
+
 When a GPU is configured (project param ``gpus`` > 0, or ``prequantize="true"``), each task
 whose precisions include int4 also runs ``quantize-gptq`` (its own image) on the selected
-model, and the ``quantize`` step scores that checkpoint beside the in-place backends.
+model (the production adapter's, for LoRA), and the ``quantize`` step scores that checkpoint
+beside the in-place backends.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import mlrun
 from kfp import dsl
 
 from functions.mlrun_io import has_api
-from pipelines.wiring import output, run_step
+from pipelines.wiring import after, output, run_step, when
 from rightsizer.taskspec import app_task_paths, load_task
 
 
@@ -42,20 +49,35 @@ def pipeline(app: str = "", mock_deploy: str = "auto", prequantize: str = "auto"
     records, models = [], []
     for name, spec in app_task_paths(app, root=project.context):
         sel = run_step(project, "select", name=f"select-{name}", params={"task_spec": spec},
-                       outputs=["selection", "model_dir", "baseline_model"])
+                       outputs=["selection", "model_dir", "baseline_model", "rung"])
+        task = load_task(os.path.join(project.context, spec))
+        # The production adapter, only when the ladder chose LoRA (known at run time: a
+        # dsl.Condition on KFP). The steps after it find it in the run's layout (KFP cannot
+        # pass a conditional step's output on), so they only wait for it.
+        ft = None
+        if task.finetune.enabled and "lora" in task.ladder.rungs:
+            with when(output(sel, "rung"), "lora") as needed:
+                if needed:
+                    ft = run_step(project, "finetune", name=f"finetune-{name}",
+                                  handler="finetune_task",
+                                  params={"task_spec": spec, "selection": output(sel, "selection")},
+                                  outputs=["model_dir", "production", "score"])
         base = run_step(project, "evaluate", name=f"evaluate-baseline-{name}",
                         params={"task_spec": spec, "label": "baseline",
                                 "model": output(sel, "baseline_model")},
                         outputs=["evaluation"])
         quant_params = {"task_spec": spec, "selection": output(sel, "selection"),
                         "model_dir": output(sel, "model_dir")}
-        if gptq and "int4" in load_task(os.path.join(project.context, spec)).precisions:
+        if gptq and "int4" in task.precisions:
             pre = run_step(project, "quantize-gptq", name=f"quantize-gptq-{name}",
-                           params={"task_spec": spec, "model_dir": output(sel, "model_dir")},
+                           params={"task_spec": spec, "model_dir": output(sel, "model_dir"),
+                                   "selection": output(sel, "selection")},
                            outputs=["model_dir"])
+            after(pre, ft)
             quant_params["gptq_model_dir"] = output(pre, "model_dir")
         quant = run_step(project, "quantize", name=f"quantize-{name}", params=quant_params,
                          outputs=["bundle_dir", "precision"])
+        after(quant, ft)
         chosen = run_step(project, "evaluate", name=f"evaluate-{name}",
                           params={"task_spec": spec, "label": "chosen",
                                   "model": output(quant, "bundle_dir")},
