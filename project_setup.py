@@ -14,9 +14,11 @@ import os
 import sys
 
 import mlrun
+from mlrun.runtimes.nuclio.function import AsyncSpec
 
 JOB_STEPS = ("select", "evaluate", "quantize", "finetune", "size_gpu", "report", "reevaluate")
 GPU_STEPS = ("select", "evaluate", "quantize", "quantize-gptq", "finetune", "serving")
+SERVING_TIMEOUT_S = 120  # a request's deadline in the engine (EngineConfig.deadline_s)
 SCALE_TO_ZERO = [{"metricName": "nuclio_processor_handled_events_total",
                   "windowSize": "10m", "threshold": 0}]
 
@@ -63,8 +65,16 @@ def setup(project: mlrun.projects.MlrunProject) -> mlrun.projects.MlrunProject:
 
     serving = project.set_function("functions/serving.py", name="serving", kind="serving",
                                    image=image, with_repo=bool(source))
-    serving.set_topology("router")
-    serving.spec.min_replicas = 0  # scale to zero when idle (needs Nuclio's scale-to-zero)
+    from functions.serving import configure_serving
+
+    # flow graph (async engine): V2 and OpenAI routes, one continuous-batching engine per task;
+    # the task models are set at deploy time (functions.serving.set_task_models)
+    configure_serving(serving)
+    # one worker with an async trigger: concurrent requests reach the same engines, which
+    # batch them (Nuclio's sync Python runtime hands one request per worker at a time)
+    serving.with_http(workers=1, async_spec=AsyncSpec(), worker_timeout=SERVING_TIMEOUT_S)
+    serving.spec.min_replicas = 0  # scale to zero when idle (needs Nuclio's scale-to-zero);
+    # set after with_http/NuclioSpec, which turn a 0 given to them into 1
     serving.spec.max_replicas = int(project.get_param("serving_max_replicas", 2))
     serving.set_config("spec.scaleToZero.scaleResources", SCALE_TO_ZERO)
     _gpu_limits(serving, "serving", gpus, gpu_type)

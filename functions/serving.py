@@ -1,34 +1,184 @@
-"""MLRun serving classes: one ``TaskModelServer`` per task behind a router.
+"""The MLRun serving graph: one flow, every task model behind it, V2 and OpenAI routes.
 
-The router sends ``/v2/models/<task>/infer`` to the model server of that task. Each server
-loads its task's serving bundle (the registered model: weights, tokenizer and
-``rightsizer.json``) and answers with the label, class probabilities and a generation.
+Graph (flow topology, async engine)::
+
+    api-handler (MLRun, from the function's API handler config: routes, url info)
+      -> parse      RequestParser: route + body -> {kind, task, inputs, max_tokens}; 400 naming the field
+      -> models     ModelRunnerStep, one TaskRunner per task (asyncio), TaskSelector picks by task
+      -> respond    Responder: V2 / OpenAI response bodies; 503 (with Retry-After) and other
+                    engine errors as HTTP responses
+
+Routes: ``POST /v2/models/<task>/infer`` (the V2 shape existing clients use),
+``POST /v1/chat/completions`` (``set_openai_frontend``), ``POST /v1/completions`` and
+``GET /v1/models`` (``APIHandlerConfig``). The engines (continuous batching, micro-batched
+scoring, cache, limits) are the core library's ``rightsizer.serving``; this module only adapts
+them to MLRun. ``set_task_models(fn, {task: bundle})`` builds the graph on a serving function.
 """
 
 from __future__ import annotations
 
+import json
+from http import HTTPMethod
+from typing import Any
+
 import mlrun
-from mlrun.serving.v2_serving import V2ModelServer
+from mlrun.serving.endpoint_mapping import APIHandlerConfig
+from mlrun.serving.openai_mappings import OpenAIEndpoint
+from mlrun.serving.server import Response
+from mlrun.serving.states import Model, ModelRunnerSelector, ModelRunnerStep
 
 from functions.mlrun_io import localize_dir
-from rightsizer.errors import ConfigError
-from rightsizer.serving import TaskModel
+from rightsizer.serving import api
+from rightsizer.serving.engine import Answer, EngineConfig, TaskEngine
+from rightsizer.serving.errors import ServingError
+
+V2_INFER = "/v2/models/{task}/infer"
+ROUTES = {("POST", "/v2/models/{task}/infer"): "v2", ("POST", "/v1/completions"): "completions",
+          ("POST", "/v1/chat/completions"): "chat", ("GET", "/v1/models"): "models"}
+RESULT = "rightsizer_result"  # marks a TaskRunner's output (the runner wraps several by model name)
 
 
-class TaskModelServer(V2ModelServer):
-    """Serves one task's bundle; thread-safe (the mock server calls predict concurrently)."""
+def api_config() -> APIHandlerConfig:
+    """The routes the graph answers (all others: 404 from MLRun's API handler)."""
+    config = APIHandlerConfig(include_url_info=True)  # the parser dispatches on path and method
+    config.add_endpoint_handler(V2_INFER, HTTPMethod.POST, description="V2 inference, one task")
+    config.add_endpoint_handler("/v1/completions", HTTPMethod.POST,
+                                description="OpenAI completions: model = task, prompt = input")
+    config.add_endpoint_handler("/v1/models", HTTPMethod.GET, description="OpenAI models: the tasks")
+    return config
 
-    def load(self):
-        self.task_model = TaskModel(localize_dir(self.model_path))
 
-    def validate(self, request, operation):
-        request = super().validate(request, operation)
-        if operation == "infer":
-            try:
-                request["inputs"] = self.task_model.validate(request.get("inputs"))
-            except ConfigError as e:  # a bad request is the caller's error: 400, not 500
-                raise mlrun.errors.MLRunBadRequestError(str(e)) from None
-        return request
+def configure_serving(fn) -> None:
+    """Flow topology, async engine, the routes; the task models come with ``set_task_models``."""
+    fn.set_topology("flow", engine="async", exist_ok=True)
+    fn.set_api_handler_config(api_config())
+    # chat completions with MLRun's own OpenAI body mappings (it validates model and messages)
+    fn.set_openai_frontend([OpenAIEndpoint.CHAT_COMPLETIONS], prefix="/v1")
 
-    def predict(self, request: dict) -> list:
-        return self.task_model.predict(request["inputs"])
+
+def set_task_models(fn, models: dict[str, str] | list[dict], engine: dict | None = None) -> None:
+    """Build the graph on serving function ``fn`` for ``models`` (task -> bundle folder or
+    store:// URI; or the pipeline's ``[{"key", "model_path"}]``). ``engine``: ``EngineConfig``
+    fields for every task's engine (KV-cache blocks, batch sizes, queue bound, cache size)."""
+    if isinstance(models, list):
+        models = {m["key"]: m["model_path"] for m in models}
+    if not models:
+        raise ValueError("models: expected at least one task model")
+    EngineConfig.from_dict(engine)  # a bad setting fails here, not in the pod
+    configure_serving(fn)
+    graph = fn.spec.graph
+    graph.clear_children(list(graph.steps))
+    parse = graph.to(class_name="RequestParser", name="parse", tasks=list(models))
+    runner = ModelRunnerStep(name="models", model_runner_selector="TaskSelector")
+    for task, path in models.items():
+        runner.add_model(endpoint_name=task, model_class="TaskRunner", execution_mechanism="asyncio",
+                         bundle_path=str(path), engine=dict(engine or {}))
+    parse.to(runner).to(class_name="Responder", name="respond").respond()
+
+
+def _json_body(body: Any) -> Any:
+    if isinstance(body, (bytes, str)):
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ServingError(400, f"body: not valid JSON ({e})", param="body") from None
+    return body
+
+
+class RequestParser:
+    """Route and body -> the engine's request; a 400 naming the field otherwise."""
+
+    def __init__(self, tasks: list[str] | None = None, context=None, name=None, **kwargs):
+        self.tasks = list(tasks or [])
+
+    def do(self, body, mlrun_request_path: str = "", mlrun_request_method: str = "POST",
+           task: str | None = None, **mapped) -> dict:
+        path = mlrun_request_path.rstrip("/") or "/"
+        if path.startswith("/v2/models/") and path.endswith("/infer"):
+            kind = "v2"
+        else:
+            kind = ROUTES.get((mlrun_request_method, path))
+        if kind is None:
+            raise mlrun.errors.MLRunNotFoundError(
+                f"{mlrun_request_method} {path}: not served here; routes: "
+                f"{sorted(f'{m} {p}' for m, p in ROUTES)}")
+        try:
+            req = api.parse_request(kind, _json_body(body) if kind != "models" else None, self.tasks,
+                                    path_task=task)
+        except ServingError as e:
+            raise mlrun.errors.MLRunBadRequestError(e.message) from None
+        return {"kind": req.kind, "task": req.task, "inputs": req.inputs, "max_tokens": req.max_tokens}
+
+
+class TaskSelector(ModelRunnerSelector):
+    """The request's task runs; ``/v1/models`` asks every task model for its card."""
+
+    def select_models(self, event, available_models):
+        body = event.body
+        if body.get("kind") == "models":
+            return None
+        return [body["task"]]
+
+
+class TaskRunner(Model):
+    """One task's engine inside the ModelRunnerStep (asyncio: it awaits the engine's batchers).
+
+    A bundle that fails to load does not stop the graph: this task then answers 503 with the
+    reason, and the others serve.
+    """
+
+    def __init__(self, name: str, bundle_path: str = "", engine: dict | None = None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.bundle_path, self.engine = bundle_path, engine or {}
+        self.task_engine: TaskEngine | None = None
+        self.failure: str | None = None
+
+    def load(self) -> None:
+        super().load()
+        try:
+            self.task_engine = TaskEngine.from_bundle_dir(localize_dir(self.bundle_path),
+                                                          config=EngineConfig.from_dict(self.engine))
+        except Exception as e:  # keep serving the other tasks; this one says why it cannot
+            self.failure = f"{type(e).__name__}: {e}"
+            mlrun.utils.logger.error("task model failed to load", task=self.name, reason=self.failure)
+
+    def _card(self) -> dict:
+        if self.task_engine is not None:
+            return self.task_engine.card()
+        return {"id": self.name, "object": "model", "owned_by": "rightsizer",
+                "status": f"unavailable: {self.failure}"}
+
+    async def predict_async(self, body: Any, **kwargs) -> dict:
+        out = {RESULT: True, "request": {k: body[k] for k in ("kind", "task", "inputs", "max_tokens")}}
+        if body["kind"] == "models":
+            return {**out, "card": self._card()}
+        try:
+            if self.task_engine is None:
+                raise ServingError(503, f"task {self.name!r} is not available: its model did not load "
+                                        f"({self.failure})", retry_after=60)
+            answers = await self.task_engine.answer_async(body["inputs"], body["max_tokens"])
+        except ServingError as e:
+            return {**out, "failure": {"status": e.status, "message": e.message,
+                                       "retry_after": e.retry_after, "param": e.param}}
+        return {**out, "answers": [vars(a) for a in answers]}
+
+
+class Responder:
+    """The runner's result -> the route's response body, or an HTTP error response."""
+
+    def __init__(self, context=None, name=None, **kwargs):
+        pass
+
+    def do(self, body):
+        results = [body] if RESULT in body else [r for r in body.values() if isinstance(r, dict)]
+        first = results[0]
+        if first["request"]["kind"] == "models":
+            return api.models_list(sorted((r["card"] for r in results), key=lambda c: c["id"]))
+        if "failure" in first:
+            f = first["failure"]
+            e = ServingError(f["status"], f["message"], f["retry_after"], f["param"])
+            headers = {"Retry-After": str(e.retry_after)} if e.retry_after else {}
+            return Response(headers=headers, body=json.dumps(e.to_dict()),
+                            content_type="application/json", status_code=e.status)
+        req = api.ParsedRequest(**first["request"])
+        return api.shape_response(req, [Answer(**a) for a in first["answers"]])

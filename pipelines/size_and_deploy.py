@@ -25,6 +25,7 @@ import mlrun
 from kfp import dsl
 
 from functions.mlrun_io import has_api
+from functions.serving import set_task_models
 from pipelines.wiring import after, output, run_step, when
 from rightsizer.taskspec import app_task_paths, load_task
 
@@ -91,9 +92,16 @@ def pipeline(app: str = "", mock_deploy: str = "auto", prequantize: str = "auto"
                                 "calibration": output(chosen, "calibration")},
                         outputs=["record"])
         records.append(output(size, "record"))
-        models.append({"key": name, "model_path": output(quant, "bundle_dir"),
-                       "class_name": "TaskModelServer"})
+        models.append({"key": name, "model_path": output(quant, "bundle_dir"), "step": quant})
     # "auto": a real Nuclio deploy where an MLRun API is configured, the mock server otherwise
     mock = not has_api() if mock_deploy == "auto" else str(mock_deploy).lower() == "true"
-    deploy = project.deploy_function("serving", models=models, mock=mock)
+    # One flow graph, one engine per task (functions.serving). On KFP a bundle path is a
+    # placeholder until run time, so the graph names the task's model artifact (the quantize
+    # step logs the bundle under the task's name), and the deploy waits for those steps.
+    serving = project.get_function("serving")
+    set_task_models(serving, {m["key"]: m["model_path"] if isinstance(m["model_path"], str)
+                              else f"store://models/{project.name}/{m['key']}" for m in models})
+    deploy = project.deploy_function(serving, mock=mock)
+    if not isinstance(deploy, mlrun.projects.operations.DeployStatus):
+        deploy.after(*[m["step"] for m in models])
     run_step(project, "report", params={"records": records, "endpoint": output(deploy, "endpoint")})

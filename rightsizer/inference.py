@@ -30,8 +30,9 @@ from rightsizer.runtime.placement import PlacementPlan, plan_placement
 from rightsizer.tasktypes import Predictions
 from rightsizer.taskspec import TaskSpec
 
-__all__ = ["Bundle", "Engine", "Predictions", "answer_text", "build_prompt", "generate",
-           "load_bundle", "load_model", "load_tokenizer", "predict", "respond", "score_options"]
+__all__ = ["Bundle", "Engine", "Predictions", "answer_text", "apply_stop", "build_prompt", "generate",
+           "load_bundle", "load_model", "load_tokenizer", "predict", "predict_with", "respond",
+           "respond_with", "score_options"]
 
 
 def _device(device: str | None) -> str | None:
@@ -186,7 +187,8 @@ def score_options(model, tokenizer, prompts: list[str], options: list[str],
     return scores.view(len(prompts), len(options))
 
 
-def _cut(text: str, stop: str | None) -> str:
+def apply_stop(text: str, stop: str | None) -> str:
+    """A generation cut by the stop rule (``"newline"``: up to the first line break), stripped."""
     text = text.strip()
     if stop == "newline":
         return text.split("\n")[0].strip()
@@ -213,7 +215,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 16, sto
                                  pad_token_id=tokenizer.pad_token_id)
             texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:],
                                            skip_special_tokens=True)
-            answers.extend(_cut(t, stop) for t in texts)
+            answers.extend(apply_stop(t, stop) for t in texts)
     finally:
         tokenizer.padding_side = side
     return answers
@@ -237,17 +239,29 @@ class Engine:
 def predict(model, tokenizer, spec: TaskSpec, rows: list[dict], shots: list[dict] | None = None,
             batch_size: int = 32, progress: bool = False) -> Predictions:
     """The task type's answers for ``rows`` (best label option, or a generation cut by its stop rule)."""
+    return predict_with(Engine(model, tokenizer), spec, rows, shots, batch_size, progress)
+
+
+def predict_with(engine: tasktypes.Engine, spec: TaskSpec, rows: list[dict],
+                 shots: list[dict] | None = None, batch_size: int = 32,
+                 progress: bool = False) -> Predictions:
+    """``predict`` through any model runner (the serving engine batches across requests)."""
     start = time.perf_counter()
     prompts = [build_prompt(spec, r, shots) for r in rows]
-    answers, scores = tasktypes.get(spec.type).predict(Engine(model, tokenizer), spec, prompts,
-                                                       batch_size, progress)
+    answers, scores = tasktypes.get(spec.type).predict(engine, spec, prompts, batch_size, progress)
     return Predictions(answers, scores, time.perf_counter() - start)
 
 
 def respond(model, tokenizer, spec: TaskSpec, texts: list[str], shots: list[dict] | None = None,
             max_new_tokens: int | None = None) -> list[dict]:
     """Serving responses for raw inputs: the same prediction as ``predict``, shaped by the task type."""
+    return respond_with(Engine(model, tokenizer), spec, texts, shots, max_new_tokens)
+
+
+def respond_with(engine: tasktypes.Engine, spec: TaskSpec, texts: list[str],
+                 shots: list[dict] | None = None, max_new_tokens: int | None = None) -> list[dict]:
+    """``respond`` through any model runner: the same prompts, prediction and response shape."""
     rows = [{spec.input_field: t} for t in texts]
-    pred = predict(model, tokenizer, spec, rows, shots)
+    pred = predict_with(engine, spec, rows, shots)
     prompts = [build_prompt(spec, r, shots) for r in rows]
-    return tasktypes.get(spec.type).respond(Engine(model, tokenizer), spec, prompts, pred, max_new_tokens)
+    return tasktypes.get(spec.type).respond(engine, spec, prompts, pred, max_new_tokens)

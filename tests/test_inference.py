@@ -9,6 +9,7 @@ from pathlib import Path
 import mlrun
 import pytest
 
+from functions.serving import set_task_models
 from rightsizer import tasktypes
 from rightsizer.bundle import bundle_spec, read_bundle, write_bundle
 from rightsizer.errors import ConfigError
@@ -55,7 +56,7 @@ def test_evaluate_step_and_served_model_answer_alike(task_type, demo_models, tmp
 
     project = mlrun.load_project(str(ROOT), name="rightsizer", save=False)
     fn = project.get_function("serving")
-    fn.add_model(spec.name, class_name="TaskModelServer", model_path=str(bundle))
+    set_task_models(fn, {spec.name: str(bundle)})  # the flow graph, one engine per task
     server = fn.to_mock_server()
     out = server.test(f"/v2/models/{spec.name}/infer",
                       body={"inputs": [r[spec.input_field] for r in rows]})["outputs"]

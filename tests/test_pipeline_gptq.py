@@ -63,7 +63,9 @@ def test_the_kept_model_is_bundled_and_serves(run):
     assert meta["quant_config"]["precision"] == "int4"
     assert meta["quant_config"].get("pre_quantized", False) == (meta["quant_config"]["backend"] == "gptq")
     serving = project.get_function("serving")
-    serving.add_model("ticket_routing", class_name="TaskModelServer", model_path=str(bundle))
+    from functions.serving import set_task_models
+
+    set_task_models(serving, {"ticket_routing": str(bundle)})
     answer = serving.to_mock_server().test("/v2/models/ticket_routing/infer",
                                            body={"inputs": ["I was charged twice for my laptop"]})
     assert answer["outputs"][0]["label"] == "billing"

@@ -101,7 +101,9 @@ def test_bundles_are_registered_and_serve(run):
         from rightsizer.precisions import get_precision
 
         assert get_precision(meta["quant_config"]["precision"]).sizing_name == records[task]["chosen"]["precision"]
-        serving.add_model(task, class_name="TaskModelServer", model_path=str(bundle))
+    from functions.serving import set_task_models
+
+    set_task_models(serving, {task: str(layout.bundle_dir(task)) for task in records})
     server = serving.to_mock_server()
     out = server.test("/v2/models/ticket_routing/infer",
                       body={"inputs": ["I was charged twice for my laptop"]})["outputs"]

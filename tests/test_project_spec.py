@@ -57,15 +57,46 @@ def test_negative_gpus_is_a_clear_error():
         _load(gpus=-1)
 
 
-def test_serving_scales_to_zero_behind_a_router():
-    serving = _load().get_function("serving")
+@pytest.mark.parametrize("gpus", [0, 1])
+def test_serving_is_one_async_flow_with_one_worker_scaling_to_zero(gpus):
+    serving = _load(gpus=gpus).get_function("serving")
     assert serving.kind == "serving"
     assert serving.spec.min_replicas == 0
     assert serving.spec.max_replicas >= 1
-    assert serving.spec.graph.kind == "router"
+    graph = serving.spec.graph
+    assert graph.kind == "root" and graph.engine == "async"  # a flow topology, async engine
     scale = serving.spec.config["spec.scaleToZero.scaleResources"]
     assert scale == [{"metricName": "nuclio_processor_handled_events_total",
                       "windowSize": "10m", "threshold": 0}]
+    http = serving.spec.config["spec.triggers.http"]
+    # one worker with Nuclio's async trigger: concurrent requests reach one set of engines
+    assert http["maxWorkers"] == 1 and http["mode"] == "async"
+    assert http["workerAvailabilityTimeoutMilliseconds"] > 0
+    assert (int(_gpu_limit(serving) or 0)) == gpus
+    routes = set(serving.spec.api_handler_config["endpoints"])
+    assert {"POST:/v2/models/{task}/infer", "POST:/v1/completions", "POST:/v1/chat/completions",
+            "GET:/v1/models"} <= routes
+
+
+def test_serving_graph_runs_one_model_per_task_selected_by_name(tmp_path):
+    from functions.serving import set_task_models
+
+    serving = _load().get_function("serving")
+    set_task_models(serving, {"ticket_routing": str(tmp_path / "a"), "review_sentiment": str(tmp_path / "b")},
+                    engine={"num_blocks": 64, "max_batch_tokens": 256})
+    steps = serving.spec.graph.steps
+    assert list(steps) == ["parse", "models", "respond"]
+    runner = steps["models"]
+    assert runner.kind == "model_runner"
+    assert runner.class_args["model_runner_selector"][0] == "TaskSelector"
+    models = runner.class_args["models"]
+    assert set(models) == {"ticket_routing", "review_sentiment"}
+    for task, (cls, params) in models.items():
+        assert cls == "TaskRunner" and params["bundle_path"].endswith("/a" if task == "ticket_routing" else "/b")
+        assert params["engine"] == {"num_blocks": 64, "max_batch_tokens": 256}  # sized explicitly
+    assert set(runner.class_args["execution_mechanism_by_model_name"].values()) == {"asyncio"}
+    with pytest.raises(Exception, match=r"unknown setting\(s\) \['blocks'\]"):
+        set_task_models(serving, {"ticket_routing": "x"}, engine={"blocks": 1})
 
 
 def test_workflows_registered_with_reevaluation_schedule():

@@ -1,43 +1,63 @@
-"""Serving through MLRun's mock server: a router with one real task model per task."""
+"""Serving through MLRun's mock server: the flow graph with one real engine per task.
+
+Routes: ``/v2/models/<task>/infer`` (V2), ``/v1/completions``, ``/v1/chat/completions``
+(MLRun's OpenAI frontend) and ``/v1/models``; a bundle that does not load leaves the others
+serving. The real HTTP listener is tests/test_serving_http.py; the engine alone is
+tests/test_serving_engine.py.
+"""
 
 from __future__ import annotations
 
 import concurrent.futures
+import json
 from pathlib import Path
 
 import mlrun
 import pytest
 
+from functions.serving import set_task_models
 from rightsizer.bundle import write_bundle
 from rightsizer.evaluate import load_rows
+from rightsizer.taskspec import load_task
 
 ROOT = Path(__file__).resolve().parents[1]
+TASKS = {"ticket_routing": "tiny-s", "review_sentiment": "tiny-m"}
+
+
+def _bundles(demo_models: Path, tmp: Path) -> dict[str, str]:
+    out = {}
+    for task, model in TASKS.items():
+        spec = load_task(ROOT / "tasks" / f"{task}.yaml")
+        out[task] = str(write_bundle(demo_models / "models" / model, spec, tmp / task,
+                                     base_model=f"demo:{model}", rung="zero_shot"))
+    return out
 
 
 @pytest.fixture(scope="module")
-def server(demo_models, tmp_path_factory):
-    from rightsizer.taskspec import load_task
+def bundles(demo_models, tmp_path_factory):
+    return _bundles(demo_models, tmp_path_factory.mktemp("bundles"))
 
-    tmp = tmp_path_factory.mktemp("bundles")
+
+@pytest.fixture(scope="module")
+def server(bundles, tmp_path_factory):
+    broken = tmp_path_factory.mktemp("broken")
+    (broken / "rightsizer.json").write_text("{not json")  # a bundle that cannot load
     project = mlrun.load_project(str(ROOT), name="rightsizer", save=False)
     fn = project.get_function("serving")
-    for task, model in (("ticket_routing", "tiny-s"), ("review_sentiment", "tiny-m")):
-        spec = load_task(ROOT / "tasks" / f"{task}.yaml")
-        bundle = write_bundle(demo_models / "models" / model, spec, tmp / task,
-                              base_model=f"demo:{model}", rung="zero_shot")
-        fn.add_model(task, class_name="TaskModelServer", model_path=str(bundle))
-    return fn.to_mock_server()
+    set_task_models(fn, {**bundles, "broken_task": str(broken)})
+    server = fn.to_mock_server()
+    yield server
+    server.wait_for_completion()
 
 
 def _infer(server, task, inputs):
     return server.test(f"/v2/models/{task}/infer", body={"inputs": inputs})["outputs"]
 
 
-def test_router_sends_each_task_to_its_model(server):
-    spec_rows = load_rows(__import__("rightsizer.taskspec", fromlist=["x"]).load_task(
-        ROOT / "tasks" / "ticket_routing.yaml"), "eval", 8)
-    out = _infer(server, "ticket_routing", [r["text"] for r in spec_rows])
-    assert [o["label"] for o in out] == [r["label"] for r in spec_rows]
+def test_v2_route_sends_each_task_to_its_model(server):
+    rows = load_rows(load_task(ROOT / "tasks" / "ticket_routing.yaml"), "eval", 8)
+    out = _infer(server, "ticket_routing", [r["text"] for r in rows])
+    assert [o["label"] for o in out] == [r["label"] for r in rows]
     assert all(o["task"] == "ticket_routing" and isinstance(o["generated"], str) for o in out)
     assert all(abs(sum(o["probabilities"].values()) - 1) < 1e-3 for o in out)
     out = _infer(server, "review_sentiment", ["the battery is great"])
@@ -46,18 +66,74 @@ def test_router_sends_each_task_to_its_model(server):
     assert out[0]["generated"]  # a real generation, not an empty string
 
 
-def test_concurrent_requests_are_safe(server):
-    texts = ["I was charged twice for my phone", "my router has not arrived yet",
-             "the laptop will not turn on", "please reset my password"] * 4
-    expected = [_infer(server, "ticket_routing", [t])[0] for t in texts[:4]]
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(lambda t: _infer(server, "ticket_routing", [t])[0], texts))
-    assert results == expected * 4
-    assert [r["label"] for r in expected] == ["billing", "shipping", "technical", "account"]
+def test_64_concurrent_requests_across_tasks_each_get_their_own_answer(server):
+    specs = {t: load_task(ROOT / "tasks" / f"{t}.yaml") for t in TASKS}
+    work = []
+    for t in TASKS:  # 32 distinct inputs per task
+        texts = list(dict.fromkeys(r["text"] for r in load_rows(specs[t], "eval")))
+        work += [(t, x) for x in texts[:32]]
+    assert len(work) == 64 and len({w for w in work}) == 64  # distinct inputs
+    alone = [_infer(server, t, [x])[0] for t, x in work]  # one at a time
+    with concurrent.futures.ThreadPoolExecutor(64) as pool:
+        together = list(pool.map(lambda w: _infer(server, w[0], [w[1]])[0], work))
+    assert together == alone  # none lost, none duplicated, none swapped between requests
+    assert [o["task"] for o in together] == [t for t, _ in work]
 
 
-def test_bad_request_is_rejected_with_the_field_named(server):
-    with pytest.raises(RuntimeError, match=r"inputs\[0\]: expected a non-empty string"):
-        server.test("/v2/models/ticket_routing/infer", body={"inputs": [""]})
-    with pytest.raises(RuntimeError, match="nope"):
-        server.test("/v2/models/nope/infer", body={"inputs": ["hi"]})
+def test_openai_routes_name_the_task_as_model(server):
+    done = server.test("/v1/completions", body={"model": "ticket_routing",
+                                                "prompt": ["I was charged twice", "my parcel is late"]})
+    assert done["object"] == "text_completion" and done["model"] == "ticket_routing"
+    assert [c["text"] for c in done["choices"]] == [
+        o["label"] for o in _infer(server, "ticket_routing", ["I was charged twice", "my parcel is late"])]
+    usage = done["usage"]
+    assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    chat = server.test("/v1/chat/completions", body={
+        "model": "review_sentiment",
+        "messages": [{"role": "system", "content": "ignored"},
+                     {"role": "user", "content": "the battery died in a day"}]})
+    assert chat["object"] == "chat.completion" and chat["model"] == "review_sentiment"
+    msg = chat["choices"][0]["message"]
+    assert msg["role"] == "assistant"
+    assert msg["content"] == _infer(server, "review_sentiment", ["the battery died in a day"])[0]["label"]
+    models = server.test("/v1/models", method="GET")
+    cards = {m["id"]: m for m in models["data"]}
+    assert set(cards) == {"ticket_routing", "review_sentiment", "broken_task"}
+    assert cards["ticket_routing"]["status"] == "ready"
+    assert cards["broken_task"]["status"].startswith("unavailable:")
+
+
+def test_a_bad_bundle_answers_503_with_the_reason_and_the_others_serve(server):
+    resp = server.test("/v2/models/broken_task/infer", body={"inputs": ["hi"]}, silent=True)
+    assert resp.status_code == 503 and resp.headers["Retry-After"]
+    error = json.loads(resp.body)["error"]
+    assert "broken_task" in error["message"] and "did not load" in error["message"]
+    assert _infer(server, "ticket_routing", ["please reset my password"])[0]["label"] == "account"
+
+
+@pytest.mark.parametrize("path, body, message", [
+    ("/v2/models/ticket_routing/infer", {"inputs": [""]}, r"inputs\[0\]: expected a non-empty string"),
+    ("/v2/models/ticket_routing/infer", {"inputs": "x", "parameters": {"max_tokens": "5"}},
+     "max_tokens: '5'; expected a positive integer"),
+    ("/v2/models/nope/infer", {"inputs": ["hi"]}, "model: 'nope' is not a served task"),
+    ("/v1/completions", {"model": "nope", "prompt": "hi"}, "model: 'nope' is not a served task"),
+    ("/v1/completions", {"model": "ticket_routing", "prompt": 5}, r"prompt\[0\]: expected a non-empty"),
+    ("/v1/completions", {"model": "ticket_routing", "prompt": "\ud800 hi"}, "unpaired surrogate"),
+    ("/v1/completions", b"{not json", "body: not valid JSON"),
+    ("/v1/chat/completions", {"model": "ticket_routing", "messages": [{"role": "system", "content": "x"}]},
+     "messages: no message with role 'user'"),
+])
+def test_bad_requests_get_400_naming_the_field(server, path, body, message):
+    with pytest.raises(RuntimeError, match=r"failed \(400\).*" + message):
+        server.test(path, body=body)
+
+
+def test_input_longer_than_the_context_gets_400_naming_the_limit(server):
+    resp = server.test("/v1/completions", body={"model": "ticket_routing", "prompt": "refund " * 3000},
+                       silent=True)
+    assert resp.status_code == 400
+    message = json.loads(resp.body)["error"]["message"]
+    assert "exceeds the model's context of 256 tokens" in message and "at most" in message
+    # the engine is not held up by it: the next request is answered
+    assert _infer(server, "ticket_routing", ["I was charged twice"])[0]["label"] == "billing"

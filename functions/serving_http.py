@@ -1,0 +1,123 @@
+"""A real HTTP listener on this machine for the very serving graph Nuclio would run.
+
+Not a second code path: the serving function's spec (``fn._get_serving_spec()``, what a
+Nuclio deploy puts in the pod) goes into ``SERVING_SPEC_ENV``, MLRun's own entry point
+``mlrun.serving.server.v2_serving_init`` builds the graph from it with a ``nuclio_sdk``
+context, and every HTTP request becomes a ``nuclio_sdk.Event`` for the handler it installs
+(``context.mlrun_handler``), as Nuclio's async HTTP trigger would pass it. aiohttp only
+listens and copies status, headers and body back.
+
+``bash scripts/serve.sh [--port 8080] [--artifacts DIR]`` serves the latest
+``size_and_deploy`` run's bundles (``rightsizer.layout.find_bundles``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import mlrun
+import nuclio_sdk
+from aiohttp import web
+
+import functions.serving as serving_module
+from functions.serving import ROUTES, set_task_models
+from rightsizer.layout import find_bundles
+from rightsizer.serving.engine import stop_all
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def serving_spec(models: dict[str, str], engine: dict | None = None, project_dir: str | Path = ROOT) -> str:
+    """The serving function's spec with the graph for ``models`` (task -> bundle), as deployed."""
+    project = mlrun.load_project(str(project_dir), name="rightsizer", save=False)
+    fn = project.get_function("serving")
+    set_task_models(fn, models, engine=engine)
+    return fn._get_serving_spec()
+
+
+def _logger() -> nuclio_sdk.Logger:
+    logger = nuclio_sdk.Logger(logging.INFO, name="rightsizer-serving")
+    logger.set_handler("stderr", sys.stderr, nuclio_sdk.logger.HumanReadableFormatter())
+    return logger
+
+
+def make_app(spec: str) -> web.Application:
+    """An aiohttp app that runs ``spec``'s graph through MLRun's serving entry point."""
+    app = web.Application(client_max_size=8 * 1024 * 1024)
+    trigger = nuclio_sdk.TriggerInfo("http", "http")
+
+    async def start(app: web.Application) -> None:
+        os.environ["SERVING_SPEC_ENV"] = spec
+        context = nuclio_sdk.Context(logger=_logger(), trigger=trigger)
+        # inside the running loop: the async flow (storey) is built on it, as in Nuclio
+        mlrun.serving.server.v2_serving_init(context, namespace=vars(serving_module))
+        app["context"] = context
+
+    async def stop(app: web.Application) -> None:
+        done = app["context"]._server.wait_for_completion()
+        if inspect.isawaitable(done):
+            await done
+        await asyncio.to_thread(stop_all)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        context = app["context"]
+        body = await request.read()
+        event = nuclio_sdk.Event(body=body or None, content_type=request.content_type or None,
+                                 headers=dict(request.headers), method=request.method,
+                                 path=request.path, fields=dict(request.query), trigger=trigger)
+        resp = context.mlrun_handler(context, event)
+        if inspect.isawaitable(resp):
+            resp = await resp
+        if isinstance(resp, nuclio_sdk.Response):
+            payload = resp.body
+            if not isinstance(payload, (str, bytes)):
+                payload = json.dumps(payload)
+            return web.Response(body=payload.encode() if isinstance(payload, str) else payload,
+                                status=resp.status_code, headers=resp.headers or None,
+                                content_type=(resp.content_type or "text/plain").split(";")[0])
+        if isinstance(resp, (str, bytes)):
+            return web.Response(body=resp if isinstance(resp, bytes) else resp.encode(),
+                                content_type="application/json")
+        return web.json_response(resp)
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Serve the latest run's task models over HTTP")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--artifacts", default=os.environ.get("RIGHTSIZER_ARTIFACTS", ""),
+                        help="artifact path of a size_and_deploy run (default: the demo's)")
+    parser.add_argument("--engine", default="{}", help="EngineConfig fields as JSON, for every task")
+    args = parser.parse_args(argv)
+    artifacts = Path(args.artifacts or ROOT / "artifacts").expanduser()
+    bundles = find_bundles(artifacts)
+    if not bundles:
+        raise SystemExit(f"--artifacts {artifacts}: no serving bundles (rightsizer/<task>/quantize/"
+                         "bundle); run the demo first (bash scripts/demo.sh) or point at a run")
+    spec = serving_spec({t: str(p) for t, p in bundles.items()}, engine=json.loads(args.engine))
+    base = f"http://{args.host}:{args.port}"
+    print(f"Serving {len(bundles)} task model(s) from {artifacts} at {base}", flush=True)
+    for task, path in sorted(bundles.items()):
+        print(f"  {task}: {path}", flush=True)
+    print("Routes:", flush=True)
+    for method, path in ROUTES:
+        print(f"  {method:4} {base}{path}", flush=True)
+    print("Ctrl-C stops.", flush=True)
+    web.run_app(make_app(spec), host=args.host, port=args.port, print=None,
+                shutdown_timeout=10)
+
+
+if __name__ == "__main__":
+    main()

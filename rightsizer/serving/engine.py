@@ -1,0 +1,407 @@
+"""A serving engine per task model: continuous batching for generation, micro-batches for scoring.
+
+Answers go through the inference core (``inference.respond_with``): the same prompt, task
+type, stop rule and response shape the evaluate step measured. What changes is the model
+runner beneath the task type: instead of one ``generate`` per request,
+
+- every generation joins transformers' own continuous batch
+  (``model.init_continuous_batching`` -> ``ContinuousBatchingManager``; greedy, sized
+  explicitly: the default sizes the KV cache from the free memory of the whole machine, and
+  two managers in one process were OOM-killed at 24 GB);
+- label scoring (the manager returns log-probs of generated tokens only) is gathered from
+  concurrent requests into micro-batches (``score_window_s``, ``score_max_batch``) scored by
+  ``inference.score_options``.
+
+Each request runs the task type's code in a worker thread that blocks on those two batchers,
+so requests are batched across callers without a second implementation of any task type.
+Admission is bounded (``max_queue`` inputs in flight per task: beyond it a 503 with
+Retry-After), inputs longer than the context minus the output budget get a 400 naming the
+limit, identical inputs are answered from a bounded exact-match cache, and a request has a
+deadline (504).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import itertools
+import queue
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rightsizer.errors import ConfigError
+from rightsizer.inference import Bundle, apply_stop, build_prompt, load_bundle, respond_with, score_options
+from rightsizer.serving.errors import ServingError, bad_request
+
+
+_LIVE: weakref.WeakSet[TaskEngine] = weakref.WeakSet()
+
+
+def stop_all() -> None:
+    """Stop every engine of this process (a server shutting down)."""
+    for engine in list(_LIVE):
+        engine.stop()
+
+
+@dataclass
+class EngineConfig:
+    """Sizes and limits of one task's engine (the continuous batch's KV cache is sized here,
+    never from the machine's free memory)."""
+
+    page_size: int = 32  # tokens per KV-cache page
+    num_blocks: int = 128  # KV-cache blocks: page_size * num_blocks tokens in flight
+    max_batch_tokens: int = 512  # tokens per forward pass of the continuous batch
+    max_requests_per_batch: int = 64
+    allow_block_sharing: bool = True  # shared prompt prefixes (template, shots) cached once
+    score_window_s: float = 0.005  # how long a scoring micro-batch waits for more requests
+    score_max_batch: int = 32  # prompts per scoring micro-batch
+    max_queue: int = 64  # inputs in flight per task; beyond it: 503 with Retry-After
+    cache_size: int = 1024  # exact-match response cache entries (0: no cache)
+    deadline_s: float = 120.0  # a request not answered by then gets 504
+    retry_after_s: int = 1
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> EngineConfig:
+        """An engine config from a plain dict; unknown keys are named."""
+        data = dict(data or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"engine: unknown setting(s) {unknown}; expected some of {sorted(known)}")
+        config = cls(**data)
+        for f in dataclasses.fields(cls):
+            value = getattr(config, f.name)
+            if isinstance(value, bool):
+                continue
+            if not isinstance(value, (int, float)) or value < 0 or (value == 0 and f.name not in (
+                    "cache_size", "score_window_s")):
+                raise ConfigError(f"engine.{f.name}: {value!r}; expected a positive number")
+        return config
+
+
+@dataclass
+class Answer:
+    """One input's served answer: the task type's response and its token counts."""
+
+    response: dict
+    prompt_tokens: int
+    completion_tokens: int
+    cached: bool = False
+
+
+def validate_texts(inputs: Any, input_field: str, name: str = "inputs") -> list[str]:
+    """A request's inputs as a non-empty list of strings (an object with ``input_field`` is
+    taken too); a 400 naming the first bad item otherwise."""
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    if not isinstance(inputs, list) or not inputs:
+        raise bad_request(f"{name}: expected a non-empty list of strings, got {type(inputs).__name__}",
+                          param=name)
+    out = []
+    for i, x in enumerate(inputs):
+        if isinstance(x, dict):
+            x = x.get(input_field)
+        if not isinstance(x, str) or not x.strip():
+            raise bad_request(f"{name}[{i}]: expected a non-empty string (or an object with "
+                              f"'{input_field}'), got {x!r}"[:300], param=f"{name}[{i}]")
+        try:
+            x.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate from JSON "\ud800": no tokenizer takes it
+            raise bad_request(f"{name}[{i}]: contains an unpaired surrogate (not valid Unicode text)",
+                              param=f"{name}[{i}]") from None
+        out.append(x)
+    return out
+
+
+class _Runner:
+    """The model runner one request's task type predicts with (``tasktypes.Engine``): every
+    prompt goes to the engine's shared batchers; completion tokens are counted per prompt."""
+
+    def __init__(self, engine: TaskEngine, n: int):
+        self._engine = engine
+        self.completion_tokens = [0] * n
+
+    def score_options(self, prompts: list[str], options: list[str], batch_size: int = 32,
+                      progress: bool = False) -> list[list[float]]:
+        return self._engine.score(prompts, options)
+
+    def generate(self, prompts: list[str], max_new_tokens: int, stop: str | None,
+                 batch_size: int = 16, progress: bool = False) -> list[str]:
+        outs = self._engine.generate_tokens(prompts, max_new_tokens)
+        for i, tokens in enumerate(outs[:len(self.completion_tokens)]):
+            self.completion_tokens[i] += len(tokens)
+        tok = self._engine.tokenizer
+        return [apply_stop(tok.decode(t, skip_special_tokens=True), stop) for t in outs]
+
+
+@dataclass
+class _ScoreJob:
+    prompts: list[str]
+    options: tuple[str, ...]
+    future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
+
+
+class TaskEngine:
+    """One task model answering concurrent requests through shared batchers (thread-safe)."""
+
+    def __init__(self, bundle: Bundle, config: EngineConfig | None = None):
+        self.bundle, self.config = bundle, config or EngineConfig()
+        self.model, self.tokenizer = bundle.model, bundle.tokenizer
+        self.spec, self.shots = bundle.spec, bundle.shots
+        ctx = getattr(self.model.config, "max_position_embeddings", None)
+        self.context_tokens = int(ctx or self.tokenizer.model_max_length)
+        if self.config.page_size * self.config.num_blocks < self.context_tokens:
+            raise ConfigError(f"engine: page_size * num_blocks = "
+                              f"{self.config.page_size * self.config.num_blocks} KV-cache tokens cannot "
+                              f"hold one request of the model's context ({self.context_tokens} tokens)")
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+        self._pending: dict[str, concurrent.futures.Future] = {}
+        self._cache: OrderedDict[tuple, Answer] = OrderedDict()
+        self._in_flight = 0
+        self._score_q: queue.Queue[_ScoreJob | None] = queue.Queue()
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.config.max_queue, thread_name_prefix=f"rs-{self.spec.name}")
+        self._stopping = threading.Event()
+        self._manager = None
+        self._threads: list[threading.Thread] = []
+
+    @classmethod
+    def from_bundle_dir(cls, bundle_dir: str | Path, device: str | None = None,
+                        config: EngineConfig | None = None) -> TaskEngine:
+        """Load a serving bundle and start its engine."""
+        engine = cls(load_bundle(bundle_dir, device=device or "auto"), config)
+        engine.start()
+        return engine
+
+    @property
+    def task(self) -> str:
+        return self.spec.name
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    # ---- lifecycle -------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the continuous batch and the scoring and result threads."""
+        from transformers import ContinuousBatchingConfig, GenerationConfig
+
+        c = self.config
+        gen = GenerationConfig(do_sample=False, max_new_tokens=self.spec.max_new_tokens,
+                               eos_token_id=self.model.generation_config.eos_token_id,
+                               pad_token_id=self.tokenizer.pad_token_id)
+        # auto_switch_to_flash off: the model's attention stays as loaded (sdpa), so the same
+        # model object still scores labels with a plain forward pass
+        cb = ContinuousBatchingConfig(page_size=c.page_size, num_blocks=c.num_blocks,
+                                      max_batch_tokens=c.max_batch_tokens,
+                                      max_requests_per_batch=c.max_requests_per_batch,
+                                      allow_block_sharing=c.allow_block_sharing,
+                                      auto_switch_to_flash=False)
+        self._manager = self.model.init_continuous_batching(generation_config=gen,
+                                                            continuous_batching_config=cb)
+        # started from a daemon thread so that its generation thread is a daemon too (threads
+        # inherit it): an engine never left stopped must not keep the interpreter from exiting
+        starter = threading.Thread(target=self._manager.start, daemon=True)
+        starter.start()
+        starter.join()
+        _LIVE.add(self)
+        for target, name in ((self._collect, "results"), (self._score_loop, "scoring")):
+            t = threading.Thread(target=target, name=f"rs-{self.spec.name}-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        """Stop the threads and the continuous batch; pending requests fail with 503."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        self._score_q.put(None)
+        if self._manager is not None:
+            self._manager.stop(block=True, timeout=10)
+        for t in self._threads:
+            t.join(timeout=10)
+        self._fail_pending(ServingError(503, f"task {self.task!r}: the engine stopped"))
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        _LIVE.discard(self)
+
+    # ---- batchers (blocking, any thread) ----------------------------------------------
+    def generate_tokens(self, prompts: list[str], max_new_tokens: int) -> list[list[int]]:
+        """Greedy continuations of the prompts through the continuous batch (token ids)."""
+        futures = []
+        for p in prompts:
+            rid = f"{self.task}-{next(self._ids)}"
+            fut: concurrent.futures.Future = concurrent.futures.Future()
+            with self._lock:
+                self._pending[rid] = fut
+            self._manager.add_request(self.tokenizer(p)["input_ids"], request_id=rid,
+                                      max_new_tokens=max_new_tokens)
+            futures.append(fut)
+        return [f.result(timeout=self.config.deadline_s).generated_tokens for f in futures]
+
+    def score(self, prompts: list[str], options: list[str]) -> list[list[float]]:
+        """Log-likelihood of each option after each prompt, scored with other requests' prompts."""
+        job = _ScoreJob(list(prompts), tuple(options))
+        self._score_q.put(job)
+        return job.future.result(timeout=self.config.deadline_s)
+
+    def _collect(self) -> None:
+        """Hand the continuous batch's finished requests to their waiting threads."""
+        while not self._stopping.is_set():
+            out = self._manager.get_result(timeout=0.1)
+            if out is None:
+                fatal = self._manager.background_thread_status.fatal_error
+                if fatal is not None:
+                    self._fail_pending(ServingError(503, f"task {self.task!r}: generation failed ({fatal})"))
+                    time.sleep(0.1)
+                continue
+            if not out.is_finished():
+                continue
+            with self._lock:
+                fut = self._pending.pop(out.request_id, None)
+            if fut is None:
+                continue
+            if out.error:
+                fut.set_exception(ServingError(500, f"task {self.task!r}: generation failed ({out.error})"))
+            else:
+                fut.set_result(out)
+
+    def _fail_pending(self, error: Exception) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(error)
+
+    def _score_loop(self) -> None:
+        """Form micro-batches from the scoring jobs of concurrent requests."""
+        c = self.config
+        while True:
+            job = self._score_q.get()
+            if job is None:
+                return
+            batch, n, stop_after = [job], len(job.prompts), False
+            until = time.monotonic() + c.score_window_s
+            while n < c.score_max_batch:
+                left = until - time.monotonic()
+                try:
+                    nxt = self._score_q.get(timeout=left) if left > 0 else self._score_q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop_after = True
+                    break
+                batch.append(nxt)
+                n += len(nxt.prompts)
+            by_options: dict[tuple[str, ...], list[_ScoreJob]] = {}
+            for j in batch:
+                by_options.setdefault(j.options, []).append(j)
+            for options, jobs in by_options.items():
+                try:
+                    with torch.no_grad():
+                        scores = score_options(self.model, self.tokenizer,
+                                               [p for j in jobs for p in j.prompts], list(options),
+                                               batch_size=c.score_max_batch).tolist()
+                except Exception as e:  # every waiting request learns why, none hangs
+                    for j in jobs:
+                        j.future.set_exception(e)
+                    continue
+                at = 0
+                for j in jobs:
+                    j.future.set_result(scores[at:at + len(j.prompts)])
+                    at += len(j.prompts)
+            if stop_after:
+                return
+
+    # ---- requests -------------------------------------------------------------------
+    @property
+    def max_tokens_cap(self) -> int:
+        """The most output tokens a request may ask for (the spec's generation lengths)."""
+        return max(self.spec.max_new_tokens, self.spec.workload.output_tokens)
+
+    def check(self, text: str, max_new_tokens: int | None = None) -> int:
+        """Prompt tokens of ``text`` once templated; a 400 naming the limit when the prompt and
+        its output budget do not fit in the model's context."""
+        if max_new_tokens is not None and (isinstance(max_new_tokens, bool) or not isinstance(
+                max_new_tokens, int) or not 1 <= max_new_tokens <= self.max_tokens_cap):
+            raise bad_request(f"max_tokens: {max_new_tokens!r}; expected an integer from 1 to "
+                              f"{self.max_tokens_cap} (task {self.task!r})", param="max_tokens")
+        prompt = build_prompt(self.spec, {self.spec.input_field: text}, self.shots)
+        n = len(self.tokenizer(prompt)["input_ids"])
+        label_tokens = max((len(self.tokenizer(" " + lab, add_special_tokens=False)["input_ids"])
+                            for lab in self.spec.labels), default=0)
+        budget = max(self.spec.max_new_tokens, max_new_tokens or self.spec.workload.output_tokens,
+                     label_tokens)
+        if n + budget > self.context_tokens:
+            raise bad_request(
+                f"input: the prompt is {n} tokens (template and examples included); with {budget} "
+                f"output tokens it exceeds the model's context of {self.context_tokens} tokens "
+                f"(at most {self.context_tokens - budget} prompt tokens)", param="input")
+        return n
+
+    def answer(self, texts: list[str], max_new_tokens: int | None = None) -> list[Answer]:
+        """Blocking: the answers for ``texts``, from the cache or through the batchers."""
+        counts = [self.check(t, max_new_tokens) for t in texts]
+        out: list[Answer | None] = [None] * len(texts)
+        todo = []
+        with self._lock:
+            for i, t in enumerate(texts):
+                hit = self._cache.get((t, max_new_tokens))
+                if hit is not None:
+                    self._cache.move_to_end((t, max_new_tokens))
+                    out[i] = dataclasses.replace(hit, cached=True)
+                else:
+                    todo.append(i)
+        if todo:
+            runner = _Runner(self, len(todo))
+            fresh = respond_with(runner, self.spec, [texts[i] for i in todo], self.shots, max_new_tokens)
+            with self._lock:
+                for k, (i, resp) in enumerate(zip(todo, fresh)):
+                    out[i] = Answer(resp, counts[i], runner.completion_tokens[k])
+                    if self.config.cache_size:
+                        self._cache[(texts[i], max_new_tokens)] = out[i]
+                        while len(self._cache) > self.config.cache_size:
+                            self._cache.popitem(last=False)
+        return out  # type: ignore[return-value]
+
+    def _admit(self, n: int) -> None:
+        with self._lock:
+            if self._in_flight + n > self.config.max_queue:
+                raise ServingError(
+                    503, f"task {self.task!r} is at capacity ({self._in_flight} inputs in flight, "
+                         f"max_queue {self.config.max_queue}); retry after {self.config.retry_after_s} s",
+                    retry_after=self.config.retry_after_s)
+            self._in_flight += n
+
+    def _release(self, n: int) -> None:
+        with self._lock:
+            self._in_flight -= n
+
+    async def answer_async(self, texts: list[str], max_new_tokens: int | None = None) -> list[Answer]:
+        """``answer`` for an event loop: bounded admission (503), a deadline (504)."""
+        self._admit(len(texts))
+        fut = self._pool.submit(self.answer, texts, max_new_tokens)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(fut), self.config.deadline_s)
+        except asyncio.TimeoutError:
+            raise ServingError(504, f"task {self.task!r}: no answer within the deadline of "
+                                    f"{self.config.deadline_s} s") from None
+        finally:
+            # released when the work ends, not when the caller gives up: the queue bound holds
+            fut.add_done_callback(lambda _: self._release(len(texts)))
+
+    def card(self) -> dict:
+        """What ``/v1/models`` says about this task's model."""
+        meta = self.bundle.meta
+        return {"id": self.task, "object": "model", "owned_by": "rightsizer", "status": "ready",
+                "task_type": self.spec.type, "base_model": meta.get("base_model"),
+                "precision": self.bundle.precision, "context_tokens": self.context_tokens,
+                "max_tokens": self.max_tokens_cap, "labels": list(self.spec.labels) or None}

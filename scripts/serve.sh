@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Serve the latest size_and_deploy run's task models over real HTTP (the serving graph Nuclio
+# would run, behind a local aiohttp listener): V2 and OpenAI-compatible routes. Ctrl-C stops.
+# Usage: bash scripts/serve.sh [--port 8080] [--host 127.0.0.1] [--artifacts DIR] [--engine JSON]
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# no cd: a relative --artifacts is the caller's
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+exec "$ROOT/.venv/bin/python" -m functions.serving_http "$@"

@@ -1,0 +1,139 @@
+"""The serving engine on the demo models: continuous batching is greedy ``generate``, token for
+token; answers equal the inference core's ``respond`` for every task type; the queue bound,
+the cache bound and the settings behave as documented."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from rightsizer.bundle import write_bundle
+from rightsizer.errors import ConfigError
+from rightsizer.evaluate import load_rows
+from rightsizer.inference import build_prompt, load_bundle, respond
+from rightsizer.serving import EngineConfig, ServingError, TaskEngine
+from rightsizer.taskspec import load_task
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _specs() -> dict:
+    routing = load_task(ROOT / "tasks" / "ticket_routing.yaml")
+    extraction = dataclasses.replace(routing, name="routing_extraction", type="extraction",
+                                     metric="exact_match", labels=[], max_new_tokens=4)
+    # a prompt the models were not trained on: generations run past line breaks and to EOS
+    generation = dataclasses.replace(extraction, name="routing_generation", type="generation",
+                                     metric="rouge_l", max_new_tokens=12, prompt="Note: {text}")
+    return {"classification": routing, "extraction": extraction, "generation": generation}
+
+
+def _engine(demo_models, tmp: Path, model: str, spec, **config) -> TaskEngine:
+    bundle = write_bundle(demo_models / "models" / model, spec, tmp / f"{model}-{spec.name}",
+                          base_model=f"demo:{model}", rung="zero_shot")
+    return TaskEngine.from_bundle_dir(bundle, device="cpu", config=EngineConfig(**config))
+
+
+def _greedy_tokens(model, tokenizer, prompt: str, n: int) -> list[int]:
+    ids = tokenizer(prompt, return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=n, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id)
+    return out[0, ids["input_ids"].shape[1]:].tolist()
+
+
+def _to_eos(tokens: list[int], eos: int) -> list[int]:
+    return tokens[:tokens.index(eos) + 1] if eos in tokens else tokens
+
+
+@pytest.mark.parametrize("model", ["tiny-s", "tiny-m", "tiny-l"])
+def test_continuous_batching_is_greedy_generate_token_for_token(model, demo_models, tmp_path):
+    spec = _specs()["generation"]
+    engine = _engine(demo_models, tmp_path, model, spec)
+    try:
+        rows = load_rows(spec, "eval", 24)
+        prompts = [build_prompt(spec, r) for r in rows] + [
+            build_prompt(_specs()["classification"], r) for r in rows[:8]]  # mixed lengths
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:  # joined as they arrive
+            batched = list(pool.map(lambda p: engine.generate_tokens([p], 16)[0], prompts))
+        eos = engine.model.generation_config.eos_token_id
+        alone = [_greedy_tokens(engine.model, engine.tokenizer, p, 16) for p in prompts]
+        assert [_to_eos(b, eos) for b in batched] == [_to_eos(a, eos) for a in alone]
+        assert any(len(_to_eos(a, eos)) >= 3 for a in alone)  # real generations, not one token
+    finally:
+        engine.stop()
+
+
+@pytest.mark.parametrize("task_type", ["classification", "extraction", "generation"])
+def test_engine_answers_as_the_inference_core_responds(task_type, demo_models, tmp_path):
+    spec = _specs()[task_type]
+    engine = _engine(demo_models, tmp_path, "tiny-s", spec)
+    try:
+        texts = [r["text"] for r in load_rows(spec, "eval", 20)]
+        with concurrent.futures.ThreadPoolExecutor(20) as pool:  # one request per input, at once
+            served = list(pool.map(lambda t: engine.answer([t])[0], texts))
+        bundle = load_bundle(tmp_path / f"tiny-s-{spec.name}", device="cpu")
+        expected = respond(bundle.model, bundle.tokenizer, bundle.spec, texts, bundle.shots)
+        assert [a.response for a in served] == expected
+        assert all(a.prompt_tokens > 0 and a.completion_tokens > 0 for a in served)
+    finally:
+        engine.stop()
+
+
+def test_beyond_the_queue_bound_503_and_every_accepted_request_completes(demo_models, tmp_path):
+    spec = _specs()["generation"]
+    engine = _engine(demo_models, tmp_path, "tiny-s", spec, max_queue=4, cache_size=0)
+    texts = [r["text"] for r in load_rows(spec, "eval", 12)]
+    expected = {t: engine.answer([t])[0].response for t in texts}
+
+    async def burst():
+        return await asyncio.gather(*(engine.answer_async([t]) for t in texts), return_exceptions=True)
+
+    try:
+        results = asyncio.run(burst())
+        refused = [r for r in results if isinstance(r, ServingError)]
+        answered = [(t, r[0]) for t, r in zip(texts, results) if isinstance(r, list)]
+        assert len(refused) + len(answered) == len(texts)  # nothing else went wrong
+        assert refused and all(e.status == 503 and e.retry_after for e in refused)
+        assert "max_queue 4" in refused[0].message
+        assert answered and all(a.response == expected[t] for t, a in answered)
+        assert engine.in_flight == 0  # every admitted request released its slot
+        with pytest.raises(ServingError, match="max_queue 4") as e:  # one request over the bound
+            asyncio.run(engine.answer_async(texts[:5]))
+        assert e.value.status == 503
+    finally:
+        engine.stop()
+
+
+def test_cache_is_exact_match_and_bounded(demo_models, tmp_path):
+    engine = _engine(demo_models, tmp_path, "tiny-s", _specs()["classification"], cache_size=2)
+    try:
+        first = engine.answer(["I was charged twice"])[0]
+        again = engine.answer(["I was charged twice"])[0]
+        assert again.cached and not first.cached and again.response == first.response
+        assert not engine.answer(["I was charged twice!"])[0].cached  # exact match only
+        engine.answer(["my parcel is late"])
+        assert len(engine._cache) == 2
+        assert not engine.answer(["I was charged twice"])[0].cached  # the oldest was evicted
+    finally:
+        engine.stop()
+
+
+def test_limits_name_the_field(demo_models, tmp_path):
+    engine = _engine(demo_models, tmp_path, "tiny-s", _specs()["classification"])
+    try:
+        with pytest.raises(ServingError, match="exceeds the model's context of 256 tokens") as e:
+            engine.answer(["refund " * 1000])
+        assert e.value.status == 400 and e.value.param == "input"
+        with pytest.raises(ServingError, match="max_tokens: 999; expected an integer from 1 to 16"):
+            engine.answer(["hi"], max_new_tokens=999)
+    finally:
+        engine.stop()
+    with pytest.raises(ConfigError, match=r"unknown setting\(s\) \['blocks'\]"):
+        EngineConfig.from_dict({"blocks": 4})
+    with pytest.raises(ConfigError, match="engine.num_blocks: -1"):
+        EngineConfig.from_dict({"num_blocks": -1})
