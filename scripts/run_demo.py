@@ -19,6 +19,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+SERVE_HINT = """
+serve these models over HTTP (V2 and OpenAI-compatible routes; Ctrl-C stops):
+  bash scripts/serve.sh --port 8080 --artifacts {artifacts}
+then, in another terminal:
+  curl -s localhost:8080/v1/models
+  curl -s localhost:8080/v2/models/{task}/infer -d '{{"inputs": ["I was charged twice"]}}'
+  .venv/bin/python -c "from openai import OpenAI; c = OpenAI(base_url='http://127.0.0.1:8080/v1', \\
+api_key='none'); print(c.completions.create(model='{task}', prompt='I was charged twice').choices[0].text)"
+"""
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--app", default="tasks/demo_app.yaml", help="application spec (YAML)")
@@ -51,6 +62,9 @@ def main() -> int:
             print("   rejected:", why)
     print("\ndecision report (one HTML page):", RunLayout(Path(args.artifacts)).decision_report_file())
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s; artifacts in {args.artifacts}")
+    tasks = [rec["task"] for rec in records]
+    print(SERVE_HINT.format(artifacts=args.artifacts,
+                            task="ticket_routing" if "ticket_routing" in tasks else tasks[0]))
     return 0
 
 

@@ -1,0 +1,171 @@
+"""The real HTTP server (``bash scripts/serve.sh``) on a free port, queried over real HTTP with
+the official ``openai`` client: what the evaluate step measured is what is served.
+
+The server runs the serving function's spec through MLRun's own entry point (the graph Nuclio
+would run) behind an aiohttp listener; the artifacts folder is laid out as a
+``size_and_deploy`` run leaves it (``rightsizer/<task>/quantize/bundle``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import openai
+import pytest
+
+from rightsizer.bundle import write_bundle
+from rightsizer.evaluate import evaluate_model, load_rows, score_predictions
+from rightsizer.layout import RunLayout
+from rightsizer.tasktypes import Predictions
+from rightsizer.taskspec import load_task
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _specs() -> dict:
+    routing = load_task(ROOT / "tasks" / "ticket_routing.yaml")
+    note = dataclasses.replace(routing, name="routing_note", type="generation", metric="rouge_l",
+                               labels=[], max_new_tokens=12, prompt="Note: {text}",
+                               max_eval_examples=24)
+    return {"ticket_routing": (routing, "tiny-s"),
+            "review_sentiment": (load_task(ROOT / "tasks" / "review_sentiment.yaml"), "tiny-m"),
+            "routing_note": (note, "tiny-s")}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(url: str, body: bytes | dict, content_type: str = "application/json"):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": content_type}, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, dict(r.headers), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read().decode()
+
+
+@pytest.fixture(scope="module")
+def served(demo_models, tmp_path_factory):
+    """(base URL, server process, artifacts) of a running ``scripts/serve.sh``."""
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    layout = RunLayout(artifacts)
+    for task, (spec, model) in _specs().items():
+        write_bundle(demo_models / "models" / model, spec, layout.bundle_dir(task),
+                     base_model=f"demo:{model}", rung="zero_shot")
+    broken = layout.bundle_dir("broken_task")
+    broken.mkdir(parents=True)
+    (broken / "rightsizer.json").write_text("{}")  # a bundle missing its model: 503, others serve
+    port = _free_port()
+    log = open(artifacts / "serve.log", "w")
+    proc = subprocess.Popen(["bash", str(ROOT / "scripts" / "serve.sh"), "--port", str(port),
+                             "--artifacts", str(artifacts)], stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    # wait for the listener (a readiness wait, not an assertion on speed)
+    for _ in range(600):
+        if proc.poll() is not None:
+            raise RuntimeError(f"serve.sh exited {proc.returncode}:\n{(artifacts / 'serve.log').read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{base}/v1/models", timeout=5) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(1)
+    yield base, proc, artifacts
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    return openai.OpenAI(base_url=f"{served[0]}/v1", api_key="not-needed", max_retries=0, timeout=120)
+
+
+def _v2(base: str, task: str, inputs: list[str]) -> list[dict]:
+    status, _, body = _post(f"{base}/v2/models/{task}/infer", {"inputs": inputs})
+    assert status == 200, body
+    return json.loads(body)["outputs"]
+
+
+def test_routes_are_printed(served):
+    text = (served[2] / "serve.log").read_text()
+    for route in ("POST", "/v2/models/{task}/infer", "/v1/completions", "/v1/chat/completions",
+                  "/v1/models", "Ctrl-C"):
+        assert route in text
+
+
+def test_openai_client_models_completions_and_chat_for_every_task(served, client):
+    base = served[0]
+    models = {m.id: m for m in client.models.list()}
+    assert set(models) == {"ticket_routing", "review_sentiment", "routing_note", "broken_task"}
+    text = {"ticket_routing": "I was charged twice for my laptop",
+            "review_sentiment": "the screen is not bad at all", "routing_note": "my card was charged twice"}
+    for task, x in text.items():
+        v2 = _v2(base, task, [x])[0]
+        want = v2.get("label", v2["generated"])
+        done = client.completions.create(model=task, prompt=x)
+        assert done.model == task and done.choices[0].text == want
+        assert done.usage.prompt_tokens > 0 and done.usage.completion_tokens > 0
+        assert done.usage.total_tokens == done.usage.prompt_tokens + done.usage.completion_tokens
+        chat = client.chat.completions.create(model=task, messages=[{"role": "user", "content": x}])
+        assert chat.model == task and chat.choices[0].message.content == want
+        assert chat.usage.completion_tokens > 0
+    assert _v2(base, "ticket_routing", [text["ticket_routing"]])[0]["label"] == "billing"
+
+
+@pytest.mark.parametrize("task", ["ticket_routing", "routing_note"])
+def test_the_eval_split_over_http_scores_as_the_evaluate_step_measured(task, served, client):
+    spec, _ = _specs()[task]
+    bundle = RunLayout(served[2]).bundle_dir(task)
+    measured = evaluate_model(spec, str(bundle), repeats=1, progress=False)
+    rows = load_rows(spec, spec.eval_split, spec.max_eval_examples)
+
+    def ask(row):
+        return client.completions.create(model=task, prompt=row[spec.input_field]).choices[0].text
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:  # concurrent clients, batched server-side
+        answers = list(pool.map(ask, rows))
+    assert answers == measured["predictions"]  # row by row
+    served_score = score_predictions(spec, rows, Predictions(answers, None, 0.0)).score
+    assert served_score == pytest.approx(measured["quality"]["score"])
+
+
+def test_errors_over_http_name_the_field_or_the_limit(served, client):
+    base = served[0]
+    status, _, body = _post(f"{base}/v1/completions", b"{not json")  # MLRun decodes JSON bodies
+    assert status == 400 and "failed to json decode event" in body
+    status, _, body = _post(f"{base}/v1/completions", b"{not json", content_type="text/plain")
+    assert status == 400 and "body: not valid JSON" in body
+    status, _, body = _post(f"{base}/v1/completions", {"model": "nope", "prompt": "hi"})
+    assert status == 400 and "model: 'nope' is not a served task" in body
+    status, _, body = _post(f"{base}/v1/completions", {"model": "ticket_routing", "prompt": "refund " * 3000})
+    assert status == 400 and "exceeds the model's context of 256 tokens" in json.loads(body)["error"]["message"]
+    status, headers, body = _post(f"{base}/v2/models/broken_task/infer", {"inputs": ["hi"]})
+    assert status == 503 and int(headers["Retry-After"]) > 0 and "did not load" in body
+    with pytest.raises(openai.BadRequestError, match="max_tokens"):
+        client.completions.create(model="ticket_routing", prompt="hi", max_tokens=10_000)
+    status, _, _ = _post(f"{base}/v3/nothing", {"x": 1})
+    assert status == 404
+
+
+def test_ctrl_c_stops_the_server(served):
+    base, proc, _ = served
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=120) == 0
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{base}/v1/models", timeout=5)
