@@ -46,7 +46,7 @@ def run(demo_models, tmp_path_factory, monkeypatch_module):
     clone = _clone(tmp_path_factory.mktemp("clone"))
     monkeypatch_module.chdir(clone)
     monkeypatch_module.delenv("MLRUN_ARTIFACT_PATH", raising=False)
-    monkeypatch_module.setattr(mlrun.mlconf, "artifact_path", "")
+    monkeypatch_module.setitem(mlrun.mlconf._cfg, "artifact_path", "")  # Config keeps its values in _cfg
     monkeypatch_module.setattr(sys, "path", list(sys.path))  # setup() prepends the clone
     project = mlrun.load_project("./")
     status = project.run("size_and_deploy", watch=True)
