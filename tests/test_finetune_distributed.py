@@ -27,8 +27,10 @@ pytestmark = pytest.mark.slow  # 3 torchrun launches of 2 processes (~30 s each 
 ROWS = [{"prompt": f"Review: item {i} is {'good' if i % 3 else 'bad'}\nSentiment:",
          "answer": "positive" if i % 3 else "negative"} for i in range(64)]
 # 2 ranks x micro-batch 4 = global batch 8; 6 steps, a checkpoint every 3.
+# The demo's LoRA values (tiny models from scratch), not the hub defaults.
 BASE = dict(model="demo:tiny-s", train_data=ROWS, steps=6, micro_batch_size=4, global_batch=8,
-            save_steps=3, progress=False, seed=0, learning_rate=3e-3)
+            save_steps=3, progress=False, seed=0, learning_rate=3e-3, rank=8, alpha=16,
+            dropout=0.0, warmup_ratio=0.0)
 
 
 def _ranks(out: Path) -> list[dict]:

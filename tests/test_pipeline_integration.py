@@ -138,3 +138,35 @@ def test_reevaluate_workflow_runs_locally(run):
                          artifact_path=str(layout.root / "reeval"),
                          arguments={"fresh_split": "fresh", "models": str(layout.root)})
     assert str(status.state).lower() in ("completed", "succeeded"), status.state
+
+
+def test_the_lora_task_trains_and_serves_its_production_adapter(run):
+    _, layout, records = run
+    from rightsizer.taskspec import load_task
+
+    spec = load_task(ROOT / "tasks" / "review_sentiment.yaml")
+    # finetune-<task> ran for the task whose chosen rung is LoRA, not for the zero-shot one
+    assert layout.production_file("review_sentiment").is_file()
+    assert not layout.finetune_task_dir("ticket_routing").exists()
+    prod = json.loads(layout.production_file("review_sentiment").read_text())
+    # the spec's full budget: epochs over the train split, in global batches
+    assert prod["base_model"] == "demo:tiny-m" and spec.finetune.epochs
+    assert prod["steps"] == math.ceil(spec.finetune.epochs * prod["examples"] / 16) > \
+        spec.ladder.lora.steps
+    assert Path(prod["adapter_dir"]).parent.parent == layout.finetune_task_dir("review_sentiment")
+    # the decision record shows both runs: the ladder's screening and the production adapter
+    lora = records["review_sentiment"]["lora"]
+    assert lora["screening"]["score"] >= spec.threshold
+    assert lora["screening"]["steps"] == spec.ladder.lora.steps
+    p = lora["production"]
+    assert p["score"] == prod["score"] >= spec.threshold
+    assert (p["strategy"], p["world_size"]) == ("ddp", 1)
+    assert p["tokens_per_second"] > 0 and 0 < p["final_loss"] < 1
+    assert "production adapter" in records["review_sentiment"]["summary"]
+    assert records["ticket_routing"]["lora"] is None
+    # the served bundle is the production adapter's merge
+    meta = json.loads((layout.bundle_dir("review_sentiment") / "rightsizer.json").read_text())
+    assert meta["adapter"]["kind"] == "production"
+    assert meta["adapter"]["merged_dir"] == prod["merged_dir"]
+    assert json.loads((layout.bundle_dir("ticket_routing") / "rightsizer.json").read_text())[
+        "adapter"] == {}
