@@ -160,6 +160,9 @@ class TaskRunner(Model):
         except ServingError as e:
             return {**out, "failure": {"status": e.status, "message": e.message,
                                        "retry_after": e.retry_after, "param": e.param}}
+        except Exception as e:  # a bug or a lost batcher: a 500 naming it, not a hung request
+            return {**out, "failure": {"status": 500, "message": f"task {self.name!r}: "
+                                       f"{type(e).__name__}: {e}", "retry_after": None, "param": None}}
         return {**out, "answers": [vars(a) for a in answers]}
 
 

@@ -162,6 +162,17 @@ class TaskEngine:
             raise ConfigError(f"engine: page_size * num_blocks = "
                               f"{self.config.page_size * self.config.num_blocks} KV-cache tokens cannot "
                               f"hold one request of the model's context ({self.context_tokens} tokens)")
+        # One forward pass at a time on this model: the continuous batch's thread and the
+        # scoring thread share the model, and label scores came out different (by ~1 %) when
+        # their forward passes overlapped. Both call model(...), so the lock is on forward.
+        self._forward_lock = threading.RLock()
+        forward = self.model.forward
+
+        def locked_forward(*args, **kwargs):
+            with self._forward_lock:
+                return forward(*args, **kwargs)
+
+        self.model.forward = locked_forward
         self._ids = itertools.count()
         self._lock = threading.Lock()
         self._pending: dict[str, concurrent.futures.Future] = {}
@@ -236,7 +247,7 @@ class TaskEngine:
     # ---- batchers (blocking, any thread) ----------------------------------------------
     def generate_tokens(self, prompts: list[str], max_new_tokens: int) -> list[list[int]]:
         """Greedy continuations of the prompts through the continuous batch (token ids)."""
-        futures = []
+        futures: dict[str, concurrent.futures.Future] = {}
         for p in prompts:
             rid = f"{self.task}-{next(self._ids)}"
             fut: concurrent.futures.Future = concurrent.futures.Future()
@@ -244,8 +255,16 @@ class TaskEngine:
                 self._pending[rid] = fut
             self._manager.add_request(self.tokenizer(p)["input_ids"], request_id=rid,
                                       max_new_tokens=max_new_tokens)
-            futures.append(fut)
-        return [f.result(timeout=self.config.deadline_s).generated_tokens for f in futures]
+            futures[rid] = fut
+        try:
+            return [f.result(timeout=self.config.deadline_s).generated_tokens for f in futures.values()]
+        except concurrent.futures.TimeoutError:
+            for rid in futures:  # free their KV blocks: nobody waits for them any more
+                with self._lock:
+                    self._pending.pop(rid, None)
+                self._manager.cancel_request(rid)
+            raise ServingError(504, f"task {self.task!r}: no generation within the deadline of "
+                                    f"{self.config.deadline_s} s") from None
 
     def score(self, prompts: list[str], options: list[str]) -> list[list[float]]:
         """Log-likelihood of each option after each prompt, scored with other requests' prompts."""
