@@ -60,6 +60,7 @@ def test_evaluate_step_and_served_model_answer_alike(task_type, demo_models, tmp
     server = fn.to_mock_server()
     out = server.test(f"/v2/models/{spec.name}/infer",
                       body={"inputs": [r[spec.input_field] for r in rows]})["outputs"]
+    server.wait_for_completion()  # ends the async flow's loop thread (else the process waits on it)
     key = "label" if task_type == "classification" else "generated"
     assert [o[key] for o in out] == answers  # row by row, the answer the step measured
     assert len(answers) == len(rows) == 10 and all(isinstance(a, str) for a in answers)

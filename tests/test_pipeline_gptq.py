@@ -66,6 +66,8 @@ def test_the_kept_model_is_bundled_and_serves(run):
     from functions.serving import set_task_models
 
     set_task_models(serving, {"ticket_routing": str(bundle)})
-    answer = serving.to_mock_server().test("/v2/models/ticket_routing/infer",
-                                           body={"inputs": ["I was charged twice for my laptop"]})
+    server = serving.to_mock_server()
+    answer = server.test("/v2/models/ticket_routing/infer",
+                         body={"inputs": ["I was charged twice for my laptop"]})
+    server.wait_for_completion()  # ends the async flow's loop thread
     assert answer["outputs"][0]["label"] == "billing"

@@ -111,6 +111,7 @@ def test_bundles_are_registered_and_serve(run):
     out = server.test("/v2/models/review_sentiment/infer",
                       body={"inputs": ["the screen is not bad", "I do not love the fan"]})["outputs"]
     assert [o["label"] for o in out] == ["positive", "negative"]
+    server.wait_for_completion()  # ends the async flow's loop thread
 
 
 def test_reevaluate_flags_no_regression_on_fresh_data(run, tmp_path):
