@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import selectors
+import sys
+
 import mlrun
 
 from functions.mlrun_io import log_model_dir, log_plot, log_table, made_dir, project_file, run_layout
@@ -9,6 +12,12 @@ from rightsizer.errors import NoFeasibleOption
 from rightsizer.report import ladder_figure, leaderboard_rows, pareto_figure
 from rightsizer.select import select_model
 from rightsizer.taskspec import load_task
+
+# MLRun's local runtime registers a handler file in sys.modules under its file name, and this
+# one's is the standard library's `select`: every later `import select` in the process (httpx,
+# the openai client) would get this module. Put the standard one back (selectors holds it).
+if sys.modules.get("select") is not selectors.select:
+    sys.modules["select"] = selectors.select
 
 
 def select(context: mlrun.MLClientCtx, task_spec: str, latency_repeats: int = 3) -> None:

@@ -139,3 +139,20 @@ def test_loads_from_a_git_clone(tmp_path, monkeypatch):
     # fails inside the run, which is reported on the run, not raised by run_function)
     run = project.run_function("select", params={"task_spec": "tasks/nope.yaml"}, local=True)
     assert run.status.state != "completed"
+
+
+def test_loading_the_select_handler_as_mlrun_does_keeps_the_standard_select_module():
+    import importlib.util
+    import select
+    import sys
+
+    # what mlrun.runtimes.local.load_module does with a handler file (embed_in_sys=True)
+    spec = importlib.util.spec_from_file_location("select", ROOT / "functions" / "select.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["select"] = module
+    try:
+        spec.loader.exec_module(module)
+        assert callable(module.select)
+        assert sys.modules["select"] is select and hasattr(sys.modules["select"], "poll")
+    finally:
+        sys.modules["select"] = select
