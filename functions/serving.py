@@ -76,6 +76,21 @@ def set_task_models(fn, models: dict[str, str] | list[dict], engine: dict | None
     parse.to(runner).to(class_name="Responder", name="respond").respond()
 
 
+def end_mock_deploy(fn) -> None:
+    """End the async flow of a mock deploy (``deploy_function(mock=True)``, the local engine).
+
+    The mock deploy builds the graph in this process, which loads every task model (so a
+    model that cannot load shows in the workflow), and leaves the flow's event loop waiting
+    on its queue in a thread-pool worker; Python joins those workers when it exits, so the
+    process (the demo, a test session) would never end. Query the router afterwards with
+    ``fn.to_mock_server()`` or ``bash scripts/serve.sh``.
+    """
+    server = getattr(fn, "_mock_server", None)  # where MLRun keeps the mock deploy's server
+    if server is not None:
+        server.wait_for_completion()
+        fn._mock_server = None
+
+
 def _json_body(body: Any) -> Any:
     if isinstance(body, (bytes, str)):
         try:

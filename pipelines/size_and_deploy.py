@@ -25,7 +25,7 @@ import mlrun
 from kfp import dsl
 
 from functions.mlrun_io import has_api
-from functions.serving import set_task_models
+from functions.serving import end_mock_deploy, set_task_models
 from pipelines.wiring import after, output, run_step, when
 from rightsizer.taskspec import app_task_paths, load_task
 
@@ -104,4 +104,6 @@ def pipeline(app: str = "", mock_deploy: str = "auto", prequantize: str = "auto"
     deploy = project.deploy_function(serving, mock=mock)
     if not isinstance(deploy, mlrun.projects.operations.DeployStatus):
         deploy.after(*[m["step"] for m in models])
+    elif mock:
+        end_mock_deploy(deploy.function)
     run_step(project, "report", params={"records": records, "endpoint": output(deploy, "endpoint")})
