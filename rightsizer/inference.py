@@ -248,6 +248,12 @@ def predict_with(engine: tasktypes.Engine, spec: TaskSpec, rows: list[dict],
     """``predict`` through any model runner (the serving engine batches across requests)."""
     start = time.perf_counter()
     prompts = [build_prompt(spec, r, shots) for r in rows]
+    return _predict_prompts(engine, spec, prompts, batch_size, progress, start)
+
+
+def _predict_prompts(engine: tasktypes.Engine, spec: TaskSpec, prompts: list[str], batch_size: int = 32,
+                     progress: bool = False, start: float | None = None) -> Predictions:
+    start = time.perf_counter() if start is None else start
     answers, scores = tasktypes.get(spec.type).predict(engine, spec, prompts, batch_size, progress)
     return Predictions(answers, scores, time.perf_counter() - start)
 
@@ -261,7 +267,6 @@ def respond(model, tokenizer, spec: TaskSpec, texts: list[str], shots: list[dict
 def respond_with(engine: tasktypes.Engine, spec: TaskSpec, texts: list[str],
                  shots: list[dict] | None = None, max_new_tokens: int | None = None) -> list[dict]:
     """``respond`` through any model runner: the same prompts, prediction and response shape."""
-    rows = [{spec.input_field: t} for t in texts]
-    pred = predict_with(engine, spec, rows, shots)
-    prompts = [build_prompt(spec, r, shots) for r in rows]
+    prompts = [build_prompt(spec, {spec.input_field: t}, shots) for t in texts]
+    pred = _predict_prompts(engine, spec, prompts)
     return tasktypes.get(spec.type).respond(engine, spec, prompts, pred, max_new_tokens)
