@@ -1,4 +1,4 @@
-"""Command line: ``python -m rightsizer size|recommend|gpus``.
+"""Command line: ``python -m rightsizer size|recommend|gpus|plan``.
 
 With ``--json`` each command prints exactly one JSON object on stdout (stable keys, see
 docs/sizing.md). Exit codes: 0 success, 2 bad input (ConfigError), 3 no feasible option
@@ -72,6 +72,7 @@ def _common_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=_positive_int, default=1, help="concurrent sequences (default 1)")
     p.add_argument("--kv-precision", default=None, help="KV-cache dtype (default: activation dtype)")
     p.add_argument("--catalog", default=None, help="GPU catalog YAML (default: packaged)")
+    p.add_argument("--price-list", default=None, help="price list name or YAML path (default aws-on-demand-us-east-1)")
     p.add_argument("--calibration", default=None, help="calibration JSON from fit_calibration (Factors.save)")
     p.add_argument("--roofline", action="store_true", help="pure roofline: 100%% efficiency, no overhead")
     p.add_argument("--price", action="append", default=[], metavar="GPU=USD",
@@ -79,9 +80,7 @@ def _common_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _catalog_and_factors(args):
-    from rightsizer.sizing import Factors, load_catalog
-
+def _price_overrides(args) -> list[dict]:
     extra, problems = [], []
     for item in getattr(args, "price", []) or []:
         name, _, value = item.partition("=")
@@ -91,7 +90,16 @@ def _catalog_and_factors(args):
             problems.append(f"--price expects GPU=USD, got {item!r}")
     if problems:
         raise ConfigError(problems)
-    catalog = load_catalog(args.catalog, extra=extra)
+    return extra
+
+
+def _catalog_and_factors(args):
+    from rightsizer.sizing import Factors, load_catalog
+    from rightsizer.sizing.prices import DEFAULT_PRICE_LIST
+
+    extra = _price_overrides(args)
+    catalog = load_catalog(getattr(args, "catalog", None), extra=extra,
+                           price_list=getattr(args, "price_list", None) or DEFAULT_PRICE_LIST)
     if getattr(args, "roofline", False):
         factors = Factors.roofline()
     elif getattr(args, "calibration", None):
@@ -208,6 +216,7 @@ def _recommend_run(args: argparse.Namespace) -> int:
 
 def _gpus_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--catalog", default=None, help="GPU catalog YAML (default: packaged)")
+    p.add_argument("--price-list", default=None, help="price list name or YAML path (default aws-on-demand-us-east-1)")
     p.add_argument("--price", action="append", default=[], metavar="GPU=USD", help="override a price")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -215,7 +224,8 @@ def _gpus_args(p: argparse.ArgumentParser) -> None:
 def _gpus_run(args: argparse.Namespace) -> int:
     catalog, _ = _catalog_and_factors(args)
     if args.json:
-        _print_json({"source": catalog.source, "gpus": [g.to_dict() for g in catalog]})
+        _print_json({"source": catalog.source, "price_list": catalog.price_list.summary() if catalog.price_list
+                     else None, "gpus": [g.to_dict() for g in catalog], "cpus": [c.to_dict() for c in catalog.cpus]})
         return EXIT_OK
     print(f"{'GPU':<11} {'memory':>10} {'BW GB/s':>8} {'bf16 TF':>8} {'fp8 TF':>7} {'CC':>4} {'$/h':>7}  "
           f"{'features':<40} MIG")
@@ -223,14 +233,87 @@ def _gpus_run(args: argparse.Namespace) -> int:
         feats = ",".join(k for k, v in g.features.items() if v and k != "mig")
         print(f"{g.name:<11} {_gib(g.memory_bytes):>10} {g.memory_bandwidth / 1e9:>8.0f} "
               f"{(g.bf16_flops or g.fp16_flops) / 1e12:>8.0f} {g.fp8_flops / 1e12:>7.0f} "
-              f"{g.compute_capability or '-':>4} {g.price_per_hour:>7.3f}  {feats:<40} "
+              f"{g.compute_capability or '-':>4} {_price(g):>7}  {feats:<40} "
               f"{' '.join(p.name for p in g.mig_profiles) or '-'}")
+    for c in catalog.cpus:
+        print(f"{c.name:<11} {_gib(c.memory_bytes):>10} {c.memory_bandwidth / 1e9:>8.0f} "
+              f"{c.bf16_flops / 1e12:>8.1f} {'-':>7} {'cpu':>4} {_price(c):>7}  {c.vcpus} vCPUs")
+    print(f"prices: {catalog.price_list_name or 'none'} (- : not offered under this list)")
+    return EXIT_OK
+
+
+def _price(d) -> str:
+    return f"{d.price_per_hour:.3f}" if d.priced else "-"
+
+
+# --------------------------------------------------------------------------- plan
+
+
+def _plan_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--decisions", required=True,
+                   help="decision records: an artifact root, the report's decisions.json, a record or a folder")
+    p.add_argument("--price-list", default=None, help="price list name or YAML path (default aws-on-demand-us-east-1)")
+    p.add_argument("--headroom", type=float, default=0.8, help="busy fraction each device may reach (default 0.8)")
+    p.add_argument("--solver", default="auto", choices=("auto", "milp", "ffd"),
+                   help="auto: exact milp up to 12 models, else greedy ffd")
+    p.add_argument("--price", action="append", default=[], metavar="DEVICE=USD", help="override a price (repeatable)")
+    p.add_argument("--devices", default=None, help="comma list of catalog devices to consider (default: all priced)")
+    p.add_argument("--no-cpu", action="store_true", help="do not consider CPU instance types")
+    p.add_argument("--no-mig", action="store_true", help="do not consider MIG slices")
+    p.add_argument("--no-baseline", action="store_true", help="do not plan the one-big-model baseline fleet")
+    p.add_argument("--calibration", default=None, help="calibration JSON from fit_calibration (Factors.save)")
+    p.add_argument("--json", action="store_true", help="print one JSON object: the plan and its function specs")
+
+
+def _plan_run(args: argparse.Namespace) -> int:
+    from rightsizer.plan import load_decisions, plan_fleet
+    from rightsizer.sizing import Factors
+    from rightsizer.sizing.prices import DEFAULT_PRICE_LIST
+
+    prices = {e["name"]: e["price_per_hour"] for e in _price_overrides(args)}
+    factors = Factors.load(args.calibration) if args.calibration else None
+    devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
+    decisions = load_decisions(args.decisions)
+    try:
+        plan = plan_fleet(decisions, price_list=args.price_list or DEFAULT_PRICE_LIST, headroom=args.headroom,
+                          solver=args.solver, factors=factors, prices=prices or None, include_cpu=not args.no_cpu,
+                          include_mig=not args.no_mig, devices=devices, baseline=not args.no_baseline)
+    except NoFeasibleOption as exc:
+        if args.json:
+            _print_json({"error": str(exc), "kind": type(exc).__name__, "groups": None})
+        else:
+            print(f"no feasible fleet: {exc}", file=sys.stderr)
+        return EXIT_NO_OPTION
+    if args.json:
+        _print_json({**plan.to_dict(), "function_specs": plan.function_specs()})
+        return EXIT_OK
+    for fleet in (plan, plan.baseline):
+        if fleet is None:
+            continue
+        t = fleet.totals()
+        print(f"{fleet.side} fleet [{fleet.price_list.get('name')}, solver {fleet.solver}, headroom "
+              f"{fleet.headroom:g}]: {t['devices']} devices, ${t['cost_per_hour']:.3f}/h, "
+              f"${t['cost_per_1m_output_tokens']:.4f} per 1M output tokens")
+        for g in fleet.groups:
+            print(f"  {g.name:<28} {g.label:<28} x{g.replicas}  ${g.cost_per_hour:.3f}/h  memory "
+                  f"{_gib(g.memory_used_bytes)} of {_gib(g.memory_capacity_bytes)}, busy {g.busy_per_replica:.2f}")
+            for pl in g.placements:
+                print(f"    {pl.name:<24} {pl.model} {pl.precision} batch {pl.batch}: busy {pl.busy_fraction:.3f}, "
+                      f"TTFT {pl.ttft_shared_ms:.1f} ms, TPOT {pl.tpot_shared_ms:.2f} ms shared")
+        for note in fleet.notes:
+            print(f"  note: {note}")
+    if plan.baseline_error:
+        print(f"baseline fleet: {plan.baseline_error}")
+    comp = plan.comparison()
+    if comp and comp["saving"] is not None:
+        print(f"saving vs baseline: {comp['saving']:.1%}")
     return EXIT_OK
 
 
 register("size", _size_args, _size_run, "memory, roofline and latency of one model on one GPU option")
 register("recommend", _recommend_args, _recommend_run, "cheapest GPU option meeting the SLOs")
 register("gpus", _gpus_args, _gpus_run, "list the GPU catalog")
+register("plan", _plan_args, _plan_run, "pack the tasks' models onto the cheapest devices (fleet plan)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,27 +11,32 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rightsizer.errors import NoFeasibleOption
+from rightsizer.errors import ConfigError, NoFeasibleOption
 from rightsizer.precisions import get_precision
 from rightsizer.select import Selection
 from rightsizer.sizing import SLO as SizingSLO
-from rightsizer.sizing import Recommendation, Workload, recommend
+from rightsizer.sizing import Recommendation, Workload, default_catalog, recommend
+from rightsizer.sizing.params import load_config
 from rightsizer.taskspec import TaskSpec
 
 
-def size_for_task(spec: TaskSpec, config, precision: str, factors=None) -> Recommendation:
+def size_for_task(spec: TaskSpec, config, precision: str, factors=None,
+                  price_list: str | None = None) -> Recommendation:
     """Cheapest GPU option for the task's workload and SLO at the given weight precision.
 
     ``precision`` is sized as its table entry's ``sizing_name`` says (a CPU-side fp32 choice
     is served in bf16). ``factors``: calibrated efficiency factors
     (``rightsizer.sizing.Factors``); the engine's published defaults when None.
+    ``price_list``: the price list (``rightsizer/data/prices/<name>.yaml`` or a path; default
+    ``rightsizer.sizing.prices.DEFAULT_PRICE_LIST``); the recommendation names it.
     """
     wl = Workload(prompt_tokens=spec.workload.prompt_tokens,
                   output_tokens=spec.workload.output_tokens, batch=spec.workload.batch,
                   precision=get_precision(precision).sizing_name)
     slo = SizingSLO(ttft_ms=spec.slo.ttft_ms, tpot_ms=spec.slo.tpot_ms,
                     throughput_tokens_per_s=spec.slo.throughput_tokens_per_s)
-    return recommend(config, wl, slo, precisions=[wl.precision], factors=factors)
+    return recommend(config, wl, slo, catalog=default_catalog(price_list), precisions=[wl.precision],
+                     factors=factors)
 
 
 def _side(model: str, params: int, rung: str, precision: str, quality: float,
@@ -66,16 +71,20 @@ def _memory_split(o) -> dict:
 def build_record(spec: TaskSpec, sel: Selection, chosen_eval: dict, baseline_eval: dict,
                  rec_c: Recommendation, baseline_config, precision: str,
                  precision_rows: list[dict] | None = None, factors=None,
-                 production: dict | None = None) -> dict:
+                 production: dict | None = None, price_list: str | None = None) -> dict:
     """Assemble the decision record of one task (JSON-able).
 
     ``rec_c`` is the sizing of the chosen model (``size_for_task``); the baseline (the
     largest candidate in bf16) is sized here, with the same efficiency ``factors``.
     ``production``: the finetune step's summary when the chosen rung is LoRA; the record
     then shows the screening run and the production adapter side by side (``lora``).
+    The baseline is priced from the same list as ``rec_c`` (``price_list`` when given); the
+    record names it (``price_list``) and keeps each side's model ``config`` (the dict the
+    sizing engine reads), so the fleet plan (``rightsizer.plan``) can size both again.
     """
+    price_list = price_list or (rec_c.price_list or {}).get("name")
     try:
-        rec_b, err = size_for_task(spec, baseline_config, "bf16", factors=factors), ""
+        rec_b, err = size_for_task(spec, baseline_config, "bf16", factors=factors, price_list=price_list), ""
     except NoFeasibleOption as e:  # the baseline may itself be unservable: say so, keep going
         rec_b, err = None, str(e)
     largest, largest_params = sel.order[-1]
@@ -83,6 +92,8 @@ def build_record(spec: TaskSpec, sel: Selection, chosen_eval: dict, baseline_eva
                    chosen_eval["quality"]["score"], rec_c)
     baseline = _side(largest, largest_params, "zero_shot", "bf16",
                      baseline_eval["quality"]["score"], rec_b, err)
+    chosen["config"] = rec_c.model_config
+    baseline["config"] = rec_b.model_config if rec_b else _config_or_none(baseline_config)
     chosen["measured_here"] = chosen_eval["latency"]
     baseline["measured_here"] = baseline_eval["latency"]
     # every batch size measured, so the report can draw chosen beside baseline
@@ -99,6 +110,7 @@ def build_record(spec: TaskSpec, sel: Selection, chosen_eval: dict, baseline_eva
         "why_not_smaller": sel.rejections(), "ladder": [r.to_dict() for r in sel.tried],
         "precision_search": precision_rows or [],
         "gpu_options": rec_c.to_rows()[:10],
+        "price_list": dict(rec_c.price_list),
         "lora": lora,
         "summary": (f"{spec.name}: {chosen['model']} ({chosen['rung']}, {chosen['precision']}) "
                     f"on {chosen['gpu']}: {spec.metric} {chosen['quality']:.3f} vs bar "
@@ -106,6 +118,13 @@ def build_record(spec: TaskSpec, sel: Selection, chosen_eval: dict, baseline_eva
                     f"${baseline['cost_per_1m_tokens']:.4f} for {largest}"
                     + (f"; {lora['line']}" if lora else "")),
     }
+
+
+def _config_or_none(config) -> dict | None:
+    try:
+        return load_config(config)
+    except ConfigError:  # the baseline's config is optional in the record
+        return None
 
 
 _FIGURES = ("steps", "epochs", "examples", "rank", "learning_rate", "global_batch", "max_seq_len",

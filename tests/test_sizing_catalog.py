@@ -1,15 +1,20 @@
-"""The GPU catalog: every entry validated and plausible; errors list every problem."""
+"""The device catalog: every GPU and CPU entry validated and plausible; errors list every problem.
+Prices come from one price list per catalog."""
 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import yaml
 
+import math
+
 from rightsizer.errors import ConfigError
-from rightsizer.sizing import load_catalog
+from rightsizer.sizing import Workload, estimate, load_catalog
 from rightsizer.sizing.catalog import DEFAULT_CATALOG_PATH
+from rightsizer.sizing.prices import DEFAULT_PRICE_LIST, available_price_lists, load_price_list
 
 EXPECTED = ["T4", "A10G", "L4", "L40S", "A100-40GB", "A100-80GB", "H100-SXM", "H100-PCIe", "H200", "MI300X"]
 
@@ -19,6 +24,9 @@ DATASHEET = {
     "A100-40GB": (40, 1555, 312), "A100-80GB": (80, 2039, 312), "H100-SXM": (80, 3350, 989),
     "H100-PCIe": (80, 2000, 756), "H200": (141, 4800, 989), "MI300X": (192, 5300, 1307),
 }
+
+
+CONFIG = Path(__file__).parent / "fixtures" / "configs" / "qwen2.5-0.5b.json"
 
 
 def raw_catalog():
@@ -39,7 +47,14 @@ def test_entry_is_plausible_and_sourced(name):
     assert gpu.memory_bandwidth == pytest.approx(bw * 1e9, rel=0.01)
     assert (gpu.bf16_flops or gpu.fp16_flops) == pytest.approx(tf * 1e12, rel=0.01)
     assert gpu.int8_flops >= gpu.fp16_flops
-    assert 0.2 < gpu.price_per_hour < 20 and gpu.price_source.startswith("http")
+    # priced by the default list where that provider sells it, else not offered under it
+    in_list = name in load_price_list(DEFAULT_PRICE_LIST).prices
+    assert gpu.priced == in_list
+    if in_list:
+        assert 0.2 < gpu.price_per_hour < 20 and gpu.price_source.startswith("http")
+        assert gpu.price_list == DEFAULT_PRICE_LIST
+    else:
+        assert math.isnan(gpu.price_per_hour)
     assert gpu.spec_source.startswith("http")
     cc = float(gpu.compute_capability) if gpu.compute_capability else None
     if cc is not None:
@@ -82,6 +97,20 @@ def test_mig_slice_view():
         load_catalog().get("L4").slice("1g.5gb")
 
 
+def test_every_price_list_loads_and_prices_only_catalog_devices():
+    names = available_price_lists()
+    assert DEFAULT_PRICE_LIST in names and len(names) >= 2
+    for name in names:
+        plist = load_price_list(name)
+        assert plist.source.startswith("http") and plist.date[:2] == "20"
+        cat = load_catalog(price_list=name)
+        assert cat.price_list_name == name == plist.name
+        priced = {d.name for d in cat.priced(include_cpu=True)}
+        assert priced == set(plist.prices)
+        for d in cat.priced(include_cpu=True):
+            assert d.price_per_hour == plist.prices[d.name].price_per_hour
+
+
 def test_price_override_and_user_gpu(tmp_path):
     custom = {"name": "RTX-4090", "vendor": "nvidia", "compute_capability": "8.9",
               "memory_bytes": 24 * 2**30, "memory_bandwidth": 1.008e12, "bf16_flops": 165e12,
@@ -97,7 +126,85 @@ def test_price_override_and_user_gpu(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text(yaml.safe_dump(data))
     assert load_catalog(str(path)).names == ["RTX-4090"]
-    assert load_catalog().with_prices({"T4": 0.35}).get("T4").price_per_hour == 0.35
+    cheap = load_catalog().with_prices({"T4": 0.35})
+    assert cheap.get("T4").price_per_hour == 0.35
+    # the others keep the list's prices, and the list is still named
+    assert cheap.get("L4").price_per_hour == load_catalog().get("L4").price_per_hour
+    assert cheap.price_list_name == DEFAULT_PRICE_LIST and cheap.get("c7i.8xlarge").priced
+
+
+def test_cpu_instances_load_and_estimate_finite():
+    cat = load_catalog()
+    assert len(cat.cpus) >= 3 and all(c.is_cpu and c.vcpus > 0 for c in cat.cpus)
+    assert not any(c.is_cpu for c in cat)  # iteration (what recommend ranks by default) is the GPUs
+    for cpu in cat.cpus:
+        assert cpu.spec_source.startswith("http") and cpu.memory_bytes >= 8 * 2**30
+        assert 1e10 < cpu.memory_bandwidth < 1e12 and 1e11 < cpu.fp32_flops <= cpu.bf16_flops
+        assert not cpu.supports("fp8") and not cpu.supports("mig") and cpu.max_count == 1
+        est = estimate(str(CONFIG), cpu, Workload(128, 16, 2))
+        for value in (est.ttft_ms, est.tpot_ms, est.throughput_tokens_per_s, est.price_per_hour,
+                      est.cost_per_1m_output_tokens):
+            assert math.isfinite(value) and value > 0
+        # decode of a 1B-class model on a CPU is bandwidth-bound: weights / bandwidth at least
+        assert est.tpot_ms >= est.weights_bytes / cpu.memory_bandwidth * 1e3
+        assert est.mode == "default-factors" and est.fits
+
+
+def test_cpu_validation_names_each_problem(tmp_path):
+    data = raw_catalog()
+    data["cpus"] = [{"name": "bad-cpu", "vcpus": 0, "memory_bytes": 2**34, "fp32_flops": -1, "colour": 1},
+                    {"name": "c7i.8xlarge", "vcpus": 4, "memory_bytes": 2**34, "memory_bandwidth": 1e11,
+                     "fp32_flops": 1e12, "spec_source": "x", "price_per_hour": -2, "price_source": "me"}]
+    path = tmp_path / "cpus.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as exc:
+        load_catalog(str(path), price_list=None)
+    text = str(exc.value)
+    for needle in ("CPU bad-cpu: vcpus must be a positive number", "CPU bad-cpu: missing required field "
+                   "'memory_bandwidth'", "CPU bad-cpu: fp32_flops", "CPU bad-cpu: unknown field 'colour'",
+                   "CPU bad-cpu: spec_source is required", "CPU c7i.8xlarge: price_per_hour must be a number >= 0"):
+        assert needle in text, needle
+
+
+def test_mig_price_follows_the_lists_rule(tmp_path):
+    for name in available_price_lists():
+        cat = load_catalog(price_list=name)
+        for gpu in cat.priced():
+            for prof in gpu.mig_profiles:
+                assert load_price_list(name).mig_rule == "compute_share"
+                g = int(prof.name.split("g.")[0])
+                assert gpu.slice(prof.name).price_per_hour == pytest.approx(gpu.price_per_hour * g / 7, rel=1e-4)
+    # a list of one's own with the memory rule prices a slice by its share of the memory
+    own = tmp_path / "mine.yaml"
+    own.write_text(yaml.safe_dump({"name": "mine", "date": "2026-01-02", "source": "user", "mig_rule": "memory_share",
+                                   "prices": {"A100-80GB": {"price_per_hour": 2.0}}}))
+    gpu = load_catalog(price_list=str(own)).get("A100-80GB")
+    assert gpu.slice("3g.40gb").price_per_hour == pytest.approx(2.0 * 40e9 / gpu.memory_bytes)
+
+
+def test_unknown_list_and_bad_prices_name_the_file_and_field(tmp_path):
+    with pytest.raises(ConfigError) as exc:
+        load_catalog(price_list="gcp-spot-mars")
+    assert "unknown price list 'gcp-spot-mars'" in str(exc.value)
+    assert DEFAULT_PRICE_LIST in str(exc.value) and "gcp-spot-mars.yaml" in str(exc.value)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"name": "bad", "date": "2026-13-01", "source": "https://x", "mig_rule": "magic",
+                                   "prices": {"L4": {"price_per_hour": -0.5}, "T4": {"instance": "g4dn"},
+                                              "Z9": {"price_per_hour": 1.0}}}))
+    with pytest.raises(ConfigError) as exc:
+        load_price_list(str(bad))
+    text = str(exc.value)
+    assert str(bad) in text
+    for needle in ("prices.L4.price_per_hour: must be a number >= 0", "prices.T4.price_per_hour: missing",
+                   "'date' must be YYYY-MM-DD", "'mig_rule' must be one of"):
+        assert needle in text, needle
+    # a device the catalog does not know
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text(yaml.safe_dump({"name": "u", "date": "2026-01-01", "source": "https://x",
+                                       "prices": {"Z9": 1.0}}))
+    with pytest.raises(ConfigError, match=r"prices.Z9: device 'Z9' is not in the catalog") as exc:
+        load_catalog(price_list=str(unknown))
+    assert str(unknown) in str(exc.value)
 
 
 def test_validation_reports_every_problem(tmp_path):

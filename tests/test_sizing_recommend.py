@@ -38,7 +38,9 @@ def test_chosen_is_cheapest_feasible_and_ranked_first():
 
 def test_option_space_covers_counts_mig_and_precisions():
     rec = recommend(LLAMA8, Workload(1024, 256, 1), SLO(ttft_ms=10_000, tpot_ms=1_000))
-    assert {o.gpu for o in rec.options} == set(load_catalog().names)
+    # every GPU the price list offers (a device it does not price is not an option)
+    assert {o.gpu for o in rec.options} == {g.name for g in load_catalog().priced()}
+    assert rec.price_list["name"] == load_catalog().price_list_name and rec.to_dict()["price_list"]
     assert any(o.mig for o in rec.options) and {o.precision for o in rec.options} >= {"bf16", "fp8", "int8", "int4"}
     # T4 has no bf16: it is tried in fp16; fp8 is rejected with the reason
     t4 = [o for o in rec.options if o.gpu == "T4"]
@@ -60,7 +62,7 @@ def test_throughput_target_uses_batch_then_replicas():
                     gpus=["L4"], precisions=["int4"], include_mig=False)
     c = rec.chosen
     assert c.throughput_tokens_per_s >= 3000 and c.batch > 1
-    assert c.price_per_hour == pytest.approx(0.805 * c.count * c.replicas)
+    assert c.price_per_hour == pytest.approx(load_catalog().get("L4").price_per_hour * c.count * c.replicas)
 
 
 def test_budget_excludes_expensive_options():
@@ -96,8 +98,29 @@ def test_seventy_b_on_one_a100_suggests_more_gpus_or_int4():
                   precisions=["bf16"], include_mig=False)
     msg = str(exc.value)
     # "needs 2x A100-80GB or int4", spelled out with the numbers
-    assert "2x A100-80GB bf16" in msg and "budget >= $10.14/h" in msg
+    price = load_catalog().get("A100-80GB").price_per_hour
+    assert "2x A100-80GB bf16" in msg and f"budget >= ${2 * price:.2f}/h" in msg
     assert "int4 fits on 1x A100-80GB" in msg
+
+
+def test_unpriced_gpu_is_not_an_option_unless_priced():
+    with pytest.raises(ConfigError, match="MI300X has no price in price list aws-on-demand-us-east-1"):
+        recommend(LLAMA8, Workload(512, 128), SLO(1000, 50), gpus=["MI300X"])
+    cat = load_catalog(extra=[{"name": "MI300X", "price_per_hour": 2.0}])
+    rec = recommend(LLAMA8, Workload(512, 128), SLO(1000, 50), catalog=cat, gpus=["MI300X"], include_mig=False)
+    assert rec.chosen.gpu == "MI300X" and rec.chosen.price_per_hour == pytest.approx(2.0 * rec.chosen.count)
+    # under another list the offer changes: Lambda sells H100-PCIe, AWS does not
+    lam = recommend(LLAMA8, Workload(512, 128), SLO(1000, 50), catalog=load_catalog(price_list="lambda-on-demand"))
+    assert {o.gpu for o in lam.options} == {g.name for g in load_catalog(price_list="lambda-on-demand").priced()}
+    assert lam.price_list["name"] == "lambda-on-demand"
+
+
+def test_cpu_instances_are_options_on_request():
+    small = str(CONFIGS / "smollm2-135m.json")
+    rec = recommend(small, Workload(64, 4, 1), SLO(2000, 200), include_cpu=True)
+    cpus = {c.name for c in load_catalog().cpus}
+    assert cpus <= {o.gpu for o in rec.options}
+    assert not cpus & {o.gpu for o in recommend(small, Workload(64, 4, 1), SLO(2000, 200)).options}
 
 
 def test_bad_input():

@@ -56,6 +56,10 @@ class Factors:
     reserve_fraction: float = 0.05
     allreduce_latency_us: float = 15.0
     link_efficiency: float = 0.80
+    # CPU instance types (catalog ``cpus``): eager PyTorch, far from the datasheet peaks
+    cpu_compute_efficiency: float = 0.40
+    cpu_memory_efficiency: float = 0.60
+    cpu_step_overhead_ms: float = 3.0
     mode: str = "default-factors"
     per_gpu: Mapping[str, GpuFactors] = field(default_factory=dict)
     sources: Mapping[str, str] = field(default_factory=dict)
@@ -64,11 +68,12 @@ class Factors:
         problems = []
         if self.mode not in MODES:
             problems.append(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        for name in ("compute_efficiency", "memory_efficiency", "link_efficiency"):
+        for name in ("compute_efficiency", "memory_efficiency", "link_efficiency", "cpu_compute_efficiency",
+                     "cpu_memory_efficiency"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not 0 < v <= 1:
                 problems.append(f"{name} must be in (0, 1], got {v!r}")
-        for name in ("step_overhead_ms", "reserve_fraction", "allreduce_latency_us"):
+        for name in ("step_overhead_ms", "reserve_fraction", "allreduce_latency_us", "cpu_step_overhead_ms"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or v < 0:
                 problems.append(f"{name} must be >= 0, got {v!r}")
@@ -89,7 +94,8 @@ class Factors:
         kwargs: dict[str, Any] = {}
         sources: dict[str, str] = {}
         for name in ("compute_efficiency", "memory_efficiency", "step_overhead_ms", "quant_memory_efficiency",
-                     "reserve_bytes", "reserve_fraction", "allreduce_latency_us", "link_efficiency"):
+                     "reserve_bytes", "reserve_fraction", "allreduce_latency_us", "link_efficiency",
+                     "cpu_compute_efficiency", "cpu_memory_efficiency", "cpu_step_overhead_ms"):
             if name in eff:
                 kwargs[name] = eff[name]["value"]
                 sources[name] = " ".join(str(eff[name]["source"]).split())
@@ -100,14 +106,17 @@ class Factors:
         """Pure roofline: 100% of peak FLOP/s and bandwidth, no per-step overhead."""
         return cls(compute_efficiency=1.0, memory_efficiency=1.0, step_overhead_ms=0.0,
                    quant_memory_efficiency={"int8": 1.0, "int4": 1.0, "nf4": 1.0, "fp8": 1.0},
-                   allreduce_latency_us=0.0, link_efficiency=1.0, mode="roofline")
+                   allreduce_latency_us=0.0, link_efficiency=1.0, cpu_compute_efficiency=1.0,
+                   cpu_memory_efficiency=1.0, cpu_step_overhead_ms=0.0, mode="roofline")
 
-    def for_gpu(self, gpu_name: str) -> tuple[float, float, float, str]:
-        """(compute_eff, memory_eff, overhead_ms, mode) for one GPU."""
+    def for_gpu(self, gpu_name: str, kind: str = "gpu") -> tuple[float, float, float, str]:
+        """(compute_eff, memory_eff, overhead_ms, mode) for one device (``kind`` "cpu": the CPU defaults)."""
         fitted = self.per_gpu.get(gpu_name)
         if fitted is not None:
             return fitted.compute_efficiency, fitted.memory_efficiency, fitted.step_overhead_ms, "calibrated"
         mode = "roofline" if self.mode == "roofline" else "default-factors"
+        if kind == "cpu":
+            return self.cpu_compute_efficiency, self.cpu_memory_efficiency, self.cpu_step_overhead_ms, mode
         return self.compute_efficiency, self.memory_efficiency, self.step_overhead_ms, mode
 
     def floors_for(self, gpu_name: str) -> tuple[float, float]:
@@ -124,7 +133,8 @@ class Factors:
             "memory_efficiency": self.memory_efficiency, "step_overhead_ms": self.step_overhead_ms,
             "quant_memory_efficiency": dict(self.quant_memory_efficiency), "reserve_bytes": self.reserve_bytes,
             "reserve_fraction": self.reserve_fraction, "allreduce_latency_us": self.allreduce_latency_us,
-            "link_efficiency": self.link_efficiency,
+            "link_efficiency": self.link_efficiency, "cpu_compute_efficiency": self.cpu_compute_efficiency,
+            "cpu_memory_efficiency": self.cpu_memory_efficiency, "cpu_step_overhead_ms": self.cpu_step_overhead_ms,
             "per_gpu": {k: v.to_dict() for k, v in sorted(self.per_gpu.items())},
             "sources": dict(self.sources),
         }

@@ -240,19 +240,24 @@ def estimate(config: Any, gpu: str | GPU, workload: Workload, count: int = 1, mi
         warnings.append(f"{g.name} lacks {prec.feature} support for {prec.name}; latency assumes fallback kernels")
     if kv == "fp8" and not g.supports("fp8"):
         warnings.append(f"{g.name} has no fp8 support for an fp8 KV cache")
-    if not g.supports("flash_attention_2"):
+    if not g.is_cpu and not g.supports("flash_attention_2"):
         warnings.append(f"{g.name} (cc {g.compute_capability}) has no FlashAttention-2; SDPA kernels assumed")
 
     P, O, B = workload.prompt_tokens, workload.output_tokens, workload.batch  # noqa: E741 (the formulas' names)
     if spec.max_positions and P + O > spec.max_positions:
         warnings.append(f"prompt + output = {P + O} exceeds the model's max_position_embeddings {spec.max_positions}")
     plan = _plan(spec, params, prec, kv, g, count, B, P, O, factors)
-    ce, me, overhead, mode = factors.for_gpu(g.name)
+    ce, me, overhead, mode = factors.for_gpu(g.name, g.kind)
     qme = factors.quant_memory_efficiency.get(prec.kernel, 1.0) if prec.kernel else 1.0
 
     offload = None
     extra_ms = 0.0
-    if not plan.fits:
+    if not g.priced:
+        warnings.append(f"{g.name} has no price in the price list{' ' + catalog.price_list_name if catalog else ''}: "
+                        "price and cost are unknown (give one with --price / extra)")
+    if not plan.fits and g.is_cpu:
+        warnings.append(f"needs {plan.per_gpu / 2**30:.1f} GiB, {g.name} has {g.memory_bytes / 2**30:.1f} GiB of RAM")
+    elif not plan.fits:
         offloaded = plan.per_gpu - g.memory_bytes
         extra_ms = offloaded / (g.host_link_bandwidth * factors.link_efficiency) * 1e3
         offload = {"offloaded_bytes_per_gpu": offloaded, "host_link_bandwidth": g.host_link_bandwidth,

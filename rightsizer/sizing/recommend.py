@@ -12,7 +12,7 @@ from rightsizer.precisions import SEARCH_ORDER, get_precision
 from rightsizer.sizing.calibration import Factors
 from rightsizer.sizing.catalog import GPU, Catalog, default_catalog
 from rightsizer.sizing.estimate import TP_COUNTS, Estimate, Workload, _tp_problem, estimate, unique_deployments
-from rightsizer.sizing.params import _count, model_spec
+from rightsizer.sizing.params import ModelSpec, _count, load_config, model_spec
 
 MAX_REPLICAS = 64
 
@@ -113,6 +113,8 @@ class Recommendation:
     model: str
     workload: Workload
     slo: SLO
+    price_list: dict[str, Any] = field(default_factory=dict)  # the list the prices come from (summary)
+    model_config: dict[str, Any] | None = field(default=None, repr=False)  # the config sized (plain dict)
 
     @property
     def feasible(self) -> list[Option]:
@@ -134,6 +136,7 @@ class Recommendation:
                     "budget_per_hour": self.slo.budget_per_hour},
             "chosen": self.chosen.to_dict(),
             "options": [o.to_dict() for o in self.options],
+            "price_list": dict(self.price_list),
         }
 
 
@@ -200,8 +203,9 @@ def _unsupported(gpu: GPU, precision: str, mig: str | None, count: int, reason: 
                   reason=reason, mode="n/a")
 
 
-def _precision_for(gpu: GPU, name: str) -> tuple[str, str]:
-    """(precision to use on this GPU, reason it cannot be used or '')."""
+def precision_for(gpu: GPU, name: str) -> tuple[str, str]:
+    """(precision to use on this device, reason it cannot be used or ''): bf16 becomes fp16
+    on a GPU without bf16; a precision whose kernels the device lacks is refused."""
     prec = get_precision(name)
     if prec.name == "bf16" and not gpu.supports("bf16"):
         return "fp16", ""  # Turing: same size and speed class in fp16
@@ -219,9 +223,12 @@ def _rank_key(o: Option):
 
 def recommend(config: Any, workload: Workload, slo: SLO, catalog: Catalog | None = None,
               precisions: Iterable[str] | None = None, *, factors: Factors | None = None,
-              gpus: Iterable[str] | None = None, include_mig: bool = True) -> Recommendation:
+              gpus: Iterable[str] | None = None, include_mig: bool = True,
+              include_cpu: bool = False) -> Recommendation:
     """Rank all options and return the cheapest feasible one.
 
+    Only devices the catalog's price list prices are options (naming an unpriced one in
+    ``gpus`` is a ``ConfigError``); ``include_cpu`` adds the catalog's CPU instance types.
     ``precisions``: weight precisions to try (default ``rightsizer.precisions.SEARCH_ORDER``).
     Raises ``NoFeasibleOption`` (``InsufficientMemory`` when nothing even fits) with an actionable
     message; the exception carries the ranked ``options``.
@@ -238,12 +245,19 @@ def recommend(config: Any, workload: Workload, slo: SLO, catalog: Catalog | None
     names = list(precisions) if precisions else list(SEARCH_ORDER)
     for n in names:
         get_precision(n)  # fail early on a typo
-    selected = [catalog.get(g) for g in gpus] if gpus else list(catalog)
+    if gpus:
+        selected = [catalog.get(g) for g in gpus]
+        unpriced = [g.name for g in selected if not g.priced]
+        if unpriced:
+            raise ConfigError(f"{', '.join(unpriced)} has no price in price list {catalog.price_list_name or '(none)'}"
+                              f"; give one (--price {unpriced[0]}=USD, load_catalog(extra=...)) or use another list")
+    else:
+        selected = catalog.priced(include_cpu=include_cpu)
 
     options: list[Option] = []
     for gpu in selected:
         for name in names:
-            prec, why = _precision_for(gpu, name)
+            prec, why = precision_for(gpu, name)
             if why:
                 options.append(_unsupported(gpu, prec, None, 1, why, workload))
                 continue
@@ -269,7 +283,9 @@ def recommend(config: Any, workload: Workload, slo: SLO, catalog: Catalog | None
         if hint:
             exc.args = (f"{exc.args[0]}; {hint}",)
         raise exc
-    return Recommendation(chosen=feasible[0], options=unique, model=spec.name, workload=workload, slo=slo)
+    return Recommendation(chosen=feasible[0], options=unique, model=spec.name, workload=workload, slo=slo,
+                          price_list=catalog.price_list.summary() if catalog.price_list else {},
+                          model_config=None if isinstance(config, ModelSpec) else load_config(config))
 
 
 def _lower_precision_hint(cfg, workload: Workload, gpus: list[GPU], tried: list[str], factors: Factors,
@@ -281,7 +297,7 @@ def _lower_precision_hint(cfg, workload: Workload, gpus: list[GPU], tried: list[
             continue
         best = None
         for gpu in sorted(gpus, key=lambda g: g.price_per_hour):
-            prec, why = _precision_for(gpu, name)
+            prec, why = precision_for(gpu, name)
             if why:
                 continue
             est = estimate(cfg, gpu, workload.with_(precision=prec), factors=factors, spec=spec, params=params)

@@ -1,0 +1,22 @@
+"""Fleet plan (step ``plan``): pack the task models onto the cheapest GPUs, MIG slices or CPUs.
+
+Public API::
+
+    load_decisions(path) -> list[dict]                   # the records size_gpu writes
+    plan_fleet(decisions, price_list="aws-on-demand-us-east-1", headroom=0.8,
+               solver="auto") -> FleetPlan               # .baseline: the one-big-model fleet
+    plan.to_dict(), plan.function_specs()                # JSON; one serving function per group
+    fleet_figure(plan) -> plotly Figure                  # memory and time shared per device
+
+See docs/sizing.md "Fleet plan". No MLRun import.
+"""
+
+from rightsizer.plan.fleet import (
+    DEFAULT_HEADROOM, Demand, DeviceKind, FleetPlan, Group, Placement, baseline_demand, demands_from_decisions,
+    device_kinds, load_decisions, plan_demands, plan_fleet)
+from rightsizer.plan.pack import MAX_EXACT, SOLVERS, solve
+from rightsizer.plan.plots import fleet_figure
+
+__all__ = ["plan_fleet", "plan_demands", "load_decisions", "demands_from_decisions", "baseline_demand",
+           "device_kinds", "FleetPlan", "Group", "Placement", "Demand", "DeviceKind", "fleet_figure", "solve",
+           "DEFAULT_HEADROOM", "MAX_EXACT", "SOLVERS"]
