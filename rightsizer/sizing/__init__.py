@@ -3,7 +3,8 @@
 Public API::
 
     count_params(config) -> ParamCount(total, active)
-    load_catalog(path=None, extra=None) -> Catalog
+    load_catalog(path=None, extra=None, price_list="aws-on-demand-us-east-1") -> Catalog
+    load_price_list(name_or_path) -> PriceList ; available_price_lists() -> [names]
     Workload(prompt_tokens, output_tokens, batch=1, precision="bf16", kv_precision=None)
     SLO(ttft_ms, tpot_ms, throughput_tokens_per_s=0.0, budget_per_hour=None)
     estimate(config, gpu, workload, count=1, mig=None, factors=None) -> Estimate
@@ -24,6 +25,7 @@ from rightsizer.sizing.estimate import Estimate, Workload, estimate
 from rightsizer.sizing.memory import activation_bytes, kv_bytes_per_sequence, kv_bytes_per_token, weights_bytes
 from rightsizer.sizing.params import SUPPORTED_ARCHITECTURES, ModelSpec, ParamCount, count_params, model_spec
 from rightsizer.sizing.plots import roofline_figure
+from rightsizer.sizing.prices import DEFAULT_PRICE_LIST, PriceList, available_price_lists, load_price_list
 from rightsizer.sizing.recommend import SLO, Option, Recommendation, recommend
 
 __all__ = [
@@ -32,5 +34,5 @@ __all__ = [
     "Workload", "SLO", "Estimate", "estimate", "recommend", "Recommendation", "Option",
     "roofline_figure", "Factors", "GpuFactors", "fit_calibration", "MODES",
     "weights_bytes", "kv_bytes_per_token", "kv_bytes_per_sequence", "activation_bytes", "get_precision",
-    "Precision",
+    "Precision", "load_price_list", "available_price_lists", "PriceList", "DEFAULT_PRICE_LIST",
 ]
