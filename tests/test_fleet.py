@@ -240,8 +240,9 @@ def test_one_runtime_reserve_per_device_not_per_model():
     assert solve(["x", "y", "z"], [kind], loads, targets, 0.8, "milp").cost_per_hour == 2.0
     # busy fractions add up against the headroom: 0.5 + 0.5 > 0.8 needs two replicas
     busy = {(m, "dev"): Load(10**9, 0.5, 1.0, 1.0) for m in ("x", "y")}
-    (g,) = solve(["x", "y"], [kind], busy, targets, 0.8, "milp").groups
-    assert g.replicas == 2 and g.busy == pytest.approx(1.0)
+    g = evaluate_group(["x", "y"], kind, busy, targets, 0.8)
+    assert g.replicas == 2 and g.busy == pytest.approx(1.0) and g.cost_per_hour == 2.0
+    assert evaluate_group(["x", "y"], kind, busy, targets, 1.0).replicas == 1
 
 
 def test_large_fleets_fall_back_to_ffd_and_say_so():
