@@ -241,3 +241,14 @@ def test_unreadable_catalogs(tmp_path):
         load_catalog(str(p))
     with pytest.raises(ConfigError, match="extra GPU entry"):
         load_catalog(extra=[{"price_per_hour": 1}])
+
+
+def test_local_cpu_micro_benchmark_makes_a_device_entry():
+    from rightsizer.sizing.cpu import LOCAL, measure_local_cpu
+
+    entry = measure_local_cpu()
+    cat = load_catalog(extra=[{**entry, "price_per_hour": 0.1, "price_source": "user"}])
+    dev = cat.get(LOCAL)
+    assert dev.is_cpu and dev.priced and dev.memory_bandwidth > 1e8 and dev.fp32_flops > 1e8
+    est = estimate(str(CONFIG), dev, Workload(32, 8, 1), catalog=cat)
+    assert math.isfinite(est.tpot_ms) and est.tpot_ms > 0 and est.fits
