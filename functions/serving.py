@@ -4,7 +4,10 @@ Graph (flow topology, async engine)::
 
     api-handler (MLRun, from the function's API handler config: routes, url info)
       -> parse      RequestParser: route + body -> {kind, task, inputs, max_tokens}; 400 naming the field
-      -> models     ModelRunnerStep, one TaskRunner per task (asyncio), TaskSelector picks by task
+      -> batch      storey.Batch keyed by task: concurrent requests to one task, gathered for
+                    ``batch_window_s`` or up to ``batch_max_events``, reach the model together
+      -> models     ModelRunnerStep, one TaskRunner per task (asyncio), TaskSelector picks by task;
+      -> unbatch    storey.FlatMap: each request of the batch goes on alone
       -> respond    Responder: V2 / OpenAI response bodies; 503 (with Retry-After) and other
                     engine errors as HTTP responses
 
@@ -17,6 +20,7 @@ them to MLRun. ``set_task_models(fn, {task: bundle})`` builds the graph on a ser
 
 from __future__ import annotations
 
+import asyncio
 import json
 from http import HTTPMethod
 from typing import Any
@@ -36,6 +40,8 @@ V2_INFER = "/v2/models/{task}/infer"
 ROUTES = {("POST", "/v2/models/{task}/infer"): "v2", ("POST", "/v1/completions"): "completions",
           ("POST", "/v1/chat/completions"): "chat", ("GET", "/v1/models"): "models"}
 RESULT = "rightsizer_result"  # marks a TaskRunner's output (the runner wraps several by model name)
+BATCH_MAX_EVENTS = 64  # requests per graph batch (the engine's default max_queue)
+BATCH_WINDOW_S = 0.005  # how long the first request of a batch waits for others
 
 
 def api_config() -> APIHandlerConfig:
@@ -56,24 +62,41 @@ def configure_serving(fn) -> None:
     fn.set_openai_frontend([OpenAIEndpoint.CHAT_COMPLETIONS], prefix="/v1")
 
 
-def set_task_models(fn, models: dict[str, str] | list[dict], engine: dict | None = None) -> None:
+def set_task_models(fn, models: dict[str, str] | list[dict], engine: dict | None = None,
+                    batch_max_events: int = BATCH_MAX_EVENTS, batch_window_s: float = BATCH_WINDOW_S) -> None:
     """Build the graph on serving function ``fn`` for ``models`` (task -> bundle folder or
     store:// URI; or the pipeline's ``[{"key", "model_path"}]``). ``engine``: ``EngineConfig``
-    fields for every task's engine (KV-cache blocks, batch sizes, queue bound, cache size)."""
+    fields for every task's engine (KV-cache blocks, batch sizes, queue bound, cache size).
+
+    A storey flow step takes one event at a time and awaits its downstream, so without the
+    ``batch`` step the model runner would see one request at a time and the continuous batch
+    would never hold two; ``batch_max_events`` / ``batch_window_s`` bound how many requests
+    to one task enter the runner together and how long the first of them waits.
+    """
     if isinstance(models, list):
         models = {m["key"]: m["model_path"] for m in models}
     if not models:
         raise ValueError("models: expected at least one task model")
     EngineConfig.from_dict(engine)  # a bad setting fails here, not in the pod
+    if isinstance(batch_max_events, bool) or not isinstance(batch_max_events, int) or batch_max_events < 1:
+        raise ValueError(f"batch_max_events: {batch_max_events!r}; expected a positive integer")
+    if isinstance(batch_window_s, bool) or not isinstance(batch_window_s, (int, float)) or batch_window_s < 0:
+        raise ValueError(f"batch_window_s: {batch_window_s!r}; expected seconds >= 0")
     configure_serving(fn)
     graph = fn.spec.graph
     graph.clear_children(list(graph.steps))
     parse = graph.to(class_name="RequestParser", name="parse", tasks=list(models))
+    batch = parse.to(class_name="storey.Batch", name="batch", max_events=batch_max_events,
+                     flush_after_seconds=batch_window_s, key_field="task", full_event=True)
     runner = ModelRunnerStep(name="models", model_runner_selector="TaskSelector")
     for task, path in models.items():
         runner.add_model(endpoint_name=task, model_class="TaskRunner", execution_mechanism="asyncio",
                          bundle_path=str(path), engine=dict(engine or {}))
-    parse.to(runner).to(class_name="Responder", name="respond").respond()
+    # the runner's output is the batch again; each request goes on alone (as MLRun's own
+    # unpacker does it), so the responder and the flow's completion see one request each
+    unbatch = batch.to(runner).to(class_name="storey.FlatMap", name="unbatch", _fn="(event.body)",
+                                  full_event=True)
+    unbatch.to(class_name="Responder", name="respond").respond()
 
 
 def end_mock_deploy(fn) -> None:
@@ -126,13 +149,14 @@ class RequestParser:
 
 
 class TaskSelector(ModelRunnerSelector):
-    """The request's task runs; ``/v1/models`` asks every task model for its card."""
+    """The request's task runs; ``/v1/models`` asks every task model for its card. A batch
+    (the ``batch`` step's, keyed by task) holds one task's requests, or only model-list ones."""
 
     def select_models(self, event, available_models):
-        body = event.body
-        if body.get("kind") == "models":
+        bodies = event.body if isinstance(event.body, list) else [event.body]
+        if any(b.get("kind") == "models" for b in bodies):
             return None
-        return [body["task"]]
+        return sorted({b["task"] for b in bodies})
 
 
 class TaskRunner(Model):
@@ -163,10 +187,20 @@ class TaskRunner(Model):
         return {"id": self.name, "object": "model", "owned_by": "rightsizer",
                 "status": f"unavailable: {self.failure}"}
 
-    async def predict_async(self, body: Any, **kwargs) -> dict:
+    async def predict_async(self, body: Any, **kwargs) -> dict | list[dict]:
+        """One request's result, or (a batch from the ``batch`` step) one per request, in order;
+        the batch's requests are answered concurrently, so they share the continuous batch."""
+        if isinstance(body, list):
+            return list(await asyncio.gather(*(self._answer(b) for b in body)))
+        return await self._answer(body)
+
+    async def _answer(self, body: dict) -> dict:
         out = {RESULT: True, "request": {k: body[k] for k in ("kind", "task", "inputs", "max_tokens")}}
         if body["kind"] == "models":
             return {**out, "card": self._card()}
+        if body["task"] != self.name:  # never selected for another task's batch; say so if it is
+            return {**out, "failure": {"status": 500, "message": f"task {body['task']!r} reached the "
+                                       f"runner of {self.name!r}", "retry_after": None, "param": None}}
         try:
             if self.task_engine is None:
                 raise ServingError(503, f"task {self.name!r} is not available: its model did not load "
@@ -188,6 +222,14 @@ class Responder:
         pass
 
     def do(self, body):
+        try:
+            return self._respond(body)
+        except Exception as e:  # after the batch step a raised error reaches no request: it would hang
+            mlrun.utils.logger.error("serving: response failed", error=f"{type(e).__name__}: {e}")
+            return Response(body=json.dumps(ServingError(500, f"response: {type(e).__name__}: {e}").to_dict()),
+                            content_type="application/json", status_code=500)
+
+    def _respond(self, body):
         results = [body] if RESULT in body else [r for r in body.values() if isinstance(r, dict)]
         first = results[0]
         if first["request"]["kind"] == "models":

@@ -85,7 +85,10 @@ def test_serving_graph_runs_one_model_per_task_selected_by_name(tmp_path):
     set_task_models(serving, {"ticket_routing": str(tmp_path / "a"), "review_sentiment": str(tmp_path / "b")},
                     engine={"num_blocks": 64, "max_batch_tokens": 256})
     steps = serving.spec.graph.steps
-    assert list(steps) == ["parse", "models", "respond"]
+    assert list(steps) == ["parse", "batch", "models", "unbatch", "respond"]
+    batch = steps["batch"]  # a task's concurrent requests reach its engine together
+    assert batch.class_name == "storey.Batch" and batch.class_args["key_field"] == "task"
+    assert batch.class_args["max_events"] >= 1 and batch.class_args["flush_after_seconds"] > 0
     runner = steps["models"]
     assert runner.kind == "model_runner"
     assert runner.class_args["model_runner_selector"][0] == "TaskSelector"
@@ -97,6 +100,8 @@ def test_serving_graph_runs_one_model_per_task_selected_by_name(tmp_path):
     assert set(runner.class_args["execution_mechanism_by_model_name"].values()) == {"asyncio"}
     with pytest.raises(Exception, match=r"unknown setting\(s\) \['blocks'\]"):
         set_task_models(serving, {"ticket_routing": "x"}, engine={"blocks": 1})
+    with pytest.raises(ValueError, match="batch_max_events: 0"):
+        set_task_models(serving, {"ticket_routing": "x"}, batch_max_events=0)
 
 
 def test_workflows_registered_with_reevaluation_schedule():

@@ -80,6 +80,18 @@ def test_64_concurrent_requests_across_tasks_each_get_their_own_answer(server):
     assert [o["task"] for o in together] == [t for t, _ in work]
 
 
+def test_concurrent_requests_reach_the_engine_together(server):
+    # a flow step takes one event at a time: without the graph's batch step the engine would
+    # hold one request at a time and its continuous batch would never form
+    texts = [f"order {i} arrived broken, I want a refund" for i in range(24)]
+    with concurrent.futures.ThreadPoolExecutor(24) as pool:
+        list(pool.map(lambda x: _infer(server, "ticket_routing", [x]), texts))
+    cards = {c["id"]: c for c in server.test("/v1/models", method="GET")["data"]}
+    stats = cards["ticket_routing"]["stats"]
+    assert stats["in_flight"] == 0 and stats["answered"] >= 24
+    assert stats["peak_in_flight"] >= 4, stats
+
+
 def test_openai_routes_name_the_task_as_model(server):
     done = server.test("/v1/completions", body={"model": "ticket_routing",
                                                 "prompt": ["I was charged twice", "my parcel is late"]})

@@ -178,6 +178,8 @@ class TaskEngine:
         self._pending: dict[str, concurrent.futures.Future] = {}
         self._cache: OrderedDict[tuple, Answer] = OrderedDict()
         self._in_flight = 0
+        self._peak_in_flight = 0  # the most inputs this engine has held at once
+        self._answered = 0
         self._score_q: queue.Queue[_ScoreJob | None] = queue.Queue()
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.config.max_queue, thread_name_prefix=f"rs-{self.spec.name}")
@@ -399,10 +401,12 @@ class TaskEngine:
                          f"max_queue {self.config.max_queue}); retry after {self.config.retry_after_s} s",
                     retry_after=self.config.retry_after_s)
             self._in_flight += n
+            self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
 
     def _release(self, n: int) -> None:
         with self._lock:
             self._in_flight -= n
+            self._answered += n
 
     async def answer_async(self, texts: list[str], max_new_tokens: int | None = None) -> list[Answer]:
         """``answer`` for an event loop: bounded admission (503), a deadline (504)."""
@@ -423,4 +427,8 @@ class TaskEngine:
         return {"id": self.task, "object": "model", "owned_by": "rightsizer", "status": "ready",
                 "task_type": self.spec.type, "base_model": meta.get("base_model"),
                 "precision": self.bundle.precision, "context_tokens": self.context_tokens,
-                "max_tokens": self.max_tokens_cap, "labels": list(self.spec.labels) or None}
+                "max_tokens": self.max_tokens_cap, "labels": list(self.spec.labels) or None,
+                # how much batching the server formed: peak_in_flight stays 1 when requests
+                # reach the engine one at a time
+                "stats": {"in_flight": self._in_flight, "peak_in_flight": self._peak_in_flight,
+                          "answered": self._answered}}
