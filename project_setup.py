@@ -16,7 +16,7 @@ import sys
 import mlrun
 from mlrun.runtimes.nuclio.function import AsyncSpec
 
-JOB_STEPS = ("select", "evaluate", "quantize", "finetune", "size_gpu", "report", "reevaluate")
+JOB_STEPS = ("select", "evaluate", "quantize", "finetune", "size_gpu", "plan", "report", "reevaluate")
 GPU_STEPS = ("select", "evaluate", "quantize", "quantize-gptq", "finetune", "serving")
 SERVING_TIMEOUT_S = 120  # a request's deadline in the engine (EngineConfig.deadline_s)
 SCALE_TO_ZERO = [{"metricName": "nuclio_processor_handled_events_total",

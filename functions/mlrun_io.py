@@ -95,3 +95,9 @@ def project_file(path: str) -> str:
     if project is not None and os.path.exists(os.path.join(project.context, path)):
         return os.path.join(project.context, path)
     return path  # let the loader report it as missing
+
+
+def current_project(context: mlrun.MLClientCtx):
+    """The run's project: from the MLRun API on a cluster; offline (no API, where
+    ``get_project_object`` finds nothing) the project the local workflow runs in."""
+    return context.get_project_object() or mlrun.get_current_project(silent=True)

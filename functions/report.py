@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
 import mlrun
 
 from functions.mlrun_io import log_plot, log_table, made_parent, run_layout
 from rightsizer.size_gpu import load_record, save_record
-from rightsizer.report import decision_report_html, format_table, summary_figure, summary_rows
+from rightsizer.report import (FLEET_COLUMNS, decision_report_html, fleet_rows, format_table,
+                               summary_figure, summary_rows)
 
 COST = "cost_usd_per_1m_output_tokens"
 
 
-def report(context: mlrun.MLClientCtx, records: list, endpoint: str = "") -> None:
+def report(context: mlrun.MLClientCtx, records: list, endpoint: str = "", plan: str = "") -> None:
     """Log the summary table (chosen vs one-big-model baseline, per task and in total).
 
     Logs: ``summary`` (table; the TOTAL rows say how each column is combined),
@@ -20,6 +23,9 @@ def report(context: mlrun.MLClientCtx, records: list, endpoint: str = "") -> Non
     ``decisions`` (all records, JSON), results ``total_cost_per_1m_tokens``,
     ``baseline_cost_per_1m_tokens`` (USD per 1M output tokens, weighted by each task's
     throughput target), ``savings``, ``decisions`` and ``decision_report`` (paths).
+    With ``plan`` (the fleet plan step's JSON): ``fleet_summary`` (table: the chosen fleet
+    beside the baseline fleet) and results ``fleet_cost_per_hour``,
+    ``baseline_fleet_cost_per_hour`` and ``fleet_savings``.
     """
     recs = [load_record(p) for p in records]
     rows = summary_rows(recs)
@@ -27,7 +33,8 @@ def report(context: mlrun.MLClientCtx, records: list, endpoint: str = "") -> Non
     log_plot(context, "summary_chart", summary_figure(recs))
     layout = run_layout(context)
     path = made_parent(layout.decisions_file())
-    save_record({"endpoint": endpoint, "records": recs}, path)
+    fleet = json.loads(open(plan).read()) if plan else None
+    save_record({"endpoint": endpoint, "records": recs, "fleet_plan": fleet}, path)
     context.log_artifact("decisions", local_path=str(path))
     page = made_parent(layout.decision_report_file())
     page.write_text(decision_report_html(recs, endpoint=endpoint))
@@ -39,3 +46,11 @@ def report(context: mlrun.MLClientCtx, records: list, endpoint: str = "") -> Non
                          "baseline_cost_per_1m_tokens": base[COST], "savings": savings,
                          "decisions": str(path), "decision_report": str(page)})
     context.logger.info("decision summary\n" + format_table(rows))
+    if fleet is not None:
+        frows = fleet_rows(fleet)
+        log_table(context, "fleet_summary", frows)
+        cmp = fleet.get("comparison") or {}
+        context.log_results({"fleet_cost_per_hour": fleet["totals"]["cost_per_hour"],
+                             "baseline_fleet_cost_per_hour": (cmp.get("cost_per_hour") or {}).get("baseline"),
+                             "fleet_savings": cmp.get("saving")})
+        context.logger.info("fleet plan (chosen vs baseline)\n" + format_table(frows, FLEET_COLUMNS))

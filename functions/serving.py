@@ -99,6 +99,28 @@ def set_task_models(fn, models: dict[str, str] | list[dict], engine: dict | None
     unbatch.to(class_name="Responder", name="respond").respond()
 
 
+def configure_group(fn, spec: dict) -> None:
+    """Give serving function ``fn`` one placement group's deployment (a fleet plan's
+    ``function_specs`` entry): its device resource (``nvidia.com/gpu`` or a MIG resource such
+    as ``nvidia.com/mig-1g.10gb``; none for a CPU group), CPU/memory requests, the node
+    selector for the device product or instance type, and the replica bounds (min 0: the
+    group scales to zero)."""
+    limits = {k: str(v) for k, v in (spec.get("resources", {}).get("limits") or {}).items()}
+    requests = {k: str(v) for k, v in (spec.get("resources", {}).get("requests") or {}).items()}
+    resources = fn.spec.resources
+    for key in ("limits", "requests"):  # the project-wide `gpus` limit does not apply to a group
+        resources[key] = {k: v for k, v in (resources.get(key) or {}).items()
+                          if not k.startswith(("nvidia.com/", "amd.com/"))}
+    resources["limits"].update(limits)
+    resources["requests"].update(requests)
+    if "memory" in requests:  # a CPU group: its memory is a limit too (no overcommit)
+        resources["limits"].setdefault("memory", requests["memory"])
+    fn.spec.node_selector = dict(spec.get("node_selector") or {})
+    fn.spec.max_replicas = int(spec.get("max_replicas", 1))
+    fn.spec.min_replicas = int(spec.get("min_replicas", 0))  # after max: Nuclio reads both
+    fn.set_label("rightsizer/group", spec.get("group", ""))
+
+
 def end_mock_deploy(fn) -> None:
     """End the async flow of a mock deploy (``deploy_function(mock=True)``, the local engine).
 

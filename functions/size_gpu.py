@@ -7,7 +7,7 @@ from pathlib import Path
 
 import mlrun
 
-from functions.mlrun_io import project_file, localize_dir, log_plot, log_table, made_parent, run_layout
+from functions.mlrun_io import current_project, project_file, localize_dir, log_plot, log_table, made_parent, run_layout
 from rightsizer.bundle import read_bundle
 from rightsizer.finetune.task import production_for
 from rightsizer.report import latency_figure, ranking_rows
@@ -20,13 +20,14 @@ from rightsizer.taskspec import load_task
 
 def size_gpu(context: mlrun.MLClientCtx, task_spec: str, selection: str, bundle_dir: str,
              precision: str, chosen_evaluation: str, baseline_evaluation: str,
-             calibration: str = "", finetuned: str = "auto") -> None:
+             calibration: str = "", finetuned: str = "auto", price_list: str = "") -> None:
     """Rank GPU options for the chosen model (and the baseline) and write the decision record.
 
     ``calibration``: measurements from the evaluate step on a catalog GPU; when given, the
     estimates use factors fitted on them (their ``mode`` says "calibrated"). ``finetuned``
     "auto": a LoRA choice's record shows the production adapter (finetune step) beside the
-    screening run.
+    screening run. ``price_list``: the prices (``rightsizer/data/prices/<name>.yaml`` or a
+    file); empty: the project's ``price_list`` param, else the default list.
 
     Logs: ``gpu_ranking`` (table: modelled values, USD), ``roofline`` (Plotly: the chosen option highlighted),
     ``latency_vs_baseline`` (Plotly: chosen and baseline measured latency on one chart),
@@ -42,12 +43,15 @@ def size_gpu(context: mlrun.MLClientCtx, task_spec: str, selection: str, bundle_
     largest = resolve_model_ref(sel.order[-1][0])
     # measurements from the evaluate step on a catalog GPU -> calibrated efficiency factors
     factors = fit_calibration(json.loads(Path(calibration).read_text())) if calibration else None
-    rec = size_for_task(spec, bundle, precision, factors=factors)
+    project = current_project(context)
+    price_list = price_list or (project.get_param("price_list", "") if project else "") or None
+    rec = size_for_task(spec, bundle, precision, factors=factors, price_list=price_list)
     searched = read_bundle(bundle).get("metrics", {}).get("precision_search", [])
     prod = production_for(spec, sel.chosen.candidate, sel.chosen.rung, selection,
                           run_layout(context).production_file(spec.name), finetuned)
     record = build_record(spec, sel, chosen_eval, baseline_eval, rec, largest, precision,
-                          precision_rows=searched, factors=factors, production=prod)
+                          precision_rows=searched, factors=factors, production=prod,
+                          price_list=price_list)
     log_table(context, "gpu_ranking", ranking_rows(rec.to_rows()))
     log_plot(context, "roofline", roofline_figure(rec, model=sel.chosen.candidate))
     log_plot(context, "latency_vs_baseline", latency_figure(spec.name, {

@@ -1,5 +1,6 @@
-"""Workflow ``size_and_deploy``: select, quantize, evaluate and size every task, then deploy
-one serving graph for all of them and report against the one-big-model baseline.
+"""Workflow ``size_and_deploy``: select, quantize, evaluate and size every task, plan the
+fleet (which task models share which device), deploy one serving function per placement
+group and report against the one-big-model baseline.
 
 Only wiring: every step is an MLRun function registered by project_setup.py. The task list
 is read when the workflow is built (from the ``app`` argument or project param), so the
@@ -25,7 +26,6 @@ import mlrun
 from kfp import dsl
 
 from functions.mlrun_io import has_api
-from functions.serving import end_mock_deploy, set_task_models
 from pipelines.wiring import after, output, run_step, when
 from rightsizer.taskspec import app_task_paths, load_task
 
@@ -93,17 +93,20 @@ def pipeline(app: str = "", mock_deploy: str = "auto", prequantize: str = "auto"
                         outputs=["record"])
         records.append(output(size, "record"))
         models.append({"key": name, "model_path": output(quant, "bundle_dir"), "step": quant})
+    # The fleet plan packs the task models onto the cheapest devices (GPU, MIG slice, CPU
+    # instance) and plans the one-big-model baseline fleet on the same price list; the deploy
+    # step then deploys one serving function per placement group (the flow graph of
+    # functions.serving, one engine per task). On KFP a bundle path is a placeholder until
+    # run time, so the deploy names each task's model artifact (the quantize step logs the
+    # bundle under the task's name).
+    fleet = run_step(project, "plan", params={"records": records},
+                     outputs=["plan", "groups", "fleet_cost_per_hour"])
     # "auto": a real Nuclio deploy where an MLRun API is configured, the mock server otherwise
     mock = not has_api() if mock_deploy == "auto" else str(mock_deploy).lower() == "true"
-    # One flow graph, one engine per task (functions.serving). On KFP a bundle path is a
-    # placeholder until run time, so the graph names the task's model artifact (the quantize
-    # step logs the bundle under the task's name), and the deploy waits for those steps.
-    serving = project.get_function("serving")
-    set_task_models(serving, {m["key"]: m["model_path"] if isinstance(m["model_path"], str)
-                              else f"store://models/{project.name}/{m['key']}" for m in models})
-    deploy = project.deploy_function(serving, mock=mock)
-    if not isinstance(deploy, mlrun.projects.operations.DeployStatus):
-        deploy.after(*[m["step"] for m in models])
-    elif mock:
-        end_mock_deploy(deploy.function)
-    run_step(project, "report", params={"records": records, "endpoint": output(deploy, "endpoint")})
+    served = {m["key"]: m["model_path"] if isinstance(m["model_path"], str)
+              else f"store://models/{project.name}/{m['key']}" for m in models}
+    deploy = run_step(project, "plan", name="deploy", handler="deploy_plan",
+                      params={"plan": output(fleet, "plan"), "models": served, "mock": mock},
+                      outputs=["endpoint", "functions"])
+    run_step(project, "report", params={"records": records, "endpoint": output(deploy, "endpoint"),
+                                        "plan": output(fleet, "plan")})

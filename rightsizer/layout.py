@@ -31,8 +31,9 @@ from rightsizer.bundle import BUNDLE_FILE
 NAMESPACE = "rightsizer"  # the folder under the artifact path that holds everything
 REPORT_STEP = "report"
 FINETUNE_STEP = "finetune"
+PLAN_STEP = "plan"
 # Folders beside the task folders: never tasks themselves.
-NOT_TASKS = (REPORT_STEP, FINETUNE_STEP)
+NOT_TASKS = (REPORT_STEP, FINETUNE_STEP, PLAN_STEP)
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,14 @@ class RunLayout:
     def decisions_file(self) -> Path:
         """All decision records of the run, with the serving endpoint."""
         return self.report_dir() / "decisions.json"
+
+    def plan_dir(self) -> Path:
+        """The fleet plan of the run (step ``plan``)."""
+        return self.base / PLAN_STEP
+
+    def plan_file(self) -> Path:
+        """The fleet plan (``rightsizer.plan.FleetPlan.to_dict``, with its function specs)."""
+        return self.plan_dir() / "fleet_plan.json"
 
     def decision_report_file(self) -> Path:
         """The run's decision report: one self-contained HTML page (report step)."""

@@ -417,6 +417,31 @@ def format_table(rows: list[dict], columns=SUMMARY_COLUMNS, skip=("aggregation",
                                     for row in cells])
 
 
+FLEET_COLUMNS = ["fleet", "groups", "devices", "usd_per_hour", "cost_usd_per_1m_output_tokens",
+                 "memory_gib", "placement", "price_list"]
+
+
+def fleet_rows(plan: dict) -> list[dict]:
+    """The chosen fleet beside the one-big-model baseline fleet (a fleet plan's ``to_dict``):
+    devices, $/hour at the required traffic, cost per 1M output tokens and memory, and
+    where each task runs; both planned on the same price list and headroom."""
+    rows = []
+    for side, body in (("chosen", plan), ("baseline", plan.get("baseline"))):
+        if not body:
+            rows.append({"fleet": side, "placement": plan.get("baseline_error") or "not planned"})
+            continue
+        t = body["totals"]
+        rows.append({
+            "fleet": side, "groups": len(body["groups"]), "devices": t["devices"],
+            "usd_per_hour": _num(t["cost_per_hour"], 4),
+            "cost_usd_per_1m_output_tokens": _num(t["cost_per_1m_output_tokens"], 4),
+            "memory_gib": _num(t["memory_bytes"] / 2**30, 3),
+            "placement": "; ".join(f"{g['label']} x{g['replicas']}: " + ", ".join(
+                t for m in g["models"] for t in m["tasks"]) for g in body["groups"]),
+            "price_list": (body.get("price_list") or {}).get("name")})
+    return rows
+
+
 def _bytes(n: float) -> str:
     for div, unit in ((1e9, "GB"), (1e6, "MB"), (1e3, "KB")):
         if n >= div:

@@ -41,7 +41,7 @@ def main() -> int:
 
     from rightsizer.demo.bootstrap import bootstrap
     from rightsizer.layout import RunLayout
-    from rightsizer.report import format_table, summary_rows
+    from rightsizer.report import FLEET_COLUMNS, fleet_rows, format_table, summary_rows
 
     start = time.perf_counter()
     print("[1/3] demo candidates:", bootstrap())
@@ -53,13 +53,18 @@ def main() -> int:
     if str(status.state).lower() not in ("completed", "succeeded"):
         print(f"workflow ended in state {status.state}", file=sys.stderr)
         return 1
-    records = json.loads(RunLayout(Path(args.artifacts)).decisions_file().read_text())["records"]
+    decisions = json.loads(RunLayout(Path(args.artifacts)).decisions_file().read_text())
+    records = decisions["records"]
     print("[3/3] decision summary (chosen per task vs the largest candidate for everything)\n")
     print(format_table(summary_rows(records)))
     for rec in records:
         print("\n" + rec["summary"])
         for why in rec["why_not_smaller"]:
             print("   rejected:", why)
+    if decisions.get("fleet_plan"):
+        print("\nfleet plan (which devices host the task models; baseline: the largest candidate "
+              "for every task, planned the same way)\n")
+        print(format_table(fleet_rows(decisions["fleet_plan"]), FLEET_COLUMNS))
     print("\ndecision report (one HTML page):", RunLayout(Path(args.artifacts)).decision_report_file())
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s; artifacts in {args.artifacts}")
     tasks = [rec["task"] for rec in records]

@@ -171,3 +171,23 @@ def test_the_lora_task_trains_and_serves_its_production_adapter(run):
     assert meta["adapter"]["merged_dir"] == prod["merged_dir"]
     assert json.loads((layout.bundle_dir("ticket_routing") / "rightsizer.json").read_text())[
         "adapter"] == {}
+
+
+def test_the_fleet_plan_decides_the_deployment(run):
+    project, layout, records = run
+    plan = json.loads(layout.plan_file().read_text())
+    hosted = [t for g in plan["groups"] for m in g["models"] for t in m["tasks"]]
+    assert sorted(hosted) == sorted(records)  # every task placed, once
+    assert plan["price_list"]["name"] == records["ticket_routing"]["price_list"]["name"]
+    assert plan["baseline"] and plan["comparison"]["cost_per_hour"]["baseline"] > 0
+    specs = plan["function_specs"]
+    assert [s["group"] for s in specs] == [g["name"] for g in plan["groups"]]
+    # the deploy step deployed what the plan says: one group here, so its function is `serving`
+    serving = project.get_function("serving")
+    if len(specs) == 1:
+        models = serving.spec.graph.steps["models"].class_args["models"]
+        assert sorted(models) == sorted(records)
+        assert serving.spec.node_selector == specs[0]["node_selector"]
+        assert serving.spec.max_replicas == specs[0]["max_replicas"] and serving.spec.min_replicas == 0
+    decisions = json.loads(layout.decisions_file().read_text())
+    assert decisions["fleet_plan"]["totals"] == plan["totals"]  # the report shows the same plan

@@ -129,3 +129,15 @@ def test_negative_finetune_gpus_is_a_clear_error(monkeypatch):
     with pytest.raises(ValueError, match="finetune_gpus: -1; expected a GPU count >= 0"):
         mlrun.load_project(str(ROOT), name="rightsizer", save=False,
                            parameters={"finetune_gpus": -1})
+
+
+def test_the_fleet_plan_feeds_the_deploy_and_the_report(tmp_path, monkeypatch):
+    steps = _compile(0, tmp_path, monkeypatch)
+    plan, deploy, report = (_args(steps[n]) for n in ("plan", "deploy", "report"))
+    assert plan[plan.index("-f") + 1] == "db://rightsizer/plan"
+    for task in ("review-sentiment", "ticket-routing"):  # every task's decision record
+        assert any(f"size-gpu-{task}-record" in a for a in plan)
+    assert "plan={{inputs.parameters.plan-plan}}" in deploy and "deploy_plan" in " ".join(deploy)
+    assert any("store://models/rightsizer/ticket_routing" in a for a in deploy)  # artifacts, not paths
+    assert "plan={{inputs.parameters.plan-plan}}" in report
+    assert "endpoint={{inputs.parameters.deploy-endpoint}}" in report

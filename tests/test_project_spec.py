@@ -161,3 +161,45 @@ def test_loading_the_select_handler_as_mlrun_does_keeps_the_standard_select_modu
         assert sys.modules["select"] is select and hasattr(sys.modules["select"], "poll")
     finally:
         sys.modules["select"] = select
+
+
+def _fleet_plans() -> dict:
+    """A CPU plan, a MIG plan and a whole-GPU plan, as the plan step makes them."""
+    from test_fleet import LLAMA8, TINY_S, decision, three_tiny
+
+    from rightsizer.plan import plan_fleet
+
+    big = decision("big", LLAMA8, prompt=1024, output=64, batch=16, ttft=20_000, tpot=200, throughput=50)
+    return {"cpu": plan_fleet([decision("a", TINY_S)], baseline=False),
+            "mig": plan_fleet(three_tiny(), include_cpu=False, baseline=False),
+            "gpu": plan_fleet([big], include_cpu=False, include_mig=False, baseline=False)}
+
+
+@pytest.mark.parametrize("gpus", [0, 1])
+@pytest.mark.parametrize("kind", ["cpu", "mig", "gpu"])
+def test_each_placement_group_deploys_with_its_own_resources(kind, gpus, tmp_path):
+    from functions.serving import configure_group, set_task_models
+
+    plan = _fleet_plans()[kind]
+    assert {g.device_kind for g in plan.groups} == {kind}
+    for group, spec in zip(plan.groups, plan.function_specs()):
+        fn = _load(gpus=gpus).get_function("serving").copy()
+        tasks = [t for m in spec["models"] for t in m["tasks"]]
+        set_task_models(fn, {t: str(tmp_path / t) for t in tasks})
+        configure_group(fn, spec)
+        limits, requests = fn.spec.resources.get("limits", {}), fn.spec.resources.get("requests", {})
+        # the group's device, not the project-wide `gpus` limit
+        gpu_keys = {k for k in limits if k.startswith("nvidia.com/")}
+        if kind == "cpu":
+            assert not gpu_keys and not fn.spec.node_selector.get("nvidia.com/gpu.product")
+            assert fn.spec.node_selector == {"node.kubernetes.io/instance-type": group.device}
+            assert requests["cpu"] == spec["resources"]["requests"]["cpu"] and requests["memory"].endswith("Gi")
+            assert limits["memory"] == requests["memory"]
+        else:
+            resource = "nvidia.com/gpu" if kind == "gpu" else f"nvidia.com/mig-{group.mig}"
+            assert gpu_keys == {resource} and int(limits[resource]) == group.resource_count >= 1
+            assert fn.spec.node_selector == {"nvidia.com/gpu.product": spec["node_selector"]["nvidia.com/gpu.product"]}
+        assert fn.spec.min_replicas == 0 and fn.spec.max_replicas == spec["max_replicas"] >= group.replicas
+        models = fn.spec.graph.steps["models"].class_args["models"]
+        assert sorted(models) == sorted(tasks)  # the group's task models, and only them
+        assert fn.spec.config["spec.scaleToZero.scaleResources"]  # still scales to zero

@@ -1,0 +1,94 @@
+"""MLRun steps ``plan`` and ``deploy_plan``: pack the task models onto devices, then deploy
+one serving function per placement group.
+
+``plan`` reads the decision records (``size_gpu``), plans the chosen fleet and the
+one-big-model baseline fleet on one price list (``rightsizer.plan``) and logs both;
+``deploy_plan`` deploys what the plan says: per group a serving function named after it,
+with the group's resources, node selector and replicas, hosting the group's task models.
+"""
+
+from __future__ import annotations
+
+import json
+
+import mlrun
+
+from functions.mlrun_io import current_project, log_plot, log_table, made_parent, run_layout
+from functions.serving import configure_group, end_mock_deploy, set_task_models
+from rightsizer.plan import plan_fleet
+from rightsizer.plan.plots import fleet_figure
+from rightsizer.sizing.prices import DEFAULT_PRICE_LIST
+from rightsizer.size_gpu import load_record
+
+
+def plan(context: mlrun.MLClientCtx, records: list, price_list: str = "", headroom: float = 0.8) -> None:
+    """The fleet plan of the run's decision records (``records``: their paths).
+
+    ``price_list``: a packaged list (``rightsizer/data/prices``) or a file; empty: the
+    project's ``price_list`` param, else the default list. ``headroom``: the busy fraction a
+    device may reach.
+
+    Logs: ``fleet_plan`` (JSON: groups, models, memory split, busy fractions, the function
+    specs, the baseline fleet and the comparison), ``fleet_chart`` (Plotly: how each device's
+    memory and time are shared), ``fleet_groups`` (table); results ``plan`` (its path),
+    ``groups``, ``fleet_cost_per_hour``, ``baseline_fleet_cost_per_hour``, ``price_list``.
+    """
+    project = current_project(context)
+    price_list = price_list or (project.get_param("price_list", "") if project else "") or DEFAULT_PRICE_LIST
+    fleet = plan_fleet([load_record(p) for p in records], price_list=price_list, headroom=float(headroom))
+    body = {**fleet.to_dict(), "function_specs": fleet.function_specs()}
+    path = made_parent(run_layout(context).plan_file())
+    path.write_text(json.dumps(body, indent=2))
+    context.log_artifact("fleet_plan", local_path=str(path))
+    log_plot(context, "fleet_chart", fleet_figure(fleet))
+    log_table(context, "fleet_groups", [
+        {"group": g["name"], "device": g["label"], "replicas": g["replicas"],
+         "usd_per_hour": round(g["cost_per_hour"], 4), "busy_per_replica": round(g["busy_per_replica"], 3),
+         "memory_used_gib": round(g["memory_used_bytes"] / 2**30, 3),
+         "tasks": ", ".join(t for m in g["models"] for t in m["tasks"])} for g in body["groups"]])
+    base = body.get("baseline") or {}
+    context.log_results({"plan": str(path), "groups": len(body["groups"]),
+                         "fleet_cost_per_hour": body["totals"]["cost_per_hour"],
+                         "baseline_fleet_cost_per_hour": (base.get("totals") or {}).get("cost_per_hour"),
+                         "price_list": body["price_list"].get("name", price_list)})
+
+
+def deploy_plan(context: mlrun.MLClientCtx, plan: str, models: dict, mock: bool = False) -> None:
+    """Deploy one serving function per group of the fleet plan at ``plan`` (a path).
+
+    ``models``: task -> bundle folder or ``store://`` model URI. Each group's function is a
+    copy of the project's ``serving`` function (its graph, trigger and scale-to-zero config),
+    named after the group, with the group's resources (``configure_group``) and its tasks'
+    models. With one group, that function keeps the name ``serving``: it is the
+    application's entry point. ``mock``: the mock deploy of the local engine (each group's
+    graph is built and its models loaded here, then the flow is ended). Each deployed function
+    is set on the project under its name.
+
+    Results: ``endpoint`` (the entry point's URL; offline, the function name),
+    ``functions`` (group -> function name).
+    """
+    project = current_project(context)
+    if project is None:
+        raise RuntimeError("deploy_plan: no project in this run's context; run it with project.run_function")
+    body = json.loads(mlrun.get_dataitem(plan).get() if "://" in plan else open(plan).read())
+    specs = body["function_specs"]
+    missing = sorted({t for s in specs for m in s["models"] for t in m["tasks"]} - set(models))
+    if missing:
+        raise ValueError(f"deploy_plan: the plan hosts task(s) {missing} with no model in 'models' "
+                         f"({sorted(models)})")
+    names, endpoint = {}, ""
+    for spec in specs:
+        fn = project.get_function("serving").copy()
+        name = "serving" if len(specs) == 1 else spec["name"]
+        fn.metadata.name = name
+        set_task_models(fn, {t: models[t] for m in spec["models"] for t in m["tasks"]})
+        configure_group(fn, spec)
+        project.set_function(fn, name=name)  # project.get_function(name) is what was deployed
+        status = project.deploy_function(fn, mock=mock)
+        if mock:
+            end_mock_deploy(status.function)
+        names[spec["group"]] = name
+        endpoint = endpoint or (status.outputs.get("endpoint") or name)
+        context.logger.info("deployed placement group", group=spec["group"], function=name,
+                            device=spec["device"], tasks=[t for m in spec["models"] for t in m["tasks"]])
+    context.log_results({"endpoint": endpoint, "functions": names})
