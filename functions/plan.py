@@ -9,6 +9,7 @@ with the group's resources, node selector and replicas, hosting the group's task
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import mlrun
@@ -17,6 +18,7 @@ from functions.mlrun_io import current_project, log_plot, log_table, made_parent
 from functions.serving import configure_group, end_mock_deploy, set_task_models
 from rightsizer.plan import plan_fleet
 from rightsizer.plan.plots import fleet_figure
+from rightsizer.serving.engine import EngineConfig
 from rightsizer.sizing.prices import DEFAULT_PRICE_LIST
 from rightsizer.size_gpu import load_record
 
@@ -59,8 +61,8 @@ def deploy_plan(context: mlrun.MLClientCtx, plan: str, models: dict, mock: bool 
     ``models``: task -> bundle folder or ``store://`` model URI. Each group's function is a
     copy of the project's ``serving`` function (its graph, trigger and scale-to-zero config),
     named after the group, with the group's resources (``configure_group``) and its tasks'
-    models. With one group, that function keeps the name ``serving``: it is the
-    application's entry point. ``mock``: the mock deploy of the local engine (each group's
+    models, each engine sized for its planned load (``EngineConfig.for_load``). With one
+    group, that function keeps the name ``serving``: it is the application's entry point. ``mock``: the mock deploy of the local engine (each group's
     graph is built and its models loaded here, then the flow is ended). Each deployed function
     is set on the project under its name.
 
@@ -81,7 +83,10 @@ def deploy_plan(context: mlrun.MLClientCtx, plan: str, models: dict, mock: bool 
         fn = project.get_function("serving").copy()
         name = "serving" if len(specs) == 1 else spec["name"]
         fn.metadata.name = name
-        set_task_models(fn, {t: models[t] for m in spec["models"] for t in m["tasks"]})
+        # each engine's KV cache and batch limit sized for the load the plan placed there
+        engines = {t: dataclasses.asdict(EngineConfig.for_load(**m["load"]))
+                   for m in spec["models"] for t in m["tasks"]}
+        set_task_models(fn, {t: models[t] for m in spec["models"] for t in m["tasks"]}, engines=engines)
         configure_group(fn, spec)
         project.set_function(fn, name=name)  # project.get_function(name) is what was deployed
         status = project.deploy_function(fn, mock=mock)

@@ -63,10 +63,12 @@ def configure_serving(fn) -> None:
 
 
 def set_task_models(fn, models: dict[str, str] | list[dict], engine: dict | None = None,
-                    batch_max_events: int = BATCH_MAX_EVENTS, batch_window_s: float = BATCH_WINDOW_S) -> None:
+                    batch_max_events: int = BATCH_MAX_EVENTS, batch_window_s: float = BATCH_WINDOW_S,
+                    engines: dict[str, dict] | None = None) -> None:
     """Build the graph on serving function ``fn`` for ``models`` (task -> bundle folder or
     store:// URI; or the pipeline's ``[{"key", "model_path"}]``). ``engine``: ``EngineConfig``
-    fields for every task's engine (KV-cache blocks, batch sizes, queue bound, cache size).
+    fields for every task's engine (KV-cache blocks, batch sizes, queue bound, cache size);
+    ``engines``: per task, fields over those (a fleet plan's sizes: ``deploy_plan``).
 
     A storey flow step takes one event at a time and awaits its downstream, so without the
     ``batch`` step the model runner would see one request at a time and the continuous batch
@@ -77,7 +79,12 @@ def set_task_models(fn, models: dict[str, str] | list[dict], engine: dict | None
         models = {m["key"]: m["model_path"] for m in models}
     if not models:
         raise ValueError("models: expected at least one task model")
-    EngineConfig.from_dict(engine)  # a bad setting fails here, not in the pod
+    unknown = sorted(set(engines or {}) - set(models))
+    if unknown:
+        raise ValueError(f"engines: {unknown} are not among the served tasks {sorted(models)}")
+    engines = {t: {**(engine or {}), **((engines or {}).get(t) or {})} for t in models}
+    for task, settings in engines.items():  # a bad setting fails here, not in the pod
+        EngineConfig.from_dict(settings)
     if isinstance(batch_max_events, bool) or not isinstance(batch_max_events, int) or batch_max_events < 1:
         raise ValueError(f"batch_max_events: {batch_max_events!r}; expected a positive integer")
     if isinstance(batch_window_s, bool) or not isinstance(batch_window_s, (int, float)) or batch_window_s < 0:
@@ -91,7 +98,7 @@ def set_task_models(fn, models: dict[str, str] | list[dict], engine: dict | None
     runner = ModelRunnerStep(name="models", model_runner_selector="TaskSelector")
     for task, path in models.items():
         runner.add_model(endpoint_name=task, model_class="TaskRunner", execution_mechanism="asyncio",
-                         bundle_path=str(path), engine=dict(engine or {}))
+                         bundle_path=str(path), engine=engines[task])
     # the runner's output is the batch again; each request goes on alone (as MLRun's own
     # unpacker does it), so the responder and the flow's completion see one request each
     unbatch = batch.to(runner).to(class_name="storey.FlatMap", name="unbatch", _fn="(event.body)",

@@ -418,7 +418,7 @@ def format_table(rows: list[dict], columns=SUMMARY_COLUMNS, skip=("aggregation",
 
 
 FLEET_COLUMNS = ["fleet", "groups", "devices", "usd_per_hour", "cost_usd_per_1m_output_tokens",
-                 "memory_gib", "placement", "price_list"]
+                 "memory_used_gib", "placement", "price_list"]
 
 
 def fleet_rows(plan: dict) -> list[dict]:
@@ -435,7 +435,7 @@ def fleet_rows(plan: dict) -> list[dict]:
             "fleet": side, "groups": len(body["groups"]), "devices": t["devices"],
             "usd_per_hour": _num(t["cost_per_hour"], 4),
             "cost_usd_per_1m_output_tokens": _num(t["cost_per_1m_output_tokens"], 4),
-            "memory_gib": _num(t["memory_bytes"] / 2**30, 3),
+            "memory_used_gib": _num(t["memory_used_bytes"] / 2**30, 3),  # models + one reserve per device
             "placement": "; ".join(f"{g['label']} x{g['replicas']}: " + ", ".join(
                 t for m in g["models"] for t in m["tasks"]) for g in body["groups"]),
             "price_list": (body.get("price_list") or {}).get("name")})

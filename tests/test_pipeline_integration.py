@@ -91,7 +91,7 @@ def test_decision_records(run):
 
 def test_bundles_are_registered_and_serve(run):
     project, layout, records = run
-    serving = project.get_function("serving")
+    serving = project.get_function("serving").copy()  # the deployed one stays as deployed
     assert set(find_bundles(layout.root)) == set(records)
     for task in records:
         bundle = layout.bundle_dir(task)
@@ -187,6 +187,12 @@ def test_the_fleet_plan_decides_the_deployment(run):
     if len(specs) == 1:
         models = serving.spec.graph.steps["models"].class_args["models"]
         assert sorted(models) == sorted(records)
+        from rightsizer.serving import EngineConfig
+
+        loads = {t: m["load"] for m in specs[0]["models"] for t in m["tasks"]}
+        for task, (_, params) in models.items():  # each engine sized for the load planned there
+            assert params["engine"]["num_blocks"] == EngineConfig.for_load(**loads[task]).num_blocks
+            assert params["engine"]["max_requests_per_batch"] == loads[task]["batch"]
         assert serving.spec.node_selector == specs[0]["node_selector"]
         assert serving.spec.max_replicas == specs[0]["max_replicas"] and serving.spec.min_replicas == 0
     decisions = json.loads(layout.decisions_file().read_text())

@@ -223,3 +223,22 @@ def test_device_ranking_columns_name_units_and_source():
                      "price_usd_per_hour": 0.8, "cost_usd_per_1m_output_tokens": 0.006123,
                      "modelled_throughput_tokens_per_s": 15000.0, "modelled_memory_bytes": 3,
                      "sizing_mode": "roofline"}]
+
+
+def test_fleet_rows_put_the_chosen_fleet_beside_the_baseline_fleet():
+    from test_fleet import three_tiny
+
+    from rightsizer.plan import plan_fleet
+    from rightsizer.report import fleet_rows
+
+    plan = plan_fleet(three_tiny(), include_cpu=False).to_dict()
+    chosen, base = fleet_rows(plan)
+    assert (chosen["fleet"], base["fleet"]) == ("chosen", "baseline")
+    assert chosen["usd_per_hour"] == round(plan["totals"]["cost_per_hour"], 4)
+    assert base["usd_per_hour"] == round(plan["baseline"]["totals"]["cost_per_hour"], 4)
+    # memory used (models + one reserve per device), not the devices' capacity
+    assert chosen["memory_used_gib"] == round(plan["totals"]["memory_used_bytes"] / 2**30, 3)
+    assert chosen["memory_used_gib"] < plan["totals"]["memory_bytes"] / 2**30
+    assert all(t in chosen["placement"] for t in ("a", "b", "c")) and chosen["price_list"]
+    plan["baseline"], plan["baseline_error"] = None, "baseline: nothing fits"
+    assert fleet_rows(plan)[1] == {"fleet": "baseline", "placement": "baseline: nothing fits"}

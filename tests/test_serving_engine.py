@@ -137,3 +137,25 @@ def test_limits_name_the_field(demo_models, tmp_path):
         EngineConfig.from_dict({"blocks": 4})
     with pytest.raises(ConfigError, match="engine.num_blocks: -1"):
         EngineConfig.from_dict({"num_blocks": -1})
+
+
+def test_an_engine_sized_for_a_planned_load_limits_prompts_to_its_kv_cache(demo_models, tmp_path):
+    # a fleet plan's placement: 2 sequences of 40 + 8 tokens -> 96 KV tokens, under the
+    # model's 256-token context; prompts beyond the cache get a 400 naming it, shorter ones answer
+    config = EngineConfig.for_load(batch=2, prompt_tokens=40, output_tokens=8)
+    assert config.page_size * config.num_blocks >= 2 * 48 and config.num_blocks == 3
+    assert config.max_requests_per_batch == 2
+    spec = _specs()["classification"]
+    bundle = write_bundle(demo_models / "models" / "tiny-s", spec, tmp_path / "b", base_model="demo:tiny-s",
+                          rung="zero_shot")
+    engine = TaskEngine.from_bundle_dir(bundle, device="cpu", config=config)
+    try:
+        assert engine.context_tokens == 96 and engine.model_context_tokens == 256
+        with pytest.raises(ServingError, match=r"exceeds the engine's KV cache .* of 96 tokens") as e:
+            engine.answer(["refund " * 200])
+        assert e.value.status == 400
+        assert engine.answer(["I was charged twice"])[0].response["label"] == "billing"
+    finally:
+        engine.stop()
+    with pytest.raises(ConfigError, match="engine.max_queue: 0"):
+        EngineConfig.for_load(batch=2, prompt_tokens=40, output_tokens=8, max_queue=0)

@@ -427,7 +427,16 @@ class FleetPlan:
                 "memory_used_bytes": sum(g.memory_used_bytes * g.count * g.replicas for g in self.groups)}
 
     def function_specs(self) -> list[dict[str, Any]]:
-        return [g.function_spec() for g in self.groups]
+        """Per group, the serving function to deploy; each model carries the ``load`` its engine
+        is sized for (concurrent sequences, prompt and output tokens of its workload)."""
+        demands = {d.name: d for d in self.demands}
+        specs = [g.function_spec() for g in self.groups]
+        for spec in specs:
+            for m in spec["models"]:
+                d = demands[m["name"]]
+                m["load"] = {"batch": m["batch"], "prompt_tokens": d.prompt_tokens,
+                             "output_tokens": d.output_tokens}
+        return specs
 
     def placement_of(self, name: str) -> tuple[Group, Placement]:
         for g in self.groups:

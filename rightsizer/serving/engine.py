@@ -86,6 +86,17 @@ class EngineConfig:
                 raise ConfigError(f"engine.{f.name}: {value!r}; expected a positive number")
         return config
 
+    @classmethod
+    def for_load(cls, batch: int, prompt_tokens: int, output_tokens: int, **settings) -> EngineConfig:
+        """An engine sized for a planned load: ``batch`` sequences of ``prompt_tokens`` +
+        ``output_tokens`` in flight (a fleet plan's placement), the KV cache and the batch limit
+        from them instead of the defaults; ``settings`` override."""
+        page = int(settings.get("page_size", cls.page_size))
+        tokens = max(1, batch) * (prompt_tokens + output_tokens)
+        sized = {"num_blocks": max(1, -(-tokens // page)), "max_requests_per_batch": max(1, batch),
+                 "max_batch_tokens": max(cls.max_batch_tokens, prompt_tokens + output_tokens)}
+        return cls.from_dict({**sized, **settings})
+
 
 @dataclass
 class Answer:
@@ -157,11 +168,14 @@ class TaskEngine:
         self.model, self.tokenizer = bundle.model, bundle.tokenizer
         self.spec, self.shots = bundle.spec, bundle.shots
         ctx = getattr(self.model.config, "max_position_embeddings", None)
-        self.context_tokens = int(ctx or self.tokenizer.model_max_length)
-        if self.config.page_size * self.config.num_blocks < self.context_tokens:
-            raise ConfigError(f"engine: page_size * num_blocks = "
-                              f"{self.config.page_size * self.config.num_blocks} KV-cache tokens cannot "
-                              f"hold one request of the model's context ({self.context_tokens} tokens)")
+        self.model_context_tokens = int(ctx or self.tokenizer.model_max_length)
+        # a request must fit the KV cache the engine was sized for, not only the model's
+        # context: a fleet plan sizes the cache for its workload, which may be shorter
+        kv_tokens = self.config.page_size * self.config.num_blocks
+        self.context_tokens = min(self.model_context_tokens, kv_tokens)
+        self._context_name = ("the model's context" if self.context_tokens == self.model_context_tokens
+                              else f"the engine's KV cache (page_size * num_blocks; the model's context is "
+                                   f"{self.model_context_tokens})")
         # One forward pass at a time on this model: the continuous batch's thread and the
         # scoring thread share the model, and label scores came out different (by ~1 %) when
         # their forward passes overlapped. Both call model(...), so the lock is on forward.
@@ -364,7 +378,7 @@ class TaskEngine:
         if n + budget > self.context_tokens:
             raise bad_request(
                 f"input: the prompt is {n} tokens (template and examples included); with {budget} "
-                f"output tokens it exceeds the model's context of {self.context_tokens} tokens "
+                f"output tokens it exceeds {self._context_name} of {self.context_tokens} tokens "
                 f"(at most {self.context_tokens - budget} prompt tokens)", param="input")
         return n
 
