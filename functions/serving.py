@@ -34,6 +34,7 @@ from mlrun.serving.states import Model, ModelRunnerSelector, ModelRunnerStep
 from functions.mlrun_io import localize_dir
 from rightsizer.serving import api
 from rightsizer.serving.engine import Answer, EngineConfig, TaskEngine
+from rightsizer.errors import ConfigError
 from rightsizer.serving.errors import ServingError
 
 V2_INFER = "/v2/models/{task}/infer"
@@ -84,7 +85,10 @@ def set_task_models(fn, models: dict[str, str] | list[dict], engine: dict | None
         raise ValueError(f"engines: {unknown} are not among the served tasks {sorted(models)}")
     engines = {t: {**(engine or {}), **((engines or {}).get(t) or {})} for t in models}
     for task, settings in engines.items():  # a bad setting fails here, not in the pod
-        EngineConfig.from_dict(settings)
+        try:
+            EngineConfig.from_dict(settings)
+        except ConfigError as e:
+            raise ConfigError(f"task {task!r}: {e}") from None
     if isinstance(batch_max_events, bool) or not isinstance(batch_max_events, int) or batch_max_events < 1:
         raise ValueError(f"batch_max_events: {batch_max_events!r}; expected a positive integer")
     if isinstance(batch_window_s, bool) or not isinstance(batch_window_s, (int, float)) or batch_window_s < 0:
