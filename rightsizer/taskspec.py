@@ -23,6 +23,7 @@ from rightsizer.tasktypes import TASK_TYPES
 RUNGS = ("zero_shot", "few_shot", "lora")
 MAX_SEQ_LEN = 512  # a LoRA run's default sequence length (prompt + answer), if the model takes it
 DECISION_RULES = ("point", "ci_lower")
+TRUNCATE_RULES = ("none", "left")  # serving: refuse an over-long input, or keep its end
 
 
 @dataclass
@@ -140,6 +141,7 @@ class TaskSpec:
     max_new_tokens: int = 16  # greedy generation length (extraction and generation tasks)
     screening: Screening = field(default_factory=Screening)
     trust_remote_code: bool = False
+    truncate: str = "none"  # serving: an input too long for the context is refused ("none") or cut from its start ("left")
     base_dir: str = ""  # directory the relative dataset paths are resolved against
 
     def dataset_path(self, split: str) -> str:
@@ -276,6 +278,8 @@ def _check_values(spec: TaskSpec, problems: list[str]) -> None:
         task_type.check_spec(spec, problems)
     if spec.max_new_tokens <= 0:
         problems.append(f"max_new_tokens: {spec.max_new_tokens}; expected > 0")
+    if spec.truncate not in TRUNCATE_RULES:
+        problems.append(f"truncate: {spec.truncate!r}; expected one of {list(TRUNCATE_RULES)}")
     if spec.max_eval_examples is not None and spec.max_eval_examples <= 0:
         problems.append(f"max_eval_examples: {spec.max_eval_examples}; expected > 0 or null")
     sc = spec.screening

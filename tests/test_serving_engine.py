@@ -159,3 +159,33 @@ def test_an_engine_sized_for_a_planned_load_limits_prompts_to_its_kv_cache(demo_
         engine.stop()
     with pytest.raises(ConfigError, match="engine.max_queue: 0"):
         EngineConfig.for_load(batch=2, prompt_tokens=40, output_tokens=8, max_queue=0)
+
+
+def test_truncate_left_keeps_the_end_of_an_input_too_long_for_the_context(demo_models, tmp_path):
+    spec = dataclasses.replace(_specs()["classification"], truncate="left")
+    engine = _engine(demo_models, tmp_path, "tiny-s", spec, cache_size=0)
+    try:
+        long = "hello " * 400 + "I was charged twice"
+        text, n = engine.fit(long)
+        assert text.endswith("I was charged twice") and len(text) < len(long)
+        assert n + spec.max_new_tokens <= engine.context_tokens  # the cut prompt fits, output included
+        answer = engine.answer([long])[0]  # answered, not refused
+        assert answer.prompt_tokens == n
+        assert answer.response == engine.answer([text])[0].response  # the answer of the kept end
+        assert engine.fit("I was charged twice")[0] == "I was charged twice"  # short inputs untouched
+    finally:
+        engine.stop()
+
+
+def test_truncate_is_checked_when_the_spec_loads(tmp_path):
+    import yaml
+
+    from rightsizer.taskspec import load_task
+
+    raw = yaml.safe_load((ROOT / "tasks" / "ticket_routing.yaml").read_text())
+    raw["truncate"] = "right"
+    raw["dataset"] = {k: str((ROOT / "tasks" / v).resolve()) for k, v in raw["dataset"].items()}
+    bad = tmp_path / "t.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"truncate: 'right'; expected one of \['none', 'left'\]"):
+        load_task(bad)

@@ -364,27 +364,45 @@ class TaskEngine:
 
     def check(self, text: str, max_new_tokens: int | None = None) -> int:
         """Prompt tokens of ``text`` once templated; a 400 naming the limit when the prompt and
-        its output budget do not fit in the model's context."""
+        its output budget do not fit in the served context."""
+        return self.fit(text, max_new_tokens)[1]
+
+    def fit(self, text: str, max_new_tokens: int | None = None) -> tuple[str, int]:
+        """``text`` as it will be answered and its prompt's tokens: unchanged when it fits; cut
+        from its start when the task spec says ``truncate: left``; a 400 naming the limit otherwise."""
         if max_new_tokens is not None and (isinstance(max_new_tokens, bool) or not isinstance(
                 max_new_tokens, int) or not 1 <= max_new_tokens <= self.max_tokens_cap):
             raise bad_request(f"max_tokens: {max_new_tokens!r}; expected an integer from 1 to "
                               f"{self.max_tokens_cap} (task {self.task!r})", param="max_tokens")
-        prompt = build_prompt(self.spec, {self.spec.input_field: text}, self.shots)
-        n = len(self.tokenizer(prompt)["input_ids"])
         label_tokens = max((len(self.tokenizer(" " + lab, add_special_tokens=False)["input_ids"])
                             for lab in self.spec.labels), default=0)
         budget = max(self.spec.max_new_tokens, max_new_tokens or self.spec.workload.output_tokens,
                      label_tokens)
+        n = self._prompt_tokens(text)
+        if n + budget > self.context_tokens and self.spec.truncate == "left":
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            keep = len(ids) - (n + budget - self.context_tokens)
+            while keep > 0:  # decoding and re-encoding may not give back the same count
+                text = self.tokenizer.decode(ids[len(ids) - keep:], skip_special_tokens=True)
+                n = self._prompt_tokens(text)
+                if n + budget <= self.context_tokens:
+                    break
+                keep -= max(1, n + budget - self.context_tokens)
         if n + budget > self.context_tokens:
             raise bad_request(
                 f"input: the prompt is {n} tokens (template and examples included); with {budget} "
                 f"output tokens it exceeds {self._context_name} of {self.context_tokens} tokens "
                 f"(at most {self.context_tokens - budget} prompt tokens)", param="input")
-        return n
+        return text, n
+
+    def _prompt_tokens(self, text: str) -> int:
+        prompt = build_prompt(self.spec, {self.spec.input_field: text}, self.shots)
+        return len(self.tokenizer(prompt)["input_ids"])
 
     def answer(self, texts: list[str], max_new_tokens: int | None = None) -> list[Answer]:
         """Blocking: the answers for ``texts``, from the cache or through the batchers."""
-        counts = [self.check(t, max_new_tokens) for t in texts]
+        fitted = [self.fit(t, max_new_tokens) for t in texts]
+        texts, counts = [t for t, _ in fitted], [n for _, n in fitted]
         out: list[Answer | None] = [None] * len(texts)
         todo = []
         with self._lock:
