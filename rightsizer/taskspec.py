@@ -332,15 +332,49 @@ def _check_lora(lora: LoraSettings, where: str, problems: list[str]) -> None:
         problems.append(f"{where}target_modules: empty; leave it out for the architecture's default")
 
 
+MAX_SPEC_BYTES = 1 << 20  # a spec is a few KB; anything near this is not a spec
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """Safe YAML without anchors and aliases: a short alias chain expands exponentially
+    (eight lines can exhaust memory), and no spec needs them."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, f"YAML aliases (*{event.anchor}) are not "
+                                              "accepted in a spec; write the value out", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def read_spec_yaml(path: str | Path, what: str = "spec") -> dict:
+    """A spec file's YAML mapping; a ConfigError naming the file for a missing, oversized,
+    non-UTF-8 or invalid file, YAML aliases, or a top level that is not a mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} file not found: {path}")
+    size = path.stat().st_size
+    if size > MAX_SPEC_BYTES:
+        raise ConfigError(f"{size} bytes; a {what} is at most {MAX_SPEC_BYTES} bytes", str(path))
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"not UTF-8 text (byte {e.start}: {e.reason})", str(path)) from None
+    try:
+        data = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        raise ConfigError(f"not valid YAML: {str(e)[:500]}", str(path)) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"the top level is a {type(data).__name__}; expected a mapping of fields", str(path))
+    return data
+
+
 def load_task(path: str | Path) -> TaskSpec:
     """Load and validate a task spec YAML file."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"task spec file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"not valid YAML: {e}", str(path)) from None
+    data = read_spec_yaml(path, "task spec")
     return task_from_dict(data, source=str(path), base_dir=str(path.parent.resolve()))
 
 
@@ -360,9 +394,7 @@ class AppSpec:
 def load_app(path: str | Path) -> AppSpec:
     """Load an application spec (``name`` and ``tasks``: spec paths relative to it)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"application spec file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_spec_yaml(path, "application spec")
     problems = []
     if not isinstance(data.get("name"), str):
         problems.append("name: missing or not a string")
@@ -390,7 +422,7 @@ def app_task_paths(app_path: str | Path, root: str | Path = ".") -> list[tuple[s
     if not path.is_absolute():
         path = Path(root) / path
     app = load_app(path)
-    refs = yaml.safe_load(path.read_text())["tasks"]
+    refs = read_spec_yaml(path, "application spec")["tasks"]
     root = Path(root).resolve()
     # Relative to the project root, so the same paths work in a cluster pod's source dir.
     return [(t.name, os.path.relpath((path.parent / ref).resolve(), root))

@@ -209,3 +209,40 @@ def test_every_lora_problem_is_reported_at_once():
         task_from_dict(raw)
     assert sorted(p.split(":")[0] for p in e.value.problems) == [
         "finetune.learning_rate", "finetune.rank", "finetune.steps", "ladder.lora.steps"]
+
+
+BOMB = """name: ticket_routing
+a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x"]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+labels: [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+"""
+
+
+@pytest.mark.parametrize("content, expected", [
+    (BOMB.encode(), r"YAML aliases \(\*a\) are not accepted"),
+    ("name: caf\u00e9\n".encode("latin-1"), "not UTF-8 text"),
+    (b"- name: x\n- name: y\n", "the top level is a list; expected a mapping"),
+    (b"name: [unclosed\n", "not valid YAML"),
+])
+def test_hostile_spec_files_get_a_clear_error_naming_the_file(tmp_path, content, expected):
+    from rightsizer.taskspec import load_app
+
+    path = tmp_path / "spec.yaml"
+    path.write_bytes(content)
+    for load in (load_task, load_app):
+        with pytest.raises(ConfigError, match=expected) as e:
+            load(path)
+        assert str(path) in str(e.value) and len(str(e.value)) < 2000  # nothing expanded into it
+
+
+def test_an_oversized_spec_file_is_refused_before_it_is_parsed(tmp_path):
+    from rightsizer.taskspec import MAX_SPEC_BYTES
+
+    path = tmp_path / "big.yaml"
+    path.write_bytes(b"name: x\n" + b"#" * MAX_SPEC_BYTES)
+    with pytest.raises(ConfigError, match=f"a task spec is at most {MAX_SPEC_BYTES} bytes"):
+        load_task(path)
