@@ -229,7 +229,20 @@ def test_the_ladder_tries_retrieval_between_few_shot_and_lora(demo_models, tmp_p
         assert r.retrieval["recall_at_k"] == 1.0 and r.retrieval["k"] == 1
         assert "retrieval recall@1 1.000" in r.reason
     assert sel.retrieval["gold_rows"] == 16 and sel.retrieval["missed_rows"] == []
+    from rightsizer.report import leaderboard_rows
+
+    assert [r["retrieval_recall_at_k"] for r in leaderboard_rows(sel)] == [None, None, 1.0, 1.0]
+    again = type(sel).load(sel.save(tmp_path / "sel.json") or tmp_path / "sel.json")
+    assert again.to_dict() == sel.to_dict()
     # without a retrieval: section the rung cannot be asked for
     with pytest.raises(ConfigError, match="'retrieval' needs a knowledge source"):
         select_model(dataclasses.replace(spec, retrieval=None), tmp_path / "w2", progress=False)
     assert Ladder().rungs == ["zero_shot", "few_shot", "lora"]
+
+
+def test_a_gold_field_missing_from_the_eval_rows_is_a_data_problem(tmp_path):
+    from rightsizer.evaluate import check_task_data
+
+    spec = _spec(tmp_path, gold_field="source_doc")
+    with pytest.raises(ConfigError, match="retrieval.gold_field: the eval rows have no 'source_doc'"):
+        check_task_data(spec)
