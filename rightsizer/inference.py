@@ -171,7 +171,7 @@ def build_prompt(spec: TaskSpec, row: dict, shots: list[dict] | None = None) -> 
 
 
 def _with_context(spec: TaskSpec, row: dict) -> str:
-    if spec.index is None:
+    if spec.index is None or spec.retrieval is None:
         return spec.format_prompt(row)
     context = context_text(retrieve_for(spec, row))
     if CONTEXT in template_fields(spec.prompt):
