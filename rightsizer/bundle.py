@@ -3,6 +3,11 @@
 ``rightsizer.json`` holds the task's prompt template, label options, few-shot examples,
 the quantization config to re-apply at load time, and where the model came from. The
 bundle is what gets registered as the task's model artifact.
+
+When the chosen rung retrieves (the spec written has its index attached,
+``rightsizer.retrieval.for_rung``), the index is saved in ``retrieval/`` and
+``rightsizer.json``'s ``retrieval`` says so (folder, digest, passages, k); ``load_bundle``
+loads it back, so serving retrieves what evaluation retrieved.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from rightsizer.errors import ConfigError
 from rightsizer.taskspec import TaskSpec, task_from_dict
 
 BUNDLE_FILE = "rightsizer.json"
+RETRIEVAL_DIR = "retrieval"
 
 
 def write_bundle(model_dir: str | Path, spec: TaskSpec, out_dir: str | Path, *,
@@ -36,10 +42,15 @@ def write_bundle(model_dir: str | Path, spec: TaskSpec, out_dir: str | Path, *,
         "max_new_tokens": spec.workload.output_tokens, "metrics": metrics or {},
         "trust_remote_code": spec.trust_remote_code, "adapter": adapter or {},
         "spec": spec.to_dict(),  # serving rebuilds the task (prompt, type, stop rule) from it
+        "retrieval": {},
     }
     with atomic_dir(out) as tmp:
-        shutil.copytree(model_dir, tmp, ignore=shutil.ignore_patterns(BUNDLE_FILE),
+        shutil.copytree(model_dir, tmp, ignore=shutil.ignore_patterns(BUNDLE_FILE, RETRIEVAL_DIR),
                         dirs_exist_ok=True)
+        if spec.index is not None:  # the rung retrieves: serving runs the same retrieval
+            spec.index.save(tmp / RETRIEVAL_DIR)
+            meta["retrieval"] = {"dir": RETRIEVAL_DIR, "digest": spec.index.digest,
+                                 "n_passages": len(spec.index.passages), "k": spec.retrieval.k}
         (tmp / BUNDLE_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
     return out
 
@@ -51,14 +62,26 @@ def read_bundle(bundle_dir: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
+def bundle_retrieval_dir(bundle_dir: str | Path, meta: dict) -> Path | None:
+    """The bundle's retrieval index folder, or None when its rung does not retrieve."""
+    sub = (meta.get("retrieval") or {}).get("dir")
+    if not sub:
+        return None
+    path = Path(bundle_dir) / sub
+    if not path.is_dir():
+        raise ConfigError(f"{bundle_dir}: {BUNDLE_FILE} names a retrieval index in {sub}/, "
+                          "which is missing")
+    return path
+
+
 def bundle_spec(meta: dict, source: str | None = None) -> TaskSpec:
     """The task spec a bundle was written for (what serving builds prompts and answers from).
 
     Bundles written before the spec was stored carry only the prompt fields; the spec is
     rebuilt from those, with placeholders for what serving does not use (data, SLO).
     """
-    if "spec" in meta:
-        return task_from_dict(meta["spec"], source=source)
+    if "spec" in meta:  # the knowledge source stays behind: the bundle has its index
+        return task_from_dict(meta["spec"], source=source, check_source=False)
     legacy = {"name": meta["task"], "type": meta["type"], "prompt": meta["prompt"],
               "input_field": meta["input_field"], "label_field": meta["label_field"],
               "labels": meta.get("labels") or [], "candidates": [meta.get("base_model", "?")],

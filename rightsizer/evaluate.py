@@ -9,6 +9,7 @@ stop rule, with the metrics of ``rightsizer.metrics``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import resource
@@ -76,9 +77,13 @@ def check_task_data(spec: TaskSpec) -> tuple[list[dict], list[dict]]:
     if train is not None and "few_shot" in spec.ladder.rungs and spec.ladder.few_shot_k > len(train):
         problems.append(f"ladder.few_shot_k: {spec.ladder.few_shot_k} is larger than the train "
                         f"split ({len(train)} rows)")
+    gold = spec.retrieval.gold_field if spec.retrieval is not None else None
+    evals = splits.get(spec.eval_split)
+    if gold is not None and evals is not None and gold not in evals[0]:
+        problems.append(f"retrieval.gold_field: the {spec.eval_split} rows have no {gold!r} field; "
+                        f"they have {sorted(evals[0])}")
     if problems:
         raise ConfigError(problems, spec.name)
-    evals = splits[spec.eval_split]
     return train, evals[:spec.max_eval_examples] if spec.max_eval_examples else evals
 
 
@@ -239,6 +244,7 @@ def evaluate_model(spec: TaskSpec, model_ref: str, split: str | None = None,
     ``latency`` is measured at batch 1 (what the SLO is about); ``latency_by_batch`` holds
     one measurement per entry of ``batch_sizes`` (each after a warm-up, with its spread);
     ``predictions`` the answer for each row, in row order (what serving answers for them).
+    A bundle whose rung retrieves is scored with its own index (the one serving loads).
     """
     from rightsizer.bundle import BUNDLE_FILE
     from rightsizer.models import param_count, state_dict_bytes
@@ -247,6 +253,7 @@ def evaluate_model(spec: TaskSpec, model_ref: str, split: str | None = None,
     if (Path(model_ref) / BUNDLE_FILE).is_file():
         bundle = load_bundle(model_ref)
         model, tok, shots, precision = bundle.model, bundle.tokenizer, bundle.shots, bundle.precision
+        spec = dataclasses.replace(spec, index=bundle.spec.index)
     else:
         model, tok = load_model(model_ref, trust_remote_code=spec.trust_remote_code)
         shots, precision = [], "fp32"

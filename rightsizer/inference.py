@@ -8,11 +8,14 @@ Loading (``load_model``) takes a candidate reference (hub id, local folder, ``de
 or a folder with a quantization config to re-apply; safetensors only; ``trust_remote_code``
 only when the caller (the task spec) says so; the attention implementation from
 ``choose_attention``; a device map from ``plan_placement`` when a memory budget is given.
-``load_bundle`` loads a serving bundle with its task spec and few-shot examples.
+``load_bundle`` loads a serving bundle with its task spec and few-shot examples, and its
+retrieval index when the chosen rung retrieves (attached to ``Bundle.spec``, so every
+prompt built from the bundle's spec, the serving engine's included, carries the passages).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +25,14 @@ import torch
 from tqdm.auto import tqdm
 
 from rightsizer import tasktypes
-from rightsizer.bundle import bundle_spec, read_bundle
+from rightsizer.bundle import bundle_retrieval_dir, bundle_spec, read_bundle
 from rightsizer.errors import ConfigError
 from rightsizer.models import remote_code_error, resolve_model_ref
+from rightsizer.retrieval import Index, context_text, retrieve_for
 from rightsizer.runtime.attention import choose_attention
 from rightsizer.runtime.placement import PlacementPlan, plan_placement
 from rightsizer.tasktypes import Predictions
-from rightsizer.taskspec import TaskSpec
+from rightsizer.taskspec import CONTEXT, TaskSpec, template_fields
 
 __all__ = ["Bundle", "Engine", "Predictions", "answer_text", "apply_stop", "build_prompt", "generate",
            "load_bundle", "load_model", "load_tokenizer", "predict", "predict_with", "respond",
@@ -122,7 +126,9 @@ def _model_class(config):
 
 @dataclass
 class Bundle:
-    """A loaded serving bundle: the model, its task spec and few-shot examples."""
+    """A loaded serving bundle: the model, its task spec and few-shot examples.
+
+    ``spec.index`` is the bundle's retrieval index when its rung retrieves (else None)."""
 
     model: Any
     tokenizer: Any
@@ -141,7 +147,11 @@ def load_bundle(bundle_dir: str | Path, device: str | None = "auto") -> Bundle:
     model, tokenizer = load_model(bundle_dir, dtype="auto", device=device,
                                   trust_remote_code=bool(meta.get("trust_remote_code", False)),
                                   quant_config=meta.get("quant_config"))
-    return Bundle(model, tokenizer, bundle_spec(meta), list(meta.get("shots") or []), meta)
+    spec = bundle_spec(meta)
+    index_dir = bundle_retrieval_dir(bundle_dir, meta)
+    if index_dir is not None:
+        spec = dataclasses.replace(spec, index=Index.load(index_dir))
+    return Bundle(model, tokenizer, spec, list(meta.get("shots") or []), meta)
 
 
 def answer_text(spec: TaskSpec, row: dict) -> str:
@@ -150,9 +160,23 @@ def answer_text(spec: TaskSpec, row: dict) -> str:
 
 
 def build_prompt(spec: TaskSpec, row: dict, shots: list[dict] | None = None) -> str:
-    """The task prompt for ``row``, preceded by solved examples when shots are given."""
-    parts = [f"{spec.format_prompt(s)} {answer_text(spec, s)}" for s in shots or []]
-    return "\n\n".join(parts + [spec.format_prompt(row)])
+    """The task prompt for ``row``, preceded by solved examples when shots are given.
+
+    When ``spec`` has a retrieval index attached (``retrieval.for_rung``, a loaded bundle),
+    the top-k passages for the row's input go into the template's ``{context}``, or, when
+    it has none, before the prompt as ``"Context:\n<passages, one per line>\n\n"``; each
+    shot gets the passages of its own input the same way."""
+    parts = [f"{_with_context(spec, s)} {answer_text(spec, s)}" for s in shots or []]
+    return "\n\n".join(parts + [_with_context(spec, row)])
+
+
+def _with_context(spec: TaskSpec, row: dict) -> str:
+    if spec.index is None or spec.retrieval is None:
+        return spec.format_prompt(row)
+    context = context_text(retrieve_for(spec, row))
+    if CONTEXT in template_fields(spec.prompt):
+        return spec.format_prompt(row, context)
+    return f"Context:\n{context}\n\n{spec.format_prompt(row)}"
 
 
 @torch.no_grad()

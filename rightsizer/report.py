@@ -62,13 +62,17 @@ def _device(sel: Selection) -> str:
 def leaderboard_rows(sel: Selection) -> list[dict]:
     """One row per (candidate, rung) tried, in the order they were tried: quality with its
     95% CI, the decision value, whether screening stopped it (and the bound that did), p95
-    latency and peak memory measured on the select step's machine (``measured_on``), and the
-    evaluation cost spent."""
+    latency and peak memory measured on the select step's machine (``measured_on``), the
+    evaluation cost spent, and for a rung that retrieved with gold passages the retriever's
+    recall@k (None otherwise)."""
     rows = []
     for r in sel.tried:
         lat = sel.latency.get(r.candidate, {})
         rows.append({"candidate": r.candidate, "params": r.params, "rung": r.rung,
-                     sel.metric: round(r.score, 4), "ci_low": round(r.ci_low, 4),
+                     sel.metric: round(r.score, 4),
+                     # beside the metric: a low recall is a retrieval miss, not a model miss
+                     "retrieval_recall_at_k": _num(r.retrieval.get("recall_at_k"), 4),
+                     "ci_low": round(r.ci_low, 4),
                      "ci_high": round(r.ci_high, 4), "value": round(r.value, 4),
                      "threshold": r.threshold, "passed": r.passed,
                      "screened_out": r.screened_out,

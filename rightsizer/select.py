@@ -3,8 +3,11 @@
 Candidates are ordered by parameter count computed from their configs (never by name).
 Candidates that cannot meet the task's SLO on any catalog GPU (sizing engine) are dropped
 before any evaluation, with the reason. For each remaining candidate, smallest first, the
-rungs are tried in order of cost (zero-shot, few-shot, LoRA fine-tune); the first rung
-that clears the task's bar wins. Each rung is screened (``rightsizer.screening``): it is
+rungs are tried in order of cost (zero-shot, few-shot, retrieval for a task with a
+knowledge source, LoRA fine-tune); the first rung that clears the task's bar wins. The
+retrieval rung (and the LoRA rung of such a task) runs with the spec ``retrieval.for_rung``
+gives, whose prompts carry the top-k passages; its results record the retriever's
+recall@k where eval rows name their gold passage. Each rung is screened (``rightsizer.screening``): it is
 scored on a small part of the eval split first and stopped as soon as it can no longer
 pass, so the cost grows with the position of the passing candidate. Every rung tried is
 recorded, so the decision record can say why each smaller option was rejected.
@@ -24,6 +27,7 @@ from rightsizer.errors import ConfigError
 from rightsizer.evaluate import check_task_data, measure_latency, pick_shots
 from rightsizer.inference import build_prompt, load_model
 from rightsizer.models import load_config
+from rightsizer.retrieval import for_rung, retrieval_figures
 from rightsizer.screening import Screened, screened_quality
 from rightsizer.taskspec import Screening, TaskSpec
 
@@ -107,6 +111,7 @@ class RungResult:
     train_seconds: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)
     training: dict = field(default_factory=dict)  # LoRA rung: steps, final loss, tokens/s, ...
+    retrieval: dict = field(default_factory=dict)  # a rung that retrieves: k, recall@k, misses
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -137,6 +142,7 @@ class Selection:
     dropped: list[dict] = field(default_factory=list)
     rungs: list[str] = field(default_factory=list)  # the rungs the spec enabled
     latency: dict[str, dict] = field(default_factory=dict)  # candidate -> measured here
+    retrieval: dict = field(default_factory=dict)  # the retriever on the eval split (recall@k)
 
     @property
     def passed(self) -> bool:
@@ -202,6 +208,11 @@ class Selection:
                            f"{max(gains):.3f})")
             else:
                 out.append("more or better training data (LoRA did not help)")
+        recall = self.retrieval.get("recall_at_k")
+        if recall is not None and recall < 1.0:
+            out.append(f"a better knowledge source, chunking or a larger retrieval.k (recall@"
+                       f"{self.retrieval['k']} is {recall:.3f}: the gold passage was missed for "
+                       f"{len(self.retrieval['missed_rows'])} eval rows)")
         if self.decision_rule == "ci_lower":
             out.append("a larger eval split (the CI's lower end must clear the bar) or "
                        "decision_rule: point")
@@ -212,7 +223,8 @@ class Selection:
             c = self.chosen
             rule = "CI lower end" if self.decision_rule == "ci_lower" else "score"
             return (f"{self.task}: {c.candidate} ({c.params:,} params) passes at rung "
-                    f"{c.rung} with {self.metric} {rule} {c.value:.3f} >= {self.threshold}")
+                    f"{c.rung} with {self.metric} {rule} {c.value:.3f} >= {self.threshold}"
+                    + _recall_note(c.retrieval))
         per = "; ".join(
             f"{k} best {v.value:.3f} ({v.rung}"
             + (f", stopped after {v.n}/{v.n_total} examples, at most {v.bound:.3f})"
@@ -241,13 +253,20 @@ class Selection:
         return cls(**d)
 
 
+def _recall_note(figures: dict) -> str:
+    """``" (retrieval recall@k x)"`` for a rung that retrieved with gold passages, else ""."""
+    if not figures or figures.get("recall_at_k") is None:
+        return ""
+    return f" (retrieval recall@{figures['k']} {figures['recall_at_k']:.3f})"
+
+
 def _rank(r: RungResult) -> tuple:
     """Best result of a candidate: full-split results before screened-out ones, then value."""
     return (not r.screened_out, r.value)
 
 
 def _record(spec, ref, params, rung, s: Screened, train_seconds: float = 0.0,
-            training: dict | None = None) -> RungResult:
+            training: dict | None = None, retrieval: dict | None = None) -> RungResult:
     q = s.quality
     value = q.value_for(spec.decision_rule)
     passed = not s.stopped and value >= spec.threshold
@@ -261,12 +280,15 @@ def _record(spec, ref, params, rung, s: Screened, train_seconds: float = 0.0,
     else:
         reason = (f"{ref} ({params:,} params) {rung}: {spec.metric} {rule} "
                   f"{value:.3f} < threshold {spec.threshold}")
+    if reason:
+        reason += _recall_note(retrieval or {})
     return RungResult(candidate=ref, params=params, rung=rung, score=q.score, ci_low=q.ci_low,
                       ci_high=q.ci_high, value=value, threshold=spec.threshold, passed=passed,
                       n=q.n, seconds=q.seconds + train_seconds, reason=reason,
                       n_total=s.n_total, screened_out=s.stopped, bound=s.bound,
                       stages=s.stages, train_seconds=train_seconds,
-                      metrics={**q.metrics, **q.calibration}, training=training or {})
+                      metrics={**q.metrics, **q.calibration}, training=training or {},
+                      retrieval=retrieval or {})
 
 
 def _save_chosen(model, tokenizer, out: Path) -> str:
@@ -330,7 +352,13 @@ def select_model(spec: TaskSpec, workdir: str | Path, progress: bool = True,
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    if "retrieval" in spec.ladder.rungs and spec.retrieval is None:
+        raise ConfigError("ladder.rungs: 'retrieval' needs a knowledge source (a retrieval: "
+                          "section)", spec.name)
     train, evals = check_task_data(spec)
+    # the spec each rung runs with: the index (built once, cached) attached where it retrieves
+    rung_spec = {rung: for_rung(spec, rung) for rung in spec.ladder.rungs}
+    figures = next((retrieval_figures(s, evals) for s in rung_spec.values() if s.index is not None), {})
     sized = _sized(spec)
     check_context(spec, [(ref, config) for ref, _, config in sized])
     order = [(ref, params) for ref, params, _ in sized]
@@ -351,15 +379,18 @@ def select_model(spec: TaskSpec, workdir: str | Path, progress: bool = True,
         if latency_repeats > 0:
             latency[ref] = _latency(model, tok, spec, evals[0], latency_repeats)
         for rung in spec.ladder.rungs:
+            rspec = rung_spec[rung]
             train_seconds, training = 0.0, {}
             if rung == "lora":
                 t0 = time.perf_counter()
-                model, training = _lora_rung(spec, ref, model, train, workdir, progress)
+                model, training = _lora_rung(rspec, ref, model, train, workdir, progress)
                 train_seconds = time.perf_counter() - t0
-            s = screened_quality(model, tok, spec, evals, spec.threshold,
+            # the retrieval rung uses no shots: the gain over zero-shot is the retrieval's
+            s = screened_quality(model, tok, rspec, evals, spec.threshold,
                                  shots=shots if rung == "few_shot" else None,
                                  screening=screening, progress=progress)
-            result = _record(spec, ref, params, rung, s, train_seconds, training)
+            result = _record(spec, ref, params, rung, s, train_seconds, training,
+                             figures if rspec.index is not None else None)
             tried.append(result)
             if result.passed and chosen is None:
                 chosen, chosen_shots = result, (shots if rung == "few_shot" else [])
@@ -374,4 +405,5 @@ def select_model(spec: TaskSpec, workdir: str | Path, progress: bool = True,
                      eval_examples=sum(r.n for r in tried),
                      eval_seconds=time.perf_counter() - start,
                      full_examples=len(kept) * len(spec.ladder.rungs) * len(evals),
-                     dropped=dropped, rungs=list(spec.ladder.rungs), latency=latency)
+                     dropped=dropped, rungs=list(spec.ladder.rungs), latency=latency,
+                     retrieval=figures)

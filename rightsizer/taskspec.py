@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import os
 import dataclasses
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,14 @@ from rightsizer.errors import ConfigError
 from rightsizer.metrics import METRIC_RANGE
 from rightsizer.precisions import SEARCH_ORDER
 from rightsizer.tasktypes import TASK_TYPES
-RUNGS = ("zero_shot", "few_shot", "lora")
+
+# The rungs, cheapest first. "retrieval" only applies to a task that declares ``retrieval:``
+# (a spec that leaves ``ladder.rungs`` out gets it then, and only then).
+RUNGS = ("zero_shot", "few_shot", "retrieval", "lora")
+DEFAULT_RUNGS = ("zero_shot", "few_shot", "lora")  # a task without a knowledge source
+CONTEXT = "context"  # the prompt placeholder the retrieved passages go into
+CHUNK_RULES = ("paragraph", "words", "passage")
+RETRIEVERS = ("bm25", "embedding")
 MAX_SEQ_LEN = 512  # a LoRA run's default sequence length (prompt + answer), if the model takes it
 DECISION_RULES = ("point", "ci_lower")
 TRUNCATE_RULES = ("none", "left")  # serving: refuse an over-long input, or keep its end
@@ -92,7 +100,7 @@ class FinetuneSettings(LoraSettings):
 class Ladder:
     """Which rungs to try, in order of cost, before moving to the next size up."""
 
-    rungs: list[str] = field(default_factory=lambda: list(RUNGS))
+    rungs: list[str] = field(default_factory=lambda: list(DEFAULT_RUNGS))
     few_shot_k: int = 4
     lora: LoraSettings = field(default_factory=LoraSettings)
 
@@ -112,6 +120,39 @@ class Screening:
     min_examples: int = 20
     growth: float = 2.0
     alpha: float = 0.05
+
+
+@dataclass
+class ChunkRule:
+    """How a knowledge source is cut into passages (``rightsizer.retrieval.chunk_documents``).
+
+    ``by``: ``paragraph`` (blank-line separated; a heading line alone joins the paragraph
+    after it; a paragraph over ``size`` words is cut into windows of ``size`` words that
+    share ``overlap`` words), ``words`` (each document as windows of ``size`` words sharing
+    ``overlap``) or ``passage`` (each file, or each JSONL row, is one passage as it is).
+    """
+
+    by: str = "paragraph"
+    size: int = 200  # words per passage at most (paragraph, words)
+    overlap: int = 0  # words two consecutive windows share (paragraph, words)
+
+
+@dataclass
+class Retrieval:
+    """The task's knowledge source and how the retrieval rung uses it (``retrieval:``).
+
+    The top ``k`` passages for each input (the ``input_field`` is the query) go into the
+    prompt: at the template's ``{context}`` placeholder, or, when it has none, before the
+    prompt as ``"Context:\n<one passage per line>\n\n"``.
+    """
+
+    source: str  # a folder of .txt/.md files, or a .jsonl of passages ({"id", "text"})
+    k: int = 3
+    retriever: str = "bm25"  # bm25 (bm25s); "embedding" is not implemented yet
+    model: str | None = None  # the embedding model (retriever: embedding)
+    chunk: ChunkRule = field(default_factory=ChunkRule)
+    gold_field: str | None = None  # eval row field naming its gold passage id(s): recall@k
+    lora: bool = True  # the LoRA rung trains and is scored with the retrieved context too
 
 
 @dataclass
@@ -142,7 +183,12 @@ class TaskSpec:
     screening: Screening = field(default_factory=Screening)
     trust_remote_code: bool = False
     truncate: str = "none"  # serving: an input too long for the context is refused ("none") or cut from its start ("left")
+    retrieval: Retrieval | None = None  # a knowledge source: the retrieval rung
     base_dir: str = ""  # directory the relative dataset paths are resolved against
+    # The loaded retrieval index (``rightsizer.retrieval.Index``) when this spec is the one of
+    # a rung that retrieves (``retrieval.for_rung``) or of a loaded bundle: ``build_prompt``
+    # then puts the top-k passages into the prompt. Runtime only, never saved.
+    index: Any = field(default=None, compare=False, repr=False)
 
     def dataset_path(self, split: str) -> str:
         """Path or id of a split, relative paths resolved against the spec's directory."""
@@ -152,19 +198,31 @@ class TaskSpec:
             return str(Path(self.base_dir) / p)
         return ref
 
-    def format_prompt(self, row: dict) -> str:
+    def source_path(self) -> Path:
+        """The knowledge source, a relative path resolved against the spec's directory."""
+        if self.retrieval is None:
+            raise ConfigError("retrieval: this task declares no knowledge source", self.name)
+        p = Path(self.retrieval.source)
+        return p if p.is_absolute() or not self.base_dir else Path(self.base_dir) / p
+
+    def format_prompt(self, row: dict, context: str = "") -> str:
+        """The template filled from ``row``; ``context`` goes into a ``{context}`` placeholder."""
+        if self.retrieval is not None and CONTEXT in template_fields(self.prompt):
+            row = {**row, CONTEXT: context}
         return self.prompt.format(**row)
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        d = dataclasses.asdict(dataclasses.replace(self, index=None))
         d.pop("base_dir")
+        d.pop("index")
         return d
 
 
 _REQUIRED = ("name", "type", "dataset", "input_field", "label_field", "prompt", "metric",
              "threshold", "slo", "candidates")
 _NESTED = {"slo": SLO, "workload": Workload, "ladder": Ladder, "screening": Screening,
-           "finetune": FinetuneSettings}
+           "finetune": FinetuneSettings, "retrieval": Retrieval}
+_RUNTIME = ("base_dir", "index")  # TaskSpec fields a spec file cannot set
 _BUDGET = ("steps", "epochs")
 
 
@@ -184,6 +242,8 @@ def _check_fields(cls, data: dict, where: str, problems: list[str]) -> dict:
             continue
         value, ftype = out[f.name], str(f.type)
         ok = True
+        if ftype in ("Any", "ChunkRule", "Retrieval | None"):  # checked by their own sections
+            continue
         if ftype in ("float",):
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
             if ok:
@@ -198,6 +258,8 @@ def _check_fields(cls, data: dict, where: str, problems: list[str]) -> dict:
                 out[f.name] = float(value)
         elif ftype == "str":
             ok = isinstance(value, str)
+        elif ftype == "str | None":
+            ok = value is None or isinstance(value, str)
         elif ftype == "bool":
             ok = isinstance(value, bool)
         elif ftype.startswith("list[str]"):
@@ -220,12 +282,23 @@ def _lora_fields(cls, data: dict, where: str, problems: list[str]) -> dict:
     return _check_fields(cls, data, where, problems)
 
 
-def task_from_dict(data: dict, source: str | None = None, base_dir: str = "") -> TaskSpec:
-    """Build and validate a TaskSpec; raise ConfigError listing every problem."""
+def task_from_dict(data: dict, source: str | None = None, base_dir: str = "",
+                   check_source: bool = True) -> TaskSpec:
+    """Build and validate a TaskSpec; raise ConfigError listing every problem.
+
+    ``check_source``: whether the knowledge source (``retrieval.source``) must exist; a
+    serving bundle's spec carries the built index instead (``rightsizer.bundle``)."""
     if not isinstance(data, dict):
         raise ConfigError(f"expected a mapping at the top level, got {type(data).__name__}", source)
     problems: list[str] = []
     data = copy.deepcopy(data)
+    for key in _RUNTIME:
+        if key in data:
+            data.pop(key)
+            problems.append(f"{key}: unknown field (set by the loader, not by a spec file)")
+    if data.get("retrieval", {}) is None:
+        data.pop("retrieval")  # written as null by save_task for a task without one
+    rungs_given = isinstance(data.get("ladder"), dict) and "rungs" in data["ladder"]
     nested = {}
     for key, cls in _NESTED.items():
         if key in data:
@@ -240,6 +313,16 @@ def task_from_dict(data: dict, source: str | None = None, base_dir: str = "") ->
                 nested[key] = sub_ok
             elif cls is FinetuneSettings:
                 nested[key] = _lora_fields(cls, sub, f"{key}.", problems)
+            elif cls is Retrieval:
+                chunk = sub.pop("chunk", {})
+                if not isinstance(chunk, dict):
+                    problems.append(f"retrieval.chunk: expected a mapping (by, size, overlap), "
+                                    f"got {type(chunk).__name__} {chunk!r}")
+                    chunk = {}
+                chunk_ok = _check_fields(ChunkRule, chunk, "retrieval.chunk.", problems)
+                sub_ok = _check_fields(Retrieval, sub, "retrieval.", problems)
+                sub_ok["chunk"] = ChunkRule(**chunk_ok) if not problems else None
+                nested[key] = sub_ok
             else:
                 nested[key] = _check_fields(cls, sub, f"{key}.", problems)
     top = _check_fields(TaskSpec, {**data, **{k: None for k in nested}}, "", problems)
@@ -249,7 +332,11 @@ def task_from_dict(data: dict, source: str | None = None, base_dir: str = "") ->
         if key in nested:
             top[key] = cls(**nested[key])
     spec = TaskSpec(**top, base_dir=base_dir)
+    if spec.retrieval is not None and not rungs_given:
+        spec.ladder.rungs = list(RUNGS)  # the default ladder of a task with a knowledge source
     _check_values(spec, problems)
+    if spec.retrieval is not None:
+        _check_retrieval(spec, problems, check_source)
     if problems:
         raise ConfigError(problems, source)
     return spec
@@ -272,8 +359,7 @@ def _check_values(spec: TaskSpec, problems: list[str]) -> None:
     for split in (spec.train_split, spec.eval_split):
         if split not in spec.dataset:
             problems.append(f"dataset: no {split!r} split; the spec names splits {sorted(spec.dataset)}")
-    if "{" + spec.input_field + "}" not in spec.prompt:
-        problems.append(f"prompt: the template must contain {{{spec.input_field}}} (the input_field)")
+    _check_template(spec, task_type, problems)
     if task_type is not None:
         task_type.check_spec(spec, problems)
     if spec.max_new_tokens <= 0:
@@ -294,6 +380,9 @@ def _check_values(spec: TaskSpec, problems: list[str]) -> None:
     for rung in spec.ladder.rungs:
         if rung not in RUNGS:
             problems.append(f"ladder.rungs: {rung!r} is not a rung; expected some of {list(RUNGS)}")
+    if "retrieval" in spec.ladder.rungs and spec.retrieval is None:
+        problems.append("ladder.rungs: 'retrieval' needs a knowledge source; add a retrieval: "
+                        "section (source, k, chunk) or drop the rung")
     if spec.ladder.few_shot_k < 1:
         problems.append(f"ladder.few_shot_k: {spec.ladder.few_shot_k}; expected >= 1")
     _check_lora(spec.ladder.lora, "ladder.lora.", problems)
@@ -307,6 +396,75 @@ def _check_values(spec: TaskSpec, problems: list[str]) -> None:
     for p in spec.precisions:
         if p not in SEARCH_ORDER:
             problems.append(f"precisions: {p!r}; expected some of {list(SEARCH_ORDER)}")
+
+
+def template_fields(template: str) -> list[str]:
+    """The placeholders of a prompt template, in order (``ValueError`` on a lone brace)."""
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+
+
+def _check_template(spec: TaskSpec, task_type, problems: list[str]) -> None:
+    """The prompt template against the fields it may use: the task type's (the input field:
+    serving has nothing else) and ``{context}`` when the task declares retrieval. A lone
+    brace, an empty or unknown placeholder is a problem naming the template."""
+    try:
+        names = template_fields(spec.prompt)
+    except ValueError as e:
+        problems.append(f"prompt: {spec.prompt!r} is not a valid template ({e}); write a literal "
+                        "brace as {{ or }}")
+        return
+    known = set(task_type.prompt_fields(spec)) if task_type is not None else {spec.input_field}
+    if spec.retrieval is not None:
+        known.add(CONTEXT)
+    for name in dict.fromkeys(names):
+        if name == "":
+            problems.append(f"prompt: {spec.prompt!r} has an empty placeholder {{}}; name the field, "
+                            f"one of {sorted(known)}")
+        elif name == CONTEXT and spec.retrieval is None:
+            problems.append(f"prompt: {spec.prompt!r} uses {{context}} but the task declares no "
+                            "retrieval: section (the passages that would fill it)")
+        elif name not in known:
+            problems.append(f"prompt: {spec.prompt!r} uses the unknown placeholder {{{name}}}; "
+                            f"the template may use {sorted(known)}")
+    if spec.input_field not in names:
+        problems.append(f"prompt: the template must contain {{{spec.input_field}}} (the input_field)")
+
+
+def _check_retrieval(spec: TaskSpec, problems: list[str], check_source: bool) -> None:
+    r = spec.retrieval
+    if r.k < 1:
+        problems.append(f"retrieval.k: {r.k}; expected >= 1 (passages per input)")
+    if r.retriever not in RETRIEVERS:
+        problems.append(f"retrieval.retriever: {r.retriever!r}; expected one of {list(RETRIEVERS)}")
+    elif r.retriever == "embedding":
+        problems.append("retrieval.retriever: 'embedding' is not implemented yet; use bm25 "
+                        "(the default, bm25s)" + ("" if r.model else "; it would also need "
+                                                  "retrieval.model"))
+    elif r.model is not None:
+        problems.append(f"retrieval.model: {r.model!r} is only for retriever: embedding")
+    c = r.chunk
+    if c.by not in CHUNK_RULES:
+        problems.append(f"retrieval.chunk.by: {c.by!r} is not a chunk rule; expected one of "
+                        f"{list(CHUNK_RULES)}")
+    if c.size < 1:
+        problems.append(f"retrieval.chunk.size: {c.size}; expected >= 1 (words per passage)")
+    elif not 0 <= c.overlap < c.size:
+        problems.append(f"retrieval.chunk.overlap: {c.overlap}; expected 0 <= overlap < size ({c.size})")
+    if r.gold_field is not None and r.gold_field in (spec.input_field, spec.label_field):
+        problems.append(f"retrieval.gold_field: {r.gold_field!r} is the input or label field; "
+                        "name the field that holds the gold passage id")
+    if not check_source:
+        return
+    path = spec.source_path()
+    if not path.exists():
+        problems.append(f"retrieval.source: {r.source!r} not found ({path}); expected a folder of "
+                        ".txt/.md files or a .jsonl of passages")
+    elif path.is_file() and path.suffix.lower() != ".jsonl":
+        problems.append(f"retrieval.source: {r.source!r} is a {path.suffix or 'plain'} file; expected "
+                        "a folder of .txt/.md files or a .jsonl of passages ({\"id\", \"text\"})")
+    elif path.is_dir() and not any(p.suffix.lower() in (".txt", ".md") for p in path.rglob("*")
+                                   if p.is_file()):
+        problems.append(f"retrieval.source: the folder {r.source!r} has no .txt or .md file")
 
 
 def _check_lora(lora: LoraSettings, where: str, problems: list[str]) -> None:

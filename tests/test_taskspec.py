@@ -246,3 +246,122 @@ def test_an_oversized_spec_file_is_refused_before_it_is_parsed(tmp_path):
     path.write_bytes(b"name: x\n" + b"#" * MAX_SPEC_BYTES)
     with pytest.raises(ConfigError, match=f"a task spec is at most {MAX_SPEC_BYTES} bytes"):
         load_task(path)
+
+
+def _retrieval_raw(tmp_path, **section):
+    """The sentiment spec with a knowledge source (a folder with one markdown file)."""
+    kb = tmp_path / "kb"
+    kb.mkdir(exist_ok=True)
+    (kb / "faq.md").write_text("# FAQ\n\nRefunds take 5 days.\n")
+    raw = _raw()
+    raw.pop("ladder")
+    raw["retrieval"] = {"source": str(kb), **section}
+    return raw
+
+
+def test_a_retrieval_section_loads_with_its_defaults_and_round_trips(tmp_path):
+    from rightsizer.taskspec import RUNGS
+
+    spec = task_from_dict(_retrieval_raw(tmp_path, k=2, gold_field="passage",
+                                         chunk={"by": "words", "size": 50, "overlap": 10}))
+    r = spec.retrieval
+    assert (r.k, r.retriever, r.gold_field, r.lora) == (2, "bm25", "passage", True)
+    assert (r.chunk.by, r.chunk.size, r.chunk.overlap) == ("words", 50, 10)
+    # the default ladder of such a task has the retrieval rung, between few-shot and LoRA
+    assert spec.ladder.rungs == list(RUNGS) == ["zero_shot", "few_shot", "retrieval", "lora"]
+    assert task_from_dict(_retrieval_raw(tmp_path)).retrieval.chunk.by == "paragraph"
+    save_task(spec, tmp_path / "s.yaml")
+    assert load_task(tmp_path / "s.yaml").to_dict() == spec.to_dict()
+    # a task without one keeps the three rungs, and round-trips too
+    plain = load_task(TASKS / "review_sentiment.yaml")
+    assert plain.retrieval is None and "retrieval" not in plain.ladder.rungs
+    save_task(plain, tmp_path / "p.yaml")
+    assert load_task(tmp_path / "p.yaml").to_dict() == plain.to_dict()
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"k": 0}, r"retrieval.k: 0; expected >= 1"),
+    ({"chunk": {"by": "sentence"}}, r"retrieval.chunk.by: 'sentence' is not a chunk rule"),
+    ({"chunk": {"size": 0}}, r"retrieval.chunk.size: 0"),
+    ({"chunk": {"size": 10, "overlap": 10}}, r"retrieval.chunk.overlap: 10; expected 0 <= overlap < size"),
+    ({"chunk": "paragraph"}, r"retrieval.chunk: expected a mapping"),
+    ({"chunk": {"by": "words", "stride": 3}}, r"retrieval.chunk.stride: unknown field"),
+    ({"retriever": "tfidf"}, r"retrieval.retriever: 'tfidf'"),
+    ({"retriever": "embedding", "model": "m"}, r"'embedding' is not implemented yet"),
+    ({"model": "m"}, r"retrieval.model: 'm' is only for retriever: embedding"),
+    ({"k": "three"}, r"retrieval.k: expected int"),
+    ({"top_k": 3}, r"retrieval.top_k: unknown field"),
+    ({"gold_field": "text"}, r"retrieval.gold_field: 'text' is the input or label field"),
+    ({"source": "no/such/folder"}, r"retrieval.source: 'no/such/folder' not found"),
+])
+def test_bad_retrieval_sections_are_refused_naming_the_field(tmp_path, section, message):
+    with pytest.raises(ConfigError, match=message):
+        task_from_dict(_retrieval_raw(tmp_path, **section))
+
+
+def test_a_knowledge_source_must_be_a_text_folder_or_a_jsonl(tmp_path):
+    (tmp_path / "notes.csv").write_text("a,b\n")
+    (tmp_path / "empty").mkdir()
+    for source, message in ((tmp_path / "notes.csv", "is a .csv file"),
+                            (tmp_path / "empty", "has no .txt or .md file")):
+        with pytest.raises(ConfigError, match=message):
+            task_from_dict(_retrieval_raw(tmp_path, source=str(source)))
+    # a relative source is resolved against the spec file's folder
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(_retrieval_raw(tmp_path, source="kb")))
+    assert load_task(tmp_path / "spec.yaml").source_path() == tmp_path / "kb"
+
+
+@pytest.mark.parametrize("prompt, message", [
+    ("Review: {text}\nTone: {tone}", r"prompt: 'Review: \{text\}\\nTone: \{tone\}' uses the "
+                                     r"unknown placeholder \{tone\}; the template may use \['text'\]"),
+    ("Review: {text} {", r"is not a valid template .*write a literal brace as \{\{ or \}\}"),
+    ("Review: {text} }", r"is not a valid template"),
+    ("Review: {text} {}", r"has an empty placeholder \{\}"),
+    ("Facts: {context}\nReview: {text}", r"uses \{context\} but the task declares no retrieval"),
+    ("Review: {text.upper}", r"unknown placeholder \{text.upper\}"),
+])
+def test_prompt_templates_are_checked_against_their_fields_at_load(prompt, message):
+    raw = _raw()
+    raw["prompt"] = prompt
+    with pytest.raises(ConfigError, match=message):
+        task_from_dict(raw)
+    raw["prompt"] = "Review: {text} {{literal braces}}"
+    assert task_from_dict(raw).format_prompt({"text": "ok"}) == "Review: ok {literal braces}"
+
+
+def test_context_placeholder_is_known_once_retrieval_is_declared(tmp_path):
+    raw = _retrieval_raw(tmp_path)
+    raw["prompt"] = "Facts: {context}\nReview: {text}\nSentiment:"
+    spec = task_from_dict(raw)
+    assert spec.format_prompt({"text": "fine"}, "Refunds take 5 days.") == (
+        "Facts: Refunds take 5 days.\nReview: fine\nSentiment:")
+
+
+def test_the_retrieval_rung_needs_a_knowledge_source():
+    raw = _raw()
+    raw["ladder"]["rungs"] = ["zero_shot", "retrieval"]
+    with pytest.raises(ConfigError, match="'retrieval' needs a knowledge source"):
+        task_from_dict(raw)
+
+
+def test_every_retrieval_and_template_problem_is_reported_at_once(tmp_path):
+    raw = _retrieval_raw(tmp_path, source=str(tmp_path / "missing"), k=0,
+                         chunk={"by": "sentence"})
+    raw["prompt"] = "Review: {text} {tone} {"
+    with pytest.raises(ConfigError) as e:
+        task_from_dict(raw, source="tasks/x.yaml")
+    fields = sorted(p.split(":")[0] for p in e.value.problems)
+    assert fields == ["prompt", "retrieval.chunk.by", "retrieval.k", "retrieval.source"]
+    assert str(e.value).startswith("tasks/x.yaml: 4 problems:")
+    raw["prompt"] = "Review: {text} {tone}"  # a parseable template: its placeholders are checked
+    with pytest.raises(ConfigError) as e:
+        task_from_dict(raw)
+    assert len(e.value.problems) == 4 and "unknown placeholder {tone}" in str(e.value)
+
+
+def test_spec_fields_only_the_loader_sets_are_refused():
+    raw = _raw()
+    raw.update(base_dir="/x", index="y")
+    with pytest.raises(ConfigError) as e:
+        task_from_dict(raw)
+    assert sorted(p.split(":")[0] for p in e.value.problems) == ["base_dir", "index"]

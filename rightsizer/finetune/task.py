@@ -27,7 +27,8 @@ _SETTINGS = ("rank", "alpha", "dropout", "learning_rate", "warmup_ratio", "globa
 
 def task_examples(spec: TaskSpec, rows: list[dict]) -> list[dict]:
     """``{"prompt", "answer"}`` per row: the zero-shot prompt and the answer text the ladder
-    scores, so the adapter learns exactly what it is evaluated on."""
+    scores, so the adapter learns exactly what it is evaluated on (with the retrieved
+    passages when ``spec`` has its retrieval index attached: ``retrieval.for_rung``)."""
     return [{"prompt": build_prompt(spec, r), "answer": answer_text(spec, r)} for r in rows]
 
 
@@ -91,6 +92,9 @@ def production_adapter(spec: TaskSpec, base_model: str, train_rows: list[dict],
     from rightsizer.inference import load_model, load_tokenizer
     from rightsizer.models import load_config
 
+    from rightsizer.retrieval import for_rung
+
+    spec = for_rung(spec, "lora")  # a task with a knowledge source trains with its passages
     result = train_for_task(spec, base_model, spec.finetune, train_rows, workdir,
                             name="production", nproc=nproc, progress=progress, **overrides)
     adapter = Path(result["adapter_dir"])

@@ -38,9 +38,13 @@ def quantize_for_task(spec: TaskSpec, sel: Selection, model_dir: str | Path,
     ``pre_quantized`` maps a pre-quantized backend to its checkpoint folder (``{"gptq":
     <quantize-gptq output>}``): it joins the search as one more int4 trial, and when kept,
     the bundle is made from that checkpoint. ``adapter``: which LoRA adapter ``model_dir``
-    has merged in, recorded in the bundle.
+    has merged in, recorded in the bundle. When the chosen rung retrieves, the search scores
+    with the task's retrieval index and the bundle carries it.
     """
     from rightsizer.quantize.search import search_precision
+    from rightsizer.retrieval import for_rung
+
+    spec = for_rung(spec, sel.chosen.rung)
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     rows = load_rows(spec, spec.eval_split, spec.max_eval_examples)

@@ -58,6 +58,11 @@ class TaskType:
             problems.append(f"labels: only a classification task takes label options; a {self.name} "
                             f"task's answers are the {spec.label_field!r} field of each row")
 
+    def prompt_fields(self, spec: TaskSpec) -> tuple[str, ...]:
+        """The row fields a prompt template may use: the input field (serving receives that
+        alone; ``{context}`` is added by the spec when the task declares retrieval)."""
+        return (spec.input_field,)
+
     def check_rows(self, spec: TaskSpec, rows: list[dict], split: str) -> list[str]:
         """Problems with a split's rows (their gold answers), one line each."""
         bad = [i for i, r in enumerate(rows) if not _gold_ok(r[spec.label_field])]
