@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import re
 import resource
 import statistics
 import time
@@ -26,6 +27,58 @@ from rightsizer.inference import Predictions, build_prompt, load_bundle, load_mo
 from rightsizer.taskspec import TaskSpec
 
 
+MAX_ROW_BYTES = 1 << 20  # one example is text for a prompt: a row near this is not one
+DATA_FILES = ("jsonl", "json", "csv", "parquet")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # "imdb" or "owner/name"
+
+
+def _check_dataset_ref(spec: TaskSpec, split: str) -> str:
+    """The split's path or hub id, refused early (before any copy or hub retry) when it is a
+    data file that does not exist, a relative path that leaves the project, or neither
+    a local path nor something shaped like a hub dataset id."""
+    raw = spec.dataset[split]
+    if not isinstance(raw, str) or not raw.strip():
+        raise ConfigError(f"dataset.{split}: {raw!r}; expected a file path or a hub dataset id", spec.name)
+    ref = spec.dataset_path(split)
+    local = Path(ref) if Path(ref).is_absolute() else Path(spec.base_dir or ".") / ref
+    if not Path(raw).is_absolute() and spec.base_dir:
+        base = _project_root(Path(spec.base_dir).resolve())
+        if base not in local.resolve().parents:
+            raise ConfigError(f"dataset.{split}: {raw!r} resolves to {local.resolve()}, outside the project "
+                              f"{base}; use a path inside it, or an absolute path", spec.name)
+    if local.exists():
+        return str(local)
+    if raw.rsplit(".", 1)[-1].lower() in DATA_FILES or raw.startswith((".", "/")):
+        raise ConfigError(f"dataset.{split}: file not found: {local} (from {raw!r}, relative to the spec's "
+                          f"folder)", spec.name)
+    if not _HUB_ID.match(raw):
+        raise ConfigError(f"dataset.{split}: {raw!r} is not a local file or folder (looked for {local}) and "
+                          "not a hub dataset id ('name' or 'owner/name')", spec.name)
+    return raw
+
+
+def _project_root(folder: Path) -> Path:
+    """The project a spec belongs to: the nearest folder at or above it with a project.yaml
+    (the MLRun project), else the spec's own folder."""
+    for d in (folder, *folder.parents):
+        if (d / "project.yaml").is_file():
+            return d
+    return folder
+
+
+def _check_row_sizes(spec: TaskSpec, split: str, path: str) -> None:
+    """A JSONL row over ``MAX_ROW_BYTES`` is refused before ``datasets`` copies the file."""
+    if not Path(path).is_file():
+        return
+    with open(path, "rb") as f:
+        for number, line in enumerate(iter(lambda: f.readline(MAX_ROW_BYTES + 1), b""), 1):
+            if len(line) > MAX_ROW_BYTES:
+                raise ConfigError(f"dataset.{split}: {path} line {number} is over {MAX_ROW_BYTES} bytes; "
+                                  "one example is expected per line, each a prompt's input", spec.name)
+            if not line.endswith(b"\n"):
+                break
+
+
 def load_rows(spec: TaskSpec, split: str, limit: int | None = None) -> list[dict]:
     """Load a split of the task's dataset as rows, through Hugging Face ``datasets``."""
     import datasets
@@ -33,9 +86,11 @@ def load_rows(spec: TaskSpec, split: str, limit: int | None = None) -> list[dict
     if split not in spec.dataset:
         raise ConfigError(f"dataset: no {split!r} split; the spec names {sorted(spec.dataset)}",
                           spec.name)
-    ref = spec.dataset_path(split)
+    ref = _check_dataset_ref(spec, split)
     ext = ref.rsplit(".", 1)[-1].lower()
     builder = {"jsonl": "json", "json": "json", "csv": "csv", "parquet": "parquet"}.get(ext)
+    if builder == "json" and ext == "jsonl":
+        _check_row_sizes(spec, split, ref)
     if builder and Path(ref).is_file() and not open(ref, "rb").read(4096).strip():
         raise ConfigError(f"dataset.{split}: {ref} is empty; expected at least one row", spec.name)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -183,3 +184,42 @@ def test_evaluate_model_measures_each_batch_size(demo_models, routing_spec):
     for m in out["latency_by_batch"]:
         assert m["ttft_p95_ms"] >= m["ttft_p50_ms"] > 0 and m["ttft_std_ms"] >= 0
     assert out["quality"]["n"] == 20 and out["quality"]["score"] == 1.0
+
+
+def _spec_with_eval(tmp_path, ref: str):
+    import dataclasses as dc
+
+    from rightsizer.taskspec import load_task
+
+    spec = load_task(Path(__file__).resolve().parents[1] / "tasks" / "ticket_routing.yaml")
+    (tmp_path / "project.yaml").write_text("kind: project\n")
+    (tmp_path / "tasks").mkdir(exist_ok=True)
+    return dc.replace(spec, dataset={**spec.dataset, "eval": ref}, base_dir=str(tmp_path / "tasks"))
+
+
+@pytest.mark.parametrize("ref, expected", [
+    ("../../../etc/passwd", r"resolves to /.*, outside the project"),
+    ("data/missing.jsonl", r"file not found: .*tasks/data/missing.jsonl"),
+    ("not a dataset", r"is not a local file or folder .* and not a hub dataset id"),
+])
+def test_dataset_refs_that_cannot_be_data_are_refused_before_loading(tmp_path, ref, expected):
+    from rightsizer.evaluate import load_rows
+
+    with pytest.raises(ConfigError, match=expected):
+        load_rows(_spec_with_eval(tmp_path, ref), "eval")
+
+
+def test_an_oversized_row_is_refused_before_the_datasets_cache_copies_it(tmp_path):
+    import json as _json
+
+    from rightsizer.evaluate import MAX_ROW_BYTES, load_rows
+
+    spec = _spec_with_eval(tmp_path, "data/big.jsonl")
+    data = tmp_path / "tasks" / "data"
+    data.mkdir()
+    row = _json.dumps({"text": "x" * (MAX_ROW_BYTES + 10), "label": "billing"})
+    (data / "big.jsonl").write_text(_json.dumps({"text": "fine", "label": "billing"}) + "\n" + row + "\n")
+    with pytest.raises(ConfigError, match=r"big.jsonl line 2 is over \d+ bytes"):
+        load_rows(spec, "eval")
+    (data / "big.jsonl").write_text(_json.dumps({"text": "fine", "label": "billing"}) + "\n")
+    assert load_rows(spec, "eval") == [{"text": "fine", "label": "billing"}]  # a normal file still loads
