@@ -56,10 +56,18 @@ def write_bundle(model_dir: str | Path, spec: TaskSpec, out_dir: str | Path, *,
 
 
 def read_bundle(bundle_dir: str | Path) -> dict:
+    """A bundle's ``rightsizer.json``; a ConfigError naming the file when it is missing or corrupt."""
     path = Path(bundle_dir) / BUNDLE_FILE
     if not path.is_file():
         raise ConfigError(f"{bundle_dir}: not a Rightsizer serving bundle (no {BUNDLE_FILE})")
-    return json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:  # a truncated or overwritten file
+        raise ConfigError(f"{path}: not a valid bundle file ({type(e).__name__}: {e}); "
+                          "re-run the quantize step to write the bundle again") from None
+    if not isinstance(meta, dict):
+        raise ConfigError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+    return meta
 
 
 def bundle_retrieval_dir(bundle_dir: str | Path, meta: dict) -> Path | None:

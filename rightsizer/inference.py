@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
 from rightsizer import tasktypes
@@ -101,9 +102,16 @@ def load_model(ref: str | Path, dtype: torch.dtype | str = torch.float32, *, dev
         model = AutoModelForCausalLM.from_pretrained(
             target, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code, **kwargs)
     except ValueError as e:
-        raise remote_code_error(str(ref), e) from None
+        err = remote_code_error(str(ref), e)
+        if err is e and Path(target).is_dir():  # a local folder whose files are broken or missing
+            raise ConfigError(f"model {ref!r}: cannot load it from {target} ({str(e).splitlines()[0]}); "
+                              f"its files: {sorted(p.name for p in Path(target).iterdir())}") from None
+        raise err from None
     except OSError as e:
         raise ConfigError(f"model {ref!r}: cannot load it ({e})") from None
+    except SafetensorError as e:  # a truncated or overwritten weights file
+        files = sorted(str(f) for f in Path(target).glob("*.safetensors")) if Path(target).is_dir() else [target]
+        raise ConfigError(f"model {ref!r}: a weights file is corrupt ({e}); files: {files}") from None
     if dev is not None and "device_map" not in kwargs:
         model = model.to(dev)
     model.eval()

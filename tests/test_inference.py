@@ -117,3 +117,23 @@ def test_a_model_that_needs_remote_code_is_refused_naming_the_spec_field(demo_mo
         with pytest.raises(ConfigError, match="set trust_remote_code: true in the task spec"):
             load(str(folder))
     assert not ran.exists()  # the repository's code never ran
+
+
+@pytest.mark.parametrize("damage, expected", [
+    ("truncate rightsizer.json", r"rightsizer.json: not a valid bundle file \(JSONDecodeError"),
+    ("truncate model.safetensors", r"a weights file is corrupt .*model.safetensors"),
+    ("delete tokenizer", r"cannot load it from .*\(.*\); its files: \["),
+])
+def test_a_corrupted_bundle_is_a_clear_error_naming_the_file(demo_models, tmp_path, damage, expected):
+    spec = load_task(ROOT / "tasks" / "ticket_routing.yaml")
+    bundle = write_bundle(demo_models / "models" / "tiny-s", spec, tmp_path / "b", base_model="demo:tiny-s",
+                          rung="zero_shot")
+    action, name = damage.split(" ")
+    if action == "truncate":
+        f = bundle / name
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    else:
+        for f in bundle.glob("tokenizer*"):
+            f.unlink()
+    with pytest.raises(ConfigError, match=expected):
+        load_bundle(bundle, device="cpu")

@@ -121,6 +121,7 @@ def test_a_bad_bundle_answers_503_with_the_reason_and_the_others_serve(server):
     assert resp.status_code == 503 and resp.headers["Retry-After"]
     error = json.loads(resp.body)["error"]
     assert "broken_task" in error["message"] and "did not load" in error["message"]
+    assert "rightsizer.json: not a valid bundle file" in error["message"]  # names the file
     assert _infer(server, "ticket_routing", ["please reset my password"])[0]["label"] == "account"
 
 
