@@ -390,6 +390,9 @@ def _check_values(spec: TaskSpec, problems: list[str]) -> None:
     for name in ("ttft_ms", "tpot_ms"):
         if getattr(spec.slo, name) <= 0:
             problems.append(f"slo.{name}: {getattr(spec.slo, name)}; expected > 0")
+    if not spec.slo.throughput_tokens_per_s >= 0:  # 0: no throughput target (NaN fails too)
+        problems.append(f"slo.throughput_tokens_per_s: {spec.slo.throughput_tokens_per_s}; expected >= 0 "
+                        "(0: no target)")
     for name in ("prompt_tokens", "output_tokens", "batch"):
         if getattr(spec.workload, name) <= 0:
             problems.append(f"workload.{name}: {getattr(spec.workload, name)}; expected > 0")

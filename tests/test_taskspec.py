@@ -75,6 +75,8 @@ def test_all_problems_reported_at_once():
     (lambda r: r.update(quality_tolerance=-0.1), "quality_tolerance"),
     (lambda r: r.update(precisions=["int3"]), "precisions: 'int3'"),
     (lambda r: r["dataset"].pop("eval"), "no 'eval' split"),
+    (lambda r: r["slo"].update(throughput_tokens_per_s=-5), r"slo.throughput_tokens_per_s: -5.0; expected >= 0"),
+    (lambda r: r["slo"].update(throughput_tokens_per_s=float("nan")), r"slo.throughput_tokens_per_s: nan"),
 ])
 def test_bad_values(change, message):
     raw = copy.deepcopy(_raw())
