@@ -62,9 +62,10 @@ def deploy_plan(context: mlrun.MLClientCtx, plan: str, models: dict, mock: bool 
     copy of the project's ``serving`` function (its graph, trigger and scale-to-zero config),
     named after the group, with the group's resources (``configure_group``) and its tasks'
     models, each engine sized for its planned load (``EngineConfig.for_load``). With one
-    group, that function keeps the name ``serving``: it is the application's entry point. ``mock``: the mock deploy of the local engine (each group's
-    graph is built and its models loaded here, then the flow is ended). Each deployed function
-    is set on the project under its name.
+    group, that function keeps the name ``serving``: it is the application's entry point.
+    ``mock``: the mock deploy of the local engine (each group's graph is built and its models
+    loaded here, then the flow is ended). Each deployed function is set on the project under
+    its name.
 
     Results: ``endpoint`` (the entry point's URL; offline, the function name),
     ``functions`` (group -> function name).

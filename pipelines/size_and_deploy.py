@@ -92,7 +92,7 @@ def pipeline(app: str = "", mock_deploy: str = "auto", prequantize: str = "auto"
                                 "calibration": output(chosen, "calibration")},
                         outputs=["record"])
         records.append(output(size, "record"))
-        models.append({"key": name, "model_path": output(quant, "bundle_dir"), "step": quant})
+        models.append({"key": name, "model_path": output(quant, "bundle_dir")})
     # The fleet plan packs the task models onto the cheapest devices (GPU, MIG slice, CPU
     # instance) and plans the one-big-model baseline fleet on the same price list; the deploy
     # step then deploys one serving function per placement group (the flow graph of
