@@ -480,12 +480,16 @@ def quality_of(decisions: Iterable[dict]) -> dict[str, dict[str, Any]]:
     for d in decisions:
         chosen = (d.get("chosen") or {}).get("quality")
         base = (d.get("baseline") or {}).get("quality")
-        measured = isinstance(chosen, (int, float)) and not isinstance(chosen, bool) and math.isfinite(chosen)
+        measured = _score(chosen)
         out[str(d.get("task"))] = {
             "metric": d.get("metric"), "threshold": d.get("threshold"), "chosen": chosen if measured else None,
-            "baseline": base if isinstance(base, (int, float)) and not isinstance(base, bool) else None,
+            "baseline": base if _score(base) else None,
             "measured": measured, "status": "measured" if measured else "not measured"}
     return out
+
+
+def _score(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _slug(text: str) -> str:
