@@ -250,8 +250,11 @@ def _price(d) -> str:
 
 
 def _plan_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--decisions", required=True,
-                   help="decision records: an artifact root, the report's decisions.json, a record or a folder")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--decisions",
+                     help="decision records: an artifact root, the report's decisions.json, a record or a folder")
+    src.add_argument("--app", help="an app spec whose task specs name their planned model (plan: {model, "
+                                   "precision}): planned from the configs, no weights, quality not measured")
     p.add_argument("--price-list", default=None, help="price list name or YAML path (default aws-on-demand-us-east-1)")
     p.add_argument("--headroom", type=float, default=0.8, help="busy fraction each device may reach (default 0.8)")
     p.add_argument("--solver", default="auto", choices=("auto", "milp", "ffd"),
@@ -266,26 +269,28 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
 
 
 def _plan_run(args: argparse.Namespace) -> int:
-    from rightsizer.plan import load_decisions, plan_fleet
+    from rightsizer.plan import load_decisions, plan_app, plan_fleet
     from rightsizer.sizing import Factors
     from rightsizer.sizing.prices import DEFAULT_PRICE_LIST
 
     prices = {e["name"]: e["price_per_hour"] for e in _price_overrides(args)}
     factors = Factors.load(args.calibration) if args.calibration else None
     devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
-    decisions = load_decisions(args.decisions)
+    kwargs = dict(price_list=args.price_list or DEFAULT_PRICE_LIST, headroom=args.headroom, solver=args.solver,
+                  factors=factors, prices=prices or None, include_cpu=not args.no_cpu, include_mig=not args.no_mig,
+                  devices=devices, baseline=not args.no_baseline)
+    decisions = None if args.app else load_decisions(args.decisions)
     try:
-        plan = plan_fleet(decisions, price_list=args.price_list or DEFAULT_PRICE_LIST, headroom=args.headroom,
-                          solver=args.solver, factors=factors, prices=prices or None, include_cpu=not args.no_cpu,
-                          include_mig=not args.no_mig, devices=devices, baseline=not args.no_baseline)
+        plan = plan_app(args.app, **kwargs) if args.app else plan_fleet(decisions, **kwargs)
     except NoFeasibleOption as exc:
         if args.json:
             _print_json({"error": str(exc), "kind": type(exc).__name__, "groups": None})
         else:
             print(f"no feasible fleet: {exc}", file=sys.stderr)
         return EXIT_NO_OPTION
+    source = {"app": args.app} if args.app else {"decisions": args.decisions}
     if args.json:
-        _print_json({**plan.to_dict(), "function_specs": plan.function_specs()})
+        _print_json({"input": source, **plan.to_dict(), "function_specs": plan.function_specs()})
         return EXIT_OK
     for fleet in (plan, plan.baseline):
         if fleet is None:
@@ -304,10 +309,63 @@ def _plan_run(args: argparse.Namespace) -> int:
             print(f"  note: {note}")
     if plan.baseline_error:
         print(f"baseline fleet: {plan.baseline_error}")
+    print()
+    for line in _fleet_table(plan):
+        print(line)
     comp = plan.comparison()
     if comp and comp["saving"] is not None:
         print(f"saving vs baseline: {comp['saving']:.1%}")
     return EXIT_OK
+
+
+def _fleet_devices(fleet) -> str:
+    """'2: H100-SXM MIG 1g.20gb, A100-40GB MIG 1g.10gb': how many GPUs, slices or instances, and which."""
+    n = sum(g.count * g.replicas for g in fleet.groups)
+    return f"{n}: " + ", ".join(g.label if g.replicas == 1 else f"{g.replicas} x {g.label}" for g in fleet.groups)
+
+
+def _short(model: str) -> str:
+    return model.rsplit("/", 1)[-1]
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table, columns padded so it also reads as plain text."""
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows]
+
+
+def _fleet_table(plan) -> list[str]:
+    """The chosen fleet beside the baseline fleet (totals), then where each task runs."""
+    fleets = [plan] + ([plan.baseline] if plan.baseline is not None else [])
+    header = [""] + [f"{f.side} fleet" for f in fleets]
+    ts = [f.totals() for f in fleets]
+    rows = [["devices (GPUs, MIG slices, CPU instances)"] + [_fleet_devices(f) for f in fleets],
+            ["$/hour"] + [f"{t['cost_per_hour']:.3f}" for t in ts],
+            ["$ per 1M output tokens"] + [f"{t['cost_per_1m_output_tokens']:.4f}" for t in ts],
+            ["memory used / held"] + [f"{t['memory_used_bytes'] / 2**30:.1f} / {t['memory_bytes'] / 2**30:.1f} GiB"
+                                      for t in ts]]
+    out = _table(header, rows) + [""]
+    task_header = ["task"] + [f"{f.side}: device [group], model, precision" for f in fleets] + ["quality"]
+    task_rows = []
+    for d in plan.demands:
+        row = [d.name]
+        for f in fleets:
+            try:
+                g, p = f.placement_of(d.name if f is plan else "baseline")
+            except KeyError:
+                row.append("-")
+                continue
+            row.append(f"{g.label} [{g.name.split('-', 1)[0]}], {_short(p.model)} {p.precision}")
+        q = plan.quality.get(d.name)
+        if not q:
+            row.append("-")
+        else:
+            value = f"{q['chosen']:.3f}" if q["measured"] else q["status"]
+            bar = f" (bar {q['threshold']:g})" if isinstance(q.get("threshold"), (int, float)) else ""
+            row.append(f"{q.get('metric') or 'quality'} {value}{bar}")
+        task_rows.append(row)
+    return out + _table(task_header, task_rows)
 
 
 register("size", _size_args, _size_run, "memory, roofline and latency of one model on one GPU option")

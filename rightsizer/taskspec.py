@@ -19,7 +19,7 @@ import yaml
 from rightsizer import tasktypes
 from rightsizer.errors import ConfigError
 from rightsizer.metrics import METRIC_RANGE
-from rightsizer.precisions import SEARCH_ORDER
+from rightsizer.precisions import SEARCH_ORDER, get_precision
 from rightsizer.tasktypes import TASK_TYPES
 
 # The rungs, cheapest first. "retrieval" only applies to a task that declares ``retrieval:``
@@ -156,6 +156,17 @@ class Retrieval:
 
 
 @dataclass
+class PlannedModel:
+    """Optional ``plan`` section: the model a task is planned with *without* running the ladder
+    (``python -m rightsizer plan --app``): a published ``config.json`` is enough, no weights.
+    Its quality is not measured; the ladder's decision records replace it once they exist."""
+
+    model: str  # a config.json path (relative to the spec's folder) or a hub id
+    precision: str = "bf16"  # any precision the sizing engine knows (bf16, int8, int4, fp8, int4-gN, ...)
+    name: str = ""  # how the plan names the model (default: the config's _name_or_path)
+
+
+@dataclass
 class TaskSpec:
     """One small task of the application and the bar its model must clear."""
 
@@ -184,6 +195,7 @@ class TaskSpec:
     trust_remote_code: bool = False
     truncate: str = "none"  # serving: an input too long for the context is refused ("none") or cut from its start ("left")
     retrieval: Retrieval | None = None  # a knowledge source: the retrieval rung
+    plan: PlannedModel | None = None  # the planned model of a hub-scale example (plan --app)
     base_dir: str = ""  # directory the relative dataset paths are resolved against
     # The loaded retrieval index (``rightsizer.retrieval.Index``) when this spec is the one of
     # a rung that retrieves (``retrieval.for_rung``) or of a loaded bundle: ``build_prompt``
@@ -215,14 +227,17 @@ class TaskSpec:
         d = dataclasses.asdict(dataclasses.replace(self, index=None))
         d.pop("base_dir")
         d.pop("index")
+        if d.get("plan") is None:
+            d.pop("plan", None)
         return d
 
 
 _REQUIRED = ("name", "type", "dataset", "input_field", "label_field", "prompt", "metric",
              "threshold", "slo", "candidates")
 _NESTED = {"slo": SLO, "workload": Workload, "ladder": Ladder, "screening": Screening,
-           "finetune": FinetuneSettings, "retrieval": Retrieval}
+           "finetune": FinetuneSettings, "retrieval": Retrieval, "plan": PlannedModel}
 _RUNTIME = ("base_dir", "index")  # TaskSpec fields a spec file cannot set
+_OPTIONAL_NESTED = ("plan",)  # sections that may be null
 _BUDGET = ("steps", "epochs")
 
 
@@ -303,6 +318,8 @@ def task_from_dict(data: dict, source: str | None = None, base_dir: str = "",
     for key, cls in _NESTED.items():
         if key in data:
             sub = data.pop(key)
+            if sub is None and key in _OPTIONAL_NESTED:
+                continue
             if not isinstance(sub, dict):
                 problems.append(f"{key}: expected a mapping, got {type(sub).__name__}")
                 continue
@@ -399,6 +416,13 @@ def _check_values(spec: TaskSpec, problems: list[str]) -> None:
     for p in spec.precisions:
         if p not in SEARCH_ORDER:
             problems.append(f"precisions: {p!r}; expected some of {list(SEARCH_ORDER)}")
+    if spec.plan is not None:
+        if not spec.plan.model.strip():
+            problems.append("plan.model: empty; give a config.json path (relative to the spec) or a hub id")
+        try:
+            get_precision(spec.plan.precision)
+        except ConfigError as exc:
+            problems.append(f"plan.precision: {exc}")
 
 
 def template_fields(template: str) -> list[str]:

@@ -397,6 +397,7 @@ class FleetPlan:
     notes: list[str] = field(default_factory=list)
     baseline: "FleetPlan | None" = None
     baseline_error: str = ""
+    quality: dict[str, dict[str, Any]] = field(default_factory=dict)  # per task, against its bar
 
     @property
     def cost_per_hour(self) -> float:
@@ -454,6 +455,7 @@ class FleetPlan:
             out["baseline"] = self.baseline.to_dict() if self.baseline else None
             out["baseline_error"] = self.baseline_error
             out["comparison"] = self.comparison()
+            out["quality"] = {k: dict(v) for k, v in self.quality.items()}
         return out
 
     def comparison(self) -> dict[str, Any] | None:
@@ -468,6 +470,26 @@ class FleetPlan:
                 "devices": {"chosen": a["devices"], "baseline": b["devices"]},
                 "memory_bytes": {"chosen": a["memory_bytes"], "baseline": b["memory_bytes"]},
                 "saving": saving}
+
+
+def quality_of(decisions: Iterable[dict]) -> dict[str, dict[str, Any]]:
+    """Per task, the chosen and the baseline model's quality against the task's bar, as the
+    decision records give them; ``measured`` is false (``status`` "not measured") where a
+    record has no score (an app spec's planned models: ``rightsizer.plan.app``)."""
+    out = {}
+    for d in decisions:
+        chosen = (d.get("chosen") or {}).get("quality")
+        base = (d.get("baseline") or {}).get("quality")
+        measured = _score(chosen)
+        out[str(d.get("task"))] = {
+            "metric": d.get("metric"), "threshold": d.get("threshold"), "chosen": chosen if measured else None,
+            "baseline": base if _score(base) else None,
+            "measured": measured, "status": "measured" if measured else "not measured"}
+    return out
+
+
+def _score(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _slug(text: str) -> str:
@@ -602,6 +624,7 @@ def plan_fleet(decisions: list[dict], price_list: str = DEFAULT_PRICE_LIST, head
     kwargs = dict(headroom=headroom, factors=factors, solver=solver, include_cpu=include_cpu,
                   include_mig=include_mig, devices=devices)
     plan = plan_demands(demands_from_decisions(decisions), cat, **kwargs)
+    plan.quality = quality_of(decisions)
     if baseline:
         try:
             plan.baseline = plan_demands([baseline_demand(decisions)], cat, side="baseline", **kwargs)
@@ -610,5 +633,5 @@ def plan_fleet(decisions: list[dict], price_list: str = DEFAULT_PRICE_LIST, head
     return plan
 
 
-__all__ = ["FleetPlan", "Group", "Placement", "Demand", "DeviceKind", "plan_fleet", "plan_demands",
+__all__ = ["FleetPlan", "Group", "Placement", "Demand", "DeviceKind", "plan_fleet", "plan_demands", "quality_of",
            "load_decisions", "demands_from_decisions", "baseline_demand", "device_kinds", "DEFAULT_HEADROOM"]
