@@ -250,8 +250,12 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _validate_entry(raw: Any, index: int, problems: list[str]) -> GPU | None:
-    where = f"gpus[{index}]"
+def _check_header(raw: Any, section: str, index: int, label: str, known: set, required,
+                  problems: list[str]) -> tuple[str, str, int] | None:
+    """The checks a GPU and a CPU entry share: a mapping with a name, no unknown fields, the
+    required numbers positive. Returns its name, the label problems name it by and how many
+    problems there were before its fields were checked (None: not a mapping)."""
+    where = f"{section}[{index}]"
     if not isinstance(raw, dict):
         problems.append(f"{where}: must be a mapping, got {type(raw).__name__}")
         return None
@@ -259,15 +263,23 @@ def _validate_entry(raw: Any, index: int, problems: list[str]) -> GPU | None:
     if not isinstance(name, str) or not name.strip():
         problems.append(f"{where}: 'name' is required and must be a non-empty string")
         name = f"<{where}>"
-    where = f"GPU {name}"
+    where = f"{label} {name}"
     before = len(problems)
-    for key in sorted(set(raw) - _KNOWN_KEYS):
-        problems.append(f"{where}: unknown field {key!r} (known: {', '.join(sorted(_KNOWN_KEYS))})")
-    for key in _REQUIRED_NUMBERS:
+    for key in sorted(set(raw) - known):
+        problems.append(f"{where}: unknown field {key!r} (known: {', '.join(sorted(known))})")
+    for key in required:
         if key not in raw:
             problems.append(f"{where}: missing required field {key!r}")
         elif not _is_number(raw[key]) or raw[key] <= 0:
             problems.append(f"{where}: {key} must be a positive number, got {raw[key]!r}")
+    return name, where, before
+
+
+def _validate_entry(raw: Any, index: int, problems: list[str]) -> GPU | None:
+    header = _check_header(raw, "gpus", index, "GPU", _KNOWN_KEYS, _REQUIRED_NUMBERS, problems)
+    if header is None:
+        return None
+    name, where, before = header
     _check_price(raw, where, problems)
     for key in _OPTIONAL_NUMBERS:
         if key in raw and (not _is_number(raw[key]) or raw[key] < 0):
@@ -360,23 +372,10 @@ def _check_price(raw: dict[str, Any], where: str, problems: list[str]) -> None:
 
 def _validate_cpu(raw: Any, index: int, problems: list[str]) -> GPU | None:
     """A CPU instance type: vCPUs, RAM, memory bandwidth, FLOP/s (and where they come from)."""
-    where = f"cpus[{index}]"
-    if not isinstance(raw, dict):
-        problems.append(f"{where}: must be a mapping, got {type(raw).__name__}")
+    header = _check_header(raw, "cpus", index, "CPU", _CPU_KNOWN, _CPU_REQUIRED, problems)
+    if header is None:
         return None
-    name = raw.get("name")
-    if not isinstance(name, str) or not name.strip():
-        problems.append(f"{where}: 'name' is required and must be a non-empty string")
-        name = f"<{where}>"
-    where = f"CPU {name}"
-    before = len(problems)
-    for key in sorted(set(raw) - _CPU_KNOWN):
-        problems.append(f"{where}: unknown field {key!r} (known: {', '.join(sorted(_CPU_KNOWN))})")
-    for key in _CPU_REQUIRED:
-        if key not in raw:
-            problems.append(f"{where}: missing required field {key!r}")
-        elif not _is_number(raw[key]) or raw[key] <= 0:
-            problems.append(f"{where}: {key} must be a positive number, got {raw[key]!r}")
+    name, where, before = header
     if isinstance(raw.get("vcpus"), float) or isinstance(raw.get("vcpus"), bool):
         problems.append(f"{where}: vcpus must be an integer, got {raw['vcpus']!r}")
     for key in ("bf16_flops", "int8_flops"):
