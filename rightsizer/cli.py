@@ -152,8 +152,15 @@ def _size_run(args: argparse.Namespace) -> int:
     for ph in (est.prefill, est.decode):
         print(f"  {ph.name:<8}          {ph.flops:.3g} FLOP, {ph.bytes:.3g} B, AI {ph.arithmetic_intensity:.1f} "
               f"(ridge {ph.threshold:.0f}) {ph.bound}-bound, {ph.latency_ms:.2f} ms")
-    print(f"  TTFT {est.ttft_ms:.1f} ms, TPOT {est.tpot_ms:.2f} ms, {est.throughput_tokens_per_s:,.0f} tok/s, "
+    print(f"  TTFT {est.ttft_ms:.1f} ms, TPOT {est.tpot_ms:.2f} ms (batch {est.batch}), "
+          f"{est.throughput_tokens_per_s:,.0f} tok/s with {est.batch} in flight, "
           f"${est.price_per_hour:.2f}/h, ${est.cost_per_1m_output_tokens:.2f} per 1M output tokens")
+    if est.serving is not None:
+        s = est.serving
+        b = s.best
+        print(f"  max throughput    {est.max_throughput_tokens_per_s:,.0f} output tok/s at {b.batch} in flight "
+              f"(continuous batching, {s.token_budget:,}-token steps; limited by {s.limit}); there TTFT "
+              f"{b.ttft_ms:,.0f} ms, TPOT {b.tpot_ms:.2f} ms")
     for w in est.warnings:
         print(f"  warning: {w}")
     return EXIT_OK

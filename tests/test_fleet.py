@@ -140,14 +140,14 @@ def test_an_slo_sharing_would_break_keeps_a_model_alone():
     shared = plan_fleet(loose, devices=["L4"], include_mig=False, include_cpu=False, baseline=False)
     assert len(shared.groups) == 1
     # a TPOT target between its own step and its own step plus the other's: sharing breaks it
-    tight_tpot = (alone.tpot_ms + 0.5 * other.tpot_ms)
-    assert alone.tpot_ms < tight_tpot < alone.tpot_ms + other.tpot_ms
+    tight_tpot = (alone.served_tpot_ms + 0.5 * other.served_tpot_ms)
+    assert alone.served_tpot_ms < tight_tpot < alone.served_tpot_ms + other.served_tpot_ms
     tight = [decision("strict", TINY_L, tpot=tight_tpot, throughput=10),
              decision("other", TINY_S, tpot=100, throughput=10)]
     apart = plan_fleet(tight, devices=["L4"], include_mig=False, include_cpu=False, baseline=False)
     assert len(apart.groups) == 2 and all(len(g.placements) == 1 for g in apart.groups)
     g, p = apart.placement_of("strict")
-    assert p.tpot_shared_ms == pytest.approx(alone.tpot_ms) and p.tpot_shared_ms <= tight_tpot
+    assert p.tpot_shared_ms == pytest.approx(alone.served_tpot_ms) and p.tpot_shared_ms <= tight_tpot
     assert apart.cost_per_hour == pytest.approx(2 * shared.cost_per_hour)
 
 

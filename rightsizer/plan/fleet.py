@@ -266,20 +266,22 @@ def _size(dem: Demand, spec: ModelSpec, params: ParamCount, dk: DeviceKind, fact
     e = est(dem.batch)
     if not e.fits:
         return None, f"needs {e.memory_per_gpu_bytes / GIB:.2f} GiB per device, {dk.label} has {view.memory_bytes / GIB:.2f}"
-    if e.ttft_ms > dem.ttft_ms or e.tpot_ms > dem.tpot_ms:
-        return None, f"alone: TTFT {e.ttft_ms:.1f} ms / TPOT {e.tpot_ms:.2f} ms vs {dem.ttft_ms:g} / {dem.tpot_ms:g}"
+    if e.served_ttft_ms > dem.ttft_ms or e.served_tpot_ms > dem.tpot_ms:
+        return None, (f"alone: TTFT {e.served_ttft_ms:.1f} ms / TPOT {e.served_tpot_ms:.2f} ms vs "
+                      f"{dem.ttft_ms:g} / {dem.tpot_ms:g}")
     batch = dem.batch
     while dem.throughput_tokens_per_s / e.throughput_tokens_per_s > headroom and batch * 2 <= e.max_batch:
         trial = est(batch * 2)
-        if not trial.fits or trial.ttft_ms > dem.ttft_ms or trial.tpot_ms > dem.tpot_ms:
+        if not trial.fits or trial.served_ttft_ms > dem.ttft_ms or trial.served_tpot_ms > dem.tpot_ms:
             break
         e, batch = trial, batch * 2
     share = 1 / min(dk.count, spec.kv_heads)
     kv = int(math.ceil(e.kv_bytes * share))
     weights = int(math.ceil(e.weights_bytes / dk.count))
     load = Load(memory_bytes=weights + kv + e.activation_bytes,
-                busy=dem.throughput_tokens_per_s / e.throughput_tokens_per_s, ttft_ms=e.ttft_ms, tpot_ms=e.tpot_ms)
-    return Sized(load, batch, prec, weights, kv, e.activation_bytes, e.reserve_bytes, e.ttft_ms, e.tpot_ms,
+                busy=dem.throughput_tokens_per_s / e.throughput_tokens_per_s, ttft_ms=e.served_ttft_ms,
+                tpot_ms=e.served_tpot_ms)
+    return Sized(load, batch, prec, weights, kv, e.activation_bytes, e.reserve_bytes, e.served_ttft_ms, e.served_tpot_ms,
                  e.throughput_tokens_per_s, e.mode), ""
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
 from rightsizer.errors import ConfigError
+from rightsizer.sizing.roofline import OpEfficiency
 
 MODES = ("roofline", "default-factors", "calibrated")
 
@@ -60,6 +61,13 @@ class Factors:
     cpu_compute_efficiency: float = 0.40
     cpu_memory_efficiency: float = 0.60
     cpu_step_overhead_ms: float = 3.0
+    # What runs, not just the roofs (GPU only; see roofline.OpEfficiency). Neutral values here;
+    # the catalog's efficiency section gives the measured ones with their sources.
+    dtype_compute_scale: Mapping[str, float] = field(default_factory=dict)  # compute dtype -> x compute_eff
+    gemm_half_tokens: float = 0.0  # GEMM M at which compute efficiency is half its large-M value
+    attention_compute_efficiency: float | None = None  # prefill attention kernel, share of peak
+    kernel_overhead_us: float = 0.0  # fixed cost per kernel launch (small memory-bound ops)
+    token_budget: int = 8192  # tokens per step of the continuous batch (chunked prefill budget)
     mode: str = "default-factors"
     per_gpu: Mapping[str, GpuFactors] = field(default_factory=dict)
     sources: Mapping[str, str] = field(default_factory=dict)
@@ -77,6 +85,18 @@ class Factors:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or v < 0:
                 problems.append(f"{name} must be >= 0, got {v!r}")
+        for name in ("gemm_half_tokens", "kernel_overhead_us"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0:
+                problems.append(f"{name} must be >= 0, got {v!r}")
+        a = self.attention_compute_efficiency
+        if a is not None and (not isinstance(a, (int, float)) or not 0 < a <= 1):
+            problems.append(f"attention_compute_efficiency must be in (0, 1] or null, got {a!r}")
+        if not isinstance(self.token_budget, int) or isinstance(self.token_budget, bool) or self.token_budget < 1:
+            problems.append(f"token_budget must be a positive integer, got {self.token_budget!r}")
+        for k, v in self.dtype_compute_scale.items():
+            if not isinstance(v, (int, float)) or not 0 < v <= 1:
+                problems.append(f"dtype_compute_scale[{k}] must be in (0, 1], got {v!r}")
         for k, v in self.quant_memory_efficiency.items():
             if not isinstance(v, (int, float)) or not 0 < v <= 1:
                 problems.append(f"quant_memory_efficiency[{k}] must be in (0, 1], got {v!r}")
@@ -95,7 +115,9 @@ class Factors:
         sources: dict[str, str] = {}
         for name in ("compute_efficiency", "memory_efficiency", "step_overhead_ms", "quant_memory_efficiency",
                      "reserve_bytes", "reserve_fraction", "allreduce_latency_us", "link_efficiency",
-                     "cpu_compute_efficiency", "cpu_memory_efficiency", "cpu_step_overhead_ms"):
+                     "cpu_compute_efficiency", "cpu_memory_efficiency", "cpu_step_overhead_ms",
+                     "dtype_compute_scale", "gemm_half_tokens", "attention_compute_efficiency",
+                     "kernel_overhead_us", "token_budget"):
             if name in eff:
                 kwargs[name] = eff[name]["value"]
                 sources[name] = " ".join(str(eff[name]["source"]).split())
@@ -119,6 +141,16 @@ class Factors:
             return self.cpu_compute_efficiency, self.cpu_memory_efficiency, self.cpu_step_overhead_ms, mode
         return self.compute_efficiency, self.memory_efficiency, self.step_overhead_ms, mode
 
+    def op_efficiency(self, gpu_name: str, compute_dtype: str, kind: str = "gpu") -> OpEfficiency | None:
+        """Per-op efficiency of one GPU for weights computing in ``compute_dtype``; None on CPUs
+        and in roofline mode (every op at the flat factors of :meth:`for_gpu`)."""
+        if kind == "cpu" or self.mode == "roofline":
+            return None
+        ce, me, _, _ = self.for_gpu(gpu_name, kind)
+        return OpEfficiency(compute=ce, memory=me, dtype_scale=float(self.dtype_compute_scale.get(compute_dtype, 1.0)),
+                            gemm_half_tokens=self.gemm_half_tokens, attention=self.attention_compute_efficiency,
+                            kernel_us=self.kernel_overhead_us)
+
     def floors_for(self, gpu_name: str) -> tuple[float, float]:
         """(prefill, decode) host-bound floors in ms: a step never runs faster than the host can
         launch it (fitted; 0 unless calibrated on a launch-bound framework such as eager PyTorch)."""
@@ -135,6 +167,9 @@ class Factors:
             "reserve_fraction": self.reserve_fraction, "allreduce_latency_us": self.allreduce_latency_us,
             "link_efficiency": self.link_efficiency, "cpu_compute_efficiency": self.cpu_compute_efficiency,
             "cpu_memory_efficiency": self.cpu_memory_efficiency, "cpu_step_overhead_ms": self.cpu_step_overhead_ms,
+            "dtype_compute_scale": dict(self.dtype_compute_scale), "gemm_half_tokens": self.gemm_half_tokens,
+            "attention_compute_efficiency": self.attention_compute_efficiency,
+            "kernel_overhead_us": self.kernel_overhead_us, "token_budget": self.token_budget,
             "per_gpu": {k: v.to_dict() for k, v in sorted(self.per_gpu.items())},
             "sources": dict(self.sources),
         }

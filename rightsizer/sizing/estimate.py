@@ -6,8 +6,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from rightsizer.errors import ConfigError
+from rightsizer.errors import ConfigError, NoFeasibleOption
 from rightsizer.precisions import Precision, get_precision, kv_bytes_per_element
+from rightsizer.sizing.batching import ServingCurve, StepModel, serving_curve, serving_point
 from rightsizer.sizing.calibration import Factors
 from rightsizer.sizing.catalog import GPU, Catalog, default_catalog
 from rightsizer.sizing.memory import (
@@ -101,6 +102,22 @@ class Estimate:
     cost_per_1m_output_tokens: float
     offload: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
+    max_throughput_tokens_per_s: float = 0.0  # best output tokens/s under continuous batching
+    ttft_at_load_ms: float = 0.0  # with ``batch`` requests in flight, continuous batching (queueing included)
+    tpot_at_load_ms: float = 0.0  # one mixed step (decodes + a prompt chunk) with ``batch`` in flight
+    serving: ServingCurve | None = field(default=None, repr=False)  # the batch sweep behind it
+
+    @property
+    def served_ttft_ms(self) -> float:
+        """TTFT a request sees with ``batch`` in flight: the larger of the static batch's prefill
+        and the continuous-batching steady state. SLO checks use this."""
+        return max(self.ttft_ms, self.ttft_at_load_ms)
+
+    @property
+    def served_tpot_ms(self) -> float:
+        """TPOT a running sequence sees with ``batch`` in flight (a decode step, or a mixed step
+        that also carries a prompt chunk, whichever is longer). SLO checks use this."""
+        return max(self.tpot_ms, self.tpot_at_load_ms)
 
     @property
     def memory_bytes(self) -> int:
@@ -125,6 +142,9 @@ class Estimate:
             "request_latency_ms": self.request_latency_ms, "price_per_hour": self.price_per_hour,
             "cost_per_1m_output_tokens": self.cost_per_1m_output_tokens, "offload": self.offload,
             "warnings": list(self.warnings),
+            "max_throughput_tokens_per_s": self.max_throughput_tokens_per_s,
+            "ttft_at_load_ms": self.ttft_at_load_ms, "tpot_at_load_ms": self.tpot_at_load_ms,
+            "serving": self.serving.to_dict(with_points=with_ops) if self.serving else None,
         }
 
 
@@ -266,10 +286,12 @@ def estimate(config: Any, gpu: str | GPU, workload: Workload, count: int = 1, mi
         warnings.append(f"needs {plan.per_gpu / 2**30:.1f} GiB per GPU, {g.label} has "
                         f"{g.memory_bytes / 2**30:.1f} GiB; CPU offload adds {extra_ms:.0f} ms per step")
 
+    op_eff = factors.op_efficiency(g.name, prec.compute, g.kind)
+    attention_dtype = _attention_dtype(prec, kv, g)
     common = dict(gpu=g, prec=prec, tp=count, hidden=spec.hidden, layers=spec.layers, compute_eff=ce,
                   memory_eff=me, overhead_ms=overhead, quant_memory_eff=qme,
                   allreduce_latency_us=factors.allreduce_latency_us, link_eff=factors.link_efficiency,
-                  extra_ms=extra_ms)
+                  extra_ms=extra_ms, op_eff=op_eff, attention_dtype=attention_dtype)
     prefill_floor, decode_floor = factors.floors_for(g.name)
     prefill = phase_time("prefill", build_ops(spec, prec, kv, B, P, P, "prefill", count), tokens=B * P,
                          floor_ms=prefill_floor, **common)
@@ -278,8 +300,23 @@ def estimate(config: Any, gpu: str | GPU, workload: Workload, count: int = 1, mi
                         floor_ms=decode_floor, **common)
     ttft = prefill.latency_ms
     tpot = decode.latency_ms
-    throughput = B / (tpot / 1e3)
     request_ms = ttft + (O - 1) * tpot
+    # Throughput under continuous batching (prefill included), with the workload's batch in flight,
+    # and the best the option reaches before its KV cache is full.
+    step_model = StepModel(spec=spec, prec=prec, kv=kv, gpu=g, count=count, compute_eff=ce, memory_eff=me,
+                           overhead_ms=overhead, quant_memory_eff=qme, factors=factors, op_eff=op_eff,
+                           attention_dtype=attention_dtype, extra_ms=extra_ms, floor_ms=decode_floor)
+    try:
+        curve = serving_curve(step_model, params, P, O, batch=B)
+    except NoFeasibleOption as exc:  # not one sequence fits beside the weights: no throughput to offer
+        curve = None
+        warnings.append(str(exc))
+    if curve is not None and B <= curve.max_batch:
+        at_batch = serving_point(step_model, B, P, O, curve.token_budget)
+        throughput, ttft_load, tpot_load = at_batch.output_tokens_per_s, at_batch.ttft_ms, at_batch.tpot_ms
+    else:  # a static batch that does not fit: for the record only
+        throughput, ttft_load, tpot_load = B * O / (request_ms / 1e3), ttft, tpot
+    max_throughput = curve.best.output_tokens_per_s if curve else 0.0
     price = g.price_per_hour * count
     cost = price / (throughput * 3600) * 1e6 if throughput > 0 else math.inf
     return Estimate(
@@ -293,7 +330,18 @@ def estimate(config: Any, gpu: str | GPU, workload: Workload, count: int = 1, mi
         max_context=_max_context(spec, params, prec, kv, g, count, B, factors),
         prefill=prefill, decode=decode, ttft_ms=ttft, tpot_ms=tpot, throughput_tokens_per_s=throughput,
         request_latency_ms=request_ms, price_per_hour=price, cost_per_1m_output_tokens=cost, offload=offload,
-        warnings=warnings)
+        warnings=warnings, max_throughput_tokens_per_s=max_throughput, ttft_at_load_ms=ttft_load,
+        tpot_at_load_ms=tpot_load, serving=curve)
+
+
+def _attention_dtype(prec: Precision, kv: str, gpu: GPU) -> str:
+    """Attention kernels run in 16-bit (fp8 only with an fp8 KV cache on fp8 hardware), whatever the
+    weights' GEMMs use; fp32 models stay fp32."""
+    if prec.compute == "fp32":
+        return "fp32"
+    if kv == "fp8" and gpu.supports("fp8"):
+        return "fp8"
+    return "bf16" if gpu.supports("bf16") else "fp16"
 
 
 __all__ = ["Workload", "Estimate", "estimate", "min_gpus", "TP_COUNTS"]

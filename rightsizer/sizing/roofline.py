@@ -24,6 +24,9 @@ class Op:
     flops: float
     bytes: float
     quantized_weights: bool = False  # memory traffic is dominated by dequantized weights
+    kind: str = "gemm"  # gemm, attention_prefill, attention_decode or elementwise: picks its efficiency
+    tokens: float = 0.0  # tokens the op processes per layer (a GEMM's M): small M runs below peak
+    kernels: int = 0  # kernel launches of this op over all layers (fixed cost each)
 
     @property
     def arithmetic_intensity(self) -> float:
@@ -44,6 +47,7 @@ class PhaseResult:
     overhead_ms: float
     threshold: float  # the GPU's ridge point (peak FLOP/s / bandwidth) for this compute dtype
     ops: list[dict[str, Any]] = field(default_factory=list)
+    launch_ms: float = 0.0  # fixed kernel-launch cost inside latency_ms (small ops at tiny token counts)
 
     @property
     def arithmetic_intensity(self) -> float:
@@ -51,6 +55,8 @@ class PhaseResult:
 
     @property
     def bound(self) -> str:
+        if self.launch_ms + self.overhead_ms > max(self.compute_ms, self.memory_ms):
+            return "overhead"
         return "compute" if self.arithmetic_intensity >= self.threshold else "memory"
 
     @property
@@ -62,7 +68,7 @@ class PhaseResult:
             "flops": self.flops, "bytes": self.bytes, "arithmetic_intensity": self.arithmetic_intensity,
             "threshold": self.threshold, "bound": self.bound, "latency_ms": self.latency_ms,
             "compute_ms": self.compute_ms, "memory_ms": self.memory_ms, "comm_ms": self.comm_ms,
-            "overhead_ms": self.overhead_ms,
+            "overhead_ms": self.overhead_ms, "launch_ms": self.launch_ms,
         }
         if with_ops:
             d["ops"] = self.ops
@@ -86,19 +92,36 @@ def build_ops(spec: ModelSpec, prec: Precision, kv_precision: str, batch: int, t
               context: int, phase: str, tp: int = 1) -> list[Op]:
     """Operations of a prefill (``tokens_per_seq`` = prompt) or one decode step
     (``tokens_per_seq`` = 1 at KV length ``context``), per GPU under ``tp``-way tensor parallelism."""
+    if phase == "prefill":
+        return build_step_ops(spec, prec, kv_precision, tp, prefill_seqs=batch, prefill_chunk=tokens_per_seq)
+    return build_step_ops(spec, prec, kv_precision, tp, decode_seqs=batch, decode_context=context)
+
+
+def build_step_ops(spec: ModelSpec, prec: Precision, kv_precision: str, tp: int = 1, *,
+                   decode_seqs: float = 0, decode_context: float = 0, prefill_seqs: float = 0,
+                   prefill_chunk: float = 0, prefill_past: float = 0) -> list[Op]:
+    """Operations of one forward step of a continuous batch, per GPU.
+
+    The step decodes one token for each of ``decode_seqs`` sequences (each reading a KV cache of
+    ``decode_context`` tokens) and prefills a chunk of ``prefill_chunk`` tokens for each of
+    ``prefill_seqs`` sequences that already have ``prefill_past`` tokens cached (chunked
+    prefill). Counts may be fractional: the batching model works with steady-state averages.
+    A plain prefill is ``prefill_past=0``; a plain decode step has no prefill part.
+    """
     h, q, kv, L = spec.hidden, spec.q_dim, spec.kv_dim, spec.layers
     ab = prec.activation_bytes
     bpw = prec.bytes_per_weight
     kvb = kv_bytes_per_element(kv_precision)
-    T = batch * tokens_per_seq
+    T = decode_seqs + prefill_seqs * prefill_chunk  # tokens through the linear layers
     kv_share = 1 / min(tp, spec.kv_heads)  # KV heads replicate when tp > kv_heads
+    mixed = decode_seqs > 0 and prefill_seqs > 0
     ops: list[Op] = []
 
-    def linear(name: str, n_in: int, n_out: int, layers: int = L, weight_rows: float | None = None) -> Op:
+    def linear(name: str, n_in: int, n_out: int, layers: int = L) -> Op:
         flops = 2 * T * n_in * n_out * layers / tp
-        w = (weight_rows if weight_rows is not None else n_in * n_out) * bpw
-        moved = (w + T * (n_in + n_out) * ab) * layers / tp
-        return Op(name, flops, moved, quantized_weights=prec.is_quantized)
+        moved = (n_in * n_out * bpw + T * (n_in + n_out) * ab) * layers / tp
+        return Op(name, flops, moved, quantized_weights=prec.is_quantized, kind="gemm", tokens=T,
+                  kernels=layers)
 
     ops.append(linear("qkv_proj", h, q + 2 * kv))
     # Attention core: QK^T and softmax(S)V, 2 FLOPs per MAC each.
@@ -106,15 +129,24 @@ def build_ops(spec: ModelSpec, prec: Precision, kv_precision: str, batch: int, t
     for label, n_layers, window in (("attention", full, None), ("attention_sliding", slide, spec.sliding_window)):
         if n_layers == 0:
             continue
-        if phase == "prefill":
-            pairs = _attention_pairs(tokens_per_seq, window)
-            flops = 4 * batch * spec.heads * spec.head_dim * pairs * n_layers / tp
-            moved = (T * (2 * q + 2 * kv) * ab + T * 2 * kv * kvb) * n_layers / tp
-        else:
-            ctx = min(context, window) if window else context
-            flops = 4 * batch * spec.heads * spec.head_dim * ctx * n_layers / tp
-            moved = (batch * ctx * 2 * kv * kvb * kv_share + batch * (2 * q + 2 * kv) * ab / tp) * n_layers
-        ops.append(Op(label, flops, moved))
+        if prefill_seqs > 0:
+            chunk, past = prefill_chunk, prefill_past
+            pairs = _attention_pairs(chunk + past, window) - _attention_pairs(past, window) if past else \
+                _attention_pairs(chunk, window)
+            cached = min(past, window) if window else past
+            tokens = prefill_seqs * chunk
+            flops = 4 * prefill_seqs * spec.heads * spec.head_dim * pairs * n_layers / tp
+            moved = (tokens * (2 * q + 2 * kv) * ab + tokens * 2 * kv * kvb
+                     + prefill_seqs * cached * 2 * kv * kvb) * n_layers / tp
+            ops.append(Op(label + ("_prefill" if mixed else ""), flops, moved, kind="attention_prefill",
+                          tokens=tokens, kernels=n_layers))
+        if decode_seqs > 0:
+            ctx = min(decode_context, window) if window else decode_context
+            flops = 4 * decode_seqs * spec.heads * spec.head_dim * ctx * n_layers / tp
+            moved = (decode_seqs * ctx * 2 * kv * kvb * kv_share
+                     + decode_seqs * (2 * q + 2 * kv) * ab / tp) * n_layers
+            ops.append(Op(label + ("_decode" if mixed else ""), flops, moved, kind="attention_decode",
+                          tokens=decode_seqs, kernels=n_layers))
     ops.append(linear("o_proj", q, h))
     mats = 3 if spec.gated_mlp else 2
     if spec.is_moe:
@@ -123,40 +155,94 @@ def build_ops(spec: ModelSpec, prec: Precision, kv_precision: str, batch: int, t
         flops = 2 * T * k * mats * h * spec.intermediate * L / tp
         moved = (touched * mats * h * spec.intermediate * bpw
                  + T * k * (2 * h + mats * spec.intermediate) * ab) * L / tp
-        ops.append(Op("moe_experts", flops, moved, quantized_weights=prec.is_quantized))
-        ops.append(Op("router", 2 * T * h * spec.experts * L, (h * spec.experts * 2 + T * h * ab) * L))
+        # each touched expert runs its own GEMMs on its share of the tokens
+        ops.append(Op("moe_experts", flops, moved, quantized_weights=prec.is_quantized, kind="gemm",
+                      tokens=T * k / max(touched, 1.0), kernels=L * 2))
+        ops.append(Op("router", 2 * T * h * spec.experts * L, (h * spec.experts * 2 + T * h * ab) * L,
+                      kind="elementwise", tokens=T, kernels=L))
     else:
         flops = 2 * T * mats * h * spec.intermediate * L / tp
         moved = (mats * h * spec.intermediate * bpw + T * (2 * h + mats * spec.intermediate) * ab) * L / tp
-        ops.append(Op("mlp", flops, moved, quantized_weights=prec.is_quantized))
-    # Norms and residual adds: memory-bound elementwise traffic on the residual stream.
+        ops.append(Op("mlp", flops, moved, quantized_weights=prec.is_quantized, kind="gemm", tokens=T,
+                      kernels=2 * L))
+    # Norms, activation and residual adds: memory-bound elementwise traffic on the residual stream.
     n_norms = spec.norms_per_layer * L + 1
-    ops.append(Op("norms_residual", 5 * T * h * n_norms, 3 * T * h * ab * n_norms))
+    ops.append(Op("norms_residual", 5 * T * h * n_norms, 3 * T * h * ab * n_norms, kind="elementwise",
+                  tokens=T, kernels=n_norms + 2 * L))
     # LM head on the last position of each sequence (logits_to_keep=1), vocab-parallel under TP.
     head_bytes = 2 if prec.dense_bytes == 2 else 4
-    ops.append(Op("lm_head", 2 * batch * h * spec.vocab / tp,
-                  (spec.vocab * h * head_bytes + batch * (h * ab + spec.vocab * 4)) / tp))
-    ops.append(Op("embedding", 0.0, T * h * head_bytes))
+    rows = decode_seqs + prefill_seqs
+    ops.append(Op("lm_head", 2 * rows * h * spec.vocab / tp,
+                  (spec.vocab * h * head_bytes + rows * (h * ab + spec.vocab * 4)) / tp, kind="gemm",
+                  tokens=rows, kernels=1))
+    ops.append(Op("embedding", 0.0, T * h * head_bytes, kind="elementwise", tokens=T, kernels=1))
     return ops
+
+
+@dataclass(frozen=True)
+class OpEfficiency:
+    """How far below the roofs each kind of operation runs (see ``Factors``).
+
+    compute: share of peak FLOP/s a large GEMM reaches; ``dtype_scale`` multiplies it per
+    compute dtype (fp8/int8 tensor-core paths reach a smaller share than bf16);
+    ``gemm_half_tokens``: the GEMM M (tokens) at which compute efficiency is half of it (small
+    GEMMs fill few tiles); ``attention``: share of peak of the prefill attention kernel;
+    ``memory``: share of peak bandwidth; ``kernel_us``: fixed cost of each kernel launch (norms,
+    activations and other small ops are not free at tiny token counts).
+    """
+
+    compute: float
+    memory: float
+    dtype_scale: float = 1.0
+    gemm_half_tokens: float = 0.0
+    attention: float | None = None
+    kernel_us: float = 0.0
+
+    def gemm_compute(self, tokens: float) -> float:
+        eff = self.compute * self.dtype_scale
+        if self.gemm_half_tokens > 0 and tokens > 0:
+            eff *= tokens / (tokens + self.gemm_half_tokens)
+        return eff
 
 
 def phase_time(name: str, ops: list[Op], gpu: GPU, prec: Precision, tp: int, tokens: int, hidden: int,
                layers: int, compute_eff: float, memory_eff: float, overhead_ms: float,
                quant_memory_eff: float, allreduce_latency_us: float, link_eff: float,
-               extra_ms: float = 0.0, floor_ms: float = 0.0) -> PhaseResult:
-    """Roofline time of one phase on one GPU (all ops + all-reduces + overhead)."""
+               extra_ms: float = 0.0, floor_ms: float = 0.0, op_eff: OpEfficiency | None = None,
+               attention_dtype: str | None = None) -> PhaseResult:
+    """Roofline time of one phase on one GPU (all ops + all-reduces + overhead).
+
+    Without ``op_eff`` every op runs at ``compute_eff`` / ``memory_eff`` of the roofs; with it,
+    each op's efficiency depends on its kind, dtype and token count, and each kernel launch
+    costs ``op_eff.kernel_us``. Attention runs at the peak of ``attention_dtype`` (16-bit
+    unless the KV cache is fp8), GEMMs at the weights' compute dtype.
+    """
     peak = gpu.peak_flops(prec.compute)
     if peak <= 0:
         peak = gpu.peak_flops("fp16")  # no tensor cores for this dtype: fall back (caller warns)
+    attn_peak = gpu.peak_flops(attention_dtype) if attention_dtype else peak
+    if attn_peak <= 0:
+        attn_peak = gpu.peak_flops("fp16") or peak
     bw = gpu.memory_bandwidth
-    total_ms = compute_ms = memory_ms = 0.0
+    total_ms = compute_ms = memory_ms = launch_ms = 0.0
     flops = moved = 0.0
     rows = []
     for op in ops:
         mem_eff = memory_eff * (quant_memory_eff if op.quantized_weights else 1.0)
-        c = op.flops / (peak * compute_eff) * 1e3
+        if op_eff is None:
+            c = op.flops / (peak * compute_eff) * 1e3
+        elif op.kind == "gemm":
+            c = op.flops / (peak * op_eff.gemm_compute(op.tokens)) * 1e3
+        elif op.kind == "attention_prefill":
+            c = op.flops / (attn_peak * (op_eff.attention or op_eff.compute)) * 1e3
+        else:
+            c = op.flops / (attn_peak * op_eff.compute) * 1e3
         m = op.bytes / (bw * mem_eff) * 1e3
         t = max(c, m)
+        if op_eff is not None and op_eff.kernel_us:
+            launch = op.kernels * op_eff.kernel_us / 1e3
+            launch_ms += launch
+            t += launch
         total_ms += t
         compute_ms += c
         memory_ms += m
@@ -174,4 +260,4 @@ def phase_time(name: str, ops: list[Op], gpu: GPU, prec: Precision, tp: int, tok
     latency = max(total_ms + comm_ms, floor_ms) + overhead_ms + extra_ms
     return PhaseResult(name=name, flops=flops, bytes=moved, latency_ms=latency, compute_ms=compute_ms,
                        memory_ms=memory_ms, comm_ms=comm_ms, overhead_ms=overhead_ms + extra_ms,
-                       threshold=peak / bw, ops=rows)
+                       threshold=peak / bw, ops=rows, launch_ms=launch_ms)
