@@ -1,0 +1,109 @@
+"""The public serving measurements in benchmarks/data/sizing_accuracy.yaml are well formed:
+every row names a known source, a loadable model config, a catalog GPU and a known precision,
+and each metric has both fit and held-out rows. No network."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rightsizer.precisions import get_precision
+from rightsizer.sizing.catalog import default_catalog
+from rightsizer.sizing.params import count_params, model_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "benchmarks" / "data" / "sizing_accuracy.yaml"
+CONFIG_DIRS = (ROOT / "tasks" / "examples" / "configs", ROOT / "benchmarks" / "data" / "configs")
+METRICS = {"max_throughput_tokens_per_s", "ttft_ms", "tpot_ms"}
+REQUIRED = ("id", "source", "where", "model", "gpu", "count", "precision", "prompt_tokens",
+            "output_tokens", "metric", "value", "split")
+OPTIONAL = ("kv_precision", "concurrency")
+SOURCE_FIELDS = ("title", "url", "retrieved", "engine", "notes")
+
+
+@pytest.fixture(scope="module")
+def data():
+    with open(DATA, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+@pytest.fixture(scope="module")
+def rows(data):
+    return data["rows"]
+
+
+def _config(model: str) -> Path | None:
+    for d in CONFIG_DIRS:
+        if (d / f"{model}.json").is_file():
+            return d / f"{model}.json"
+    return None
+
+
+def test_sources_are_complete(data):
+    assert data["sources"], "no sources"
+    for sid, src in data["sources"].items():
+        missing = [k for k in SOURCE_FIELDS if not src.get(k)]
+        assert not missing, f"source {sid}: missing {missing}"
+        assert str(src["url"]).startswith("https://"), sid
+
+
+def test_rows_have_required_fields_only(rows):
+    assert len(rows) >= 30
+    for r in rows:
+        missing = [k for k in REQUIRED if k not in r or r[k] in (None, "")]
+        assert not missing, f"{r.get('id')}: missing {missing}"
+        unknown = set(r) - set(REQUIRED) - set(OPTIONAL)
+        assert not unknown, f"{r['id']}: unknown fields {sorted(unknown)}"
+
+
+def test_ids_unique(rows):
+    dup = [i for i, n in Counter(r["id"] for r in rows).items() if n > 1]
+    assert not dup, f"duplicate ids: {dup}"
+
+
+def test_sources_exist_and_are_used(data, rows):
+    used = {r["source"] for r in rows}
+    assert used <= set(data["sources"]), f"unknown sources: {used - set(data['sources'])}"
+    assert set(data["sources"]) <= used, f"unused sources: {set(data['sources']) - used}"
+
+
+def test_model_configs_exist_and_load(rows):
+    for model in sorted({r["model"] for r in rows}):
+        path = _config(model)
+        assert path is not None, f"no config for {model} in {[str(d) for d in CONFIG_DIRS]}"
+        assert count_params(model_spec(str(path))).total > 0, model
+
+
+def test_gpus_in_catalog(rows):
+    catalog = default_catalog()
+    for r in rows:
+        assert r["gpu"] in catalog.names, f"{r['id']}: {r['gpu']} is not a catalog name"
+
+
+def test_precisions_known(rows):
+    for r in rows:
+        get_precision(r["precision"])
+        if "kv_precision" in r:
+            assert get_precision(r["kv_precision"]).kv_bytes, f"{r['id']}: {r['kv_precision']} is no KV dtype"
+
+
+def test_values_and_shapes(rows):
+    for r in rows:
+        assert r["metric"] in METRICS, r["id"]
+        assert isinstance(r["value"], (int, float)) and not isinstance(r["value"], bool) and r["value"] > 0, r["id"]
+        for k in ("count", "prompt_tokens", "output_tokens"):
+            assert isinstance(r[k], int) and r[k] > 0, f"{r['id']}: {k}"
+        if r["metric"] == "max_throughput_tokens_per_s":
+            assert "concurrency" not in r, f"{r['id']}: max-throughput rows have no concurrency"
+        else:
+            assert isinstance(r.get("concurrency"), int) and r["concurrency"] >= 1, f"{r['id']}: concurrency"
+
+
+def test_splits(rows):
+    assert {r["split"] for r in rows} <= {"fit", "held_out"}
+    for metric in METRICS:
+        splits = Counter(r["split"] for r in rows if r["metric"] == metric)
+        assert splits["fit"] and splits["held_out"], f"{metric}: {dict(splits)}"
