@@ -67,6 +67,7 @@ class Factors:
     gemm_half_tokens: float = 0.0  # GEMM M at which compute efficiency is half its large-M value
     attention_compute_efficiency: float | None = None  # prefill attention kernel, share of peak
     kernel_overhead_us: float = 0.0  # fixed cost per kernel launch (small memory-bound ops)
+    moe_efficiency: float = 1.0  # expert GEMMs of MoE layers, share of the dense GEMMs' efficiency
     token_budget: int = 8192  # tokens per step of the continuous batch (chunked prefill budget)
     mode: str = "default-factors"
     per_gpu: Mapping[str, GpuFactors] = field(default_factory=dict)
@@ -77,7 +78,7 @@ class Factors:
         if self.mode not in MODES:
             problems.append(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         for name in ("compute_efficiency", "memory_efficiency", "link_efficiency", "cpu_compute_efficiency",
-                     "cpu_memory_efficiency"):
+                     "cpu_memory_efficiency", "moe_efficiency"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not 0 < v <= 1:
                 problems.append(f"{name} must be in (0, 1], got {v!r}")
@@ -117,7 +118,7 @@ class Factors:
                      "reserve_bytes", "reserve_fraction", "allreduce_latency_us", "link_efficiency",
                      "cpu_compute_efficiency", "cpu_memory_efficiency", "cpu_step_overhead_ms",
                      "dtype_compute_scale", "gemm_half_tokens", "attention_compute_efficiency",
-                     "kernel_overhead_us", "token_budget"):
+                     "kernel_overhead_us", "moe_efficiency", "token_budget"):
             if name in eff:
                 kwargs[name] = eff[name]["value"]
                 sources[name] = " ".join(str(eff[name]["source"]).split())
@@ -149,7 +150,7 @@ class Factors:
         ce, me, _, _ = self.for_gpu(gpu_name, kind)
         return OpEfficiency(compute=ce, memory=me, dtype_scale=float(self.dtype_compute_scale.get(compute_dtype, 1.0)),
                             gemm_half_tokens=self.gemm_half_tokens, attention=self.attention_compute_efficiency,
-                            kernel_us=self.kernel_overhead_us)
+                            kernel_us=self.kernel_overhead_us, moe=self.moe_efficiency)
 
     def floors_for(self, gpu_name: str) -> tuple[float, float]:
         """(prefill, decode) host-bound floors in ms: a step never runs faster than the host can
@@ -169,7 +170,8 @@ class Factors:
             "cpu_memory_efficiency": self.cpu_memory_efficiency, "cpu_step_overhead_ms": self.cpu_step_overhead_ms,
             "dtype_compute_scale": dict(self.dtype_compute_scale), "gemm_half_tokens": self.gemm_half_tokens,
             "attention_compute_efficiency": self.attention_compute_efficiency,
-            "kernel_overhead_us": self.kernel_overhead_us, "token_budget": self.token_budget,
+            "kernel_overhead_us": self.kernel_overhead_us, "moe_efficiency": self.moe_efficiency,
+            "token_budget": self.token_budget,
             "per_gpu": {k: v.to_dict() for k, v in sorted(self.per_gpu.items())},
             "sources": dict(self.sources),
         }

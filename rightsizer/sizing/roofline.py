@@ -156,7 +156,7 @@ def build_step_ops(spec: ModelSpec, prec: Precision, kv_precision: str, tp: int 
         moved = (touched * mats * h * spec.intermediate * bpw
                  + T * k * (2 * h + mats * spec.intermediate) * ab) * L / tp
         # each touched expert runs its own GEMMs on its share of the tokens
-        ops.append(Op("moe_experts", flops, moved, quantized_weights=prec.is_quantized, kind="gemm",
+        ops.append(Op("moe_experts", flops, moved, quantized_weights=prec.is_quantized, kind="moe",
                       tokens=T * k / max(touched, 1.0), kernels=L * 2))
         ops.append(Op("router", 2 * T * h * spec.experts * L, (h * spec.experts * 2 + T * h * ab) * L,
                       kind="elementwise", tokens=T, kernels=L))
@@ -188,7 +188,8 @@ class OpEfficiency:
     ``gemm_half_tokens``: the GEMM M (tokens) at which compute efficiency is half of it (small
     GEMMs fill few tiles); ``attention``: share of peak of the prefill attention kernel;
     ``memory``: share of peak bandwidth; ``kernel_us``: fixed cost of each kernel launch (norms,
-    activations and other small ops are not free at tiny token counts).
+    activations and other small ops are not free at tiny token counts); ``moe``: what share of
+    the dense GEMMs' efficiency the grouped expert GEMMs of a mixture-of-experts layer reach.
     """
 
     compute: float
@@ -197,6 +198,7 @@ class OpEfficiency:
     gemm_half_tokens: float = 0.0
     attention: float | None = None
     kernel_us: float = 0.0
+    moe: float = 1.0  # grouped expert GEMMs: share of the dense GEMMs' efficiency (compute and memory)
 
     def gemm_compute(self, tokens: float) -> float:
         eff = self.compute * self.dtype_scale
@@ -229,10 +231,12 @@ def phase_time(name: str, ops: list[Op], gpu: GPU, prec: Precision, tp: int, tok
     rows = []
     for op in ops:
         mem_eff = memory_eff * (quant_memory_eff if op.quantized_weights else 1.0)
+        if op_eff is not None and op.kind == "moe":
+            mem_eff *= op_eff.moe
         if op_eff is None:
             c = op.flops / (peak * compute_eff) * 1e3
-        elif op.kind == "gemm":
-            c = op.flops / (peak * op_eff.gemm_compute(op.tokens)) * 1e3
+        elif op.kind in ("gemm", "moe"):
+            c = op.flops / (peak * op_eff.gemm_compute(op.tokens) * (op_eff.moe if op.kind == "moe" else 1.0)) * 1e3
         elif op.kind == "attention_prefill":
             c = op.flops / (attn_peak * (op_eff.attention or op_eff.compute)) * 1e3
         else:
