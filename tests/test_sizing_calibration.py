@@ -69,9 +69,18 @@ def test_save_load_round_trip(tmp_path):
 
 
 def test_defaults_carry_sources_and_roofline_mode():
+    from rightsizer.sizing.catalog import default_catalog
+
     d = Factors.defaults()
-    assert d.mode == "default-factors" and d.memory_efficiency == 0.8 and d.compute_efficiency == 0.7
+    eff = default_catalog().efficiency
+    assert d.mode == "default-factors"
+    # every factor comes from the catalog's efficiency section, with its source
+    for name, entry in eff.items():
+        value = getattr(d, name)
+        assert (dict(value) if isinstance(value, dict) or hasattr(value, "items") else value) == entry["value"], name
+        assert d.sources[name] == " ".join(str(entry["source"]).split())
     assert "aiconfigurator" in d.sources["memory_efficiency"]
+    assert "sizing_accuracy.yaml" in d.sources["compute_efficiency"]
     assert Factors.roofline().for_gpu("L4") == (1.0, 1.0, 0.0, "roofline")
 
 

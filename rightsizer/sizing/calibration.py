@@ -143,10 +143,10 @@ class Factors:
         return self.compute_efficiency, self.memory_efficiency, self.step_overhead_ms, mode
 
     def op_efficiency(self, gpu_name: str, compute_dtype: str, kind: str = "gpu") -> OpEfficiency | None:
-        """Per-op efficiency of one GPU for weights computing in ``compute_dtype``; None on CPUs
-        and in roofline mode (every op at the flat factors of :meth:`for_gpu`)."""
-        if kind == "cpu" or self.mode == "roofline":
-            return None
+        """Per-op efficiency of one GPU for weights computing in ``compute_dtype``; None on CPUs, in
+        roofline mode and on calibrated devices (every op at the flat factors of :meth:`for_gpu`)."""
+        if kind == "cpu" or self.mode == "roofline" or gpu_name in self.per_gpu:
+            return None  # a calibrated device was fitted with flat factors: keep them flat
         ce, me, _, _ = self.for_gpu(gpu_name, kind)
         return OpEfficiency(compute=ce, memory=me, dtype_scale=float(self.dtype_compute_scale.get(compute_dtype, 1.0)),
                             gemm_half_tokens=self.gemm_half_tokens, attention=self.attention_compute_efficiency,

@@ -109,9 +109,10 @@ class Estimate:
 
     @property
     def served_ttft_ms(self) -> float:
-        """TTFT a request sees with ``batch`` in flight: the larger of the static batch's prefill
-        and the continuous-batching steady state. SLO checks use this."""
-        return max(self.ttft_ms, self.ttft_at_load_ms)
+        """TTFT a request sees with ``batch`` in flight under continuous batching (its prompt in
+        budget-sized chunks beside the running decodes, waiting included). SLO checks use this;
+        ``ttft_ms`` is the static batch, every prompt arriving at once."""
+        return self.ttft_at_load_ms or self.ttft_ms
 
     @property
     def served_tpot_ms(self) -> float:
