@@ -8,7 +8,8 @@ Rerun:  .venv/bin/python benchmarks/bench_sizing_accuracy.py            (table +
 The rows, each with its source, are benchmarks/data/sizing_accuracy.yaml; held-out rows never
 inform a factor. aiconfigurator's figures come from benchmarks/data/aic_estimates.json (written
 by --run-aic through its own environment, .venv-aic, since it does not install beside mlrun);
-rows it has no data or mapping for show "-". Prints figures only; tests/test_sizing_accuracy_data.py
+rows it has no data or mapping for show "-". The op-data column is Rightsizer with its GEMMs timed
+from aiconfigurator's measured tables (mode operator-data, opt-in). Prints figures only; tests/test_sizing_accuracy_data.py
 holds the held-out errors to the targets.
 """
 
@@ -20,7 +21,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         factors = with_fitted(factors, values)
     aic = run_aic(rows) if args.run_aic else load_aic()
     results = evaluate(rows, factors)
+    # the same factors with GEMMs timed from aiconfigurator's measured tables where a GPU has one
+    op_data = {r.row.id: r for r in evaluate(rows, replace(factors, operator_data=True))}
 
     print(f"\n{len(rows)} measurements from {len({r.source for r in rows})} sources ({args.data})")
     if aic:
@@ -110,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r.row.id:58} {r.row.split:8} {r.row.value:10.1f} {r.predicted:10.1f} {r.error:+6.0%} "
               f"{_fmt(a, '10.1f'):>10} {_fmt(_err(a, r.row.value)):>6}")
 
-    print(f"\n{'metric':30} {'split':8} {'rows':>4} {'rightsizer MAE':>15} {'target':>7}   "
+    print(f"\n{'metric':30} {'split':8} {'rows':>4} {'rightsizer MAE':>15} {'target':>7} {'op-data':>8}   "
           f"{'rows with aic':>13} {'rightsizer':>10} {'aic':>6}")
     for metric in METRICS:
         for split in ("fit", "held_out"):
@@ -119,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             both = [r for r in sel if (aic.get(r.row.id) or {}).get("value") is not None]
             aic_mae = (sum(abs(_err(aic[r.row.id]["value"], r.row.value)) for r in both) / len(both)) if both else None
-            print(f"{metric:30} {split:8} {len(sel):4d} {mean_abs_error(sel):15.1%} {TARGETS[metric]:7.0%}   "
+            od = mean_abs_error([op_data[r.row.id] for r in sel])
+            print(f"{metric:30} {split:8} {len(sel):4d} {mean_abs_error(sel):15.1%} {TARGETS[metric]:7.0%} {od:8.1%}   "
                   f"{len(both):13d} {_fmt(mean_abs_error(both) if both else None, '.1%'):>10} "
                   f"{_fmt(aic_mae, '.1%'):>6}")
     one, rec = timings()

@@ -65,3 +65,54 @@ def test_pure_roofline_is_optimistic():
                        factors=Factors.roofline())
         assert est.mode == "roofline"
         assert est.tpot_ms < measured, row[0]
+
+
+# --------------------------------------------------------------------------- the public measurements table
+# benchmarks/data/sizing_accuracy.yaml (127 rows, 8 sources); benchmarks/bench_sizing_accuracy.py prints it.
+# The issue's targets are held-out MAE <= 15 % (TTFT) and <= 10 % (max throughput); today's estimator
+# misses them (docs/sizing.md, "How accurate"), so these bounds hold it at what it reaches now.
+HELD_OUT_BOUNDS = {"ttft_ms": 0.26, "tpot_ms": 0.10, "max_throughput_tokens_per_s": 0.16}
+
+
+@pytest.fixture(scope="module")
+def table():
+    import json
+
+    from rightsizer.sizing.accuracy import load_rows
+    from rightsizer.sizing.accuracy import evaluate as evaluate_rows
+
+    rows = load_rows()
+    aic_file = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "aic_estimates.json"
+    aic = {r["id"]: r.get("value") for r in json.loads(aic_file.read_text(encoding="utf-8"))}
+    return evaluate_rows(rows), aic
+
+
+def test_held_out_measurements_stay_within_the_bounds(table):
+    from rightsizer.sizing.accuracy import summary
+
+    results, _ = table
+    s = summary(results)
+    for metric, bound in HELD_OUT_BOUNDS.items():
+        assert s[metric]["held_out"]["rows"] >= 10
+        assert s[metric]["held_out"]["mae"] <= bound, (metric, s[metric]["held_out"])
+
+
+def test_no_worse_than_aiconfigurator_on_the_rows_it_estimates(table):
+    results, aic = table
+    for metric in ("ttft_ms", "max_throughput_tokens_per_s"):
+        both = [r for r in results if r.row.metric == metric and r.row.split == "held_out" and aic.get(r.row.id)]
+        assert len(both) >= 8
+        ours = sum(abs(r.error) for r in both) / len(both)
+        theirs = sum(abs(aic[r.row.id] / r.row.value - 1) for r in both) / len(both)
+        assert ours <= theirs, (metric, ours, theirs)
+
+
+def test_held_out_rows_did_not_inform_the_fitted_factors():
+    """The factors fitted on the table name the rows they came from; held-out rows stay out of fit_factors."""
+    from rightsizer.sizing import Factors
+    from rightsizer.sizing.accuracy import Row, fit_factors
+
+    held = Row("x", "s", "llama-3.1-8b", "H100-SXM", 1, "fp8", None, 128, 128, "tpot_ms", 1.0, "held_out")
+    with pytest.raises(Exception, match="no rows with split: fit"):
+        fit_factors([held], Factors.defaults())
+    assert "fit' rows of benchmarks/data/sizing_accuracy.yaml" in Factors.defaults().sources["compute_efficiency"]

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
 from rightsizer.errors import ConfigError
+from rightsizer.sizing.operator_data import gemm_table
 from rightsizer.sizing.roofline import OpEfficiency
 
-MODES = ("roofline", "default-factors", "calibrated")
+MODES = ("roofline", "default-factors", "operator-data", "calibrated")
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,9 @@ class Factors:
     kernel_overhead_us: float = 0.0  # fixed cost per kernel launch (small memory-bound ops)
     moe_efficiency: float = 1.0  # expert GEMMs of MoE layers, share of the dense GEMMs' efficiency
     token_budget: int = 8192  # tokens per step of the continuous batch (chunked prefill budget)
+    # time GEMMs from aiconfigurator's measured tables where a GPU has one (mode "operator-data"); off by
+    # default: on the public measurements it is less accurate than the fitted factors (docs/sizing.md)
+    operator_data: bool = False
     mode: str = "default-factors"
     per_gpu: Mapping[str, GpuFactors] = field(default_factory=dict)
     sources: Mapping[str, str] = field(default_factory=dict)
@@ -142,15 +146,17 @@ class Factors:
             return self.cpu_compute_efficiency, self.cpu_memory_efficiency, self.cpu_step_overhead_ms, mode
         return self.compute_efficiency, self.memory_efficiency, self.step_overhead_ms, mode
 
-    def op_efficiency(self, gpu_name: str, compute_dtype: str, kind: str = "gpu") -> OpEfficiency | None:
+    def op_efficiency(self, gpu_name: str, compute_dtype: str, kind: str = "gpu",
+                      precision: str | None = None) -> OpEfficiency | None:
         """Per-op efficiency of one GPU for weights computing in ``compute_dtype``; None on CPUs, in
         roofline mode and on calibrated devices (every op at the flat factors of :meth:`for_gpu`)."""
         if kind == "cpu" or self.mode == "roofline" or gpu_name in self.per_gpu:
             return None  # a calibrated device was fitted with flat factors: keep them flat
         ce, me, _, _ = self.for_gpu(gpu_name, kind)
+        table = gemm_table(gpu_name, precision) if (self.operator_data and precision) else None
         return OpEfficiency(compute=ce, memory=me, dtype_scale=float(self.dtype_compute_scale.get(compute_dtype, 1.0)),
                             gemm_half_tokens=self.gemm_half_tokens, attention=self.attention_compute_efficiency,
-                            kernel_us=self.kernel_overhead_us, moe=self.moe_efficiency)
+                            kernel_us=self.kernel_overhead_us, moe=self.moe_efficiency, gemm_table=table)
 
     def floors_for(self, gpu_name: str) -> tuple[float, float]:
         """(prefill, decode) host-bound floors in ms: a step never runs faster than the host can
@@ -171,7 +177,7 @@ class Factors:
             "dtype_compute_scale": dict(self.dtype_compute_scale), "gemm_half_tokens": self.gemm_half_tokens,
             "attention_compute_efficiency": self.attention_compute_efficiency,
             "kernel_overhead_us": self.kernel_overhead_us, "moe_efficiency": self.moe_efficiency,
-            "token_budget": self.token_budget,
+            "token_budget": self.token_budget, "operator_data": self.operator_data,
             "per_gpu": {k: v.to_dict() for k, v in sorted(self.per_gpu.items())},
             "sources": dict(self.sources),
         }

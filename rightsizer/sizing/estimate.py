@@ -287,7 +287,9 @@ def estimate(config: Any, gpu: str | GPU, workload: Workload, count: int = 1, mi
         warnings.append(f"needs {plan.per_gpu / 2**30:.1f} GiB per GPU, {g.label} has "
                         f"{g.memory_bytes / 2**30:.1f} GiB; CPU offload adds {extra_ms:.0f} ms per step")
 
-    op_eff = factors.op_efficiency(g.name, prec.compute, g.kind)
+    op_eff = factors.op_efficiency(g.name, prec.compute, g.kind, prec.name)
+    if op_eff is not None and op_eff.gemm_table is not None:
+        mode = "operator-data"
     attention_dtype = _attention_dtype(prec, kv, g)
     common = dict(gpu=g, prec=prec, tp=count, hidden=spec.hidden, layers=spec.layers, compute_eff=ce,
                   memory_eff=me, overhead_ms=overhead, quant_memory_eff=qme,

@@ -13,6 +13,7 @@ from typing import Any
 
 from rightsizer.precisions import Precision, kv_bytes_per_element
 from rightsizer.sizing.catalog import GPU
+from rightsizer.sizing.operator_data import share_of_peak
 from rightsizer.sizing.params import ModelSpec
 
 
@@ -199,6 +200,7 @@ class OpEfficiency:
     attention: float | None = None
     kernel_us: float = 0.0
     moe: float = 1.0  # grouped expert GEMMs: share of the dense GEMMs' efficiency (compute and memory)
+    gemm_table: Any = None  # measured GEMM share of peak vs M (operator_data.GemmTable): replaces the roofs
 
     def gemm_compute(self, tokens: float) -> float:
         eff = self.compute * self.dtype_scale
@@ -235,13 +237,19 @@ def phase_time(name: str, ops: list[Op], gpu: GPU, prec: Precision, tp: int, tok
             mem_eff *= op_eff.moe
         if op_eff is None:
             c = op.flops / (peak * compute_eff) * 1e3
+        elif op.kind in ("gemm", "moe") and op_eff.gemm_table is not None:
+            # measured GEMM time (weights read and math together): no separate memory roof
+            share = share_of_peak(op_eff.gemm_table, op.tokens) * (op_eff.moe if op.kind == "moe" else 1.0)
+            c = op.flops / (peak * share) * 1e3 if op.flops else 0.0
+            m = 0.0
         elif op.kind in ("gemm", "moe"):
             c = op.flops / (peak * op_eff.gemm_compute(op.tokens) * (op_eff.moe if op.kind == "moe" else 1.0)) * 1e3
         elif op.kind == "attention_prefill":
             c = op.flops / (attn_peak * (op_eff.attention or op_eff.compute)) * 1e3
         else:
             c = op.flops / (attn_peak * op_eff.compute) * 1e3
-        m = op.bytes / (bw * mem_eff) * 1e3
+        if not (op_eff is not None and op_eff.gemm_table is not None and op.kind in ("gemm", "moe")):
+            m = op.bytes / (bw * mem_eff) * 1e3
         t = max(c, m)
         if op_eff is not None and op_eff.kernel_us:
             launch = op.kernels * op_eff.kernel_us / 1e3

@@ -1,0 +1,202 @@
+"""The continuous-batching serving model: physics it may not break, how throughput behaves
+with batch and workload shape, where it is wired (size --json, recommend, the fleet plan), and
+the errors for inputs that cannot be served."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from rightsizer.errors import ConfigError, NoFeasibleOption
+from rightsizer.precisions import get_precision
+from rightsizer.sizing import SLO, Factors, Workload, estimate, load_catalog, model_spec, recommend
+from rightsizer.sizing.batching import MAX_SEQS, StepModel, kv_max_batch, serving_curve
+from rightsizer.sizing.memory import weights_bytes
+from rightsizer.sizing.params import _count
+
+CONFIGS = Path(__file__).parent / "fixtures" / "configs"
+LLAMA8 = str(CONFIGS / "llama-3.1-8b.json")
+LLAMA70 = str(CONFIGS / "llama-2-70b.json")
+CASES = [  # (config, gpu, count, precision, prompt, output)
+    (LLAMA8, "H100-SXM", 1, "fp8", 128, 128),
+    (LLAMA8, "A100-80GB", 1, "bf16", 2048, 128),
+    (LLAMA8, "L40S", 1, "fp8", 20000, 2000),
+    (LLAMA8, "L4", 1, "int4", 512, 256),
+    (LLAMA70, "H100-SXM", 4, "bf16", 1000, 1000),
+    (str(CONFIGS / "mixtral-8x7b.json"), "H200", 2, "fp8", 500, 2000),
+    (str(CONFIGS / "qwen2.5-0.5b.json"), "T4", 1, "fp16", 256, 64),
+]
+IDS = [f"{Path(c[0]).stem}-{c[1]}x{c[2]}-{c[3]}-{c[4]}-{c[5]}" for c in CASES]
+
+
+def _est(case, factors=None, batch=1):
+    cfg, gpu, count, prec, p, o = case
+    return estimate(cfg, gpu, Workload(p, o, batch, prec), count=count, factors=factors)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_decode_is_never_faster_than_reading_the_weights(case):
+    cat = load_catalog()
+    est = _est(case)
+    gpu = cat.get(case[1])
+    # the block weights one token uses (top-k experts of a MoE), at their stored size, split over the GPUs
+    floor_ms = est.params.linear_active * get_precision(est.precision).bytes_per_weight / case[2] \
+        / gpu.memory_bandwidth * 1e3
+    assert est.tpot_ms >= floor_ms
+    # and the roofline mode (100 % of the roofs) is the fastest it can be, still not under the floor
+    assert _est(case, Factors.roofline()).tpot_ms >= floor_ms * 0.999
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_prefill_is_never_faster_than_its_flops_at_peak(case):
+    cat = load_catalog()
+    est = _est(case)
+    gpu = cat.get(case[1])
+    prec = get_precision(est.precision)
+    peak = max(gpu.peak_flops(prec.compute), gpu.peak_flops("fp16"))
+    min_flops = 2 * est.params.active * case[4] * 0.9  # linear layers alone (embeddings are no FLOPs)
+    assert est.ttft_ms >= min_flops / (peak * case[2]) * 1e3
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_throughput_never_exceeds_what_the_kv_cache_allows(case):
+    est = _est(case)
+    curve = est.serving
+    assert curve is not None and curve.best.batch <= min(curve.max_batch, MAX_SEQS)
+    cat = load_catalog()
+    gpu = cat.get(case[1])
+    prec = get_precision(est.precision)
+    step_floor_s = weights_bytes(est.params, prec) / case[2] / gpu.memory_bandwidth
+    # each step yields at most one token per sequence in flight, and a step reads the weights
+    ceiling = min(curve.max_batch, MAX_SEQS) * case[5] / max(1, case[5] - 1) / step_floor_s
+    assert 0 < est.max_throughput_tokens_per_s <= ceiling
+    # the KV cache of the best batch fits beside the weights
+    spec = model_spec(case[0])
+    per_seq = est.kv_bytes_per_token * (case[4] + case[5] // 2) / min(case[2], spec.kv_heads)
+    assert curve.best.batch * per_seq + est.weights_bytes / case[2] <= gpu.memory_bytes
+
+
+def test_throughput_rises_with_batch_until_memory_or_compute_bounds_it():
+    est = _est(CASES[0])
+    pts = est.serving.points
+    rates = [p.output_tokens_per_s for p in pts]
+    assert len(pts) >= 8
+    assert all(b >= a * 0.999 for a, b in zip(rates, rates[1:])), rates
+    assert rates[4] > 8 * rates[0]  # 16 in flight: the weights read is shared (memory-bound decode)
+    assert rates[-1] < 2 * rates[-2]  # at the top it flattens: compute or the budget binds
+    # TPOT at load grows with batch; at batch 1 it is close to the lone decode step
+    assert pts[-1].tpot_ms > pts[0].tpot_ms
+    assert pts[0].tpot_ms == pytest.approx(est.tpot_ms, rel=0.5)
+
+
+def test_a_long_prompt_short_output_workload_is_prefill_bound():
+    long_in = estimate(LLAMA8, "H100-SXM", Workload(8000, 16, 1, "fp8"))
+    assert long_in.serving.limit == "prefill"
+    short_in = estimate(LLAMA8, "H100-SXM", Workload(128, 1024, 1, "fp8"))
+    assert short_in.serving.limit != "prefill"
+    # and per output token, the long prompt costs far more
+    assert long_in.max_throughput_tokens_per_s < short_in.max_throughput_tokens_per_s / 10
+
+
+def test_more_kv_room_means_more_throughput_for_long_sequences():
+    bf16_kv = estimate(LLAMA8, "H100-SXM", Workload(2000, 2000, 1, "fp8", "bf16"))
+    fp8_kv = estimate(LLAMA8, "H100-SXM", Workload(2000, 2000, 1, "fp8", "fp8"))
+    assert fp8_kv.serving.max_batch > 1.8 * bf16_kv.serving.max_batch
+    assert fp8_kv.max_throughput_tokens_per_s > bf16_kv.max_throughput_tokens_per_s
+
+
+def test_size_json_reports_max_throughput_beside_batch_one_latency(capsys):
+    from rightsizer.cli import main
+
+    assert main(["size", "--config", LLAMA8, "--gpu", "H100-SXM", "--precision", "fp8", "--prompt-tokens", "1000",
+                 "--output-tokens", "1000", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["batch"] == 1 and out["ttft_ms"] > 0 and out["tpot_ms"] > 0
+    assert out["max_throughput_tokens_per_s"] > 20 * out["throughput_tokens_per_s"]
+    s = out["serving"]
+    assert s["max_throughput_tokens_per_s"] == out["max_throughput_tokens_per_s"]
+    assert s["token_budget"] == 8192 and s["best_batch"] > 1 and s["limit"] in (
+        "prefill", "kv-memory", "max-sequences", "compute", "memory", "overhead")
+    assert out["mode"] == "default-factors"
+
+
+def test_operator_data_mode_times_gemms_from_the_measured_tables_where_a_gpu_has_them():
+    f = Factors.defaults()
+    from dataclasses import replace
+
+    od = replace(f, operator_data=True)
+    h100 = estimate(LLAMA8, "H100-SXM", Workload(128, 128, 1, "fp8"), factors=od)
+    l4 = estimate(LLAMA8, "L4", Workload(128, 128, 1, "fp8"), factors=od)
+    assert h100.mode == "operator-data" and l4.mode == "default-factors"
+    default = estimate(LLAMA8, "H100-SXM", Workload(128, 128, 1, "fp8"), factors=f)
+    assert h100.ttft_ms != pytest.approx(default.ttft_ms, rel=1e-3)
+    # the measured fp8 GEMMs at M=1 read the weights at about half the peak bandwidth (table: 0.53)
+    from rightsizer.sizing.operator_data import gemm_table, share_of_peak
+
+    table = gemm_table("H100-SXM", "fp8")
+    assert table is not None and 0.001 < share_of_peak(table, 1) < share_of_peak(table, 1024) < 1
+    assert gemm_table("L4", "fp8") is None and gemm_table("H100-SXM", "nf4") is None
+
+
+def test_recommend_and_the_fleet_plan_use_the_continuous_batching_throughput():
+    wl = Workload(1000, 200, 32, "fp8")
+    rec = recommend(LLAMA8, wl, SLO(ttft_ms=2000, tpot_ms=100), gpus=["H100-SXM"], include_mig=False,
+                    precisions=["fp8"])
+    o = rec.chosen
+    est = estimate(LLAMA8, "H100-SXM", wl)
+    assert o.throughput_tokens_per_s == pytest.approx(est.throughput_tokens_per_s)
+    assert o.max_throughput_tokens_per_s == pytest.approx(est.max_throughput_tokens_per_s)
+    # with 32 in flight and prefill included, less than 32 sequences decoding at the lone TPOT
+    assert est.throughput_tokens_per_s < 32 * 1000 / est.tpot_ms
+    assert o.tpot_ms == pytest.approx(est.served_tpot_ms) and est.served_tpot_ms >= est.tpot_ms
+
+    from rightsizer.plan import plan_fleet
+
+    config = json.loads(Path(LLAMA8).read_text())
+    decision = {"task": "t", "chosen": {"model": "t-model", "params": 1, "precision": "fp8", "config": config},
+                "baseline": {"model": "big", "params": 1, "precision": "fp8", "config": config},
+                "workload": {"prompt_tokens": 1000, "output_tokens": 200, "batch": 32},
+                "slo": {"ttft_ms": 2000, "tpot_ms": 100, "throughput_tokens_per_s": 3 * est.throughput_tokens_per_s},
+                "price_list": {"name": "aws-on-demand-us-east-1"}}
+    plan = plan_fleet([decision], devices=["H100-SXM"], include_mig=False, include_cpu=False, baseline=False)
+    p = plan.groups[0].placements[0]
+    # the plan sized the batch up until the demand fits in the headroom, on the batching model's figures
+    sized = estimate(LLAMA8, "H100-SXM", Workload(1000, 200, p.batch, "fp8"))
+    assert p.busy_fraction == pytest.approx(decision["slo"]["throughput_tokens_per_s"]
+                                            / sized.throughput_tokens_per_s, rel=1e-6)
+    assert p.busy_per_replica <= 0.8
+
+
+def test_a_precision_the_gpu_cannot_run_is_refused_with_the_reason():
+    rec = recommend(LLAMA8, Workload(512, 128, 1, "fp8"), SLO(ttft_ms=5000, tpot_ms=500), gpus=["A100-80GB", "L4"],
+                    include_mig=False, precisions=["fp8"])
+    a100 = [o for o in rec.options if o.gpu == "A100-80GB"]
+    assert a100 and all(not o.feasible and "lacks fp8" in o.reason for o in a100)
+    with pytest.raises(ConfigError, match="unknown precision 'fp6'"):
+        Workload(512, 128, 1, "fp6")
+
+
+def test_a_workload_that_fits_no_batch_says_what_does_not_fit():
+    spec = model_spec(LLAMA70)
+    cat = load_catalog()
+    f = Factors.defaults()
+    prec = get_precision("bf16")
+    model = StepModel(spec=spec, prec=prec, kv="bf16", gpu=cat.get("L40S"), count=1, compute_eff=0.7,
+                      memory_eff=0.8, overhead_ms=0.5, quant_memory_eff=1.0, factors=f, op_eff=None,
+                      attention_dtype="bf16")
+    assert kv_max_batch(spec, _count(spec), prec, "bf16", cat.get("L40S"), 1, 1000, 100, f, 8192) == 0
+    with pytest.raises(NoFeasibleOption, match=r"no room for the KV cache of one 1000\+100-token sequence"):
+        serving_curve(model, _count(spec), 1000, 100)
+    # estimate still answers (it reports the misfit), with no throughput to offer
+    est = estimate(LLAMA70, "L40S", Workload(1000, 100, 1, "bf16"))
+    assert not est.fits and est.serving is None and est.max_throughput_tokens_per_s == 0
+    assert any("no room for the KV cache" in w for w in est.warnings)
+
+
+def test_one_estimate_is_a_few_milliseconds_of_work():
+    """Not a timing assertion: the sweep is bounded (log2 of the KV-limited batch + 1 points)."""
+    est = _est(CASES[0])
+    assert len(est.serving.points) <= math.ceil(math.log2(MAX_SEQS)) + 2
