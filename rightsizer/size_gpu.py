@@ -51,6 +51,7 @@ def _side(model: str, params: int, rung: str, precision: str, quality: float,
             "sizing_mode": o.mode if o else "",
             "price_per_hour": o.price_per_hour if o else float("nan"),
             "throughput_tokens_per_s": o.throughput_tokens_per_s if o else float("nan"),
+            "max_throughput_tokens_per_s": o.max_throughput_tokens_per_s if o else float("nan"),
             "replicas": o.replicas if o else 0}
     side.update(_memory_split(o))
     return side
