@@ -8,8 +8,10 @@ per-model lock, in this process (no HTTP, so it is, if anything, flattered).
 
 Figures: requests/s, output tokens/s (from ``usage``), end-to-end latency p50/p95, goodput
 (requests within the task's SLO, ``ttft_ms + tpot_ms * output_tokens``), the server's peak
-RSS, and its RSS after each of five rounds of 64. TTFT/TPOT per token need streaming, which
-the server does not offer yet: not reported.
+RSS, and its RSS after each of five rounds of 64. Then the same closed loop streamed
+(``stream=true``, server-sent events): time to the first text chunk (TTFT) and the mean gap
+between text chunks (TPOT), p50/p95 per concurrency, and p95 TTFT at the top level against a
+lone request's.
 
     .venv/bin/python benchmarks/bench_serving.py [--requests 128] [--levels 1,8,32,64]
 """
@@ -98,6 +100,40 @@ async def closed_loop(base: str, texts: list[str], concurrency: int) -> dict:
     return {"wall": wall, "lat": lat, "tokens": tokens}
 
 
+async def closed_loop_stream(base: str, texts: list[str], concurrency: int) -> dict:
+    """The closed loop with ``stream=true``: per request, seconds to the first text chunk and the
+    mean gap between text chunks after it."""
+    import aiohttp
+
+    queue = list(texts)
+    ttft: list[float] = []
+    tpot: list[float] = []
+    async with aiohttp.ClientSession() as session:
+        async def client():
+            while queue:
+                text = queue.pop()
+                t0 = time.perf_counter()
+                stamps = []
+                async with session.post(f"{base}/v1/completions",
+                                        json={"model": TASK, "prompt": text, "stream": True}) as r:
+                    if r.status != 200:
+                        raise RuntimeError(f"{r.status}: {await r.text()}")
+                    async for line in r.content:
+                        line = line.decode().strip()
+                        if not line.startswith("data: ") or line == "data: [DONE]":
+                            continue
+                        if json.loads(line[6:])["choices"][0]["text"]:
+                            stamps.append(time.perf_counter())
+                if stamps:
+                    ttft.append(stamps[0] - t0)
+                if len(stamps) > 1:
+                    tpot.append((stamps[-1] - stamps[0]) / (len(stamps) - 1))
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+    return {"wall": time.perf_counter() - t0, "ttft": ttft, "tpot": tpot}
+
+
 def baseline(spec, bundle_dir: Path, texts: list[str], concurrency: int) -> dict:
     """Today's server before this engine: one respond() per request, one lock per model."""
     import concurrent.futures
@@ -169,6 +205,13 @@ def main() -> int:
             runs = [asyncio.run(closed_loop(base, inputs(spec, args.requests, f"c{c}r{k}"), c))
                     for k in range(args.repeats)]
             rows.append(_median("engine (HTTP)", c, runs, slo_s))
+        streamed = {}
+        for c in levels:
+            r = asyncio.run(closed_loop_stream(base, inputs(spec, args.requests, f"s{c}"), c))
+            streamed[c] = {"ttft_p50_ms": 1000 * _pct(r["ttft"], 0.5), "ttft_p95_ms": 1000 * _pct(r["ttft"], 0.95),
+                           "tpot_p50_ms": 1000 * _pct(r["tpot"], 0.5) if r["tpot"] else float("nan"),
+                           "tpot_p95_ms": 1000 * _pct(r["tpot"], 0.95) if r["tpot"] else float("nan"),
+                           "streams": len(r["ttft"])}
         for k in range(5):
             asyncio.run(closed_loop(base, inputs(spec, 64, f"rss{k}"), 64))
             rss.append(_rss_kb(proc.pid))
@@ -191,12 +234,20 @@ def main() -> int:
     top = max(levels)
     speedup = by["engine (HTTP)", top]["out_tok_per_s"] / by["per-request generate", top]["out_tok_per_s"]
     print(f"\noutput tokens/s at concurrency {top}: {speedup:.1f}x the per-request baseline")
+    print("\nstreamed (stream=true): concurrency | streams | ttft_p50_ms | ttft_p95_ms | tpot_p50_ms | tpot_p95_ms")
+    for c, r in streamed.items():
+        print(f"{c} | {r['streams']} | {r['ttft_p50_ms']:.1f} | {r['ttft_p95_ms']:.1f} | {r['tpot_p50_ms']:.2f} | "
+              f"{r['tpot_p95_ms']:.2f}")
+    lo, hi = min(levels), max(levels)
+    print(f"p95 TTFT at concurrency {hi}: {streamed[hi]['ttft_p95_ms'] / streamed[lo]['ttft_p95_ms']:.1f}x "
+          f"that at {lo} (target <= 2x)")
     print(f"server RSS after five rounds of 64 (MiB): {[round(x / 1024) for x in rss]}; "
           f"growth {100 * (rss[-1] - rss[0]) / rss[0]:.1f} %; peak {peak / 1024:.0f} MiB")
     print(f"\nrerun: .venv/bin/python benchmarks/bench_serving.py --requests {args.requests} "
           f"--levels {args.levels} --repeats {args.repeats}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "rss_kb": rss, "peak_kb": peak}, indent=2))
+        Path(args.json).write_text(json.dumps({"rows": rows, "streamed": streamed, "rss_kb": rss, "peak_kb": peak},
+                                              indent=2))
     return 0
 
 

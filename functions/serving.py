@@ -3,13 +3,23 @@
 Graph (flow topology, async engine)::
 
     api-handler (MLRun, from the function's API handler config: routes, url info)
-      -> parse      RequestParser: route + body -> {kind, task, inputs, max_tokens}; 400 naming the field
+      -> parse      RequestParser: route + body -> {kind, task, inputs, max_tokens, stream}; 400
+                    naming the field; sends a streamed request to ``stream``, the others to ``batch``
       -> batch      storey.Batch keyed by task: concurrent requests to one task, gathered for
                     ``batch_window_s`` or up to ``batch_max_events``, reach the model together
       -> models     ModelRunnerStep, one TaskRunner per task (asyncio), TaskSelector picks by task;
       -> unbatch    storey.FlatMap: each request of the batch goes on alone
       -> respond    Responder: V2 / OpenAI response bodies; 503 (with Retry-After) and other
-                    engine errors as HTTP responses
+                    engine errors as HTTP responses; a stream's chunks as server-sent events
+    parse
+      -> stream     ModelRunnerStep, one TaskStreamRunner per task (the same engine as ``models``'s
+                    runner): an async generator, so storey emits each text delta downstream
+      -> respond
+
+A stream cannot go through ``batch``: storey streams only the output of a single runnable for
+an unbatched event. The function runs in MLRun's streaming mode (``fn.set_streaming``): its
+handler yields what reaches the responder, once for an answer, once per chunk for a stream;
+the HTTP listener (``functions/serving_http.py``, Nuclio on a cluster) writes chunks as they come.
 
 Routes: ``POST /v2/models/<task>/infer`` (the V2 shape existing clients use),
 ``POST /v1/chat/completions`` (``set_openai_frontend``), ``POST /v1/completions`` and
@@ -22,6 +32,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
+import uuid
 from http import HTTPMethod
 from typing import Any
 
@@ -41,6 +54,8 @@ V2_INFER = "/v2/models/{task}/infer"
 ROUTES = {("POST", "/v2/models/{task}/infer"): "v2", ("POST", "/v1/completions"): "completions",
           ("POST", "/v1/chat/completions"): "chat", ("GET", "/v1/models"): "models"}
 RESULT = "rightsizer_result"  # marks a TaskRunner's output (the runner wraps several by model name)
+STREAM_SUFFIX = ":stream"
+SSE = "rightsizer_sse"  # a responder output that is server-sent-event text, one chunk of a stream
 BATCH_MAX_EVENTS = 64  # requests per graph batch (the engine's default max_queue)
 BATCH_WINDOW_S = 0.005  # how long the first request of a batch waits for others
 
@@ -56,8 +71,10 @@ def api_config() -> APIHandlerConfig:
 
 
 def configure_serving(fn) -> None:
-    """Flow topology, async engine, the routes; the task models come with ``set_task_models``."""
+    """Flow topology, async engine, streaming mode, the routes; the task models come with
+    ``set_task_models``."""
     fn.set_topology("flow", engine="async", exist_ok=True)
+    fn.set_streaming(True)
     fn.set_api_handler_config(api_config())
     # chat completions with MLRun's own OpenAI body mappings (it validates model and messages)
     fn.set_openai_frontend([OpenAIEndpoint.CHAT_COMPLETIONS], prefix="/v1")
@@ -107,7 +124,15 @@ def set_task_models(fn, models: dict[str, str] | list[dict], engine: dict | None
     # unpacker does it), so the responder and the flow's completion see one request each
     unbatch = batch.to(runner).to(class_name="storey.FlatMap", name="unbatch", _fn="(event.body)",
                                   full_event=True)
-    unbatch.to(class_name="Responder", name="respond").respond()
+    # model endpoint names are unique in a graph: a task's streaming runner is "<task>:stream"
+    streamer = ModelRunnerStep(name="stream", model_runner_selector="TaskSelector",
+                               model_runner_selector_parameters={"suffix": STREAM_SUFFIX})
+    for task, path in models.items():
+        streamer.add_model(endpoint_name=task + STREAM_SUFFIX, model_class="TaskStreamRunner",
+                           execution_mechanism="asyncio", bundle_path=str(path), engine=engines[task],
+                           task=task)
+    stream = graph.add_step(streamer, after="parse")
+    graph.add_step(class_name="Responder", name="respond", after=[unbatch.name, stream.name, parse.name]).respond()
 
 
 def configure_group(fn, spec: dict) -> None:
@@ -164,32 +189,65 @@ class RequestParser:
 
     def do(self, body, mlrun_request_path: str = "", mlrun_request_method: str = "POST",
            task: str | None = None, **mapped) -> dict:
+        # errors are answered, not raised: MLRun's streaming handler (this function's) does not
+        # turn a raised error into its HTTP status; the responder does it for every step
+        try:
+            return self._parse(body, mlrun_request_path, mlrun_request_method, task)
+        except ServingError as e:
+            return {RESULT: True, "request": {"kind": "error", "task": None, "inputs": [], "max_tokens": None},
+                    "failure": {"status": e.status, "message": e.message, "retry_after": e.retry_after,
+                                "param": e.param}}
+
+    def _parse(self, body, mlrun_request_path: str, mlrun_request_method: str, task: str | None) -> dict:
         path = mlrun_request_path.rstrip("/") or "/"
         if path.startswith("/v2/models/") and path.endswith("/infer"):
             kind = "v2"
         else:
             kind = ROUTES.get((mlrun_request_method, path))
         if kind is None:
-            raise mlrun.errors.MLRunNotFoundError(
-                f"{mlrun_request_method} {path}: not served here; routes: "
-                f"{sorted(f'{m} {p}' for m, p in ROUTES)}")
-        try:
-            req = api.parse_request(kind, _json_body(body) if kind != "models" else None, self.tasks,
-                                    path_task=task)
-        except ServingError as e:
-            raise mlrun.errors.MLRunBadRequestError(e.message) from None
-        return {"kind": req.kind, "task": req.task, "inputs": req.inputs, "max_tokens": req.max_tokens}
+            raise ServingError(404, f"{mlrun_request_method} {path}: not served here; routes: "
+                                    f"{sorted(f'{m} {p}' for m, p in ROUTES)}")
+        req = api.parse_request(kind, _json_body(body) if kind != "models" else None, self.tasks,
+                                path_task=task)
+        return {"kind": req.kind, "task": req.task, "inputs": req.inputs, "max_tokens": req.max_tokens,
+                "stream": req.stream}
+
+    def select_outlets(self, body) -> list[str]:
+        if "failure" in body:
+            return ["respond"]
+        return ["stream"] if body.get("stream") else ["batch"]
 
 
 class TaskSelector(ModelRunnerSelector):
     """The request's task runs; ``/v1/models`` asks every task model for its card. A batch
-    (the ``batch`` step's, keyed by task) holds one task's requests, or only model-list ones."""
+    (the ``batch`` step's, keyed by task) holds one task's requests, or only model-list ones.
+    ``suffix``: how this runner step names a task's model (the streaming runners')."""
+
+    def __init__(self, suffix: str = "", **kwargs):
+        super().__init__(**kwargs)
+        self.suffix = suffix
 
     def select_models(self, event, available_models):
         bodies = event.body if isinstance(event.body, list) else [event.body]
         if any(b.get("kind") == "models" for b in bodies):
             return None
-        return sorted({b["task"] for b in bodies})
+        return sorted({b["task"] + self.suffix for b in bodies})
+
+
+_ENGINES: dict[tuple[str, str], TaskEngine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def shared_engine(bundle_path: str, engine: dict) -> TaskEngine:
+    """One engine per task model and settings in this process: the answering and the streaming
+    runner of a task share it (one copy of the weights, one KV cache, one continuous batch)."""
+    key = (str(bundle_path), json.dumps(engine, sort_keys=True))
+    with _ENGINES_LOCK:
+        found = _ENGINES.get(key)
+        if found is None or found.stopped:
+            found = _ENGINES[key] = TaskEngine.from_bundle_dir(localize_dir(bundle_path),
+                                                               config=EngineConfig.from_dict(engine))
+        return found
 
 
 class TaskRunner(Model):
@@ -199,25 +257,26 @@ class TaskRunner(Model):
     reason, and the others serve.
     """
 
-    def __init__(self, name: str, bundle_path: str = "", engine: dict | None = None, **kwargs):
+    def __init__(self, name: str, bundle_path: str = "", engine: dict | None = None, task: str | None = None,
+                 **kwargs):
         super().__init__(name=name, **kwargs)
         self.bundle_path, self.engine = bundle_path, engine or {}
+        self.task = task or name  # the task this runner answers (its endpoint name may carry a suffix)
         self.task_engine: TaskEngine | None = None
         self.failure: str | None = None
 
     def load(self) -> None:
         super().load()
         try:
-            self.task_engine = TaskEngine.from_bundle_dir(localize_dir(self.bundle_path),
-                                                          config=EngineConfig.from_dict(self.engine))
+            self.task_engine = shared_engine(self.bundle_path, self.engine)
         except Exception as e:  # keep serving the other tasks; this one says why it cannot
             self.failure = f"{type(e).__name__}: {e}"
-            mlrun.utils.logger.error("task model failed to load", task=self.name, reason=self.failure)
+            mlrun.utils.logger.error("task model failed to load", task=self.task, reason=self.failure)
 
     def _card(self) -> dict:
         if self.task_engine is not None:
             return self.task_engine.card()
-        return {"id": self.name, "object": "model", "owned_by": "rightsizer",
+        return {"id": self.task, "object": "model", "owned_by": "rightsizer",
                 "status": f"unavailable: {self.failure}"}
 
     async def predict_async(self, body: Any, **kwargs) -> dict | list[dict]:
@@ -231,25 +290,52 @@ class TaskRunner(Model):
         out = {RESULT: True, "request": {k: body[k] for k in ("kind", "task", "inputs", "max_tokens")}}
         if body["kind"] == "models":
             return {**out, "card": self._card()}
-        if body["task"] != self.name:  # never selected for another task's batch; say so if it is
+        if body["task"] != self.task:  # never selected for another task's batch; say so if it is
             return {**out, "failure": {"status": 500, "message": f"task {body['task']!r} reached the "
-                                       f"runner of {self.name!r}", "retry_after": None, "param": None}}
+                                       f"runner of {self.task!r}", "retry_after": None, "param": None}}
         try:
             if self.task_engine is None:
-                raise ServingError(503, f"task {self.name!r} is not available: its model did not load "
+                raise ServingError(503, f"task {self.task!r} is not available: its model did not load "
                                         f"({self.failure})", retry_after=60)
             answers = await self.task_engine.answer_async(body["inputs"], body["max_tokens"])
         except ServingError as e:
             return {**out, "failure": {"status": e.status, "message": e.message,
                                        "retry_after": e.retry_after, "param": e.param}}
         except Exception as e:  # a bug or a lost batcher: a 500 naming it, not a hung request
-            return {**out, "failure": {"status": 500, "message": f"task {self.name!r}: "
+            return {**out, "failure": {"status": 500, "message": f"task {self.task!r}: "
                                        f"{type(e).__name__}: {e}", "retry_after": None, "param": None}}
         return {**out, "answers": [vars(a) for a in answers]}
 
 
+class TaskStreamRunner(TaskRunner):
+    """A streamed request's runner: an async generator of chunks (text deltas, then the answer),
+    which storey emits downstream one by one. A request that cannot stream (not a generation
+    task, a prompt too long, the task at capacity) yields one failure instead."""
+
+    async def predict_async(self, body: Any, **kwargs):
+        out = {RESULT: True, "request": {k: body[k] for k in ("kind", "task", "inputs", "max_tokens", "stream")}}
+        stream_id = f"{'chatcmpl' if body['kind'] == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
+        created = int(time.time())
+        try:
+            if self.task_engine is None:
+                raise ServingError(503, f"task {self.task!r} is not available: its model did not load "
+                                        f"({self.failure})", retry_after=60)
+            async for item in self.task_engine.stream_async(body["inputs"][0]):
+                if isinstance(item, Answer):
+                    yield {**out, "stream_id": stream_id, "created": created, "answer": vars(item)}
+                else:
+                    yield {**out, "stream_id": stream_id, "created": created, "delta": item}
+        except ServingError as e:
+            yield {**out, "failure": {"status": e.status, "message": e.message,
+                                      "retry_after": e.retry_after, "param": e.param}}
+        except Exception as e:  # a bug or a lost batcher: a 500 naming it, not a hung stream
+            yield {**out, "failure": {"status": 500, "message": f"task {self.task!r}: {type(e).__name__}: {e}",
+                                      "retry_after": None, "param": None}}
+
+
 class Responder:
-    """The runner's result -> the route's response body, or an HTTP error response."""
+    """The runner's result -> the route's response body, or an HTTP error response; a stream's
+    chunks -> server-sent events (``data: {...}``, the last one followed by ``data: [DONE]``)."""
 
     def __init__(self, context=None, name=None, **kwargs):
         pass
@@ -274,4 +360,8 @@ class Responder:
             return Response(headers=headers, body=json.dumps(e.to_dict()),
                             content_type="application/json", status_code=e.status)
         req = api.ParsedRequest(**first["request"])
+        if "delta" in first or "answer" in first:  # one chunk of a stream
+            answer = Answer(**first["answer"]) if "answer" in first else None
+            chunk = api.sse(api.stream_chunk(req, first["stream_id"], first["created"], first.get("delta"), answer))
+            return {SSE: chunk + (api.sse("[DONE]") if answer else "")}
         return api.shape_response(req, [Answer(**a) for a in first["answers"]])

@@ -27,7 +27,7 @@ import nuclio_sdk
 from aiohttp import web
 
 import functions.serving as serving_module
-from functions.serving import ROUTES, set_task_models
+from functions.serving import ROUTES, SSE, set_task_models
 from rightsizer.layout import find_bundles
 from rightsizer.serving.engine import stop_all
 
@@ -73,9 +73,46 @@ def make_app(spec: str) -> web.Application:
                                  headers=dict(request.headers), method=request.method,
                                  path=request.path, fields=dict(request.query), trigger=trigger)
         resp = context.mlrun_handler(context, event)
+        if inspect.isasyncgen(resp):  # MLRun's streaming handler: one item per responder output
+            try:
+                first = await anext(resp, None)
+            except Exception as exc:  # raised before the graph answered (MLRun's own steps)
+                return _response(mlrun.serving.server._exception_to_response(
+                    context, context._server.context, event, exc))
+            if _is_chunk(first):
+                return await _stream(request, first, resp)
+            await resp.aclose()
+            resp = first
         if inspect.isawaitable(resp):
             resp = await resp
-        if isinstance(resp, nuclio_sdk.Response):
+        return _response(resp)
+
+    def _is_chunk(item) -> bool:
+        return isinstance(item, dict) and SSE in item
+
+    async def _stream(request: web.Request, first: dict, rest) -> web.StreamResponse:
+        """Server-sent events: each chunk is written as soon as the graph yields it."""
+        out = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream",
+                                                      "Cache-Control": "no-cache"})
+        await out.prepare(request)
+        await out.write(first[SSE].encode())
+        async for item in rest:
+            if _is_chunk(item):
+                await out.write(item[SSE].encode())
+            elif _is_response(item):  # a failure after the stream began
+                await out.write(f"data: {json.dumps({'error': _text(item.body)})}\n\n".encode())
+        await out.write_eof()
+        return out
+
+    def _text(body) -> str:
+        return body.decode() if isinstance(body, bytes) else body if isinstance(body, str) else json.dumps(body)
+
+    def _is_response(item) -> bool:
+        # nuclio's Response, or MLRun's (the graph's own; the streaming handler yields it as is)
+        return isinstance(item, (nuclio_sdk.Response, mlrun.serving.server.Response))
+
+    def _response(resp) -> web.Response:
+        if _is_response(resp):
             payload = resp.body
             if not isinstance(payload, (str, bytes)):
                 payload = json.dumps(payload)

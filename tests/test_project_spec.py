@@ -85,7 +85,15 @@ def test_serving_graph_runs_one_model_per_task_selected_by_name(tmp_path):
     set_task_models(serving, {"ticket_routing": str(tmp_path / "a"), "review_sentiment": str(tmp_path / "b")},
                     engine={"num_blocks": 64, "max_batch_tokens": 256})
     steps = serving.spec.graph.steps
-    assert list(steps) == ["parse", "batch", "models", "unbatch", "respond"]
+    assert list(steps) == ["parse", "batch", "models", "unbatch", "stream", "respond"]
+    # streamed requests skip the batch (storey streams one unbatched runnable's output) and meet
+    # the others at the one responder; the function runs MLRun's streaming handler
+    assert steps["stream"].after == ["parse"] and set(steps["respond"].after) == {"unbatch", "stream", "parse"}
+    assert serving.spec.streaming is True
+    stream_models = steps["stream"].class_args["models"]
+    assert set(stream_models) == {"ticket_routing:stream", "review_sentiment:stream"}
+    assert {cls for cls, _ in stream_models.values()} == {"TaskStreamRunner"}
+    assert {p["task"] for _, p in stream_models.values()} == {"ticket_routing", "review_sentiment"}
     batch = steps["batch"]  # a task's concurrent requests reach its engine together
     assert batch.class_name == "storey.Batch" and batch.class_args["key_field"] == "task"
     assert batch.class_args["max_events"] >= 1 and batch.class_args["flush_after_seconds"] > 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import time
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,54 @@ def test_engine_answers_as_the_inference_core_responds(task_type, demo_models, t
         expected = respond(bundle.model, bundle.tokenizer, bundle.spec, texts, bundle.shots)
         assert [a.response for a in served] == expected
         assert all(a.prompt_tokens > 0 and a.completion_tokens > 0 for a in served)
+    finally:
+        engine.stop()
+
+
+def test_a_streamed_generation_joins_up_to_the_answered_one_while_others_are_answered(demo_models, tmp_path):
+    spec = _specs()["generation"]
+    engine = _engine(demo_models, tmp_path, "tiny-s", spec, cache_size=0)
+    try:
+        texts = [r["text"] for r in load_rows(spec, "eval", 12)]
+        answered = [a.response["generated"] for a in engine.answer(texts)]
+
+        def streamed(text):
+            items = list(engine.stream_text(text))
+            deltas, final = items[:-1], items[-1]
+            assert all(isinstance(d, str) and d for d in deltas)
+            assert "".join(deltas) == final.response["generated"] and final.prompt_tokens > 0
+            return final.response["generated"], len(deltas)
+
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:  # streams and answers in one batch
+            both = list(pool.map(streamed, texts))
+            again = list(pool.map(lambda t: engine.answer([t])[0].response["generated"], texts))
+        assert [g for g, _ in both] == answered == again
+        assert max(n for _, n in both) > 1  # several deltas, not one chunk at the end
+        assert engine.in_flight == 0 and not engine._streams  # every stream ended and let go
+        # an async consumer that stops early lets go of the request: nothing stays in flight
+
+        async def first_delta():
+            agen = engine.stream_async(texts[0])
+            first = await agen.__anext__()
+            await agen.aclose()
+            return first
+
+        assert asyncio.run(first_delta())
+        for _ in range(100):  # the worker notices between two steps (a wait, not a speed check)
+            if engine.in_flight == 0:
+                break
+            time.sleep(0.05)
+        assert engine.in_flight == 0 and not engine._streams
+    finally:
+        engine.stop()
+
+
+def test_only_generation_tasks_stream(demo_models, tmp_path):
+    engine = _engine(demo_models, tmp_path, "tiny-s", _specs()["classification"])
+    try:
+        with pytest.raises(ServingError, match="only generation tasks stream") as exc:
+            next(engine.stream_text("I was charged twice"))
+        assert exc.value.status == 400 and exc.value.param == "stream"
     finally:
         engine.stop()
 

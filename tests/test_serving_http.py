@@ -128,6 +128,53 @@ def test_openai_client_models_completions_and_chat_for_every_task(served, client
     assert _v2(base, "ticket_routing", [text["ticket_routing"]])[0]["label"] == "billing"
 
 
+def test_a_generation_streams_as_server_sent_events_that_join_up_to_the_answer(served, client):
+    spec, _ = _specs()["routing_note"]
+    rows = load_rows(spec, spec.eval_split, 8)
+    chunks_seen = []
+    for row in rows:
+        x = row[spec.input_field]
+        want = client.completions.create(model="routing_note", prompt=x).choices[0].text
+        parts = list(client.completions.create(model="routing_note", prompt=x, stream=True))
+        assert "".join(p.choices[0].text for p in parts) == want
+        last = parts[-1]
+        assert last.choices[0].finish_reason == "stop" and all(p.choices[0].finish_reason is None for p in parts[:-1])
+        assert last.usage.prompt_tokens > 0 and last.usage.total_tokens == (
+            last.usage.prompt_tokens + last.usage.completion_tokens)
+        chat = list(client.chat.completions.create(model="routing_note", stream=True,
+                                                   messages=[{"role": "user", "content": x}]))
+        assert "".join(c.choices[0].delta.content or "" for c in chat) == want
+        assert chat[-1].choices[0].finish_reason == "stop" and chat[-1].object == "chat.completion.chunk"
+        chunks_seen.append(sum(1 for p in parts if p.choices[0].text))
+    assert max(chunks_seen) > 1, chunks_seen  # text arrives in pieces, not as one chunk at the end
+    # on the wire: an event stream of data: lines, ended by data: [DONE]
+    req = urllib.request.Request(f"{served[0]}/v1/completions", method="POST",
+                                 data=json.dumps({"model": "routing_note", "prompt": rows[0][spec.input_field],
+                                                  "stream": True}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=120) as r:
+        assert r.headers["Content-Type"].startswith("text/event-stream")
+        events = [e for e in r.read().decode().split("\n\n") if e]
+    assert all(e.startswith("data: ") for e in events) and events[-1] == "data: [DONE]"
+    final = json.loads(events[-2][len("data: "):])  # the last chunk carries the task type's response
+    texts = "".join(json.loads(e[len("data: "):])["choices"][0]["text"] for e in events[:-1])
+    assert final["choices"][0]["rightsizer"]["generated"] == texts
+
+
+def test_streaming_is_refused_where_it_cannot_stream(served, client):
+    with pytest.raises(openai.BadRequestError, match="only generation tasks stream"):
+        list(client.completions.create(model="ticket_routing", prompt="hi", stream=True))
+    status, _, body = _post(f"{served[0]}/v1/completions", {"model": "routing_note", "prompt": ["a", "b"],
+                                                            "stream": True})
+    assert status == 400 and "a stream answers one prompt" in body
+    status, _, body = _post(f"{served[0]}/v1/completions", {"model": "routing_note", "prompt": "a",
+                                                            "stream": "yes"})
+    assert status == 400 and "stream: 'yes'; expected true or false" in body
+    status, _, body = _post(f"{served[0]}/v1/completions", {"model": "routing_note", "prompt": "refund " * 3000,
+                                                            "stream": True})
+    assert status == 400 and "exceeds the model's context" in body
+
+
 @pytest.mark.parametrize("task", ["ticket_routing", "routing_note"])
 def test_the_eval_split_over_http_scores_as_the_evaluate_step_measured(task, served, client):
     spec, _ = _specs()[task]
@@ -148,9 +195,9 @@ def test_the_eval_split_over_http_scores_as_the_evaluate_step_measured(task, ser
 def test_errors_over_http_name_the_field_or_the_limit(served, client):
     base = served[0]
     status, _, body = _post(f"{base}/v1/completions", b"{not json")  # MLRun decodes JSON bodies
-    assert status == 400 and "failed to json decode event" in body
+    assert status == 400 and "failed to json decode event" in body, (status, body)
     status, _, body = _post(f"{base}/v1/completions", b"{not json", content_type="text/plain")
-    assert status == 400 and "body: not valid JSON" in body
+    assert status == 400 and "body: not valid JSON" in body, (status, body)
     status, _, body = _post(f"{base}/v1/completions", {"model": "nope", "prompt": "hi"})
     assert status == 400 and "model: 'nope' is not a served task" in body
     status, _, body = _post(f"{base}/v1/completions", {"model": "ticket_routing", "prompt": "refund " * 3000})

@@ -16,6 +16,7 @@ evaluate step did, so a client sends the raw input, not a prompt.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ class ParsedRequest:
     task: str | None
     inputs: list[str]
     max_tokens: int | None = None
+    stream: bool = False  # server-sent events, one input (completions and chat)
 
 
 def _obj(body: Any) -> dict:
@@ -63,9 +65,13 @@ def _max_tokens(body: dict, *names: str) -> int | None:
     return None
 
 
-def _no_stream(body: dict) -> None:
-    if body.get("stream") not in (None, False):
-        raise bad_request("stream: streaming is not served yet; send stream=false", param="stream")
+def _stream(body: dict) -> bool:
+    value = body.get("stream")
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise bad_request(f"stream: {value!r}; expected true or false", param="stream")
+    return value
 
 
 def parse_request(kind: str, body: Any, tasks: list[str], path_task: str | None = None,
@@ -85,7 +91,7 @@ def parse_request(kind: str, body: Any, tasks: list[str], path_task: str | None 
                              _max_tokens(params, "max_tokens"))
     body = _obj(body)
     task = _task(body, "model", tasks)
-    _no_stream(body)
+    stream = _stream(body)
     if body.get("n") not in (None, 1):
         raise bad_request(f"n: {body.get('n')!r}; one answer per input (greedy): expected 1", param="n")
     if kind == "completions":
@@ -95,7 +101,10 @@ def parse_request(kind: str, body: Any, tasks: list[str], path_task: str | None 
         else:
             texts = validate_texts(prompt if isinstance(prompt, str) else [prompt], input_field,
                                    name="prompt")
-        return ParsedRequest("completions", task, texts, _max_tokens(body, "max_tokens"))
+        if stream and len(texts) != 1:
+            raise bad_request(f"prompt: {len(texts)} prompts with stream=true; a stream answers one prompt",
+                              param="prompt")
+        return ParsedRequest("completions", task, texts, _max_tokens(body, "max_tokens"), stream)
     if kind == "chat":
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
@@ -111,7 +120,7 @@ def parse_request(kind: str, body: Any, tasks: list[str], path_task: str | None 
             content = "\n".join(p for p in parts if isinstance(p, str)) if parts else None
         texts = validate_texts([content], input_field, name=f"messages[{i}].content")
         return ParsedRequest("chat", task, texts,
-                             _max_tokens(body, "max_completion_tokens", "max_tokens"))
+                             _max_tokens(body, "max_completion_tokens", "max_tokens"), stream)
     raise bad_request(f"route: unknown request kind {kind!r}; expected one of {list(KINDS)}")
 
 
@@ -146,6 +155,33 @@ def shape_response(req: ParsedRequest, answers: list[Answer]) -> dict:
                              "message": {"role": "assistant", "content": answer_text(a.response)},
                              "rightsizer": a.response}]}
     raise ValueError(f"kind: {req.kind!r} has no answers to shape")
+
+
+def stream_chunk(req: ParsedRequest, stream_id: str, created: int, delta: str | None = None,
+                 answer: Answer | None = None) -> dict:
+    """One server-sent event's body of a streamed completion or chat completion: a text delta,
+    or (with ``answer``) the last chunk with its finish reason, usage and the task type's response."""
+    done = answer is not None
+    if req.kind == "completions":
+        choice: dict[str, Any] = {"index": 0, "text": delta or "", "logprobs": None,
+                                  "finish_reason": "stop" if done else None}
+        obj = "text_completion"
+    elif req.kind == "chat":
+        choice = {"index": 0, "delta": {} if done else {"role": "assistant", "content": delta or ""},
+                  "logprobs": None, "finish_reason": "stop" if done else None}
+        obj = "chat.completion.chunk"
+    else:
+        raise ValueError(f"kind: {req.kind!r} does not stream")
+    body = {"id": stream_id, "object": obj, "created": created, "model": req.task, "choices": [choice]}
+    if done:
+        choice["rightsizer"] = answer.response
+        body["usage"] = _usage([answer])
+    return body
+
+
+def sse(data: dict | str) -> str:
+    """One server-sent event (``data: [DONE]`` ends an OpenAI stream)."""
+    return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
 
 
 def models_list(cards: list[dict]) -> dict:

@@ -190,6 +190,7 @@ class TaskEngine:
         self._ids = itertools.count()
         self._lock = threading.Lock()
         self._pending: dict[str, concurrent.futures.Future] = {}
+        self._streams: dict[str, queue.Queue] = {}  # streamed requests: every partial output
         self._cache: OrderedDict[tuple, Answer] = OrderedDict()
         self._in_flight = 0
         self._peak_in_flight = 0  # the most inputs this engine has held at once
@@ -216,6 +217,10 @@ class TaskEngine:
     @property
     def in_flight(self) -> int:
         return self._in_flight
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopping.is_set()
 
     # ---- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -298,6 +303,14 @@ class TaskEngine:
                     self._fail_pending(ServingError(503, f"task {self.task!r}: generation failed ({fatal})"))
                     time.sleep(0.1)
                 continue
+            with self._lock:
+                stream = self._streams.get(out.request_id)
+            if stream is not None:  # a streamed request sees every step's output, the last one too
+                stream.put(out)
+                if out.is_finished():
+                    with self._lock:
+                        self._streams.pop(out.request_id, None)
+                continue
             if not out.is_finished():
                 continue
             with self._lock:
@@ -312,9 +325,12 @@ class TaskEngine:
     def _fail_pending(self, error: Exception) -> None:
         with self._lock:
             pending, self._pending = self._pending, {}
+            streams, self._streams = self._streams, {}
         for fut in pending.values():
             if not fut.done():
                 fut.set_exception(error)
+        for q in streams.values():
+            q.put(error)
 
     def _score_loop(self) -> None:
         """Form micro-batches from the scoring jobs of concurrent requests."""
@@ -452,6 +468,112 @@ class TaskEngine:
         finally:
             # released when the work ends, not when the caller gives up: the queue bound holds
             fut.add_done_callback(lambda _: self._release(len(texts)))
+
+    # ---- streaming (generation tasks) ------------------------------------------------
+    def stream_tokens(self, prompt: str, max_new_tokens: int):
+        """Blocking generator: the cumulative generated token ids after each step of the
+        continuous batch, for one prompt (the request joins the same batch as the others)."""
+        rid = f"{self.task}-{next(self._ids)}"
+        q: queue.Queue = queue.Queue()
+        with self._lock:
+            self._streams[rid] = q
+        self._manager.add_request(self.tokenizer(prompt)["input_ids"], request_id=rid,
+                                  max_new_tokens=max_new_tokens, streaming=True)
+        deadline = time.monotonic() + self.config.deadline_s
+        finished = False
+        try:
+            while True:
+                try:
+                    out = q.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    raise ServingError(504, f"task {self.task!r}: no generation within the deadline of "
+                                            f"{self.config.deadline_s} s") from None
+                if isinstance(out, Exception):
+                    raise out
+                if out.error:
+                    raise ServingError(500, f"task {self.task!r}: generation failed ({out.error})")
+                finished = out.is_finished()
+                yield list(out.generated_tokens)
+                if finished:
+                    return
+        finally:
+            if not finished:  # the client left or the stop rule ended it: free its KV blocks
+                with self._lock:
+                    self._streams.pop(rid, None)
+                self._manager.cancel_request(rid)
+
+    def stream_text(self, text: str):
+        """Blocking generator of text deltas for a generation task's raw input: the same prompt,
+        output budget and stop rule as the answered request, so the deltas join up to its
+        ``generated`` text. The last item is the final :class:`Answer`."""
+        from rightsizer import tasktypes
+
+        if self.spec.type != "generation":
+            raise bad_request(f"stream: task {self.task!r} is {self.spec.type}; only generation tasks "
+                              "stream (send stream=false)", param="stream")
+        text, n_prompt = self.fit(text)
+        prompt = build_prompt(self.spec, {self.spec.input_field: text}, self.shots)
+        stop = tasktypes.get(self.spec.type).stop
+        sent, tokens = "", []
+        steps = self.stream_tokens(prompt, self.spec.max_new_tokens)
+        try:
+            for tokens in steps:
+                so_far = self.tokenizer.decode(tokens, skip_special_tokens=True).lstrip()
+                if stop == "newline" and "\n" in so_far:
+                    break  # the answer is complete; the rest would be cut
+                # hold back what the final strip may remove, and half-decoded characters
+                ready = so_far.rstrip()
+                if ready.endswith("\ufffd") or not ready.startswith(sent):
+                    continue
+                if len(ready) > len(sent):
+                    yield ready[len(sent):]
+                    sent = ready
+        finally:
+            steps.close()  # stops (cancels) the request when the stop rule ended it early
+        final = apply_stop(self.tokenizer.decode(tokens, skip_special_tokens=True), stop)
+        if final.startswith(sent) and len(final) > len(sent):
+            yield final[len(sent):]
+        with self._lock:
+            self._answered += 1
+        yield Answer({"task": self.spec.name, "generated": final}, n_prompt, len(tokens))
+
+    async def stream_async(self, text: str):
+        """``stream_text`` for an event loop: bounded admission (503), the deltas as they come.
+        A consumer that stops early (a client gone) cancels the request and frees its KV blocks."""
+        self._admit(1)
+        loop = asyncio.get_running_loop()
+        out: asyncio.Queue = asyncio.Queue()
+        done, cancelled = object(), threading.Event()
+
+        def run() -> None:
+            items = self.stream_text(text)
+            try:
+                for item in items:
+                    if cancelled.is_set():
+                        break
+                    loop.call_soon_threadsafe(out.put_nowait, item)
+            except Exception as e:  # handed to the caller, raised there
+                loop.call_soon_threadsafe(out.put_nowait, e)
+            finally:
+                items.close()  # cancels the request if it did not finish
+                loop.call_soon_threadsafe(out.put_nowait, done)
+
+        fut = self._pool.submit(run)
+        fut.add_done_callback(lambda _: self._release_stream())
+        try:
+            while True:
+                item = await out.get()
+                if item is done:
+                    return
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            cancelled.set()
+
+    def _release_stream(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
 
     def card(self) -> dict:
         """What ``/v1/models`` says about this task's model."""
