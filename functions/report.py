@@ -23,21 +23,25 @@ def report(context: mlrun.MLClientCtx, records: list, endpoint: str = "", plan: 
     ``decisions`` (all records, JSON), results ``total_cost_per_1m_tokens``,
     ``baseline_cost_per_1m_tokens`` (USD per 1M output tokens, weighted by each task's
     throughput target), ``savings``, ``decisions`` and ``decision_report`` (paths).
-    With ``plan`` (the fleet plan step's JSON): ``fleet_summary`` (table: the chosen fleet
-    beside the baseline fleet) and results ``fleet_cost_per_hour``,
+    With ``plan`` (the path of the fleet plan step's ``fleet_plan`` JSON), the plan goes to
+    both the chart and the page: ``summary_chart``'s $/hour is the chosen fleet beside the
+    baseline fleet, and ``decision_report`` gains a fleet section (both fleets, every group's
+    device, replicas, models, busy fraction, memory split and SLO while sharing) and says in
+    each task's section where its model was placed. Also logs ``fleet_summary`` (table: the
+    chosen fleet beside the baseline fleet) and results ``fleet_cost_per_hour``,
     ``baseline_fleet_cost_per_hour`` and ``fleet_savings``.
     """
     recs = [load_record(p) for p in records]
+    fleet = json.loads(open(plan).read()) if plan else None
     rows = summary_rows(recs)
     log_table(context, "summary", rows)
-    log_plot(context, "summary_chart", summary_figure(recs))
+    log_plot(context, "summary_chart", summary_figure(recs, fleet))
     layout = run_layout(context)
     path = made_parent(layout.decisions_file())
-    fleet = json.loads(open(plan).read()) if plan else None
     save_record({"endpoint": endpoint, "records": recs, "fleet_plan": fleet}, path)
     context.log_artifact("decisions", local_path=str(path))
     page = made_parent(layout.decision_report_file())
-    page.write_text(decision_report_html(recs, endpoint=endpoint))
+    page.write_text(decision_report_html(recs, endpoint=endpoint, fleet=fleet))
     context.log_artifact("decision_report", local_path=str(page), format="html")
     chosen, base = (next(r for r in rows if r["task"] == "TOTAL" and r["choice"] == c)
                     for c in ("chosen", "baseline"))

@@ -16,6 +16,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from rightsizer.plan.plots import fleet_figure
 from rightsizer.select import RungResult, Selection
 
 CHOSEN, BASELINE, FAIL, BAR, FADED = "#2a9d8f", "#e76f51", "#d62728", "#b8860b", "#9e9e9e"
@@ -466,7 +467,36 @@ def _ratio(base: float | None, chosen: float | None) -> str:
     return f"{r:.1f}x" if r >= 1 else f"1/{1 / r:.1f}x" if r > 0 else ""
 
 
-def summary_figure(records: list[dict]) -> go.Figure:
+def _fleet_side(fleet: dict, side: str) -> dict | None:
+    """One side of a fleet plan's ``to_dict``: the plan itself (chosen) or its ``baseline``."""
+    return fleet if side == "chosen" else fleet.get("baseline")
+
+
+def _fleet_price_list(fleet: dict) -> str:
+    return (fleet.get("price_list") or {}).get("name") or "unnamed price list"
+
+
+def _fleet_bar(fig: go.Figure, fleet: dict, choice: str, color: str) -> None:
+    """The fleet's $/hour for one side (the plan's packed devices), the ratio on the baseline's."""
+    body = _fleet_side(fleet, choice)
+    cost = (body or {}).get("totals", {}).get("cost_per_hour")
+    chosen = fleet["totals"]["cost_per_hour"]
+    ratio = _ratio(cost, chosen) if choice == "baseline" else ""
+    if body is None:
+        text, hover = "not planned", fleet.get("baseline_error") or "baseline fleet not planned"
+    else:
+        t = body["totals"]
+        text = (f"${cost:.3f}/h<br>{t['devices']} device{'s' if t['devices'] != 1 else ''}"
+                + (f"<br>{ratio}" if ratio else ""))
+        hover = "<br>".join(f"{g['label']} x{g['replicas']}: ${g['cost_per_hour']:.3f}/h, "
+                            + ", ".join(task for m in g["models"] for task in m["tasks"]) for g in body["groups"])
+    fig.add_bar(x=[["fleet plan"], [choice]], y=[cost if _finite(cost) else None], name=choice,
+                legendgroup=choice, showlegend=False, marker_color=color, textposition="outside",
+                cliponaxis=False, text=[text], customdata=[hover],
+                hovertemplate=f"{choice} fleet<br>%{{customdata}}<extra></extra>", row=1, col=2)
+
+
+def summary_figure(records: list[dict], fleet: dict | None = None) -> go.Figure:
     """The payoff: chosen deployment beside the one-big-model baseline, per task.
 
     First quality against each task's bar (measured; a bar the model misses is marked), then
@@ -474,12 +504,18 @@ def summary_figure(records: list[dict]) -> go.Figure:
     token and time to first token, and memory split into weights, KV cache + activations and
     the runtime reserve (modelled, for the device each side is sized for). Each baseline bar
     says how many times the chosen one it is.
+
+    ``fleet``: the fleet plan (``FleetPlan.to_dict()``, the plan step's ``fleet_plan`` JSON).
+    With it the $/hour panel is what is deployed: the chosen fleet beside the baseline fleet,
+    both packed by the plan on its price list, instead of each task priced alone.
     """
     rows = summary_rows(records)
     per = {(r["task"], r["choice"]): r for r in rows}
     tasks = [r["task"] for r in records]
+    price_title = (f"fleet $/hour (fleet plan, {_fleet_price_list(fleet)}, modelled)" if fleet
+                   else "price ($/hour, modelled)")
     fig = make_subplots(rows=2, cols=3, vertical_spacing=0.2, horizontal_spacing=0.07, subplot_titles=(
-        "quality vs the task's bar (measured)", "price ($/hour, modelled)",
+        "quality vs the task's bar (measured)", price_title,
         "cost per 1M output tokens ($, modelled)", "time per output token (ms, modelled)",
         "time to first token (ms, modelled)", "memory (GB, modelled)"))
 
@@ -508,9 +544,12 @@ def summary_figure(records: list[dict]) -> go.Figure:
                         for d, rec in zip(recs, records)],
             hovertemplate=("%{customdata[0]} (%{customdata[1]}, %{customdata[2]})<br>"
                            "%{customdata[3]} %{y:.3f}<extra></extra>"), row=1, col=1)
-        for col, key, total_key, fmt in (
-                (2, "price_per_hour", "price_usd_per_hour", ".3f"),
-                (3, "cost_per_1m_tokens", "cost_usd_per_1m_output_tokens", ".4f")):
+        money = [(3, "cost_per_1m_tokens", "cost_usd_per_1m_output_tokens", ".4f")]
+        if fleet:  # the $/hour panel is what is deployed: the two fleets
+            _fleet_bar(fig, fleet, choice, color)
+        else:
+            money.insert(0, (2, "price_per_hour", "price_usd_per_hour", ".3f"))
+        for col, key, total_key, fmt in money:
             ys = [d.get(key) for d in recs] + [per[("TOTAL", choice)][total_key]]
             base = [rec["baseline"].get(key) for rec in records] + [per[("TOTAL", "baseline")][total_key]]
             chos = [rec["chosen"].get(key) for rec in records] + [per[("TOTAL", "chosen")][total_key]]
@@ -576,7 +615,8 @@ def summary_figure(records: list[dict]) -> go.Figure:
     for (r, c), top in tops.items():
         if (r, c) != (1, 1) and top > 0:
             fig.update_yaxes(range=[0, top * 1.35], row=r, col=c)
-    fig.update_yaxes(title_text="$/hour", row=1, col=2)
+    fig.update_yaxes(title_text=f"fleet $/hour ({_fleet_price_list(fleet)})" if fleet else "$/hour",
+                     row=1, col=2)
     fig.update_yaxes(title_text="$ per 1M tokens", row=1, col=3)
     fig.update_yaxes(title_text="ms", row=2, col=1)
     fig.update_yaxes(title_text="ms", row=2, col=2)
@@ -586,13 +626,18 @@ def summary_figure(records: list[dict]) -> go.Figure:
     where = "; ".join(f"{rec['task']}: chosen {rec['chosen']['model']} on {rec['chosen']['gpu']}, "
                       f"baseline {rec['baseline']['model']} on {rec['baseline']['gpu']}" for rec in records)
     met = {c: sum(rec[c]["quality"] >= rec["threshold"] for rec in records) for c in ("chosen", "baseline")}
+    engine = f"the sizing engine ({', '.join(modes) or 'roofline'})"
+    devices = ", ".join(sorted({rec[c]["gpu"] for rec in records for c in ("chosen", "baseline")}))
+    where_modelled = (f"fleet $/hour: the fleet plan's packed devices on price list {_fleet_price_list(fleet)} "
+                      f"(modelled);</sup><br><sup>cost, latency and memory modelled by {engine} for the device each task "
+                      f"is sized for alone ({devices})" if fleet else
+                      f"price, cost, latency and memory modelled by {engine} for the device each side is "
+                      "sized for")
     fig.update_layout(
         title=dict(text=(f"Right-sized deployment vs one big model for every task: chosen meets "
                          f"{met['chosen']}/{len(records)} bars, baseline {met['baseline']}/{len(records)}"
-                         f"<br><sup>quality measured by the evaluate step; price, cost, latency and "
-                         f"memory modelled by the sizing engine ({', '.join(modes) or 'roofline'}) for "
-                         f"the device each side is sized for</sup>")),
-        barmode="stack", template="plotly_white", height=880, margin=dict(t=110, b=170),
+                         f"<br><sup>quality measured by the evaluate step; {where_modelled}</sup>")),
+        barmode="stack", template="plotly_white", height=880, margin=dict(t=130 if fleet else 110, b=170),
         legend=dict(orientation="h", y=-0.08), uniformtext=dict(minsize=10, mode="show"),
         annotations=list(fig.layout.annotations) + [dict(
             text=_wrap(where, 170, 4), xref="paper", yref="paper", x=0, y=-0.19, showarrow=False,
@@ -659,11 +704,102 @@ GPU_COLUMNS = ["rank", "option", "feasible", "modelled_ttft_ms", "modelled_tpot_
                "modelled_memory_bytes", "sizing_mode", "reason"]
 
 
+PLACEMENT_COLUMNS = ["model", "tasks", "precision", "batch", "busy_fraction", "busy_per_replica",
+                     "weights_gib", "kv_gib", "activations_gib", "shared_ttft_ms", "slo_ttft_ms",
+                     "shared_tpot_ms", "slo_tpot_ms", "meets_slo_sharing"]
+
+
+def placement_rows(group: dict) -> list[dict]:
+    """The models of one fleet group (``to_dict`` form): busy fraction (whole traffic on one
+    device, and per replica), memory split per device (GiB) and the worst-case latency while
+    sharing the device against each model's SLO."""
+    return [{"model": m["model"], "tasks": ", ".join(m["tasks"]), "precision": m["precision"],
+             "batch": m["batch"], "busy_fraction": _num(m["busy_fraction"], 3),
+             "busy_per_replica": _num(m["busy_per_replica"], 3),
+             "weights_gib": _num(m["memory"]["weights_bytes"] / 2**30, 3),
+             "kv_gib": _num(m["memory"]["kv_bytes"] / 2**30, 3),
+             "activations_gib": _num(m["memory"]["activation_bytes"] / 2**30, 3),
+             "shared_ttft_ms": _num(m["ttft_shared_ms"], 2), "slo_ttft_ms": m["slo"]["ttft_ms"],
+             "shared_tpot_ms": _num(m["tpot_shared_ms"], 3), "slo_tpot_ms": m["slo"]["tpot_ms"],
+             "meets_slo_sharing": m["meets_slo"]} for m in group["models"]]
+
+
+def _group_id(side: str, group: dict) -> str:
+    # both fleets number their groups from g0: the side keeps the anchors apart
+    return f"fleet-{side}-{group['name']}"
+
+
+def _fleet_html(fleet: dict, chart) -> list[str]:
+    """The fleet section: both fleets' totals, then per fleet its chart and every group."""
+    cmp = fleet.get("comparison") or {}
+    saving = cmp.get("saving")
+    base = fleet.get("baseline")
+    line = (f"Chosen fleet ${fleet['totals']['cost_per_hour']:.3f}/hour"
+            + (f" against ${base['totals']['cost_per_hour']:.3f}/hour for the baseline fleet"
+               if base else f"; baseline fleet not planned ({fleet.get('baseline_error') or 'no reason given'})")
+            + (f" (saving {saving:.0%})" if _finite(saving) else "")
+            + f": both packed on price list {_fleet_price_list(fleet)}, headroom {fleet['headroom']:g}, "
+            f"solver {fleet['solver']}; memory, busy fractions and latency modelled by the sizing engine.")
+    parts = ['<section id="fleet"><h2>Fleet plan: chosen vs one big model</h2>', f"<p>{html.escape(line)}</p>",
+             _html_table(fleet_rows(fleet), FLEET_COLUMNS)]
+    for side, body in (("chosen", fleet), ("baseline", base)):
+        if not body:
+            continue
+        heading = "Chosen fleet" if side == "chosen" else "Baseline fleet (one big model for every task)"
+        parts += [f"<h3>{heading}</h3>", chart(fleet_figure(body), f"fleet-{side}")]
+        for g in body["groups"]:
+            busy, room = g["busy_per_replica"], g["headroom"]
+            met = all(m["meets_slo"] for m in g["models"])
+            slo = ("met" if met else "missed") + (
+                "" if len(g["models"]) == 1 else " by every model while sharing" if met else " while sharing")
+            price = (f"${g['price_per_hour']:.3f}/hour" if g["replicas"] == 1 else
+                     f"${g['price_per_hour']:.3f}/hour each (${g['cost_per_hour']:.3f}/hour)")
+            parts += [f'<div id="{html.escape(_group_id(side, g))}" class="group">'
+                      f"<h4>Group {html.escape(g['name'])}: {html.escape(g['label'])} x{g['replicas']}</h4>",
+                      "<p>" + html.escape(
+                          f"{g['replicas']} replica{'s' if g['replicas'] != 1 else ''} at {price}; "
+                          f"memory {g['memory_used_bytes'] / 2**30:.2f} of {g['memory_capacity_bytes'] / 2**30:.2f} "
+                          f"GiB per device (one runtime reserve {g['reserve_bytes'] / 2**30:.2f} GiB); busy "
+                          f"{busy:.2f} per replica against the headroom {room:g}; SLO {slo}") + ".</p>",
+                      _html_table(placement_rows(g), PLACEMENT_COLUMNS), "</div>"]
+    notes = fleet.get("notes") or []
+    if notes:
+        parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
+    parts.append("</section>")
+    return parts
+
+
+def _placed(fleet: dict, task: str) -> str:
+    """Where a task's model runs in the chosen fleet (and the baseline fleet), one paragraph."""
+    for g in fleet["groups"]:
+        m = next((m for m in g["models"] if task in m["tasks"]), None)
+        if m is None:
+            continue
+        others = [t for o in g["models"] for t in o["tasks"] if t != task]
+        text = (f"{g['label']} x{g['replicas']}, "
+                + (f"sharing it with {', '.join(others)}" if others else "alone on it")
+                + f"; busy {m['busy_per_replica']:.2f} per replica; "
+                f"SLO {'met' if m['meets_slo'] else 'missed'}{' while sharing' if others else ''} "
+                f"(TTFT {m['ttft_shared_ms']:.1f} "
+                f"of {m['slo']['ttft_ms']:g} ms, TPOT {m['tpot_shared_ms']:.2f} of {m['slo']['tpot_ms']:g} ms)")
+        base = next((bg for bg in (fleet.get("baseline") or {}).get("groups", [])
+                     for bm in bg["models"] if task in bm["tasks"]), None)
+        tail = f" The baseline fleet serves it from {base['label']} x{base['replicas']}." if base else ""
+        return (f'<p class="placement">Placed in fleet group <a href="#{html.escape(_group_id("chosen", g))}">'
+                f"{html.escape(g['name'])}</a> on {html.escape(text)}.{html.escape(tail)}</p>")
+    return '<p class="placement">Not placed in the fleet plan.</p>'
+
+
 def decision_report_html(records: list[dict], title: str = "Rightsizer decision report",
-                         endpoint: str = "") -> str:
+                         endpoint: str = "", fleet: dict | None = None) -> str:
     """One self-contained HTML page for the run: the summary table and payoff chart, then per
     task its decision, why nothing smaller, the ladder, latency vs the baseline, the precision
-    table and the device ranking. plotly.js is inlined once; every chart reuses it."""
+    table and the device ranking. plotly.js is inlined once; every chart reuses it.
+
+    ``fleet``: the fleet plan (``FleetPlan.to_dict()``). With it the payoff chart's $/hour is
+    the fleets', a "Fleet plan" section shows both fleets (totals, charts, every group: its
+    device, replicas, models with busy fraction, memory split and SLO while sharing), and
+    each task says in which group its model was placed."""
     import plotly.io as pio
 
     def chart(fig: go.Figure, div_id: str) -> str:
@@ -673,13 +809,17 @@ def decision_report_html(records: list[dict], title: str = "Rightsizer decision 
     if endpoint:
         parts.append(f"<p>Serving endpoint: <code>{html.escape(endpoint)}</code></p>")
     rows = summary_rows(records)
-    parts += ["<h2>Summary: chosen vs one big model</h2>", chart(summary_figure(records), "summary"),
+    parts += ["<h2>Summary: chosen vs one big model</h2>", chart(summary_figure(records, fleet), "summary"),
               _html_table(rows, [c for c in SUMMARY_COLUMNS if c != "aggregation"]),
               f"<p>TOTAL rows: {html.escape('; '.join(f'{k}: {v}' for k, v in TOTAL_RULES.items()))}.</p>"]
+    if fleet:
+        parts += _fleet_html(fleet, chart)
     for i, rec in enumerate(records):
         task = html.escape(rec["task"])
         parts.append(f'<section id="task-{task}"><h2>Task {task}</h2>')
         parts.append(f"<p>{html.escape(rec.get('summary', ''))}</p>")
+        if fleet:
+            parts.append(_placed(fleet, rec["task"]))
         why = rec.get("why_not_smaller") or []
         if why:
             parts.append("<h3>Why not smaller</h3><ul>"

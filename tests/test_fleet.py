@@ -269,6 +269,13 @@ def test_fleet_figure_shows_memory_and_time_per_device():
     assert {"a", "b", "c", "runtime reserve (one per device)", "device memory"} <= names
     assert any(t.name.startswith("headroom") for t in fig.data)
     assert "solver milp" in fig.layout.title.text
+    # the plan's JSON (what the report reads) draws the same chart, for either fleet
+    body = json.loads(json.dumps(plan.to_dict()))
+    assert fleet_figure(body).to_dict() == fig.to_dict()
+    assert fleet_figure(body["baseline"]).to_dict() == fleet_figure(plan.baseline).to_dict()
+    memory = {t.name: list(t.y) for t in fig.data if t.xaxis == "x" and t.type == "bar"}
+    (g,) = plan.groups
+    assert memory["a"] == [pytest.approx(g.placements[0].weights_bytes / 2**30)]
 
 
 # --------------------------------------------------------------------------- decisions as size_gpu writes them

@@ -197,3 +197,6 @@ def test_the_fleet_plan_decides_the_deployment(run):
         assert serving.spec.max_replicas == specs[0]["max_replicas"] and serving.spec.min_replicas == 0
     decisions = json.loads(layout.decisions_file().read_text())
     assert decisions["fleet_plan"]["totals"] == plan["totals"]  # the report shows the same plan
+    page = layout.decision_report_file().read_text()  # and its page: the fleet, each task's group
+    assert '<section id="fleet">' in page and page.count("plotly.js v") == 1
+    assert all(f'href="#fleet-chosen-{g["name"]}"' in page for g in plan["groups"])

@@ -9,8 +9,8 @@ from html.parser import HTMLParser
 import pytest
 
 from rightsizer.report import (
-    SUMMARY_COLUMNS, TOTAL_RULES, decision_report_html, json_cells, ladder_figure, latency_figure,
-    pareto_figure, ranking_rows, summary_figure, summary_rows,
+    FLEET_COLUMNS, SUMMARY_COLUMNS, TOTAL_RULES, decision_report_html, json_cells, ladder_figure,
+    latency_figure, pareto_figure, ranking_rows, summary_figure, summary_rows,
 )
 from rightsizer.select import RungResult, Selection
 
@@ -95,6 +95,10 @@ def test_json_cells_not_python_repr():
 def test_summary_figure_leads_with_quality_against_each_bar():
     recs = _records()
     fig = summary_figure(recs)
+    price = [t for t in fig.data if t.xaxis == "x2" and t.type == "bar"]
+    # no plan: each task priced alone, with the all-task total
+    assert [list(t.x[0]) for t in price] == [["review_sentiment", "ticket_routing", "all tasks"]] * 2
+    assert fig.layout.annotations[1].text == "price ($/hour, modelled)" and fig.layout.yaxis2.title.text == "$/hour"
     titles = [a.text for a in fig.layout.annotations]
     assert titles[0].startswith("quality") and "(measured)" in titles[0]
     assert all("modelled" in t for t in titles[1:6])
@@ -184,20 +188,44 @@ def test_latency_puts_chosen_and_baseline_on_one_chart():
 
 
 class _Sections(HTMLParser):
+    """Sections (by id) with their text, links and group blocks; scripts, charts and tables."""
+
     def __init__(self):
         super().__init__()
         self.sections, self.scripts, self.plots, self.tables = [], 0, 0, 0
+        self.text: dict[str, str] = {}
+        self.links: dict[str, list[str]] = {}
+        self.groups: dict[str, list[str]] = {}  # section id -> ids of its group blocks
+        self.library_scripts, self._script = 0, None
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
+        here = self.sections[-1] if self.sections else None
         if tag == "section":
             self.sections.append(a.get("id"))
+            self.text[a.get("id")], self.links[a.get("id")] = "", []
         elif tag == "script":
             self.scripts += 1
+            self._script = []
         elif tag == "div" and "plotly-graph-div" in (a.get("class") or ""):
             self.plots += 1
+        elif tag == "div" and a.get("class") == "group":
+            self.groups.setdefault(here, []).append(a.get("id"))
         elif tag == "table":
             self.tables += 1
+        elif tag == "a" and here:
+            self.links[here].append(a.get("href"))
+
+    def handle_endtag(self, tag):
+        if tag == "script" and self._script is not None:
+            self.library_scripts += "plotly.js v" in "".join(self._script)[:200]
+            self._script = None
+
+    def handle_data(self, data):
+        if self._script is not None:
+            self._script.append(data)
+        elif self.sections:
+            self.text[self.sections[-1]] += data
 
 
 def test_decision_report_is_one_html_page_with_every_task():
@@ -213,6 +241,9 @@ def test_decision_report_is_one_html_page_with_every_task():
     assert p.tables == 3  # summary; the first task's precision table and device ranking
     assert "rs summary" in page and "tr summary" in page and "http://serving/v1" in page
     assert "screened out" in page  # why not smaller
+    # no plan: no fleet section, no placement line
+    assert "Fleet plan" not in page and 'class="placement"' not in page and not p.groups
+    assert p.library_scripts == 1
 
 
 def test_device_ranking_columns_name_units_and_source():
@@ -242,3 +273,92 @@ def test_fleet_rows_put_the_chosen_fleet_beside_the_baseline_fleet():
     assert all(t in chosen["placement"] for t in ("a", "b", "c")) and chosen["price_list"]
     plan["baseline"], plan["baseline_error"] = None, "baseline: nothing fits"
     assert fleet_rows(plan)[1] == {"fleet": "baseline", "placement": "baseline: nothing fits"}
+
+
+# --------------------------------------------------------------------------- with the fleet plan
+
+
+@pytest.fixture(scope="module")
+def fleet() -> dict:
+    """The fleet plan of _records()'s two tasks as the plan step logs it (JSON): traffic enough
+    that the two tiny models take a MIG slice each, and the one big model four slices."""
+    from test_fleet import TINY_L, TINY_M, TINY_S, decision
+
+    from rightsizer.plan import plan_fleet
+
+    plan = plan_fleet([decision("review_sentiment", TINY_M, throughput=100_000, baseline=TINY_L),
+                       decision("ticket_routing", TINY_S, throughput=100_000, baseline=TINY_L)],
+                      include_cpu=False)
+    body = json.loads(json.dumps(plan.to_dict()))
+    assert len(body["groups"]) == 2 and body["baseline"]["totals"]["devices"] > 2  # what the tests lean on
+    return body
+
+
+def test_summary_figure_puts_the_fleets_dollars_per_hour_side_by_side(fleet):
+    fig = summary_figure(_records(), fleet)
+    price = {t.name: t for t in fig.data if t.xaxis == "x2" and t.type == "bar"}
+    assert set(price) == {"chosen", "baseline"}  # the fleets only, no task priced alone
+    chosen, base = fleet["totals"]["cost_per_hour"], fleet["baseline"]["totals"]["cost_per_hour"]
+    assert [list(price[c].x[1]) for c in ("chosen", "baseline")] == [["chosen"], ["baseline"]]
+    assert list(price["chosen"].y) == [pytest.approx(chosen)] and list(price["baseline"].y) == [pytest.approx(base)]
+    # the ratio written on the pair (baseline over chosen), devices on both
+    assert f"{base / chosen:.1f}x" in price["baseline"].text[0]
+    assert price["chosen"].text[0] == f"${chosen:.3f}/h<br>2 devices"
+    assert f"{fleet['baseline']['totals']['devices']} devices" in price["baseline"].text[0]
+    # where the numbers come from: the plan's price list, modelled, and the devices sized for
+    plist = fleet["price_list"]["name"]
+    assert plist in fig.layout.annotations[1].text and "fleet plan" in fig.layout.annotations[1].text
+    assert plist in fig.layout.yaxis2.title.text and plist in fig.layout.title.text
+    assert "modelled" in fig.layout.title.text and "L4 int4" in fig.layout.title.text
+    # the rest as without a plan: quality first, cost per 1M with the all-task total
+    assert fig.layout.annotations[0].text.startswith("quality")
+    cost = next(t for t in fig.data if t.xaxis == "x3" and t.name == "baseline")
+    assert list(cost.x[0])[-1] == "all tasks" and "2.0x" in cost.text[0]
+    # a baseline fleet that could not be planned says so, with no bar
+    fleet = {**fleet, "baseline": None, "baseline_error": "nothing fits"}
+    lone = next(t for t in summary_figure(_records(), fleet).data if t.xaxis == "x2" and t.name == "baseline")
+    assert list(lone.y) == [None] and lone.text[0] == "not planned" and lone.customdata[0] == "nothing fits"
+
+
+def test_decision_report_shows_the_fleet_and_where_each_task_runs(fleet):
+    page = decision_report_html(_records(), fleet=fleet)
+    p = _Sections()
+    p.feed(page)
+    assert p.sections == ["fleet", "task-review_sentiment", "task-ticket_routing"]
+    assert p.library_scripts == 1 and page.count("plotly.js v") == 1  # inlined once with two more charts
+    assert p.plots == 1 + 2 + 2  # summary, one chart per fleet, latency per task
+    text = p.text["fleet"]
+    assert "Fleet plan: chosen vs one big model" in text and fleet["price_list"]["name"] in text
+    assert all(c in text for c in FLEET_COLUMNS)  # the fleet_rows table
+    # every group of both fleets, with its device, replicas, models' busy and memory and SLO
+    assert sorted(p.groups["fleet"]) == sorted(
+        [f"fleet-chosen-{g['name']}" for g in fleet["groups"]]
+        + [f"fleet-baseline-{g['name']}" for g in fleet["baseline"]["groups"]])
+    for g in fleet["groups"] + fleet["baseline"]["groups"]:
+        assert f"{g['label']} x{g['replicas']}" in text
+    assert all(c in text for c in ("busy_per_replica", "weights_gib", "kv_gib", "meets_slo_sharing"))
+    for task in ("review_sentiment", "ticket_routing"):
+        assert task in text
+        group = next(g for g in fleet["groups"] for m in g["models"] if task in m["tasks"])
+        # the task's section names its group, links to it, and says the SLO holds while sharing
+        assert p.links[f"task-{task}"] == [f"#fleet-chosen-{group['name']}"]
+        own = p.text[f"task-{task}"]
+        assert f"Placed in fleet group {group['name']} on {group['label']}" in own and "SLO met" in own
+        assert "alone on it" in own  # one model per slice in this plan
+        assert f"baseline fleet serves it from {fleet['baseline']['groups'][0]['label']}" in own
+
+
+def test_a_task_sharing_a_device_says_with_whom_and_its_slo_while_sharing():
+    from test_fleet import TINY_M, TINY_S, decision
+
+    from rightsizer.plan import plan_fleet
+
+    plan = plan_fleet([decision("review_sentiment", TINY_M), decision("ticket_routing", TINY_S)],
+                      include_cpu=False, baseline=False).to_dict()
+    (group,) = plan["groups"]
+    p = _Sections()
+    p.feed(decision_report_html(_records(), fleet=plan))
+    own = p.text["task-review_sentiment"]
+    assert f"on {group['label']} x1, sharing it with ticket_routing" in own and "SLO met while sharing" in own
+    assert "SLO met by every model while sharing" in p.text["fleet"]
+    assert "baseline fleet not planned" in p.text["fleet"] and p.groups["fleet"] == [f"fleet-chosen-{group['name']}"]

@@ -6,7 +6,7 @@ Public API::
     plan_fleet(decisions, price_list="aws-on-demand-us-east-1", headroom=0.8,
                solver="auto") -> FleetPlan               # .baseline: the one-big-model fleet
     plan.to_dict(), plan.function_specs()                # JSON; one serving function per group
-    fleet_figure(plan) -> plotly Figure                  # memory and time shared per device
+    fleet_figure(plan) -> plotly Figure                  # memory and time per device; plan or its to_dict()
     plan_app(app_path, **plan_fleet kwargs) -> FleetPlan # an app spec's planned models, no weights
     decisions_from_app(app_path) -> list[dict]           # the decision-like records it plans
 

@@ -11,45 +11,51 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 GIB = 2**30
 
 
-def fleet_figure(plan: FleetPlan, title: str | None = None) -> Any:
+def fleet_figure(plan: FleetPlan | dict, title: str | None = None) -> Any:
     """Two panels, one bar per group (one device of it): memory (GiB) stacked as each model's
     weights and KV + activations plus the one runtime reserve, against the device's capacity;
-    and time: each model's busy fraction per replica stacked, against the headroom line."""
+    and time: each model's busy fraction per replica stacked, against the headroom line.
+
+    ``plan``: a :class:`FleetPlan` or its ``to_dict()`` (the ``fleet_plan`` JSON the plan
+    step logs), so the report can draw a plan it only has as JSON.
+    """
     from plotly.subplots import make_subplots
 
+    # one drawing path, from the JSON form: a FleetPlan cannot be rebuilt from its JSON
+    # (the demands' model configs are not in it), but the JSON holds all the chart needs
+    body = plan.to_dict() if isinstance(plan, FleetPlan) else plan
+    groups = body["groups"]
     fig = make_subplots(rows=1, cols=2, subplot_titles=("memory per device (GiB)", "busy fraction per replica"),
                         horizontal_spacing=0.12)
-    x = [f"{g.name}<br>{g.label} x{g.replicas}" for g in plan.groups]
-    names = sorted({p.name for g in plan.groups for p in g.placements})
+    x = [f"{g['name']}<br>{g['label']} x{g['replicas']}" for g in groups]
+    names = sorted({m["name"] for g in groups for m in g["models"]})
     colour = {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(names)}
-    shown: set[str] = set()
     for name in names:
         w, kv, busy = [], [], []
-        for g in plan.groups:
-            p = next((p for p in g.placements if p.name == name), None)
-            w.append(p.weights_bytes / GIB if p else 0)
-            kv.append((p.kv_bytes + p.activation_bytes) / GIB if p else 0)
-            busy.append(p.busy_per_replica if p else 0)
-        legend = name not in shown
-        shown.add(name)
-        fig.add_bar(x=x, y=w, name=f"{name}", legendgroup=name, marker_color=colour[name], showlegend=legend,
+        for g in groups:
+            m = next((m for m in g["models"] if m["name"] == name), None)
+            mem = m["memory"] if m else {}
+            w.append(mem.get("weights_bytes", 0) / GIB)
+            kv.append((mem.get("kv_bytes", 0) + mem.get("activation_bytes", 0)) / GIB)
+            busy.append(m["busy_per_replica"] if m else 0)
+        fig.add_bar(x=x, y=w, name=f"{name}", legendgroup=name, marker_color=colour[name],
                     hovertemplate=f"{name} weights %{{y:.3f}} GiB<extra></extra>", row=1, col=1)
         fig.add_bar(x=x, y=kv, name=f"{name} KV + activations", legendgroup=name, marker_color=colour[name],
                     marker_pattern_shape="/", showlegend=False,
                     hovertemplate=f"{name} KV + activations %{{y:.3f}} GiB<extra></extra>", row=1, col=1)
         fig.add_bar(x=x, y=busy, name=name, legendgroup=name, marker_color=colour[name], showlegend=False,
                     hovertemplate=f"{name} busy %{{y:.3f}}<extra></extra>", row=1, col=2)
-    fig.add_bar(x=x, y=[g.reserve_bytes / GIB for g in plan.groups], name="runtime reserve (one per device)",
+    fig.add_bar(x=x, y=[g["reserve_bytes"] / GIB for g in groups], name="runtime reserve (one per device)",
                 marker_color="#cccccc", row=1, col=1)
-    fig.add_scatter(x=x, y=[g.memory_capacity_bytes / GIB for g in plan.groups], mode="markers",
+    fig.add_scatter(x=x, y=[g["memory_capacity_bytes"] / GIB for g in groups], mode="markers",
                     marker={"symbol": "line-ew-open", "size": 30, "color": "black"}, name="device memory",
                     row=1, col=1)
-    fig.add_scatter(x=x, y=[plan.headroom] * len(x), mode="lines+markers", line={"dash": "dash", "color": "red"},
-                    name=f"headroom {plan.headroom:g}", row=1, col=2)
-    totals = plan.totals()
-    head = title or (f"fleet plan ({plan.side}): {totals['devices']} devices, ${totals['cost_per_hour']:.3f}/h, "
+    fig.add_scatter(x=x, y=[body["headroom"]] * len(x), mode="lines+markers", line={"dash": "dash", "color": "red"},
+                    name=f"headroom {body['headroom']:g}", row=1, col=2)
+    totals = body["totals"]
+    head = title or (f"fleet plan ({body['side']}): {totals['devices']} devices, ${totals['cost_per_hour']:.3f}/h, "
                      f"${totals['cost_per_1m_output_tokens']:.4f} per 1M output tokens "
-                     f"[{plan.price_list.get('name', '')}, solver {plan.solver}]")
+                     f"[{(body.get('price_list') or {}).get('name', '')}, solver {body['solver']}]")
     fig.update_layout(barmode="stack", title=head, legend_title_text="model")
     fig.update_yaxes(title_text="GiB", row=1, col=1)
     fig.update_yaxes(title_text="busy fraction", range=[0, 1.05], row=1, col=2)
