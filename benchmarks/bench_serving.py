@@ -172,6 +172,7 @@ def main() -> int:
     ap.add_argument("--levels", default="1,8,32,64")
     ap.add_argument("--repeats", type=int, default=1, help="runs per level (medians reported)")
     ap.add_argument("--json", default="", help="write the figures here too")
+    ap.add_argument("--stream-only", action="store_true", help="only the streamed closed loop (TTFT/TPOT)")
     args = ap.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
@@ -201,7 +202,7 @@ def main() -> int:
     rows, rss = [], []
     try:
         asyncio.run(closed_loop(base, inputs(spec, 16, "warm"), 8))  # warm-up, not measured
-        for c in levels:
+        for c in ([] if args.stream_only else levels):
             runs = [asyncio.run(closed_loop(base, inputs(spec, args.requests, f"c{c}r{k}"), c))
                     for k in range(args.repeats)]
             rows.append(_median("engine (HTTP)", c, runs, slo_s))
@@ -212,13 +213,16 @@ def main() -> int:
                            "tpot_p50_ms": 1000 * _pct(r["tpot"], 0.5) if r["tpot"] else float("nan"),
                            "tpot_p95_ms": 1000 * _pct(r["tpot"], 0.95) if r["tpot"] else float("nan"),
                            "streams": len(r["ttft"])}
-        for k in range(5):
+        for k in range(0 if args.stream_only else 5):
             asyncio.run(closed_loop(base, inputs(spec, 64, f"rss{k}"), 64))
             rss.append(_rss_kb(proc.pid))
         peak = _rss_kb(proc.pid, "VmHWM")
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=120)
+    if args.stream_only:
+        _print_streamed(streamed, levels)
+        return 0
     for c in levels:
         runs = [baseline(spec, bundle, inputs(spec, args.requests, f"b{c}r{k}"), c)
                 for k in range(args.repeats)]
@@ -234,13 +238,7 @@ def main() -> int:
     top = max(levels)
     speedup = by["engine (HTTP)", top]["out_tok_per_s"] / by["per-request generate", top]["out_tok_per_s"]
     print(f"\noutput tokens/s at concurrency {top}: {speedup:.1f}x the per-request baseline")
-    print("\nstreamed (stream=true): concurrency | streams | ttft_p50_ms | ttft_p95_ms | tpot_p50_ms | tpot_p95_ms")
-    for c, r in streamed.items():
-        print(f"{c} | {r['streams']} | {r['ttft_p50_ms']:.1f} | {r['ttft_p95_ms']:.1f} | {r['tpot_p50_ms']:.2f} | "
-              f"{r['tpot_p95_ms']:.2f}")
-    lo, hi = min(levels), max(levels)
-    print(f"p95 TTFT at concurrency {hi}: {streamed[hi]['ttft_p95_ms'] / streamed[lo]['ttft_p95_ms']:.1f}x "
-          f"that at {lo} (target <= 2x)")
+    _print_streamed(streamed, levels)
     print(f"server RSS after five rounds of 64 (MiB): {[round(x / 1024) for x in rss]}; "
           f"growth {100 * (rss[-1] - rss[0]) / rss[0]:.1f} %; peak {peak / 1024:.0f} MiB")
     print(f"\nrerun: .venv/bin/python benchmarks/bench_serving.py --requests {args.requests} "
@@ -249,6 +247,17 @@ def main() -> int:
         Path(args.json).write_text(json.dumps({"rows": rows, "streamed": streamed, "rss_kb": rss, "peak_kb": peak},
                                               indent=2))
     return 0
+
+
+def _print_streamed(streamed: dict, levels: list[int]) -> None:
+    print("\nstreamed (stream=true): concurrency | streams | ttft_p50_ms | ttft_p95_ms | tpot_p50_ms | tpot_p95_ms")
+    for c, r in streamed.items():
+        print(f"{c} | {r['streams']} | {r['ttft_p50_ms']:.1f} | {r['ttft_p95_ms']:.1f} | {r['tpot_p50_ms']:.2f} | "
+              f"{r['tpot_p95_ms']:.2f}")
+    lo, hi = min(levels), max(levels)
+    print(f"p95 TTFT at concurrency {hi}: {streamed[hi]['ttft_p95_ms'] / streamed[lo]['ttft_p95_ms']:.1f}x "
+          f"that at {lo} (target <= 2x)")
+    print(f"machine: load average {os.getloadavg()[0]:.1f} at the end (shared)")
 
 
 def _median(name: str, c: int, runs: list[dict], slo_s: float) -> dict:

@@ -12,8 +12,8 @@ Graph (flow topology, async engine)::
       -> respond    Responder: V2 / OpenAI response bodies; 503 (with Retry-After) and other
                     engine errors as HTTP responses; a stream's chunks as server-sent events
     parse
-      -> stream     ModelRunnerStep, one TaskStreamRunner per task (the same engine as ``models``'s
-                    runner): an async generator, so storey emits each text delta downstream
+      -> stream     StreamStep (storey.ConcurrentExecution): each streamed request's deltas from the
+                    task's engine (the same as ``models``'s runner), emitted concurrently
       -> respond
 
 A stream cannot go through ``batch``: storey streams only the output of a single runnable for
@@ -39,6 +39,7 @@ from http import HTTPMethod
 from typing import Any
 
 import mlrun
+import storey
 from mlrun.serving.endpoint_mapping import APIHandlerConfig
 from mlrun.serving.openai_mappings import OpenAIEndpoint
 from mlrun.serving.server import Response
@@ -54,7 +55,6 @@ V2_INFER = "/v2/models/{task}/infer"
 ROUTES = {("POST", "/v2/models/{task}/infer"): "v2", ("POST", "/v1/completions"): "completions",
           ("POST", "/v1/chat/completions"): "chat", ("GET", "/v1/models"): "models"}
 RESULT = "rightsizer_result"  # marks a TaskRunner's output (the runner wraps several by model name)
-STREAM_SUFFIX = ":stream"
 SSE = "rightsizer_sse"  # a responder output that is server-sent-event text, one chunk of a stream
 BATCH_MAX_EVENTS = 64  # requests per graph batch (the engine's default max_queue)
 BATCH_WINDOW_S = 0.005  # how long the first request of a batch waits for others
@@ -124,14 +124,10 @@ def set_task_models(fn, models: dict[str, str] | list[dict], engine: dict | None
     # unpacker does it), so the responder and the flow's completion see one request each
     unbatch = batch.to(runner).to(class_name="storey.FlatMap", name="unbatch", _fn="(event.body)",
                                   full_event=True)
-    # model endpoint names are unique in a graph: a task's streaming runner is "<task>:stream"
-    streamer = ModelRunnerStep(name="stream", model_runner_selector="TaskSelector",
-                               model_runner_selector_parameters={"suffix": STREAM_SUFFIX})
-    for task, path in models.items():
-        streamer.add_model(endpoint_name=task + STREAM_SUFFIX, model_class="TaskStreamRunner",
-                           execution_mechanism="asyncio", bundle_path=str(path), engine=engines[task],
-                           task=task)
-    stream = graph.add_step(streamer, after="parse")
+    # a step of its own for streams: storey's model runner step emits one stream at a time
+    stream = graph.add_step(class_name="StreamStep", name="stream", after="parse",
+                            models={t: {"bundle_path": str(p), "engine": engines[t]} for t, p in models.items()},
+                            max_in_flight=batch_max_events)
     graph.add_step(class_name="Responder", name="respond", after=[unbatch.name, stream.name, parse.name]).respond()
 
 
@@ -220,18 +216,13 @@ class RequestParser:
 
 class TaskSelector(ModelRunnerSelector):
     """The request's task runs; ``/v1/models`` asks every task model for its card. A batch
-    (the ``batch`` step's, keyed by task) holds one task's requests, or only model-list ones.
-    ``suffix``: how this runner step names a task's model (the streaming runners')."""
-
-    def __init__(self, suffix: str = "", **kwargs):
-        super().__init__(**kwargs)
-        self.suffix = suffix
+    (the ``batch`` step's, keyed by task) holds one task's requests, or only model-list ones."""
 
     def select_models(self, event, available_models):
         bodies = event.body if isinstance(event.body, list) else [event.body]
         if any(b.get("kind") == "models" for b in bodies):
             return None
-        return sorted({b["task"] + self.suffix for b in bodies})
+        return sorted({b["task"] for b in bodies})
 
 
 _ENGINES: dict[tuple[str, str], TaskEngine] = {}
@@ -257,17 +248,16 @@ class TaskRunner(Model):
     reason, and the others serve.
     """
 
-    def __init__(self, name: str, bundle_path: str = "", engine: dict | None = None, task: str | None = None,
-                 **kwargs):
+    def __init__(self, name: str, bundle_path: str = "", engine: dict | None = None, **kwargs):
         super().__init__(name=name, **kwargs)
         self.bundle_path, self.engine = bundle_path, engine or {}
-        self.task = task or name  # the task this runner answers (its endpoint name may carry a suffix)
+        self.task = name
         self.task_engine: TaskEngine | None = None
         self.failure: str | None = None
 
     def load(self) -> None:
         super().load()
-        try:
+        try:  # the stream step gets the same engine
             self.task_engine = shared_engine(self.bundle_path, self.engine)
         except Exception as e:  # keep serving the other tasks; this one says why it cannot
             self.failure = f"{type(e).__name__}: {e}"
@@ -307,20 +297,43 @@ class TaskRunner(Model):
         return {**out, "answers": [vars(a) for a in answers]}
 
 
-class TaskStreamRunner(TaskRunner):
-    """A streamed request's runner: an async generator of chunks (text deltas, then the answer),
-    which storey emits downstream one by one. A request that cannot stream (not a generation
-    task, a prompt too long, the task at capacity) yields one failure instead."""
+class StreamStep(storey.ConcurrentExecution):
+    """Streamed requests: each one's text deltas, then its answer, as chunks downstream.
 
-    async def predict_async(self, body: Any, **kwargs):
+    A storey step emits one event's stream to the end before it takes the next event (the model
+    runner step does; so does ``ConcurrentExecution``, which at least runs the generators
+    concurrently), so the second of two concurrent streams would see its first token only when
+    the first stream ends. This step hands each stream's emission to a task of its own: the
+    streams of concurrent requests reach the responder interleaved, each chunk on its own
+    request's event. The engines are the tasks' shared ones (``shared_engine``). A request that
+    cannot stream (not a generation task, a prompt too long, the task at capacity) gets one
+    failure instead.
+    """
+
+    def __init__(self, models: dict[str, dict] | None = None, max_in_flight: int = BATCH_MAX_EVENTS,
+                 context=None, name=None, **kwargs):
+        super().__init__(event_processor=self._stream, concurrency_mechanism="asyncio",
+                         max_in_flight=max_in_flight, name=name, context=context, **kwargs)
+        self._engines: dict[str, TaskEngine] = {}
+        self._failures: dict[str, str] = {}
+        for task, m in (models or {}).items():
+            try:
+                self._engines[task] = shared_engine(m["bundle_path"], m.get("engine") or {})
+            except Exception as e:  # the task answers 503 with the reason; the others stream
+                self._failures[task] = f"{type(e).__name__}: {e}"
+        self._emitting: set[asyncio.Task] = set()
+
+    async def _stream(self, body: dict):
         out = {RESULT: True, "request": {k: body[k] for k in ("kind", "task", "inputs", "max_tokens", "stream")}}
         stream_id = f"{'chatcmpl' if body['kind'] == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
         created = int(time.time())
+        task = body["task"]
         try:
-            if self.task_engine is None:
-                raise ServingError(503, f"task {self.task!r} is not available: its model did not load "
-                                        f"({self.failure})", retry_after=60)
-            async for item in self.task_engine.stream_async(body["inputs"][0]):
+            engine = self._engines.get(task)
+            if engine is None:
+                raise ServingError(503, f"task {task!r} is not available: its model did not load "
+                                        f"({self._failures.get(task, 'not served here')})", retry_after=60)
+            async for item in engine.stream_async(body["inputs"][0]):
                 if isinstance(item, Answer):
                     yield {**out, "stream_id": stream_id, "created": created, "answer": vars(item)}
                 else:
@@ -329,8 +342,26 @@ class TaskStreamRunner(TaskRunner):
             yield {**out, "failure": {"status": e.status, "message": e.message,
                                       "retry_after": e.retry_after, "param": e.param}}
         except Exception as e:  # a bug or a lost batcher: a 500 naming it, not a hung stream
-            yield {**out, "failure": {"status": 500, "message": f"task {self.task!r}: {type(e).__name__}: {e}",
+            yield {**out, "failure": {"status": 500, "message": f"task {task!r}: {type(e).__name__}: {e}",
                                       "retry_after": None, "param": None}}
+
+    async def _handle_completed(self, event, response):
+        body = response.body
+        if isinstance(body, storey.flow._StreamingQueue):
+            job = asyncio.get_running_loop().create_task(self._emit(response, body))
+            self._emitting.add(job)
+            job.add_done_callback(self._emitting.discard)
+            return
+        await super()._handle_completed(event, response)
+
+    async def _emit(self, response, body) -> None:
+        await self._emit_streaming_from_queue(response, body.queue)
+        await body.task
+
+    async def _cleanup(self):
+        if self._emitting:  # the flow is ending: let the streams in progress finish
+            await asyncio.gather(*self._emitting, return_exceptions=True)
+        await super()._cleanup()
 
 
 class Responder:

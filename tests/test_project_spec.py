@@ -90,10 +90,11 @@ def test_serving_graph_runs_one_model_per_task_selected_by_name(tmp_path):
     # the others at the one responder; the function runs MLRun's streaming handler
     assert steps["stream"].after == ["parse"] and set(steps["respond"].after) == {"unbatch", "stream", "parse"}
     assert serving.spec.streaming is True
+    assert steps["stream"].class_name == "StreamStep" and steps["stream"].class_args["max_in_flight"] >= 1
     stream_models = steps["stream"].class_args["models"]
-    assert set(stream_models) == {"ticket_routing:stream", "review_sentiment:stream"}
-    assert {cls for cls, _ in stream_models.values()} == {"TaskStreamRunner"}
-    assert {p["task"] for _, p in stream_models.values()} == {"ticket_routing", "review_sentiment"}
+    assert set(stream_models) == {"ticket_routing", "review_sentiment"}
+    assert stream_models["ticket_routing"] == {"bundle_path": str(tmp_path / "a"),
+                                               "engine": {"num_blocks": 64, "max_batch_tokens": 256}}
     batch = steps["batch"]  # a task's concurrent requests reach its engine together
     assert batch.class_name == "storey.Batch" and batch.class_args["key_field"] == "task"
     assert batch.class_args["max_events"] >= 1 and batch.class_args["flush_after_seconds"] > 0

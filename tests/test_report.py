@@ -308,7 +308,7 @@ def test_summary_figure_puts_the_fleets_dollars_per_hour_side_by_side(fleet):
     # where the numbers come from: the plan's price list, modelled, and the devices sized for
     plist = fleet["price_list"]["name"]
     assert plist in fig.layout.annotations[1].text and "fleet plan" in fig.layout.annotations[1].text
-    assert plist in fig.layout.yaxis2.title.text and plist in fig.layout.title.text
+    assert fig.layout.yaxis2.title.text == "fleet $/hour" and plist in fig.layout.title.text
     assert "modelled" in fig.layout.title.text and "L4 int4" in fig.layout.title.text
     # the rest as without a plan: quality first, cost per 1M with the all-task total
     assert fig.layout.annotations[0].text.startswith("quality")

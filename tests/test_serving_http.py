@@ -161,6 +161,28 @@ def test_a_generation_streams_as_server_sent_events_that_join_up_to_the_answer(s
     assert final["choices"][0]["rightsizer"]["generated"] == texts
 
 
+def test_concurrent_streams_are_served_together_not_one_after_another(served, client):
+    # storey's own steps emit one event's stream to its end before the next event's: then only
+    # the first of several concurrent streams would see a token before the first one ended
+    spec, _ = _specs()["routing_note"]
+    texts = [r[spec.input_field] for r in load_rows(spec, spec.eval_split, 8)]
+
+    def stream(text):
+        first = None
+        for part in client.completions.create(model="routing_note", prompt=text, stream=True):
+            if first is None and part.choices[0].text:
+                first = time.perf_counter()
+        return first, time.perf_counter()
+
+    with concurrent.futures.ThreadPoolExecutor(len(texts)) as pool:
+        spans = [s for s in pool.map(stream, texts) if s[0] is not None]
+    first_end = min(end for _, end in spans)
+    started_before = sum(first < first_end for first, _ in spans)
+    assert len(spans) >= 4 and started_before >= 2, spans
+    card = next(m for m in client.models.list() if m.id == "routing_note")
+    assert card.model_extra["stats"]["in_flight"] == 0
+
+
 def test_streaming_is_refused_where_it_cannot_stream(served, client):
     with pytest.raises(openai.BadRequestError, match="only generation tasks stream"):
         list(client.completions.create(model="ticket_routing", prompt="hi", stream=True))

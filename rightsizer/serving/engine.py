@@ -563,6 +563,15 @@ class TaskEngine:
         try:
             while True:
                 item = await out.get()
+                # deltas that piled up while the consumer was busy go out as one: under load the
+                # chunk count (each one a trip through the graph and the socket) stays bounded
+                while isinstance(item, str) and not out.empty():
+                    nxt = out.get_nowait()
+                    if not isinstance(nxt, str):
+                        yield item
+                        item = nxt
+                        break
+                    item += nxt
                 if item is done:
                     return
                 if isinstance(item, Exception):
