@@ -155,3 +155,54 @@ def test_mpi_rank_discovery(monkeypatch):
     found = discover_mpi_env()
     assert found == {"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "MASTER_PORT": "29500"}
     assert os.environ["RANK"] == "3" and os.environ["WORLD_SIZE"] == "8"
+
+
+# --------------------------------------------------------------------------- strategy from memory, hub-sized
+EXAMPLES = Path(__file__).resolve().parents[1] / "tasks" / "examples" / "configs"
+
+
+@pytest.mark.parametrize("config, gpu_gb, n, expected", [
+    # (model, GiB per GPU, GPUs) -> (base, ZeRO stage, optimizer offload, parameter offload)
+    ("qwen2.5-0.5b", 24, 1, ("bf16", 0, False, False)),  # one process
+    ("qwen2.5-0.5b", 80, 4, ("bf16", 0, False, False)),  # DDP: the adapter is small, no sharding needed
+    ("llama-3.1-8b", 80, 1, ("bf16", 0, False, False)),
+    ("llama-3.1-8b", 24, 1, ("bf16", 0, False, False)),  # 15 GiB of bf16 weights fit a 24 GB card
+    ("llama-3.1-8b", 16, 1, ("nf4", 0, False, False)),   # they do not fit 16 GB: QLoRA
+    ("llama-3.1-8b", 16, 4, ("bf16", 3, False, False)),  # ...unless four cards shard them (ZeRO-3)
+    ("llama-2-70b", 80, 8, ("bf16", 3, False, False)),   # 128 GiB of bf16 weights over eight 80 GB
+    ("llama-2-70b", 80, 1, ("nf4", 0, False, False)),    # one 80 GB card: only a 4-bit base
+    ("llama-2-70b", 24, 4, ("nf4", 3, False, False)),    # four 24 GB cards: 4-bit and sharded
+])
+def test_the_memory_plan_picks_the_strategy_for_hub_models(config, gpu_gb, n, expected):
+    from rightsizer.finetune.plan import plan_for_gpu
+
+    shape = ModelShape.from_config(str(EXAMPLES / f"{config}.json"), rank=16)
+    plan = plan_for_gpu(shape, gpu_memory_gb=gpu_gb, n_gpus=n, seq_len=1024, global_batch=16)
+    assert (plan.weight_precision, plan.zero_stage, plan.offload_optimizer, plan.offload_params) == expected
+    assert plan.per_gpu_bytes <= gpu_gb * 1024**3
+
+
+def test_the_plan_sizes_weights_with_the_sizing_engine(llama7b, shape7b):
+    from rightsizer.sizing import count_params
+    from rightsizer.sizing.memory import weights_bytes
+
+    # the meta model and the config alone give the same shape, and the sizing engine's bytes
+    from_config = ModelShape.from_config(str(llama7b / "config.json"), rank=16)
+    assert from_config.total_params == shape7b.total_params == count_params(str(llama7b)).total
+    assert from_config.trainable_params == shape7b.trainable_params
+    for precision in ("bf16", "nf4"):
+        assert shape7b.frozen_weight_bytes(precision) == weights_bytes(count_params(str(llama7b)), precision)
+    # a 4-bit base keeps embeddings and the LM head at 16-bit, as bitsandbytes does
+    p = count_params(str(llama7b))
+    assert shape7b.frozen_weight_bytes("nf4") > p.total * 0.5
+
+
+def test_without_qlora_a_base_that_does_not_fit_names_what_would():
+    from rightsizer.finetune.plan import plan_for_gpu
+
+    shape = ModelShape.from_config(str(EXAMPLES / "llama-2-70b.json"), rank=16)
+    # only parameter offload is left for a 16-bit base on one card
+    plan = plan_for_gpu(shape, gpu_memory_gb=80, n_gpus=1, seq_len=1024, allow_qlora=False)
+    assert plan.weight_precision == "bf16" and plan.offload_params
+    with pytest.raises(InsufficientMemory, match="4-bit base"):
+        plan_for_gpu(shape, gpu_memory_gb=8, n_gpus=1, seq_len=4096, allow_qlora=False, gradient_checkpointing=False)

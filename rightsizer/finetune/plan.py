@@ -18,8 +18,12 @@ Per-GPU memory model (bytes; ``n`` = data-parallel GPUs, ``P`` = all parameters,
   plus one full layer with it, plus fp32 logits and their gradient (``seq*vocab*8``)
 * a fixed reserve (CUDA context, allocator fragmentation): 10 % + 1 GiB
 
-The sizing engine (``rightsizer.sizing``) counts parameters from configs; this module
-needs only the few shape numbers below, so it can also plan from a loaded or meta model.
+Parameters are counted and frozen weights sized by the sizing engine
+(``rightsizer.sizing.params`` / ``sizing.memory.weights_bytes``: block matrices at the base's
+precision, embeddings and norms at 16-bit, quantization overheads from
+``rightsizer.precisions``), so serving and training agree on a model's bytes;
+:meth:`ModelShape.from_config` plans from a ``config.json`` alone, without building a model.
+:func:`plan_for_gpu` picks the strategy, a 4-bit base (QLoRA) where the 16-bit base does not fit.
 """
 
 from __future__ import annotations
@@ -27,15 +31,16 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+from typing import Any
+
 from rightsizer.errors import ConfigError, InsufficientMemory
+from rightsizer.sizing.memory import weights_bytes
+from rightsizer.sizing.params import ParamCount, _count, model_spec
 
 GiB = 1024**3
 
-# Bytes per frozen base weight by storage of the base model.
-WEIGHT_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0,
-                # NF4: 4 bits + one fp32 absmax per 64 weights, double-quantized to 8 bits + 
-                # fp32 per 256 blocks (bitsandbytes defaults)
-                "nf4": 0.5 + 1 / 64 + 4 / (64 * 256)}
+# Storage of the frozen base a plan may assume (bytes per weight: rightsizer.precisions).
+BASE_PRECISIONS = ("fp32", "bf16", "fp16", "nf4")
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,31 @@ class ModelShape:
     num_layers: int
     vocab_size: int
     num_heads: int = 1
+    params: ParamCount | None = None  # the sizing engine's count: sizes the frozen weights by precision
+
+    @classmethod
+    def from_config(cls, config: Any, rank: int = 16, full_finetune: bool = False) -> "ModelShape":
+        """The shape of a ``config.json`` (path, dict or hub id) from the sizing engine's count;
+        LoRA on every projection of every block (attention q/k/v/o and the MLP), as
+        ``finetune.lora.TARGET_MODULES`` does for the llama family."""
+        spec = model_spec(config)
+        params = _count(spec)
+        h, q, kv, inter = spec.hidden, spec.q_dim, spec.kv_dim, spec.intermediate
+        mlp = (2 if spec.gated_mlp else 1) * (h + inter) + (inter + h)
+        per_layer = (h + q) + 2 * (h + kv) + (q + h) + mlp * max(1, spec.experts)
+        trainable = params.total if full_finetune else rank * per_layer * spec.layers
+        return cls(total_params=params.total, trainable_params=trainable, hidden_size=h, num_layers=spec.layers,
+                   vocab_size=spec.vocab, num_heads=spec.heads, params=params)
+
+    def frozen_weight_bytes(self, precision: str) -> float:
+        """Bytes of the frozen base at ``precision`` (trainable LoRA weights excluded)."""
+        if self.params is not None:
+            frozen = weights_bytes(self.params, precision)
+        else:  # a shape without the sizing count: every parameter at the precision's bytes
+            frozen = weights_bytes(self.total_params, precision)
+        if self.trainable_params >= self.total_params:  # full fine-tune: nothing is frozen
+            return 0.0
+        return float(frozen)
 
     @classmethod
     def from_model(cls, model, trainable_params: int | None = None) -> "ModelShape":
@@ -85,7 +115,13 @@ def shape_for_lora(model_path: str, target_modules: list[str] | None, rank: int,
     targets = target_modules or TARGET_MODULES.get(cfg.model_type, [])
     base = ModelShape.from_model(model, trainable_params=0)
     trainable = base.total_params if full_finetune else lora_trainable_params(model, targets, rank)
-    return ModelShape(**{**asdict(base), "trainable_params": trainable})
+    try:
+        params = _count(model_spec(cfg.to_dict()))  # the sizing engine's count (same totals)
+    except ConfigError:  # an architecture the sizing engine does not describe: counts only
+        params = None
+    return ModelShape(total_params=base.total_params, trainable_params=trainable, hidden_size=base.hidden_size,
+                      num_layers=base.num_layers, vocab_size=base.vocab_size, num_heads=base.num_heads,
+                      params=params)
 
 
 @dataclass(frozen=True)
@@ -137,12 +173,11 @@ STRATEGIES = ((0, False, False), (2, False, False), (2, True, False), (3, False,
 
 
 def _static_bytes(shape: ModelShape, stage: int, off_opt: bool, off_par: bool, n: int,
-                  w: float, mixed: bool) -> dict:
-    frozen = shape.total_params - shape.trainable_params
+                  precision: str, mixed: bool) -> dict:
     grad_b = 2 if mixed else 4
     opt_b = 12 if mixed else 8  # fp32 master + 2 moments, or just the 2 moments
     # Trainable weights are held at the compute precision (2 bytes in mixed precision).
-    weights = frozen * w + shape.trainable_params * (2 if mixed else 4)
+    weights = shape.frozen_weight_bytes(precision) + shape.trainable_params * (2 if mixed else 4)
     if stage == 3:
         if off_par:
             per_layer = weights / max(shape.num_layers, 1)
@@ -181,8 +216,8 @@ def plan_training(shape: ModelShape, *, gpu_memory_gb: float, n_gpus: int = 1, s
         problems.append(f"global_batch: {global_batch}; expected >= 1")
     if max_micro_batch < 1:
         problems.append(f"max_micro_batch: {max_micro_batch}; expected >= 1")
-    if weight_precision not in WEIGHT_BYTES:
-        problems.append(f"weight_precision: {weight_precision!r}; expected one of {sorted(WEIGHT_BYTES)}")
+    if weight_precision not in BASE_PRECISIONS:
+        problems.append(f"weight_precision: {weight_precision!r}; expected one of {list(BASE_PRECISIONS)}")
     if mixed_precision not in ("bf16", "fp16", "fp32"):
         problems.append(f"mixed_precision: {mixed_precision!r}; expected bf16, fp16 or fp32")
     if zero_stage is not None and zero_stage not in (0, 1, 2, 3):
@@ -191,7 +226,6 @@ def plan_training(shape: ModelShape, *, gpu_memory_gb: float, n_gpus: int = 1, s
         raise ConfigError(problems, source="training plan")
     mem = int(gpu_memory_gb * GiB)
     usable = mem * (1 - reserve_fraction) - reserve_gb * GiB
-    w = WEIGHT_BYTES[weight_precision]
     mixed = mixed_precision != "fp32"
     per_sample = _activation_bytes_per_sample(shape, seq_len, gradient_checkpointing)
     strategies = [s for s in STRATEGIES if zero_stage is None or s[0] == zero_stage]
@@ -199,7 +233,7 @@ def plan_training(shape: ModelShape, *, gpu_memory_gb: float, n_gpus: int = 1, s
         strategies = [(1, False, False), (1, True, False)]
     smallest = None
     for stage, off_opt, off_par in strategies:
-        static = _static_bytes(shape, stage, off_opt, off_par, n_gpus, w, mixed)
+        static = _static_bytes(shape, stage, off_opt, off_par, n_gpus, weight_precision, mixed)
         free = usable - sum(static.values())
         need_one = sum(static.values()) + per_sample
         smallest = need_one if smallest is None else min(smallest, need_one)
@@ -226,6 +260,35 @@ def plan_training(shape: ModelShape, *, gpu_memory_gb: float, n_gpus: int = 1, s
         f"smallest option needs {smallest / GiB:.1f} GiB per GPU with {reserve_fraction:.0%} + "
         f"{reserve_gb:g} GiB reserve. Use more GPUs, a larger GPU, a 4-bit base (QLoRA), a "
         "shorter sequence length or gradient checkpointing.")
+
+
+def plan_for_gpu(shape: ModelShape, *, gpu_memory_gb: float, n_gpus: int = 1, allow_qlora: bool = True,
+                 base_precision: str = "bf16", **settings) -> TrainingPlan:
+    """The strategy for training ``shape`` on ``n_gpus`` x ``gpu_memory_gb``, as the memory requires:
+    one process, DDP, ZeRO-2, ZeRO-2 with CPU offload, ZeRO-3 (``plan_training``'s order) with the
+    16-bit base; where that base only fits with its parameters offloaded to the CPU, or not at
+    all, a 4-bit NF4 base (QLoRA) without parameter offload; parameter offload is the last resort.
+    ``settings``: the other ``plan_training`` arguments."""
+    def fits(precision: str, stages) -> TrainingPlan | None:
+        for stage in stages:
+            try:
+                plan = plan_training(shape, gpu_memory_gb=gpu_memory_gb, n_gpus=n_gpus,
+                                     weight_precision=precision, zero_stage=stage, **settings)
+            except InsufficientMemory:
+                continue
+            if not plan.offload_params:
+                return plan
+        return None
+
+    full = shape.trainable_params >= shape.total_params
+    stages = (None,) if settings.get("zero_stage") is None else (settings.pop("zero_stage"),)
+    plan = fits(base_precision, stages)
+    if plan is None and allow_qlora and not full:
+        plan = fits("nf4", stages)
+    if plan is None:  # parameter offload, or InsufficientMemory naming what would fit
+        plan = plan_training(shape, gpu_memory_gb=gpu_memory_gb, n_gpus=n_gpus, weight_precision=base_precision,
+                             zero_stage=stages[0], **settings)
+    return plan
 
 
 def deepspeed_config(plan: TrainingPlan, *, learning_rate: float | None = None,

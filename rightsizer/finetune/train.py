@@ -36,7 +36,7 @@ from rightsizer.atomic import atomic_dir
 from rightsizer.errors import ConfigError
 from rightsizer.taskspec import LoraSettings
 
-QUANTIZATIONS = ("none", "nf4")
+QUANTIZATIONS = ("none", "nf4", "auto")  # auto: the memory plan picks nf4 where a 16-bit base does not fit
 _LORA = LoraSettings()  # the one home of the LoRA defaults (hub-model recipes)
 
 
@@ -68,7 +68,7 @@ class FinetuneConfig:
     zero_stage: int | None = None  # None: from the memory plan (0 = DDP, no DeepSpeed)
     gpu_memory_gb: float | None = None  # None: the device's (host RAM / processes on CPU)
     deepspeed: dict | str | None = None  # an explicit DeepSpeed config instead of the derived one
-    quantization: str = "none"  # "nf4": QLoRA on a bitsandbytes 4-bit base
+    quantization: str = "none"  # "nf4": QLoRA on a bitsandbytes 4-bit base; "auto": nf4 if the 16-bit base does not fit
     gradient_checkpointing: bool = False
     mixed_precision: str | None = None  # None: bf16 on a GPU that has it, else fp32
     max_grad_norm: float = 1.0
@@ -289,19 +289,25 @@ def resolve_precision(cfg: FinetuneConfig) -> str:
 def make_plan(cfg: FinetuneConfig, model_path: str, targets: list[str], world_size: int,
               explicit_ds: dict | None = None, seq_len: int | None = None):
     """``(plan, deepspeed_config, training-argument values)`` for this run, checked together."""
-    from rightsizer.finetune.plan import (check_training_args, deepspeed_config, plan_training,
+    import torch
+
+    from rightsizer.finetune.plan import (check_training_args, deepspeed_config, plan_for_gpu, plan_training,
                                           shape_for_lora)
 
     precision = resolve_precision(cfg)
     shape = shape_for_lora(model_path, targets, cfg.rank)
-    weight_precision = "nf4" if cfg.quantization == "nf4" else precision
-    plan = plan_training(
-        shape, gpu_memory_gb=cfg.gpu_memory_gb or device_memory_gb(world_size),
-        n_gpus=world_size, seq_len=seq_len or cfg.max_seq_len or _LORA.seq_len(None),
-        global_batch=cfg.global_batch,
-        max_micro_batch=cfg.micro_batch_size or 16, weight_precision=weight_precision,
-        mixed_precision=precision, gradient_checkpointing=cfg.gradient_checkpointing,
-        zero_stage=cfg.zero_stage)
+    common = dict(gpu_memory_gb=cfg.gpu_memory_gb or device_memory_gb(world_size),
+                  n_gpus=world_size, seq_len=seq_len or cfg.max_seq_len or _LORA.seq_len(None),
+                  global_batch=cfg.global_batch, max_micro_batch=cfg.micro_batch_size or 16,
+                  mixed_precision=precision, gradient_checkpointing=cfg.gradient_checkpointing,
+                  zero_stage=cfg.zero_stage)
+    if cfg.quantization == "auto":  # the memory decides: a 4-bit base only where 16-bit does not fit
+        base = precision if precision in ("bf16", "fp16") else "fp32"
+        plan = plan_for_gpu(shape, base_precision=base,
+                            allow_qlora=bnb_available() and torch.cuda.is_available(), **common)
+    else:
+        plan = plan_training(shape, weight_precision="nf4" if cfg.quantization == "nf4" else precision,
+                             **common)
     ds = explicit_ds if explicit_ds is not None else deepspeed_config(
         plan, learning_rate=cfg.learning_rate, gradient_clipping=cfg.max_grad_norm)
     args = {"per_device_train_batch_size": cfg.micro_batch_size or plan.micro_batch,
@@ -525,7 +531,8 @@ def run_training(cfg: FinetuneConfig) -> dict:
                            f"started {world} processes: every rank would train alone")
     set_seed(cfg.seed)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
-    model, tok = load_base(resolved["model_path"], cfg.quantization, dtype=dtype, zero3=zero3,
+    quantization = "nf4" if plan.weight_precision == "nf4" else "none"  # what the plan sized
+    model, tok = load_base(resolved["model_path"], quantization, dtype=dtype, zero3=zero3,
                            local_rank=local_rank)
     if cfg.gradient_checkpointing:
         model.enable_input_require_grads()
@@ -537,7 +544,7 @@ def run_training(cfg: FinetuneConfig) -> dict:
     collator = Collator(tok.pad_token_id)
     meta = {"model": cfg.model, "base_fingerprint": resolved["fingerprint"], "world_size": world,
             "zero_stage": stage, "seed": cfg.seed, "rank": cfg.rank, "alpha": cfg.alpha,
-            "target_modules": resolved["targets"], "quantization": cfg.quantization}
+            "target_modules": resolved["targets"], "quantization": quantization}
     stats: dict = {}
     trainer = Trainer(model=model, args=args, train_dataset=ListDataset(rows),
                       data_collator=collator, callbacks=_trainer_callbacks(cfg, meta, stats, rank))
