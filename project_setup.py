@@ -19,6 +19,7 @@ from mlrun.runtimes.nuclio.function import AsyncSpec
 JOB_STEPS = ("select", "evaluate", "quantize", "finetune", "size_gpu", "plan", "report", "reevaluate")
 GPU_STEPS = ("select", "evaluate", "quantize", "quantize-gptq", "finetune", "serving")
 SERVING_TIMEOUT_S = 120  # a request's deadline in the engine (EngineConfig.deadline_s)
+ROUTER_CPU, ROUTER_MEMORY = "500m", "1Gi"
 SCALE_TO_ZERO = [{"metricName": "nuclio_processor_handled_events_total",
                   "windowSize": "10m", "threshold": 0}]
 
@@ -78,6 +79,20 @@ def setup(project: mlrun.projects.MlrunProject) -> mlrun.projects.MlrunProject:
     serving.spec.max_replicas = int(project.get_param("serving_max_replicas", 2))
     serving.set_config("spec.scaleToZero.scaleResources", SCALE_TO_ZERO)
     _gpu_limits(serving, "serving", gpus, gpu_type)
+
+    # the entry point when the fleet plan has several placement groups: passes each request on
+    # to its task's group function (functions.router); deploy_plan deploys it as `serving`
+    router = project.set_function("functions/router.py", name="router", kind="serving",
+                                  image=image, with_repo=bool(source))
+    from functions.router import TIMEOUT_S, configure_router
+
+    configure_router(router)
+    # async trigger, one worker: it only waits on the groups, so one event loop carries them all
+    router.with_http(workers=1, async_spec=AsyncSpec(), worker_timeout=TIMEOUT_S)
+    router.with_requests(cpu=ROUTER_CPU, mem=ROUTER_MEMORY)
+    # always up (CPU only, cheap): a cold entry point would add its start to every group's
+    router.spec.min_replicas = 1
+    router.spec.max_replicas = int(project.get_param("serving_max_replicas", 2))
 
     # No MLRun API configured: run workflows with the local engine (the offline demo);
     # with an API server they run on KFP.

@@ -4,7 +4,8 @@ one serving function per placement group.
 ``plan`` reads the decision records (``size_gpu``), plans the chosen fleet and the
 one-big-model baseline fleet on one price list (``rightsizer.plan``) and logs both;
 ``deploy_plan`` deploys what the plan says: per group a serving function named after it,
-with the group's resources, node selector and replicas, hosting the group's task models.
+with the group's resources, node selector and replicas, hosting the group's task models;
+with several groups, the router (``functions.router``) in front of them as ``serving``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import mlrun
 
 from functions.mlrun_io import current_project, log_plot, log_table, made_parent, run_layout
+from functions.router import ROLE_LABEL, routes_of, set_routes
 from functions.serving import configure_group, end_mock_deploy, set_task_models
 from rightsizer.plan import plan_fleet
 from rightsizer.plan.plots import fleet_figure
@@ -55,19 +57,43 @@ def plan(context: mlrun.MLClientCtx, records: list, price_list: str = "", headro
                          "price_list": body["price_list"].get("name", price_list)})
 
 
+def group_models(spec: dict, models: dict) -> tuple[dict, dict]:
+    """A group's task models (task -> bundle, of ``models``) and each engine's settings, sized for
+    the load the plan placed there (``EngineConfig.for_load``), from a ``function_specs`` entry."""
+    tasks = [t for m in spec["models"] for t in m["tasks"]]
+    engines = {t: dataclasses.asdict(EngineConfig.for_load(**m["load"])) for m in spec["models"] for t in m["tasks"]}
+    return {t: models[t] for t in tasks}, engines
+
+
+def group_url(fn) -> str:
+    """A deployed group function's URL for the router: the in-cluster one (the router runs there),
+    else its address; empty for a mock deploy (no Nuclio)."""
+    status = fn.status
+    if getattr(status, "internal_invocation_urls", None):
+        url = status.internal_invocation_urls[0]
+    else:
+        url = getattr(status, "address", "") or ""
+    return url if not url or "://" in url else f"http://{url}"
+
+
 def deploy_plan(context: mlrun.MLClientCtx, plan: str, models: dict, mock: bool = False) -> None:
-    """Deploy one serving function per group of the fleet plan at ``plan`` (a path).
+    """Deploy one serving function per group of the fleet plan at ``plan`` (a path), and with
+    several groups the router in front of them.
 
     ``models``: task -> bundle folder or ``store://`` model URI. Each group's function is a
     copy of the project's ``serving`` function (its graph, trigger and scale-to-zero config),
     named after the group, with the group's resources (``configure_group``) and its tasks'
     models, each engine sized for its planned load (``EngineConfig.for_load``). With one
     group, that function keeps the name ``serving``: it is the application's entry point.
-    ``mock``: the mock deploy of the local engine (each group's graph is built and its models
-    loaded here, then the flow is ended). Each deployed function is set on the project under
-    its name.
+    With several, the entry point is the project's ``router`` function deployed as ``serving``
+    (``functions.router``), each task routed to its group function's URL (``group_url``); a
+    mock deploy has no URL, so the route is the group function's MLRun name, which the router
+    resolves through Nuclio when it starts (offline, ``bash scripts/serve.sh`` serves the groups
+    and the router on local ports). ``mock``: the mock deploy of the local engine (each graph is
+    built and its models loaded here, then the flow is ended). Each deployed function is set on
+    the project under its name.
 
-    Results: ``endpoint`` (the entry point's URL; offline, the function name),
+    Results: ``endpoint`` (the entry point's URL; offline, its function name),
     ``functions`` (group -> function name).
     """
     project = current_project(context)
@@ -79,22 +105,49 @@ def deploy_plan(context: mlrun.MLClientCtx, plan: str, models: dict, mock: bool 
     if missing:
         raise ValueError(f"deploy_plan: the plan hosts task(s) {missing} with no model in 'models' "
                          f"({sorted(models)})")
-    names, endpoint = {}, ""
+    template = _group_template(project)
+    names, routes, groups, endpoint = {}, {}, {}, ""
     for spec in specs:
-        fn = project.get_function("serving").copy()
+        fn = template.copy()
         name = "serving" if len(specs) == 1 else spec["name"]
         fn.metadata.name = name
-        # each engine's KV cache and batch limit sized for the load the plan placed there
-        engines = {t: dataclasses.asdict(EngineConfig.for_load(**m["load"]))
-                   for m in spec["models"] for t in m["tasks"]}
-        set_task_models(fn, {t: models[t] for m in spec["models"] for t in m["tasks"]}, engines=engines)
+        group, engines = group_models(spec, models)
+        set_task_models(fn, group, engines=engines)
         configure_group(fn, spec)
         project.set_function(fn, name=name)  # project.get_function(name) is what was deployed
         status = project.deploy_function(fn, mock=mock)
         if mock:
             end_mock_deploy(status.function)
         names[spec["group"]] = name
-        endpoint = endpoint or (status.outputs.get("endpoint") or name)
+        routes.update(dict.fromkeys(group, group_url(status.function) or f"{project.name}/{name}"))
+        groups.update(dict.fromkeys(group, name))
+        endpoint = name if mock else status.outputs.get("endpoint") or name
         context.logger.info("deployed placement group", group=spec["group"], function=name,
-                            device=spec["device"], tasks=[t for m in spec["models"] for t in m["tasks"]])
+                            device=spec["device"], tasks=list(group))
+    if len(specs) > 1:
+        router = project.get_function("router").copy()
+        router.metadata.name = "serving"
+        set_routes(router, routes, groups)
+        project.set_function(router, name="serving")
+        status = project.deploy_function(router, mock=mock)
+        if mock:
+            end_mock_deploy(status.function)
+        endpoint = "serving" if mock else status.outputs.get("endpoint") or "serving"
+        context.logger.info("deployed the entry point", function="serving", routes=routes)
     context.log_results({"endpoint": endpoint, "functions": names})
+
+
+def _group_template(project):
+    """The project's serving function, copied per group. After a deploy with several groups,
+    ``serving`` names the router: then a group function of that deploy (same code, trigger and
+    scaling; ``set_task_models`` and ``configure_group`` set all the rest) is the template."""
+    fn = project.get_function("serving")
+    if fn.metadata.labels.get(ROLE_LABEL) != "router":
+        return fn
+    for name in sorted(set(routes_of(fn, "group").values())):
+        try:
+            return project.get_function(name)
+        except Exception:  # noqa: BLE001 - a group function no longer in the project: try the next
+            continue
+    raise RuntimeError("deploy_plan: the project's 'serving' function is the router of an earlier deploy and "
+                       "none of its group functions is in the project; reload the project (mlrun.load_project)")

@@ -78,6 +78,7 @@ def configure_serving(fn) -> None:
     fn.set_api_handler_config(api_config())
     # chat completions with MLRun's own OpenAI body mappings (it validates model and messages)
     fn.set_openai_frontend([OpenAIEndpoint.CHAT_COMPLETIONS], prefix="/v1")
+    fn.set_label("rightsizer/role", "group")  # the router's is "router" (functions/router.py)
 
 
 def set_task_models(fn, models: dict[str, str] | list[dict], engine: dict | None = None,

@@ -8,7 +8,10 @@ context, and every HTTP request becomes a ``nuclio_sdk.Event`` for the handler i
 listens and copies status, headers and body back.
 
 ``bash scripts/serve.sh [--port 8080] [--artifacts DIR]`` serves the latest
-``size_and_deploy`` run's bundles (``rightsizer.layout.find_bundles``).
+``size_and_deploy`` run's bundles (``rightsizer.layout.find_bundles``). Where the run's fleet
+plan has several placement groups, it serves them as ``deploy_plan`` deploys them: each group's
+function on its own port (``--port`` + 1, + 2, ...) and the router (``functions/router.py``)
+on ``--port``, in front of them.
 """
 
 from __future__ import annotations
@@ -26,19 +29,32 @@ import mlrun
 import nuclio_sdk
 from aiohttp import web
 
+import functions.router as router_module
 import functions.serving as serving_module
+from functions.plan import group_models
+from functions.router import set_routes
 from functions.serving import ROUTES, SSE, set_task_models
-from rightsizer.layout import find_bundles
+from rightsizer.layout import RunLayout, find_bundles
 from rightsizer.serving.engine import stop_all
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def serving_spec(models: dict[str, str], engine: dict | None = None, project_dir: str | Path = ROOT) -> str:
+def serving_spec(models: dict[str, str], engine: dict | None = None, project_dir: str | Path = ROOT,
+                 engines: dict[str, dict] | None = None) -> str:
     """The serving function's spec with the graph for ``models`` (task -> bundle), as deployed."""
     project = mlrun.load_project(str(project_dir), name="rightsizer", save=False)
     fn = project.get_function("serving")
-    set_task_models(fn, models, engine=engine)
+    set_task_models(fn, models, engine=engine, engines=engines)
+    return fn._get_serving_spec()
+
+
+def router_spec(routes: dict[str, str], groups: dict[str, str] | None = None,
+                project_dir: str | Path = ROOT) -> str:
+    """The router function's spec for ``routes`` (task -> group URL), as deployed."""
+    project = mlrun.load_project(str(project_dir), name="rightsizer", save=False)
+    fn = project.get_function("router")
+    set_routes(fn, routes, groups)
     return fn._get_serving_spec()
 
 
@@ -48,8 +64,10 @@ def _logger() -> nuclio_sdk.Logger:
     return logger
 
 
-def make_app(spec: str) -> web.Application:
-    """An aiohttp app that runs ``spec``'s graph through MLRun's serving entry point."""
+def make_app(spec: str, namespace: dict | None = None) -> web.Application:
+    """An aiohttp app that runs ``spec``'s graph through MLRun's serving entry point; the
+    graph's classes are looked up in ``namespace`` (default: ``functions.serving``'s, the
+    router's are ``vars(functions.router)``), as Nuclio looks them up in the function's code."""
     app = web.Application(client_max_size=8 * 1024 * 1024)
     trigger = nuclio_sdk.TriggerInfo("http", "http")
 
@@ -57,7 +75,7 @@ def make_app(spec: str) -> web.Application:
         os.environ["SERVING_SPEC_ENV"] = spec
         context = nuclio_sdk.Context(logger=_logger(), trigger=trigger)
         # inside the running loop: the async flow (storey) is built on it, as in Nuclio
-        mlrun.serving.server.v2_serving_init(context, namespace=vars(serving_module))
+        mlrun.serving.server.v2_serving_init(context, namespace=namespace or vars(serving_module))
         app["context"] = context
 
     async def stop(app: web.Application) -> None:
@@ -130,6 +148,50 @@ def make_app(spec: str) -> web.Application:
     return app
 
 
+def plan_apps(artifacts: Path, bundles: dict[str, Path], host: str, port: int,
+              engine: dict | None = None) -> list[tuple[str, int, list[str], web.Application]]:
+    """Where the run's fleet plan has several groups: (name, port, tasks, app) of each group's
+    function (``port`` + 1, + 2, ...), then of the router on ``port``; else none."""
+    plan = RunLayout(artifacts).plan_file()
+    specs = json.loads(plan.read_text()).get("function_specs", []) if plan.is_file() else []
+    if len(specs) < 2:
+        return []
+    models = {t: str(p) for t, p in bundles.items()}
+    missing = sorted({t for s in specs for m in s["models"] for t in m["tasks"]} - set(models))
+    if missing:
+        raise SystemExit(f"{plan}: the plan hosts task(s) {missing} with no serving bundle under {artifacts}")
+    apps, routes, groups = [], {}, {}
+    for i, spec in enumerate(specs, start=1):
+        tasks, engines = group_models(spec, models)
+        engines = {t: {**(engine or {}), **e} for t, e in engines.items()}
+        apps.append((spec["name"], port + i, list(tasks), make_app(serving_spec(tasks, engines=engines))))
+        routes.update(dict.fromkeys(tasks, f"http://{host}:{port + i}"))
+        groups.update(dict.fromkeys(tasks, spec["name"]))
+    router = make_app(router_spec(routes, groups), namespace=vars(router_module))
+    return apps + [("serving (router)", port, sorted(routes), router)]
+
+
+def _with_groups(router: web.Application, groups: list[tuple[str, int, list[str], web.Application]],
+                 host: str) -> web.Application:
+    """``router``, starting the group apps before it answers and stopping them after it."""
+    runners: list[web.AppRunner] = []
+
+    async def start(app: web.Application) -> None:
+        for _, port, _, group in groups:
+            runner = web.AppRunner(group, shutdown_timeout=10)
+            await runner.setup()
+            await web.TCPSite(runner, host, port).start()
+            runners.append(runner)
+
+    async def stop(app: web.Application) -> None:
+        for runner in reversed(runners):
+            await runner.cleanup()
+
+    router.on_startup.insert(0, start)
+    router.on_cleanup.append(stop)
+    return router
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Serve the latest run's task models over HTTP")
     parser.add_argument("--port", type=int, default=8080)
@@ -143,17 +205,25 @@ def main(argv: list[str] | None = None) -> None:
     if not bundles:
         raise SystemExit(f"--artifacts {artifacts}: no serving bundles (rightsizer/<task>/quantize/"
                          "bundle); run the demo first (bash scripts/demo.sh) or point at a run")
-    spec = serving_spec({t: str(p) for t, p in bundles.items()}, engine=json.loads(args.engine))
+    engine = json.loads(args.engine)
     base = f"http://{args.host}:{args.port}"
-    print(f"Serving {len(bundles)} task model(s) from {artifacts} at {base}", flush=True)
-    for task, path in sorted(bundles.items()):
-        print(f"  {task}: {path}", flush=True)
+    apps = plan_apps(artifacts, bundles, args.host, args.port, engine)
+    if apps:
+        print(f"Serving {len(bundles)} task model(s) from {artifacts} as the fleet plan places them: "
+              f"{len(apps) - 1} placement groups behind the router at {base}", flush=True)
+        for name, port, tasks, _ in apps:
+            print(f"  {name}: http://{args.host}:{port} ({', '.join(tasks)})", flush=True)
+        app = _with_groups(apps[-1][3], apps[:-1], args.host)
+    else:
+        print(f"Serving {len(bundles)} task model(s) from {artifacts} at {base}", flush=True)
+        for task, path in sorted(bundles.items()):
+            print(f"  {task}: {path}", flush=True)
+        app = make_app(serving_spec({t: str(p) for t, p in bundles.items()}, engine=engine))
     print("Routes:", flush=True)
     for method, path in ROUTES:
         print(f"  {method:4} {base}{path}", flush=True)
     print("Ctrl-C stops.", flush=True)
-    web.run_app(make_app(spec), host=args.host, port=args.port, print=None,
-                shutdown_timeout=10)
+    web.run_app(app, host=args.host, port=args.port, print=None, shutdown_timeout=10)
 
 
 if __name__ == "__main__":

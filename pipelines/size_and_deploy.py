@@ -96,7 +96,8 @@ def pipeline(app: str = "", mock_deploy: str = "auto", prequantize: str = "auto"
     # The fleet plan packs the task models onto the cheapest devices (GPU, MIG slice, CPU
     # instance) and plans the one-big-model baseline fleet on the same price list; the deploy
     # step then deploys one serving function per placement group (the flow graph of
-    # functions.serving, one engine per task). On KFP a bundle path is a placeholder until
+    # functions.serving, one engine per task), and with several groups the router
+    # (functions.router) as `serving`, the one entry point. On KFP a bundle path is a placeholder until
     # run time, so the deploy names each task's model artifact (the quantize step logs the
     # bundle under the task's name).
     fleet = run_step(project, "plan", params={"records": records},

@@ -6,6 +6,7 @@ cluster would receive, as far as they can be checked offline.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import mlrun
@@ -212,3 +213,117 @@ def test_each_placement_group_deploys_with_its_own_resources(kind, gpus, tmp_pat
         models = fn.spec.graph.steps["models"].class_args["models"]
         assert sorted(models) == sorted(tasks)  # the group's task models, and only them
         assert fn.spec.config["spec.scaleToZero.scaleResources"]  # still scales to zero
+
+
+def _two_group_plan(path: Path) -> list[dict]:
+    """A plan step's two-group plan (an SLO that sharing one L4 would break), written to ``path``."""
+    from test_fleet import TINY_L, TINY_S, decision
+
+    from rightsizer.plan import plan_fleet
+    from rightsizer.sizing import Workload, estimate, load_catalog
+
+    l4 = load_catalog().get("L4")
+    tight = estimate(TINY_L, l4, Workload(96, 4, 8, "bf16")).served_tpot_ms + 0.5 * estimate(
+        TINY_S, l4, Workload(96, 4, 8, "bf16")).served_tpot_ms
+    plan = plan_fleet([decision("ticket_routing", TINY_L, tpot=tight, throughput=10),
+                       decision("review_sentiment", TINY_S, tpot=100, throughput=10)],
+                      devices=["L4"], include_mig=False, include_cpu=False, baseline=False)
+    specs = plan.function_specs()
+    assert len(specs) == 2
+    path.write_text(json.dumps({"function_specs": specs}))
+    return specs
+
+
+def _bundles(demo_models, tmp_path) -> dict:
+    from rightsizer.bundle import write_bundle
+    from rightsizer.taskspec import load_task
+
+    out = {}
+    for task in ("ticket_routing", "review_sentiment"):
+        out[task] = str(write_bundle(demo_models / "models" / "tiny-s", load_task(ROOT / "tasks" / f"{task}.yaml"),
+                                     tmp_path / task, base_model="demo:tiny-s", rung="zero_shot"))
+    return out
+
+
+def _deploy(project, plan: Path, models: dict, tmp_path, mock: bool):
+    # deploy_plan logs results only (no artifact files)
+    run = project.run_function("plan", handler="deploy_plan", local=True,
+                               params={"plan": str(plan), "models": models, "mock": mock})
+    assert run.status.state == "completed", run.status.error
+    return run.outputs
+
+
+def test_a_two_group_plan_deploys_the_router_as_the_entry_point(demo_models, tmp_path):
+    from functions.router import routes_of
+
+    project = _load(gpus=1)
+    specs = _two_group_plan(tmp_path / "fleet_plan.json")
+    models = _bundles(demo_models, tmp_path)
+    for _ in range(2):  # again in the same project: `serving` is the router by then
+        out = _deploy(project, tmp_path / "fleet_plan.json", models, tmp_path, mock=True)
+        assert out["functions"] == {s["group"]: s["name"] for s in specs}  # groups keep their names
+        assert out["endpoint"] == "serving"  # offline: the entry point's function name
+        hosted = {t: s["name"] for s in specs for m in s["models"] for t in m["tasks"]}
+        router = project.get_function("serving")
+        assert router.metadata.labels["rightsizer/role"] == "router"
+        # a mock deploy has no URL: each route is its group function's MLRun name
+        assert routes_of(router) == {t: f"rightsizer/{name}" for t, name in hosted.items()}
+        assert routes_of(router, "group") == hosted
+        steps = router.spec.graph.steps
+        assert list(steps) == ["parse", *hosted, "models", "respond"]
+        assert {s.class_name for n, s in steps.items() if n in hosted} == {"GroupProxy"}
+        assert steps["models"].class_name == "ModelsFanout"
+        assert steps["models"].class_args["groups"] == {f"rightsizer/{s['name']}": [m["tasks"][0] for m in s["models"]]
+                                                        for s in specs}
+        assert steps["respond"].responder and set(steps["respond"].after) == {"parse", "models", *hosted}
+        assert router.spec.streaming is False and not router.spec.api_handler_config
+        assert not _gpu_limit(router) and router.spec.min_replicas == 1  # CPU, always up
+        assert router.spec.config["spec.triggers.http"]["mode"] == "async"
+        for spec in specs:  # each group: its own tasks and device
+            fn = project.get_function(spec["name"])
+            assert fn.metadata.labels["rightsizer/role"] == "group"
+            assert sorted(fn.spec.graph.steps["models"].class_args["models"]) == sorted(
+                t for m in spec["models"] for t in m["tasks"])
+            assert int(_gpu_limit(fn)) == 1 and fn.spec.node_selector == spec["node_selector"]
+
+
+def test_on_a_cluster_the_router_routes_to_each_groups_in_cluster_url(demo_models, tmp_path, monkeypatch):
+    """Nuclio cannot run here: its deploy is replaced by one that gives each function the
+    status Nuclio would, and the router's spec is checked."""
+    from mlrun.projects.operations import DeployStatus
+
+    from functions.router import routes_of
+
+    project = _load()
+    specs = _two_group_plan(tmp_path / "fleet_plan.json")
+    deployed = []
+
+    def deploy_function(fn, mock=False, **kwargs):
+        name = fn.metadata.name
+        fn.status.internal_invocation_urls = [f"nuclio-rightsizer-{name}.mlrun.svc.cluster.local:8080"]
+        fn.status.external_invocation_urls = [f"rightsizer-{name}.example.com"]
+        fn.status.address = f"rightsizer-{name}.example.com"
+        deployed.append((name, mock))
+        return DeployStatus("ready", {"endpoint": f"http://{fn.status.address}", "name": name}, fn)
+
+    monkeypatch.setattr(project, "deploy_function", deploy_function)
+    out = _deploy(project, tmp_path / "fleet_plan.json", {"ticket_routing": "store://models/rightsizer/ticket_routing",
+                                                         "review_sentiment": "store://models/rightsizer/review_sentiment"},
+                  tmp_path, mock=False)
+    assert deployed == [(s["name"], False) for s in specs] + [("serving", False)]  # groups first, router last
+    assert out["endpoint"] == "http://rightsizer-serving.example.com"  # the router's
+    router = project.get_function("serving")
+    assert routes_of(router) == {t: f"http://nuclio-rightsizer-{s['name']}.mlrun.svc.cluster.local:8080"
+                                 for s in specs for m in s["models"] for t in m["tasks"]}
+
+
+def test_one_group_deploys_no_router(demo_models, tmp_path):
+    project = _load()
+    plan = tmp_path / "fleet_plan.json"
+    plan.write_text(json.dumps({"function_specs": [
+        {**spec, "name": "g0-one"} for spec in _fleet_plans()["cpu"].function_specs()]}))
+    spec = json.loads(plan.read_text())["function_specs"][0]
+    task = spec["models"][0]["tasks"][0]
+    out = _deploy(project, plan, {task: _bundles(demo_models, tmp_path)["ticket_routing"]}, tmp_path, mock=True)
+    assert out == {"endpoint": "serving", "functions": {spec["group"]: "serving"}}
+    assert project.get_function("serving").metadata.labels["rightsizer/role"] == "group"

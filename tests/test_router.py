@@ -1,0 +1,212 @@
+"""The entry point of a fleet with several placement groups, offline and over real HTTP.
+
+``bash scripts/serve.sh`` on a run whose fleet plan has two groups serves each group's
+function on its own port and the router (``functions/router.py``, MLRun's remote steps) in
+front of them, as ``deploy_plan`` deploys them on a cluster. Every answer through the router
+is checked against the group's own answer to the same request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import mlrun
+import openai
+import pytest
+from test_serving_http import _free_port, _post, _specs
+
+from rightsizer.bundle import write_bundle
+from rightsizer.layout import RunLayout
+
+ROOT = Path(__file__).resolve().parents[1]
+GROUPS = {"g0-cpu-small": ["ticket_routing", "broken_task"], "g1-cpu-large": ["review_sentiment", "routing_note"]}
+TASKS = sorted(t for ts in GROUPS.values() for t in ts)
+TEXT = {"ticket_routing": "I was charged twice for my laptop", "review_sentiment": "the screen is not bad at all",
+        "routing_note": "my card was charged twice"}
+
+
+def _plan(path: Path) -> None:
+    """A fleet plan's ``function_specs`` with two groups (what deploy_plan and serve.sh read)."""
+    load = {"batch": 4, "prompt_tokens": 96, "output_tokens": 12}
+    specs = [{"name": name, "group": name, "device": "c7i.xlarge", "models": [{"name": t, "tasks": [t], "load": load}
+                                                                             for t in tasks]}
+             for name, tasks in GROUPS.items()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"function_specs": specs}))
+
+
+def _get(url: str):
+    try:
+        with urllib.request.urlopen(url, timeout=120) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+@pytest.fixture(scope="module")
+def fleet(demo_models, tmp_path_factory):
+    """(router URL, {group: URL}, artifacts) of a running ``scripts/serve.sh`` on a two-group run."""
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    layout = RunLayout(artifacts)
+    for task, (spec, model) in _specs().items():
+        write_bundle(demo_models / "models" / model, spec, layout.bundle_dir(task),
+                     base_model=f"demo:{model}", rung="zero_shot")
+    broken = layout.bundle_dir("broken_task")
+    broken.mkdir(parents=True)
+    (broken / "rightsizer.json").write_text("{}")  # its group answers 503 for it
+    _plan(layout.plan_file())
+    port = _free_port()
+    log = open(artifacts / "serve.log", "w")
+    proc = subprocess.Popen(["bash", str(ROOT / "scripts" / "serve.sh"), "--port", str(port),
+                             "--artifacts", str(artifacts)], stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(600):  # a readiness wait, not an assertion on speed
+        if proc.poll() is not None:
+            raise RuntimeError(f"serve.sh exited {proc.returncode}:\n{(artifacts / 'serve.log').read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{base}/v1/models", timeout=5) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(1)
+    groups = {name: f"http://127.0.0.1:{port + i}" for i, name in enumerate(GROUPS, start=1)}
+    yield base, groups, artifacts
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+    log.close()
+
+
+def _group_of(task: str, groups: dict) -> str:
+    return next(groups[g] for g, tasks in GROUPS.items() if task in tasks)
+
+
+def _same(a: dict, b: dict) -> dict:
+    """An OpenAI body without what differs per call (its id and creation time)."""
+    return {k: v for k, v in a.items() if k not in ("id", "created")} == {
+        k: v for k, v in b.items() if k not in ("id", "created")}
+
+
+def test_serve_sh_prints_the_groups_and_the_router(fleet):
+    text = (fleet[2] / "serve.log").read_text()
+    assert "2 placement groups behind the router" in text
+    for name, url in fleet[1].items():
+        assert f"{name}: {url}" in text
+
+
+@pytest.mark.parametrize("task", sorted(TEXT))
+def test_each_task_answers_through_the_router_as_its_group_answers(fleet, task):
+    base, groups, _ = fleet
+    group = _group_of(task, groups)
+    x = TEXT[task]
+    requests = [("/v2/models/{}/infer".format(task), {"inputs": [x, x + "!"]}),
+                ("/v1/completions", {"model": task, "prompt": x}),
+                ("/v1/chat/completions", {"model": task, "messages": [{"role": "user", "content": x}]})]
+    for path, body in requests:
+        s_router, h_router, b_router = _post(base + path, body)
+        s_group, _, b_group = _post(group + path, body)
+        assert s_router == s_group == 200, (path, b_router, b_group)
+        assert h_router["Content-Type"].startswith("application/json")
+        got, want = json.loads(b_router), json.loads(b_group)
+        assert _same(got, want), (path, got, want)
+    # and with the official client, through the router
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key="not-needed", max_retries=0, timeout=120)
+    done = client.completions.create(model=task, prompt=x)
+    assert done.model == task and done.choices[0].text == json.loads(_post(group + "/v1/completions", {
+        "model": task, "prompt": x})[2])["choices"][0]["text"]
+
+
+def test_the_model_list_merges_every_group(fleet):
+    base, groups, _ = fleet
+    status, body = _get(f"{base}/v1/models")
+    assert status == 200 and body["object"] == "list"
+    assert [c["id"] for c in body["data"]] == TASKS
+    broken = next(c for c in body["data"] if c["id"] == "broken_task")
+    assert broken["status"].startswith("unavailable")  # as its group lists it
+    for name, url in groups.items():  # each group lists only its own tasks
+        assert sorted(c["id"] for c in _get(f"{url}/v1/models")[1]["data"]) == sorted(GROUPS[name])
+
+
+def test_an_unknown_task_is_a_400_naming_the_served_tasks(fleet):
+    base = fleet[0]
+    for path, body in [("/v2/models/nope/infer", {"inputs": ["hi"]}), ("/v1/completions", {"model": "nope", "prompt": "hi"}),
+                       ("/v1/chat/completions", {"model": "nope", "messages": [{"role": "user", "content": "hi"}]})]:
+        status, _, text = _post(base + path, body)
+        assert status == 400, (path, text)
+        error = json.loads(text)["error"]
+        assert error["message"] == f"model: 'nope' is not a served task; expected one of {TASKS}"
+        assert error["param"] == "model"
+    status, _, text = _post(f"{base}/v1/completions", {"prompt": "hi"})
+    assert status == 400 and f"model: expected a task name, one of {TASKS}" in text
+    status, _, text = _post(f"{base}/v1/completions", b"{not json", content_type="text/plain")
+    assert status == 400 and "body: not valid JSON" in text
+    status, _, text = _post(f"{base}/v3/nothing", {"x": 1})
+    assert status == 404 and "/v1/completions" in text
+
+
+def test_a_groups_errors_pass_through_with_their_status_and_body(fleet):
+    base, groups, _ = fleet
+    cases = [("/v2/models/broken_task/infer", {"inputs": ["hi"]}),  # 503: its model did not load
+             ("/v1/completions", {"model": "ticket_routing", "prompt": "refund " * 3000}),  # 400: too long
+             ("/v1/completions", {"model": "ticket_routing", "prompt": "hi", "max_tokens": 10_000}),
+             ("/v1/completions", {"model": "ticket_routing", "prompt": "hi", "stream": True})]  # not a generation
+    seen = set()
+    for path, body in cases:
+        task = body.get("model") or path.split("/")[3]
+        s_router, h_router, b_router = _post(base + path, body)
+        s_group, h_group, b_group = _post(_group_of(task, groups) + path, body)
+        assert s_router == s_group >= 400 and b_router == b_group, (path, b_router, b_group)
+        if s_group == 503:
+            assert h_router["Retry-After"] == h_group["Retry-After"] and "did not load" in b_router
+        seen.add(s_group)
+    assert seen == {400, 503}
+
+
+def test_a_stream_comes_back_whole_with_the_groups_events(fleet):
+    base, groups, _ = fleet
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key="not-needed", max_retries=0, timeout=120)
+    x = TEXT["routing_note"]
+    want = client.completions.create(model="routing_note", prompt=x).choices[0].text
+    parts = list(client.completions.create(model="routing_note", prompt=x, stream=True))
+    assert "".join(p.choices[0].text for p in parts) == want and parts[-1].choices[0].finish_reason == "stop"
+    req = urllib.request.Request(f"{base}/v1/completions", method="POST", headers={"Content-Type": "application/json"},
+                                 data=json.dumps({"model": "routing_note", "prompt": x, "stream": True}).encode())
+    with urllib.request.urlopen(req, timeout=120) as r:
+        assert r.headers["Content-Type"].startswith("text/event-stream")
+        events = [e for e in r.read().decode().split("\n\n") if e]
+    assert events[-1] == "data: [DONE]" and len(events) > 2
+
+
+def test_a_group_that_cannot_be_reached_is_a_502_or_503_naming_it():
+    """MLRun's mock server (the graph in this process); one route to a closed port, one to a
+    function name that cannot be resolved here (no Nuclio)."""
+    from functions.router import set_routes
+
+    fn = mlrun.load_project(str(ROOT), name="rightsizer", save=False).get_function("router")
+    closed = f"http://127.0.0.1:{_free_port()}"
+    set_routes(fn, {"ticket_routing": closed, "review_sentiment": "rightsizer/g1-cpu-large"},
+               {"ticket_routing": "g0-cpu-small", "review_sentiment": "g1-cpu-large"})
+    server = fn.to_mock_server()
+    try:
+        down = server.test("/v1/completions", {"model": "ticket_routing", "prompt": "hi"}, silent=True)
+        assert down.status_code == 502
+        assert f"its group g0-cpu-small at {closed} cannot be reached" in json.loads(down.body)["error"]["message"]
+        unresolved = server.test("/v2/models/review_sentiment/infer", {"inputs": ["hi"]}, silent=True)
+        assert unresolved.status_code == 503 and unresolved.headers["Retry-After"]
+        assert "its group g1-cpu-large (rightsizer/g1-cpu-large) has no URL" in unresolved.body
+        models = json.loads(server.test("/v1/models", method="GET").body)  # both groups down
+        assert [c["id"] for c in models["data"]] == ["review_sentiment", "ticket_routing"]
+        assert all(c["status"].startswith("unavailable: its group") for c in models["data"])
+    finally:
+        server.wait_for_completion()
