@@ -67,7 +67,19 @@ def read_bundle(bundle_dir: str | Path) -> dict:
                           "re-run the quantize step to write the bundle again") from None
     if not isinstance(meta, dict):
         raise ConfigError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+    problems = [f"{key}: expected {kind}, got {type(meta[key]).__name__} {meta[key]!r}"[:300]
+                for key, types, kind in _META_TYPES if meta.get(key) is not None
+                and not isinstance(meta[key], types)]
+    if problems:
+        raise ConfigError(problems, str(path))
     return meta
+
+
+# The fields serving reads as they are (the spec is validated as a task spec): (field, types, said as).
+_META_TYPES = (("quant_config", dict, "a JSON object"), ("shots", list, "a list of rows"),
+               ("retrieval", dict, "a JSON object"), ("spec", dict, "a JSON object (the task spec)"),
+               ("adapter", dict, "a JSON object"), ("metrics", dict, "a JSON object"))
+_LEGACY_FIELDS = ("task", "type", "prompt", "input_field", "label_field")
 
 
 def bundle_retrieval_dir(bundle_dir: str | Path, meta: dict) -> Path | None:
@@ -90,6 +102,13 @@ def bundle_spec(meta: dict, source: str | None = None) -> TaskSpec:
     """
     if "spec" in meta:  # the knowledge source stays behind: the bundle has its index
         return task_from_dict(meta["spec"], source=source, check_source=False)
+    missing = [k for k in _LEGACY_FIELDS if not isinstance(meta.get(k), str)]
+    if missing:
+        raise ConfigError(f"no spec, and the fields a bundle without one needs are missing or not strings: "
+                          f"{missing}; re-run the quantize step to write the bundle again", source)
+    if meta["type"] not in tasktypes.REGISTRY:
+        raise ConfigError(f"type: {meta['type']!r} is not a task type; expected one of "
+                          f"{sorted(tasktypes.REGISTRY)}", source)
     legacy = {"name": meta["task"], "type": meta["type"], "prompt": meta["prompt"],
               "input_field": meta["input_field"], "label_field": meta["label_field"],
               "labels": meta.get("labels") or [], "candidates": [meta.get("base_model", "?")],

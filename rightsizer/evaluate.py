@@ -10,11 +10,13 @@ stop rule, with the metrics of ``rightsizer.metrics``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import random
 import re
 import resource
 import statistics
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -66,17 +68,45 @@ def _project_root(folder: Path) -> Path:
     return folder
 
 
-def _check_row_sizes(spec: TaskSpec, split: str, path: str) -> None:
-    """A JSONL row over ``MAX_ROW_BYTES`` is refused before ``datasets`` copies the file."""
+MAX_LINE_PROBLEMS = 5  # a file that is not JSONL at all: the first few bad lines say enough
+
+
+def _check_jsonl(spec: TaskSpec, split: str, path: str) -> None:
+    """Each JSONL line checked before ``datasets`` reads the file: a row over ``MAX_ROW_BYTES``
+    (refused as soon as it is met, before it is read whole), then every line that is not
+    UTF-8, not valid JSON or not a JSON object, named by its number."""
     if not Path(path).is_file():
         return
+    problems: list[str] = []
     with open(path, "rb") as f:
         for number, line in enumerate(iter(lambda: f.readline(MAX_ROW_BYTES + 1), b""), 1):
+            where = f"dataset.{split}: {path} line {number}"
             if len(line) > MAX_ROW_BYTES:
-                raise ConfigError(f"dataset.{split}: {path} line {number} is over {MAX_ROW_BYTES} bytes; "
+                raise ConfigError(f"{where} is over {MAX_ROW_BYTES} bytes; "
                                   "one example is expected per line, each a prompt's input", spec.name)
-            if not line.endswith(b"\n"):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                problems.append(f"{where}: not UTF-8 text (byte {e.start}: {e.reason})")
+            except json.JSONDecodeError as e:
+                problems.append(f"{where}: not valid JSON ({e})")
+            else:
+                if not isinstance(row, dict):
+                    problems.append(f"{where}: a JSON {type(row).__name__}; expected a JSON object (one row)")
+            if len(problems) >= MAX_LINE_PROBLEMS:
                 break
+    if problems:
+        raise ConfigError(problems, spec.name)
+
+
+def _read_error(exc: BaseException) -> str:
+    """The innermost cause of a ``datasets`` read failure (the Arrow or decode error says what is wrong)."""
+    while exc.__cause__ is not None or (exc.__context__ is not None and not exc.__suppress_context__):
+        exc = exc.__cause__ or exc.__context__
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first}"[:500]
 
 
 def load_rows(spec: TaskSpec, split: str, limit: int | None = None) -> list[dict]:
@@ -90,27 +120,36 @@ def load_rows(spec: TaskSpec, split: str, limit: int | None = None) -> list[dict
     ext = ref.rsplit(".", 1)[-1].lower()
     builder = {"jsonl": "json", "json": "json", "csv": "csv", "parquet": "parquet"}.get(ext)
     if builder == "json" and ext == "jsonl":
-        _check_row_sizes(spec, split, ref)
+        _check_jsonl(spec, split, ref)
     if builder and Path(ref).is_file() and not open(ref, "rb").read(4096).strip():
         raise ConfigError(f"dataset.{split}: {ref} is empty; expected at least one row", spec.name)
     try:
         if builder:
-            ds = datasets.load_dataset(builder, data_files={split: ref}, split=split)
+            # A local file is read through a cache of its own, removed afterwards: a bad file
+            # leaves no entry in the datasets cache, and a good one no stale copy of itself.
+            with tempfile.TemporaryDirectory(prefix="rightsizer-data-") as cache:
+                rows = datasets.load_dataset(builder, data_files={split: ref}, split=split,
+                                             cache_dir=cache).to_list()
         else:
             ds = (datasets.load_from_disk(ref) if Path(ref).is_dir()
                   else datasets.load_dataset(ref, split=split))
+            rows = ds.to_list()
     except FileNotFoundError:
         raise ConfigError(f"dataset.{split}: file not found: {ref}", spec.name) from None
-    rows = ds.to_list()
+    except Exception as e:  # noqa: BLE001 - Arrow, decode and datasets errors alike: the file is bad
+        if not builder:
+            raise
+        raise ConfigError(f"dataset.{split}: {ref} cannot be read as {ext.upper()} ({_read_error(e)})",
+                          spec.name) from None
     if not rows:
         raise ConfigError(f"dataset.{split}: {ref} is empty; expected at least one row", spec.name)
     missing = {f for f in (spec.input_field, spec.label_field) if f not in rows[0]}
     if missing:
-        raise ConfigError(f"dataset.{split}: rows have no field(s) {sorted(missing)}; "
+        raise ConfigError(f"dataset.{split}: the rows of {ref} have no field(s) {sorted(missing)}; "
                           f"they have {sorted(rows[0])}", spec.name)
     problems = tasktypes.get(spec.type).check_rows(spec, rows, split)
     if problems:
-        raise ConfigError(problems, spec.name)
+        raise ConfigError([f"{p} (in {ref})" for p in problems], spec.name)
     return rows[:limit] if limit else rows
 
 

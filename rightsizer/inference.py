@@ -26,7 +26,7 @@ from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
 from rightsizer import tasktypes
-from rightsizer.bundle import bundle_retrieval_dir, bundle_spec, read_bundle
+from rightsizer.bundle import BUNDLE_FILE, bundle_retrieval_dir, bundle_spec, read_bundle
 from rightsizer.errors import ConfigError
 from rightsizer.models import remote_code_error, resolve_model_ref
 from rightsizer.retrieval import Index, context_text, retrieve_for
@@ -152,11 +152,12 @@ class Bundle:
 def load_bundle(bundle_dir: str | Path, device: str | None = "auto") -> Bundle:
     """Load a serving bundle (``rightsizer.bundle``) with its quantization re-applied."""
     meta = read_bundle(bundle_dir)
+    # what the bundle file says is checked before the weights are loaded
+    spec = bundle_spec(meta, source=str(Path(bundle_dir) / BUNDLE_FILE))
+    index_dir = bundle_retrieval_dir(bundle_dir, meta)
     model, tokenizer = load_model(bundle_dir, dtype="auto", device=device,
                                   trust_remote_code=bool(meta.get("trust_remote_code", False)),
                                   quant_config=meta.get("quant_config"))
-    spec = bundle_spec(meta)
-    index_dir = bundle_retrieval_dir(bundle_dir, meta)
     if index_dir is not None:
         spec = dataclasses.replace(spec, index=Index.load(index_dir))
     return Bundle(model, tokenizer, spec, list(meta.get("shots") or []), meta)

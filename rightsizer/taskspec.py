@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import os
 import dataclasses
+import re
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,8 @@ RETRIEVERS = ("bm25", "embedding")
 MAX_SEQ_LEN = 512  # a LoRA run's default sequence length (prompt + answer), if the model takes it
 DECISION_RULES = ("point", "ci_lower")
 TRUNCATE_RULES = ("none", "left")  # serving: refuse an over-long input, or keep its end
+# A task name names folders (the run layout), artifacts and the served model: one safe path part.
+TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 @dataclass
@@ -323,6 +326,9 @@ def task_from_dict(data: dict, source: str | None = None, base_dir: str = "",
             if not isinstance(sub, dict):
                 problems.append(f"{key}: expected a mapping, got {type(sub).__name__}")
                 continue
+            if cls is Ladder and "lora" in sub and not isinstance(sub["lora"], dict):
+                problems.append(f"ladder.lora: expected a mapping (rank, alpha, learning_rate, steps, ...), "
+                                f"got {type(sub['lora']).__name__} {sub.pop('lora')!r}")
             if cls is Ladder and isinstance(sub.get("lora"), dict):
                 lora = _lora_fields(LoraSettings, sub.pop("lora"), "ladder.lora.", problems)
                 sub_ok = _check_fields(Ladder, sub, "ladder.", problems)
@@ -360,6 +366,9 @@ def task_from_dict(data: dict, source: str | None = None, base_dir: str = "",
 
 
 def _check_values(spec: TaskSpec, problems: list[str]) -> None:
+    if not TASK_NAME.fullmatch(spec.name):
+        problems.append(f"name: {spec.name!r}; expected letters, digits, '_', '-' or '.', starting with a "
+                        "letter or digit (it names the task's folders, artifacts and served model)")
     task_type = tasktypes.REGISTRY.get(spec.type)
     if task_type is None:
         problems.append(f"type: {spec.type!r} is not a task type; expected one of {list(TASK_TYPES)}")
@@ -388,7 +397,7 @@ def _check_values(spec: TaskSpec, problems: list[str]) -> None:
     sc = spec.screening
     if sc.min_examples < 1:
         problems.append(f"screening.min_examples: {sc.min_examples}; expected >= 1")
-    if sc.growth <= 1.0:
+    if not sc.growth > 1.0:  # NaN fails too
         problems.append(f"screening.growth: {sc.growth}; expected > 1")
     if not 0.0 < sc.alpha < 1.0:
         problems.append(f"screening.alpha: {sc.alpha}; expected in (0, 1)")
@@ -405,7 +414,7 @@ def _check_values(spec: TaskSpec, problems: list[str]) -> None:
     _check_lora(spec.ladder.lora, "ladder.lora.", problems)
     _check_lora(spec.finetune, "finetune.", problems)
     for name in ("ttft_ms", "tpot_ms"):
-        if getattr(spec.slo, name) <= 0:
+        if not getattr(spec.slo, name) > 0:  # NaN fails too
             problems.append(f"slo.{name}: {getattr(spec.slo, name)}; expected > 0")
     if not spec.slo.throughput_tokens_per_s >= 0:  # 0: no throughput target (NaN fails too)
         problems.append(f"slo.throughput_tokens_per_s: {spec.slo.throughput_tokens_per_s}; expected >= 0 "
@@ -503,7 +512,7 @@ def _check_lora(lora: LoraSettings, where: str, problems: list[str]) -> None:
             problems.append(f"{where}{name}: {value}; expected a positive integer")
     if lora.steps is not None and lora.steps <= 0:
         problems.append(f"{where}steps: {lora.steps}; expected a positive integer")
-    if lora.epochs is not None and lora.epochs <= 0:
+    if lora.epochs is not None and not lora.epochs > 0:  # NaN fails too
         problems.append(f"{where}epochs: {lora.epochs}; expected > 0")
     if lora.steps is None and lora.epochs is None:
         problems.append(f"{where}steps/epochs: no training budget; give steps or epochs")
@@ -576,15 +585,22 @@ class AppSpec:
     tasks: list[TaskSpec]
 
 
+APP_FIELDS = ("name", "tasks", "baseline")  # baseline: the one-big-model of ``plan --app``
+
+
 def load_app(path: str | Path) -> AppSpec:
     """Load an application spec (``name`` and ``tasks``: spec paths relative to it)."""
     path = Path(path)
     data = read_spec_yaml(path, "application spec")
-    problems = []
+    problems = [f"{key}: unknown field; expected some of {list(APP_FIELDS)}" for key in data
+                if key not in APP_FIELDS]
     if not isinstance(data.get("name"), str):
         problems.append("name: missing or not a string")
     if not isinstance(data.get("tasks"), list) or not data.get("tasks"):
         problems.append("tasks: expected a non-empty list of task spec paths")
+    else:
+        problems += [f"tasks[{i}]: {ref!r}; expected a task spec path (relative to the app spec)"
+                     for i, ref in enumerate(data["tasks"]) if not isinstance(ref, str) or not ref.strip()]
     if problems:
         raise ConfigError(problems, str(path))
     tasks, errors = [], []

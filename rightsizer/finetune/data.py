@@ -19,8 +19,12 @@ def load_examples(source, prompt_template: str | None = None, text_field: str = 
         path = Path(source)
         if not path.is_file():
             raise ConfigError(f"train_data: no such file {str(path)!r}")
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"train_data {path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
         rows = []
-        for i, line in enumerate(path.read_text().splitlines(), 1):
+        for i, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
                     rows.append(json.loads(line))

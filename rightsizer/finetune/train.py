@@ -106,6 +106,10 @@ def bnb_available() -> bool:
     return importlib.util.find_spec("bitsandbytes") is not None
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def validate(cfg: FinetuneConfig, world_size: int = 1, check_model: bool = True) -> dict:
     """Check every input before any training; raises one ConfigError listing all problems.
 
@@ -130,15 +134,15 @@ def validate(cfg: FinetuneConfig, world_size: int = 1, check_model: bool = True)
         problems.append(f"epochs: {cfg.epochs!r}; expected a positive number")
     if cfg.steps is not None and cfg.epochs is not None:
         problems.append(f"steps {cfg.steps} and epochs {cfg.epochs}: give one budget, not both")
-    if not (isinstance(cfg.warmup_ratio, (int, float)) and 0 <= cfg.warmup_ratio < 1):
+    if not (_is_number(cfg.warmup_ratio) and 0 <= cfg.warmup_ratio < 1):
         problems.append(f"warmup_ratio: {cfg.warmup_ratio!r}; expected 0 <= warmup_ratio < 1")
     for name in ("micro_batch_size", "grad_accum"):
         v = getattr(cfg, name)
         if v is not None and (not isinstance(v, int) or v <= 0):
             problems.append(f"{name}: {v!r}; expected a positive integer or None (from the plan)")
-    if not (isinstance(cfg.learning_rate, (int, float)) and cfg.learning_rate > 0):
+    if not (_is_number(cfg.learning_rate) and cfg.learning_rate > 0):
         problems.append(f"learning_rate: {cfg.learning_rate!r}; expected a positive number")
-    if not (0 <= cfg.dropout < 1):
+    if not (_is_number(cfg.dropout) and 0 <= cfg.dropout < 1):
         problems.append(f"dropout: {cfg.dropout!r}; expected 0 <= dropout < 1")
     if cfg.zero_stage is not None and (not isinstance(cfg.zero_stage, int)
                                        or isinstance(cfg.zero_stage, bool)
@@ -152,7 +156,7 @@ def validate(cfg: FinetuneConfig, world_size: int = 1, check_model: bool = True)
                         "(pip install bitsandbytes), or set quantization='none'")
     if cfg.mixed_precision not in (None, "bf16", "fp16", "fp32"):
         problems.append(f"mixed_precision: {cfg.mixed_precision!r}; expected bf16, fp16, fp32 or None")
-    if cfg.gpu_memory_gb is not None and not cfg.gpu_memory_gb > 0:
+    if cfg.gpu_memory_gb is not None and not (_is_number(cfg.gpu_memory_gb) and cfg.gpu_memory_gb > 0):
         problems.append(f"gpu_memory_gb: {cfg.gpu_memory_gb!r}; expected a positive number")
     ds = cfg.deepspeed
     if isinstance(ds, str):

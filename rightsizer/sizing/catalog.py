@@ -447,6 +447,9 @@ def load_catalog(path: str | os.PathLike | None = None, extra: list[dict[str, An
         try:
             with open(source, encoding="utf-8") as fh:
                 data = yaml.safe_load(fh)
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"a GPU catalog is UTF-8 text; this file is not (byte {exc.start}: {exc.reason})",
+                              source=source) from None
         except OSError as exc:
             raise ConfigError(f"cannot read GPU catalog: {exc}", source=source) from None
         except yaml.YAMLError as exc:

@@ -111,6 +111,9 @@ def load_price_list(name: str | os.PathLike | None = None) -> PriceList:
     try:
         with open(path, encoding="utf-8") as fh:
             data = yaml.safe_load(fh)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"a price list is UTF-8 text; this file is not (byte {exc.start}: {exc.reason})",
+                          source=path) from None
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read price list: {exc}", source=path) from None
     if not isinstance(data, dict):
