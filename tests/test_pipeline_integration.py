@@ -11,6 +11,7 @@ import math
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import mlrun
@@ -20,6 +21,9 @@ from rightsizer.layout import RunLayout, find_bundles, find_decisions
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
+# a hub token in the environment, as a user's would be: it must end up in no file the run writes
+# (made at run time: the copied sources must not contain it)
+FAKE_TOKEN = "hf_" + uuid.uuid4().hex
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +52,7 @@ def run(demo_models, tmp_path_factory, monkeypatch_module):
     monkeypatch_module.delenv("MLRUN_ARTIFACT_PATH", raising=False)
     monkeypatch_module.setitem(mlrun.mlconf._cfg, "artifact_path", "")  # Config keeps its values in _cfg
     monkeypatch_module.setattr(sys, "path", list(sys.path))  # setup() prepends the clone
+    monkeypatch_module.setenv("HF_TOKEN", FAKE_TOKEN)
     project = mlrun.load_project("./")
     status = project.run("size_and_deploy", watch=True)
     assert str(status.state).lower() in ("completed", "succeeded"), status.state
@@ -59,6 +64,18 @@ def run(demo_models, tmp_path_factory, monkeypatch_module):
     decisions = json.loads(layout.decisions_file().read_text())
     assert not [t for t in layout.tasks() if layout.prequant_dir(t, "gptq").exists()]
     return project, layout, {r["task"]: r for r in decisions["records"]}
+
+
+def test_the_hub_token_is_in_no_file_the_run_wrote(run):
+    """Artifacts, run records, logs, project.yaml: every file under the project after the run."""
+    project, layout, _ = run
+    clone = Path(project.context)
+    scanned = 0
+    for path in clone.rglob("*"):
+        if path.is_file():
+            scanned += 1
+            assert FAKE_TOKEN.encode() not in path.read_bytes(), path
+    assert scanned > 100 and any(layout.root.rglob("*.html"))  # the artifacts were there to scan
 
 
 def test_decision_records(run):
