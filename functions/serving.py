@@ -346,6 +346,8 @@ class StreamStep(storey.ConcurrentExecution):
             yield {**out, "failure": {"status": 500, "message": f"task {task!r}: {type(e).__name__}: {e}",
                                       "retry_after": None, "param": None}}
 
+    # Overrides storey's internals (ConcurrentExecution._handle_completed, _StreamingQueue; storey
+    # is pinned in constraints.txt): the test named in docs/serving.md fails if they change.
     async def _handle_completed(self, event, response):
         body = response.body
         if isinstance(body, storey.flow._StreamingQueue):
