@@ -67,6 +67,30 @@ def make_artifacts(out: Path):
     return spec
 
 
+def start_server(work: Path) -> tuple[subprocess.Popen, str]:
+    """scripts/serve.sh on a free port over ``work``'s artifacts, once ``/v1/models`` answers
+    (its log in ``work/serve.log``; stop it with ``os.killpg(proc.pid, signal.SIGINT)``)."""
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    log = open(work / "serve.log", "w")
+    proc = subprocess.Popen(["bash", str(ROOT / "scripts/serve.sh"), "--port", str(port),
+                             "--artifacts", str(work)], stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    for _ in range(600):
+        try:
+            urllib.request.urlopen(f"{base}/v1/models", timeout=5)
+            break
+        except OSError:
+            if proc.poll() is not None:
+                raise SystemExit((work / "serve.log").read_text()[-2000:]) from None
+            time.sleep(1)
+    return proc, base
+
+
 def inputs(spec, n: int, tag: str) -> list[str]:
     from rightsizer.evaluate import load_rows
 
@@ -181,24 +205,7 @@ def main() -> int:
 
     bundle = RunLayout(work).bundle_dir(TASK)
     slo_s = (spec.slo.ttft_ms + spec.slo.tpot_ms * spec.max_new_tokens) / 1000
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
-    log = open(work / "serve.log", "w")
-    proc = subprocess.Popen(["bash", str(ROOT / "scripts/serve.sh"), "--port", str(port),
-                             "--artifacts", str(work)], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    import urllib.request
-
-    for _ in range(600):
-        try:
-            urllib.request.urlopen(f"{base}/v1/models", timeout=5)
-            break
-        except OSError:
-            if proc.poll() is not None:
-                raise SystemExit((work / "serve.log").read_text()[-2000:]) from None
-            time.sleep(1)
+    proc, base = start_server(work)
     rows, rss = [], []
     try:
         asyncio.run(closed_loop(base, inputs(spec, 16, "warm"), 8))  # warm-up, not measured
