@@ -206,3 +206,19 @@ def test_without_qlora_a_base_that_does_not_fit_names_what_would():
     assert plan.weight_precision == "bf16" and plan.offload_params
     with pytest.raises(InsufficientMemory, match="4-bit base"):
         plan_for_gpu(shape, gpu_memory_gb=8, n_gpus=1, seq_len=4096, allow_qlora=False, gradient_checkpointing=False)
+
+
+def test_the_trainer_plans_with_auto_quantization(llama7b):
+    """``quantization="auto"`` (the pipeline's production step): the trainer's plan, with a pinned
+    or a free ZeRO stage; without bitsandbytes and a GPU no 4-bit base is planned."""
+    from rightsizer.finetune.train import FinetuneConfig, make_plan
+
+    for zero_stage in (None, 3):
+        cfg = FinetuneConfig(model=str(llama7b), train_data=[], output_dir="unused", quantization="auto",
+                             gpu_memory_gb=80, zero_stage=zero_stage, mixed_precision="bf16")
+        plan, ds, _ = make_plan(cfg, str(llama7b), LLAMA_TARGETS, world_size=1)
+        assert plan.weight_precision == "bf16" and ds["zero_optimization"]["stage"] == (zero_stage or 0)
+    small = FinetuneConfig(model=str(llama7b), train_data=[], output_dir="unused", quantization="auto",
+                           gpu_memory_gb=12, mixed_precision="bf16")
+    plan, _, _ = make_plan(small, str(llama7b), LLAMA_TARGETS, world_size=1)
+    assert plan.weight_precision == "bf16" and plan.offload_params  # CPU here: parameter offload, not QLoRA

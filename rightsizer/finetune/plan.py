@@ -281,7 +281,7 @@ def plan_for_gpu(shape: ModelShape, *, gpu_memory_gb: float, n_gpus: int = 1, al
         return None
 
     full = shape.trainable_params >= shape.total_params
-    stages = (None,) if settings.get("zero_stage") is None else (settings.pop("zero_stage"),)
+    stages = (settings.pop("zero_stage", None),)  # pinned by the caller, or None: any stage
     plan = fits(base_precision, stages)
     if plan is None and allow_qlora and not full:
         plan = fits("nf4", stages)

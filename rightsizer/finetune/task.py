@@ -95,6 +95,8 @@ def production_adapter(spec: TaskSpec, base_model: str, train_rows: list[dict],
     from rightsizer.retrieval import for_rung
 
     spec = for_rung(spec, "lora")  # a task with a knowledge source trains with its passages
+    # the step's GPUs decide: a 4-bit base (QLoRA) only where the 16-bit base does not fit
+    overrides.setdefault("quantization", "auto")
     result = train_for_task(spec, base_model, spec.finetune, train_rows, workdir,
                             name="production", nproc=nproc, progress=progress, **overrides)
     adapter = Path(result["adapter_dir"])
