@@ -85,10 +85,9 @@ class ServingCurve:
             return "kv-memory" if self.max_batch < MAX_SEQS else "max-sequences"
         return best.bound
 
-    def at(self, batch: int) -> ServingPoint:
-        """The point with ``batch`` in flight (the nearest swept one at or below it)."""
-        below = [p for p in self.points if p.batch <= batch]
-        return max(below, key=lambda p: p.batch) if below else self.points[0]
+    def point(self, batch: int) -> ServingPoint | None:
+        """The swept point with exactly ``batch`` in flight (the sweep includes the workload's)."""
+        return next((p for p in self.points if p.batch == batch), None)
 
     def to_dict(self, with_points: bool = True) -> dict[str, Any]:
         best = self.best

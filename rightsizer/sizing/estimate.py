@@ -315,7 +315,8 @@ def estimate(config: Any, gpu: str | GPU, workload: Workload, count: int = 1, mi
         curve = None
         warnings.append(str(exc))
     if curve is not None and B <= curve.max_batch:
-        at_batch = serving_point(step_model, B, P, O, curve.token_budget)
+        # swept already, unless the batch is above what one engine takes (MAX_SEQS)
+        at_batch = curve.point(B) or serving_point(step_model, B, P, O, curve.token_budget)
         throughput, ttft_load, tpot_load = at_batch.output_tokens_per_s, at_batch.ttft_ms, at_batch.tpot_ms
     else:  # a static batch that does not fit: for the record only
         throughput, ttft_load, tpot_load = B * O / (request_ms / 1e3), ttft, tpot
