@@ -192,8 +192,7 @@ class RequestParser:
             return self._parse(body, mlrun_request_path, mlrun_request_method, task)
         except ServingError as e:
             return {RESULT: True, "request": {"kind": "error", "task": None, "inputs": [], "max_tokens": None},
-                    "failure": {"status": e.status, "message": e.message, "retry_after": e.retry_after,
-                                "param": e.param}}
+                    **_failure(e)}
 
     def _parse(self, body, mlrun_request_path: str, mlrun_request_method: str, task: str | None) -> dict:
         path = mlrun_request_path.rstrip("/") or "/"
@@ -226,6 +225,16 @@ class TaskSelector(ModelRunnerSelector):
         return sorted({b["task"] for b in bodies})
 
 
+def _failure(e: ServingError) -> dict:
+    """A step's error as a result field: the responder turns it back into the HTTP error (a
+    raised error would reach no request after the batch step, nor through the streaming handler)."""
+    return {"failure": {"status": e.status, "message": e.message, "retry_after": e.retry_after, "param": e.param}}
+
+
+def _not_loaded(task: str, reason: str | None) -> ServingError:
+    return ServingError(503, f"task {task!r} is not available: its model did not load ({reason})", retry_after=60)
+
+
 _ENGINES: dict[tuple[str, str], TaskEngine] = {}
 _ENGINES_LOCK = threading.Lock()
 
@@ -252,7 +261,6 @@ class TaskRunner(Model):
     def __init__(self, name: str, bundle_path: str = "", engine: dict | None = None, **kwargs):
         super().__init__(name=name, **kwargs)
         self.bundle_path, self.engine = bundle_path, engine or {}
-        self.task = name
         self.task_engine: TaskEngine | None = None
         self.failure: str | None = None
 
@@ -262,12 +270,12 @@ class TaskRunner(Model):
             self.task_engine = shared_engine(self.bundle_path, self.engine)
         except Exception as e:  # keep serving the other tasks; this one says why it cannot
             self.failure = f"{type(e).__name__}: {e}"
-            mlrun.utils.logger.error("task model failed to load", task=self.task, reason=self.failure)
+            mlrun.utils.logger.error("task model failed to load", task=self.name, reason=self.failure)
 
     def _card(self) -> dict:
         if self.task_engine is not None:
             return self.task_engine.card()
-        return {"id": self.task, "object": "model", "owned_by": "rightsizer",
+        return {"id": self.name, "object": "model", "owned_by": "rightsizer",
                 "status": f"unavailable: {self.failure}"}
 
     async def predict_async(self, body: Any, **kwargs) -> dict | list[dict]:
@@ -281,20 +289,16 @@ class TaskRunner(Model):
         out = {RESULT: True, "request": {k: body[k] for k in ("kind", "task", "inputs", "max_tokens")}}
         if body["kind"] == "models":
             return {**out, "card": self._card()}
-        if body["task"] != self.task:  # never selected for another task's batch; say so if it is
-            return {**out, "failure": {"status": 500, "message": f"task {body['task']!r} reached the "
-                                       f"runner of {self.task!r}", "retry_after": None, "param": None}}
+        if body["task"] != self.name:  # never selected for another task's batch; say so if it is
+            return {**out, **_failure(ServingError(500, f"task {body['task']!r} reached the runner of {self.name!r}"))}
         try:
             if self.task_engine is None:
-                raise ServingError(503, f"task {self.task!r} is not available: its model did not load "
-                                        f"({self.failure})", retry_after=60)
+                raise _not_loaded(self.name, self.failure)
             answers = await self.task_engine.answer_async(body["inputs"], body["max_tokens"])
         except ServingError as e:
-            return {**out, "failure": {"status": e.status, "message": e.message,
-                                       "retry_after": e.retry_after, "param": e.param}}
+            return {**out, **_failure(e)}
         except Exception as e:  # a bug or a lost batcher: a 500 naming it, not a hung request
-            return {**out, "failure": {"status": 500, "message": f"task {self.task!r}: "
-                                       f"{type(e).__name__}: {e}", "retry_after": None, "param": None}}
+            return {**out, **_failure(ServingError(500, f"task {self.name!r}: {type(e).__name__}: {e}"))}
         return {**out, "answers": [vars(a) for a in answers]}
 
 
@@ -332,19 +336,16 @@ class StreamStep(storey.ConcurrentExecution):
         try:
             engine = self._engines.get(task)
             if engine is None:
-                raise ServingError(503, f"task {task!r} is not available: its model did not load "
-                                        f"({self._failures.get(task, 'not served here')})", retry_after=60)
+                raise _not_loaded(task, self._failures.get(task, "not served here"))
             async for item in engine.stream_async(body["inputs"][0]):
                 if isinstance(item, Answer):
                     yield {**out, "stream_id": stream_id, "created": created, "answer": vars(item)}
                 else:
                     yield {**out, "stream_id": stream_id, "created": created, "delta": item}
         except ServingError as e:
-            yield {**out, "failure": {"status": e.status, "message": e.message,
-                                      "retry_after": e.retry_after, "param": e.param}}
+            yield {**out, **_failure(e)}
         except Exception as e:  # a bug or a lost batcher: a 500 naming it, not a hung stream
-            yield {**out, "failure": {"status": 500, "message": f"task {task!r}: {type(e).__name__}: {e}",
-                                      "retry_after": None, "param": None}}
+            yield {**out, **_failure(ServingError(500, f"task {task!r}: {type(e).__name__}: {e}"))}
 
     # Overrides storey's internals (ConcurrentExecution._handle_completed, _StreamingQueue; storey
     # is pinned in constraints.txt): the test named in docs/serving.md fails if they change.
@@ -388,8 +389,7 @@ class Responder:
         if first["request"]["kind"] == "models":
             return api.models_list(sorted((r["card"] for r in results), key=lambda c: c["id"]))
         if "failure" in first:
-            f = first["failure"]
-            e = ServingError(f["status"], f["message"], f["retry_after"], f["param"])
+            e = ServingError(**first["failure"])
             headers = {"Retry-After": str(e.retry_after)} if e.retry_after else {}
             return Response(headers=headers, body=json.dumps(e.to_dict()),
                             content_type="application/json", status_code=e.status)
