@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -20,10 +19,8 @@ from pathlib import Path
 import mlrun
 import openai
 import pytest
-from test_serving_http import _free_port, _post, _specs
+from test_serving_http import _free_port, _post, start_serve, write_run
 
-from rightsizer.bundle import write_bundle
-from rightsizer.layout import RunLayout
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUPS = {"g0-cpu-small": ["ticket_routing", "broken_task"], "g1-cpu-large": ["review_sentiment", "routing_note"]}
@@ -54,29 +51,10 @@ def _get(url: str):
 def fleet(demo_models, tmp_path_factory):
     """(router URL, {group: URL}, artifacts) of a running ``scripts/serve.sh`` on a two-group run."""
     artifacts = tmp_path_factory.mktemp("artifacts")
-    layout = RunLayout(artifacts)
-    for task, (spec, model) in _specs().items():
-        write_bundle(demo_models / "models" / model, spec, layout.bundle_dir(task),
-                     base_model=f"demo:{model}", rung="zero_shot")
-    broken = layout.bundle_dir("broken_task")
-    broken.mkdir(parents=True)
-    (broken / "rightsizer.json").write_text("{}")  # its group answers 503 for it
+    layout = write_run(demo_models, artifacts)  # broken_task: its group answers 503 for it
     _plan(layout.plan_file())
     port = _free_port()
-    log = open(artifacts / "serve.log", "w")
-    proc = subprocess.Popen(["bash", str(ROOT / "scripts" / "serve.sh"), "--port", str(port),
-                             "--artifacts", str(artifacts)], stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(600):  # a readiness wait, not an assertion on speed
-        if proc.poll() is not None:
-            raise RuntimeError(f"serve.sh exited {proc.returncode}:\n{(artifacts / 'serve.log').read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{base}/v1/models", timeout=5) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(1)
+    base, proc, log = start_serve(artifacts, port)
     groups = {name: f"http://127.0.0.1:{port + i}" for i, name in enumerate(GROUPS, start=1)}
     yield base, groups, artifacts
     if proc.poll() is None:

@@ -58,18 +58,21 @@ def _post(url: str, body: bytes | dict, content_type: str = "application/json"):
         return e.code, dict(e.headers), e.read().decode()
 
 
-@pytest.fixture(scope="module")
-def served(demo_models, tmp_path_factory):
-    """(base URL, server process, artifacts) of a running ``scripts/serve.sh``."""
-    artifacts = tmp_path_factory.mktemp("artifacts")
+def write_run(demo_models: Path, artifacts: Path) -> RunLayout:
+    """``artifacts`` laid out as a run leaves it: the tasks' bundles, and a ``broken_task`` bundle
+    missing its model (it answers 503, the others serve)."""
     layout = RunLayout(artifacts)
     for task, (spec, model) in _specs().items():
         write_bundle(demo_models / "models" / model, spec, layout.bundle_dir(task),
                      base_model=f"demo:{model}", rung="zero_shot")
     broken = layout.bundle_dir("broken_task")
     broken.mkdir(parents=True)
-    (broken / "rightsizer.json").write_text("{}")  # a bundle missing its model: 503, others serve
-    port = _free_port()
+    (broken / "rightsizer.json").write_text("{}")
+    return layout
+
+
+def start_serve(artifacts: Path, port: int) -> tuple[str, subprocess.Popen, object]:
+    """(base URL, process, log file) of ``scripts/serve.sh`` on ``artifacts``, once it answers."""
     log = open(artifacts / "serve.log", "w")
     proc = subprocess.Popen(["bash", str(ROOT / "scripts" / "serve.sh"), "--port", str(port),
                              "--artifacts", str(artifacts)], stdout=log, stderr=subprocess.STDOUT,
@@ -85,6 +88,15 @@ def served(demo_models, tmp_path_factory):
                     break
         except OSError:
             time.sleep(1)
+    return base, proc, log
+
+
+@pytest.fixture(scope="module")
+def served(demo_models, tmp_path_factory):
+    """(base URL, server process, artifacts) of a running ``scripts/serve.sh``."""
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    write_run(demo_models, artifacts)
+    base, proc, log = start_serve(artifacts, _free_port())
     yield base, proc, artifacts
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
