@@ -28,7 +28,8 @@ import sys
 from pathlib import Path
 
 from rightsizer.errors import ConfigError
-from rightsizer.quantize_gptq import METHODS, RESULT_MARK, calibration_texts, check_method, missing_packages
+from rightsizer.quantize_gptq import (METHODS, RESULT_MARK, check_method, missing_packages,
+                                     served_calibration_texts)
 
 GPTQ_VENV = "/opt/gptq"
 REQUIREMENTS = Path(__file__).resolve().parent.parent / "requirements-gptq.txt"
@@ -78,9 +79,9 @@ def quantize_gptq(context, task_spec: str, model_dir: str, method: str = "gptq",
     if problems:
         raise ConfigError(problems)
     spec = load_task(project_file(task_spec))
-    texts = calibration_texts(load_rows(spec, "train"), spec, samples=samples, min_samples=min_samples)
     python = gptq_python(method)
     layout = run_layout(context)
+    rung = None
     if selection:
         from rightsizer.finetune.task import production_for
         from rightsizer.select import Selection
@@ -89,6 +90,9 @@ def quantize_gptq(context, task_spec: str, model_dir: str, method: str = "gptq",
         prod = production_for(spec, sel.chosen.candidate, sel.chosen.rung, selection,
                               layout.production_file(spec.name), finetuned)
         model_dir = prod["merged_dir"] if prod else model_dir
+        rung = sel.chosen.rung
+    texts = served_calibration_texts(spec, load_rows(spec, "train"), rung, samples=samples,
+                                     min_samples=min_samples)
     src = localize_dir(model_dir)
     work = made_dir(layout.prequant_dir(spec.name, method))
     out = layout.prequant_model_dir(spec.name, method)

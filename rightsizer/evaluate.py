@@ -20,6 +20,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -216,6 +217,7 @@ class QualityResult:
     macro_f1: float | None = None  # classification only
     mean_confidence: float | None = None  # classification only (calibrated probabilities)
     calibration: dict[str, float] = field(default_factory=dict)
+    extraction: dict[str, Any] = field(default_factory=dict)  # extraction with fields: malformed share, per field
     predictions: list[str] = field(default_factory=list, repr=False)
 
     def value_for(self, rule: str) -> float:
@@ -233,14 +235,14 @@ def score_predictions(spec: TaskSpec, rows: list[dict], pred: Predictions) -> Qu
     """The task's metrics, bootstrap CI and (classification) calibration for some answers."""
     if not rows:
         raise ConfigError(f"{spec.eval_split} split is empty; nothing to evaluate", spec.name)
-    gold = [r[spec.label_field] for r in rows]
-    answers = pred.answers
+    raw_gold = [r[spec.label_field] for r in rows]
     tt = tasktypes.get(spec.type)
+    gold, answers = tt.scoring_inputs(spec, raw_gold, pred.answers)
     values = {m: metrics.compute(m, gold, answers, spec.labels) for m in tt.metrics}
     lo, hi = bootstrap_ci(gold, answers, spec.labels, spec.metric)
     q = QualityResult(metric=spec.metric, score=values[spec.metric], ci_low=lo, ci_high=hi,
-                      n=len(rows), seconds=pred.seconds, metrics=values, predictions=answers)
-    for key, value in tt.quality_extras(spec, gold, pred, values).items():
+                      n=len(rows), seconds=pred.seconds, metrics=values, predictions=pred.answers)
+    for key, value in tt.quality_extras(spec, raw_gold, pred, values).items():
         setattr(q, key, value)
     return q
 

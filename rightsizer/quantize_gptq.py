@@ -29,6 +29,14 @@ MIN_CALIBRATION_SAMPLES = 16
 RESULT_MARK = "RIGHTSIZER_QUANT_CONFIG="  # the CLI's result line, among gptqmodel's own output
 
 
+def served_calibration_texts(spec, rows: list[dict], rung: str | None = None, **kwargs) -> list[str]:
+    """Calibration texts for the model of ``rung`` (the chosen one): prompts as that rung
+    serves them, so a retrieval rung's calibration text carries its passages."""
+    from rightsizer.retrieval import for_rung
+
+    return calibration_texts(rows, for_rung(spec, rung) if rung else spec, **kwargs)
+
+
 def calibration_texts(rows: list[dict], spec=None, text_field: str | None = None,
                       samples: int = 128, min_samples: int = MIN_CALIBRATION_SAMPLES,
                       min_chars: int = 8) -> list[str]:

@@ -317,7 +317,7 @@ def latency_figure(task: str, models: dict[str, list[dict] | dict]) -> go.Figure
 # --------------------------------------------------------------------------- report
 
 SUMMARY_COLUMNS = ("task", "choice", "model", "params", "rung", "precision", "sized_for",
-                   "sizing_mode", "metric", "quality", "threshold", "meets_bar",
+                   "sizing_mode", "metric", "quality", "threshold", "meets_bar", "recall_at_k",
                    "price_usd_per_hour", "cost_usd_per_1m_output_tokens",
                    "modelled_ttft_ms", "modelled_tpot_ms", "modelled_throughput_tokens_per_s",
                    "modelled_memory_gb", "weights_gb", "measured_on", "measured_tpot_p95_ms",
@@ -373,6 +373,7 @@ def summary_rows(records: list[dict]) -> list[dict]:
                          "metric": rec.get("metric", ""), "quality": round(d["quality"], 4),
                          "threshold": rec["threshold"],
                          "meets_bar": bool(d["quality"] >= rec["threshold"]),
+                         "recall_at_k": _num(d.get("retrieval_recall_at_k"), 3),
                          "price_usd_per_hour": _num(d.get("price_per_hour"), 4),
                          "cost_usd_per_1m_output_tokens": _num(d["cost_per_1m_tokens"], 4),
                          "modelled_ttft_ms": _num(d["ttft_ms"], 2),
@@ -397,7 +398,7 @@ def summary_rows(records: list[dict]) -> list[dict]:
         rows.append({"task": "TOTAL", "choice": choice, "model": "", "params": total("params"),
                      "rung": "", "precision": "", "sized_for": "", "sizing_mode": "",
                      "metric": "", "quality": None, "threshold": None,
-                     "meets_bar": f"{len(met)}/{len(part)}",
+                     "meets_bar": f"{len(met)}/{len(part)}", "recall_at_k": None,
                      "price_usd_per_hour": total("price_usd_per_hour"),
                      "cost_usd_per_1m_output_tokens": None if cost is None else round(cost, 4),
                      "modelled_ttft_ms": total("modelled_ttft_ms", max, 2),

@@ -28,7 +28,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-from rightsizer import metrics
+from rightsizer import metrics, tasktypes
 from rightsizer.evaluate import QualityResult, score_predictions
 from rightsizer.inference import Predictions, predict
 from rightsizer.taskspec import Screening, TaskSpec
@@ -49,6 +49,7 @@ def upper_bound(spec: TaskSpec, gold: list, answers: list[str], n_total: int,
                 alpha: float, seed: int = 0) -> float:
     """One-sided (1 - alpha) upper bound of the full split's score, from the rows seen so far."""
     n = len(gold)
+    gold, answers = tasktypes.get(spec.type).scoring_inputs(spec, gold, answers)
     if spec.metric not in metrics.DECOMPOSABLE:
         vals = metrics.bootstrap(spec.metric, gold, answers, spec.labels, n_boot=N_BOOT, seed=seed)
         return metrics.percentile(vals, 1 - alpha)

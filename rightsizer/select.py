@@ -359,6 +359,8 @@ def select_model(spec: TaskSpec, workdir: str | Path, progress: bool = True,
     # the spec each rung runs with: the index (built once, cached) attached where it retrieves
     rung_spec = {rung: for_rung(spec, rung) for rung in spec.ladder.rungs}
     figures = next((retrieval_figures(s, evals) for s in rung_spec.values() if s.index is not None), {})
+    # latency on the longest prompt a rung may serve: with its passages where one retrieves
+    latency_spec = next((s for s in rung_spec.values() if s.index is not None), spec)
     sized = _sized(spec)
     check_context(spec, [(ref, config) for ref, _, config in sized])
     order = [(ref, params) for ref, params, _ in sized]
@@ -377,7 +379,7 @@ def select_model(spec: TaskSpec, workdir: str | Path, progress: bool = True,
     for ref, params in kept:
         model, tok = load_model(ref, trust_remote_code=spec.trust_remote_code)
         if latency_repeats > 0:
-            latency[ref] = _latency(model, tok, spec, evals[0], latency_repeats)
+            latency[ref] = _latency(model, tok, latency_spec, evals[0], latency_repeats)
         for rung in spec.ladder.rungs:
             rspec = rung_spec[rung]
             train_seconds, training = 0.0, {}

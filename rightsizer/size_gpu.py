@@ -101,6 +101,14 @@ def build_record(spec: TaskSpec, sel: Selection, chosen_eval: dict, baseline_eva
     chosen["measured_by_batch"] = chosen_eval.get("latency_by_batch", [])
     baseline["measured_by_batch"] = baseline_eval.get("latency_by_batch", [])
     lora = _lora_section(sel, production)
+    # the retriever beside the metric where the chosen rung retrieved (a retrieval miss is
+    # not a model miss), and an extraction's malformed answers
+    chosen["retrieval_recall_at_k"] = sel.chosen.retrieval.get("recall_at_k") if sel.chosen.retrieval else None
+    chosen["extraction"] = chosen_eval["quality"].get("extraction") or {}
+    retrieval_line = (f"; retrieval recall@{sel.chosen.retrieval['k']} {chosen['retrieval_recall_at_k']:.3f}"
+                      if chosen["retrieval_recall_at_k"] is not None else "")
+    malformed_line = (f"; malformed answers {chosen['extraction']['malformed']:.1%}"
+                      if chosen["extraction"] else "")
     return {
         "task": spec.name, "metric": spec.metric, "threshold": spec.threshold,
         "decision_rule": spec.decision_rule, "chosen": chosen, "baseline": baseline,
@@ -117,7 +125,7 @@ def build_record(spec: TaskSpec, sel: Selection, chosen_eval: dict, baseline_eva
                     f"on {chosen['gpu']}: {spec.metric} {chosen['quality']:.3f} vs bar "
                     f"{spec.threshold}; ${chosen['cost_per_1m_tokens']:.4f}/1M tokens vs "
                     f"${baseline['cost_per_1m_tokens']:.4f} for {largest}"
-                    + (f"; {lora['line']}" if lora else "")),
+                    + retrieval_line + malformed_line + (f"; {lora['line']}" if lora else "")),
     }
 
 

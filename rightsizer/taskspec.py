@@ -159,6 +159,26 @@ class Retrieval:
 
 
 @dataclass
+class FieldRule:
+    """One field of an extraction answer: a regular expression its value must match in full
+    (``pattern``), or the values it may take (``values``, compared case-insensitively)."""
+
+    pattern: str | None = None
+    values: list[str] | None = None
+    required: bool = True  # an answer without it is malformed
+
+
+@dataclass
+class ExtractionFields:
+    """``extraction:`` the fields an extraction answer holds and how they are written
+    (``rightsizer.tasktypes.extraction.parse_answer``). ``format``: ``key_value``
+    (``name: value; name: value``, in any order) or ``json`` (one object of strings)."""
+
+    fields: dict[str, FieldRule]
+    format: str = "key_value"
+
+
+@dataclass
 class PlannedModel:
     """Optional ``plan`` section: the model a task is planned with *without* running the ladder
     (``python -m rightsizer plan --app``): a published ``config.json`` is enough, no weights.
@@ -198,6 +218,7 @@ class TaskSpec:
     trust_remote_code: bool = False
     truncate: str = "none"  # serving: an input too long for the context is refused ("none") or cut from its start ("left")
     retrieval: Retrieval | None = None  # a knowledge source: the retrieval rung
+    extraction: ExtractionFields | None = None  # extraction: the answer's fields and format
     plan: PlannedModel | None = None  # the planned model of a hub-scale example (plan --app)
     base_dir: str = ""  # directory the relative dataset paths are resolved against
     # The loaded retrieval index (``rightsizer.retrieval.Index``) when this spec is the one of
@@ -238,9 +259,11 @@ class TaskSpec:
 _REQUIRED = ("name", "type", "dataset", "input_field", "label_field", "prompt", "metric",
              "threshold", "slo", "candidates")
 _NESTED = {"slo": SLO, "workload": Workload, "ladder": Ladder, "screening": Screening,
-           "finetune": FinetuneSettings, "retrieval": Retrieval, "plan": PlannedModel}
+           "finetune": FinetuneSettings, "retrieval": Retrieval, "extraction": ExtractionFields,
+           "plan": PlannedModel}
 _RUNTIME = ("base_dir", "index")  # TaskSpec fields a spec file cannot set
-_OPTIONAL_NESTED = ("plan",)  # sections that may be null
+_OPTIONAL_NESTED = ("plan", "extraction")  # sections that may be null
+EXTRACTION_FORMATS = ("key_value", "json")
 _BUDGET = ("steps", "epochs")
 
 
@@ -260,7 +283,8 @@ def _check_fields(cls, data: dict, where: str, problems: list[str]) -> dict:
             continue
         value, ftype = out[f.name], str(f.type)
         ok = True
-        if ftype in ("Any", "ChunkRule", "Retrieval | None"):  # checked by their own sections
+        if ftype in ("Any", "ChunkRule", "Retrieval | None", "ExtractionFields | None",
+                     "dict[str, FieldRule]"):  # checked by their own sections
             continue
         if ftype in ("float",):
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -300,6 +324,44 @@ def _lora_fields(cls, data: dict, where: str, problems: list[str]) -> dict:
     return _check_fields(cls, data, where, problems)
 
 
+def _extraction_fields(sub: dict, problems: list[str]) -> dict:
+    """The ``extraction:`` section: its fields, each a FieldRule with a compilable pattern."""
+    fields = sub.pop("fields", None)
+    out = _check_fields(ExtractionFields, {**sub, "fields": None}, "extraction.", problems)
+    if not isinstance(fields, dict) or not fields:
+        problems.append("extraction.fields: expected a mapping of field name -> {pattern: <regex>} "
+                        f"or {{values: [...]}}, got {type(fields).__name__} {fields!r}")
+        return out
+    rules = {}
+    for name, rule in fields.items():
+        where = f"extraction.fields.{name}."
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            problems.append(f"extraction.fields: {name!r} is not a field name (letters, digits, '_')")
+            continue
+        if rule is None:
+            rule = {}
+        if not isinstance(rule, dict):
+            problems.append(f"{where[:-1]}: expected a mapping (pattern, values, required), "
+                            f"got {type(rule).__name__} {rule!r}")
+            continue
+        ok = _check_fields(FieldRule, rule, where, problems)
+        if isinstance(ok.get("pattern"), str):
+            try:
+                re.compile(ok["pattern"])
+            except re.error as e:
+                problems.append(f"{where}pattern: {ok['pattern']!r} is not a regular expression ({e})")
+        if ok.get("pattern") is not None and ok.get("values") is not None:
+            problems.append(f"{where[:-1]}: give a pattern or values, not both")
+        if ok.get("values") == []:
+            problems.append(f"{where}values: empty; list the values the field may take")
+        rules[name] = ok
+    if not problems:
+        out["fields"] = {n: FieldRule(**r) for n, r in rules.items()}
+    if out.get("format", "key_value") not in EXTRACTION_FORMATS:
+        problems.append(f"extraction.format: {out['format']!r}; expected one of {list(EXTRACTION_FORMATS)}")
+    return out
+
+
 def task_from_dict(data: dict, source: str | None = None, base_dir: str = "",
                    check_source: bool = True) -> TaskSpec:
     """Build and validate a TaskSpec; raise ConfigError listing every problem.
@@ -314,8 +376,9 @@ def task_from_dict(data: dict, source: str | None = None, base_dir: str = "",
         if key in data:
             data.pop(key)
             problems.append(f"{key}: unknown field (set by the loader, not by a spec file)")
-    if data.get("retrieval", {}) is None:
-        data.pop("retrieval")  # written as null by save_task for a task without one
+    for key in ("retrieval", "extraction"):
+        if key in data and data[key] is None:
+            data.pop(key)  # written as null by save_task for a task without one
     rungs_given = isinstance(data.get("ladder"), dict) and "rungs" in data["ladder"]
     nested = {}
     for key, cls in _NESTED.items():
@@ -346,6 +409,8 @@ def task_from_dict(data: dict, source: str | None = None, base_dir: str = "",
                 sub_ok = _check_fields(Retrieval, sub, "retrieval.", problems)
                 sub_ok["chunk"] = ChunkRule(**chunk_ok) if not problems else None
                 nested[key] = sub_ok
+            elif cls is ExtractionFields:
+                nested[key] = _extraction_fields(sub, problems)
             else:
                 nested[key] = _check_fields(cls, sub, f"{key}.", problems)
     top = _check_fields(TaskSpec, {**data, **{k: None for k in nested}}, "", problems)
@@ -388,6 +453,9 @@ def _check_values(spec: TaskSpec, problems: list[str]) -> None:
     _check_template(spec, task_type, problems)
     if task_type is not None:
         task_type.check_spec(spec, problems)
+    if spec.extraction is not None and spec.type != "extraction":
+        problems.append(f"extraction: only an extraction task names answer fields; this is a "
+                        f"{spec.type} task")
     if spec.max_new_tokens <= 0:
         problems.append(f"max_new_tokens: {spec.max_new_tokens}; expected > 0")
     if spec.truncate not in TRUNCATE_RULES:

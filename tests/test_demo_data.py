@@ -2,14 +2,16 @@
 
 from pathlib import Path
 
-from rightsizer.demo.data import SPLITS, generate_rows, write_demo_data
+from rightsizer.demo.data import KNOWLEDGE_SPLITS, SPLITS, generate_rows, write_demo_data
+from rightsizer.demo.knowledge import POLICIES
 
 DATA = Path(__file__).resolve().parents[1] / "tasks" / "data"
 
 
 def test_shipped_data_regenerates_bit_for_bit(tmp_path):
     written = write_demo_data(tmp_path)
-    assert len(written) == 2 * len(SPLITS)
+    # three generated tasks, answer_drafting's splits and its knowledge base (one file per policy)
+    assert len(written) == 3 * len(SPLITS) + len(KNOWLEDGE_SPLITS) + len(POLICIES)
     for p in written:
         rel = p.relative_to(tmp_path)
         assert (DATA / rel).read_text() == p.read_text(), rel
@@ -21,3 +23,4 @@ def test_reviews_have_negations_and_balanced_labels():
     assert len(negated) > 100  # negation is common, so word-spotting is not enough
     pos = sum(r["label"] == "positive" for r in rows)
     assert 150 < pos < 250
+

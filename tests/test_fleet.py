@@ -281,14 +281,33 @@ def test_fleet_figure_shows_memory_and_time_per_device():
 # --------------------------------------------------------------------------- decisions as size_gpu writes them
 
 
-def _record(spec, config, baseline_config) -> dict:
+def _record(spec, config, baseline_config, rung: str = "zero_shot", retrieval: dict | None = None,
+            extraction: dict | None = None) -> dict:
     rec = size_for_task(spec, config, "bf16")
-    result = RungResult(candidate="tiny-s", params=50_000, rung="zero_shot", score=0.9, ci_low=0.8, ci_high=0.95,
-                        value=0.9, threshold=spec.threshold, passed=True, n=32, seconds=0.1)
+    result = RungResult(candidate="tiny-s", params=50_000, rung=rung, score=0.9, ci_low=0.8, ci_high=0.95,
+                        value=0.9, threshold=spec.threshold, passed=True, n=32, seconds=0.1,
+                        retrieval=retrieval or {})
     sel = Selection(task=spec.name, metric=spec.metric, threshold=spec.threshold, decision_rule=spec.decision_rule,
                     order=[("tiny-s", 50_000), ("tiny-l", 900_000)], tried=[result], chosen=result)
-    ev = {"quality": {"score": 0.9}, "latency": {"ttft_p50_ms": 1.0}, "latency_by_batch": []}
+    ev = {"quality": {"score": 0.9, "extraction": extraction or {}}, "latency": {"ttft_p50_ms": 1.0},
+          "latency_by_batch": []}
     return build_record(spec, sel, ev, ev, rec, baseline_config, "bf16")
+
+
+def test_records_show_retrieval_recall_and_malformed_answers(sentiment_spec):
+    """The chosen rung's recall@k (a retrieval miss is not a model miss) and an extraction's
+    malformed share reach the record, its summary line and the decision summary table."""
+    from rightsizer.report import summary_rows
+
+    plain = _record(sentiment_spec, TINY_S, TINY_L)
+    assert plain["chosen"]["retrieval_recall_at_k"] is None and plain["chosen"]["extraction"] == {}
+    assert "recall@" not in plain["summary"] and "malformed" not in plain["summary"]
+    rec = _record(sentiment_spec, TINY_S, TINY_L, rung="retrieval",
+                  retrieval={"k": 2, "recall_at_k": 0.9375}, extraction={"malformed": 0.05})
+    assert rec["chosen"]["retrieval_recall_at_k"] == 0.9375
+    assert "retrieval recall@2 0.938" in rec["summary"] and "malformed answers 5.0%" in rec["summary"]
+    rows = summary_rows([rec])
+    assert [r["recall_at_k"] for r in rows] == [0.938, None, None, None]  # chosen, baseline, totals
 
 
 def test_size_gpu_records_carry_what_the_plan_needs(sentiment_spec):

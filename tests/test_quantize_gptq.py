@@ -148,3 +148,19 @@ def test_a_width_the_cpu_kernel_cannot_take_is_a_clear_error():
         gptq_to_int4pack(_pack_rows(torch.zeros(k, n, dtype=torch.int64).numpy()),
                          torch.zeros(k // g, n // 8, dtype=torch.int32), torch.ones(k // g, n, dtype=torch.float16),
                          None, g, name="layer.3.mlp")
+
+
+def test_calibration_for_a_retrieval_rung_carries_its_passages(tmp_path, monkeypatch):
+    """The GPTQ function calibrates on prompts as the chosen rung serves them."""
+    from rightsizer import retrieval
+    from rightsizer.quantize_gptq import served_calibration_texts
+
+    monkeypatch.setattr(retrieval, "cache_dir", lambda: tmp_path / "retrieval")
+    drafting = load_task(str(ROOT / "tasks" / "answer_drafting.yaml"))
+    rows = load_rows(drafting, "train")
+    plain = served_calibration_texts(drafting, rows, "few_shot", samples=16)
+    served = served_calibration_texts(drafting, rows, "retrieval", samples=16)
+    assert plain[0].startswith("Question: ") and "Context:" not in plain[0]
+    assert served[0].startswith("Context:\n# ") and served[0].endswith(plain[0])
+    # the row's own policy passage, as the served prompt has it
+    assert retrieval.retrieve_for(retrieval.for_rung(drafting, "retrieval"), rows[0])[0].text in served[0]

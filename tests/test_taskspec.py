@@ -20,11 +20,16 @@ def _raw(name="review_sentiment"):
 
 
 def test_every_shipped_spec_loads():
-    # 2 task specs + 1 app spec; a new file must be added here on purpose
-    assert [p.name for p in SPEC_FILES] == ["demo_app.yaml", "review_sentiment.yaml",
+    # 4 task specs + 1 app spec; a new file must be added here on purpose
+    assert [p.name for p in SPEC_FILES] == ["answer_drafting.yaml", "demo_app.yaml",
+                                            "order_extraction.yaml", "review_sentiment.yaml",
                                             "ticket_routing.yaml"]
     app = load_app(TASKS / "demo_app.yaml")
     assert [t.name for t in app.tasks] == ["review_sentiment", "ticket_routing"]
+    # the support assistant's other two tasks load too (not in the demo app yet)
+    extraction, drafting = load_task(TASKS / "order_extraction.yaml"), load_task(TASKS / "answer_drafting.yaml")
+    assert (extraction.type, drafting.type) == ("extraction", "generation")
+    assert extraction.extraction is not None and drafting.source_path().is_dir()
     for t in app.tasks:
         assert Path(t.dataset_path("train")).is_file()
         assert t.trust_remote_code is False

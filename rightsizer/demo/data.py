@@ -1,10 +1,14 @@
 """Deterministic task data for the offline demo application.
 
-Two tasks of a small e-commerce assistant:
+Four tasks of a small support assistant:
 
 * ``review_sentiment``: product reviews whose polarity is often flipped by a negation
   ("not bad", "didn't love"), so word-spotting alone scores near chance.
 * ``ticket_routing``: support tickets routed to one of four queues.
+* ``order_extraction``: the order id, product and issue of a customer message, written as
+  ``order_id: AB-1234; product: laptop; issue: damaged``.
+* ``answer_drafting``: replies to policy questions, from the policy / FAQ knowledge base of
+  ``rightsizer.demo.knowledge`` (written as ``answer_drafting/knowledge/<policy>.md``).
 
 Everything is generated from templates with a fixed seed, so the shipped JSONL files under
 ``tasks/data/`` can be re-created bit for bit (a test checks that).
@@ -78,31 +82,69 @@ def _ticket(rng: random.Random) -> tuple[str, str]:
     return (f"{text}, {tail}" if tail else text), label
 
 
-GENERATORS = {"review_sentiment": _review, "ticket_routing": _ticket}
+# Order problems: the order id is copied, the product named, the issue normalised to a code.
+ISSUES = {
+    "damaged": ["arrived broken", "came with a cracked screen", "is damaged", "was dented in the box"],
+    "missing_part": ["came without the charger", "is missing the cable", "has no power adapter"],
+    "wrong_item": ["is the wrong colour", "is not what I ordered", "is a different model"],
+    "late": ["has not arrived yet", "is two weeks late", "is still not delivered"],
+}
+ORDER_MESSAGES = ["hi, my order {oid} arrived but the {item} {issue}",
+                  "order {oid}: the {item} {issue}, please help",
+                  "the {item} from order {oid} {issue}",
+                  "my {item} {issue}. order number {oid}",
+                  "hello, the {item} I bought ({oid}) {issue}"]
+EXTRACTION_FIELDS = ("order_id", "product", "issue")
+
+
+def order_answer(order_id: str, product: str, issue: str) -> str:
+    """The reference answer of ``order_extraction``, in its spec's ``key_value`` format."""
+    return f"order_id: {order_id}; product: {product}; issue: {issue}"
+
+
+def _order(rng: random.Random) -> tuple[str, str]:
+    oid = "".join(rng.choice("ABCDEFGHJKLMNPRSTUVWXYZ") for _ in range(2)) + f"-{rng.randrange(10000):04d}"
+    item, issue = rng.choice(ITEMS), rng.choice(sorted(ISSUES))
+    text = rng.choice(ORDER_MESSAGES).format(oid=oid, item=item, issue=rng.choice(ISSUES[issue]))
+    return text, order_answer(oid, item, issue)
+
+
+GENERATORS = {"review_sentiment": _review, "ticket_routing": _ticket, "order_extraction": _order}
+LABEL_FIELDS = {"order_extraction": "answer"}  # the others' gold is "label"
 
 
 def generate_rows(task: str, n: int, seed: int) -> list[dict]:
-    """Return ``n`` rows ``{"text", "label"}`` for ``task``, the same for the same seed."""
+    """Return ``n`` rows ``{"text", "label"}`` (``{"text", "answer"}`` for ``order_extraction``)
+    for ``task``, the same for the same seed."""
     if task not in GENERATORS:
         raise ValueError(f"unknown demo task {task!r}; expected one of {sorted(GENERATORS)}")
     rng = random.Random(f"{task}:{seed}")
-    return [dict(zip(("text", "label"), GENERATORS[task](rng))) for _ in range(n)]
+    keys = ("text", LABEL_FIELDS.get(task, "label"))
+    return [dict(zip(keys, GENERATORS[task](rng))) for _ in range(n)]
 
 
 SPLITS = {"train": (240, 0), "eval": (160, 1), "fresh": (160, 2)}
+KNOWLEDGE_SPLITS = {"train": (64, 0), "eval": (96, 1), "fresh": (96, 2)}  # answer_drafting
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(json.dumps(r, sort_keys=True) for r in rows) + "\n")
+    return path
 
 
 def write_demo_data(out_dir: str | Path) -> list[Path]:
-    """Write ``<task>/<split>.jsonl`` for every demo task; returns the written paths."""
-    written = []
-    for task in GENERATORS:
-        for split, (n, seed) in SPLITS.items():
-            path = Path(out_dir) / task / f"{split}.jsonl"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            lines = [json.dumps(r, sort_keys=True) for r in generate_rows(task, n, seed)]
-            path.write_text("\n".join(lines) + "\n")
-            written.append(path)
-    return written
+    """Write ``<task>/<split>.jsonl`` for every demo task and answer_drafting's knowledge
+    base (``answer_drafting/knowledge/``); returns the written paths."""
+    from rightsizer.demo.knowledge import knowledge_questions, write_knowledge_base
+
+    out = Path(out_dir)
+    written = [_write_jsonl(out / task / f"{split}.jsonl", generate_rows(task, n, seed))
+               for task in GENERATORS for split, (n, seed) in SPLITS.items()]
+    written += [_write_jsonl(out / "answer_drafting" / f"{split}.jsonl", knowledge_questions(n, seed))
+                for split, (n, seed) in KNOWLEDGE_SPLITS.items()]
+    kb = write_knowledge_base(out / "answer_drafting" / "knowledge")
+    return written + sorted(kb.iterdir())
 
 
 if __name__ == "__main__":  # python -m rightsizer.demo.data tasks/data

@@ -1,11 +1,14 @@
 """A small policy / FAQ knowledge base for a support assistant, and questions about it.
 
-Deterministic (templates, a fixed seed), so a demo ``answer_drafting`` task can write its
-knowledge source and its splits bit for bit. Each policy is one document whose facts
+Deterministic (templates, a fixed seed), so the demo's ``answer_drafting`` task can write
+its knowledge source and its splits bit for bit. Each policy is one document whose facts
 (days, amounts, channels) appear nowhere else, so a question is answerable from its own
 passage only: a model without retrieval has to guess, a retrieval miss shows as a wrong
 answer. Rows: ``{"text": question, "answer": reference reply, "passage": policy id}``
 (``passage`` is the gold passage for ``retrieval.gold_field``).
+
+Every fact is a slot of its policy's template, filled with the demo's values
+(``DEMO_VALUES``), so policies with other facts can be written from the same templates.
 """
 
 from __future__ import annotations
@@ -14,54 +17,66 @@ import json
 import random
 from pathlib import Path
 
-# id -> (title, policy text, [(question template, answer)])
-POLICIES: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
+# id -> (title, policy template, answer template, questions); {slots} are the facts
+POLICIES: dict[str, tuple[str, str, str, list[str]]] = {
     "refunds": ("Refunds",
-                "Refunds are paid back to the original card within 5 business days after the "
-                "returned item reaches our warehouse.",
-                [("when will I get my refund for the {item}", "within 5 business days"),
-                 ("how long does a refund for my {item} take", "within 5 business days")]),
+                "Refunds are paid back to the original card within {days} business days after "
+                "the returned item reaches our warehouse.",
+                "within {days} business days",
+                ["when will I get my refund for the {item}", "how long does a refund for my {item} take"]),
     "returns": ("Returns",
-                "Unused items can be returned within 30 days of delivery with the prepaid "
+                "Unused items can be returned within {days} days of delivery with the prepaid "
                 "label from the orders page.",
-                [("can I still return the {item} I bought", "within 30 days of delivery"),
-                 ("what is the return window for a {item}", "within 30 days of delivery")]),
+                "within {days} days of delivery",
+                ["can I still return the {item} I bought", "what is the return window for a {item}"]),
     "shipping": ("Shipping",
-                 "Standard shipping takes 3 to 7 days; express shipping arrives the next "
+                 "Standard shipping takes {low} to {high} days; express shipping arrives the next "
                  "working day when ordered before noon.",
-                 [("how long does shipping of a {item} take", "3 to 7 days"),
-                  ("when will my {item} be delivered with standard shipping", "3 to 7 days")]),
+                 "{low} to {high} days",
+                 ["how long does shipping of a {item} take", "when will my {item} be delivered with standard shipping"]),
     "warranty": ("Warranty",
-                 "Every device carries a 2 year warranty covering defects; accidental damage "
-                 "is not covered.",
-                 [("is my {item} still under warranty", "a 2 year warranty"),
-                  ("how long is the warranty on the {item}", "a 2 year warranty")]),
+                 "Every device carries a {years} year warranty covering defects; accidental "
+                 "damage is not covered.",
+                 "a {years} year warranty",
+                 ["is my {item} still under warranty", "how long is the warranty on the {item}"]),
     "password": ("Password reset",
-                 "A password reset link is sent by email and expires after 24 hours; request "
+                 "A password reset link is sent by email and expires after {hours} hours; request "
                  "a new one from the sign-in page.",
-                 [("my password reset link does not work", "it expires after 24 hours"),
-                  ("how long is the password reset email valid", "it expires after 24 hours")]),
+                 "it expires after {hours} hours",
+                 ["my password reset link does not work", "how long is the password reset email valid"]),
     "cancellation": ("Order cancellation",
-                     "An order can be cancelled free of charge until it ships, from the orders "
-                     "page or by chat.",
-                     [("can I cancel my {item} order", "until it ships"),
-                      ("until when can I cancel the {item}", "until it ships")]),
+                     "An order can be cancelled free of charge {until}, from the orders page or "
+                     "by chat.",
+                     "{until}",
+                     ["can I cancel my {item} order", "until when can I cancel the {item}"]),
     "price_match": ("Price match",
                     "We refund the difference if the same item is cheaper in our shop within "
-                    "14 days of purchase.",
-                    [("the {item} is cheaper now, can I get the difference", "within 14 days of purchase"),
-                     ("do you price match the {item}", "within 14 days of purchase")]),
+                    "{days} days of purchase.",
+                    "within {days} days of purchase",
+                    ["the {item} is cheaper now, can I get the difference", "do you price match the {item}"]),
     "gift_cards": ("Gift cards",
-                   "Gift cards never expire and can pay for any item except other gift cards.",
-                   [("does my gift card expire", "gift cards never expire"),
-                    ("can I pay for the {item} with an old gift card", "gift cards never expire")]),
+                   "Gift cards {expiry} and can pay for any item except other gift cards.",
+                   "gift cards {expiry}",
+                   ["does my gift card expire", "can I pay for the {item} with an old gift card"]),
+}
+DEMO_VALUES: dict[str, dict[str, str]] = {
+    "refunds": {"days": "5"}, "returns": {"days": "30"}, "shipping": {"low": "3", "high": "7"},
+    "warranty": {"years": "2"}, "password": {"hours": "24"}, "cancellation": {"until": "until it ships"},
+    "price_match": {"days": "14"}, "gift_cards": {"expiry": "never expire"},
 }
 ITEMS = ["laptop", "phone", "tablet", "router", "watch", "camera", "printer", "speaker"]
 
 
+def policy_text(pid: str, values: dict[str, str]) -> tuple[str, str]:
+    """``(policy sentence, answer)`` of policy ``pid`` with its slots filled by ``values``."""
+    _, text, answer, _ = POLICIES[pid]
+    return text.format(**values), answer.format(**values)
+
+
 def knowledge_documents() -> list[dict]:
     """``{"id", "text"}`` per policy (a markdown document: title heading, then the policy)."""
-    return [{"id": pid, "text": f"# {title}\n\n{text}\n"} for pid, (title, text, _) in POLICIES.items()]
+    return [{"id": pid, "text": f"# {title}\n\n{policy_text(pid, DEMO_VALUES[pid])[0]}\n"}
+            for pid, (title, *_rest) in POLICIES.items()]
 
 
 def write_knowledge_base(out: str | Path, as_jsonl: bool = False) -> Path:
@@ -85,7 +100,8 @@ def knowledge_questions(n: int, seed: int = 0) -> list[dict]:
     rows = []
     for i in range(n):
         pid = ids[i % len(ids)] if i < len(ids) else rng.choice(ids)
-        template, answer = rng.choice(POLICIES[pid][2])
-        rows.append({"text": template.format(item=rng.choice(ITEMS)), "answer": answer,
-                     "passage": pid})
+        template = rng.choice(POLICIES[pid][3])
+        rows.append({"text": template.format(item=rng.choice(ITEMS)),
+                     "answer": policy_text(pid, DEMO_VALUES[pid])[1], "passage": pid})
     return rows
+

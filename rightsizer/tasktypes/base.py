@@ -86,6 +86,11 @@ class TaskType:
         answers = engine.generate(prompts, spec.max_new_tokens, self.stop, min(batch_size, 16), progress)
         return answers, None
 
+    def scoring_inputs(self, spec: TaskSpec, gold: list, answers: list[str]) -> tuple[list, list[str]]:
+        """What the metrics compare: the gold answers and the model's, as the type reads them
+        (an extraction task with fields compares parsed field values)."""
+        return gold, answers
+
     def quality_extras(self, spec: TaskSpec, gold: list, pred: Predictions,
                        values: dict[str, float]) -> dict[str, Any]:
         """Extra fields of the quality result beyond the metrics (calibration, ...)."""
