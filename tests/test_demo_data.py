@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from rightsizer.demo.data import KNOWLEDGE_SPLITS, SPLITS, generate_rows, write_demo_data
-from rightsizer.demo.knowledge import POLICIES
+from rightsizer.demo.knowledge import DEMO_VALUES, POLICIES, SLOT_VALUES, policy_text, pretrain_examples
 
 DATA = Path(__file__).resolve().parents[1] / "tasks" / "data"
 
@@ -24,3 +24,16 @@ def test_reviews_have_negations_and_balanced_labels():
     pos = sum(r["label"] == "positive" for r in rows)
     assert 150 < pos < 250
 
+
+def test_pretraining_does_not_teach_the_demo_knowledge_base():
+    """The demo models learn to read policies whose facts are drawn at random: the demo's
+    value of a fact is no likelier than any other value of its slot, so only the passage
+    tells a model which one is right (the zero-shot rung fails, the retrieval rung passes)."""
+    examples = pretrain_examples(1200, seed=100)
+    assert len({p for p, _, _ in examples}) > 250  # many different policies, not a few repeated
+    for pid, values in DEMO_VALUES.items():
+        title = POLICIES[pid][0]
+        mine = [a for p, _, a in examples if p.startswith(f"# {title}\n")]
+        demo_answer = policy_text(pid, values)[1]
+        chance = max(1 / len(SLOT_VALUES[k]) for k in values)
+        assert len(mine) > 100 and mine.count(demo_answer) / len(mine) < 2 * chance + 0.05, pid

@@ -29,20 +29,20 @@ def _raw() -> dict:
 
 
 def test_well_formed_answers_parse_in_any_order(spec):
-    p = parse_answer(spec.extraction, "issue: late; product: Laptop ; order_id: AB-1234")
-    assert p.valid and p.fields == {"order_id": "AB-1234", "product": "Laptop", "issue": "late"}
+    p = parse_answer(spec.extraction, "issue: late; product: Laptop ; order_id: #48213")
+    assert p.valid and p.fields == {"order_id": "#48213", "product": "Laptop", "issue": "late"}
     # json format
     rules = task_from_dict({**_raw(), "extraction": {**_raw()["extraction"], "format": "json"}}).extraction
-    assert parse_answer(rules, '{"order_id": "AB-1234", "product": "phone", "issue": "damaged"}').valid
-    assert parse_answer(rules, "order_id: AB-1234; product: phone; issue: damaged").problems[0].startswith("not JSON")
+    assert parse_answer(rules, '{"order_id": "#48213", "product": "phone", "issue": "damaged"}').valid
+    assert parse_answer(rules, "order_id: #48213; product: phone; issue: damaged").problems[0].startswith("not JSON")
 
 
 @pytest.mark.parametrize("answer, problem", [
-    ("order_id: AB-1234; product: laptop", "field 'issue' is missing"),
-    ("order_id: ab-1234; product: laptop; issue: late", "does not match"),
-    ("order_id: AB-1234; product: laptop; issue: broken", "'broken' is not one of"),
-    ("order_id: AB-1234; product: laptop; issue: late; colour: red", "unknown field 'colour'"),
-    ("the laptop from AB-1234 is late", "is not 'name: value'"),
+    ("order_id: #48213; product: laptop", "field 'issue' is missing"),
+    ("order_id: 4821-; product: laptop; issue: late", "does not match"),
+    ("order_id: #48213; product: laptop; issue: broken", "'broken' is not one of"),
+    ("order_id: #48213; product: laptop; issue: late; colour: red", "unknown field 'colour'"),
+    ("the laptop from #48213 is late", "is not 'name: value'"),
     ("", "field 'order_id' is missing"),
 ])
 def test_malformed_answers_are_named(spec, answer, problem):
@@ -52,12 +52,12 @@ def test_malformed_answers_are_named(spec, answer, problem):
 
 
 def test_scoring_well_formed_partial_and_malformed(spec):
-    gold = "order_id: AB-1234; product: laptop; issue: late"
+    gold = "order_id: #48213; product: laptop; issue: late"
     rows = [{"text": "x", "answer": gold}] * 4
-    answers = ["product: laptop; issue: late; order_id: AB-1234",   # right, other order
-               "order_id: AB-1234; product: phone; issue: late",     # one field wrong
-               "order_id: AB-1234; product: laptop",                 # malformed: a field missing
-               "order_id: AB-1234, product: laptop, issue: late"]    # malformed: not the format
+    answers = ["product: laptop; issue: late; order_id: #48213",   # right, other order
+               "order_id: #48213; product: phone; issue: late",     # one field wrong
+               "order_id: #48213; product: laptop",                 # malformed: a field missing
+               "order_id: #48213, product: laptop, issue: late"]    # malformed: not the format
     q = score_predictions(spec, rows, Predictions(answers, None, 0.1))
     assert q.metrics["exact_match"] == pytest.approx(0.25)
     # token F1: full credit, 2 of 3 values, and 0 for both malformed answers
@@ -82,7 +82,7 @@ def test_demo_data_gold_answers_are_valid(spec):
 
 def test_a_gold_answer_that_breaks_the_rules_is_refused(tmp_path, spec):
     bad = tmp_path / "eval.jsonl"
-    bad.write_text('{"text": "m", "answer": "order_id: AB-1234; product: laptop; issue: late"}\n'
+    bad.write_text('{"text": "m", "answer": "order_id: #48213; product: laptop; issue: late"}\n'
                    '{"text": "m", "answer": "order_id: 1234; product: laptop; issue: late"}\n')
     raw = _raw()
     raw["dataset"]["eval"] = str(bad)

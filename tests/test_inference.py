@@ -85,7 +85,7 @@ def test_bundle_carries_its_spec(demo_models, tmp_path):
 
 def test_generation_stop_rule(demo_models):
     model, tok = load_model("demo:tiny-s")
-    prompt = ["Note: my card was charged twice"]
+    prompt = ["Ticket: my card was charged twice"]  # tiny-s goes on to a second line
     whole = generate(model, tok, prompt, max_new_tokens=12, stop=None)[0]
     cut = generate(model, tok, prompt, max_new_tokens=12, stop="newline")[0]
     assert "\n" in whole and cut == whole.split("\n")[0].strip() and cut

@@ -80,18 +80,26 @@ def test_the_hub_token_is_in_no_file_the_run_wrote(run):
 
 def test_decision_records(run):
     _, layout, records = run
-    assert set(records) == {"review_sentiment", "ticket_routing"}
+    assert set(records) == {"review_sentiment", "ticket_routing", "answer_drafting"}
     assert set(find_decisions(layout.root)) == set(records)
     routing, sentiment = records["ticket_routing"], records["review_sentiment"]
     # routing is trained into the smallest candidate: zero-shot on tiny-s, nothing rejected
     assert (routing["chosen"]["model"], routing["chosen"]["rung"]) == ("demo:tiny-s", "zero_shot")
     assert routing["why_not_smaller"] == []
-    # negated reviews: tiny-s fails every rung, tiny-m needs LoRA
-    assert (sentiment["chosen"]["model"], sentiment["chosen"]["rung"]) == ("demo:tiny-m", "lora")
+    # negated reviews: tiny-s fails zero-shot and few-shot and needs LoRA
+    assert (sentiment["chosen"]["model"], sentiment["chosen"]["rung"]) == ("demo:tiny-s", "lora")
     assert [(r["candidate"], r["rung"]) for r in sentiment["ladder"]] == [
-        ("demo:tiny-s", "zero_shot"), ("demo:tiny-s", "few_shot"), ("demo:tiny-s", "lora"),
-        ("demo:tiny-m", "zero_shot"), ("demo:tiny-m", "few_shot"), ("demo:tiny-m", "lora")]
-    assert len(sentiment["why_not_smaller"]) == 5
+        ("demo:tiny-s", "zero_shot"), ("demo:tiny-s", "few_shot"), ("demo:tiny-s", "lora")]
+    assert len(sentiment["why_not_smaller"]) == 2
+    assert sentiment["baseline"]["quality"] < sentiment["threshold"]  # the big model misses it
+    # answer drafting: the facts are in the knowledge base only; the smallest model fails
+    # zero-shot and few-shot and passes with the retrieved policy, and the one big model
+    # without retrieval misses the bar
+    drafting = records["answer_drafting"]
+    assert (drafting["chosen"]["model"], drafting["chosen"]["rung"]) == ("demo:tiny-s", "retrieval")
+    assert [r["rung"] for r in drafting["ladder"]] == ["zero_shot", "few_shot", "retrieval"]
+    assert drafting["chosen"]["retrieval_recall_at_k"] == 1.0 and "retrieval recall@1 1.000" in drafting["summary"]
+    assert drafting["baseline"]["quality"] < drafting["threshold"]
     for rec in records.values():
         c, b = rec["chosen"], rec["baseline"]
         assert c["quality"] >= rec["threshold"]
@@ -104,6 +112,7 @@ def test_decision_records(run):
         assert rec["precision_search"], "precision table missing"
         # no GPU configured (gpus=0): no GPTQ step, its backend only listed as skipped
         assert [r["status"] for r in rec["precision_search"] if r["backend"] == "gptq"] == ["skipped"]
+        assert (rec["chosen"]["retrieval_recall_at_k"] is None) == (rec["task"] != "answer_drafting")
 
 
 def test_bundles_are_registered_and_serve(run):
@@ -128,6 +137,13 @@ def test_bundles_are_registered_and_serve(run):
     out = server.test("/v2/models/review_sentiment/infer",
                       body={"inputs": ["the screen is not bad", "I do not love the fan"]})["outputs"]
     assert [o["label"] for o in out] == ["positive", "negative"]
+    # a generation task with retrieval: the served replies are the evaluated ones (the bundle
+    # carries the index, so the same passage goes into the same prompt)
+    evaluation = json.loads(layout.evaluation_file("answer_drafting", "chosen").read_text())
+    rows = [json.loads(line) for line in (ROOT / "tasks/data/answer_drafting/eval.jsonl").read_text().splitlines()]
+    out = server.test("/v2/models/answer_drafting/infer", body={"inputs": [r["text"] for r in rows[:8]]})["outputs"]
+    assert [o["generated"] for o in out] == evaluation["predictions"][:8]
+    assert sum(o["generated"] == r["answer"] for o, r in zip(out, rows)) >= 6  # the policies' facts
     server.wait_for_completion()  # ends the async flow's loop thread
 
 
@@ -148,6 +164,10 @@ def test_reevaluate_flags_no_regression_on_fresh_data(run, tmp_path):
                                  for i, r in enumerate(rows)))
     out = reevaluate_bundle(spec, str(bundle), str(drifted), progress=False)
     assert out["regression"] is True and "re-run size_and_deploy" in out["action"]
+    # a generation task with retrieval is re-scored the same way (ROUGE-L, its bundle's index)
+    drafting = load_task(ROOT / "tasks" / "answer_drafting.yaml")
+    out = reevaluate_bundle(drafting, str(layout.bundle_dir("answer_drafting")), "fresh", progress=False)
+    assert out["regression"] is False and out["fresh_examples"] == 96
 
 
 def test_reevaluate_workflow_runs_locally(run):
@@ -168,7 +188,7 @@ def test_the_lora_task_trains_and_serves_its_production_adapter(run):
     assert not layout.finetune_task_dir("ticket_routing").exists()
     prod = json.loads(layout.production_file("review_sentiment").read_text())
     # the spec's full budget: epochs over the train split, in global batches
-    assert prod["base_model"] == "demo:tiny-m" and spec.finetune.epochs
+    assert prod["base_model"] == "demo:tiny-s" and spec.finetune.epochs
     assert prod["steps"] == math.ceil(spec.finetune.epochs * prod["examples"] / 16) > \
         spec.ladder.lora.steps
     assert Path(prod["adapter_dir"]).parent.parent == layout.finetune_task_dir("review_sentiment")
@@ -181,7 +201,7 @@ def test_the_lora_task_trains_and_serves_its_production_adapter(run):
     assert (p["strategy"], p["world_size"]) == ("ddp", 1)
     assert p["tokens_per_second"] > 0 and 0 < p["final_loss"] < 1
     assert "production adapter" in records["review_sentiment"]["summary"]
-    assert records["ticket_routing"]["lora"] is None
+    assert records["ticket_routing"]["lora"] is None and records["answer_drafting"]["lora"] is None
     # the served bundle is the production adapter's merge
     meta = json.loads((layout.bundle_dir("review_sentiment") / "rightsizer.json").read_text())
     assert meta["adapter"]["kind"] == "production"

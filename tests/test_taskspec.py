@@ -25,11 +25,10 @@ def test_every_shipped_spec_loads():
                                             "order_extraction.yaml", "review_sentiment.yaml",
                                             "ticket_routing.yaml"]
     app = load_app(TASKS / "demo_app.yaml")
-    assert [t.name for t in app.tasks] == ["review_sentiment", "ticket_routing"]
-    # the support assistant's other two tasks load too (not in the demo app yet)
-    extraction, drafting = load_task(TASKS / "order_extraction.yaml"), load_task(TASKS / "answer_drafting.yaml")
-    assert (extraction.type, drafting.type) == ("extraction", "generation")
-    assert extraction.extraction is not None and drafting.source_path().is_dir()
+    assert [t.name for t in app.tasks] == ["review_sentiment", "ticket_routing", "answer_drafting"]
+    assert [t.type for t in app.tasks] == ["classification", "classification", "generation"]
+    assert app.tasks[2].source_path().is_dir()
+    assert load_task(TASKS / "order_extraction.yaml").extraction is not None  # not in the app yet
     for t in app.tasks:
         assert Path(t.dataset_path("train")).is_file()
         assert t.trust_remote_code is False
@@ -102,7 +101,8 @@ def test_missing_spec_file_and_bad_yaml(tmp_path):
 def test_app_paths_are_project_relative():
     paths = app_task_paths("tasks/demo_app.yaml", root=TASKS.parent)
     assert paths == [("review_sentiment", "tasks/review_sentiment.yaml"),
-                     ("ticket_routing", "tasks/ticket_routing.yaml")]
+                     ("ticket_routing", "tasks/ticket_routing.yaml"),
+                     ("answer_drafting", "tasks/answer_drafting.yaml")]
 
 
 def _extraction_raw():

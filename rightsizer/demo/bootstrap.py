@@ -4,8 +4,12 @@ No model hub is reachable here, so the demo makes its own candidates: a byte-lev
 tokenizer trained on the demo text, and three Llama models of increasing size, built from
 configs and briefly pre-trained on text in the tasks' prompt format. Routing tickets is
 trained into them (the smallest passes zero-shot); negated reviews are not (that task needs
-the LoRA rung). The result is saved with ``save_pretrained`` (safetensors), so the rest of
-the project loads it through the same ``from_pretrained`` path as a hub id.
+the LoRA rung); answering policy questions is trained only with the policy passage in the
+prompt, on policies whose facts are drawn at random (``demo.knowledge.pretrain_examples``),
+so the models can read an answer from a retrieved passage but cannot know the demo's without
+one (answer_drafting needs the retrieval rung). The
+result is saved with ``save_pretrained`` (safetensors), so the rest of the project loads it
+through the same ``from_pretrained`` path as a hub id.
 
 Built once per machine and cached under ``$RIGHTSIZER_CACHE`` (default
 ``~/.cache/rightsizer``); the build goes to a temporary folder that is renamed into place,
@@ -27,6 +31,7 @@ from tqdm.auto import tqdm
 
 from rightsizer.atomic import atomic_dir
 from rightsizer.demo.data import generate_rows
+from rightsizer.demo.knowledge import pretrain_examples
 
 
 @dataclass(frozen=True)
@@ -43,15 +48,25 @@ class TinyModel:
 
 
 DEMO_MODELS = (
-    TinyModel("tiny-s", 64, 192, 2, 4, 2, 250),
-    TinyModel("tiny-m", 128, 384, 4, 4, 2, 250),
-    TinyModel("tiny-l", 256, 768, 6, 8, 4, 250),
+    TinyModel("tiny-s", 64, 192, 2, 4, 2, 800),
+    TinyModel("tiny-m", 128, 384, 4, 4, 2, 500),
+    TinyModel("tiny-l", 256, 768, 6, 8, 4, 500),
 )
-VOCAB_SIZE = 640
-SEQ_LEN = 40
-RECIPE_VERSION = "1"
-PROMPTS = {"review_sentiment": ("Review: {text}\nSentiment:", "text"),
-           "ticket_routing": ("Ticket: {text}\nQueue:", "text")}
+
+LEARNING_RATE = 3e-3
+# Policy questions learn from their answers only: the passage of the prompt (random facts)
+# teaches nothing worth its share of a tiny model's gradient; the answer teaches the copy.
+ANSWER_ONLY = ("answer_drafting",)
+STEP_WEIGHTS = {"answer_drafting": 2}  # reading a passage takes more steps to learn
+BATCH = {"answer_drafting": 16}  # rows per step: its prompts (a passage) are twice as long
+VOCAB_SIZE = 768
+SEQ_LEN = 96
+RECIPE_VERSION = "2"
+# The prompt templates of the demo task specs (tasks/*.yaml); answer_drafting's retrieval
+# rung puts the passage before its prompt as "Context:\n<passage>\n\n" (inference.build_prompt).
+PROMPTS = {"review_sentiment": "Review: {text}\nSentiment:",
+           "ticket_routing": "Ticket: {text}\nQueue:",
+           "answer_drafting": "Context:\n{context}\n\nQuestion: {text}\nAnswer:"}
 
 
 def cache_root() -> Path:
@@ -61,7 +76,8 @@ def cache_root() -> Path:
 
 def _recipe_key() -> str:
     recipe = {"v": RECIPE_VERSION, "models": [asdict(m) for m in DEMO_MODELS],
-              "vocab": VOCAB_SIZE, "seq": SEQ_LEN, "prompts": PROMPTS,
+              "vocab": VOCAB_SIZE, "seq": SEQ_LEN, "prompts": PROMPTS, "lr": LEARNING_RATE,
+              "answer_only": ANSWER_ONLY, "weights": STEP_WEIGHTS, "batch": BATCH,
               "torch": torch.__version__.split("+")[0]}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
 
@@ -71,16 +87,18 @@ def demo_dir() -> Path:
     return cache_root() / f"demo-{_recipe_key()}"
 
 
-def _pretrain_corpus() -> list[str]:
-    """Text in the tasks' prompt format. Negated reviews are left out on purpose."""
-    texts = []
-    for row in generate_rows("ticket_routing", 1200, seed=100):
-        texts.append(PROMPTS["ticket_routing"][0].format(**row) + " " + row["label"])
-    for row in generate_rows("review_sentiment", 2400, seed=100):
-        if " not " in f" {row['text']} ":
-            continue
-        texts.append(PROMPTS["review_sentiment"][0].format(**row) + " " + row["label"])
-    return texts
+def _pretrain_corpus() -> dict[str, list[tuple[str, str]]]:
+    """``(prompt, answer)`` pairs in the tasks' prompt formats, per task. Negated reviews are
+    left out on purpose; policy questions come with their passage, whose facts are random."""
+    corpus = {"ticket_routing": [(PROMPTS["ticket_routing"].format(**r), r["label"])
+                                 for r in generate_rows("ticket_routing", 1200, seed=100)],
+              "review_sentiment": [(PROMPTS["review_sentiment"].format(**r), r["label"])
+                                   for r in generate_rows("review_sentiment", 2400, seed=100)
+                                   if " not " not in f" {r['text']} "],
+              "answer_drafting": [
+                  (PROMPTS["answer_drafting"].format(context=" ".join(passage.split()), text=q), a)
+                  for passage, q, a in pretrain_examples(1200, seed=100)]}
+    return corpus
 
 
 def _train_tokenizer(corpus: list[str], out: Path):
@@ -99,7 +117,21 @@ def _train_tokenizer(corpus: list[str], out: Path):
     return hf
 
 
-def _build_model(spec: TinyModel, tokenizer, corpus: list[str], out: Path, seed: int) -> dict:
+def _batch(tokenizer, pairs: list[tuple[str, str]], answer_only: bool) -> dict:
+    """Token ids and labels of ``prompt answer</s>`` texts; ``answer_only`` leaves the prompt
+    out of the loss (its tokens are labelled -100), so the gradient teaches the answer."""
+    batch = tokenizer([f"{p} {a}{tokenizer.eos_token}" for p, a in pairs], return_tensors="pt",
+                      padding=True, truncation=True, max_length=SEQ_LEN)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    if answer_only:  # a prompt's tokens are a prefix of its text's: " answer" starts a new token
+        for i, (p, _) in enumerate(pairs):
+            labels[i, :len(tokenizer(p)["input_ids"])] = -100
+    batch["labels"] = labels
+    return batch
+
+
+def _build_model(spec: TinyModel, tokenizer, corpus: dict[str, list[tuple[str, str]]], out: Path,
+                 seed: int) -> dict:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
@@ -113,17 +145,18 @@ def _build_model(spec: TinyModel, tokenizer, corpus: list[str], out: Path, seed:
     )
     model = LlamaForCausalLM(config)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=spec.pretrain_steps,
+    opt = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LEARNING_RATE, total_steps=spec.pretrain_steps,
                                                 pct_start=0.1)
     gen = torch.Generator().manual_seed(seed)
     losses = []
-    for _ in tqdm(range(spec.pretrain_steps), desc=f"pre-train {spec.name}", leave=False):
-        idx = torch.randint(len(corpus), (32,), generator=gen).tolist()
-        batch = tokenizer([corpus[i] + tokenizer.eos_token for i in idx], return_tensors="pt",
-                          padding=True, truncation=True, max_length=SEQ_LEN)
-        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-        loss = model(**batch, labels=labels).loss
+    # one task per step (batches of similar length, so little padding); reading a passage
+    # takes more steps to learn (STEP_WEIGHTS)
+    schedule = [t for t in sorted(corpus) for _ in range(STEP_WEIGHTS.get(t, 1))]
+    for step in tqdm(range(spec.pretrain_steps), desc=f"pre-train {spec.name}", leave=False):
+        task = schedule[step % len(schedule)]
+        idx = torch.randint(len(corpus[task]), (BATCH.get(task, 32),), generator=gen).tolist()
+        loss = model(**_batch(tokenizer, [corpus[task][i] for i in idx], task in ANSWER_ONLY)).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -153,7 +186,8 @@ def bootstrap(force: bool = False, verbose: bool = True) -> Path:
         with atomic_dir(target) as tmp:
             start = time.perf_counter()
             corpus = _pretrain_corpus()
-            tokenizer = _train_tokenizer(corpus, tmp / "tokenizer")
+            tokenizer = _train_tokenizer([f"{p} {a}" for pairs in corpus.values() for p, a in pairs],
+                                         tmp / "tokenizer")
             built = [_build_model(m, tokenizer, corpus, tmp / "models" / m.name, seed=i)
                      for i, m in enumerate(tqdm(DEMO_MODELS, desc="demo models", disable=not verbose))]
             manifest = {"recipe": _recipe_key(), "models": built,

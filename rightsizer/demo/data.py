@@ -5,8 +5,9 @@ Four tasks of a small support assistant:
 * ``review_sentiment``: product reviews whose polarity is often flipped by a negation
   ("not bad", "didn't love"), so word-spotting alone scores near chance.
 * ``ticket_routing``: support tickets routed to one of four queues.
-* ``order_extraction``: the order id, product and issue of a customer message, written as
-  ``order_id: AB-1234; product: laptop; issue: damaged``.
+* ``order_extraction``: the order id (copied), product (its catalogue name, however the
+  message names it) and issue (a code) of a customer message, written as
+  ``order_id: 48213; product: laptop; issue: damaged``.
 * ``answer_drafting``: replies to policy questions, from the policy / FAQ knowledge base of
   ``rightsizer.demo.knowledge`` (written as ``answer_drafting/knowledge/<policy>.md``).
 
@@ -82,19 +83,23 @@ def _ticket(rng: random.Random) -> tuple[str, str]:
     return (f"{text}, {tail}" if tail else text), label
 
 
-# Order problems: the order id is copied, the product named, the issue normalised to a code.
+# Order problems: the order id is copied, the product and the issue normalised to a name / code.
 ISSUES = {
     "damaged": ["arrived broken", "came with a cracked screen", "is damaged", "was dented in the box"],
     "missing_part": ["came without the charger", "is missing the cable", "has no power adapter"],
     "wrong_item": ["is the wrong colour", "is not what I ordered", "is a different model"],
     "late": ["has not arrived yet", "is two weeks late", "is still not delivered"],
 }
+# a product is named in several ways; the answer gives its catalogue name
+PRODUCTS = {"laptop": ["laptop", "notebook"], "phone": ["phone", "smartphone"],
+            "tablet": ["tablet", "ipad"], "router": ["router", "modem"],
+            "watch": ["watch", "smartwatch"], "camera": ["camera", "webcam"],
+            "printer": ["printer", "scanner"], "speaker": ["speaker", "soundbar"]}
 ORDER_MESSAGES = ["hi, my order {oid} arrived but the {item} {issue}",
                   "order {oid}: the {item} {issue}, please help",
                   "the {item} from order {oid} {issue}",
                   "my {item} {issue}. order number {oid}",
                   "hello, the {item} I bought ({oid}) {issue}"]
-EXTRACTION_FIELDS = ("order_id", "product", "issue")
 
 
 def order_answer(order_id: str, product: str, issue: str) -> str:
@@ -103,9 +108,10 @@ def order_answer(order_id: str, product: str, issue: str) -> str:
 
 
 def _order(rng: random.Random) -> tuple[str, str]:
-    oid = "".join(rng.choice("ABCDEFGHJKLMNPRSTUVWXYZ") for _ in range(2)) + f"-{rng.randrange(10000):04d}"
-    item, issue = rng.choice(ITEMS), rng.choice(sorted(ISSUES))
-    text = rng.choice(ORDER_MESSAGES).format(oid=oid, item=item, issue=rng.choice(ISSUES[issue]))
+    oid = f"#{rng.randrange(10000, 100000)}"
+    item, issue = rng.choice(sorted(PRODUCTS)), rng.choice(sorted(ISSUES))
+    text = rng.choice(ORDER_MESSAGES).format(oid=oid, item=rng.choice(PRODUCTS[item]),
+                                             issue=rng.choice(ISSUES[issue]))
     return text, order_answer(oid, item, issue)
 
 

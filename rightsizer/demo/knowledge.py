@@ -7,8 +7,10 @@ passage only: a model without retrieval has to guess, a retrieval miss shows as 
 answer. Rows: ``{"text": question, "answer": reference reply, "passage": policy id}``
 (``passage`` is the gold passage for ``retrieval.gold_field``).
 
-Every fact is a slot of its policy's template, filled with the demo's values
-(``DEMO_VALUES``), so policies with other facts can be written from the same templates.
+Every fact is a slot of its policy's template. The knowledge base fills the slots with the
+demo's values (``DEMO_VALUES``); the demo models are pre-trained on the same policies with
+values drawn at random from ``SLOT_VALUES`` (``pretrain_examples``), so they learn to *read*
+the answer from a passage, and cannot know the demo's values without one.
 """
 
 from __future__ import annotations
@@ -64,6 +66,15 @@ DEMO_VALUES: dict[str, dict[str, str]] = {
     "warranty": {"years": "2"}, "password": {"hours": "24"}, "cancellation": {"until": "until it ships"},
     "price_match": {"days": "14"}, "gift_cards": {"expiry": "never expire"},
 }
+_NUMBERS = [str(n) for n in range(2, 61)]
+SLOT_VALUES: dict[str, list[str]] = {
+    "days": _NUMBERS, "low": [str(n) for n in range(1, 5)], "high": [str(n) for n in range(5, 21)],
+    "years": [str(n) for n in range(1, 6)], "hours": _NUMBERS,
+    "until": ["until it ships", "until it is packed", "within 2 hours of ordering",
+              "within one day of ordering", "before it leaves the warehouse", "until noon the next day"],
+    "expiry": ["never expire", "expire after 3 years", "expire after one year", "expire after 5 years",
+               "are valid for 2 years", "are valid for 10 years"],
+}
 ITEMS = ["laptop", "phone", "tablet", "router", "watch", "camera", "printer", "speaker"]
 
 
@@ -105,3 +116,19 @@ def knowledge_questions(n: int, seed: int = 0) -> list[dict]:
                      "answer": policy_text(pid, DEMO_VALUES[pid])[1], "passage": pid})
     return rows
 
+
+def pretrain_examples(n: int, seed: int = 0) -> list[tuple[str, str, str]]:
+    """``n`` ``(passage, question, answer)`` about policies with randomly drawn facts: the
+    reading skill the demo models are pre-trained on. Each fact is drawn from all the values
+    of its slot (the demo's is one of them, no likelier than another), so a model learns to
+    copy it from the passage and cannot tell the demo's value without one."""
+    rng = random.Random(f"knowledge-pretrain:{seed}")
+    out = []
+    for _ in range(n):
+        pid = rng.choice(sorted(POLICIES))
+        title, _, _, questions = POLICIES[pid]
+        slots = DEMO_VALUES[pid]
+        values = {k: rng.choice(SLOT_VALUES[k]) for k in slots}
+        text, answer = policy_text(pid, values)
+        out.append((f"# {title}\n\n{text}", rng.choice(questions).format(item=rng.choice(ITEMS)), answer))
+    return out
