@@ -112,3 +112,24 @@ def test_only_an_extraction_task_names_fields():
     raw["extraction"] = _raw()["extraction"]
     with pytest.raises(ConfigError, match="extraction: only an extraction task names answer fields"):
         task_from_dict(raw)
+
+
+def test_the_section_survives_save_and_load(tmp_path, spec):
+    """A bundle carries its spec through save_task / task_from_dict: the fields must survive."""
+    from rightsizer.taskspec import save_task
+
+    save_task(spec, tmp_path / "s.yaml")
+    again = load_task(tmp_path / "s.yaml")
+    assert again.extraction == spec.extraction and again.to_dict() == spec.to_dict()
+
+
+def test_served_answers_carry_the_parsed_fields(spec):
+    """Serving answers through the task type's respond: the generated text, its fields,
+    whether it is valid and what is wrong with it."""
+    from rightsizer import tasktypes
+
+    texts = ["order_id: #48213; product: laptop; issue: late", "order_id: #48213; product: laptop"]
+    out = tasktypes.get("extraction").respond(None, spec, ["p1", "p2"], Predictions(texts, None, 0.0))
+    assert out[0] == {"task": "order_extraction", "generated": texts[0], "valid": True, "problems": [],
+                      "fields": {"order_id": "#48213", "product": "laptop", "issue": "late"}}
+    assert out[1]["valid"] is False and out[1]["problems"] == ["field 'issue' is missing"]
