@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import mlrun
@@ -38,7 +39,11 @@ def made_parent(path: Path) -> Path:
 
 def log_table(context: mlrun.MLClientCtx, key: str, rows: list[dict]) -> None:
     """A CSV table artifact; dict and list cells are written as JSON (not Python repr)."""
-    context.log_dataset(key, df=pd.DataFrame(json_cells(rows)), format="csv", index=False)
+    with warnings.catch_warnings():
+        # MLRun's preview statistics histogram a bool column (passed, meets_bar) through numpy,
+        # which warns that it converts it to uint8; the CSV keeps True / False
+        warnings.filterwarnings("ignore", message="Converting input from bool", category=RuntimeWarning)
+        context.log_dataset(key, df=pd.DataFrame(json_cells(rows)), format="csv", index=False)
 
 
 def log_plot(context: mlrun.MLClientCtx, key: str, figure) -> None:

@@ -9,6 +9,7 @@ stop rule, with the metrics of ``rightsizer.metrics``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -110,6 +111,21 @@ def _read_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}"[:500]
 
 
+@contextlib.contextmanager
+def _quiet_datasets():
+    """No "Generating split" bar for a local file (read in well under a second, once per
+    step): a workflow run would print dozens of them."""
+    from datasets.utils import logging as ds_logging
+
+    was_on = ds_logging.is_progress_bar_enabled()
+    ds_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            ds_logging.enable_progress_bar()
+
+
 def load_rows(spec: TaskSpec, split: str, limit: int | None = None) -> list[dict]:
     """Load a split of the task's dataset as rows, through Hugging Face ``datasets``."""
     import datasets
@@ -128,7 +144,7 @@ def load_rows(spec: TaskSpec, split: str, limit: int | None = None) -> list[dict
         if builder:
             # A local file is read through a cache of its own, removed afterwards: a bad file
             # leaves no entry in the datasets cache, and a good one no stale copy of itself.
-            with tempfile.TemporaryDirectory(prefix="rightsizer-data-") as cache:
+            with tempfile.TemporaryDirectory(prefix="rightsizer-data-") as cache, _quiet_datasets():
                 rows = datasets.load_dataset(builder, data_files={split: ref}, split=split,
                                              cache_dir=cache).to_list()
         else:

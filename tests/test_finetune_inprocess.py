@@ -43,6 +43,18 @@ def test_inprocess_run_writes_adapter_curves_and_marked_checkpoints(trained):
     assert marks == ["checkpoint-2", "checkpoint-4"]
 
 
+def test_activation_checkpointing_trains_the_same_adapter(tmp_path, demo_models, trained):
+    """gradient_checkpointing: true reaches the Trainer under transformers 5's name and
+    recomputes activations without changing what is learned (same losses, a few ulps)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        # the old argument name would warn (and go away in transformers 6)
+        warnings.filterwarnings("error", message="`gradient_checkpointing` is deprecated", category=FutureWarning)
+        result = finetune(_cfg(tmp_path / "ckpt", gradient_checkpointing=True))
+    assert result["losses"] == pytest.approx(trained[1]["losses"], rel=1e-4)
+
+
 def _assert_no_adapter(out: Path):
     assert not (out / "adapter").exists()
     assert not list(out.glob("*adapter.tmp-*"))  # atomic_dir's temporary folder is .adapter.tmp-*

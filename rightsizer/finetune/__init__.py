@@ -6,6 +6,14 @@ model-selection ladder's screening run and the pipeline's production adapter. Se
 docs/finetune.md.
 """
 
+import warnings
+
+# peft reads ``model.is_gradient_checkpointing``, which transformers 5 deprecated for
+# ``is_activation_checkpointing``: a FutureWarning on every adapter load that is about the
+# two libraries, not this project. Only that message is silenced.
+warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated",
+                        category=FutureWarning)
+
 
 def finetune(config, nproc: int = 1, **kwargs) -> dict:
     """Run a fine-tune with ``nproc`` processes (see ``rightsizer.finetune.launch.finetune``)."""

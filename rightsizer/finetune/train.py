@@ -517,7 +517,7 @@ def run_training(cfg: FinetuneConfig) -> dict:
         save_total_limit=cfg.save_total_limit, seed=cfg.seed, data_seed=cfg.seed,
         report_to="none", disable_tqdm=not (cfg.progress and rank == 0),
         remove_unused_columns=False, dataloader_num_workers=0,
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5's name for it
         # The CPU trap: without use_cpu + gloo, the Trainer under torchrun with DeepSpeed
         # sees world size 1 and every rank trains alone on the whole data.
         use_cpu=cpu, ddp_backend="gloo" if cpu and world > 1 else None,
