@@ -55,6 +55,15 @@ def test_activation_checkpointing_trains_the_same_adapter(tmp_path, demo_models,
     assert result["losses"] == pytest.approx(trained[1]["losses"], rel=1e-4)
 
 
+def test_the_progress_bar_prints_no_line_per_step(tmp_path, demo_models, capsys):
+    """Every step is logged for the loss curve; the bar shows progress, the log dicts stay in
+    the result instead of one printed line per step."""
+    result = finetune(_cfg(tmp_path / "bar", progress=True))
+    printed = capsys.readouterr()
+    assert len(result["losses"]) == 4
+    assert "'loss'" not in printed.out + printed.err and "4/4" in printed.err  # the bar ran
+
+
 def _assert_no_adapter(out: Path):
     assert not (out / "adapter").exists()
     assert not list(out.glob("*adapter.tmp-*"))  # atomic_dir's temporary folder is .adapter.tmp-*

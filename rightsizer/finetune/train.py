@@ -552,10 +552,17 @@ def run_training(cfg: FinetuneConfig) -> dict:
     stats: dict = {}
     trainer = Trainer(model=model, args=args, train_dataset=ListDataset(rows),
                       data_collator=collator, callbacks=_trainer_callbacks(cfg, meta, stats, rank))
-    if not cfg.progress:  # without a progress bar the Trainer prints every step's log dict
-        from transformers.trainer_callback import PrinterCallback
+    # Every step is logged (logging_steps=1: the loss curve); the Trainer would print each
+    # log dict, under its bar or, without one, on its own line. Keep the bar only.
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-        trainer.remove_callback(PrinterCallback)
+    class BarOnly(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            pass
+
+    trainer.remove_callback(PrinterCallback)
+    if cfg.progress and trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(BarOnly())
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
     sd = adapter_state_dict(trainer.model, zero3)
