@@ -37,3 +37,20 @@ def test_pretraining_does_not_teach_the_demo_knowledge_base():
         demo_answer = policy_text(pid, values)[1]
         chance = max(1 / len(SLOT_VALUES[k]) for k in values)
         assert len(mine) > 100 and mine.count(demo_answer) / len(mine) < 2 * chance + 0.05, pid
+
+
+def test_pretraining_prompts_are_the_served_retrieval_prompts(tmp_path, monkeypatch):
+    """The bootstrap writes answer_drafting's prompt itself (PROMPTS, the passage with its
+    whitespace collapsed); it must be what the retrieval rung serves for the same passage,
+    or the models would learn to read a format they never see."""
+    from rightsizer import retrieval
+    from rightsizer.demo.bootstrap import PROMPTS
+    from rightsizer.inference import build_prompt
+    from rightsizer.taskspec import load_task
+
+    monkeypatch.setattr(retrieval, "cache_dir", lambda: tmp_path / "retrieval")
+    spec = retrieval.for_rung(load_task(DATA.parent / "answer_drafting.yaml"), "retrieval")
+    row = {"text": "how long does a refund for my camera take"}
+    passage = (DATA / "answer_drafting" / "knowledge" / "refunds.md").read_text()
+    assert build_prompt(spec, row) == PROMPTS["answer_drafting"].format(
+        context=" ".join(passage.split()), text=row["text"])

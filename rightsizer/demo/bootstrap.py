@@ -7,9 +7,9 @@ trained into them (the smallest passes zero-shot); negated reviews are not (that
 the LoRA rung); answering policy questions is trained only with the policy passage in the
 prompt, on policies whose facts are drawn at random (``demo.knowledge.pretrain_examples``),
 so the models can read an answer from a retrieved passage but cannot know the demo's without
-one (answer_drafting needs the retrieval rung). The
-result is saved with ``save_pretrained`` (safetensors), so the rest of the project loads it
-through the same ``from_pretrained`` path as a hub id.
+one (answer_drafting needs the retrieval rung). The result is saved with ``save_pretrained``
+(safetensors), so the rest of the project loads it through the same ``from_pretrained`` path
+as a hub id.
 
 Built once per machine and cached under ``$RIGHTSIZER_CACHE`` (default
 ``~/.cache/rightsizer``); the build goes to a temporary folder that is renamed into place,

@@ -7,7 +7,7 @@ Four tasks of a small support assistant:
 * ``ticket_routing``: support tickets routed to one of four queues.
 * ``order_extraction``: the order id (copied), product (its catalogue name, however the
   message names it) and issue (a code) of a customer message, written as
-  ``order_id: 48213; product: laptop; issue: damaged``.
+  ``order_id: #48213; product: laptop; issue: damaged``.
 * ``answer_drafting``: replies to policy questions, from the policy / FAQ knowledge base of
   ``rightsizer.demo.knowledge`` (written as ``answer_drafting/knowledge/<policy>.md``).
 
