@@ -106,6 +106,9 @@ def setup(project: mlrun.projects.MlrunProject) -> mlrun.projects.MlrunProject:
     return project
 
 
+_DEFAULTED_ENV = "RIGHTSIZER_DEFAULTED_ARTIFACT_PATH"
+
+
 def _offline_defaults(project: mlrun.projects.MlrunProject) -> None:
     """Without an MLRun API: an absolute artifact path unless the user chose one, and no
     "not connected to API server" warning on every call into MLRun's no-op run DB.
@@ -125,9 +128,14 @@ def _offline_defaults(project: mlrun.projects.MlrunProject) -> None:
     # errors are logged as before.
     mlrun.mlconf.httpdb.nop_db.verbose = False
     current = mlrun.mlconf.artifact_path or ""
+    if current and current == os.environ.get(_DEFAULTED_ENV):
+        current = ""  # our default for a project loaded earlier in this process, not a choice
     if project.spec.artifact_path or "://" in current or os.path.isabs(current):
         return
     mlrun.mlconf.artifact_path = os.path.abspath(os.path.join(project.context, current or "artifacts"))
+    # remembered process-wide (MLRun loads this file afresh for every project): a second
+    # project loaded in the same kernel gets its own folder, not the first one's
+    os.environ[_DEFAULTED_ENV] = mlrun.mlconf.artifact_path
 
 
 def _gpu_limits(fn, name: str, gpus: int, gpu_type: str) -> None:

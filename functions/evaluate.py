@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import mlrun
 
-from functions.mlrun_io import project_file, localize_dir, log_plot, log_table, made_parent, run_layout
+from functions.mlrun_io import localize_dir, log_plot, log_table, project_file, reusable, run_layout
+from rightsizer.atomic import atomic_write_text
 from rightsizer.calibrate import measurements_from_latency
 from rightsizer.evaluate import evaluate_model
 from rightsizer.models import resolve_model_ref
@@ -29,14 +29,20 @@ def evaluate(context: mlrun.MLClientCtx, task_spec: str, model: str, split: str 
     ``evaluation`` (JSON path) and ``calibration`` (measurements path, "" on a CPU).
     """
     spec = load_task(project_file(task_spec))
+    layout = run_layout(context)
+    reuse = reusable(context, "evaluate",
+                     {"task": spec, "model": model, "split": split, "label": label,
+                      "output_tokens": output_tokens, "repeats": repeats, "batch_sizes": batch_sizes},
+                     [layout.evaluate_dir(spec.name, label)])
+    if reuse.hit():
+        return
     if mlrun.datastore.is_store_uri(model):
         model = localize_dir(model)
     report = evaluate_model(spec, model, split=split or spec.eval_split,
                             output_tokens=output_tokens or None, repeats=repeats,
                             batch_sizes=tuple(batch_sizes or (1, 4, 16)))
-    layout = run_layout(context)
-    path = made_parent(layout.evaluation_file(spec.name, label))
-    path.write_text(json.dumps(report, indent=2, sort_keys=True))
+    path = atomic_write_text(layout.evaluation_file(spec.name, label),
+                             json.dumps(report, indent=2, sort_keys=True))
     log_table(context, "quality", [report["quality"]])
     log_table(context, "latency", report["latency_by_batch"])
     log_plot(context, "latency_chart", latency_figure(
@@ -48,10 +54,11 @@ def evaluate(context: mlrun.MLClientCtx, task_spec: str, model: str, split: str 
     calibration = ""
     if measurements:
         calibration = str(layout.calibration_file(spec.name, label))
-        Path(calibration).write_text(json.dumps(measurements, indent=2, sort_keys=True))
+        atomic_write_text(calibration, json.dumps(measurements, indent=2, sort_keys=True))
         context.log_artifact("calibration_measurements", local_path=calibration)
     lat = report["latency"]
     context.log_results({"score": report["quality"]["score"], "ttft_p95_ms": lat["ttft_p95_ms"],
                          "tpot_p95_ms": lat["tpot_p95_ms"], "tokens_per_s": lat["tokens_per_s"],
                          "peak_memory_bytes": lat["peak_memory_bytes"],
                          "evaluation": str(path), "calibration": calibration})
+    reuse.done()

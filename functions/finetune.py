@@ -15,7 +15,8 @@ from pathlib import Path
 
 import mlrun
 
-from functions.mlrun_io import log_model_dir, log_plot, made_dir, project_file, run_layout
+from functions.mlrun_io import log_model_dir, log_plot, made_dir, project_file, reusable, run_layout, step_cache
+from rightsizer.atomic import atomic_write_text
 from rightsizer.errors import ConfigError
 from rightsizer.evaluate import check_task_data
 from rightsizer.finetune.launch import finetune as run_finetune
@@ -91,21 +92,29 @@ def finetune_task(context: mlrun.MLClientCtx, task_spec: str, selection: str, np
     (the summary the quantize and size_gpu steps read).
     """
     spec = load_task(project_file(task_spec))
+    layout = run_layout(context)
+    reuse = reusable(context, "finetune_task", {"task": spec, "selection": selection, "nproc": nproc,
+                                                "gpu_memory_gb": gpu_memory_gb},
+                     [layout.finetune_task_dir(spec.name)])
+    if reuse.hit():
+        return
     sel = Selection.load(selection)
     if not sel.passed or not wants_production(spec, sel.chosen.rung):
         raise ConfigError(f"finetune step for {spec.name}: the chosen rung is "
                           f"{sel.chosen.rung if sel.passed else None!r} (finetune.enabled "
                           f"{spec.finetune.enabled}); it trains only a chosen LoRA rung")
     train, evals = check_task_data(spec)
-    layout = run_layout(context)
     overrides = {"gpu_memory_gb": gpu_memory_gb} if gpu_memory_gb else {}
-    prod = production_adapter(spec, sel.chosen.candidate, train, evals,
-                              made_dir(layout.finetune_task_dir(spec.name)),
+    # The job folder outlives the run (named by the job id: settings and data): a rerun after
+    # the step was killed resumes from its last checkpoint, a finished job is not trained again.
+    cache = step_cache(context)
+    jobs = cache.finetune_jobs_dir(spec.name) if cache is not None else layout.finetune_task_dir(spec.name)
+    prod = production_adapter(spec, sel.chosen.candidate, train, evals, made_dir(jobs),
                               nproc=nproc or _visible_gpus(), **overrides)
     prod.update(selection_digest=file_digest(selection), screening_score=sel.chosen.score,
                 screening=sel.chosen.training)
     path = layout.production_file(spec.name)
-    path.write_text(json.dumps(prod, indent=2, sort_keys=True, default=str))
+    atomic_write_text(path, json.dumps(prod, indent=2, sort_keys=True, default=str))
     log_plot(context, "training_curves", curves_figure(
         prod, title=f"{spec.name}: production adapter of {sel.chosen.candidate} "
                     f"({prod['strategy']}, {prod['world_size']} process(es))"))
@@ -122,6 +131,7 @@ def finetune_task(context: mlrun.MLClientCtx, task_spec: str, selection: str, np
     context.logger.info(f"{spec.name}: production adapter {spec.metric} {prod['score']:.3f} "
                         f"(screening {sel.chosen.score:.3f}), {prod['strategy']} x "
                         f"{prod['world_size']}, final loss {prod['final_loss']}")
+    reuse.done()
 
 
 def _visible_gpus() -> int:

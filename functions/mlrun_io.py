@@ -14,6 +14,7 @@ from mlrun.artifacts import PlotlyArtifact
 
 from rightsizer.layout import RunLayout
 from rightsizer.report import json_cells
+from rightsizer.stepcache import StepCache, fingerprint, link_dirs, unmark_dirs
 
 
 def run_layout(context: mlrun.MLClientCtx) -> RunLayout:
@@ -106,3 +107,93 @@ def current_project(context: mlrun.MLClientCtx):
     """The run's project: from the MLRun API on a cluster; offline (no API, where
     ``get_project_object`` finds nothing) the project the local workflow runs in."""
     return context.get_project_object() or mlrun.get_current_project(silent=True)
+
+
+STEPS_DIR_ENV = "RIGHTSIZER_STEPS_DIR"
+STEPS_FOLDER = ".rightsizer-steps"
+
+
+def step_cache(context: mlrun.MLClientCtx) -> StepCache | None:
+    """Where finished steps are remembered across runs (``rightsizer.stepcache``).
+
+    ``$RIGHTSIZER_STEPS_DIR`` when set (empty: off). Otherwise beside the runs' folders: a
+    local artifact path ``<path>/<workflow id>`` (MLRun's per-workflow folder) gives
+    ``<path>/.rightsizer-steps``. With a remote artifact store the steps work in
+    ``$RIGHTSIZER_WORKDIR`` (a shared volume on a cluster) and remember there; without it
+    (each pod has its own temporary folder) nothing is remembered.
+    """
+    env = os.environ.get(STEPS_DIR_ENV)
+    if env is not None:
+        return StepCache(Path(env)) if env.strip() else None
+    base = context.artifact_path or ""
+    if not base or "://" in base:
+        workdir = os.environ.get("RIGHTSIZER_WORKDIR")
+        return StepCache(Path(workdir) / STEPS_FOLDER) if workdir else None
+    root = Path(base)
+    if root.name in (context.tag, context.uid):  # the run's own folder: remember beside it
+        root = root.parent
+    return StepCache(root / STEPS_FOLDER)
+
+
+class Reusable:
+    """One step's reuse: ``hit()`` links an earlier finished run of it and logs its results;
+    after a run, ``done()`` remembers it. See :func:`reusable`."""
+
+    def __init__(self, context: mlrun.MLClientCtx, step: str, inputs: dict, dirs: list[Path]):
+        self.context, self.step, self.dirs = context, step, [Path(d) for d in dirs]
+        self.cache = step_cache(context)
+        self.fingerprint = fingerprint(step, inputs) if self.cache is not None else ""
+
+    def hit(self) -> bool:
+        """Whether the step finished before with the same fingerprint; if so its folders are
+        linked into this run's layout and its results logged (``reused_from``: that run)."""
+        if self.cache is None:
+            return False
+        entry = self.cache.lookup(self.step, self.fingerprint) if _reuse_enabled(self.context) else None
+        if entry is None:
+            unmark_dirs(self.dirs)  # the step runs here now: its folders are no longer the old result
+            return False
+        link_dirs(entry, self.dirs)
+        self.context.log_results({**entry["results"], "reused_from": entry["run"]})
+        self.context.logger.info(f"{self.context.name}: reused the finished step of run {entry['run']} "
+                                 f"(same inputs, fingerprint {self.fingerprint[:12]})")
+        return True
+
+    def done(self) -> None:
+        """Remember this run of the step (call it last: after every output is written)."""
+        if self.cache is not None:
+            self.cache.record(self.step, self.fingerprint, self.dirs, self.context.results,
+                              run=self.context.tag)
+
+
+def reusable(context: mlrun.MLClientCtx, step: str, inputs: dict, dirs: list[Path]) -> Reusable:
+    """A step handler's reuse of an earlier finished run with the same inputs::
+
+        reuse = reusable(context, "quantize", {"task": spec, ...}, [layout.quantize_dir(task)])
+        if reuse.hit():
+            return
+        ...  # the step's work, writing only under ``dirs``
+        reuse.done()
+
+    ``inputs``: everything the step's results depend on besides the code (the task spec, its
+    parameters, files it reads from the run's layout); ``dirs``: the folders it writes.
+    The project parameter ``reuse_steps`` (default true) turns the lookup off; finished
+    steps are still remembered.
+    """
+    return Reusable(context, step, inputs, dirs)
+
+
+def if_file(path: Path) -> str:
+    """``path`` when it is a file, "" otherwise: an optional input (one a step reads from the
+    run's layout, such as the production adapter's summary) whose content counts."""
+    return str(path) if path.is_file() else ""
+
+
+def _reuse_enabled(context: mlrun.MLClientCtx) -> bool:
+    project = current_project(context)
+    value = project.get_param("reuse_steps", True) if project is not None else True
+    if isinstance(value, str):
+        if value.lower() not in ("true", "false"):
+            raise ValueError(f"project param reuse_steps: {value!r}; expected true or false")
+        return value.lower() == "true"
+    return bool(value)

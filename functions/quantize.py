@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import mlrun
 
-from functions.mlrun_io import (project_file, localize_dir, log_model_dir, log_plot, log_table, made_parent,
-                               run_layout)
+from functions.mlrun_io import (if_file, localize_dir, log_model_dir, log_plot, log_table, made_parent,
+                               project_file, reusable, run_layout)
 from rightsizer.finetune.task import production_for
 from rightsizer.quantize import precision_figure, quantize_for_task
 from rightsizer.select import Selection
@@ -30,6 +30,13 @@ def quantize(context: mlrun.MLClientCtx, task_spec: str, selection: str, model_d
     spec = load_task(project_file(task_spec))
     sel = Selection.load(selection)
     layout = run_layout(context)
+    reuse = reusable(context, "quantize",
+                     {"task": spec, "selection": selection, "model_dir": model_dir,
+                      "gptq_model_dir": gptq_model_dir, "finetuned": finetuned,
+                      "production": if_file(layout.production_file(spec.name))},
+                     [layout.quantize_dir(spec.name)])
+    if reuse.hit():
+        return
     prod = production_for(spec, sel.chosen.candidate, sel.chosen.rung, selection,
                           layout.production_file(spec.name), finetuned)
     adapter = None
@@ -58,3 +65,4 @@ def quantize(context: mlrun.MLClientCtx, task_spec: str, selection: str, model_d
                          "memory_before_bytes": out.memory_before,
                          "memory_after_bytes": kept.memory_bytes, "score": out.score,
                          "bundle_dir": model_ref})
+    reuse.done()

@@ -71,7 +71,8 @@ def quantize_gptq(context, task_spec: str, model_dir: str, method: str = "gptq",
     """
     import time
 
-    from functions.mlrun_io import localize_dir, log_model_dir, made_dir, project_file, run_layout
+    from functions.mlrun_io import if_file, localize_dir, log_model_dir, made_dir, project_file, reusable, run_layout
+    from rightsizer.atomic import atomic_write_text
     from rightsizer.evaluate import load_rows
     from rightsizer.taskspec import load_task
 
@@ -81,6 +82,14 @@ def quantize_gptq(context, task_spec: str, model_dir: str, method: str = "gptq",
     spec = load_task(project_file(task_spec))
     python = gptq_python(method)
     layout = run_layout(context)
+    reuse = reusable(context, "quantize_gptq",
+                     {"task": spec, "model_dir": model_dir, "method": method, "bits": bits,
+                      "group_size": group_size, "samples": samples, "min_samples": min_samples,
+                      "device": device, "selection": selection, "finetuned": finetuned,
+                      "production": if_file(layout.production_file(spec.name))},
+                     [layout.prequant_dir(spec.name, method)])
+    if reuse.hit():
+        return
     rung = None
     if selection:
         from rightsizer.finetune.task import production_for
@@ -99,7 +108,7 @@ def quantize_gptq(context, task_spec: str, model_dir: str, method: str = "gptq",
     if out.exists():
         shutil.rmtree(out)
     texts_path = layout.calibration_texts_file(spec.name, method)
-    texts_path.write_text(json.dumps(texts))
+    atomic_write_text(texts_path, json.dumps(texts))
     repo = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ, PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = [python, "-m", "rightsizer.quantize_gptq", "--model-path", src, "--texts", str(texts_path),
@@ -124,3 +133,5 @@ def quantize_gptq(context, task_spec: str, model_dir: str, method: str = "gptq",
     context.log_results({"precision": config["precision"], "backend": method,
                          "calibration_samples": len(texts), "seconds": round(time.perf_counter() - start, 1),
                          "model_dir": ref})
+    reuse.done()
+

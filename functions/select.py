@@ -7,7 +7,7 @@ import sys
 
 import mlrun
 
-from functions.mlrun_io import log_model_dir, log_plot, log_table, made_dir, project_file, run_layout
+from functions.mlrun_io import log_model_dir, log_plot, log_table, made_dir, project_file, reusable, run_layout
 from rightsizer.errors import NoFeasibleOption
 from rightsizer.report import ladder_figure, leaderboard_rows, pareto_figure
 from rightsizer.select import select_model
@@ -29,10 +29,15 @@ def select(context: mlrun.MLClientCtx, task_spec: str, latency_repeats: int = 3)
     step registers the serving bundle as ``<task>``), results ``chosen_model``, ``rung``,
     ``score``, ``ci_low``, ``params``, ``model_dir`` (the chosen model, LoRA merged),
     ``eval_examples``, ``eval_seconds``, ``full_examples``, ``dropped`` and ``selection``
-    (JSON path).
+    (JSON path). A rerun with the same task, data, candidates and code reuses the finished
+    step (``functions.mlrun_io.reusable``: result ``reused_from``).
     """
     spec = load_task(project_file(task_spec))
     layout = run_layout(context)
+    reuse = reusable(context, "select", {"task": spec, "latency_repeats": latency_repeats},
+                     [layout.select_dir(spec.name)])
+    if reuse.hit():
+        return
     sel = select_model(spec, made_dir(layout.select_dir(spec.name)), latency_repeats=latency_repeats)
     selection = layout.selection_file(spec.name)
     sel.save(selection)
@@ -59,3 +64,4 @@ def select(context: mlrun.MLClientCtx, task_spec: str, latency_repeats: int = 3)
     context.log_results({"chosen_model": c.candidate, "rung": c.rung, "score": c.score,
                          "ci_low": c.ci_low, "params": c.params, "model_dir": model_ref})
     context.logger.info(sel.summary())
+    reuse.done()

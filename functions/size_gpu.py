@@ -7,7 +7,7 @@ from pathlib import Path
 
 import mlrun
 
-from functions.mlrun_io import current_project, project_file, localize_dir, log_plot, log_table, made_parent, run_layout
+from functions.mlrun_io import current_project, if_file, localize_dir, log_plot, log_table, project_file, reusable, run_layout
 from rightsizer.bundle import read_bundle
 from rightsizer.finetune.task import production_for
 from rightsizer.report import latency_figure, ranking_rows
@@ -36,6 +36,18 @@ def size_gpu(context: mlrun.MLClientCtx, task_spec: str, selection: str, bundle_
     ``record`` (its path).
     """
     spec = load_task(project_file(task_spec))
+    project = current_project(context)
+    price_list = price_list or (project.get_param("price_list", "") if project else "") or None
+    layout = run_layout(context)
+    reuse = reusable(context, "size_gpu",
+                     {"task": spec, "selection": selection, "bundle_dir": bundle_dir,
+                      "precision": precision, "chosen_evaluation": chosen_evaluation,
+                      "baseline_evaluation": baseline_evaluation, "calibration": calibration,
+                      "finetuned": finetuned, "price_list": price_list,
+                      "production": if_file(layout.production_file(spec.name))},
+                     [layout.size_gpu_dir(spec.name)])
+    if reuse.hit():
+        return
     sel = Selection.load(selection)
     bundle = localize_dir(bundle_dir)
     chosen_eval = json.loads(open(chosen_evaluation).read())
@@ -43,12 +55,10 @@ def size_gpu(context: mlrun.MLClientCtx, task_spec: str, selection: str, bundle_
     largest = resolve_model_ref(sel.order[-1][0])
     # measurements from the evaluate step on a catalog GPU -> calibrated efficiency factors
     factors = fit_calibration(json.loads(Path(calibration).read_text())) if calibration else None
-    project = current_project(context)
-    price_list = price_list or (project.get_param("price_list", "") if project else "") or None
     rec = size_for_task(spec, bundle, precision, factors=factors, price_list=price_list)
     searched = read_bundle(bundle).get("metrics", {}).get("precision_search", [])
     prod = production_for(spec, sel.chosen.candidate, sel.chosen.rung, selection,
-                          run_layout(context).production_file(spec.name), finetuned)
+                          layout.production_file(spec.name), finetuned)
     record = build_record(spec, sel, chosen_eval, baseline_eval, rec, largest, precision,
                           precision_rows=searched, factors=factors, production=prod,
                           price_list=price_list)
@@ -57,7 +67,7 @@ def size_gpu(context: mlrun.MLClientCtx, task_spec: str, selection: str, bundle_
     log_plot(context, "latency_vs_baseline", latency_figure(spec.name, {
         f"chosen {sel.chosen.candidate} ({chosen_eval['precision']})": chosen_eval["latency_by_batch"],
         f"baseline {sel.order[-1][0]} ({baseline_eval['precision']})": baseline_eval["latency_by_batch"]}))
-    path = made_parent(run_layout(context).decision_file(spec.name))
+    path = layout.decision_file(spec.name)
     save_record(record, path)
     context.log_artifact("decision", local_path=str(path))
     context.log_results({"gpu": record["chosen"]["gpu"],
@@ -65,3 +75,4 @@ def size_gpu(context: mlrun.MLClientCtx, task_spec: str, selection: str, bundle_
                          "baseline_cost_per_1m_tokens": record["baseline"]["cost_per_1m_tokens"],
                          "record": str(path)})
     context.logger.info(record["summary"])
+    reuse.done()

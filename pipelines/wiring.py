@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -14,13 +15,40 @@ def run_step(project, function: str, **kwargs):
 
     Without an MLRun API, a local step that raises comes back as a run still in state
     'created' (the NopDB never records the error), and the local engine then waits for it
-    forever. Mark it as an error and stop the workflow with the step's name instead.
+    forever. Mark it as an error and stop the workflow with one line: the step's name (which
+    names the task) and the reason, the error MLRun logged for it.
     """
-    step = project.run_function(function, **kwargs)
+    with _StepErrors() as errors:
+        step = project.run_function(function, **kwargs)
     if isinstance(step, mlrun.model.RunObject) and step.status.state != "completed":
         step.status.state = "error"
-        raise RuntimeError(f"step {kwargs.get('name', function)!r} failed: see its error logged above")
+        reason = errors.reasons[-1] if errors.reasons else "see its error logged above"
+        raise RuntimeError(f"step {kwargs.get('name', function)!r} failed: {reason}")
     return step
+
+
+class _StepErrors(logging.Handler):
+    """The errors MLRun's local runtime logs for a failed step ("Exec error - <reason>"):
+    the run object it returns offline carries no error."""
+
+    PREFIX = "Exec error - "
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.reasons: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = str(record.msg)
+        if message.startswith(self.PREFIX):
+            first = message[len(self.PREFIX):].strip().splitlines()
+            self.reasons.append(first[0] if first else "")
+
+    def __enter__(self) -> "_StepErrors":
+        logging.getLogger("mlrun").addHandler(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        logging.getLogger("mlrun").removeHandler(self)
 
 
 def output(step, key: str):

@@ -16,6 +16,12 @@
     <root>/rightsizer/report/decision_report.html            the run's report, one HTML page
     <root>/rightsizer/finetune/<key>-<job id>/               a finetune job's output folder
 
+Beside the runs' folders (``<artifact path>/.rightsizer-steps``, ``rightsizer.stepcache``):
+the finished steps by fingerprint (``steps/<step>/<fingerprint>.json``, reused by a rerun
+with the same inputs) and the production fine-tuning jobs (``finetune/<task>/production-<job
+id>/``, resumed by a rerun after a kill). A reused step's folder in a run is a symlink to the
+run that made it.
+
 Writers (the MLRun handlers in ``functions/``) and readers (re-evaluation, the demo script,
 the notebook, tests) all go through :class:`RunLayout`. Its methods only compute paths;
 creating folders is the writer's business. No MLRun import here.

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from rightsizer.atomic import atomic_dir
+from rightsizer.atomic import atomic_dir, atomic_write_text
 from rightsizer.errors import ConfigError
 from rightsizer.evaluate import check_task_data, measure_latency, pick_shots
 from rightsizer.inference import build_prompt, load_model
@@ -241,7 +241,7 @@ class Selection:
         return d
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=True))
 
     @classmethod
     def load(cls, path: str | Path) -> "Selection":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from rightsizer.atomic import atomic_write_text
 from rightsizer.errors import ConfigError, NoFeasibleOption
 from rightsizer.precisions import get_precision
 from rightsizer.select import Selection
@@ -169,7 +170,7 @@ def _lora_section(sel: Selection, production: dict | None) -> dict | None:
 
 
 def save_record(record: dict, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
+    atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True, default=str))
 
 
 def load_record(path: str | Path) -> dict:

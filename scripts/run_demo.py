@@ -34,6 +34,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--app", default="tasks/demo_app.yaml", help="application spec (YAML)")
     ap.add_argument("--artifacts", default=str(ROOT / "artifacts"), help="artifact path")
+    ap.add_argument("--no-reuse", action="store_true",
+                    help="run every step again, even those that finished with the same inputs")
     args = ap.parse_args()
     os.environ.setdefault("MLRUN_ARTIFACT_PATH", args.artifacts)
 
@@ -45,13 +47,14 @@ def main() -> int:
 
     start = time.perf_counter()
     print("[1/3] demo candidates:", bootstrap())
-    project = mlrun.load_project(str(ROOT), name="rightsizer", parameters={"app": args.app},
-                                   save=False)  # keep the committed project.yaml as it is
+    project = mlrun.load_project(str(ROOT), name="rightsizer",
+                                 parameters={"app": args.app, "reuse_steps": not args.no_reuse},
+                                 save=False)  # keep the committed project.yaml as it is
     print("[2/3] running workflow size_and_deploy (engine: local)")
     status = project.run("size_and_deploy", arguments={"app": args.app}, artifact_path=args.artifacts,
                          watch=True, dirty=True)
     if str(status.state).lower() not in ("completed", "succeeded"):
-        print(f"workflow ended in state {status.state}", file=sys.stderr)
+        print(f"workflow ended in state {status.state}: {status.exc or 'see the log above'}", file=sys.stderr)
         return 1
     decisions = json.loads(RunLayout(Path(args.artifacts)).decisions_file().read_text())
     records = decisions["records"]

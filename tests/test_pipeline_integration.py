@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
 import mlrun
 import pytest
+import torch
 
+from functions.mlrun_io import STEPS_FOLDER
 from rightsizer.layout import RunLayout, find_bundles, find_decisions
+from rightsizer.stepcache import StepCache
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -191,7 +197,10 @@ def test_the_lora_task_trains_and_serves_its_production_adapter(run):
     assert prod["base_model"] == "demo:tiny-s" and spec.finetune.epochs
     assert prod["steps"] == math.ceil(spec.finetune.epochs * prod["examples"] / 16) > \
         spec.ladder.lora.steps
-    assert Path(prod["adapter_dir"]).parent.parent == layout.finetune_task_dir("review_sentiment")
+    # its job folder outlives the run (beside the runs' folders, named by the job id), so a
+    # rerun after a kill resumes it
+    jobs = StepCache(layout.root.parent / STEPS_FOLDER).finetune_jobs_dir("review_sentiment")
+    assert Path(prod["adapter_dir"]).parent.parent == jobs
     # the decision record shows both runs: the ladder's screening and the production adapter
     lora = records["review_sentiment"]["lora"]
     assert lora["screening"]["score"] >= spec.threshold
@@ -237,3 +246,93 @@ def test_the_fleet_plan_decides_the_deployment(run):
     page = layout.decision_report_file().read_text()  # and its page: the fleet, each task's group
     assert '<section id="fleet">' in page and page.count("plotly.js v") == 1
     assert all(f'href="#fleet-chosen-{g["name"]}"' in page for g in plan["groups"])
+
+
+# The steps that remember their result (functions.mlrun_io.reusable): per task, the folders
+# they write in the run's layout.
+def _reusable_dirs(layout: RunLayout, task: str) -> list[Path]:
+    dirs = [layout.select_dir(task), layout.evaluate_dir(task, "baseline"), layout.quantize_dir(task),
+            layout.evaluate_dir(task, "chosen"), layout.size_gpu_dir(task)]
+    return dirs + ([layout.finetune_task_dir(task)] if task == "review_sentiment" else [])
+
+
+def _records(layout: RunLayout) -> dict:
+    return {r["task"]: r for r in json.loads(layout.decisions_file().read_text())["records"]}
+
+
+def test_a_rerun_reuses_every_finished_step_and_registers_nothing_again(run):
+    """The same workflow again with nothing changed: every task step is the first run's,
+    linked into the new run's folder, and none of them logs an artifact again."""
+    project, first, records = run
+    status = project.run("size_and_deploy", watch=True)
+    assert str(status.state).lower() in ("completed", "succeeded"), status.state
+    second = RunLayout(Path(project.context) / "artifacts" / status.run_id)
+    assert second.root != first.root
+    for task in records:
+        for folder in _reusable_dirs(second, task):
+            assert folder.is_symlink(), folder
+            assert folder.resolve() == (first.root / folder.relative_to(second.root)).resolve()
+    # MLRun writes a step's logged artifacts in a folder named after the step: only the steps
+    # that always run (plan, deploy, report) wrote any
+    logged = {p.name for p in second.root.iterdir() if p.name != "rightsizer"}
+    assert not {n for n in logged if n.startswith(("select", "evaluate", "quantize", "size-gpu", "finetune"))}, logged
+    # the same decisions, and this run's report and plan were written
+    assert _records(second) == _records(first)
+    assert second.decision_report_file().is_file() and second.plan_file().is_file()
+
+
+def test_a_rerun_after_kill_9_in_the_finetune_step_resumes_it(run, tmp_path_factory, monkeypatch):
+    """kill -9 of a workflow while finetune-review_sentiment trains; the rerun completes,
+    reuses the select step that finished, resumes the adapter from its last checkpoint and
+    ends with the adapter of the uninterrupted run."""
+    from safetensors.torch import load_file
+
+    _, first, _ = run
+    clone = _clone(tmp_path_factory.mktemp("killed"))
+    jobs = StepCache(clone / "artifacts" / STEPS_FOLDER).finetune_jobs_dir("review_sentiment")
+    # the trainer sleeps a little per step here, so the kill lands between two checkpoints
+    env = dict(os.environ, RIGHTSIZER_FT_STEP_SLEEP="0.1")
+    env.pop("MLRUN_ARTIFACT_PATH", None)
+    log = tmp_path_factory.mktemp("killed-log") / "workflow.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "import mlrun; mlrun.load_project('./').run('size_and_deploy', watch=True)"],
+            cwd=clone, env=env, start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.time() + 600
+    checkpoint = None
+    while checkpoint is None and proc.poll() is None and time.time() < deadline:
+        checkpoint = next(iter(jobs.glob("production-*/checkpoints/checkpoint-*/rightsizer-checkpoint.json")), None)
+        time.sleep(0.05)
+    if checkpoint is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    assert checkpoint is not None, log.read_text(errors="replace")[-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(60)
+    assert proc.returncode == -signal.SIGKILL
+    job = checkpoint.parents[2]
+    assert not (job / "result.json").exists(), "the fine-tune finished before the kill"
+    killed = [p for p in (clone / "artifacts").iterdir() if not p.name.startswith(".")]
+    assert len(killed) == 1 and RunLayout(killed[0]).selection_file("review_sentiment").is_file()
+
+    monkeypatch.chdir(clone)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delenv("MLRUN_ARTIFACT_PATH", raising=False)
+    project = mlrun.load_project("./")
+    status = project.run("size_and_deploy", watch=True)
+    assert str(status.state).lower() in ("completed", "succeeded"), status.state
+    rerun = RunLayout(clone / "artifacts" / status.run_id)
+    # the select step had finished before the kill: reused (linked from the killed run)
+    assert rerun.select_dir("review_sentiment").is_symlink()
+    assert rerun.select_dir("review_sentiment").resolve() == killed[0].resolve() / "rightsizer" / "review_sentiment" / "select"
+    # the fine-tune resumed in the same job folder, from the checkpoint the kill left
+    prod = json.loads(rerun.production_file("review_sentiment").read_text())
+    assert Path(prod["adapter_dir"]).parent == job
+    assert prod["resumed_from"] and Path(prod["resumed_from"]).name == checkpoint.parent.name
+    # ... and ends with the uninterrupted run's adapter, to the bit
+    ref = load_file(Path(json.loads(first.production_file("review_sentiment").read_text())["adapter_dir"])
+                    / "adapter_model.safetensors")
+    got = load_file(Path(prod["adapter_dir"]) / "adapter_model.safetensors")
+    assert ref.keys() == got.keys() and all(torch.equal(ref[k], got[k]) for k in ref)
+    assert _records(rerun).keys() == {"review_sentiment", "ticket_routing", "answer_drafting"}
+    # nothing half-written is left in the job folder or the steps' memory
+    assert not [p for p in jobs.rglob(".*tmp-*")]

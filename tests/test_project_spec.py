@@ -327,3 +327,21 @@ def test_one_group_deploys_no_router(demo_models, tmp_path):
     out = _deploy(project, plan, {task: _bundles(demo_models, tmp_path)["ticket_routing"]}, tmp_path, mock=True)
     assert out == {"endpoint": "serving", "functions": {spec["group"]: "serving"}}
     assert project.get_function("serving").metadata.labels["rightsizer/role"] == "group"
+
+
+def test_a_second_project_in_the_same_process_gets_its_own_artifact_folder(tmp_path, monkeypatch):
+    """Offline, project_setup defaults the artifact path to <project>/artifacts; a second
+    project loaded later in the same kernel must not write into the first one's folder,
+    while an artifact path the user chose stays."""
+    import project_setup
+
+    monkeypatch.setitem(mlrun.mlconf._cfg, "artifact_path", "")  # Config keeps its values in _cfg
+    monkeypatch.delenv(project_setup._DEFAULTED_ENV, raising=False)
+    a, b = tmp_path / "a", tmp_path / "b"
+    for ctx in (a, b):
+        ctx.mkdir()
+        project_setup._offline_defaults(mlrun.new_project(ctx.name, context=str(ctx), save=False))
+        assert mlrun.mlconf.artifact_path == str(ctx / "artifacts")
+    mlrun.mlconf.artifact_path = str(tmp_path / "mine")  # the user's choice wins
+    project_setup._offline_defaults(mlrun.new_project("c", context=str(a), save=False))
+    assert mlrun.mlconf.artifact_path == str(tmp_path / "mine")

@@ -16,9 +16,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_failed_local_step_raises_and_is_terminal():
     project = mlrun.load_project(str(ROOT), name="rightsizer", save=False)
-    with pytest.raises(RuntimeError, match="step 'select-bad' failed"):
+    # one line: the step (which names the task) and the reason MLRun logged for it
+    with pytest.raises(RuntimeError, match=r"^step 'select-bad' failed: .*tasks/nope\.yaml") as e:
         run_step(project, "select", name="select-bad", params={"task_spec": "tasks/nope.yaml"},
                  local=True)
+    assert "\n" not in str(e.value)
 
 
 def test_workflow_with_a_failing_step_fails_instead_of_hanging(tmp_path):
@@ -42,3 +44,5 @@ def test_workflow_with_a_failing_step_fails_instead_of_hanging(tmp_path):
     t.join(timeout=300)
     assert not t.is_alive(), "workflow hung"
     assert str(result["status"].state).lower() == "failed"
+    # the workflow's error says which step of which task failed, and why
+    assert "step 'select-ticket_routing' failed: " in str(result["status"].exc) and "no/such/model" in str(result["status"].exc)
