@@ -2,7 +2,9 @@
 
 Parameters (``mlrun.load_project("./", parameters={...})`` or project.yaml ``spec.params``):
 ``gpus`` (GPU limit of the GPU steps, 0 = CPU), ``finetune_gpus`` (the finetune step's GPU
-limit, default ``gpus``: one training process per GPU), ``gpu_type``, ``image``, ``source``
+limit per node, default ``gpus``: one training process per GPU), ``finetune_nodes`` (the
+finetune step's node count, default 1; more runs it as an MPIJob, one replica per node),
+``gpu_type``, ``image``, ``source``
 (git/archive URL of this repo for cluster runs), ``serving_max_replicas``,
 ``reevaluate_schedule`` (cron). No secrets here: a hub token comes from the project
 secrets or the environment (HF_TOKEN).
@@ -49,8 +51,18 @@ def setup(project: mlrun.projects.MlrunProject) -> mlrun.projects.MlrunProject:
             ft_gpus = int(project.get_param("finetune_gpus", gpus))
             if ft_gpus < 0:
                 raise ValueError(f"finetune_gpus: {ft_gpus}; expected a GPU count >= 0")
+            ft_nodes = int(project.get_param("finetune_nodes", 1))
+            if ft_nodes < 1:
+                raise ValueError(f"finetune_nodes: {ft_nodes}; expected a node count >= 1")
             _gpu_limits(fn, name, 0, gpu_type)  # validates gpus first
-            configure_function(fn, gpus=ft_gpus, gpu_type=gpu_type)
+            if ft_nodes > 1:  # one MPI replica per node, each running torchrun for its GPUs
+                from functions.finetune import mpijob_function
+
+                mpijob_function(project, name=name, image=image, replicas=ft_nodes,
+                                gpus_per_replica=ft_gpus, gpu_type=gpu_type, handler=name,
+                                with_repo=bool(source))
+            else:
+                configure_function(fn, gpus=ft_gpus, gpu_type=gpu_type)
         else:
             _gpu_limits(fn, name, gpus, gpu_type)
 

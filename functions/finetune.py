@@ -21,6 +21,7 @@ from rightsizer.errors import ConfigError
 from rightsizer.evaluate import check_task_data
 from rightsizer.finetune.launch import finetune as run_finetune
 from rightsizer.finetune.launch import job_id
+from rightsizer.finetune.mpi import mpi_node
 from rightsizer.finetune.report import curves_figure
 from rightsizer.finetune.task import file_digest, production_adapter, wants_production
 from rightsizer.select import Selection
@@ -109,8 +110,14 @@ def finetune_task(context: mlrun.MLClientCtx, task_spec: str, selection: str, np
     # the step was killed resumes from its last checkpoint, a finished job is not trained again.
     cache = step_cache(context)
     jobs = cache.finetune_jobs_dir(spec.name) if cache is not None else layout.finetune_task_dir(spec.name)
+    # Several nodes (an MPIJob, project param finetune_nodes): MPI starts this handler once
+    # per node, each runs torchrun for its GPUs against node 0; the job folder must be on a
+    # volume the nodes share (RIGHTSIZER_WORKDIR). Node 0 merges, scores and logs.
+    node = mpi_node()
     prod = production_adapter(spec, sel.chosen.candidate, train, evals, made_dir(jobs),
-                              nproc=nproc or _visible_gpus(), **overrides)
+                              nproc=nproc or _visible_gpus(), node=node, **overrides)
+    if node is not None and node.rank != 0:
+        return
     prod.update(selection_digest=file_digest(selection), screening_score=sel.chosen.score,
                 screening=sel.chosen.training)
     path = layout.production_file(spec.name)
@@ -186,15 +193,21 @@ def configure_function(fn, gpus: int = 0, gpu_type: str = "nvidia.com/gpu", shm_
 
 def mpijob_function(project, name: str = "finetune-mpi", image: str = "mlrun/mlrun",
                     replicas: int = 2, gpus_per_replica: int = 1,
-                    gpu_type: str = "nvidia.com/gpu", shm_gb: int = 16):
-    """A multi-node MPIJob (MLRun 1.12's only multi-node runtime, MPIJob v1).
+                    gpu_type: str = "nvidia.com/gpu", shm_gb: int = 16,
+                    handler: str = "mpi_worker", with_repo: bool = False):
+    """A multi-node MPIJob (MLRun 1.12's only multi-node runtime, MPIJob v1), one MPI
+    process per replica (node).
 
-    Every replica runs one rank: the training module reads its rank from MPI
-    (``discover_mpi_env``) before DeepSpeed/Accelerate initialise. Needs the MPI operator on
-    the cluster and mpi4py in the image. Run it with ``handler="mpi_worker"``.
+    ``handler="mpi_worker"``: every replica runs one training rank, which reads its rank from
+    MPI (``discover_mpi_env``) before DeepSpeed/Accelerate initialise.
+    ``handler="finetune_task"`` (size_and_deploy's step with ``finetune_nodes`` > 1): every
+    replica runs torchrun for its ``gpus_per_replica`` GPUs as one node (``mpi_node``).
+    Needs the MPI operator on the cluster and mpi4py in the image.
     """
+    if replicas < 1:
+        raise ValueError(f"replicas: {replicas}; expected a node count >= 1")
     fn = project.set_function("functions/finetune.py", name=name, kind="mpijob", image=image,
-                              handler="mpi_worker")
+                              handler=handler, with_repo=with_repo)
     fn.spec.replicas = replicas
     return configure_function(fn, gpus=gpus_per_replica, gpu_type=gpu_type, shm_gb=shm_gb)
 

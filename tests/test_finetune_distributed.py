@@ -131,3 +131,38 @@ def test_kill_9_of_one_rank_then_rerun_resumes_to_the_same_adapter(zero3, tmp_pa
     assert ref.keys() == got.keys()
     assert all(torch.equal(ref[k], got[k]) for k in ref), max(
         float((ref[k] - got[k]).abs().max()) for k in ref)
+
+
+def test_two_nodes_of_one_process_train_the_adapter_of_one_node_of_two(zero3, tmp_path):
+    """The multi-node path of size_and_deploy's finetune step (finetune_nodes > 1, one MPI
+    process per node running torchrun), run for real as two nodes on this machine: node 0
+    and node 1 meet at node 0's rendezvous, share the output folder, and train the adapter
+    that 2 processes on one node train. Node 1 returns without reading the result."""
+    from rightsizer.finetune.launch import free_port
+    from rightsizer.finetune.mpi import MpiNode
+
+    ref_out, ref_result = zero3
+    out = tmp_path / "two-nodes"
+    cfg = {**BASE, "output_dir": str(out), "zero_stage": 3}
+    port, results = free_port(), {}
+
+    def node(rank: int) -> None:
+        try:
+            results[rank] = finetune(cfg, nproc=1, stream=False,
+                                     node=MpiNode(rank=rank, count=2, master_addr="127.0.0.1",
+                                                  master_port=port))
+        except Exception as e:  # noqa: BLE001 - reported by the assertion below
+            results[rank] = e
+
+    threads = [threading.Thread(target=node, args=(r,)) for r in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    assert results[1] == {"node_rank": 1, "world_size": 2}, results
+    assert results[0]["world_size"] == 2 and results[0]["strategy"] == ref_result["strategy"], results
+    ref, got = _adapter(ref_out), _adapter(out)
+    assert ref.keys() == got.keys()
+    assert all(torch.equal(ref[k], got[k]) for k in ref), max(
+        float((ref[k] - got[k]).abs().max()) for k in ref)
+

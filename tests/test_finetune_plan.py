@@ -157,6 +157,29 @@ def test_mpi_rank_discovery(monkeypatch):
     assert os.environ["RANK"] == "3" and os.environ["WORLD_SIZE"] == "8"
 
 
+def test_an_mpi_launched_node_is_found_without_touching_the_environment(monkeypatch):
+    """size_and_deploy's multi-node step: MPI starts one process per node, which runs
+    torchrun for its GPUs; the node's rank, count and rendezvous come from MPI."""
+    import os
+
+    from rightsizer.finetune.mpi import MpiNode, mpi_node
+
+    for k in ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "PMI_RANK", "PMI_SIZE", "PMIX_RANK",
+              "PMIX_SIZE", "MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(k, raising=False)
+    assert mpi_node() is None
+    monkeypatch.setenv("PMI_RANK", "1")
+    monkeypatch.setenv("PMI_SIZE", "2")
+    monkeypatch.setenv("MASTER_ADDR", "finetune-worker-0")
+    monkeypatch.setenv("MASTER_PORT", "29611")
+    before = dict(os.environ)
+    assert mpi_node() == MpiNode(rank=1, count=2, master_addr="finetune-worker-0", master_port=29611)
+    assert dict(os.environ) == before  # torchrun sets each worker's RANK / WORLD_SIZE
+    monkeypatch.setenv("PMI_SIZE", "two")
+    with pytest.raises(RuntimeError, match="PMI_SIZE='two'.*expected integers"):
+        mpi_node()
+
+
 # --------------------------------------------------------------------------- strategy from memory, hub-sized
 EXAMPLES = Path(__file__).resolve().parents[1] / "tasks" / "examples" / "configs"
 

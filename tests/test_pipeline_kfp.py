@@ -124,6 +124,29 @@ def test_finetune_step_runs_under_a_condition_on_the_chosen_rung(tmp_path, monke
     assert fn.spec.state_thresholds["executing"].endswith("h")
 
 
+def test_finetune_nodes_run_the_step_as_an_mpijob(tmp_path, monkeypatch):
+    """finetune_nodes=2: the same step (db://.../finetune, handler finetune_task) submits an
+    MPIJob with one replica per node, each with the finetune_gpus limit and /dev/shm."""
+    spec = _workflow(0, tmp_path, monkeypatch, finetune_gpus=4, finetune_nodes=2)
+    templates = {t["name"]: t for t in spec["spec"]["templates"]}
+    cmd = _args(templates["finetune-review-sentiment"])
+    assert cmd[cmd.index("-f") + 1] == "db://rightsizer/finetune"
+    assert cmd[cmd.index("--handler") + 1] == "finetune_task"
+    project = mlrun.load_project(str(ROOT), name="rightsizer", save=False,
+                                 parameters={"gpus": 0, "finetune_gpus": 4, "finetune_nodes": 2})
+    fn = project.get_function("finetune")
+    assert fn.kind == "mpijob" and fn.spec.replicas == 2
+    assert int(fn.spec.resources["limits"]["nvidia.com/gpu"]) == 4
+    assert {m["name"]: m["mountPath"] for m in fn.spec.volume_mounts}["dshm"] == "/dev/shm"
+    assert fn.spec.state_thresholds["executing"].endswith("h")
+    assert fn.spec.default_handler == "finetune"  # the pipeline's step names finetune_task
+    # one node: a plain job, as before
+    one = mlrun.load_project(str(ROOT), name="rightsizer", save=False, parameters={"finetune_nodes": 1})
+    assert one.get_function("finetune").kind == "job"
+    with pytest.raises(ValueError, match="finetune_nodes: 0; expected a node count >= 1"):
+        mlrun.load_project(str(ROOT), name="rightsizer", save=False, parameters={"finetune_nodes": 0})
+
+
 def test_negative_finetune_gpus_is_a_clear_error(monkeypatch):
     monkeypatch.chdir(ROOT)
     with pytest.raises(ValueError, match="finetune_gpus: -1; expected a GPU count >= 0"):

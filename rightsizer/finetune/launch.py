@@ -16,6 +16,7 @@ import sys
 from collections import deque
 from pathlib import Path
 
+from rightsizer.atomic import atomic_write_text
 from rightsizer.errors import ConfigError
 
 _ROOT = str(Path(__file__).resolve().parents[2])
@@ -84,9 +85,13 @@ def precheck(cfg, world_size: int):
 
 
 def finetune(config, nproc: int = 1, env: dict | None = None, timeout: float | None = None,
-             stream=None, inprocess: bool | None = None) -> dict:
+             stream=None, inprocess: bool | None = None, node=None) -> dict:
     """Run a fine-tune with ``nproc`` processes; returns the result dict (``result.json``).
 
+    ``node`` (``rightsizer.finetune.mpi.MpiNode``): this is one node of several, which
+    launches its ``nproc`` workers with torchrun against node 0's rendezvous; the output
+    folder must be shared by the nodes. Only node 0 returns the result; the others return
+    ``{"node_rank", "world_size"}`` once their workers are done.
     Bad input raises :class:`ConfigError` before any training and leaves no adapter.
     """
     from rightsizer.finetune.train import FinetuneConfig, run_training
@@ -94,30 +99,39 @@ def finetune(config, nproc: int = 1, env: dict | None = None, timeout: float | N
     cfg = config if isinstance(config, FinetuneConfig) else FinetuneConfig.from_dict(dict(config))
     if not isinstance(nproc, int) or nproc < 1:
         raise ConfigError(f"nproc: {nproc!r}; expected a positive integer")
-    precheck(cfg, nproc)
+    nodes = node.count if node is not None else 1
+    world = nproc * nodes
+    precheck(cfg, world)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if nproc == 1 and inprocess is not False:
+    if world == 1 and inprocess is not False:
         return run_training(cfg)
+    # Written whole (write, then rename): on several nodes each writes the same files into
+    # the shared folder while the others' workers may already read them.
     if isinstance(cfg.train_data, list):  # workers read the data from a file
         data = out / "train_data.jsonl"
-        data.write_text("".join(json.dumps({"prompt": p, "answer": a}) + "\n"
-                                for p, a in ((r[0], r[1]) if not isinstance(r, dict)
-                                             else (r.get("prompt"), r.get("answer"))
-                                             for r in cfg.train_data)))
+        atomic_write_text(data, "".join(json.dumps({"prompt": p, "answer": a}) + "\n"
+                                        for p, a in ((r[0], r[1]) if not isinstance(r, dict)
+                                                     else (r.get("prompt"), r.get("answer"))
+                                                     for r in cfg.train_data)))
         cfg = FinetuneConfig.from_dict({**cfg.to_dict(), "train_data": str(data),
                                         "prompt_template": None})
     cfg_path = out / "finetune-config.json"
-    cfg_path.write_text(json.dumps(cfg.to_dict(), indent=2))
-    (out / "error.json").unlink(missing_ok=True)
-    rc, tail = run_command(torchrun_command(cfg_path, nproc), worker_env(nproc, env),
-                           timeout=timeout, stream=stream)
+    atomic_write_text(cfg_path, json.dumps(cfg.to_dict(), indent=2))
+    if node is None or node.rank == 0:
+        (out / "error.json").unlink(missing_ok=True)
+    cmd = (torchrun_command(cfg_path, nproc) if node is None else
+           torchrun_command(cfg_path, nproc, nnodes=node.count, node_rank=node.rank,
+                            master_addr=node.master_addr, master_port=node.master_port))
+    rc, tail = run_command(cmd, worker_env(nproc, env), timeout=timeout, stream=stream)
     err = out / "error.json"
     if err.is_file():
         e = json.loads(err.read_text())
         raise ConfigError(e["problems"], source="fine-tune")
     if rc != 0:
         raise RuntimeError(f"torchrun exited with {rc}; last output:\n" + "".join(tail))
+    if node is not None and node.rank != 0:
+        return {"node_rank": node.rank, "world_size": world}  # node 0 writes the result
     return json.loads((out / "result.json").read_text())
 
 

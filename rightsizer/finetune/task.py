@@ -48,17 +48,18 @@ def run_folder(workdir: str | Path, name: str, params: dict, nproc: int) -> Path
 
 def train_for_task(spec: TaskSpec, model: str, settings: LoraSettings, rows: list[dict],
                    workdir: str | Path, name: str = "adapter", nproc: int = 1,
-                   progress: bool = True, **overrides) -> dict:
+                   progress: bool = True, node=None, **overrides) -> dict:
     """Train a LoRA adapter of ``model`` on ``rows`` (train split) with a spec section's
     settings; returns the entry point's result (``adapter_dir``, losses, tokens/s, plan).
 
-    ``overrides``: further trainer parameters (``gpu_memory_gb``, ``zero_stage``, ...).
+    ``node``: one node of a multi-node run (``rightsizer.finetune.mpi.MpiNode``; ``nproc``
+    per node). ``overrides``: further trainer parameters (``gpu_memory_gb``, ``zero_stage``, ...).
     """
     params = {"model": model, "train_data": task_examples(spec, rows),
               **settings_params(settings), **overrides}
-    out = run_folder(workdir, name, params, nproc)
+    out = run_folder(workdir, name, params, nproc * (node.count if node is not None else 1))
     cfg = FinetuneConfig.from_dict({**params, "output_dir": str(out), "progress": progress})
-    return finetune(cfg, nproc=nproc)
+    return finetune(cfg, nproc=nproc, node=node)
 
 
 def training_figures(result: dict) -> dict:
@@ -77,9 +78,12 @@ def training_figures(result: dict) -> dict:
 
 def production_adapter(spec: TaskSpec, base_model: str, train_rows: list[dict],
                        eval_rows: list[dict], workdir: str | Path, nproc: int = 1,
-                       progress: bool = True, **overrides) -> dict:
+                       progress: bool = True, node=None, **overrides) -> dict:
     """Train the production adapter (the spec's ``finetune`` section), merge it into its
     base and score the merged model on ``eval_rows``.
+
+    ``node``: one node of a multi-node run (``nproc`` processes on each); node 0 merges and
+    scores, the others return ``{"node_rank", "world_size"}`` once they trained.
 
     The merge keeps the dtype the base checkpoint was saved in (a bf16 hub model stays
     bf16, an fp32 one is not rounded): the quantize step that follows picks the serving
@@ -98,7 +102,9 @@ def production_adapter(spec: TaskSpec, base_model: str, train_rows: list[dict],
     # the step's GPUs decide: a 4-bit base (QLoRA) only where the 16-bit base does not fit
     overrides.setdefault("quantization", "auto")
     result = train_for_task(spec, base_model, spec.finetune, train_rows, workdir,
-                            name="production", nproc=nproc, progress=progress, **overrides)
+                            name="production", nproc=nproc, progress=progress, node=node, **overrides)
+    if node is not None and node.rank != 0:
+        return result
     adapter = Path(result["adapter_dir"])
     saved = getattr(load_config(base_model, spec.trust_remote_code), "dtype", None)
     dtype = saved if isinstance(saved, torch.dtype) else getattr(torch, str(saved or ""), None)
