@@ -22,6 +22,7 @@ from rightsizer.errors import ConfigError
 from rightsizer.metrics import METRIC_RANGE
 from rightsizer.precisions import SEARCH_ORDER, get_precision
 from rightsizer.tasktypes import TASK_TYPES
+from rightsizer.yamlio import MAX_YAML_BYTES, read_yaml
 
 # The rungs, cheapest first. "retrieval" only applies to a task that declares ``retrieval:``
 # (a spec that leaves ``ladder.rungs`` out gets it then, and only then).
@@ -594,38 +595,15 @@ def _check_lora(lora: LoraSettings, where: str, problems: list[str]) -> None:
         problems.append(f"{where}target_modules: empty; leave it out for the architecture's default")
 
 
-MAX_SPEC_BYTES = 1 << 20  # a spec is a few KB; anything near this is not a spec
-
-
-class _NoAliasLoader(yaml.SafeLoader):
-    """Safe YAML without anchors and aliases: a short alias chain expands exponentially
-    (eight lines can exhaust memory), and no spec needs them."""
-
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.composer.ComposerError(None, None, f"YAML aliases (*{event.anchor}) are not "
-                                              "accepted in a spec; write the value out", event.start_mark)
-        return super().compose_node(parent, index)
+MAX_SPEC_BYTES = MAX_YAML_BYTES  # a spec is a few KB; anything near this is not a spec
 
 
 def read_spec_yaml(path: str | Path, what: str = "spec") -> dict:
     """A spec file's YAML mapping; a ConfigError naming the file for a missing, oversized,
-    non-UTF-8 or invalid file, YAML aliases, or a top level that is not a mapping."""
+    non-UTF-8 or invalid file, YAML aliases (``rightsizer.yamlio``; no spec needs them),
+    or a top level that is not a mapping."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{what} file not found: {path}")
-    size = path.stat().st_size
-    if size > MAX_SPEC_BYTES:
-        raise ConfigError(f"{size} bytes; a {what} is at most {MAX_SPEC_BYTES} bytes", str(path))
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"not UTF-8 text (byte {e.start}: {e.reason})", str(path)) from None
-    try:
-        data = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as e:
-        raise ConfigError(f"not valid YAML: {str(e)[:500]}", str(path)) from None
+    data = read_yaml(path, what, max_bytes=MAX_SPEC_BYTES, max_aliases=0)
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -506,7 +506,12 @@ PRICES = [
     price_case("bad-mig-rule", yaml_file("prices.yaml", PRICE_LIST, mig_rule="half"), "'mig_rule'", "'half'"),
     price_case("unknown-field", yaml_file("prices.yaml", PRICE_LIST, currency_code="EUR"),
                "unknown field 'currency_code'"),
-    price_case("non-utf8", yaml_file("prices.yaml", raw=b"name: caf\xe9\n"), "UTF-8 text; this file is not"),
+    price_case("non-utf8", yaml_file("prices.yaml", raw=b"name: caf\xe9\n"), "not UTF-8 text", "byte 9"),
+    price_case("yaml-alias", yaml_file("prices.yaml", raw=b"name: &n mine\nsource: *n\n"), "YAML aliases (*n)",
+               "price list"),
+    price_case("oversized", yaml_file("prices.yaml", raw=b"# " + b"x" * (1 << 20) + b"\nname: mine\n"),
+               "bytes; a price list is at most"),
+    price_case("invalid-yaml", yaml_file("prices.yaml", raw=b"prices: {H100-SXM: [\n"), "not valid YAML"),
     price_case("no-prices", yaml_file("prices.yaml", PRICE_LIST, prices={}), "field 'prices' must map"),
     price_case("missing-source", yaml_file("prices.yaml", PRICE_LIST, source=_DROP), "field 'source' is required"),
     Case("device-not-in-catalog", "price list", yaml_file("prices.yaml", PRICE_LIST,
@@ -515,7 +520,13 @@ PRICES = [
          ConfigError, ("prices.yaml", "prices.H900", "not in the catalog")),
     catalog_case("negative-memory", yaml_file("gpus.yaml", _first_gpu(memory_bytes=-1)), "memory_bytes"),
     catalog_case("not-a-mapping", yaml_file("gpus.yaml", raw=b"- T4\n- L4\n"), "a mapping with a 'gpus' list"),
-    catalog_case("non-utf8", yaml_file("gpus.yaml", raw=b"gpus: []\n# \xff\n"), "UTF-8 text; this file is not"),
+    catalog_case("non-utf8", yaml_file("gpus.yaml", raw=b"gpus: []\n# \xff\n"), "not UTF-8 text"),
+    # the alias chain that expands exponentially: refused past a few aliases
+    catalog_case("alias-chain", yaml_file("gpus.yaml", raw=b"a: &a [x, x, x, x]\n" + b"".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n".encode()
+        for i in range(8)) + b"gpus: [*i]\n"), "more than 16 YAML aliases", "GPU catalog"),
+    catalog_case("oversized", yaml_file("gpus.yaml", raw=b"gpus: []\n# " + b"x" * (1 << 20) + b"\n"),
+                 "bytes; a GPU catalog is at most"),
     catalog_case("unknown-gpu-field", yaml_file("gpus.yaml", _first_gpu(memory_gb=16)), "unknown field 'memory_gb'"),
 ]
 

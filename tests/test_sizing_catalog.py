@@ -233,7 +233,7 @@ def test_validation_reports_every_problem(tmp_path):
 
 
 def test_unreadable_catalogs(tmp_path):
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(ConfigError, match="GPU catalog file not found: .*missing.yaml"):
         load_catalog(str(tmp_path / "missing.yaml"))
     p = tmp_path / "x.yaml"
     p.write_text("gpus: 3\n")

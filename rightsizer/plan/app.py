@@ -17,12 +17,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from rightsizer.errors import ConfigError
 from rightsizer.plan.fleet import FleetPlan, plan_fleet
 from rightsizer.sizing.params import count_params, load_config
-from rightsizer.taskspec import TaskSpec, load_app
+from rightsizer.taskspec import TaskSpec, load_app, read_spec_yaml
 
 NOT_MEASURED = "not measured"
 _BASELINE_FIELDS = ("model", "name")
@@ -75,7 +74,7 @@ def decisions_from_app(path: str | Path) -> list[dict]:
     the field."""
     path = Path(path)
     app = load_app(path)  # validates every task spec (plan.precision included)
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_spec_yaml(path, "app spec")  # read (and checked) by load_app just above
     spec_files = [path.parent / ref for ref in data["tasks"]]
     problems: list[str] = []
     chosen: list[tuple[TaskSpec, dict | None]] = []

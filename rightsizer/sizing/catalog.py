@@ -16,10 +16,11 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator
 
-import yaml
+
 
 from rightsizer.errors import ConfigError
 from rightsizer.precisions import FEATURE_MIN_CC
+from rightsizer.yamlio import read_yaml
 from rightsizer.sizing.prices import DEFAULT_PRICE_LIST, PriceList, load_price_list
 
 DEFAULT_CATALOG_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "gpus.yaml")
@@ -430,6 +431,9 @@ def _merge_extra(entries: list[Any], extra: Iterable[dict[str, Any]], problems: 
     return merged
 
 
+CATALOG_MAX_ALIASES = 16
+
+
 def load_catalog(path: str | os.PathLike | None = None, extra: list[dict[str, Any]] | None = None,
                  *, data: dict[str, Any] | None = None,
                  price_list: str | os.PathLike | PriceList | None = DEFAULT_PRICE_LIST) -> Catalog:
@@ -444,16 +448,8 @@ def load_catalog(path: str | os.PathLike | None = None, extra: list[dict[str, An
     packaged = path is None and data is None
     source = "<data>" if data is not None else os.fspath(path or DEFAULT_CATALOG_PATH)
     if data is None:
-        try:
-            with open(source, encoding="utf-8") as fh:
-                data = yaml.safe_load(fh)
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"a GPU catalog is UTF-8 text; this file is not (byte {exc.start}: {exc.reason})",
-                              source=source) from None
-        except OSError as exc:
-            raise ConfigError(f"cannot read GPU catalog: {exc}", source=source) from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"GPU catalog is not valid YAML: {exc}", source=source) from None
+        # a few aliases: the packaged catalog shares one MIG profile block between GPUs
+        data = read_yaml(source, "GPU catalog", max_aliases=CATALOG_MAX_ALIASES)
     if not isinstance(data, dict) or not isinstance(data.get("gpus"), list):
         raise ConfigError("GPU catalog must be a mapping with a 'gpus' list", source=source)
     problems: list[str] = []

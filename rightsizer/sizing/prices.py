@@ -22,9 +22,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-import yaml
+
 
 from rightsizer.errors import ConfigError
+from rightsizer.yamlio import read_yaml
 
 PRICES_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "prices")
 DEFAULT_PRICE_LIST = "aws-on-demand-us-east-1"
@@ -108,14 +109,7 @@ def load_price_list(name: str | os.PathLike | None = None) -> PriceList:
             f"unknown price list {os.fspath(name)!r}: no file {path}; known lists: "
             f"{', '.join(available_price_lists()) or 'none'} (in {PRICES_DIR}), or pass a path to your own",
             source="price_list")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"a price list is UTF-8 text; this file is not (byte {exc.start}: {exc.reason})",
-                          source=path) from None
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read price list: {exc}", source=path) from None
+    data = read_yaml(path, "price list", max_aliases=0)
     if not isinstance(data, dict):
         raise ConfigError("a price list must be a mapping with name, date, source, mig_rule and prices",
                           source=path)
