@@ -38,8 +38,10 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # "imdb" or "owner/nam
 
 def _check_dataset_ref(spec: TaskSpec, split: str) -> str:
     """The split's path or hub id, refused early (before any copy or hub retry) when it is a
-    data file that does not exist, a relative path that leaves the project, or neither
-    a local path nor something shaped like a hub dataset id."""
+    data file that does not exist, a relative path that leaves the project, neither a local
+    path nor something shaped like a hub dataset id, or a hub id in a spec that does not
+    allow the hub (``hub_datasets``, off by default: a typo in a file name is not tried on
+    the hub)."""
     raw = spec.dataset[split]
     if not isinstance(raw, str) or not raw.strip():
         raise ConfigError(f"dataset.{split}: {raw!r}; expected a file path or a hub dataset id", spec.name)
@@ -58,6 +60,10 @@ def _check_dataset_ref(spec: TaskSpec, split: str) -> str:
     if not _HUB_ID.match(raw):
         raise ConfigError(f"dataset.{split}: {raw!r} is not a local file or folder (looked for {local}) and "
                           "not a hub dataset id ('name' or 'owner/name')", spec.name)
+    if not spec.hub_datasets:
+        raise ConfigError(f"dataset.{split}: {raw!r} is not a local file or folder (looked for {local}); "
+                          "as a hub dataset id it is loaded only with hub_datasets: true in the spec",
+                          spec.name)
     return raw
 
 

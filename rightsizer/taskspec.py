@@ -217,6 +217,7 @@ class TaskSpec:
     max_new_tokens: int = 16  # greedy generation length (extraction and generation tasks)
     screening: Screening = field(default_factory=Screening)
     trust_remote_code: bool = False
+    hub_datasets: bool = False  # a dataset ref shaped like a hub id is loaded from the hub only then
     truncate: str = "none"  # serving: an input too long for the context is refused ("none") or cut from its start ("left")
     retrieval: Retrieval | None = None  # a knowledge source: the retrieval rung
     extraction: ExtractionFields | None = None  # extraction: the answer's fields and format

@@ -201,12 +201,32 @@ def _spec_with_eval(tmp_path, ref: str):
     ("../../../etc/passwd", r"resolves to /.*, outside the project"),
     ("data/missing.jsonl", r"file not found: .*tasks/data/missing.jsonl"),
     ("not a dataset", r"is not a local file or folder .* and not a hub dataset id"),
+    ("acme/tickets", r"dataset.eval: 'acme/tickets' is not a local file or folder .*; as a hub dataset id "
+                     r"it is loaded only with hub_datasets: true"),
 ])
 def test_dataset_refs_that_cannot_be_data_are_refused_before_loading(tmp_path, ref, expected):
     from rightsizer.evaluate import load_rows
 
     with pytest.raises(ConfigError, match=expected):
         load_rows(_spec_with_eval(tmp_path, ref), "eval")
+
+
+def test_a_hub_dataset_id_is_tried_only_where_the_spec_allows_the_hub(tmp_path, monkeypatch):
+    import dataclasses as dc
+
+    import datasets
+
+    from rightsizer.evaluate import _check_dataset_ref, load_rows
+
+    spec = _spec_with_eval(tmp_path, "acme/tickets")
+    # the hub cannot be reached here: record what would be asked of it instead
+    calls = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: calls.append(a) or [])
+    with pytest.raises(ConfigError, match="hub_datasets: true"):
+        load_rows(spec, "eval")
+    assert calls == []  # refused before any hub call
+    allowed = dc.replace(spec, hub_datasets=True)
+    assert _check_dataset_ref(allowed, "eval") == "acme/tickets"  # handed to datasets as a hub id
 
 
 def test_an_oversized_row_is_refused_before_the_datasets_cache_copies_it(tmp_path):
