@@ -200,3 +200,68 @@ def test_one_estimate_is_a_few_milliseconds_of_work():
     """Not a timing assertion: the sweep is bounded (log2 of the KV-limited batch + 1 points)."""
     est = _est(CASES[0])
     assert len(est.serving.points) <= math.ceil(math.log2(MAX_SEQS)) + 2
+
+
+# --------------------------------------------------------------------------- launch costs and MoE factors
+
+
+def _with(**changes):
+    import dataclasses
+
+    return dataclasses.replace(Factors.defaults(), **changes)
+
+
+def test_a_step_that_prefills_pays_the_eager_launch_cost_and_a_decode_step_does_not():
+    """Serving engines replay decode-only steps as CUDA graphs and launch a prefill kernel by
+    kernel: the prefill launch cost moves TTFT, not TPOT; the batching model charges it only
+    to the share of steps that hold a prefill."""
+    work = Workload(128, 128, 1, "fp8")
+    cheap = estimate(LLAMA8, "H100-SXM", work, factors=_with(prefill_kernel_overhead_us=0.0))
+    dear = estimate(LLAMA8, "H100-SXM", work, factors=_with(prefill_kernel_overhead_us=20.0))
+    launches = sum(op.kernels for op in _ops(LLAMA8, "fp8", "prefill"))
+    assert dear.ttft_ms - cheap.ttft_ms == pytest.approx(launches * 20.0 / 1e3, rel=1e-6)
+    assert dear.tpot_ms == pytest.approx(cheap.tpot_ms)
+    # batch 1, closed loop: one step in ~128 holds the next prompt, so TPOT at load barely moves
+    first = lambda e: e.serving.points[0]  # noqa: E731
+    assert first(dear).tpot_ms - first(cheap).tpot_ms < 0.05 * (dear.ttft_ms - cheap.ttft_ms)
+    # None: a prefill costs what a decode launch costs (the factor before it existed)
+    same = estimate(LLAMA8, "H100-SXM", work, factors=_with(prefill_kernel_overhead_us=None))
+    base = Factors.defaults()
+    assert same.ttft_ms == pytest.approx(cheap.ttft_ms + launches * base.kernel_overhead_us / 1e3, rel=1e-6)
+
+
+def _ops(config: str, precision: str, phase: str):
+    from rightsizer.sizing.roofline import build_ops
+
+    spec = model_spec(json.loads(Path(config).read_text()))
+    return build_ops(spec, get_precision(precision), "bf16", 1, 128, 128, phase)
+
+
+def test_moe_factors_split_compute_from_memory_and_fp8_expert_gemms_have_their_own_scale():
+    mix = str(CONFIGS / "mixtral-8x7b.json")
+    long_fp8, long_bf16 = Workload(2048, 16, 1, "fp8"), Workload(2048, 16, 1, "bf16")
+    base = Factors.defaults()
+    slow = _with(moe_compute_scale={"fp8": base.moe_compute_scale["fp8"] / 2})
+    # a long prefill is compute-bound: the fp8 expert scale slows fp8, not bf16
+    assert estimate(mix, "H200", long_fp8, count=2, factors=slow).ttft_ms > \
+        1.2 * estimate(mix, "H200", long_fp8, count=2).ttft_ms
+    assert estimate(mix, "H200", long_bf16, count=2, factors=slow).ttft_ms == pytest.approx(
+        estimate(mix, "H200", long_bf16, count=2).ttft_ms)
+    # decode reads every touched expert: memory efficiency moves TPOT, the compute factors do not
+    short = Workload(128, 64, 1, "bf16")
+    lo, hi = (estimate(mix, "H200", short, count=2, factors=_with(moe_memory_efficiency=m)) for m in (0.6, 1.2))
+    assert lo.tpot_ms > 1.5 * hi.tpot_ms
+    weak = _with(moe_efficiency=base.moe_efficiency / 2)
+    assert estimate(mix, "H200", short, count=2, factors=weak).tpot_ms == pytest.approx(
+        estimate(mix, "H200", short, count=2).tpot_ms, rel=0.02)
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"moe_memory_efficiency": 0.0}, "moe_memory_efficiency must be in (0, 1.5]"),
+    ({"moe_memory_efficiency": 2.0}, "moe_memory_efficiency must be in (0, 1.5]"),
+    ({"moe_compute_scale": {"fp8": 1.5}}, "moe_compute_scale[fp8] must be in (0, 1]"),
+    ({"prefill_kernel_overhead_us": -1.0}, "prefill_kernel_overhead_us must be >= 0"),
+])
+def test_bad_launch_and_moe_factors_are_refused(changes, expected):
+    with pytest.raises(ConfigError, match=expected.replace("[", r"\[").replace("(", r"\(").replace("]", r"\]")):
+        _with(**changes)

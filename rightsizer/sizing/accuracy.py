@@ -40,11 +40,14 @@ FITTED = {
     "memory_efficiency": (0.4, 1.0),
     "step_overhead_ms": (0.0, 5.0),
     "kernel_overhead_us": (0.0, 10.0),
+    "prefill_kernel_overhead_us": (0.0, 20.0),
     "gemm_half_tokens": (0.0, 512.0),
     "attention_compute_efficiency": (0.2, 1.0),
     "fp8_compute_scale": (0.3, 1.0),
     "link_efficiency": (0.2, 1.0),
     "moe_efficiency": (0.2, 1.0),
+    "moe_memory_efficiency": (0.5, 1.3),
+    "moe_fp8_compute_scale": (0.2, 1.0),
 }
 
 
@@ -152,9 +155,11 @@ def summary(results: list[Result]) -> dict[str, dict[str, Any]]:
 
 def with_fitted(base: Factors, values: Mapping[str, float]) -> Factors:
     """``base`` with the fitted factors (``fp8_compute_scale`` goes into dtype_compute_scale)."""
-    changes = {k: v for k, v in values.items() if k != "fp8_compute_scale"}
+    changes = {k: v for k, v in values.items() if k not in ("fp8_compute_scale", "moe_fp8_compute_scale")}
     if "fp8_compute_scale" in values:
         changes["dtype_compute_scale"] = {**dict(base.dtype_compute_scale), "fp8": values["fp8_compute_scale"]}
+    if "moe_fp8_compute_scale" in values:
+        changes["moe_compute_scale"] = {**dict(base.moe_compute_scale), "fp8": values["moe_fp8_compute_scale"]}
     return replace(base, **changes)
 
 
@@ -178,8 +183,14 @@ def fit_factors(rows: Iterable[Row], base: Factors | None = None, catalog: Catal
     def current(name: str) -> float:
         if name == "fp8_compute_scale":
             return float(base.dtype_compute_scale.get("fp8", 1.0))
+        if name == "moe_fp8_compute_scale":
+            return float(base.moe_compute_scale.get("fp8", 1.0))
         v = getattr(base, name)
-        return float(v if v is not None else base.compute_efficiency)
+        if v is None:
+            fallback = {"prefill_kernel_overhead_us": base.kernel_overhead_us,
+                        "moe_memory_efficiency": base.moe_efficiency}
+            return float(fallback.get(name, base.compute_efficiency))
+        return float(v)
 
     x0 = [min(max(current(n), FITTED[n][0]), FITTED[n][1]) for n in names]
 

@@ -128,12 +128,17 @@ class StepModel:
         ops = build_step_ops(self.spec, self.prec, self.kv, self.count, decode_seqs=decode_seqs,
                              decode_context=decode_context, **pf)
         tokens = max(1, int(math.ceil(decode_seqs + prefill_tokens)))
+        # A steady-state step carries prefill_tokens / prompt prompts on average, and each prompt
+        # takes ceil(prompt / budget) real steps: that share of the real steps prefills (their
+        # kernels launched one by one), the rest decode from a CUDA graph.
+        per_prompt = max(1, math.ceil(prompt / self.factors.token_budget))
+        eager = min(1.0, prefill_tokens / prompt * per_prompt) if prompt > 0 else 0.0
         return phase_time("step", ops, self.gpu, self.prec, self.count, tokens=tokens, hidden=self.spec.hidden,
                           layers=self.spec.layers, compute_eff=self.compute_eff, memory_eff=self.memory_eff,
                           overhead_ms=self.overhead_ms, quant_memory_eff=self.quant_memory_eff,
                           allreduce_latency_us=self.factors.allreduce_latency_us,
                           link_eff=self.factors.link_efficiency, extra_ms=self.extra_ms, floor_ms=self.floor_ms,
-                          op_eff=self.op_eff, attention_dtype=self.attention_dtype)
+                          op_eff=self.op_eff, attention_dtype=self.attention_dtype, eager_share=eager)
 
 
 def kv_max_batch(spec: ModelSpec, params: ParamCount, prec: Precision, kv: str, gpu: GPU, count: int,

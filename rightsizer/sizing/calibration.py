@@ -67,8 +67,11 @@ class Factors:
     dtype_compute_scale: Mapping[str, float] = field(default_factory=dict)  # compute dtype -> x compute_eff
     gemm_half_tokens: float = 0.0  # GEMM M at which compute efficiency is half its large-M value
     attention_compute_efficiency: float | None = None  # prefill attention kernel, share of peak
-    kernel_overhead_us: float = 0.0  # fixed cost per kernel launch (small memory-bound ops)
-    moe_efficiency: float = 1.0  # expert GEMMs of MoE layers, share of the dense GEMMs' efficiency
+    kernel_overhead_us: float = 0.0  # fixed cost per kernel launch (small memory-bound ops), decode steps
+    prefill_kernel_overhead_us: float | None = None  # the same in steps that prefill (eager); None: as decode
+    moe_efficiency: float = 1.0  # expert GEMMs of MoE layers, share of the dense GEMMs' compute efficiency
+    moe_memory_efficiency: float | None = None  # ... of their memory efficiency (None: moe_efficiency)
+    moe_compute_scale: Mapping[str, float] = field(default_factory=dict)  # compute dtype -> x moe_efficiency
     token_budget: int = 8192  # tokens per step of the continuous batch (chunked prefill budget)
     # time GEMMs from aiconfigurator's measured tables where a GPU has one (mode "operator-data"); off by
     # default: on the public measurements it is less accurate than the fitted factors (docs/sizing.md)
@@ -90,18 +93,24 @@ class Factors:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or v < 0:
                 problems.append(f"{name} must be >= 0, got {v!r}")
-        for name in ("gemm_half_tokens", "kernel_overhead_us"):
+        for name in ("gemm_half_tokens", "kernel_overhead_us", "prefill_kernel_overhead_us"):
             v = getattr(self, name)
+            if v is None and name == "prefill_kernel_overhead_us":
+                continue
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0:
                 problems.append(f"{name} must be >= 0, got {v!r}")
+        m = self.moe_memory_efficiency
+        if m is not None and (not isinstance(m, (int, float)) or isinstance(m, bool) or not 0 < m <= 1.5):
+            problems.append(f"moe_memory_efficiency must be in (0, 1.5] or null, got {m!r}")
         a = self.attention_compute_efficiency
         if a is not None and (not isinstance(a, (int, float)) or not 0 < a <= 1):
             problems.append(f"attention_compute_efficiency must be in (0, 1] or null, got {a!r}")
         if not isinstance(self.token_budget, int) or isinstance(self.token_budget, bool) or self.token_budget < 1:
             problems.append(f"token_budget must be a positive integer, got {self.token_budget!r}")
-        for k, v in self.dtype_compute_scale.items():
-            if not isinstance(v, (int, float)) or not 0 < v <= 1:
-                problems.append(f"dtype_compute_scale[{k}] must be in (0, 1], got {v!r}")
+        for label in ("dtype_compute_scale", "moe_compute_scale"):
+            for k, v in getattr(self, label).items():
+                if not isinstance(v, (int, float)) or not 0 < v <= 1:
+                    problems.append(f"{label}[{k}] must be in (0, 1], got {v!r}")
         for k, v in self.quant_memory_efficiency.items():
             if not isinstance(v, (int, float)) or not 0 < v <= 1:
                 problems.append(f"quant_memory_efficiency[{k}] must be in (0, 1], got {v!r}")
@@ -122,7 +131,8 @@ class Factors:
                      "reserve_bytes", "reserve_fraction", "allreduce_latency_us", "link_efficiency",
                      "cpu_compute_efficiency", "cpu_memory_efficiency", "cpu_step_overhead_ms",
                      "dtype_compute_scale", "gemm_half_tokens", "attention_compute_efficiency",
-                     "kernel_overhead_us", "moe_efficiency", "token_budget"):
+                     "kernel_overhead_us", "prefill_kernel_overhead_us", "moe_efficiency",
+                     "moe_memory_efficiency", "moe_compute_scale", "token_budget"):
             if name in eff:
                 kwargs[name] = eff[name]["value"]
                 sources[name] = " ".join(str(eff[name]["source"]).split())
@@ -156,7 +166,9 @@ class Factors:
         table = gemm_table(gpu_name, precision) if (self.operator_data and precision) else None
         return OpEfficiency(compute=ce, memory=me, dtype_scale=float(self.dtype_compute_scale.get(compute_dtype, 1.0)),
                             gemm_half_tokens=self.gemm_half_tokens, attention=self.attention_compute_efficiency,
-                            kernel_us=self.kernel_overhead_us, moe=self.moe_efficiency, gemm_table=table)
+                            kernel_us=self.kernel_overhead_us, prefill_kernel_us=self.prefill_kernel_overhead_us,
+                            moe=self.moe_efficiency, moe_memory=self.moe_memory_efficiency,
+                            moe_dtype_scale=float(self.moe_compute_scale.get(compute_dtype, 1.0)), gemm_table=table)
 
     def floors_for(self, gpu_name: str) -> tuple[float, float]:
         """(prefill, decode) host-bound floors in ms: a step never runs faster than the host can
@@ -176,7 +188,9 @@ class Factors:
             "cpu_memory_efficiency": self.cpu_memory_efficiency, "cpu_step_overhead_ms": self.cpu_step_overhead_ms,
             "dtype_compute_scale": dict(self.dtype_compute_scale), "gemm_half_tokens": self.gemm_half_tokens,
             "attention_compute_efficiency": self.attention_compute_efficiency,
-            "kernel_overhead_us": self.kernel_overhead_us, "moe_efficiency": self.moe_efficiency,
+            "kernel_overhead_us": self.kernel_overhead_us,
+            "prefill_kernel_overhead_us": self.prefill_kernel_overhead_us, "moe_efficiency": self.moe_efficiency,
+            "moe_memory_efficiency": self.moe_memory_efficiency, "moe_compute_scale": dict(self.moe_compute_scale),
             "token_budget": self.token_budget, "operator_data": self.operator_data,
             "per_gpu": {k: v.to_dict() for k, v in sorted(self.per_gpu.items())},
             "sources": dict(self.sources),

@@ -189,7 +189,9 @@ class OpEfficiency:
     ``gemm_half_tokens``: the GEMM M (tokens) at which compute efficiency is half of it (small
     GEMMs fill few tiles); ``attention``: share of peak of the prefill attention kernel;
     ``memory``: share of peak bandwidth; ``kernel_us``: fixed cost of each kernel launch (norms,
-    activations and other small ops are not free at tiny token counts); ``moe``: what share of
+    activations and other small ops are not free at tiny token counts) in a decode-only step,
+    which serving engines replay as a CUDA graph; ``prefill_kernel_us`` (None: the same): in a
+    step that prefills, which they launch kernel by kernel; ``moe``: what share of
     the dense GEMMs' efficiency the grouped expert GEMMs of a mixture-of-experts layer reach.
     """
 
@@ -199,7 +201,10 @@ class OpEfficiency:
     gemm_half_tokens: float = 0.0
     attention: float | None = None
     kernel_us: float = 0.0
-    moe: float = 1.0  # grouped expert GEMMs: share of the dense GEMMs' efficiency (compute and memory)
+    prefill_kernel_us: float | None = None  # a step that prefills runs eagerly (no CUDA graph): its launches
+    moe: float = 1.0  # grouped expert GEMMs: share of the dense GEMMs' compute efficiency
+    moe_memory: float | None = None  # ... and of their memory efficiency reading expert weights (None: moe)
+    moe_dtype_scale: float = 1.0  # grouped expert GEMMs in this compute dtype (fp8 kernels lag the dense ones)
     gemm_table: Any = None  # measured GEMM share of peak vs M (operator_data.GemmTable): replaces the roofs
 
     def gemm_compute(self, tokens: float) -> float:
@@ -213,13 +218,16 @@ def phase_time(name: str, ops: list[Op], gpu: GPU, prec: Precision, tp: int, tok
                layers: int, compute_eff: float, memory_eff: float, overhead_ms: float,
                quant_memory_eff: float, allreduce_latency_us: float, link_eff: float,
                extra_ms: float = 0.0, floor_ms: float = 0.0, op_eff: OpEfficiency | None = None,
-               attention_dtype: str | None = None) -> PhaseResult:
+               attention_dtype: str | None = None, eager_share: float | None = None) -> PhaseResult:
     """Roofline time of one phase on one GPU (all ops + all-reduces + overhead).
 
     Without ``op_eff`` every op runs at ``compute_eff`` / ``memory_eff`` of the roofs; with it,
     each op's efficiency depends on its kind, dtype and token count, and each kernel launch
     costs ``op_eff.kernel_us``. Attention runs at the peak of ``attention_dtype`` (16-bit
-    unless the KV cache is fp8), GEMMs at the weights' compute dtype.
+    unless the KV cache is fp8), GEMMs at the weights' compute dtype. ``eager_share``: the share
+    of such steps that prefill and so launch their kernels one by one (``prefill_kernel_us``);
+    None: all of them when the ops prefill, none otherwise. A steady-state step of the batching
+    model carries a fraction of a prompt: only that share of real steps holds a prefill.
     """
     peak = gpu.peak_flops(prec.compute)
     if peak <= 0:
@@ -228,13 +236,19 @@ def phase_time(name: str, ops: list[Op], gpu: GPU, prec: Precision, tp: int, tok
     if attn_peak <= 0:
         attn_peak = gpu.peak_flops("fp16") or peak
     bw = gpu.memory_bandwidth
+    kernel_us = 0.0
+    if op_eff is not None:
+        if eager_share is None:
+            eager_share = 1.0 if any(op.kind == "attention_prefill" for op in ops) else 0.0
+        eager_us = op_eff.kernel_us if op_eff.prefill_kernel_us is None else op_eff.prefill_kernel_us
+        kernel_us = op_eff.kernel_us + (eager_us - op_eff.kernel_us) * min(max(eager_share, 0.0), 1.0)
     total_ms = compute_ms = memory_ms = launch_ms = 0.0
     flops = moved = 0.0
     rows = []
     for op in ops:
         mem_eff = memory_eff * (quant_memory_eff if op.quantized_weights else 1.0)
         if op_eff is not None and op.kind == "moe":
-            mem_eff *= op_eff.moe
+            mem_eff *= op_eff.moe if op_eff.moe_memory is None else op_eff.moe_memory
         if op_eff is None:
             c = op.flops / (peak * compute_eff) * 1e3
         elif op.kind in ("gemm", "moe") and op_eff.gemm_table is not None:
@@ -243,7 +257,8 @@ def phase_time(name: str, ops: list[Op], gpu: GPU, prec: Precision, tp: int, tok
             c = op.flops / (peak * share) * 1e3 if op.flops else 0.0
             m = 0.0
         elif op.kind in ("gemm", "moe"):
-            c = op.flops / (peak * op_eff.gemm_compute(op.tokens) * (op_eff.moe if op.kind == "moe" else 1.0)) * 1e3
+            moe = op_eff.moe * op_eff.moe_dtype_scale if op.kind == "moe" else 1.0
+            c = op.flops / (peak * op_eff.gemm_compute(op.tokens) * moe) * 1e3
         elif op.kind == "attention_prefill":
             c = op.flops / (attn_peak * (op_eff.attention or op_eff.compute)) * 1e3
         else:
@@ -251,8 +266,8 @@ def phase_time(name: str, ops: list[Op], gpu: GPU, prec: Precision, tp: int, tok
         if not (op_eff is not None and op_eff.gemm_table is not None and op.kind in ("gemm", "moe")):
             m = op.bytes / (bw * mem_eff) * 1e3
         t = max(c, m)
-        if op_eff is not None and op_eff.kernel_us:
-            launch = op.kernels * op_eff.kernel_us / 1e3
+        if kernel_us:
+            launch = op.kernels * kernel_us / 1e3
             launch_ms += launch
             t += launch
         total_ms += t
