@@ -134,4 +134,3 @@ def quantize_gptq(context, task_spec: str, model_dir: str, method: str = "gptq",
                          "calibration_samples": len(texts), "seconds": round(time.perf_counter() - start, 1),
                          "model_dir": ref})
     reuse.done()
-

@@ -17,7 +17,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-
 from rightsizer.errors import ConfigError
 from rightsizer.plan.fleet import FleetPlan, plan_fleet
 from rightsizer.sizing.params import count_params, load_config

@@ -16,8 +16,6 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator
 
-
-
 from rightsizer.errors import ConfigError
 from rightsizer.precisions import FEATURE_MIN_CC
 from rightsizer.yamlio import read_yaml

@@ -22,8 +22,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-
-
 from rightsizer.errors import ConfigError
 from rightsizer.yamlio import read_yaml
 
