@@ -12,6 +12,7 @@ secrets or the environment (HF_TOKEN).
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -85,7 +86,7 @@ def setup(project: mlrun.projects.MlrunProject) -> mlrun.projects.MlrunProject:
     configure_serving(serving)
     # one worker with an async trigger: concurrent requests reach the same engines, which
     # batch them (Nuclio's sync Python runtime hands one request per worker at a time)
-    serving.with_http(workers=1, async_spec=AsyncSpec(), worker_timeout=SERVING_TIMEOUT_S)
+    _with_http(serving, workers=1, async_spec=AsyncSpec(), worker_timeout=SERVING_TIMEOUT_S)
     serving.spec.min_replicas = 0  # scale to zero when idle (needs Nuclio's scale-to-zero);
     # set after with_http/NuclioSpec, which turn a 0 given to them into 1
     serving.spec.max_replicas = int(project.get_param("serving_max_replicas", 2))
@@ -100,7 +101,7 @@ def setup(project: mlrun.projects.MlrunProject) -> mlrun.projects.MlrunProject:
 
     configure_router(router)
     # async trigger, one worker: it only waits on the groups, so one event loop carries them all
-    router.with_http(workers=1, async_spec=AsyncSpec(), worker_timeout=TIMEOUT_S)
+    _with_http(router, workers=1, async_spec=AsyncSpec(), worker_timeout=TIMEOUT_S)
     router.with_requests(cpu=ROUTER_CPU, mem=ROUTER_MEMORY)
     # always up (CPU only, cheap): a cold entry point would add its start to every group's
     router.spec.min_replicas = 1
@@ -148,6 +149,32 @@ def _offline_defaults(project: mlrun.projects.MlrunProject) -> None:
     # remembered process-wide (MLRun loads this file afresh for every project): a second
     # project loaded in the same kernel gets its own folder, not the first one's
     os.environ[_DEFAULTED_ENV] = mlrun.mlconf.artifact_path
+
+
+class _SpuriousHttpTriggerWarning(logging.Filter):
+    """MLRun 1.12's ``with_http`` warns "Adding HTTP trigger despite the default HTTP trigger
+    creation being disabled" on every call: it tests ``self.disable_default_http_trigger``,
+    which is the method of that name (always true), not the spec field. Dropped only while
+    the spec field is not set, so the warning still shows where it would be true."""
+
+    MESSAGE = "Adding HTTP trigger despite the default HTTP trigger creation being disabled"
+
+    def __init__(self, fn) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (str(record.msg).startswith(self.MESSAGE) and not self.fn.spec.disable_default_http_trigger)
+
+
+def _with_http(fn, **kwargs) -> None:
+    """``fn.with_http(**kwargs)`` without MLRun's spurious trigger warning."""
+    quiet = _SpuriousHttpTriggerWarning(fn)
+    logging.getLogger("mlrun").addFilter(quiet)
+    try:
+        fn.with_http(**kwargs)
+    finally:
+        logging.getLogger("mlrun").removeFilter(quiet)
 
 
 def _gpu_limits(fn, name: str, gpus: int, gpu_type: str) -> None:

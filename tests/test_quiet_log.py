@@ -35,3 +35,23 @@ def test_other_messages_of_those_loggers_still_show(caplog):
         logging.getLogger("torch.utils._pytree").warning("a real pytree problem")
     assert [r.getMessage() for r in caplog.records] == [
         "Failed to quantize layer 3: shape mismatch", "something else went wrong", "a real pytree problem"]
+
+
+def test_mlruns_spurious_http_trigger_warning_is_dropped_and_a_real_one_kept(capsys):
+    """MLRun 1.12's with_http warns on every call (it tests a method, not the spec field);
+    project_setup drops it only while the field is unset."""
+    import mlrun
+
+    import project_setup
+
+    def warned(fn) -> bool:
+        capsys.readouterr()
+        project_setup._with_http(fn, workers=1)
+        out = capsys.readouterr()
+        return project_setup._SpuriousHttpTriggerWarning.MESSAGE in out.out + out.err
+
+    fn = mlrun.new_function("quiet-probe", kind="serving", image="mlrun/mlrun")
+    assert not warned(fn)
+    assert any(k.startswith("spec.triggers.") for k in fn.spec.config)  # the trigger is still added
+    fn.spec.disable_default_http_trigger = True  # now the warning is true: it shows
+    assert warned(fn)
