@@ -215,3 +215,27 @@ def test_qlora_nf4_trains_and_merges_into_a_bf16_base(tmp_path):
 def test_config_rejects_unknown_fields(tmp_path):
     with pytest.raises(ConfigError, match="unknown fine-tune parameter"):
         FinetuneConfig.from_dict(_cfg(tmp_path, lora_rank=8))
+
+
+def test_answers_end_with_the_eos_token_so_a_tuned_generator_stops(tmp_path, demo_models):
+    """Every answer is trained with the end-of-sequence token after it: an adapter for a
+    generation or extraction task learns where an answer ends, and greedy decoding with no
+    stop rule returns the answer alone instead of running on to max_new_tokens."""
+    from peft import PeftModel
+
+    from rightsizer.finetune.data import tokenize_examples
+    from rightsizer.inference import generate, load_model, load_tokenizer
+    from rightsizer.models import resolve_model_ref
+
+    base = resolve_model_ref("demo:tiny-s")
+    tok = load_tokenizer(base)
+    (row,) = tokenize_examples(tok, [("Review: fine\nSentiment:", "positive")], 64)
+    assert row["input_ids"][-1] == row["labels"][-1] == tok.eos_token_id
+    # a prompt format the demo models were not pre-trained on (they stop after their own
+    # formats' answers): without the token the answers ran on ("negative negative negative ...")
+    rows = [{"prompt": f"Item {i} ->", "answer": "positive" if i % 2 else "negative"} for i in range(32)]
+    result = finetune(_cfg(tmp_path / "stop", train_data=rows, steps=40, global_batch=8, micro_batch_size=8))
+    model, _ = load_model(base)
+    model = PeftModel.from_pretrained(model, result["adapter_dir"])
+    got = generate(model, tok, [r["prompt"] for r in rows[:8]], max_new_tokens=12, stop=None)
+    assert set(got) <= {"positive", "negative"}, got  # one answer, then the end

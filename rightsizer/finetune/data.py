@@ -55,11 +55,17 @@ def load_examples(source, prompt_template: str | None = None, text_field: str = 
 
 
 def tokenize_examples(tokenizer, examples: list[tuple[str, str]], max_seq_len: int) -> list[dict]:
-    """Token ids and labels (-100 on the prompt) per example, cut to ``max_seq_len``."""
+    """Token ids and labels (-100 on the prompt) per example, cut to ``max_seq_len``.
+
+    The answer ends with the tokenizer's end-of-sequence token, in the loss too: without it a
+    model fine-tuned to generate (extraction, generation) learns where an answer starts but
+    not where it ends, and runs on past it until ``max_new_tokens``.
+    """
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     rows = []
     for i, (prompt, answer) in enumerate(examples):
         p = tokenizer(prompt)["input_ids"]
-        a = tokenizer(" " + answer, add_special_tokens=False)["input_ids"]
+        a = tokenizer(" " + answer, add_special_tokens=False)["input_ids"] + eos
         ids = (p + a)[:max_seq_len]
         labels = ([-100] * len(p) + a)[:max_seq_len]
         rows.append({"input_ids": ids, "labels": labels, "idx": i})
