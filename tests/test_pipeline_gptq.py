@@ -2,7 +2,8 @@
 
 Offline, on the MLRun local engine: project param ``gpus=1`` is what a user sets for a GPU
 cluster; here the steps still run on the CPU (local runs ignore GPU limits), GPTQ included,
-in its own environment (.venv-gptq). One task keeps it short.
+in its own environment (.venv-gptq). One task keeps it short: answer_drafting, whose chosen
+rung retrieves, so the calibration text is the prompt with its passages, as served.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def run(demo_models, tmp_path_factory):
     gptq_python = _gptq_python()
     tmp = tmp_path_factory.mktemp("gpu-configured")
     app = tmp / "app.yaml"
-    app.write_text(f"name: routing-only\ntasks:\n  - {ROOT / 'tasks' / 'ticket_routing.yaml'}\n")
+    app.write_text(f"name: drafting-only\ntasks:\n  - {ROOT / 'tasks' / 'answer_drafting.yaml'}\n")
     old = os.environ.get("RIGHTSIZER_GPTQ_PYTHON")
     os.environ["RIGHTSIZER_GPTQ_PYTHON"] = gptq_python
     try:
@@ -45,9 +46,12 @@ def run(demo_models, tmp_path_factory):
 def test_gptq_step_ran_and_its_checkpoint_was_scored(run):
     project, layout = run
     assert project.get_function("quantize-gptq").spec.resources["limits"]["nvidia.com/gpu"] == 1
-    ckpt = layout.prequant_model_dir("ticket_routing", "gptq")
+    ckpt = layout.prequant_model_dir("answer_drafting", "gptq")
     qcfg = json.loads((ckpt / "quantize_config.json").read_text())
     assert (qcfg["bits"], qcfg["group_size"]) == (4, 64)  # tiny-s is 64 wide
+    # calibrated on what the retrieval rung serves: each text is a prompt with its passage
+    texts = json.loads(layout.calibration_texts_file("answer_drafting", "gptq").read_text())
+    assert texts and all(t.startswith("Context:\n") and "\n\nQuestion: " in t for t in texts)
     rows = json.loads(layout.decisions_file().read_text())["records"][0]["precision_search"]
     gptq = [r for r in rows if r["backend"] == "gptq"]
     assert len(gptq) == 1 and gptq[0]["status"] == "evaluated" and 0.0 <= gptq[0]["score"] <= 1.0
@@ -57,7 +61,7 @@ def test_gptq_step_ran_and_its_checkpoint_was_scored(run):
 
 def test_the_kept_model_is_bundled_and_serves(run):
     project, layout = run
-    bundle = layout.bundle_dir("ticket_routing")
+    bundle = layout.bundle_dir("answer_drafting")
     meta = json.loads((bundle / "rightsizer.json").read_text())
     # equal bytes: the higher score is kept, so GPTQ wins unless round-to-nearest scored higher
     assert meta["quant_config"]["precision"] == "int4"
@@ -65,9 +69,10 @@ def test_the_kept_model_is_bundled_and_serves(run):
     serving = project.get_function("serving")
     from functions.serving import set_task_models
 
-    set_task_models(serving, {"ticket_routing": str(bundle)})
+    set_task_models(serving, {"answer_drafting": str(bundle)})
     server = serving.to_mock_server()
-    answer = server.test("/v2/models/ticket_routing/infer",
-                         body={"inputs": ["I was charged twice for my laptop"]})
+    rows = [json.loads(line) for line in (ROOT / "tasks/data/answer_drafting/eval.jsonl").read_text().splitlines()]
+    answer = server.test("/v2/models/answer_drafting/infer", body={"inputs": [r["text"] for r in rows[:4]]})
     server.wait_for_completion()  # ends the async flow's loop thread
-    assert answer["outputs"][0]["label"] == "billing"
+    evaluation = json.loads(layout.evaluation_file("answer_drafting", "chosen").read_text())
+    assert [o["generated"] for o in answer["outputs"]] == evaluation["predictions"][:4]

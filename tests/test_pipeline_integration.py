@@ -153,6 +153,26 @@ def test_bundles_are_registered_and_serve(run):
     server.wait_for_completion()  # ends the async flow's loop thread
 
 
+def test_select_times_the_prompt_the_chosen_rung_serves(run):
+    """The select step measures latency on the longest prompt a rung may serve: for a task
+    that retrieves, the prompt with its passages."""
+    _, layout, _ = run
+    from rightsizer.evaluate import load_rows
+    from rightsizer.inference import build_prompt, load_tokenizer
+    from rightsizer.models import resolve_model_ref
+    from rightsizer.retrieval import for_rung
+    from rightsizer.select import Selection
+    from rightsizer.taskspec import load_task
+
+    sel = Selection.load(layout.selection_file("answer_drafting"))
+    spec = load_task(ROOT / "tasks" / "answer_drafting.yaml")
+    row = load_rows(spec, spec.eval_split)[0]
+    tok = load_tokenizer(resolve_model_ref("demo:tiny-s"))
+    with_passages = len(tok(build_prompt(for_rung(spec, "retrieval"), row))["input_ids"])
+    bare = len(tok(build_prompt(spec, row))["input_ids"])
+    assert sel.latency["demo:tiny-s"]["prompt_tokens"] == with_passages > 2 * bare
+
+
 def test_reevaluate_flags_no_regression_on_fresh_data(run, tmp_path):
     project, layout, records = run
     from rightsizer.reevaluate import reevaluate_bundle
