@@ -18,8 +18,8 @@ from typing import Any, Iterable, Iterator
 
 from rightsizer.errors import ConfigError
 from rightsizer.precisions import FEATURE_MIN_CC
-from rightsizer.yamlio import read_yaml
 from rightsizer.sizing.prices import DEFAULT_PRICE_LIST, PriceList, load_price_list
+from rightsizer.yamlio import read_yaml
 
 DEFAULT_CATALOG_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "gpus.yaml")
 

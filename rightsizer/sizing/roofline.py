@@ -191,8 +191,10 @@ class OpEfficiency:
     ``memory``: share of peak bandwidth; ``kernel_us``: fixed cost of each kernel launch (norms,
     activations and other small ops are not free at tiny token counts) in a decode-only step,
     which serving engines replay as a CUDA graph; ``prefill_kernel_us`` (None: the same): in a
-    step that prefills, which they launch kernel by kernel; ``moe``: what share of
-    the dense GEMMs' efficiency the grouped expert GEMMs of a mixture-of-experts layer reach.
+    step that prefills, which they launch kernel by kernel; ``moe``: what share of the dense
+    GEMMs' compute efficiency the grouped expert GEMMs of a mixture-of-experts layer reach
+    (``moe_dtype_scale`` on top, for their compute dtype), and ``moe_memory`` what share of the
+    memory efficiency they read their weights at.
     """
 
     compute: float
