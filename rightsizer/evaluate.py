@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import random
 import re
 import resource
@@ -47,11 +48,19 @@ def _check_dataset_ref(spec: TaskSpec, split: str) -> str:
         raise ConfigError(f"dataset.{split}: {raw!r}; expected a file path or a hub dataset id", spec.name)
     ref = spec.dataset_path(split)
     local = Path(ref) if Path(ref).is_absolute() else Path(spec.base_dir or ".") / ref
+    base = _project_root(Path(spec.base_dir or ".").resolve())
     if not Path(raw).is_absolute() and spec.base_dir:
-        base = _project_root(Path(spec.base_dir).resolve())
         if base not in local.resolve().parents:
             raise ConfigError(f"dataset.{split}: {raw!r} resolves to {local.resolve()}, outside the project "
-                              f"{base}; use a path inside it, or an absolute path", spec.name)
+                              f"{base}; use a path inside it, or an absolute path under a listed data "
+                              f"root (${DATA_ROOTS_ENV})", spec.name)
+    if Path(raw).is_absolute():
+        roots = [base, *data_roots()]
+        where = local.resolve()
+        if not any(where == r or r in where.parents for r in roots):
+            raise ConfigError(f"dataset.{split}: {raw!r} is outside the project {base} and the listed data roots "
+                              f"({', '.join(map(str, roots[1:])) or 'none'}); add its folder to ${DATA_ROOTS_ENV} "
+                              f"({os.pathsep}-separated) to read data from there", spec.name)
     if local.exists():
         return str(local)
     if raw.rsplit(".", 1)[-1].lower() in DATA_FILES or raw.startswith((".", "/")):
@@ -65,6 +74,16 @@ def _check_dataset_ref(spec: TaskSpec, split: str) -> str:
                           "as a hub dataset id it is loaded only with hub_datasets: true in the spec",
                           spec.name)
     return raw
+
+
+DATA_ROOTS_ENV = "RIGHTSIZER_DATA_ROOTS"
+
+
+def data_roots() -> list[Path]:
+    """The folders besides the project that dataset paths may point into: the user lists them
+    in ``$RIGHTSIZER_DATA_ROOTS`` (separated by ``os.pathsep``), resolved."""
+    raw = os.environ.get(DATA_ROOTS_ENV, "")
+    return [Path(p).expanduser().resolve() for p in raw.split(os.pathsep) if p.strip()]
 
 
 def _project_root(folder: Path) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,9 @@ TASKS = ROOT / "tasks"
 
 # Keep MLRun offline and quiet in tests: no API server, local artifacts only.
 os.environ.pop("MLRUN_DBPATH", None)
+# Tests write their data files under the temporary folder, outside the project: list it as a
+# data root, as a user lists theirs (tests of the rule itself set the variable themselves).
+os.environ.setdefault("RIGHTSIZER_DATA_ROOTS", tempfile.gettempdir())
 
 
 @pytest.fixture(scope="session")

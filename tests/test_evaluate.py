@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -209,6 +210,27 @@ def test_dataset_refs_that_cannot_be_data_are_refused_before_loading(tmp_path, r
 
     with pytest.raises(ConfigError, match=expected):
         load_rows(_spec_with_eval(tmp_path, ref), "eval")
+
+
+def test_an_absolute_dataset_path_must_be_in_the_project_or_a_listed_data_root(tmp_path, tmp_path_factory,
+                                                                               monkeypatch):
+    from rightsizer.evaluate import _check_dataset_ref
+
+    elsewhere = tmp_path_factory.mktemp("elsewhere")  # not under the project (tmp_path)
+    data = elsewhere / "eval.jsonl"
+    data.write_text('{"text": "fine", "label": "billing"}\n')
+    spec = _spec_with_eval(tmp_path, str(data))
+    monkeypatch.setenv("RIGHTSIZER_DATA_ROOTS", "")
+    with pytest.raises(ConfigError, match=r"dataset.eval: '.*eval.jsonl' is outside the project .* and the listed "
+                                          r"data roots \(none\); add its folder to \$RIGHTSIZER_DATA_ROOTS"):
+        _check_dataset_ref(spec, "eval")
+    monkeypatch.setenv("RIGHTSIZER_DATA_ROOTS", os.pathsep.join(["/nowhere", str(elsewhere)]))
+    assert _check_dataset_ref(spec, "eval") == str(data)
+    # inside the project an absolute path needs no listing
+    inside = tmp_path / "tasks" / "in.jsonl"
+    inside.write_text('{"text": "fine", "label": "billing"}\n')
+    monkeypatch.setenv("RIGHTSIZER_DATA_ROOTS", "")
+    assert _check_dataset_ref(_spec_with_eval(tmp_path, str(inside)), "eval") == str(inside)
 
 
 def test_a_hub_dataset_id_is_tried_only_where_the_spec_allows_the_hub(tmp_path, monkeypatch):
