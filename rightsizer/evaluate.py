@@ -29,7 +29,7 @@ import torch
 from rightsizer import metrics, tasktypes
 from rightsizer.errors import ConfigError
 from rightsizer.inference import Predictions, build_prompt, load_bundle, load_model, predict
-from rightsizer.taskspec import TaskSpec
+from rightsizer.taskspec import DATA_ROOTS_ENV, TaskSpec, data_roots, project_root, within_roots
 
 
 MAX_ROW_BYTES = 1 << 20  # one example is text for a prompt: a row near this is not one
@@ -48,7 +48,7 @@ def _check_dataset_ref(spec: TaskSpec, split: str) -> str:
         raise ConfigError(f"dataset.{split}: {raw!r}; expected a file path or a hub dataset id", spec.name)
     ref = spec.dataset_path(split)
     local = Path(ref) if Path(ref).is_absolute() else Path(spec.base_dir or ".") / ref
-    base = _project_root(Path(spec.base_dir or ".").resolve())
+    base = project_root(Path(spec.base_dir or ".").resolve())
     if not Path(raw).is_absolute() and spec.base_dir:
         if base not in local.resolve().parents:
             raise ConfigError(f"dataset.{split}: {raw!r} resolves to {local.resolve()}, outside the project "
@@ -56,8 +56,7 @@ def _check_dataset_ref(spec: TaskSpec, split: str) -> str:
                               f"root (${DATA_ROOTS_ENV})", spec.name)
     if Path(raw).is_absolute():
         roots = [base, *data_roots()]
-        where = local.resolve()
-        if not any(where == r or r in where.parents for r in roots):
+        if not within_roots(local, roots):
             raise ConfigError(f"dataset.{split}: {raw!r} is outside the project {base} and the listed data roots "
                               f"({', '.join(map(str, roots[1:])) or 'none'}); add its folder to ${DATA_ROOTS_ENV} "
                               f"({os.pathsep}-separated) to read data from there", spec.name)
@@ -76,23 +75,6 @@ def _check_dataset_ref(spec: TaskSpec, split: str) -> str:
     return raw
 
 
-DATA_ROOTS_ENV = "RIGHTSIZER_DATA_ROOTS"
-
-
-def data_roots() -> list[Path]:
-    """The folders besides the project that dataset paths may point into: the user lists them
-    in ``$RIGHTSIZER_DATA_ROOTS`` (separated by ``os.pathsep``), resolved."""
-    raw = os.environ.get(DATA_ROOTS_ENV, "")
-    return [Path(p).expanduser().resolve() for p in raw.split(os.pathsep) if p.strip()]
-
-
-def _project_root(folder: Path) -> Path:
-    """The project a spec belongs to: the nearest folder at or above it with a project.yaml
-    (the MLRun project), else the spec's own folder."""
-    for d in (folder, *folder.parents):
-        if (d / "project.yaml").is_file():
-            return d
-    return folder
 
 
 MAX_LINE_PROBLEMS = 5  # a file that is not JSONL at all: the first few bad lines say enough

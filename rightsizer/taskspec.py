@@ -562,7 +562,12 @@ def _check_retrieval(spec: TaskSpec, problems: list[str], check_source: bool) ->
     if not check_source:
         return
     path = spec.source_path()
-    if not path.exists():
+    project = project_root(Path(spec.base_dir or ".").resolve())
+    if not within_roots(path, [project, *data_roots()]):
+        problems.append(f"retrieval.source: {r.source!r} resolves to {path.resolve()}, outside the project "
+                        f"{project} and the listed data roots; use a path inside it, or list its folder in "
+                        f"${DATA_ROOTS_ENV}")
+    elif not path.exists():
         problems.append(f"retrieval.source: {r.source!r} not found ({path}); expected a folder of "
                         ".txt/.md files or a .jsonl of passages")
     elif path.is_file() and path.suffix.lower() != ".jsonl":
@@ -597,6 +602,32 @@ def _check_lora(lora: LoraSettings, where: str, problems: list[str]) -> None:
 
 
 MAX_SPEC_BYTES = MAX_YAML_BYTES  # a spec is a few KB; anything near this is not a spec
+
+
+DATA_ROOTS_ENV = "RIGHTSIZER_DATA_ROOTS"
+
+
+def data_roots() -> list[Path]:
+    """The folders besides the project that data paths (dataset splits, knowledge sources)
+    may point into: the user lists them in ``$RIGHTSIZER_DATA_ROOTS`` (separated by
+    ``os.pathsep``), resolved."""
+    raw = os.environ.get(DATA_ROOTS_ENV, "")
+    return [Path(p).expanduser().resolve() for p in raw.split(os.pathsep) if p.strip()]
+
+
+def project_root(folder: Path) -> Path:
+    """The project a spec belongs to: the nearest folder at or above it with a project.yaml
+    (the MLRun project), else the spec's own folder."""
+    for d in (folder, *folder.parents):
+        if (d / "project.yaml").is_file():
+            return d
+    return folder
+
+
+def within_roots(path: Path, roots: list[Path]) -> bool:
+    """Whether ``path`` (resolved) is one of ``roots`` or inside one of them."""
+    where = path.resolve()
+    return any(where == r or r in where.parents for r in roots)
 
 
 def read_spec_yaml(path: str | Path, what: str = "spec") -> dict:

@@ -233,6 +233,29 @@ def test_an_absolute_dataset_path_must_be_in_the_project_or_a_listed_data_root(t
     assert _check_dataset_ref(_spec_with_eval(tmp_path, str(inside)), "eval") == str(inside)
 
 
+def test_a_knowledge_source_outside_the_project_and_the_data_roots_is_refused_at_load(tmp_path, monkeypatch):
+    import yaml
+
+    from rightsizer.taskspec import load_task
+
+    root = Path(__file__).resolve().parents[1]
+    raw = yaml.safe_load((root / "tasks" / "answer_drafting.yaml").read_text())
+    (tmp_path / "project.yaml").write_text("kind: project\n")
+    outside = tmp_path.parent / f"{tmp_path.name}-kb"
+    outside.mkdir()
+    (outside / "policy.md").write_text("Returns are free within 30 days.\n")
+    raw["retrieval"]["source"] = str(outside)
+    raw["dataset"] = {k: str(root / "tasks" / v) for k, v in raw["dataset"].items()}
+    spec_file = tmp_path / "drafting.yaml"
+    spec_file.write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("RIGHTSIZER_DATA_ROOTS", "")
+    with pytest.raises(ConfigError, match=r"retrieval.source: .* outside the project .* list its folder in "
+                                          r"\$RIGHTSIZER_DATA_ROOTS"):
+        load_task(spec_file)
+    monkeypatch.setenv("RIGHTSIZER_DATA_ROOTS", str(outside))
+    assert load_task(spec_file).source_path() == outside
+
+
 def test_a_hub_dataset_id_is_tried_only_where_the_spec_allows_the_hub(tmp_path, monkeypatch):
     import dataclasses as dc
 
