@@ -1,5 +1,6 @@
 """Retrieval for the ladder's retrieval rung: a task's knowledge source, chunked, indexed
-with BM25 (``bm25s``), and the top-k passages for each input.
+with BM25 (``bm25s``, the default) or an embedding model (``retriever: embedding``), and the
+top-k passages for each input.
 
 * ``load_documents`` reads the source: a folder of ``.txt``/``.md`` files (a document's id
   is its path relative to the folder without the suffix, ``policies/refunds``) or a
@@ -21,6 +22,13 @@ with BM25 (``bm25s``), and the top-k passages for each input.
 
 Tokenisation for BM25: lower case, runs of letters and digits, English stop words removed
 (bm25s' list), then the Snowball English stemmer (PyStemmer), so "refunds" finds "refund".
+
+``EmbeddingIndex`` (``retriever: embedding``, ``model:`` a hub id, a local folder or
+``demo:<name>``): each passage and query is the mean of the model's last hidden states over
+its tokens, L2-normalised; passages rank by cosine similarity. The model loads through
+transformers' ``AutoModel`` (safetensors only, ``trust_remote_code`` as the spec says) and is
+saved inside the index folder (``encoder/``), so the serving bundle embeds its queries with
+the very model that embedded the passages, offline.
 """
 
 from __future__ import annotations
@@ -45,6 +53,10 @@ FORMAT_VERSION = 1  # of the saved index and the tokeniser: a change rebuilds ca
 INDEX_FILE = "index.json"
 PASSAGES_FILE = "passages.jsonl"
 BM25_DIR = "bm25"
+EMBEDDINGS_FILE = "embeddings.safetensors"
+ENCODER_DIR = "encoder"
+EMBED_BATCH = 32
+EMBED_MAX_TOKENS = 512
 DOC_SUFFIXES = (".txt", ".md")
 CONTEXT_RUNGS = ("retrieval", "lora")  # the rungs whose prompts carry retrieved passages
 _TOKEN = re.compile(r"[a-z0-9]+")
@@ -168,7 +180,13 @@ def chunk_documents(docs: list[tuple[str, str]], rule: ChunkRule) -> list[Passag
 def source_digest(spec: TaskSpec) -> str:
     """A content hash of the knowledge source, its chunk rule and the retriever."""
     r = spec.retrieval
-    h = hashlib.sha256(json.dumps({"v": FORMAT_VERSION, "retriever": r.retriever,
+    encoder = None
+    if r.retriever == "embedding":
+        from rightsizer.finetune.checkpoint import base_fingerprint
+        from rightsizer.models import resolve_model_ref
+
+        encoder = base_fingerprint(resolve_model_ref(r.model))
+    h = hashlib.sha256(json.dumps({"v": FORMAT_VERSION, "retriever": r.retriever, "encoder": encoder,
                                    "chunk": dataclasses.asdict(r.chunk)}, sort_keys=True).encode())
     path = spec.source_path()
     files = ([p for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in DOC_SUFFIXES]
@@ -216,10 +234,7 @@ class Index:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self._bm25.save(str(folder / BM25_DIR))
-        (folder / PASSAGES_FILE).write_text("".join(
-            json.dumps({"id": p.id, "doc": p.doc, "text": p.text}, sort_keys=True) + "\n"
-            for p in self.passages), encoding="utf-8")
-        (folder / INDEX_FILE).write_text(json.dumps(self.meta, indent=2, sort_keys=True))
+        _write_passages(folder, self.passages, self.meta)
         return folder
 
     @classmethod
@@ -228,19 +243,120 @@ class Index:
         import bm25s
 
         folder = Path(folder)
-        if not (folder / INDEX_FILE).is_file() or not (folder / PASSAGES_FILE).is_file():
-            raise ConfigError(f"{folder}: not a retrieval index (no {INDEX_FILE} or {PASSAGES_FILE})")
-        meta = json.loads((folder / INDEX_FILE).read_text())
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ConfigError(f"{folder}: retrieval index format {meta.get('format_version')}; "
-                              f"this version reads {FORMAT_VERSION} (rebuild it)")
-        rows = [json.loads(line) for line in (folder / PASSAGES_FILE).read_text(encoding="utf-8").splitlines()
-                if line.strip()]
-        passages = [Passage(id=r["id"], text=r["text"], doc=r["doc"]) for r in rows]
+        meta, passages = _read_saved(folder)
+        if meta.get("retriever") == "embedding":
+            return EmbeddingIndex.load(folder)
         bm25 = bm25s.BM25.load(str(folder / BM25_DIR))
-        if len(passages) != meta.get("n_passages"):
-            raise ConfigError(f"{folder}: {len(passages)} passages, the index says {meta.get('n_passages')}")
         return cls(passages, bm25, meta)
+
+
+def _read_saved(folder: Path) -> tuple[dict, list[Passage]]:
+    """The metadata and passages of a saved index, checked; ConfigError naming the folder."""
+    if not (folder / INDEX_FILE).is_file() or not (folder / PASSAGES_FILE).is_file():
+        raise ConfigError(f"{folder}: not a retrieval index (no {INDEX_FILE} or {PASSAGES_FILE})")
+    meta = json.loads((folder / INDEX_FILE).read_text())
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ConfigError(f"{folder}: retrieval index format {meta.get('format_version')}; "
+                          f"this version reads {FORMAT_VERSION} (rebuild it)")
+    rows = [json.loads(line) for line in (folder / PASSAGES_FILE).read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+    passages = [Passage(id=r["id"], text=r["text"], doc=r["doc"]) for r in rows]
+    if len(passages) != meta.get("n_passages"):
+        raise ConfigError(f"{folder}: {len(passages)} passages, the index says {meta.get('n_passages')}")
+    return meta, passages
+
+
+def _write_passages(folder: Path, passages: list[Passage], meta: dict) -> None:
+    (folder / PASSAGES_FILE).write_text("".join(
+        json.dumps({"id": p.id, "doc": p.doc, "text": p.text}, sort_keys=True) + "\n"
+        for p in passages), encoding="utf-8")
+    (folder / INDEX_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+
+
+class Encoder:
+    """Text -> unit vector: the mean of a model's last hidden states over the text's tokens."""
+
+    def __init__(self, model_dir: str, trust_remote_code: bool = False):
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        self.model_dir = model_dir
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+        self.model = AutoModel.from_pretrained(model_dir, trust_remote_code=trust_remote_code,
+                                               use_safetensors=True, dtype=torch.float32)
+        self.model.eval()
+
+    def encode(self, texts: list[str]):
+        import torch
+
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(texts), EMBED_BATCH):
+                enc = self.tokenizer(texts[i:i + EMBED_BATCH], return_tensors="pt", padding=True,
+                                     truncation=True, max_length=EMBED_MAX_TOKENS)
+                hidden = self.model(**enc).last_hidden_state
+                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+                out.append(torch.nn.functional.normalize(mean, dim=-1))
+        return torch.cat(out) if out else torch.zeros(0, 0)
+
+    def save(self, folder: Path) -> None:
+        self.model.save_pretrained(folder, safe_serialization=True)
+        self.tokenizer.save_pretrained(folder)
+
+
+class EmbeddingIndex(Index):
+    """Passages and their embeddings (``Encoder``); ``retrieve`` ranks by cosine similarity."""
+
+    def __init__(self, passages: list[Passage], encoder: Encoder, vectors, meta: dict):
+        self.passages, self.encoder, self.vectors, self.meta = passages, encoder, vectors, meta
+
+    @classmethod
+    def build(cls, passages: list[Passage], meta: dict | None = None, model: str = "",
+              trust_remote_code: bool = False) -> "EmbeddingIndex":
+        from rightsizer.models import resolve_model_ref
+
+        if not model:
+            raise ConfigError("retrieval.model: the embedding retriever needs a model (hub id, folder, demo:<name>)")
+        encoder = Encoder(resolve_model_ref(model), trust_remote_code)
+        vectors = encoder.encode([p.text for p in passages])
+        return cls(passages, encoder, vectors, {**(meta or {}), "n_passages": len(passages),
+                                                 "format_version": FORMAT_VERSION, "retriever": "embedding",
+                                                 "model": model, "dim": int(vectors.shape[1])})
+
+    def retrieve(self, query: str, k: int) -> list[Passage]:
+        """The top ``k`` passages for ``query``: highest cosine similarity first, ties in source order."""
+        import numpy as np
+
+        if k < 1:
+            raise ConfigError(f"retrieval.k: {k}; expected >= 1")
+        scores = (self.vectors @ self.encoder.encode([query])[0]).numpy()
+        order = np.lexsort((np.arange(len(scores)), -scores))[:k]
+        return [dataclasses.replace(self.passages[i], score=float(scores[i])) for i in order]
+
+    def save(self, folder: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({"vectors": self.vectors.contiguous()}, str(folder / EMBEDDINGS_FILE))
+        self.encoder.save(folder / ENCODER_DIR)
+        _write_passages(folder, self.passages, self.meta)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "EmbeddingIndex":
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        meta, passages = _read_saved(folder)
+        if not (folder / EMBEDDINGS_FILE).is_file() or not (folder / ENCODER_DIR).is_dir():
+            raise ConfigError(f"{folder}: an embedding index without {EMBEDDINGS_FILE} or {ENCODER_DIR}/")
+        vectors = load_file(str(folder / EMBEDDINGS_FILE))["vectors"]
+        if vectors.shape[0] != len(passages):
+            raise ConfigError(f"{folder}: {vectors.shape[0]} embeddings for {len(passages)} passages")
+        # the saved encoder is this project's own copy: it runs no remote code
+        return cls(passages, Encoder(str(folder / ENCODER_DIR)), vectors, meta)
 
 
 def cache_dir() -> Path:
@@ -262,8 +378,12 @@ def build_index(spec: TaskSpec, cache: str | Path | None = None) -> Index:
         except (ConfigError, OSError, ValueError, KeyError):
             pass  # an unreadable cache entry (an older format): built again below
     passages = chunk_documents(load_documents(spec.source_path()), spec.retrieval.chunk)
-    index = Index.build(passages, {"digest": digest,
-                                   "chunk": dataclasses.asdict(spec.retrieval.chunk)})
+    meta = {"digest": digest, "chunk": dataclasses.asdict(spec.retrieval.chunk)}
+    if spec.retrieval.retriever == "embedding":
+        index = EmbeddingIndex.build(passages, meta, model=spec.retrieval.model,
+                                     trust_remote_code=spec.trust_remote_code)
+    else:
+        index = Index.build(passages, meta)
     with atomic_dir(folder) as tmp:
         index.save(tmp)
     return index

@@ -12,8 +12,8 @@ What a fingerprint covers (``fingerprint``):
   its content: by the fingerprint of the step that wrote it (the marker file in that
   step's folder, so a model written by an earlier step is not read again) or else by a
   hash of its bytes;
-* the task spec (``task_digest``): its settings, its data files, its knowledge source and
-  the files of every local candidate model (a hub id counts by its name and revision; a
+* the task spec (``task_digest``): its settings, its data files, its knowledge source (and
+  its embedding model) and the files of every local candidate model (a hub id counts by its name and revision; a
   file over 256 MiB, a weight shard, by its size and its first and last MiB);
 * the code (``code_digest``): the ``rightsizer`` package, the step handlers (``functions/``)
   and the versions of the libraries that compute results; and the kind of device (latency
@@ -146,6 +146,9 @@ def task_digest(spec: TaskSpec) -> str:
     if spec.retrieval is not None:
         src = spec.source_path()
         parts["knowledge"] = path_digest(src) if src.exists() else str(src)
+        if spec.retrieval.model:  # the embedding retriever's model, by its files when local
+            encoder = resolve_model_ref(spec.retrieval.model)
+            parts["encoder"] = path_digest(encoder) if os.path.isdir(encoder) else encoder
     models = {}
     for ref in spec.candidates:
         target = resolve_model_ref(ref)

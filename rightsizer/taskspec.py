@@ -152,8 +152,8 @@ class Retrieval:
 
     source: str  # a folder of .txt/.md files, or a .jsonl of passages ({"id", "text"})
     k: int = 3
-    retriever: str = "bm25"  # bm25 (bm25s); "embedding" is not implemented yet
-    model: str | None = None  # the embedding model (retriever: embedding)
+    retriever: str = "bm25"  # bm25 (bm25s), or embedding (mean-pooled hidden states of ``model``)
+    model: str | None = None  # the embedding model (retriever: embedding): hub id, folder, demo:<name>
     chunk: ChunkRule = field(default_factory=ChunkRule)
     gold_field: str | None = None  # eval row field naming its gold passage id(s): recall@k
     lora: bool = True  # the LoRA rung trains and is scored with the retrieved context too
@@ -543,9 +543,9 @@ def _check_retrieval(spec: TaskSpec, problems: list[str], check_source: bool) ->
     if r.retriever not in RETRIEVERS:
         problems.append(f"retrieval.retriever: {r.retriever!r}; expected one of {list(RETRIEVERS)}")
     elif r.retriever == "embedding":
-        problems.append("retrieval.retriever: 'embedding' is not implemented yet; use bm25 "
-                        "(the default, bm25s)" + ("" if r.model else "; it would also need "
-                                                  "retrieval.model"))
+        if not isinstance(r.model, str) or not r.model.strip():
+            problems.append("retrieval.model: the embedding retriever needs the embedding model "
+                            "(a hub id, a local save_pretrained folder or demo:<name>)")
     elif r.model is not None:
         problems.append(f"retrieval.model: {r.model!r} is only for retriever: embedding")
     c = r.chunk

@@ -257,3 +257,42 @@ def test_a_gold_field_missing_from_the_eval_rows_is_a_data_problem(tmp_path):
     spec = _spec(tmp_path, gold_field="source_doc")
     with pytest.raises(ConfigError, match="retrieval.gold_field: the eval rows have no 'source_doc'"):
         check_task_data(spec)
+
+
+def test_the_embedding_retriever_ranks_by_cosine_and_travels_with_the_bundle(demo_models, tmp_path):
+    """retriever: embedding with a local model: each passage's own text finds it first, the
+    index (vectors and its encoder) saves and loads to the same ranking, its digest follows the
+    model, and a bundle serves the evaluated prompts with the source gone and the encoder
+    taken from the bundle."""
+    from rightsizer.bundle import write_bundle
+    from rightsizer.inference import load_bundle
+    from rightsizer.retrieval import EmbeddingIndex
+
+    spec = _spec(tmp_path, k=2, retriever="embedding", model="demo:tiny-s")
+    index = build_index(spec)
+    assert isinstance(index, EmbeddingIndex) and index.meta["model"] == "demo:tiny-s"
+    assert index.vectors.shape == (len(index.passages), 64)  # tiny-s is 64 wide
+    for p in index.passages:
+        top = index.retrieve(p.text, 1)[0]
+        assert top.id == p.id and top.score == pytest.approx(1.0, abs=1e-4)
+    queries = [q["text"] for q in knowledge_questions(12, seed=5)]
+    loaded = Index.load(tmp_path / "cache" / "retrieval" / index.digest)
+    assert isinstance(loaded, EmbeddingIndex)
+    assert [[p.id for p in loaded.retrieve(q, 2)] for q in queries] == \
+        [[p.id for p in index.retrieve(q, 2)] for q in queries]
+    # another model, another index; BM25 on the same source, another digest too
+    other = build_index(_spec(tmp_path, k=2, retriever="embedding", model="demo:tiny-m"))
+    assert len({index.digest, other.digest, build_index(_spec(tmp_path, k=2)).digest}) == 3
+    # served from the bundle: same passages in the same prompts, the knowledge source deleted
+    spec = for_rung(spec, "retrieval")
+    rows = knowledge_questions(6, seed=7)
+    evaluated = [build_prompt(spec, r) for r in rows]
+    out = write_bundle(demo_models / "models" / "tiny-s", spec, tmp_path / "bundle",
+                       base_model="demo:tiny-s", rung="retrieval")
+    assert (out / "retrieval" / "encoder" / "model.safetensors").is_file()
+    for f in (tmp_path / "kb").iterdir():
+        f.unlink()
+    bundle = load_bundle(out, device=None)
+    assert isinstance(bundle.spec.index, EmbeddingIndex)
+    assert bundle.spec.index.encoder.model_dir.startswith(str(out))
+    assert [build_prompt(bundle.spec, {"text": r["text"]}, bundle.shots) for r in rows] == evaluated

@@ -294,7 +294,7 @@ def test_a_retrieval_section_loads_with_its_defaults_and_round_trips(tmp_path):
     ({"chunk": "paragraph"}, r"retrieval.chunk: expected a mapping"),
     ({"chunk": {"by": "words", "stride": 3}}, r"retrieval.chunk.stride: unknown field"),
     ({"retriever": "tfidf"}, r"retrieval.retriever: 'tfidf'"),
-    ({"retriever": "embedding", "model": "m"}, r"'embedding' is not implemented yet"),
+    ({"retriever": "embedding"}, r"retrieval.model: the embedding retriever needs the embedding model"),
     ({"model": "m"}, r"retrieval.model: 'm' is only for retriever: embedding"),
     ({"k": "three"}, r"retrieval.k: expected int"),
     ({"top_k": 3}, r"retrieval.top_k: unknown field"),
