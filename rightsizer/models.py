@@ -10,6 +10,8 @@ around or logged.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -37,6 +39,32 @@ def resolve_model_ref(ref: str) -> str:
         raise ConfigError(f"candidate {ref!r}: no such local model folder, and not a hub id "
                           "of the form 'org/name'")
     return ref
+
+
+def model_fingerprint(model_path: str) -> str:
+    """A cheap, stable identity of a model: its config plus, for a local folder, the size and
+    the first and last MiB of every weight file (no full read of the weights). Used where a
+    model must be the same one again: a fine-tuning checkpoint's base, an embedding index's
+    encoder."""
+    h = hashlib.sha256()
+    path = Path(model_path)
+    cfg_file = path / "config.json"
+    if cfg_file.is_file():
+        cfg = json.loads(cfg_file.read_text())
+        for k in ("_name_or_path", "transformers_version", "torch_dtype", "dtype"):
+            cfg.pop(k, None)
+        h.update(json.dumps(cfg, sort_keys=True).encode())
+        for f in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
+            size = f.stat().st_size
+            h.update(f"{f.name}:{size}".encode())
+            with open(f, "rb") as fh:
+                h.update(fh.read(1 << 20))
+                if size > 2 << 20:
+                    fh.seek(-(1 << 20), 2)
+                    h.update(fh.read(1 << 20))
+    else:  # a hub id: the id (and revision, if pinned in the id) is the identity
+        h.update(str(model_path).encode())
+    return h.hexdigest()[:16]
 
 
 def load_config(ref: str, trust_remote_code: bool = False):

@@ -182,10 +182,9 @@ def source_digest(spec: TaskSpec) -> str:
     r = spec.retrieval
     encoder = None
     if r.retriever == "embedding":
-        from rightsizer.finetune.checkpoint import base_fingerprint
-        from rightsizer.models import resolve_model_ref
+        from rightsizer.models import model_fingerprint, resolve_model_ref
 
-        encoder = base_fingerprint(resolve_model_ref(r.model))
+        encoder = model_fingerprint(resolve_model_ref(r.model))
     h = hashlib.sha256(json.dumps({"v": FORMAT_VERSION, "retriever": r.retriever, "encoder": encoder,
                                    "chunk": dataclasses.asdict(r.chunk)}, sort_keys=True).encode())
     path = spec.source_path()

@@ -9,7 +9,6 @@ model, so that a resume that cannot work fails before training with a clear mess
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -18,30 +17,6 @@ from rightsizer.errors import ConfigError
 
 MARKER = "rightsizer-checkpoint.json"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
-
-
-def base_fingerprint(model_path: str) -> str:
-    """A cheap, stable identity of a base model: its config plus, for a local folder, the
-    size and the first and last MiB of every weight file (no full read of the weights)."""
-    h = hashlib.sha256()
-    path = Path(model_path)
-    cfg_file = path / "config.json"
-    if cfg_file.is_file():
-        cfg = json.loads(cfg_file.read_text())
-        for k in ("_name_or_path", "transformers_version", "torch_dtype", "dtype"):
-            cfg.pop(k, None)
-        h.update(json.dumps(cfg, sort_keys=True).encode())
-        for f in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
-            size = f.stat().st_size
-            h.update(f"{f.name}:{size}".encode())
-            with open(f, "rb") as fh:
-                h.update(fh.read(1 << 20))
-                if size > 2 << 20:
-                    fh.seek(-(1 << 20), 2)
-                    h.update(fh.read(1 << 20))
-    else:  # a hub id: the id (and revision, if pinned in the id) is the identity
-        h.update(str(model_path).encode())
-    return h.hexdigest()[:16]
 
 
 def list_checkpoints(ckpt_dir: str | Path) -> list[tuple[int, Path, dict | None]]:

@@ -201,9 +201,9 @@ def validate(cfg: FinetuneConfig, world_size: int = 1, check_model: bool = True)
                 "steps": total_steps(cfg, len(examples)), "max_seq_len": seq_len}
     if problems:
         raise ConfigError(problems, source="fine-tune")
-    from rightsizer.finetune.checkpoint import base_fingerprint
+    from rightsizer.models import model_fingerprint
 
-    resolved["fingerprint"] = base_fingerprint(model_path)
+    resolved["fingerprint"] = model_fingerprint(model_path)
     return resolved
 
 
