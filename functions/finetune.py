@@ -53,6 +53,10 @@ def finetune(context: mlrun.MLClientCtx, model: str, train_data, nproc: int = 0,
     ``<key>-merged``, ``training_curves`` (Plotly: loss and learning rate), results
     ``final_loss``, ``tokens_per_second``, ``strategy``, ``world_size``.
     """
+    node = mpi_node()
+    if node is not None and node.count > 1:  # each replica would train a job of its own
+        raise ConfigError(f"the finetune handler runs on one node, and MPI started {node.count}: use "
+                          "handler finetune_task (size_and_deploy's step) or mpi_worker on an MPIJob")
     if hasattr(train_data, "local"):  # an MLRun DataItem input
         train_data = train_data.local()
     else:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from rightsizer.errors import ConfigError
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
@@ -123,3 +125,17 @@ def test_function_spec_for_gpu_pods_and_mpijob():
     assert mpi.kind == "mpijob" and mpi.spec.replicas == 3
     assert mpi.spec.resources["limits"]["nvidia.com/gpu"] == 8
     assert mpi.spec.default_handler == "mpi_worker"
+
+
+def test_the_one_node_handler_refuses_to_run_as_one_of_several_mpi_processes(tmp_path, monkeypatch):
+    """With finetune_nodes > 1 the finetune function is an MPIJob; its one-node handler would
+    train one job per replica, so it refuses, naming the handlers that run on several nodes."""
+    import mlrun
+
+    from functions.finetune import finetune
+
+    monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "0")
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    with pytest.raises(ConfigError, match="MPI started 2: use handler finetune_task .* or mpi_worker"):
+        finetune(mlrun.get_or_create_ctx("mpi-probe"), model="demo:tiny-s", train_data=str(tmp_path / "x.jsonl"))
