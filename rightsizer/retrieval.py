@@ -216,15 +216,21 @@ class Index:
     def digest(self) -> str:
         return self.meta.get("digest", "")
 
+    def scores(self, query: str):
+        """Every passage's BM25 score for ``query`` (a numpy array, in source order)."""
+        import numpy as np
+
+        tokens = tokenize(query)
+        return (self._bm25.get_scores(tokens) if tokens
+                else np.zeros(len(self.passages), dtype=np.float32))
+
     def retrieve(self, query: str, k: int) -> list[Passage]:
-        """The top ``k`` passages for ``query``: highest BM25 score first, ties in source order."""
+        """The top ``k`` passages for ``query``: highest score first, ties in source order."""
         import numpy as np
 
         if k < 1:
             raise ConfigError(f"retrieval.k: {k}; expected >= 1")
-        tokens = tokenize(query)
-        scores = (self._bm25.get_scores(tokens) if tokens
-                  else np.zeros(len(self.passages), dtype=np.float32))
+        scores = self.scores(query)
         order = np.lexsort((np.arange(len(scores)), -scores))[:k]
         return [dataclasses.replace(self.passages[i], score=float(scores[i])) for i in order]
 
@@ -244,7 +250,7 @@ class Index:
         folder = Path(folder)
         meta, passages = _read_saved(folder)
         if meta.get("retriever") == "embedding":
-            return EmbeddingIndex.load(folder)
+            return EmbeddingIndex.from_saved(folder, meta, passages)
         bm25 = bm25s.BM25.load(str(folder / BM25_DIR))
         return cls(passages, bm25, meta)
 
@@ -323,15 +329,9 @@ class EmbeddingIndex(Index):
                                                  "format_version": FORMAT_VERSION, "retriever": "embedding",
                                                  "model": model, "dim": int(vectors.shape[1])})
 
-    def retrieve(self, query: str, k: int) -> list[Passage]:
-        """The top ``k`` passages for ``query``: highest cosine similarity first, ties in source order."""
-        import numpy as np
-
-        if k < 1:
-            raise ConfigError(f"retrieval.k: {k}; expected >= 1")
-        scores = (self.vectors @ self.encoder.encode([query])[0]).numpy()
-        order = np.lexsort((np.arange(len(scores)), -scores))[:k]
-        return [dataclasses.replace(self.passages[i], score=float(scores[i])) for i in order]
+    def scores(self, query: str):
+        """Every passage's cosine similarity to ``query`` (a numpy array, in source order)."""
+        return (self.vectors @ self.encoder.encode([query])[0]).numpy()
 
     def save(self, folder: str | Path) -> Path:
         from safetensors.torch import save_file
@@ -345,10 +345,14 @@ class EmbeddingIndex(Index):
 
     @classmethod
     def load(cls, folder: str | Path) -> "EmbeddingIndex":
+        folder = Path(folder)
+        return cls.from_saved(folder, *_read_saved(folder))
+
+    @classmethod
+    def from_saved(cls, folder: Path, meta: dict, passages: list[Passage]) -> "EmbeddingIndex":
+        """The index from its folder's vectors and encoder, its metadata and passages read."""
         from safetensors.torch import load_file
 
-        folder = Path(folder)
-        meta, passages = _read_saved(folder)
         if not (folder / EMBEDDINGS_FILE).is_file() or not (folder / ENCODER_DIR).is_dir():
             raise ConfigError(f"{folder}: an embedding index without {EMBEDDINGS_FILE} or {ENCODER_DIR}/")
         vectors = load_file(str(folder / EMBEDDINGS_FILE))["vectors"]
