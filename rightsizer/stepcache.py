@@ -48,8 +48,8 @@ ENTRY_VERSION = 1
 RESULT_LIBRARIES = ("torch", "transformers", "peft", "accelerate", "datasets", "bm25s", "numpy",
                     "safetensors", "torchao")
 _CODE_DIRS = ("rightsizer", "functions")
-_MARKER_DEPTH = 8
-LARGE_FILE_BYTES = 256 << 20  # how far up from a path a step's marker is looked for
+_MARKER_DEPTH = 8  # how far up from a path a step's marker is looked for
+LARGE_FILE_BYTES = 256 << 20  # above it, a file counts by its size and its first and last MiB
 
 
 def _sha(data: bytes) -> str:
