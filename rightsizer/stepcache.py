@@ -140,20 +140,16 @@ def task_digest(spec: TaskSpec) -> str:
     source name, and its candidates (a local model folder by its files)."""
     from rightsizer.models import resolve_model_ref
 
+    def local_or_ref(ref) -> str:  # a local file or folder by its content, a hub id as it is
+        return path_digest(ref) if os.path.exists(ref) else str(ref)
+
     parts: dict[str, Any] = {"spec": spec.to_dict()}
-    parts["data"] = {split: (path_digest(p) if os.path.exists(p) else p)
-                     for split in sorted(spec.dataset) for p in [spec.dataset_path(split)]}
+    parts["data"] = {split: local_or_ref(spec.dataset_path(split)) for split in sorted(spec.dataset)}
     if spec.retrieval is not None:
-        src = spec.source_path()
-        parts["knowledge"] = path_digest(src) if src.exists() else str(src)
-        if spec.retrieval.model:  # the embedding retriever's model, by its files when local
-            encoder = resolve_model_ref(spec.retrieval.model)
-            parts["encoder"] = path_digest(encoder) if os.path.isdir(encoder) else encoder
-    models = {}
-    for ref in spec.candidates:
-        target = resolve_model_ref(ref)
-        models[ref] = path_digest(target) if os.path.isdir(target) else target
-    parts["candidates"] = models
+        parts["knowledge"] = local_or_ref(spec.source_path())
+        if spec.retrieval.model:  # the embedding retriever's model
+            parts["encoder"] = local_or_ref(resolve_model_ref(spec.retrieval.model))
+    parts["candidates"] = {ref: local_or_ref(resolve_model_ref(ref)) for ref in spec.candidates}
     return _sha(json.dumps(parts, sort_keys=True, default=str).encode())
 
 
