@@ -54,3 +54,41 @@ def test_pretraining_prompts_are_the_served_retrieval_prompts(tmp_path, monkeypa
     passage = (DATA / "answer_drafting" / "knowledge" / "refunds.md").read_text()
     assert build_prompt(spec, row) == PROMPTS["answer_drafting"].format(
         context=" ".join(passage.split()), text=row["text"])
+
+
+def test_pretraining_prompts_are_the_task_specs_prompts():
+    """The bootstrap pre-trains on each task's own template, or the models would learn a
+    prompt the pipeline never sends."""
+    from rightsizer.demo.bootstrap import PROMPTS
+    from rightsizer.taskspec import load_task
+
+    for task, prompt in PROMPTS.items():
+        if task != "answer_drafting":  # its passage comes from retrieval (the test above)
+            assert load_task(DATA.parent / f"{task}.yaml").prompt == prompt, task
+
+
+def test_only_the_smallest_model_is_pretrained_on_order_messages():
+    """tiny-s gets order steps beside its other steps; every model keeps its budget of the
+    other tasks' steps, in the same proportions, so adding orders changed nothing else."""
+    from collections import Counter
+
+    from rightsizer.demo.bootstrap import DEMO_MODELS, OTHER_TASKS, STEP_WEIGHTS
+
+    for m in DEMO_MODELS:
+        counts = Counter(m.schedule())
+        assert sum(counts[t] for t in OTHER_TASKS) == m.pretrain_steps, m.name
+        unit = m.pretrain_steps // sum(STEP_WEIGHTS.get(t, 1) for t in OTHER_TASKS)
+        assert {t: counts[t] for t in OTHER_TASKS} == {t: unit * STEP_WEIGHTS.get(t, 1) for t in OTHER_TASKS}
+        assert counts["order_extraction"] == unit * m.order_weight
+    assert [m.name for m in DEMO_MODELS if m.order_weight] == ["tiny-s"]
+
+
+def test_the_demo_tokenizer_splits_order_ids_into_digit_pairs(tmp_path):
+    from rightsizer.demo.bootstrap import _train_tokenizer
+
+    corpus = [r["text"] + "\n" + r["answer"] for r in generate_rows("order_extraction", 200, seed=0)]
+    tok = _train_tokenizer(corpus, tmp_path / "tok")
+    pieces = tok.convert_ids_to_tokens(tok("order #48213 and #11111")["input_ids"])
+    assert pieces[pieces.index("Ġ#"):][:4] == ["Ġ#", "48", "21", "3"]  # Ġ: the byte-level space
+    assert ["11", "11", "1"] == pieces[-3:]
+    assert not list(tmp_path.glob("tok/*.bin"))  # saved as JSON, no pickles

@@ -23,4 +23,8 @@ def test_notebook_executes(demo_models, tmp_path, monkeypatch):
                         for o in c.get("outputs", []))
     assert "ticket_routing -> {" in outputs and "'label': 'billing'" in outputs
     assert "review_sentiment -> {" in outputs
+    # the extraction task answers with its parsed fields (the message names a "notebook")
+    assert "order_extraction -> {" in outputs and "'order_id': '#48213'" in outputs
+    assert "'product': 'laptop'" in outputs and "'issue': 'damaged'" in outputs
+    assert "malformed 0.0%" in outputs
     assert RunLayout(tmp_path / "artifacts").decisions_file().is_file()

@@ -86,7 +86,7 @@ def test_the_hub_token_is_in_no_file_the_run_wrote(run):
 
 def test_decision_records(run):
     _, layout, records = run
-    assert set(records) == {"review_sentiment", "ticket_routing", "answer_drafting"}
+    assert set(records) == {"review_sentiment", "ticket_routing", "order_extraction", "answer_drafting"}
     assert set(find_decisions(layout.root)) == set(records)
     routing, sentiment = records["ticket_routing"], records["review_sentiment"]
     # routing is trained into the smallest candidate: zero-shot on tiny-s, nothing rejected
@@ -106,6 +106,12 @@ def test_decision_records(run):
     assert [r["rung"] for r in drafting["ladder"]] == ["zero_shot", "few_shot", "retrieval"]
     assert drafting["chosen"]["retrieval_recall_at_k"] == 1.0 and "retrieval recall@1 1.000" in drafting["summary"]
     assert drafting["baseline"]["quality"] < drafting["threshold"]
+    # order extraction: only tiny-s is pre-trained on order messages, so it passes zero-shot
+    # at its lowest precision and the one big model misses the bar; no answer is malformed
+    order = records["order_extraction"]
+    assert (order["chosen"]["model"], order["chosen"]["rung"]) == ("demo:tiny-s", "zero_shot")
+    assert order["chosen"]["precision"] == "int4" and order["metric"] == "exact_match"
+    assert order["baseline"]["quality"] < order["threshold"] and "malformed answers 0.0%" in order["summary"]
     for rec in records.values():
         c, b = rec["chosen"], rec["baseline"]
         assert c["quality"] >= rec["threshold"]
@@ -150,6 +156,18 @@ def test_bundles_are_registered_and_serve(run):
     out = server.test("/v2/models/answer_drafting/infer", body={"inputs": [r["text"] for r in rows[:8]]})["outputs"]
     assert [o["generated"] for o in out] == evaluation["predictions"][:8]
     assert sum(o["generated"] == r["answer"] for o, r in zip(out, rows)) >= 6  # the policies' facts
+    # an extraction task: the served answers are the evaluated ones, with their parsed fields
+    evaluation = json.loads(layout.evaluation_file("order_extraction", "chosen").read_text())
+    rows = [json.loads(line) for line in (ROOT / "tasks/data/order_extraction/eval.jsonl").read_text().splitlines()]
+    out = server.test("/v2/models/order_extraction/infer", body={"inputs": [r["text"] for r in rows[:8]]})["outputs"]
+    assert [o["generated"] for o in out] == evaluation["predictions"][:8]
+    from rightsizer.tasktypes.extraction import parse_answer
+    from rightsizer.taskspec import load_task
+
+    rules = load_task(ROOT / "tasks" / "order_extraction.yaml").extraction
+    assert all(o["valid"] and o["problems"] == [] for o in out)
+    assert [o["fields"] for o in out] == [parse_answer(rules, p).fields for p in evaluation["predictions"][:8]]
+    assert sum(o["fields"] == parse_answer(rules, r["answer"]).fields for o, r in zip(out, rows)) >= 7
     server.wait_for_completion()  # ends the async flow's loop thread
 
 
@@ -194,6 +212,11 @@ def test_reevaluate_flags_no_regression_on_fresh_data(run, tmp_path):
     drafting = load_task(ROOT / "tasks" / "answer_drafting.yaml")
     out = reevaluate_bundle(drafting, str(layout.bundle_dir("answer_drafting")), "fresh", progress=False)
     assert out["regression"] is False and out["fresh_examples"] == 96
+    # and an extraction task (exact match over the parsed fields)
+    orders = load_task(ROOT / "tasks" / "order_extraction.yaml")
+    out = reevaluate_bundle(orders, str(layout.bundle_dir("order_extraction")), "fresh", progress=False)
+    assert out["regression"] is False and out["fresh_examples"] == sum(
+        1 for _ in (ROOT / "tasks/data/order_extraction/fresh.jsonl").open())
 
 
 def test_reevaluate_workflow_runs_locally(run):
@@ -230,7 +253,7 @@ def test_the_lora_task_trains_and_serves_its_production_adapter(run):
     assert (p["strategy"], p["world_size"]) == ("ddp", 1)
     assert p["tokens_per_second"] > 0 and 0 < p["final_loss"] < 1
     assert "production adapter" in records["review_sentiment"]["summary"]
-    assert records["ticket_routing"]["lora"] is None and records["answer_drafting"]["lora"] is None
+    assert all(records[t]["lora"] is None for t in ("ticket_routing", "order_extraction", "answer_drafting"))
     # the served bundle is the production adapter's merge
     meta = json.loads((layout.bundle_dir("review_sentiment") / "rightsizer.json").read_text())
     assert meta["adapter"]["kind"] == "production"
@@ -353,6 +376,6 @@ def test_a_rerun_after_kill_9_in_the_finetune_step_resumes_it(run, tmp_path_fact
                     / "adapter_model.safetensors")
     got = load_file(Path(prod["adapter_dir"]) / "adapter_model.safetensors")
     assert ref.keys() == got.keys() and all(torch.equal(ref[k], got[k]) for k in ref)
-    assert _records(rerun).keys() == {"review_sentiment", "ticket_routing", "answer_drafting"}
+    assert _records(rerun).keys() == {"review_sentiment", "ticket_routing", "order_extraction", "answer_drafting"}
     # nothing half-written is left in the job folder or the steps' memory
     assert not [p for p in jobs.rglob(".*tmp-*")]

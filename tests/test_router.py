@@ -23,10 +23,11 @@ from test_serving_http import _free_port, _post, start_serve, write_run
 
 
 ROOT = Path(__file__).resolve().parents[1]
-GROUPS = {"g0-cpu-small": ["ticket_routing", "broken_task"], "g1-cpu-large": ["review_sentiment", "routing_note"]}
+GROUPS = {"g0-cpu-small": ["ticket_routing", "broken_task", "order_extraction"],
+          "g1-cpu-large": ["review_sentiment", "routing_note"]}
 TASKS = sorted(t for ts in GROUPS.values() for t in ts)
 TEXT = {"ticket_routing": "I was charged twice for my laptop", "review_sentiment": "the screen is not bad at all",
-        "routing_note": "my card was charged twice"}
+        "routing_note": "my card was charged twice", "order_extraction": "the notebook from order #48213 arrived broken"}
 
 
 def _plan(path: Path) -> None:

@@ -39,7 +39,9 @@ def _specs() -> dict:
                                max_eval_examples=24)
     return {"ticket_routing": (routing, "tiny-s"),
             "review_sentiment": (load_task(ROOT / "tasks" / "review_sentiment.yaml"), "tiny-m"),
-            "routing_note": (note, "tiny-s")}
+            "routing_note": (note, "tiny-s"),
+            "order_extraction": (dataclasses.replace(load_task(ROOT / "tasks" / "order_extraction.yaml"),
+                                                     max_eval_examples=48), "tiny-s")}
 
 
 def _free_port() -> int:
@@ -124,9 +126,11 @@ def test_routes_are_printed(served):
 def test_openai_client_models_completions_and_chat_for_every_task(served, client):
     base = served[0]
     models = {m.id: m for m in client.models.list()}
-    assert set(models) == {"ticket_routing", "review_sentiment", "routing_note", "broken_task"}
+    assert set(models) == {"ticket_routing", "review_sentiment", "routing_note", "order_extraction",
+                           "broken_task"}
     text = {"ticket_routing": "I was charged twice for my laptop",
-            "review_sentiment": "the screen is not bad at all", "routing_note": "my card was charged twice"}
+            "review_sentiment": "the screen is not bad at all", "routing_note": "my card was charged twice",
+            "order_extraction": "the notebook from order #48213 arrived broken"}
     for task, x in text.items():
         v2 = _v2(base, task, [x])[0]
         want = v2.get("label", v2["generated"])
@@ -209,7 +213,7 @@ def test_streaming_is_refused_where_it_cannot_stream(served, client):
     assert status == 400 and "exceeds the model's context" in body
 
 
-@pytest.mark.parametrize("task", ["ticket_routing", "routing_note"])
+@pytest.mark.parametrize("task", ["ticket_routing", "routing_note", "order_extraction"])
 def test_the_eval_split_over_http_scores_as_the_evaluate_step_measured(task, served, client):
     spec, _ = _specs()[task]
     bundle = RunLayout(served[2]).bundle_dir(task)

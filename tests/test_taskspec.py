@@ -25,10 +25,10 @@ def test_every_shipped_spec_loads():
                                             "order_extraction.yaml", "review_sentiment.yaml",
                                             "ticket_routing.yaml"]
     app = load_app(TASKS / "demo_app.yaml")
-    assert [t.name for t in app.tasks] == ["review_sentiment", "ticket_routing", "answer_drafting"]
-    assert [t.type for t in app.tasks] == ["classification", "classification", "generation"]
-    assert app.tasks[2].source_path().is_dir()
-    assert load_task(TASKS / "order_extraction.yaml").extraction is not None  # not in the app yet
+    assert [t.name for t in app.tasks] == ["review_sentiment", "ticket_routing", "order_extraction",
+                                           "answer_drafting"]
+    assert [t.type for t in app.tasks] == ["classification", "classification", "extraction", "generation"]
+    assert app.tasks[2].extraction is not None and app.tasks[3].source_path().is_dir()
     for t in app.tasks:
         assert Path(t.dataset_path("train")).is_file()
         assert t.trust_remote_code is False
@@ -102,6 +102,7 @@ def test_app_paths_are_project_relative():
     paths = app_task_paths("tasks/demo_app.yaml", root=TASKS.parent)
     assert paths == [("review_sentiment", "tasks/review_sentiment.yaml"),
                      ("ticket_routing", "tasks/ticket_routing.yaml"),
+                     ("order_extraction", "tasks/order_extraction.yaml"),
                      ("answer_drafting", "tasks/answer_drafting.yaml")]
 
 

@@ -7,9 +7,12 @@ trained into them (the smallest passes zero-shot); negated reviews are not (that
 the LoRA rung); answering policy questions is trained only with the policy passage in the
 prompt, on policies whose facts are drawn at random (``demo.knowledge.pretrain_examples``),
 so the models can read an answer from a retrieved passage but cannot know the demo's without
-one (answer_drafting needs the retrieval rung). The result is saved with ``save_pretrained``
-(safetensors), so the rest of the project loads it through the same ``from_pretrained`` path
-as a hub id.
+one (answer_drafting needs the retrieval rung). Only tiny-s is pre-trained on order messages
+(``TinyModel.order_weight``): copying an order id from the message is an induction-head skill
+that a 2-layer model learns in about a thousand steps, more than the bigger models' budgets,
+so the smallest model passes order_extraction and the one big model does not. The result
+is saved with ``save_pretrained`` (safetensors), so the rest of the project loads it through
+the same ``from_pretrained`` path as a hub id.
 
 Built once per machine and cached under ``$RIGHTSIZER_CACHE`` (default
 ``~/.cache/rightsizer``); the build goes to a temporary folder that is renamed into place,
@@ -44,11 +47,23 @@ class TinyModel:
     num_hidden_layers: int
     num_attention_heads: int
     num_key_value_heads: int
-    pretrain_steps: int
+    pretrain_steps: int  # steps on the three other tasks
+    order_weight: int = 0  # order-message steps per round of the other tasks' steps
+
+    def schedule(self) -> list[str]:
+        """The task of each pre-training step, one task per step (batches of similar length,
+        so little padding): rounds of every task, each as many times as its weight (reading
+        a passage takes more steps to learn), order messages only where ``order_weight`` is
+        set, so the other tasks get ``pretrain_steps`` steps whatever it is."""
+        one = [t for t in OTHER_TASKS for _ in range(STEP_WEIGHTS.get(t, 1))]
+        rounds = -(-self.pretrain_steps // len(one))
+        return ((one + ["order_extraction"] * self.order_weight) * rounds)[
+            :self.pretrain_steps * (len(one) + self.order_weight) // len(one)]
 
 
+OTHER_TASKS = ("answer_drafting", "review_sentiment", "ticket_routing")
 DEMO_MODELS = (
-    TinyModel("tiny-s", 64, 192, 2, 4, 2, 800),
+    TinyModel("tiny-s", 64, 192, 2, 4, 2, 800, order_weight=6),
     TinyModel("tiny-m", 128, 384, 4, 4, 2, 500),
     TinyModel("tiny-l", 256, 768, 6, 8, 4, 500),
 )
@@ -56,17 +71,18 @@ DEMO_MODELS = (
 LEARNING_RATE = 3e-3
 # Policy questions learn from their answers only: the passage of the prompt (random facts)
 # teaches nothing worth its share of a tiny model's gradient; the answer teaches the copy.
-ANSWER_ONLY = ("answer_drafting",)
+ANSWER_ONLY = ("answer_drafting", "order_extraction")
 STEP_WEIGHTS = {"answer_drafting": 2}  # reading a passage takes more steps to learn
 BATCH = {"answer_drafting": 16}  # rows per step: its prompts (a passage) are twice as long
 VOCAB_SIZE = 768
 SEQ_LEN = 96
-RECIPE_VERSION = "2"
+RECIPE_VERSION = "3"
 # The prompt templates of the demo task specs (tasks/*.yaml); answer_drafting's retrieval
 # rung puts the passage before its prompt as "Context:\n<passage>\n\n" (inference.build_prompt).
 PROMPTS = {"review_sentiment": "Review: {text}\nSentiment:",
            "ticket_routing": "Ticket: {text}\nQueue:",
-           "answer_drafting": "Context:\n{context}\n\nQuestion: {text}\nAnswer:"}
+           "answer_drafting": "Context:\n{context}\n\nQuestion: {text}\nAnswer:",
+           "order_extraction": "Message: {text}\nOrder:"}
 
 
 def cache_root() -> Path:
@@ -97,16 +113,24 @@ def _pretrain_corpus() -> dict[str, list[tuple[str, str]]]:
                                    if " not " not in f" {r['text']} "],
               "answer_drafting": [
                   (PROMPTS["answer_drafting"].format(context=" ".join(passage.split()), text=q), a)
-                  for passage, q, a in pretrain_examples(1200, seed=100)]}
+                  for passage, q, a in pretrain_examples(1200, seed=100)],
+              "order_extraction": [(PROMPTS["order_extraction"].format(**r), r["answer"])
+                                   for r in generate_rows("order_extraction", 2400, seed=100)]}
     return corpus
 
 
 def _train_tokenizer(corpus: list[str], out: Path):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Digits in pairs, as Llama 3's tokenizer splits numbers in groups of three: free BPE
+    # merges cut ids unevenly ("49|4|46", "2|6|4|58"), and the repeated pieces make a
+    # copied id ambiguous to a tiny model; in pairs, a five-digit id is always the same three
+    # pieces (two pairs and a digit).
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex("[0-9]{1,2}"), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=VOCAB_SIZE, special_tokens=["<pad>", "<s>", "</s>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
@@ -146,15 +170,12 @@ def _build_model(spec: TinyModel, tokenizer, corpus: dict[str, list[tuple[str, s
     model = LlamaForCausalLM(config)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LEARNING_RATE, total_steps=spec.pretrain_steps,
+    schedule = spec.schedule()
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LEARNING_RATE, total_steps=len(schedule),
                                                 pct_start=0.1)
     gen = torch.Generator().manual_seed(seed)
     losses = []
-    # one task per step (batches of similar length, so little padding); reading a passage
-    # takes more steps to learn (STEP_WEIGHTS)
-    schedule = [t for t in sorted(corpus) for _ in range(STEP_WEIGHTS.get(t, 1))]
-    for step in tqdm(range(spec.pretrain_steps), desc=f"pre-train {spec.name}", leave=False):
-        task = schedule[step % len(schedule)]
+    for task in tqdm(schedule, desc=f"pre-train {spec.name}", leave=False):
         idx = torch.randint(len(corpus[task]), (BATCH.get(task, 32),), generator=gen).tolist()
         loss = model(**_batch(tokenizer, [corpus[task][i] for i in idx], task in ANSWER_ONLY)).loss
         loss.backward()

@@ -95,11 +95,14 @@ PRODUCTS = {"laptop": ["laptop", "notebook"], "phone": ["phone", "smartphone"],
             "tablet": ["tablet", "ipad"], "router": ["router", "modem"],
             "watch": ["watch", "smartwatch"], "camera": ["camera", "webcam"],
             "printer": ["printer", "scanner"], "speaker": ["speaker", "soundbar"]}
+# Every id follows a space, as in the answer ("order_id: #48213"): the byte-level tokenizer
+# would make "(#" one token, and a model that copies the id by what comes before it would
+# then have no "#" token to look for.
 ORDER_MESSAGES = ["hi, my order {oid} arrived but the {item} {issue}",
                   "order {oid}: the {item} {issue}, please help",
                   "the {item} from order {oid} {issue}",
                   "my {item} {issue}. order number {oid}",
-                  "hello, the {item} I bought ({oid}) {issue}"]
+                  "hello, the {item} I bought (order {oid}) {issue}"]
 
 
 def order_answer(order_id: str, product: str, issue: str) -> str:
