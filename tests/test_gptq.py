@@ -101,8 +101,13 @@ def test_loaded_here_it_computes_what_gptqmodel_computes(checkpoint, gptq_python
     assert isinstance(model.model.layers[0].self_attn.q_proj, Int4PackedLinear)
     with torch.no_grad():
         ours = model(torch.tensor(IDS)).logits.float()
-    # gptqmodel's CPU kernel computes in bf16; ours in fp32 on the same int4 weights
-    assert torch.allclose(ours, ref, atol=0.05, rtol=0.02), (ours - ref).abs().max()
+    # gptqmodel's CPU kernel computes in bf16, ours in fp32 on the same int4 weights: they
+    # may differ by what bf16 rounding does to these weights (our own bf16 load against our
+    # fp32 one), not by more; a fixed tolerance was too tight for some trained demo models
+    served = load_gptq_model(out)  # bf16 around the int4 layers, as served
+    with torch.no_grad():
+        rounding = (served(torch.tensor(IDS)).logits.float() - ours).abs().max()
+    assert 0 < (ours - ref).abs().max() <= 2 * rounding + 0.02, ((ours - ref).abs().max(), rounding)
     assert torch.equal(ours.argmax(-1), ref.argmax(-1))
     from transformers import AutoModelForCausalLM
 
@@ -110,7 +115,6 @@ def test_loaded_here_it_computes_what_gptqmodel_computes(checkpoint, gptq_python
     with torch.no_grad():
         dense = full(torch.tensor(IDS)).logits
     assert (dense - ours).abs().max() > 0.05  # the weights really are quantized
-    served = load_gptq_model(out)  # bf16 around the int4 layers, as served
     packed = [m for m in served.modules() if isinstance(m, Int4PackedLinear)]
     assert len(packed) == 4 * 7  # every linear layer of the 4 blocks; the tied LM head stays
     int4_bytes = sum(m.packed_weight.nbytes + m.scales_and_zeros.nbytes for m in packed)

@@ -56,7 +56,7 @@ def _args(template: dict) -> list[str]:
 @pytest.mark.parametrize("gpus", [0, 1])
 def test_gptq_steps_only_when_a_gpu_is_configured(gpus, tmp_path, monkeypatch):
     steps = _compile(gpus, tmp_path, monkeypatch)
-    tasks = ("answer-drafting", "review-sentiment", "ticket-routing")  # sorted, as gptq below
+    tasks = ("answer-drafting", "order-extraction", "review-sentiment", "ticket-routing")  # sorted, as gptq below
     for task in tasks:
         for step in ("select", "evaluate-baseline", "quantize", "evaluate", "size-gpu"):
             assert f"{step}-{task}" in steps
