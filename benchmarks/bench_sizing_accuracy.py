@@ -40,7 +40,7 @@ def run_aic(rows) -> dict:
     """aiconfigurator's figure for every row, through its own environment; written to AIC_RESULTS."""
     if not AIC_PYTHON.exists():
         raise SystemExit(f"{AIC_PYTHON} is missing: run `bash scripts/setup_aic.sh` first")
-    payload = [{k: v for k, v in asdict(r).items() if k not in ("value", "split", "source")} for r in rows]
+    payload = [{k: v for k, v in asdict(r).items() if k not in ("value", "split", "source", "engine")} for r in rows]
     proc = subprocess.run([str(AIC_PYTHON), str(ROOT / "benchmarks" / "aic_estimate.py")], input=json.dumps(payload),
                           capture_output=True, text=True, check=False)
     if proc.returncode:

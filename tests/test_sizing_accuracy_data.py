@@ -107,3 +107,30 @@ def test_splits(rows):
     for metric in METRICS:
         splits = Counter(r["split"] for r in rows if r["metric"] == metric)
         assert splits["fit"] and splits["held_out"], f"{metric}: {dict(splits)}"
+
+
+def test_engine_settings_are_engine_factors_the_estimator_accepts(data):
+    """A source's engine_settings say how its engine ran (KV admission, CUDA graphs), not how
+    efficient the hardware is; they must be Factors fields the estimator validates."""
+    from dataclasses import replace
+
+    from rightsizer.sizing import Factors
+    from rightsizer.sizing.accuracy import ENGINE_SETTINGS, load_rows
+
+    seen = 0
+    for sid, src in data["sources"].items():
+        settings = src.get("engine_settings") or {}
+        assert set(settings) <= set(ENGINE_SETTINGS), f"{sid}: {sorted(set(settings) - set(ENGINE_SETTINGS))}"
+        replace(Factors.defaults(), **settings)  # raises ConfigError on a bad value
+        seen += bool(settings)
+    assert seen >= 2  # the TensorRT-LLM throughput pages
+    rows = {r.id: r for r in load_rows(DATA)}
+    assert dict(rows["trtllm013-h100-sxm-llama3.1-8b-fp8-tp1-1000-1000"].engine) == {
+        "kv_output_share": 1.0, "decode_cuda_graphs": False}
+
+
+def test_a_kv_dtype_the_source_does_not_state_is_marked_as_assumed(data, rows):
+    for r in rows:
+        if r["source"] == "trtllm-perf-1.0":
+            assert r.get("kv_precision") == "fp8", r["id"]
+            assert "kv_precision fp8 assumed" in r["where"], r["id"]

@@ -265,3 +265,96 @@ def test_moe_factors_split_compute_from_memory_and_fp8_expert_gemms_have_their_o
 def test_bad_launch_and_moe_factors_are_refused(changes, expected):
     with pytest.raises(ConfigError, match=expected.replace("[", r"\[").replace("(", r"\(").replace("]", r"\]")):
         _with(**changes)
+
+
+# --------------------------------------------------------------------------- engine settings and parallelism
+
+
+def test_an_fp8_kv_cache_holds_twice_the_sequences_of_a_16_bit_one():
+    """KV bytes per token follow the KV dtype: with the weights and reserve fixed, an fp8 cache
+    doubles the batch the KV memory holds (NVIDIA's FP8 checkpoints quantize the KV cache too)."""
+    spec = model_spec(LLAMA8)
+    params = _count(spec)
+    gpu = load_catalog().get("H100-SXM")
+    base = Factors.defaults()
+    held = {kv: kv_max_batch(spec, params, get_precision("fp8"), kv, gpu, 1, 20000, 2000, base, 8192)
+            for kv in ("bf16", "fp8")}
+    assert held["fp8"] == pytest.approx(2 * held["bf16"], abs=1)
+    # a KV-bound long-context workload gains close to 2x: its steps read KV bytes, now half as many
+    slow, fast = (estimate(LLAMA8, "H100-SXM", Workload(20000, 2000, 1, "fp8", kv)) for kv in ("bf16", "fp8"))
+    assert slow.serving.limit == "kv-memory"
+    assert 1.6 < fast.max_throughput_tokens_per_s / slow.max_throughput_tokens_per_s < 2.1
+
+
+def test_an_engine_that_reserves_each_requests_whole_length_holds_fewer_sequences():
+    """kv_output_share: 0.5 holds P + O/2 tokens per sequence (blocks allocated as tokens arrive),
+    1.0 reserves P + O at admission (TensorRT-LLM's GUARANTEED_NO_EVICT)."""
+    spec = model_spec(LLAMA8)
+    params = _count(spec)
+    gpu = load_catalog().get("H100-SXM")
+    prec = get_precision("fp8")
+    on_demand, reserved = (kv_max_batch(spec, params, prec, "fp8", gpu, 1, 2048, 2048, _with(kv_output_share=s), 8192)
+                           for s in (0.5, 1.0))
+    assert reserved / on_demand == pytest.approx((2048 + 1024) / (2048 + 2048), rel=0.01)
+    work = Workload(2048, 2048, 1, "fp8", "fp8")
+    assert estimate(LLAMA8, "H100-SXM", work, factors=_with(kv_output_share=1.0)).max_throughput_tokens_per_s < \
+        estimate(LLAMA8, "H100-SXM", work).max_throughput_tokens_per_s
+    # TTFT (prefill alone) does not depend on it
+    assert estimate(LLAMA8, "H100-SXM", work, factors=_with(kv_output_share=1.0)).ttft_ms == pytest.approx(
+        estimate(LLAMA8, "H100-SXM", work).ttft_ms)
+
+
+def test_without_cuda_graphs_every_decode_step_pays_the_eager_launch_cost():
+    work = Workload(128, 128, 1, "fp8")
+    graphs = estimate(LLAMA8, "H100-SXM", work)
+    eager = estimate(LLAMA8, "H100-SXM", work, factors=_with(decode_cuda_graphs=False))
+    base = Factors.defaults()
+    launches = sum(op.kernels for op in _ops(LLAMA8, "fp8", "decode"))
+    extra = launches * (base.prefill_kernel_overhead_us - base.kernel_overhead_us) / 1e3
+    assert eager.tpot_ms - graphs.tpot_ms == pytest.approx(extra, rel=1e-6)
+    assert eager.ttft_ms == pytest.approx(graphs.ttft_ms)  # a prefill launches eagerly either way
+    # long outputs: most steps decode only, and those now launch eagerly too
+    long_out = Workload(128, 2048, 1, "fp8", "fp8")
+    assert estimate(LLAMA8, "H100-SXM", long_out, factors=_with(decode_cuda_graphs=False)).max_throughput_tokens_per_s \
+        < 0.99 * estimate(LLAMA8, "H100-SXM", long_out).max_throughput_tokens_per_s
+
+
+def test_tensor_parallel_all_reduce_time_grows_with_tp_and_with_the_tokens_of_a_step():
+    from rightsizer.sizing.roofline import build_ops, phase_time
+
+    spec = model_spec(LLAMA70)
+    prec = get_precision("bf16")
+    gpu = load_catalog().get("H100-SXM")
+    base = Factors.defaults()
+
+    def comm(tp: int, tokens: int) -> float:
+        ops = build_ops(spec, prec, "bf16", tokens, 1, 1000, "decode", tp)
+        return phase_time("decode", ops, gpu, prec, tp, tokens=tokens, hidden=spec.hidden, layers=spec.layers,
+                          compute_eff=0.7, memory_eff=0.8, overhead_ms=0.0, quant_memory_eff=1.0,
+                          allreduce_latency_us=base.allreduce_latency_us, link_eff=base.link_efficiency).comm_ms
+
+    assert comm(1, 256) == 0.0
+    assert 0 < comm(2, 256) < comm(4, 256) < comm(8, 256)
+    assert comm(4, 16) < comm(4, 256) < comm(4, 2048)
+    # two all-reduces per layer, each at least its latency; the bandwidth part is the ring's 2 (tp - 1) / tp
+    floor = 2 * spec.layers * base.allreduce_latency_us / 1e3
+    assert comm(4, 1) == pytest.approx(floor, rel=0.01)
+    ring = (comm(8, 2048) - floor) / (comm(2, 2048) - floor)
+    assert ring == pytest.approx((2 * 7 / 8) / (2 * 1 / 2), rel=1e-6)
+    # a slower link (PCIe) costs more per step than NVLink
+    pcie = load_catalog().get("L40S")
+    ops = build_ops(spec, prec, "bf16", 256, 1, 1000, "decode", 4)
+    slow = phase_time("decode", ops, pcie, prec, 4, tokens=256, hidden=spec.hidden, layers=spec.layers,
+                      compute_eff=0.7, memory_eff=0.8, overhead_ms=0.0, quant_memory_eff=1.0,
+                      allreduce_latency_us=base.allreduce_latency_us, link_eff=base.link_efficiency).comm_ms
+    assert slow > 5 * comm(4, 256)
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"kv_output_share": 1.5}, "kv_output_share must be in [0, 1]"),
+    ({"kv_output_share": -0.1}, "kv_output_share must be in [0, 1]"),
+    ({"decode_cuda_graphs": "yes"}, "decode_cuda_graphs must be true or false"),
+])
+def test_bad_engine_settings_are_refused(changes, expected):
+    with pytest.raises(ConfigError, match=expected.replace("[", r"\[").replace("]", r"\]")):
+        _with(**changes)

@@ -8,6 +8,9 @@ module predicts each row the way the metric was measured:
 - ``max_throughput_tokens_per_s``: saturated serving under continuous batching, the best batch
   the KV cache holds (:mod:`rightsizer.sizing.batching`).
 
+A source may say how its engine ran (``engine_settings``: KV blocks reserved for the whole
+request, CUDA graphs off); those Factors fields are applied to its rows only (``Row.engine``).
+
 ``fit_factors`` fits the few efficiency factors that are global (not per GPU) on the rows
 marked ``fit`` only; the rest are held out and reported apart.
 """
@@ -67,6 +70,13 @@ class Row:
     metric: str
     value: float
     split: str
+    # how the source's engine ran (its ``engine_settings``): Factors fields that describe the
+    # engine rather than the hardware, e.g. (("decode_cuda_graphs", False), ("kv_output_share", 1.0))
+    engine: tuple[tuple[str, Any], ...] = ()
+
+
+# Factors a source's engine_settings may set: how its engine schedules and launches, not efficiency.
+ENGINE_SETTINGS = ("kv_output_share", "decode_cuda_graphs", "token_budget")
 
 
 @dataclass(frozen=True)
@@ -93,12 +103,21 @@ def load_rows(path: str | os.PathLike = DEFAULT_DATA) -> list[Row]:
     with open(path, encoding="utf-8") as fh:
         data = yaml.safe_load(fh)
     rows, problems = [], []
+    engines: dict[str, tuple[tuple[str, Any], ...]] = {}
+    for name, src in ((data or {}).get("sources") or {}).items():
+        settings = dict((src or {}).get("engine_settings") or {})
+        unknown = sorted(set(settings) - set(ENGINE_SETTINGS))
+        if unknown:
+            problems.append(f"sources.{name}.engine_settings: unknown {', '.join(unknown)}; "
+                            f"known: {', '.join(ENGINE_SETTINGS)}")
+        engines[name] = tuple(sorted((k, v) for k, v in settings.items() if k in ENGINE_SETTINGS))
     for i, r in enumerate((data or {}).get("rows") or []):
         try:
             rows.append(Row(id=r["id"], source=r["source"], model=r["model"], gpu=r["gpu"], count=int(r["count"]),
                             precision=r["precision"], kv_precision=r.get("kv_precision"),
                             prompt_tokens=int(r["prompt_tokens"]), output_tokens=int(r["output_tokens"]),
-                            metric=r["metric"], value=float(r["value"]), split=r["split"]))
+                            metric=r["metric"], value=float(r["value"]), split=r["split"],
+                            engine=engines.get(r["source"], ())))
         except (KeyError, TypeError, ValueError) as exc:
             problems.append(f"rows[{i}] ({r.get('id', '?') if isinstance(r, dict) else r!r}): {exc}")
             continue
@@ -111,7 +130,9 @@ def load_rows(path: str | os.PathLike = DEFAULT_DATA) -> list[Row]:
 
 def predict(row: Row, factors: Factors, catalog: Catalog | None = None,
             specs: dict[str, ModelSpec] | None = None) -> float:
-    """The estimator's figure for one row, measured the row's way."""
+    """The estimator's figure for one row, measured the row's way (with its source's engine settings)."""
+    if row.engine:
+        factors = replace(factors, **dict(row.engine))
     specs = specs if specs is not None else {}
     spec = specs.get(row.model)
     if spec is None:
@@ -207,5 +228,5 @@ def fit_factors(rows: Iterable[Row], base: Factors | None = None, catalog: Catal
     return {n: round(float(v), 4) for n, v in zip(names, res.x)}, float(res.fun)
 
 
-__all__ = ["METRICS", "FITTED", "Row", "Result", "load_rows", "predict", "evaluate", "mean_abs_error",
+__all__ = ["METRICS", "FITTED", "ENGINE_SETTINGS", "Row", "Result", "load_rows", "predict", "evaluate", "mean_abs_error",
            "summary", "fit_factors", "with_fitted", "config_path"]

@@ -20,7 +20,8 @@ For a prompt of P tokens and O output tokens:
   it includes the time spent waiting for the budget (queueing).
 
 The sweep doubles the batch until the KV cache (paged: a sequence holds P + O/2 tokens on
-average) no longer fits, and the best point is the option's max throughput. Averages may be
+average, or P + O where the engine reserves a request's whole length; ``Factors.kv_output_share``)
+no longer fits, and the best point is the option's max throughput. Averages may be
 fractional (a fluid model); at batch 1 the TTFT is floored by the time to prefill the whole
 prompt in budget-sized chunks.
 """
@@ -133,6 +134,8 @@ class StepModel:
         # kernels launched one by one), the rest decode from a CUDA graph.
         per_prompt = max(1, math.ceil(prompt / self.factors.token_budget))
         eager = min(1.0, prefill_tokens / prompt * per_prompt) if prompt > 0 else 0.0
+        if not self.factors.decode_cuda_graphs:  # the engine launches every step kernel by kernel
+            eager = 1.0
         return phase_time("step", ops, self.gpu, self.prec, self.count, tokens=tokens, hidden=self.spec.hidden,
                           layers=self.spec.layers, compute_eff=self.compute_eff, memory_eff=self.memory_eff,
                           overhead_ms=self.overhead_ms, quant_memory_eff=self.quant_memory_eff,
@@ -144,12 +147,17 @@ class StepModel:
 def kv_max_batch(spec: ModelSpec, params: ParamCount, prec: Precision, kv: str, gpu: GPU, count: int,
                  prompt: int, output: int, factors: Factors, token_budget: int) -> int:
     """Sequences in flight the memory holds: weights, one step's activations and the reserve
-    first, then a paged KV cache at each sequence's average length (P + O/2 tokens)."""
+    first, then a paged KV cache of P + ``kv_output_share`` x O tokens per sequence: its average
+    length (P + O/2) where blocks are allocated as tokens arrive (vLLM, SGLang), its whole length
+    (P + O) where the scheduler reserves a request's blocks at admission (TensorRT-LLM's
+    GUARANTEED_NO_EVICT). The KV bytes per token follow the KV dtype: an fp8 cache holds twice
+    the sequences of a 16-bit one."""
     share = 1 / min(count, spec.kv_heads)
     reserve = factors.reserve_bytes + factors.reserve_fraction * gpu.memory_bytes
     act = activation_bytes(spec, 1, min(token_budget, prompt + output), prec)
     free = gpu.memory_bytes - weights_bytes(params, prec) / count - reserve - act
-    per_seq = kv_bytes_per_sequence(spec, prompt + max(1, output // 2), kv) * share
+    held = prompt + max(1, int(output * factors.kv_output_share))
+    per_seq = kv_bytes_per_sequence(spec, held, kv) * share
     return max(0, int(free // per_seq)) if per_seq > 0 else 0
 
 

@@ -73,6 +73,13 @@ class Factors:
     moe_memory_efficiency: float | None = None  # ... of their memory efficiency (None: moe_efficiency)
     moe_compute_scale: Mapping[str, float] = field(default_factory=dict)  # compute dtype -> x moe_efficiency
     token_budget: int = 8192  # tokens per step of the continuous batch (chunked prefill budget)
+    # How the serving engine runs (not the hardware): the share of a running sequence's output tokens
+    # whose KV cache it holds on average (0.5: blocks allocated as tokens arrive, vLLM / SGLang; 1.0:
+    # each request's whole prompt + output reserved at admission, TensorRT-LLM's GUARANTEED_NO_EVICT),
+    # and whether decode-only steps replay a CUDA graph (False: every step launches its kernels one
+    # by one at prefill_kernel_overhead_us, e.g. TensorRT-LLM's TensorRT backend, vLLM --enforce-eager).
+    kv_output_share: float = 0.5
+    decode_cuda_graphs: bool = True
     # time GEMMs from aiconfigurator's measured tables where a GPU has one (mode "operator-data"); off by
     # default: on the public measurements it is less accurate than the fitted factors (docs/sizing.md)
     operator_data: bool = False
@@ -107,6 +114,11 @@ class Factors:
             problems.append(f"attention_compute_efficiency must be in (0, 1] or null, got {a!r}")
         if not isinstance(self.token_budget, int) or isinstance(self.token_budget, bool) or self.token_budget < 1:
             problems.append(f"token_budget must be a positive integer, got {self.token_budget!r}")
+        k = self.kv_output_share
+        if not isinstance(k, (int, float)) or isinstance(k, bool) or not 0 <= k <= 1:
+            problems.append(f"kv_output_share must be in [0, 1], got {k!r}")
+        if not isinstance(self.decode_cuda_graphs, bool):
+            problems.append(f"decode_cuda_graphs must be true or false, got {self.decode_cuda_graphs!r}")
         for label in ("dtype_compute_scale", "moe_compute_scale"):
             for k, v in getattr(self, label).items():
                 if not isinstance(v, (int, float)) or not 0 < v <= 1:
@@ -132,7 +144,8 @@ class Factors:
                      "cpu_compute_efficiency", "cpu_memory_efficiency", "cpu_step_overhead_ms",
                      "dtype_compute_scale", "gemm_half_tokens", "attention_compute_efficiency",
                      "kernel_overhead_us", "prefill_kernel_overhead_us", "moe_efficiency",
-                     "moe_memory_efficiency", "moe_compute_scale", "token_budget"):
+                     "moe_memory_efficiency", "moe_compute_scale", "token_budget", "kv_output_share",
+                     "decode_cuda_graphs"):
             if name in eff:
                 kwargs[name] = eff[name]["value"]
                 sources[name] = " ".join(str(eff[name]["source"]).split())
@@ -191,7 +204,8 @@ class Factors:
             "kernel_overhead_us": self.kernel_overhead_us,
             "prefill_kernel_overhead_us": self.prefill_kernel_overhead_us, "moe_efficiency": self.moe_efficiency,
             "moe_memory_efficiency": self.moe_memory_efficiency, "moe_compute_scale": dict(self.moe_compute_scale),
-            "token_budget": self.token_budget, "operator_data": self.operator_data,
+            "token_budget": self.token_budget, "kv_output_share": self.kv_output_share,
+            "decode_cuda_graphs": self.decode_cuda_graphs, "operator_data": self.operator_data,
             "per_gpu": {k: v.to_dict() for k, v in sorted(self.per_gpu.items())},
             "sources": dict(self.sources),
         }

@@ -300,7 +300,7 @@ def estimate(config: Any, gpu: str | GPU, workload: Workload, count: int = 1, mi
                          floor_ms=prefill_floor, **common)
     # TPOT at the last generated token (the slowest step: longest KV read), for p95 SLO checks.
     decode = phase_time("decode", build_ops(spec, prec, kv, B, 1, P + O - 1, "decode", count), tokens=B,
-                        floor_ms=decode_floor, **common)
+                        floor_ms=decode_floor, eager_share=None if factors.decode_cuda_graphs else 1.0, **common)
     ttft = prefill.latency_ms
     tpot = decode.latency_ms
     request_ms = ttft + (O - 1) * tpot

@@ -282,6 +282,9 @@ def phase_time(name: str, ops: list[Op], gpu: GPU, prec: Precision, tp: int, tok
                      "bound": "compute" if c >= m else "memory", "latency_ms": t})
     comm_ms = 0.0
     if tp > 1:
+        # Two all-reduces of the residual stream per layer (after attention and after the MLP): a
+        # ring moves 2 (tp - 1) / tp of the message over each GPU's link, plus a fixed latency (its
+        # kernel launch included: nccl-tests time whole calls).
         size = tokens * hidden * prec.activation_bytes
         per = 2 * (tp - 1) / tp * size / (gpu.interconnect_bandwidth * link_eff) * 1e3 + allreduce_latency_us / 1e3
         comm_ms = 2 * layers * per
