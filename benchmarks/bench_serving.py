@@ -67,7 +67,7 @@ def make_artifacts(out: Path):
     return spec
 
 
-def start_server(work: Path) -> tuple[subprocess.Popen, str]:
+def start_server(work: Path, engine: str = "{}") -> tuple[subprocess.Popen, str]:
     """scripts/serve.sh on a free port over ``work``'s artifacts, once ``/v1/models`` answers
     (its log in ``work/serve.log``; stop it with ``os.killpg(proc.pid, signal.SIGINT)``)."""
     import urllib.request
@@ -78,7 +78,7 @@ def start_server(work: Path) -> tuple[subprocess.Popen, str]:
     base = f"http://127.0.0.1:{port}"
     log = open(work / "serve.log", "w")
     proc = subprocess.Popen(["bash", str(ROOT / "scripts/serve.sh"), "--port", str(port),
-                             "--artifacts", str(work)], stdout=log, stderr=subprocess.STDOUT,
+                             "--artifacts", str(work), "--engine", engine], stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     for _ in range(600):
         try:
@@ -197,6 +197,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=1, help="runs per level (medians reported)")
     ap.add_argument("--json", default="", help="write the figures here too")
     ap.add_argument("--stream-only", action="store_true", help="only the streamed closed loop (TTFT/TPOT)")
+    ap.add_argument("--engine", default="{}", help="EngineConfig fields as JSON, e.g. '{\"max_batch_tokens\": 256}'")
     args = ap.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
@@ -205,7 +206,7 @@ def main() -> int:
 
     bundle = RunLayout(work).bundle_dir(TASK)
     slo_s = (spec.slo.ttft_ms + spec.slo.tpot_ms * spec.max_new_tokens) / 1000
-    proc, base = start_server(work)
+    proc, base = start_server(work, args.engine)
     rows, rss = [], []
     try:
         asyncio.run(closed_loop(base, inputs(spec, 16, "warm"), 8))  # warm-up, not measured
@@ -249,7 +250,7 @@ def main() -> int:
     print(f"server RSS after five rounds of 64 (MiB): {[round(x / 1024) for x in rss]}; "
           f"growth {100 * (rss[-1] - rss[0]) / rss[0]:.1f} %; peak {peak / 1024:.0f} MiB")
     print(f"\nrerun: .venv/bin/python benchmarks/bench_serving.py --requests {args.requests} "
-          f"--levels {args.levels} --repeats {args.repeats}")
+          f"--levels {args.levels} --repeats {args.repeats} --engine '{args.engine}'")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "streamed": streamed, "rss_kb": rss, "peak_kb": peak},
                                               indent=2))
