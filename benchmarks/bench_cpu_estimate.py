@@ -4,19 +4,24 @@ Rerun:  PYTHONPATH=. .venv/bin/python benchmarks/bench_cpu_estimate.py [--json O
 
 1. ``measure_local_cpu()`` measures this machine (copy bandwidth, fp32/bf16 matmul FLOP/s) and
    makes the ``cpu-local`` device entry.
-2. Tiny Llama models (the demo's shapes and two larger ones; random weights, which do not change
-   the time) run plain transformers ``generate`` in fp32 on the CPU: a logits processor stamps each step:
-   TTFT = time to the first step, TPOT = the median step interval, over 3 runs, at batch 1 and 4.
+2. Llama models of several widths and depths (the demo's tiny-m and tiny-l among them; random
+   weights, which do not change the time) run plain transformers ``generate`` in fp32 on the CPU:
+   a logits processor stamps each step: TTFT = time to the first step, TPOT = the median step
+   interval, over 3 runs, at batch 1 and 4.
 3. The estimate with the default CPU factors is printed beside each measurement; then
-   ``fit_calibration`` fits the factors on two models' rows (both batches) and the third model's rows are held out.
+   ``fit_calibration`` fits the factors (efficiencies, step overhead, host cost per layer in
+   prefill and decode steps) on five models' rows, and two models' rows (tiny-l, w384-l4: one
+   between the fitted depths, one between the fitted widths) are held out; their TTFT and TPOT
+   errors are the figures.
 
-Prints figures only; nothing here asserts (the machine is shared). About 10 s on 2 cores.
+Prints figures only; nothing here asserts (the machine is shared). About 40 s on 2 cores.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -27,9 +32,12 @@ sys.path.insert(0, str(ROOT))
 from rightsizer.sizing import Workload, estimate, fit_calibration, load_catalog  # noqa: E402
 from rightsizer.sizing.cpu import LOCAL, measure_local_cpu  # noqa: E402
 
-# (name, hidden, intermediate, layers, heads, kv heads): the demo's tiny-m and tiny-l, and two bigger
-SHAPES = [("tiny-m", 128, 384, 4, 4, 2), ("tiny-l", 256, 768, 6, 8, 4), ("small-512", 512, 1536, 8, 8, 4)]
-FIT = ("tiny-m", "small-512")  # the calibration is fitted on these models' rows; tiny-l is held out
+# (name, hidden, intermediate, layers, heads, kv heads): the demo's tiny-m and tiny-l, and wider,
+# narrower, deeper and shallower ones
+SHAPES = [("tiny-m", 128, 384, 4, 4, 2), ("tiny-l", 256, 768, 6, 8, 4), ("small-512", 512, 1536, 8, 8, 4),
+          ("w192-l5", 192, 576, 5, 6, 2), ("deep-128", 128, 384, 12, 4, 2), ("w384-l4", 384, 1152, 4, 6, 2),
+          ("w768-l6", 768, 2048, 6, 12, 4)]
+HELD_OUT = ("tiny-l", "w384-l4")  # never in the fit
 PROMPT, NEW = 48, 16
 
 
@@ -91,32 +99,37 @@ def main(argv=None) -> int:
                          "estimate_ttft_ms": est.ttft_ms, "estimate_tpot_ms": est.tpot_ms,
                          "prefill": {"flops": est.prefill.flops, "bytes": est.prefill.bytes},
                          "decode": {"flops": est.decode.flops, "bytes": est.decode.bytes}, "cfg": cfg})
-    fit_rows = [r for r in rows if r["model"] in FIT]
+    fit_rows = [r for r in rows if r["model"] not in HELD_OUT]
     meas = []
     for r in fit_rows:
         for phase, key in (("prefill", "measured_ttft_ms"), ("decode", "measured_tpot_ms")):
             meas.append({"gpu": LOCAL, "phase": phase, "flops": r[phase]["flops"], "bytes": r[phase]["bytes"],
-                         "measured_ms": r[key], "peak_flops": dev.fp32_flops, "bandwidth": dev.memory_bandwidth})
+                         "measured_ms": r[key], "peak_flops": dev.fp32_flops, "bandwidth": dev.memory_bandwidth,
+                         "layers": r["cfg"]["num_hidden_layers"]})
     factors = fit_calibration(meas, catalog=cat)
     fitted = factors.per_gpu[LOCAL]
     print(f"calibrated on {len(fit_rows)} rows: compute_eff {fitted.compute_efficiency}, memory_eff "
-          f"{fitted.memory_efficiency}, overhead {fitted.step_overhead_ms} ms, floors prefill "
-          f"{fitted.prefill_floor_ms} / decode {fitted.decode_floor_ms} ms")
-    print(f"\n{'model':<11} {'batch':>5} {'role':<8} {'TTFT meas':>9} {'default':>8} {'calib':>8}  "
+          f"{fitted.memory_efficiency}, overhead {fitted.step_overhead_ms} ms, per layer prefill "
+          f"{fitted.prefill_layer_ms} / decode {fitted.decode_layer_ms} ms")
+    print(f"\n{'model':<11} {'batch':>5} {'role':<8} {'TTFT meas':>9} {'default':>8} {'calib':>8} {'err':>6}  "
           f"{'TPOT meas':>9} {'default':>8} {'calib':>8} {'err':>6}")
-    errors = []
+    errors: dict[str, list[float]] = {"ttft": [], "tpot": []}
     for r in rows:
         cal = estimate(r["cfg"], dev, Workload(PROMPT, NEW + 1, r["batch"], "fp32"), factors=factors, catalog=cat)
         r["calibrated_ttft_ms"], r["calibrated_tpot_ms"] = cal.ttft_ms, cal.tpot_ms
         role = "fit" if r in fit_rows else "held out"
-        err = cal.tpot_ms / r["measured_tpot_ms"] - 1
+        err = {k: getattr(cal, f"{k}_ms") / r[f"measured_{k}_ms"] - 1 for k in errors}
         if role == "held out":
-            errors.append(abs(err))
+            for k in errors:
+                errors[k].append(abs(err[k]))
         print(f"{r['model']:<11} {r['batch']:>5} {role:<8} {r['measured_ttft_ms']:>9.2f} {r['estimate_ttft_ms']:>8.2f} "
-              f"{cal.ttft_ms:>8.2f}  {r['measured_tpot_ms']:>9.2f} {r['estimate_tpot_ms']:>8.2f} "
-              f"{cal.tpot_ms:>8.2f} {err:>+6.0%}")
-    print(f"\nheld-out decode (TPOT) error after calibration: mean {sum(errors) / len(errors):.0%}, "
-          f"max {max(errors):.0%}")
+              f"{cal.ttft_ms:>8.2f} {err['ttft']:>+6.0%}  {r['measured_tpot_ms']:>9.2f} {r['estimate_tpot_ms']:>8.2f} "
+              f"{cal.tpot_ms:>8.2f} {err['tpot']:>+6.0%}")
+    for k, label in (("ttft", "prefill (TTFT)"), ("tpot", "decode (TPOT)")):
+        print(f"held-out {label} error after calibration: mean {sum(errors[k]) / len(errors[k]):.0%}, "
+              f"max {max(errors[k]):.0%}")
+    print(f"machine: load average {os.getloadavg()[0]:.1f} at the end (shared)\n"
+          "rerun: PYTHONPATH=. .venv/bin/python benchmarks/bench_cpu_estimate.py")
     if args.json:
         Path(args.json).write_text(json.dumps({"device": entry, "rows": [{k: v for k, v in r.items() if k != "cfg"}
                                                                        for r in rows],

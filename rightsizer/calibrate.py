@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 from rightsizer.sizing import Workload, default_catalog, estimate
+from rightsizer.sizing.params import model_spec
 
 
 def catalog_gpu(device_name: str, catalog=None) -> str | None:
@@ -28,6 +29,7 @@ def measurements_from_latency(config, latency_rows: list[dict], precision: str =
                               catalog=None) -> list[dict]:
     """Calibration measurements (``fit_calibration`` input) from ``measure_latency`` rows."""
     out = []
+    layers = model_spec(config).layers  # lets the fit learn a host cost per layer (eager frameworks)
     for row in latency_rows:
         gpu = catalog_gpu(row["device"], catalog)
         if gpu is None:
@@ -37,7 +39,7 @@ def measurements_from_latency(config, latency_rows: list[dict], precision: str =
         est = estimate(config, gpu, wl)
         # ttft = one prefill step; tpot = one decode step: the units the roofline estimates
         out.append({"gpu": gpu, "phase": "prefill", "flops": est.prefill.flops,
-                    "bytes": est.prefill.bytes, "measured_ms": float(row["ttft_p50_ms"])})
+                    "bytes": est.prefill.bytes, "measured_ms": float(row["ttft_p50_ms"]), "layers": layers})
         out.append({"gpu": gpu, "phase": "decode", "flops": est.decode.flops,
-                    "bytes": est.decode.bytes, "measured_ms": float(row["tpot_p50_ms"])})
+                    "bytes": est.decode.bytes, "measured_ms": float(row["tpot_p50_ms"]), "layers": layers})
     return out

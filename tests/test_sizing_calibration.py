@@ -153,3 +153,58 @@ def test_fit_floor_from_synthetic_launch_bound_phase():
     f = fit_calibration(rows).per_gpu["L40S"]
     assert f.decode_floor_ms == pytest.approx(59.5, abs=1.0) and f.prefill_floor_ms == 0.0
     assert f.compute_efficiency == pytest.approx(0.6, rel=0.05)
+
+
+def _deep_config(layers: int) -> dict:
+    return {"model_type": "llama", "hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": layers,
+            "num_attention_heads": 8, "num_key_value_heads": 4, "vocab_size": 640, "tie_word_embeddings": True,
+            "max_position_embeddings": 256}
+
+
+def _layered(gpu: str, ce: float, me: float, overhead_ms: float, prefill_layer_ms: float,
+             decode_layer_ms: float, depths=(2, 4, 8)) -> list[dict]:
+    """What an eager framework on ``gpu`` would measure: the roofs, an overhead, a cost per layer."""
+    g = load_catalog().get(gpu)
+    out = []
+    for layers in depths:
+        for batch in (1, 4):
+            est = estimate(_deep_config(layers), gpu, Workload(48, 17, batch))
+            for phase, per_layer in ((est.prefill, prefill_layer_ms), (est.decode, decode_layer_ms)):
+                t = (max(phase.flops / (g.bf16_flops * ce), phase.bytes / (g.memory_bandwidth * me)) * 1e3
+                     + overhead_ms + per_layer * layers)
+                out.append({"gpu": gpu, "phase": phase.name, "flops": phase.flops, "bytes": phase.bytes,
+                            "measured_ms": t, "layers": layers})
+    return out
+
+
+def test_fit_with_layer_counts_recovers_a_host_cost_per_layer_and_carries_it_to_another_depth():
+    rows = _layered("L4", 0.5, 0.7, 1.5, prefill_layer_ms=0.9, decode_layer_ms=0.35)
+    factors = fit_calibration(rows)
+    f = factors.per_gpu["L4"]
+    assert f.prefill_layer_ms == pytest.approx(0.9, rel=0.05)
+    assert f.decode_layer_ms == pytest.approx(0.35, rel=0.05)
+    assert f.step_overhead_ms == pytest.approx(1.5, rel=0.1) and f.rms_relative_error < 0.01
+    assert f.prefill_floor_ms == f.decode_floor_ms == 0.0  # the layer cost explains what a floor would
+    # a depth the fit never saw: 6 layers, predicted from the fitted cost per layer
+    held = _layered("L4", 0.5, 0.7, 1.5, 0.9, 0.35, depths=(6,))
+    for batch, (pre, dec) in zip((1, 4), zip(held[::2], held[1::2])):
+        est = estimate(_deep_config(6), "L4", Workload(48, 17, batch), factors=factors)
+        assert est.ttft_ms == pytest.approx(pre["measured_ms"], rel=0.03)
+        assert est.tpot_ms == pytest.approx(dec["measured_ms"], rel=0.03)
+    # ... and the layer cost reaches the continuous-batching throughput too: slower per step, fewer tokens/s
+    plain = fit_calibration(_layered("L4", 0.5, 0.7, 1.5, 0.0, 0.0))
+    assert plain.per_gpu["L4"].decode_layer_ms == pytest.approx(0.0, abs=0.01)
+    slow = estimate(_deep_config(6), "L4", Workload(48, 17, 4), factors=factors)
+    fast = estimate(_deep_config(6), "L4", Workload(48, 17, 4), factors=plain)
+    assert slow.max_throughput_tokens_per_s < fast.max_throughput_tokens_per_s
+
+
+def test_layer_counts_round_trip_and_bad_ones_are_named(tmp_path):
+    factors = fit_calibration(_layered("L4", 0.5, 0.7, 1.5, 0.9, 0.35))
+    path = tmp_path / "cal.json"
+    factors.save(path)
+    assert Factors.load(path).per_gpu["L4"] == factors.per_gpu["L4"]
+    rows = _layered("L4", 0.5, 0.7, 1.5, 0.9, 0.35)
+    rows[3]["layers"] = 0
+    with pytest.raises(ConfigError, match="measurement 3: layers must be a whole number >= 1"):
+        fit_calibration(rows)

@@ -118,6 +118,8 @@ class StepModel:
     attention_dtype: str | None
     extra_ms: float = 0.0
     floor_ms: float = 0.0
+    prefill_layer_ms: float = 0.0  # a calibrated device's host cost per layer (Factors.layer_costs_for)
+    decode_layer_ms: float = 0.0
 
     def step(self, decode_seqs: float, decode_context: float, prefill_tokens: float, prompt: int) -> PhaseResult:
         if prefill_tokens >= prompt:
@@ -134,13 +136,16 @@ class StepModel:
         # kernels launched one by one), the rest decode from a CUDA graph.
         per_prompt = max(1, math.ceil(prompt / self.factors.token_budget))
         eager = min(1.0, prefill_tokens / prompt * per_prompt) if prompt > 0 else 0.0
+        # a calibrated device's host cost per layer: a prefill step's in the share of steps that prefill
+        layer_ms = self.decode_layer_ms + (self.prefill_layer_ms - self.decode_layer_ms) * eager
         if not self.factors.decode_cuda_graphs:  # the engine launches every step kernel by kernel
             eager = 1.0
         return phase_time("step", ops, self.gpu, self.prec, self.count, tokens=tokens, hidden=self.spec.hidden,
                           layers=self.spec.layers, compute_eff=self.compute_eff, memory_eff=self.memory_eff,
                           overhead_ms=self.overhead_ms, quant_memory_eff=self.quant_memory_eff,
                           allreduce_latency_us=self.factors.allreduce_latency_us,
-                          link_eff=self.factors.link_efficiency, extra_ms=self.extra_ms, floor_ms=self.floor_ms,
+                          link_eff=self.factors.link_efficiency, extra_ms=self.extra_ms + self.spec.layers * layer_ms,
+                          floor_ms=self.floor_ms,
                           op_eff=self.op_eff, attention_dtype=self.attention_dtype, eager_share=eager)
 
 

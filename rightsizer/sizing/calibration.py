@@ -32,12 +32,17 @@ class GpuFactors:
     rms_relative_error: float = 0.0
     prefill_floor_ms: float = 0.0  # host-bound floor of a prefill step (eager frameworks launch-bound)
     decode_floor_ms: float = 0.0  # host-bound floor of a decode step
+    # host cost per decoder layer (eager frameworks dispatch each layer's ops one by one), fitted
+    # where the measurements name their models' layer counts
+    prefill_layer_ms: float = 0.0
+    decode_layer_ms: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {"compute_efficiency": self.compute_efficiency, "memory_efficiency": self.memory_efficiency,
                 "step_overhead_ms": self.step_overhead_ms, "samples": self.samples,
                 "rms_relative_error": self.rms_relative_error, "prefill_floor_ms": self.prefill_floor_ms,
-                "decode_floor_ms": self.decode_floor_ms}
+                "decode_floor_ms": self.decode_floor_ms, "prefill_layer_ms": self.prefill_layer_ms,
+                "decode_layer_ms": self.decode_layer_ms}
 
 
 @dataclass(frozen=True)
@@ -189,6 +194,11 @@ class Factors:
         fitted = self.per_gpu.get(gpu_name)
         return (fitted.prefill_floor_ms, fitted.decode_floor_ms) if fitted else (0.0, 0.0)
 
+    def layer_costs_for(self, gpu_name: str) -> tuple[float, float]:
+        """(prefill, decode) host cost per decoder layer in ms of a calibrated device (0 otherwise)."""
+        fitted = self.per_gpu.get(gpu_name)
+        return (fitted.prefill_layer_ms, fitted.decode_layer_ms) if fitted else (0.0, 0.0)
+
     # -- persistence -------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
@@ -250,6 +260,8 @@ def _measurement_problems(m: Any, i: int) -> list[str]:
             out.append(f"measurement {i}: {key} must be >= 0")
     if "measured_ms" in m and (not isinstance(m["measured_ms"], (int, float)) or m["measured_ms"] <= 0):
         out.append(f"measurement {i}: measured_ms must be > 0")
+    if "layers" in m and (not isinstance(m["layers"], int) or isinstance(m["layers"], bool) or m["layers"] < 1):
+        out.append(f"measurement {i}: layers must be a whole number >= 1 (the model's decoder layers)")
     return out
 
 
@@ -307,15 +319,46 @@ def _fit_scales(points: list[tuple[float, float, float]], base: Factors) -> tupl
     return a, b, c
 
 
-def fit_device(points: list[tuple[float, float, float]] | list[tuple[float, float, float, str]],
-               base: Factors) -> GpuFactors:
+def _fit_with_layers(pts: list[tuple[float, float, float, str, int]], base: Factors) -> GpuFactors:
+    """Fit t = max(a*cs, b*ms) + c + k_phase * layers (relative error, scipy least squares): an
+    eager framework pays a host cost per layer on top of the roofs, more in a prefill step."""
+    import numpy as np
+    from scipy.optimize import least_squares
+
+    cs, ms, t = (np.array([p[i] for p in pts], dtype=float) for i in range(3))
+    layers = np.array([p[4] for p in pts], dtype=float)
+    is_prefill = np.array([p[3] == "prefill" for p in pts])
+
+    def predict(x):
+        a, b, c, kp, kd = x
+        return np.maximum(a * cs, b * ms) + c + np.where(is_prefill, kp, kd) * layers
+
+    start = [1 / base.compute_efficiency, 1 / base.memory_efficiency, base.step_overhead_ms / 1e3, 0.0, 0.0]
+    # 1/efficiency >= 1 (at most the peak), costs >= 0
+    fit = least_squares(lambda x: predict(x) / t - 1, start, bounds=([1, 1, 0, 0, 0], [1e4, 1e4, 10, 1, 1]))
+    a, b, c, kp, kd = fit.x
+    rms = float(np.sqrt(np.mean((predict(fit.x) / t - 1) ** 2)))
+    return GpuFactors(compute_efficiency=round(1 / a, 4), memory_efficiency=round(1 / b, 4),
+                      step_overhead_ms=round(c * 1e3, 4), samples=len(pts), rms_relative_error=round(rms, 4),
+                      prefill_layer_ms=round(kp * 1e3, 4), decode_layer_ms=round(kd * 1e3, 4))
+
+
+def fit_device(points: list[tuple[float, float, float]] | list[tuple[float, float, float, str]]
+               | list[tuple[float, float, float, str, int]], base: Factors) -> GpuFactors:
     """Fit (compute_eff, memory_eff, overhead, per-phase host floors) to measured steps.
 
     Each point is (compute_s, memory_s, measured_s[, phase]) with compute_s = FLOPs/peak and
     memory_s = bytes/bandwidth at 100% efficiency. Eager frameworks are launch-bound on small
     steps: latency stops falling with the work. Such a phase gets a floor (its fastest
     measurement) and the efficiencies are fitted on the points well above the floors.
+
+    Points that also name their model's decoder layers (a fifth item), from models of at least
+    two depths and five points in all, fit a host cost per layer and phase instead of floors
+    (``_fit_with_layers``): it carries over to a model of another depth, a floor does not.
     """
+    if (len(points) >= 5 and all(len(p) > 4 and p[4] for p in points)
+            and len({p[4] for p in points}) >= 2):
+        return _fit_with_layers([tuple(p) for p in points], base)
     pts = [(p[0], p[1], p[2], p[3] if len(p) > 3 else "any") for p in points]
     a, b, c = _fit_scales([p[:3] for p in pts], base)
     floors: dict[str, float] = {}
@@ -346,7 +389,8 @@ def fit_calibration(measurements: Iterable[Mapping[str, Any]], base: Factors | N
 
     Each measurement: ``{"gpu": name or "cpu-local", "phase": "prefill"|"decode", "flops": F,
     "bytes": B, "measured_ms": t}``; optional ``"compute"`` (dtype of the peak, default bf16) and,
-    for devices outside the catalog such as ``cpu-local``, ``"peak_flops"`` and ``"bandwidth"``.
+    for devices outside the catalog such as ``cpu-local``, ``"peak_flops"`` and ``"bandwidth"``;
+    ``"layers"`` (the model's decoder layers) lets the fit learn a host cost per layer.
     The FLOPs and bytes of a whole forward step come from ``Estimate.prefill`` / ``.decode``.
     Returns ``Factors`` in "calibrated" mode, defaults kept for devices not measured.
     """
@@ -360,12 +404,13 @@ def fit_calibration(measurements: Iterable[Mapping[str, Any]], base: Factors | N
         problems.append("no measurements given")
     if problems:
         raise ConfigError(problems, source="calibration measurements")
-    by_device: dict[str, list[tuple[float, float, float]]] = {}
+    by_device: dict[str, list[tuple]] = {}
     for m in items:
         peak, bw = _hardware(m, catalog)
         name = m["gpu"] if m["gpu"] == "cpu-local" else catalog.get(m["gpu"]).name
         by_device.setdefault(name, []).append(
-            (m["flops"] / peak, m["bytes"] / bw, m["measured_ms"] / 1e3, str(m.get("phase", "any"))))
+            (m["flops"] / peak, m["bytes"] / bw, m["measured_ms"] / 1e3, str(m.get("phase", "any")),
+             int(m.get("layers", 0))))
     per_gpu = dict(base.per_gpu)
     for name, points in by_device.items():
         per_gpu[name] = fit_device(points, base)
