@@ -10,4 +10,7 @@ bash scripts/lint.sh
 # for real on the CPU, and fail rather than skip here when that environment is missing.
 bash scripts/setup_gptq.sh
 export RIGHTSIZER_GPTQ_PYTHON="$PWD/.venv-gptq/bin/python" RIGHTSIZER_REQUIRE_GPTQ=1
+# Progress bars are under test (tests/test_finetune_inprocess.py): a TQDM_DISABLE in the
+# caller's shell would turn them off before any test runs (tqdm reads it at import).
+unset TQDM_DISABLE
 exec .venv/bin/python -m pytest "$@"
