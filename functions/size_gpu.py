@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import mlrun
 
 from functions.mlrun_io import current_project, if_file, localize_dir, log_plot, log_table, project_file, reusable, run_layout
 from rightsizer.bundle import read_bundle
+from rightsizer.calibrate import load_measurements
 from rightsizer.finetune.task import production_for
 from rightsizer.report import latency_figure, ranking_rows
 from rightsizer.size_gpu import build_record, save_record, size_for_task
@@ -20,11 +20,14 @@ from rightsizer.taskspec import load_task
 
 def size_gpu(context: mlrun.MLClientCtx, task_spec: str, selection: str, bundle_dir: str,
              precision: str, chosen_evaluation: str, baseline_evaluation: str,
-             calibration: str = "", finetuned: str = "auto", price_list: str = "") -> None:
+             calibration: str = "", finetuned: str = "auto", price_list: str = "",
+             baseline_calibration: str = "") -> None:
     """Rank GPU options for the chosen model (and the baseline) and write the decision record.
 
-    ``calibration``: measurements from the evaluate step on a catalog GPU; when given, the
-    estimates use factors fitted on them (their ``mode`` says "calibrated"). ``finetuned``
+    ``calibration``, ``baseline_calibration``: measurements from the evaluate steps of the chosen
+    and the baseline model on a catalog GPU; when given, the estimates use factors fitted on
+    them together (their ``mode`` says "calibrated"; two models of different depths also fit
+    the framework's host cost per layer). ``finetuned``
     "auto": a LoRA choice's record shows the production adapter (finetune step) beside the
     screening run. ``price_list``: the prices (``rightsizer/data/prices/<name>.yaml`` or a
     file); empty: the project's ``price_list`` param, else the default list.
@@ -43,6 +46,7 @@ def size_gpu(context: mlrun.MLClientCtx, task_spec: str, selection: str, bundle_
                      {"task": spec, "selection": selection, "bundle_dir": bundle_dir,
                       "precision": precision, "chosen_evaluation": chosen_evaluation,
                       "baseline_evaluation": baseline_evaluation, "calibration": calibration,
+                      "baseline_calibration": baseline_calibration,
                       "finetuned": finetuned, "price_list": price_list,
                       "production": if_file(layout.production_file(spec.name))},
                      [layout.size_gpu_dir(spec.name)])
@@ -53,8 +57,9 @@ def size_gpu(context: mlrun.MLClientCtx, task_spec: str, selection: str, bundle_
     chosen_eval = json.loads(open(chosen_evaluation).read())
     baseline_eval = json.loads(open(baseline_evaluation).read())
     largest = resolve_model_ref(sel.order[-1][0])
-    # measurements from the evaluate step on a catalog GPU -> calibrated efficiency factors
-    factors = fit_calibration(json.loads(Path(calibration).read_text())) if calibration else None
+    # measurements from the evaluate steps on a catalog GPU -> calibrated efficiency factors
+    measurements = load_measurements(calibration, baseline_calibration)
+    factors = fit_calibration(measurements) if measurements else None
     rec = size_for_task(spec, bundle, precision, factors=factors, price_list=price_list)
     searched = read_bundle(bundle).get("metrics", {}).get("precision_search", [])
     prod = production_for(spec, sel.chosen.candidate, sel.chosen.rung, selection,

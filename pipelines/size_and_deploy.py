@@ -66,7 +66,7 @@ def pipeline(app: str = "", mock_deploy: str = "auto", prequantize: str = "auto"
         base = run_step(project, "evaluate", name=f"evaluate-baseline-{name}",
                         params={"task_spec": spec, "label": "baseline",
                                 "model": output(sel, "baseline_model")},
-                        outputs=["evaluation"])
+                        outputs=["evaluation", "calibration"])
         quant_params = {"task_spec": spec, "selection": output(sel, "selection"),
                         "model_dir": output(sel, "model_dir")}
         if gptq and "int4" in task.precisions:
@@ -89,7 +89,8 @@ def pipeline(app: str = "", mock_deploy: str = "auto", prequantize: str = "auto"
                                 "precision": output(quant, "precision"),
                                 "chosen_evaluation": output(chosen, "evaluation"),
                                 "baseline_evaluation": output(base, "evaluation"),
-                                "calibration": output(chosen, "calibration")},
+                                "calibration": output(chosen, "calibration"),
+                                "baseline_calibration": output(base, "calibration")},
                         outputs=["record"])
         records.append(output(size, "record"))
         models.append({"key": name, "model_path": output(quant, "bundle_dir")})

@@ -9,8 +9,11 @@ Measurements taken on a CPU or on a GPU the catalog does not know are not used.
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
+from rightsizer.errors import ConfigError
 from rightsizer.sizing import Workload, default_catalog, estimate
 from rightsizer.sizing.params import model_spec
 
@@ -42,4 +45,21 @@ def measurements_from_latency(config, latency_rows: list[dict], precision: str =
                     "bytes": est.prefill.bytes, "measured_ms": float(row["ttft_p50_ms"]), "layers": layers})
         out.append({"gpu": gpu, "phase": "decode", "flops": est.decode.flops,
                     "bytes": est.decode.bytes, "measured_ms": float(row["tpot_p50_ms"]), "layers": layers})
+    return out
+
+
+def load_measurements(*paths: str) -> list[dict]:
+    """The measurements of several evaluate steps' calibration files, as one list for
+    ``fit_calibration`` (empty paths skipped: no measurements off a catalog GPU). The chosen
+    and the baseline model measured on the same GPU calibrate it together; their depths differ,
+    which is what lets the fit tell a host cost per layer from the roofs."""
+    out: list[dict] = []
+    for path in filter(None, paths):
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read calibration measurements: {exc}", source=str(path)) from None
+        if not isinstance(data, list):
+            raise ConfigError(f"expected a list of measurements, got {type(data).__name__}", source=str(path))
+        out.extend(data)
     return out

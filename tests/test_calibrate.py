@@ -44,3 +44,39 @@ def test_gpu_rows_calibrate_the_estimates(sentiment_spec):
     rec = size_for_task(sentiment_spec, QWEN_05B, "bf16", factors=factors)
     h200 = [o for o in rec.options if o.gpu == "H200" and o.mig is None]
     assert h200 and all(o.mode == "calibrated" for o in h200)
+
+
+def test_the_chosen_and_the_baseline_model_calibrate_the_gpu_together(tmp_path):
+    """size_gpu fits the chosen model's and the baseline's measurements (load_measurements):
+    two depths on one GPU tell the framework's host cost per layer from the roofs, and the
+    factors then predict a third depth."""
+    import json
+
+    from rightsizer.calibrate import load_measurements
+    from rightsizer.errors import ConfigError
+
+    def framework(config, b):  # 2x the default factors, plus 0.4 ms per layer and step (eager)
+        est = estimate(config, "H200", Workload(96, 8, batch=b))
+        layers = config["num_hidden_layers"]
+        return _row("NVIDIA H200", b, 2 * est.ttft_ms + 0.4 * layers, 2 * est.decode.latency_ms + 0.4 * layers)
+
+    deep = {**QWEN_05B, "num_hidden_layers": 12}
+    files = []
+    for name, config in (("chosen", deep), ("baseline", QWEN_05B)):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(measurements_from_latency(config, [framework(config, b) for b in (1, 4, 16)])))
+        files.append(str(path))
+    meas = load_measurements(files[0], "", files[1])  # "" : an evaluate step off a catalog GPU
+    assert len(meas) == 12 and {m["layers"] for m in meas} == {12, 24}
+    factors = fit_calibration(meas)
+    fitted = factors.per_gpu["H200"]
+    assert fitted.decode_layer_ms > 0.1 and fitted.prefill_layer_ms > 0.1
+    alone = fit_calibration(load_measurements(files[0]))  # one depth: no layer cost to learn
+    assert alone.per_gpu["H200"].decode_layer_ms == 0.0
+    third = {**QWEN_05B, "num_hidden_layers": 18}
+    want = framework(third, 4)["tpot_p50_ms"]
+    both = estimate(third, "H200", Workload(96, 8, batch=4), factors=factors).decode.latency_ms
+    assert both == pytest.approx(want, rel=0.1)
+    (tmp_path / "bad.json").write_text('{"gpu": "H200"}')
+    with pytest.raises(ConfigError, match="bad.json: expected a list of measurements, got dict"):
+        load_measurements(str(tmp_path / "bad.json"))

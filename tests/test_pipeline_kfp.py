@@ -63,6 +63,10 @@ def test_gptq_steps_only_when_a_gpu_is_configured(gpus, tmp_path, monkeypatch):
     gptq = sorted(name for name in steps if name.startswith("quantize-gptq-"))
     assert gptq == ([f"quantize-gptq-{t}" for t in tasks] if gpus else [])
     for task in tasks:
+        # size-gpu calibrates from both evaluate steps' measurements (the chosen and the baseline model)
+        size = _args(steps[f"size-gpu-{task}"])
+        assert f"calibration={{{{inputs.parameters.evaluate-{task}-calibration}}}}" in size
+        assert f"baseline_calibration={{{{inputs.parameters.evaluate-baseline-{task}-calibration}}}}" in size
         quantize = _args(steps[f"quantize-{task}"])
         fed = f"gptq_model_dir={{{{inputs.parameters.quantize-gptq-{task}-model_dir}}}}"
         assert (fed in quantize) == bool(gpus)
