@@ -358,7 +358,7 @@ def fit_device(points: list[tuple[float, float, float]] | list[tuple[float, floa
     """
     if (len(points) >= 5 and all(len(p) > 4 and p[4] for p in points)
             and len({p[4] for p in points}) >= 2):
-        return _fit_with_layers([tuple(p) for p in points], base)
+        return _fit_with_layers(points, base)
     pts = [(p[0], p[1], p[2], p[3] if len(p) > 3 else "any") for p in points]
     a, b, c = _fit_scales([p[:3] for p in pts], base)
     floors: dict[str, float] = {}

@@ -294,15 +294,15 @@ def estimate(config: Any, gpu: str | GPU, workload: Workload, count: int = 1, mi
     common = dict(gpu=g, prec=prec, tp=count, hidden=spec.hidden, layers=spec.layers, compute_eff=ce,
                   memory_eff=me, overhead_ms=overhead, quant_memory_eff=qme,
                   allreduce_latency_us=factors.allreduce_latency_us, link_eff=factors.link_efficiency,
-                  extra_ms=extra_ms, op_eff=op_eff, attention_dtype=attention_dtype)
+                  op_eff=op_eff, attention_dtype=attention_dtype)
     prefill_floor, decode_floor = factors.floors_for(g.name)
     prefill_layer, decode_layer = factors.layer_costs_for(g.name)
     prefill = phase_time("prefill", build_ops(spec, prec, kv, B, P, P, "prefill", count), tokens=B * P,
-                         floor_ms=prefill_floor, **{**common, "extra_ms": extra_ms + spec.layers * prefill_layer})
+                         floor_ms=prefill_floor, extra_ms=extra_ms + spec.layers * prefill_layer, **common)
     # TPOT at the last generated token (the slowest step: longest KV read), for p95 SLO checks.
     decode = phase_time("decode", build_ops(spec, prec, kv, B, 1, P + O - 1, "decode", count), tokens=B,
                         floor_ms=decode_floor, eager_share=None if factors.decode_cuda_graphs else 1.0,
-                        **{**common, "extra_ms": extra_ms + spec.layers * decode_layer})
+                        extra_ms=extra_ms + spec.layers * decode_layer, **common)
     ttft = prefill.latency_ms
     tpot = decode.latency_ms
     request_ms = ttft + (O - 1) * tpot
