@@ -6,7 +6,8 @@ limit per node, default ``gpus``: one training process per GPU), ``finetune_node
 finetune step's node count, default 1; more runs it as an MPIJob, one replica per node),
 ``gpu_type``, ``image``, ``source``
 (git/archive URL of this repo for cluster runs), ``serving_max_replicas``,
-``reevaluate_schedule`` (cron). No secrets here: a hub token comes from the project
+``reevaluate_schedule`` (cron), ``deploy_partial`` (``size_and_deploy``: when a task cannot
+be sized, deploy the others instead of failing before deploying; default false). No secrets here: a hub token comes from the project
 secrets or the environment (HF_TOKEN).
 """
 

@@ -1,11 +1,14 @@
 """MLRun steps ``plan`` and ``deploy_plan``: pack the task models onto devices, then deploy
 one serving function per placement group.
 
-``plan`` reads the decision records (``size_gpu``), plans the chosen fleet and the
-one-big-model baseline fleet on one price list (``rightsizer.plan``) and logs both;
-``deploy_plan`` deploys what the plan says: per group a serving function named after it,
-with the group's resources, node selector and replicas, hosting the group's task models;
-with several groups, the router (``functions.router``) in front of them as ``serving``.
+``plan`` reads the decision records (``size_gpu``) of the tasks that were sized, plans the
+chosen fleet and the one-big-model baseline fleet on one price list (``rightsizer.plan``),
+logs both and says whether the application is deployed (``deploy``: not when a task cannot
+be sized, unless ``deploy_partial``); ``deploy_plan`` deploys what the plan says: per group a
+serving function named after it, with the group's resources, node selector and replicas,
+hosting the group's task models; with several groups, the router (``functions.router``) in
+front of them as ``serving``. ``require_all_tasks`` fails the workflow, after the report,
+when a task cannot be sized and the rest is not deployed (``rightsizer.unsized``).
 """
 
 from __future__ import annotations
@@ -22,25 +25,49 @@ from rightsizer.plan import plan_fleet
 from rightsizer.plan.plots import fleet_figure
 from rightsizer.serving.engine import EngineConfig
 from rightsizer.sizing.prices import DEFAULT_PRICE_LIST
-from rightsizer.size_gpu import load_record
+from rightsizer.errors import NoFeasibleOption
+from rightsizer.unsized import deploys, load_outcomes, missing_message, parse_flag, split_selections
 
 
-def plan(context: mlrun.MLClientCtx, records: list, price_list: str = "", headroom: float = 0.8) -> None:
-    """The fleet plan of the run's decision records (``records``: their paths).
+def plan(context: mlrun.MLClientCtx, selections: list, deploy_partial: str = "auto",
+         price_list: str = "", headroom: float = 0.8) -> None:
+    """The fleet plan of the run's sized tasks (``selections``: the select steps' selection
+    paths, one per task of the application).
 
+    A task whose bar no candidate reaches has no decision record: it is left out of the plan
+    (``unsized_tasks``). The records of the others are read from the run's layout (on KFP a
+    size_gpu step runs under a condition and cannot pass its output on). ``deploy_partial``:
+    "true"/"false", or "auto" for the project's ``deploy_partial`` param (default false).
     ``price_list``: a packaged list (``rightsizer/data/prices``) or a file; empty: the
     project's ``price_list`` param, else the default list. ``headroom``: the busy fraction a
     device may reach.
 
     Logs: ``fleet_plan`` (JSON: groups, models, memory split, busy fractions, the function
-    specs, the baseline fleet and the comparison), ``fleet_chart`` (Plotly: how each device's
-    memory and time are shared), ``fleet_groups`` (table); results ``plan`` (its path),
-    ``groups``, ``fleet_cost_per_hour``, ``baseline_fleet_cost_per_hour``, ``price_list``.
+    specs, the baseline fleet and the comparison, ``unsized_tasks``), ``fleet_chart``
+    (Plotly: how each device's memory and time are shared), ``fleet_groups`` (table); results
+    ``plan`` (its path; empty when no task was sized), ``groups``, ``fleet_cost_per_hour``,
+    ``baseline_fleet_cost_per_hour``, ``price_list``, ``unsized_tasks``, ``deploy_partial``
+    and ``deploy`` (whether the workflow deploys: every task sized, or ``deploy_partial`` and
+    at least one).
     """
     project = current_project(context)
+    if deploy_partial in ("auto", "", None):
+        deploy_partial = project.get_param("deploy_partial", False) if project else False
+    partial = parse_flag(deploy_partial, "deploy_partial")
+    records, unsized = load_outcomes(selections, run_layout(context))
+    sized = [r["task"] for r in records]
+    deploy = deploys(sized, unsized, partial)
+    context.log_results({"unsized_tasks": [u["task"] for u in unsized], "deploy_partial": partial,
+                         "deploy": deploy})
+    if unsized:
+        context.logger.warning(missing_message(sized, unsized, deployed=deploy))
+    if not records:
+        context.log_results({"plan": "", "groups": 0, "fleet_cost_per_hour": None})
+        return
     price_list = price_list or (project.get_param("price_list", "") if project else "") or DEFAULT_PRICE_LIST
-    fleet = plan_fleet([load_record(p) for p in records], price_list=price_list, headroom=float(headroom))
-    body = {**fleet.to_dict(), "function_specs": fleet.function_specs()}
+    fleet = plan_fleet(records, price_list=price_list, headroom=float(headroom))
+    body = {**fleet.to_dict(), "function_specs": fleet.function_specs(),
+            "unsized_tasks": [u["task"] for u in unsized]}
     path = made_parent(run_layout(context).plan_file())
     path.write_text(json.dumps(body, indent=2))
     context.log_artifact("fleet_plan", local_path=str(path))
@@ -55,6 +82,17 @@ def plan(context: mlrun.MLClientCtx, records: list, price_list: str = "", headro
                          "fleet_cost_per_hour": body["totals"]["cost_per_hour"],
                          "baseline_fleet_cost_per_hour": (base.get("totals") or {}).get("cost_per_hour"),
                          "price_list": body["price_list"].get("name", price_list)})
+
+
+def require_all_tasks(context: mlrun.MLClientCtx, selections: list) -> None:
+    """Fail when a task of the application cannot be sized (``selections``: the select steps'
+    selection paths): the step after the report when the plan step decided not to deploy.
+    The error is one line: which tasks, each one's summary with what would be needed, and
+    the ``deploy_partial`` switch that deploys the others."""
+    sized, unsized = split_selections(selections)
+    if unsized:
+        raise NoFeasibleOption(missing_message(sized, unsized, deployed=False))
+    context.log_result("tasks", sized)
 
 
 def group_models(spec: dict, models: dict) -> tuple[dict, dict]:
@@ -94,7 +132,8 @@ def deploy_plan(context: mlrun.MLClientCtx, plan: str, models: dict, mock: bool 
     the project under its name.
 
     Results: ``endpoint`` (the entry point's URL; offline, its function name),
-    ``functions`` (group -> function name).
+    ``functions`` (group -> function name), ``missing_tasks`` (the plan's ``unsized_tasks``:
+    the application's tasks deployed without a model, with ``deploy_partial``).
     """
     project = current_project(context)
     if project is None:
@@ -134,7 +173,11 @@ def deploy_plan(context: mlrun.MLClientCtx, plan: str, models: dict, mock: bool 
             end_mock_deploy(status.function)
         endpoint = "serving" if mock else status.outputs.get("endpoint") or "serving"
         context.logger.info("deployed the entry point", function="serving", routes=routes)
-    context.log_results({"endpoint": endpoint, "functions": names})
+    without = body.get("unsized_tasks") or []
+    if without:
+        context.logger.warning(f"deployed without {', '.join(without)}: no candidate reaches "
+                               "their bar (deploy_partial is true)")
+    context.log_results({"endpoint": endpoint, "functions": names, "missing_tasks": without})
 
 
 def _group_template(project):

@@ -7,22 +7,31 @@ import json
 import mlrun
 
 from functions.mlrun_io import log_plot, log_table, made_parent, run_layout
-from rightsizer.size_gpu import load_record, save_record
 from rightsizer.report import (FLEET_COLUMNS, decision_report_html, fleet_rows, format_table,
-                               summary_figure, summary_rows)
+                               summary_figure, summary_rows, unsized_lines)
+from rightsizer.size_gpu import save_record
+from rightsizer.unsized import load_outcomes, missing_message
 
 COST = "cost_usd_per_1m_output_tokens"
 
 
-def report(context: mlrun.MLClientCtx, records: list, endpoint: str = "", plan: str = "") -> None:
+def report(context: mlrun.MLClientCtx, selections: list, endpoint: str = "", plan: str = "") -> None:
     """Log the summary table (chosen vs one-big-model baseline, per task and in total).
 
-    Logs: ``summary`` (table; the TOTAL rows say how each column is combined),
-    ``summary_chart`` (Plotly: the payoff), ``decision_report`` (one self-contained HTML page:
-    summary, and per task its ladder, latency, precision table and device ranking),
-    ``decisions`` (all records, JSON), results ``total_cost_per_1m_tokens``,
-    ``baseline_cost_per_1m_tokens`` (USD per 1M output tokens, weighted by each task's
-    throughput target), ``savings``, ``decisions`` and ``decision_report`` (paths).
+    ``selections``: the select steps' selection paths, one per task of the application. The
+    decision records of the sized tasks are read from the run's layout; a task whose bar no
+    candidate reaches has none and is shown as such (``rightsizer.unsized``). ``endpoint``:
+    the deploy step's entry point; empty when nothing was deployed.
+
+    Logs: ``summary`` (table; the TOTAL rows say how each column is combined; a task that
+    cannot be sized is a row with choice "unsized"), ``summary_chart`` (Plotly: the payoff),
+    ``decision_report`` (one self-contained HTML page: summary, and per task its ladder,
+    latency, precision table and device ranking; per unsized task its summary and what would
+    be needed), ``decisions`` (all records and the unsized tasks, JSON), results
+    ``total_cost_per_1m_tokens``, ``baseline_cost_per_1m_tokens`` (USD per 1M output tokens,
+    weighted by each task's throughput target), ``savings``, ``unsized_tasks``, ``deployed``,
+    ``missing`` (the line on the unsized tasks: deployed without them, or why nothing was
+    deployed), ``decisions`` and ``decision_report`` (paths).
     With ``plan`` (the path of the fleet plan step's ``fleet_plan`` JSON), the plan goes to
     both the chart and the page: ``summary_chart``'s $/hour is the chosen fleet beside the
     baseline fleet, and ``decision_report`` gains a fleet section (both fleets, every group's
@@ -31,25 +40,31 @@ def report(context: mlrun.MLClientCtx, records: list, endpoint: str = "", plan: 
     chosen fleet beside the baseline fleet) and results ``fleet_cost_per_hour``,
     ``baseline_fleet_cost_per_hour`` and ``fleet_savings``.
     """
-    recs = [load_record(p) for p in records]
-    fleet = json.loads(open(plan).read()) if plan else None
-    rows = summary_rows(recs)
-    log_table(context, "summary", rows)
-    log_plot(context, "summary_chart", summary_figure(recs, fleet))
     layout = run_layout(context)
+    recs, unsized = load_outcomes(selections, layout)
+    missing = missing_message([r["task"] for r in recs], unsized, deployed=bool(endpoint))
+    fleet = json.loads(open(plan).read()) if plan else None
+    rows = summary_rows(recs, unsized)
+    log_table(context, "summary", rows)
+    if recs:
+        log_plot(context, "summary_chart", summary_figure(recs, fleet))
     path = made_parent(layout.decisions_file())
-    save_record({"endpoint": endpoint, "records": recs, "fleet_plan": fleet}, path)
+    save_record({"endpoint": endpoint, "records": recs, "fleet_plan": fleet, "unsized": unsized,
+                 "deployed": bool(endpoint), "missing": missing}, path)
     context.log_artifact("decisions", local_path=str(path))
     page = made_parent(layout.decision_report_file())
-    page.write_text(decision_report_html(recs, endpoint=endpoint, fleet=fleet))
+    page.write_text(decision_report_html(recs, endpoint=endpoint, fleet=fleet, unsized=unsized, note=missing))
     context.log_artifact("decision_report", local_path=str(page), format="html")
-    chosen, base = (next(r for r in rows if r["task"] == "TOTAL" and r["choice"] == c)
+    chosen, base = (next((r for r in rows if r["task"] == "TOTAL" and r["choice"] == c), {})
                     for c in ("chosen", "baseline"))
-    savings = (1 - chosen[COST] / base[COST]) if chosen[COST] is not None and base[COST] else None
-    context.log_results({"total_cost_per_1m_tokens": chosen[COST],
-                         "baseline_cost_per_1m_tokens": base[COST], "savings": savings,
-                         "decisions": str(path), "decision_report": str(page)})
-    context.logger.info("decision summary\n" + format_table(rows))
+    cost, base_cost = chosen.get(COST), base.get(COST)
+    savings = (1 - cost / base_cost) if cost is not None and base_cost else None
+    context.log_results({"total_cost_per_1m_tokens": cost,
+                         "baseline_cost_per_1m_tokens": base_cost, "savings": savings,
+                         "unsized_tasks": [u["task"] for u in unsized], "deployed": bool(endpoint),
+                         "missing": missing, "decisions": str(path), "decision_report": str(page)})
+    context.logger.info("decision summary\n" + "\n".join([format_table(rows), *unsized_lines(unsized)]
+                                                          + ([missing] if missing else [])))
     if fleet is not None:
         frows = fleet_rows(fleet)
         log_table(context, "fleet_summary", frows)

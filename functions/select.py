@@ -8,7 +8,6 @@ import sys
 import mlrun
 
 from functions.mlrun_io import log_model_dir, log_plot, log_table, made_dir, project_file, reusable, run_layout
-from rightsizer.errors import NoFeasibleOption
 from rightsizer.report import ladder_figure, leaderboard_rows, pareto_figure
 from rightsizer.select import select_model
 from rightsizer.taskspec import load_task
@@ -28,9 +27,15 @@ def select(context: mlrun.MLClientCtx, task_spec: str, latency_repeats: int = 3)
     ``<task>-selected`` (``log_model``, labels task/rung/precision/base_model; the quantize
     step registers the serving bundle as ``<task>``), results ``chosen_model``, ``rung``,
     ``score``, ``ci_low``, ``params``, ``model_dir`` (the chosen model, LoRA merged),
-    ``eval_examples``, ``eval_seconds``, ``full_examples``, ``dropped`` and ``selection``
-    (JSON path). A rerun with the same task, data, candidates and code reuses the finished
-    step (``functions.mlrun_io.reusable``: result ``reused_from``).
+    ``eval_examples``, ``eval_seconds``, ``full_examples``, ``dropped``, ``selection``
+    (JSON path) and ``passed``. A rerun with the same task, data, candidates and code reuses
+    the finished step (``functions.mlrun_io.reusable``: result ``reused_from``).
+
+    When no candidate reaches the bar the step does not fail: it logs the same tables and
+    charts, ``passed`` false, ``summary`` ("NO candidate reaches ... Would be needed: ...")
+    and ``needs`` (one line each), and registers no model; the workflow skips the task's later
+    steps and the plan and report show it (``rightsizer.unsized``). A bad spec or a missing
+    model still fails the step.
     """
     spec = load_task(project_file(task_spec))
     layout = run_layout(context)
@@ -49,9 +54,12 @@ def select(context: mlrun.MLClientCtx, task_spec: str, latency_repeats: int = 3)
                          "eval_seconds": round(sel.eval_seconds, 2),
                          "full_examples": sel.full_examples,
                          "dropped": [d["candidate"] for d in sel.dropped],
-                         "baseline_model": sel.order[-1][0]})
-    if not sel.passed:
-        raise NoFeasibleOption(sel.summary())
+                         "baseline_model": sel.order[-1][0], "passed": sel.passed})
+    if not sel.passed:  # an outcome, not an error: the task's later steps are skipped
+        context.log_results({"summary": sel.summary(), "needs": sel.needs()})
+        context.logger.warning(sel.summary())
+        reuse.done()
+        return
     c = sel.chosen
     model_ref = log_model_dir(
         context, f"{spec.name}-selected", sel.model_dir, framework="transformers",

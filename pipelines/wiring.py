@@ -63,18 +63,20 @@ def output(step, key: str):
 
 
 @contextmanager
-def when(value, expected: str) -> Iterator[bool]:
+def when(value, expected) -> Iterator[bool]:
     """Build the body's steps only for runs where a step's output equals ``expected``.
 
     On KFP the output is a placeholder until run time: the body goes under a
     ``dsl.Condition`` and is always built (yields True). On the local engine the output is
     the value itself: yields whether it matches, and the body runs its steps only then.
+    Both compare text, as KFP does: MLRun writes a result for KFP as ``str(value)``, so a
+    bool result is "True" or "False" there and ``expected`` may be the bool.
     """
     if isinstance(value, dsl.PipelineParam):
-        with dsl.Condition(value == expected):
+        with dsl.Condition(value == str(expected)):
             yield True
     else:
-        yield value == expected
+        yield str(value) == str(expected)
 
 
 def after(step, *steps) -> None:

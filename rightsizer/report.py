@@ -354,13 +354,17 @@ def _weighted(values: list[float | None], weights: list[float]) -> float | None:
     return sum(v * w for v, w in pairs) / sum(w for _, w in pairs)
 
 
-def summary_rows(records: list[dict]) -> list[dict]:
+def summary_rows(records: list[dict], unsized: list[dict] = ()) -> list[dict]:
     """Chosen deployment beside the one-big-model baseline, per task and in total.
 
     Quality is measured (the evaluate step, on the eval split); price, cost, latency,
     throughput and memory are modelled by the sizing engine for the device in ``sized_for``
     (``sizing_mode``); ``measured_tpot_p95_ms`` is what the evaluate step measured on
     ``measured_on``. The TOTAL rows combine columns as :data:`TOTAL_RULES` says.
+
+    ``unsized``: the tasks no candidate could size (``rightsizer.unsized.unsized_entry``), one
+    row each (choice "unsized": the best rung the ladder found, ``meets_bar`` False); the
+    chosen TOTAL counts them among the tasks that do not meet their bar.
     """
     rows = []
     for rec in records:
@@ -383,10 +387,12 @@ def summary_rows(records: list[dict]) -> list[dict]:
                          "weights_gb": round(d.get("weights_bytes", 0) / 1e9, 4),
                          "measured_on": here.get("device", ""),
                          "measured_tpot_p95_ms": _num(here.get("tpot_p95_ms"), 3)})
+    rows += [_unsized_row(u) for u in unsized]
     for choice in ("chosen", "baseline"):
         part = [r for r in rows if r["choice"] == choice]
         if not part:
             continue
+        tasks = len(part) + (len(unsized) if choice == "chosen" else 0)
 
         def total(col: str, how=sum, digits: int = 4, part: list[dict] = part) -> float | None:
             vals = [r[col] for r in part]
@@ -398,7 +404,7 @@ def summary_rows(records: list[dict]) -> list[dict]:
         rows.append({"task": "TOTAL", "choice": choice, "model": "", "params": total("params"),
                      "rung": "", "precision": "", "sized_for": "", "sizing_mode": "",
                      "metric": "", "quality": None, "threshold": None,
-                     "meets_bar": f"{len(met)}/{len(part)}", "recall_at_k": None,
+                     "meets_bar": f"{len(met)}/{tasks}", "recall_at_k": None,
                      "price_usd_per_hour": total("price_usd_per_hour"),
                      "cost_usd_per_1m_output_tokens": None if cost is None else round(cost, 4),
                      "modelled_ttft_ms": total("modelled_ttft_ms", max, 2),
@@ -409,6 +415,36 @@ def summary_rows(records: list[dict]) -> list[dict]:
                      "measured_tpot_p95_ms": total("measured_tpot_p95_ms", max, 3),
                      "aggregation": "; ".join(f"{k}: {v}" for k, v in TOTAL_RULES.items())})
     return rows
+
+
+def _best_rung(entry: dict) -> dict | None:
+    """The best rung an unsized task's ladder reached: full-split results before screened-out
+    ones, then by the value its decision rule compared (as ``Selection.needs`` ranks them)."""
+    return max(entry.get("ladder") or [], key=lambda r: (not r["screened_out"], r["value"]), default=None)
+
+
+def _unsized_row(entry: dict) -> dict:
+    best = _best_rung(entry) or {}
+    return {"task": entry["task"], "choice": "unsized", "model": best.get("candidate", ""),
+            "params": best.get("params"), "rung": best.get("rung", ""), "precision": "",
+            "sized_for": "", "sizing_mode": "", "metric": entry.get("metric", ""),
+            "quality": _num(best.get("score"), 4), "threshold": entry["threshold"],
+            "meets_bar": False, "recall_at_k": None, "price_usd_per_hour": None,
+            "cost_usd_per_1m_output_tokens": None, "modelled_ttft_ms": None, "modelled_tpot_ms": None,
+            "modelled_throughput_tokens_per_s": None, "modelled_memory_gb": None, "weights_gb": None,
+            "measured_on": "", "measured_tpot_p95_ms": None}
+
+
+def unsized_lines(unsized: list[dict]) -> list[str]:
+    """The printed summary's lines for the tasks no candidate could size: per task the
+    ladder's verdict ("NO candidate reaches ...", its summary up to what would be needed),
+    then each thing that would be needed, one line each."""
+    lines = []
+    for u in unsized:
+        verdict, sep, _ = u["summary"].partition(" Would be needed: ")
+        lines.append(verdict if sep else u["summary"])
+        lines += [f"   would be needed: {n}" for n in u.get("needs") or []]
+    return lines
 
 
 def format_table(rows: list[dict], columns=SUMMARY_COLUMNS, skip=("aggregation",)) -> str:
@@ -659,6 +695,14 @@ def _selection_from_record(rec: dict) -> Selection:
                      latency={chosen.candidate: rec["chosen"].get("measured_here") or {}} if chosen else {})
 
 
+def _selection_from_unsized(entry: dict) -> Selection:
+    """The ladder of a task no candidate could size, as a :class:`Selection` to draw."""
+    return Selection(task=entry["task"], metric=entry.get("metric", ""), threshold=entry["threshold"],
+                     decision_rule=entry.get("decision_rule", "point"),
+                     order=[tuple(o) for o in entry.get("order") or []],
+                     tried=[RungResult(**r) for r in entry.get("ladder") or []], chosen=None)
+
+
 def _html_table(rows: list[dict], columns: list[str] | None = None) -> str:
     if not rows:
         return "<p><em>none</em></p>"
@@ -792,7 +836,8 @@ def _placed(fleet: dict, task: str) -> str:
 
 
 def decision_report_html(records: list[dict], title: str = "Rightsizer decision report",
-                         endpoint: str = "", fleet: dict | None = None) -> str:
+                         endpoint: str = "", fleet: dict | None = None, unsized: list[dict] = (),
+                         note: str = "") -> str:
     """One self-contained HTML page for the run: the summary table and payoff chart, then per
     task its decision, why nothing smaller, the ladder, latency vs the baseline, the precision
     table and the device ranking. plotly.js is inlined once; every chart reuses it.
@@ -800,7 +845,12 @@ def decision_report_html(records: list[dict], title: str = "Rightsizer decision 
     ``fleet``: the fleet plan (``FleetPlan.to_dict()``). With it the payoff chart's $/hour is
     the fleets', a "Fleet plan" section shows both fleets (totals, charts, every group: its
     device, replicas, models with busy fraction, memory split and SLO while sharing), and
-    each task says in which group its model was placed."""
+    each task says in which group its model was placed.
+
+    ``unsized``: the tasks no candidate could size (``rightsizer.unsized.unsized_entry``): a
+    row in the summary table and a section each (the ladder's summary, what would be needed,
+    the ladder chart). ``note``: what that did to the deployment
+    (``rightsizer.unsized.missing_message``), shown under the title."""
     import plotly.io as pio
 
     def chart(fig: go.Figure, div_id: str) -> str:
@@ -809,9 +859,13 @@ def decision_report_html(records: list[dict], title: str = "Rightsizer decision 
     parts = [f"<h1>{html.escape(title)}</h1>"]
     if endpoint:
         parts.append(f"<p>Serving endpoint: <code>{html.escape(endpoint)}</code></p>")
-    rows = summary_rows(records)
-    parts += ["<h2>Summary: chosen vs one big model</h2>", chart(summary_figure(records, fleet), "summary"),
-              _html_table(rows, [c for c in SUMMARY_COLUMNS if c != "aggregation"]),
+    if note:
+        parts.append(f'<p class="missing"><strong>{html.escape(note)}</strong></p>')
+    rows = summary_rows(records, unsized)
+    parts += ["<h2>Summary: chosen vs one big model</h2>"]
+    if records:
+        parts.append(chart(summary_figure(records, fleet), "summary"))
+    parts += [_html_table(rows, [c for c in SUMMARY_COLUMNS if c != "aggregation"]),
               f"<p>TOTAL rows: {html.escape('; '.join(f'{k}: {v}' for k, v in TOTAL_RULES.items()))}.</p>"]
     if fleet:
         parts += _fleet_html(fleet, chart)
@@ -840,6 +894,15 @@ def decision_report_html(records: list[dict], title: str = "Rightsizer decision 
                   "<h3>Device ranking (modelled, chosen model)</h3>",
                   _html_table(ranking, [c for c in GPU_COLUMNS if any(c in r for r in ranking)] or None),
                   "</section>"]
+    for i, entry in enumerate(unsized):
+        task = html.escape(entry["task"])
+        parts += [f'<section id="task-{task}" class="unsized"><h2>Task {task}: not sized</h2>',
+                  f"<p>{html.escape(entry['summary'])}</p>", "<h3>Would be needed</h3><ul>"
+                  + "".join(f"<li>{html.escape(n)}</li>" for n in entry.get("needs") or []) + "</ul>"]
+        if entry.get("ladder"):
+            parts += ["<h3>Selection ladder</h3>",
+                      chart(ladder_figure(_selection_from_unsized(entry)), f"ladder-unsized-{i}")]
+        parts.append("</section>")
     plotly_js = _plotly_js()
     return ("<!DOCTYPE html><html><head><meta charset='utf-8'>"
             f"<title>{html.escape(title)}</title><style>{_CSS}</style>{plotly_js}</head><body>"

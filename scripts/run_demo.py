@@ -36,6 +36,8 @@ def main() -> int:
     ap.add_argument("--artifacts", default=str(ROOT / "artifacts"), help="artifact path")
     ap.add_argument("--no-reuse", action="store_true",
                     help="run every step again, even those that finished with the same inputs")
+    ap.add_argument("--deploy-partial", action="store_true",
+                    help="deploy the tasks that were sized when another task cannot be (default: fail before deploying)")
     args = ap.parse_args()
     os.environ.setdefault("MLRUN_ARTIFACT_PATH", args.artifacts)
 
@@ -43,7 +45,7 @@ def main() -> int:
 
     from rightsizer.demo.bootstrap import bootstrap
     from rightsizer.layout import RunLayout
-    from rightsizer.report import FLEET_COLUMNS, fleet_rows, format_table, summary_rows
+    from rightsizer.report import FLEET_COLUMNS, fleet_rows, format_table, summary_rows, unsized_lines
 
     start = time.perf_counter()
     print("[1/3] demo candidates:", bootstrap())
@@ -51,19 +53,29 @@ def main() -> int:
                                  parameters={"app": args.app, "reuse_steps": not args.no_reuse},
                                  save=False)  # keep the committed project.yaml as it is
     print("[2/3] running workflow size_and_deploy (engine: local)")
-    status = project.run("size_and_deploy", arguments={"app": args.app}, artifact_path=args.artifacts,
-                         watch=True, dirty=True)
-    if str(status.state).lower() not in ("completed", "succeeded"):
+    started = time.time()
+    status = project.run("size_and_deploy", artifact_path=args.artifacts, watch=True, dirty=True,
+                         arguments={"app": args.app, "deploy_partial": "true" if args.deploy_partial else "auto"})
+    done = str(status.state).lower() in ("completed", "succeeded")
+    report = RunLayout(Path(args.artifacts)).decisions_file()
+    if not done and not (report.is_file() and report.stat().st_mtime >= started):
         print(f"workflow ended in state {status.state}: {status.exc or 'see the log above'}", file=sys.stderr)
         return 1
-    decisions = json.loads(RunLayout(Path(args.artifacts)).decisions_file().read_text())
-    records = decisions["records"]
+    decisions = json.loads(report.read_text())
+    records, unsized = decisions["records"], decisions.get("unsized") or []
     print("[3/3] decision summary (chosen per task vs the largest candidate for everything)\n")
-    print(format_table(summary_rows(records)))
+    print(format_table(summary_rows(records, unsized)))
     for rec in records:
         print("\n" + rec["summary"])
         for why in rec["why_not_smaller"]:
             print("   rejected:", why)
+    if unsized:  # a task no candidate could size: what would be needed, and what was deployed
+        print("\n" + "\n".join(unsized_lines(unsized)))
+        if decisions["deployed"]:
+            print(f"\ndeployed without {', '.join(u['task'] for u in unsized)} (deploy_partial is true)")
+    if not done:  # the report of this run was written: the workflow stopped before deploying
+        print(f"\nworkflow ended in state {status.state}: {status.exc or 'see the log above'}", file=sys.stderr)
+        return 1
     if decisions.get("fleet_plan"):
         print("\nfleet plan (which devices host the task models; baseline: the largest candidate "
               "for every task, planned the same way)\n")

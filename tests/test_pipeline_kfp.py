@@ -98,19 +98,30 @@ def test_prequantize_argument(monkeypatch):
         wants_gptq(project, "yes")
 
 
+def _dags(spec: dict) -> dict[str, dict[str, dict]]:
+    """Every DAG template of a compiled workflow: name -> its tasks by name."""
+    return {t["name"]: {x["name"]: x for x in t["dag"]["tasks"]} for t in spec["spec"]["templates"] if "dag" in t}
+
+
+def _dag_of(dags: dict, task: str) -> tuple[str, dict]:
+    """The DAG that holds ``task``: its name and its tasks."""
+    return next((name, tasks) for name, tasks in dags.items() if task in tasks)
+
+
 def test_finetune_step_runs_under_a_condition_on_the_chosen_rung(tmp_path, monkeypatch):
     spec = _workflow(0, tmp_path, monkeypatch, finetune_gpus=2)
     templates = {t["name"]: t for t in spec["spec"]["templates"]}
-    main = templates["size-and-deploy"]["dag"]["tasks"]
-    tasks = {t["name"]: t for t in main}
+    dags = _dags(spec)
     for task in ("review-sentiment", "ticket-routing"):  # both specs have a LoRA rung
-        assert f"finetune-{task}" not in tasks  # never in the main DAG ...
-        conds = [t for t in main if f"select-{task}-rung" in (t.get("when") or "")]
-        assert len(conds) == 1, conds  # ... but under a condition on select's rung output
+        assert f"finetune-{task}" not in dags["size-and-deploy"]  # never in the main DAG ...
+        # ... but under a condition on select's rung, beside the task's quantize step (both
+        # inside the task's condition on select's `passed`)
+        name, tasks = _dag_of(dags, f"quantize-{task}")
+        conds = [t for t in tasks.values() if f"select-{task}-rung" in (t.get("when") or "")]
+        assert len(conds) == 1, conds
         cond = conds[0]
-        assert cond["when"] == (f'"{{{{tasks.select-{task}.outputs.parameters.'
-                                f'select-{task}-rung}}}}" == "lora"')
-        assert [t["name"] for t in templates[cond["name"]]["dag"]["tasks"]] == [f"finetune-{task}"]
+        assert cond["when"] == f'"{{{{inputs.parameters.select-{task}-rung}}}}" == "lora"'
+        assert list(dags[cond["name"]]) == [f"finetune-{task}"]
         cmd = _args(templates[f"finetune-{task}"])
         assert cmd[cmd.index("-f") + 1] == "db://rightsizer/finetune"
         assert cmd[cmd.index("--handler") + 1] == "finetune_task"
@@ -158,13 +169,68 @@ def test_negative_finetune_gpus_is_a_clear_error(monkeypatch):
                            parameters={"finetune_gpus": -1})
 
 
+TASKS = ("review-sentiment", "ticket-routing", "order-extraction", "answer-drafting")
+TASK_STEPS = ("evaluate-baseline", "quantize", "evaluate", "size-gpu")
+
+
 def test_the_fleet_plan_feeds_the_deploy_and_the_report(tmp_path, monkeypatch):
     steps = _compile(0, tmp_path, monkeypatch)
     plan, deploy, report = (_args(steps[n]) for n in ("plan", "deploy", "report"))
     assert plan[plan.index("-f") + 1] == "db://rightsizer/plan"
-    for task in ("review-sentiment", "ticket-routing"):  # every task's decision record
-        assert any(f"size-gpu-{task}-record" in a for a in plan)
+    for task in TASKS:  # every task's selection (the sized tasks' records come from the layout)
+        assert any(f"select-{task}-selection" in a for a in plan)
+        assert any(f"select-{task}-selection" in a for a in report)
+        assert not any(f"size-gpu-{task}" in a for a in plan + report + deploy)
+    assert "deploy_partial={{inputs.parameters.deploy_partial}}" in plan
     assert "plan={{inputs.parameters.plan-plan}}" in deploy and "deploy_plan" in " ".join(deploy)
     assert any("store://models/rightsizer/ticket_routing" in a for a in deploy)  # artifacts, not paths
     assert "plan={{inputs.parameters.plan-plan}}" in report
     assert "endpoint={{inputs.parameters.deploy-endpoint}}" in report
+
+
+def test_one_task_that_cannot_be_sized_does_not_stop_its_siblings(tmp_path, monkeypatch):
+    """Each task's steps after select sit under their own condition on that select's `passed`
+    (a select step whose bar no candidate reaches succeeds with passed false), so a skipped
+    task skips only its own steps. Nothing after them references a skipped step's output
+    (Argo cannot resolve one): the plan waits for every task's condition and reads the records
+    from the run's layout; deploy and report run only where the plan says deploy, and
+    otherwise the report is written and `all-tasks-sized` fails, before any deploy."""
+    spec = _workflow(0, tmp_path, monkeypatch)
+    templates = {t["name"]: t for t in spec["spec"]["templates"]}
+    dags = _dags(spec)
+    main = dags["size-and-deploy"]
+    task_conds = {}
+    for task in TASKS:
+        assert f"select-{task}" in main and not main[f"select-{task}"].get("dependencies")
+        name, tasks = _dag_of(dags, f"size-gpu-{task}")
+        cond = main[name]
+        assert cond["when"] == (f'"{{{{tasks.select-{task}.outputs.parameters.select-{task}-passed}}}}" '
+                                '== "True"')
+        assert cond["dependencies"] == [f"select-{task}"]  # on its own select only, no sibling
+        assert {f"{s}-{task}" for s in TASK_STEPS} <= set(tasks)
+        assert not [t for t in tasks if not t.endswith(task) and not t.startswith("condition-")]
+        task_conds[task] = name
+    # the plan waits for every task's condition (a skipped one counts as done) and its select
+    assert set(main["plan"]["dependencies"]) == set(task_conds.values()) | {f"select-{t}" for t in TASKS}
+    plan_in = {p["name"] for p in templates["plan"]["inputs"]["parameters"]}
+    assert plan_in == {f"select-{t}-selection" for t in TASKS} | {"deploy_partial"}
+    # the two endings, on the plan's `deploy` result
+    deploying, blocked = (next(t for t in main.values() if t.get("when") == (
+        f'"{{{{tasks.plan.outputs.parameters.plan-deploy}}}}" == "{v}"')) for v in ("True", "False"))
+    assert set(dags[deploying["name"]]) == {"deploy", "report"}
+    assert dags[deploying["name"]]["report"]["dependencies"] == ["deploy"]
+    ending = dags[blocked["name"]]
+    assert set(ending) == {"report-2", "all-tasks-sized"}
+    assert ending["all-tasks-sized"]["dependencies"] == ["report-2"]  # fails after the report
+    cmd = _args(templates["all-tasks-sized"])
+    assert cmd[cmd.index("-f") + 1] == "db://rightsizer/plan"
+    assert cmd[cmd.index("--handler") + 1] == "require_all_tasks"
+    assert _args(templates["report-2"])[_args(templates["report-2"]).index("-f") + 1] == "db://rightsizer/report"
+    assert not any("endpoint=" in a for a in _args(templates["report-2"]))  # no deploy to wait for
+    # no step outside a task's condition takes an output of a step inside it
+    inside = {t for name in task_conds.values() for t in dags[name]} | {
+        t for name, tasks in dags.items() if name.startswith("condition-") for t in tasks
+        if any(t.endswith(task) for task in TASKS)}
+    for name in ("plan", "deploy", "report", "report-2", "all-tasks-sized"):
+        args = " ".join(_args(templates[name]))
+        assert not [t for t in inside if f"{t}-" in args and not t.startswith("select-")], name

@@ -325,7 +325,7 @@ def test_one_group_deploys_no_router(demo_models, tmp_path):
     spec = json.loads(plan.read_text())["function_specs"][0]
     task = spec["models"][0]["tasks"][0]
     out = _deploy(project, plan, {task: _bundles(demo_models, tmp_path)["ticket_routing"]}, tmp_path, mock=True)
-    assert out == {"endpoint": "serving", "functions": {spec["group"]: "serving"}}
+    assert out == {"endpoint": "serving", "functions": {spec["group"]: "serving"}, "missing_tasks": []}
     assert project.get_function("serving").metadata.labels["rightsizer/role"] == "group"
 
 

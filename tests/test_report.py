@@ -362,3 +362,55 @@ def test_a_task_sharing_a_device_says_with_whom_and_its_slo_while_sharing():
     assert f"on {group['label']} x1, sharing it with ticket_routing" in own and "SLO met while sharing" in own
     assert "SLO met by every model while sharing" in p.text["fleet"]
     assert "baseline fleet not planned" in p.text["fleet"] and p.groups["fleet"] == [f"fleet-chosen-{group['name']}"]
+
+
+def _unsized_entry() -> dict:
+    """A task no candidate could size: its best rung is full-split, beside a screened-out one."""
+    from rightsizer.unsized import unsized_entry
+
+    sel = _selection()
+    sel.task, sel.chosen = "order_extraction", None
+    sel.tried = [RungResult(**{**r.to_dict(), "passed": False}) for r in sel.tried]
+    return unsized_entry(sel)
+
+
+def test_an_unsized_task_is_a_row_of_the_summary_and_counts_against_the_total():
+    entry = _unsized_entry()
+    rows = summary_rows(_records(), [entry])
+    row = next(r for r in rows if r["task"] == "order_extraction")
+    assert row["choice"] == "unsized" and row["meets_bar"] is False and set(row) == set(SUMMARY_COLUMNS) - {"aggregation"}
+    # the best rung the ladder found: the full-split one, not a screened-out bar
+    assert (row["model"], row["rung"], row["quality"], row["threshold"]) == ("m", "zero_shot", 0.85, 0.8)
+    assert row["cost_usd_per_1m_output_tokens"] is None
+    assert [r["task"] for r in rows].index("order_extraction") < [r["task"] for r in rows].index("TOTAL")
+    totals = {r["choice"]: r for r in rows if r["task"] == "TOTAL"}
+    assert totals["chosen"]["meets_bar"] == "2/3" and totals["baseline"]["meets_bar"] == "1/2"
+    # the sized tasks' totals are those without the unsized task
+    plain = {r["choice"]: r for r in summary_rows(_records()) if r["task"] == "TOTAL"}
+    assert totals["chosen"]["cost_usd_per_1m_output_tokens"] == plain["chosen"]["cost_usd_per_1m_output_tokens"]
+
+
+def test_the_report_shows_an_unsized_task_with_what_would_be_needed_and_the_deployment_note():
+    entry = _unsized_entry()
+    page = decision_report_html(_records(), unsized=[entry], note="nothing deployed: because")
+    p = _Sections()
+    p.feed(page)
+    assert p.sections == ["task-review_sentiment", "task-ticket_routing", "task-order_extraction"]
+    text = p.text["task-order_extraction"]
+    assert "not sized" in text and entry["summary"] in text and "Would be needed" in text
+    assert all(n in text for n in entry["needs"]) and entry["needs"]
+    assert 'id="ladder-unsized-0"' in page and '<p class="missing"><strong>nothing deployed: because' in page
+    # no task sized at all: the page still says why, without a payoff chart
+    page = decision_report_html([], unsized=[entry], note="nothing deployed")
+    p = _Sections()
+    p.feed(page)
+    assert p.sections == ["task-order_extraction"] and 'id="summary"' not in page
+
+
+def test_the_printed_summary_gives_an_unsized_task_s_verdict_then_each_need_on_its_own_line():
+    from rightsizer.report import unsized_lines
+
+    entry = _unsized_entry()
+    lines = unsized_lines([entry])
+    assert lines[0].startswith("order_extraction: NO candidate reaches accuracy >= 0.8") and "Would be" not in lines[0]
+    assert lines[1:] == [f"   would be needed: {n}" for n in entry["needs"]]
