@@ -1,9 +1,9 @@
 """The selection ladder on the tiny demo candidates: rung sequence and decision per case.
 
-Known behaviour of the demo candidates (built by the bootstrap): ticket routing is trained
-into all of them (tiny-s passes zero-shot); negated reviews are not: zero-shot stays at
-~0.69 on tiny-s and ~0.79 on tiny-m (few-shot lower), and a LoRA fine-tune lifts both above
-0.85.
+What the demo guarantees on any CPU (benchmarks/bench_demo_robustness.py, docs/demo-robustness.md):
+ticket routing is trained into every candidate (tiny-s passes zero-shot); negated reviews are
+not: tiny-s fails them zero-shot and few-shot and passes after a LoRA fine-tune, each by 0.05
+or more. Tests pin those decisions, not one machine's scores.
 """
 
 from __future__ import annotations
@@ -46,11 +46,11 @@ def test_smallest_passes_zero_shot(demo_models, routing_spec, tmp_path):
 
 
 def test_needs_the_lora_rung(demo_models, sentiment_spec, tmp_path):
-    spec = _spec(sentiment_spec, candidates=["demo:tiny-m", "demo:tiny-l"])
+    spec = _spec(sentiment_spec, candidates=["demo:tiny-s"])
     sel = select_model(spec, tmp_path, progress=False)
-    assert _sequence(sel) == [("demo:tiny-m", "zero_shot", False),
-                              ("demo:tiny-m", "few_shot", False),
-                              ("demo:tiny-m", "lora", True)]
+    assert _sequence(sel) == [("demo:tiny-s", "zero_shot", False),
+                              ("demo:tiny-s", "few_shot", False),
+                              ("demo:tiny-s", "lora", True)]
     assert len(sel.rejections()) == 2 and "zero_shot" in sel.rejections()[0]
     # the hopeless rungs were stopped on part of the split; LoRA's cost includes training
     zs, fs, lora = sel.tried
@@ -66,29 +66,40 @@ def test_needs_the_lora_rung(demo_models, sentiment_spec, tmp_path):
     assert q.score == pytest.approx(sel.chosen.score)
 
 
-def test_moves_up_a_size(demo_models, sentiment_spec, tmp_path):
-    spec = _spec(sentiment_spec, candidates=["demo:tiny-l", "demo:tiny-m", "demo:tiny-s"],
+def _untrained_candidate(demo_models, out):
+    """A Llama smaller than tiny-s that was never trained, with the demo tokenizer: it knows
+    no task, so it fails any bar by a wide margin on any machine."""
+    from transformers import AutoTokenizer
+
+    from tests.tiny_models import tiny_llama
+
+    tok = AutoTokenizer.from_pretrained(demo_models / "tokenizer")
+    model = tiny_llama(hidden=32, intermediate=64, layers=1, heads=2, kv_heads=1, vocab=len(tok))
+    model.config.pad_token_id, model.config.eos_token_id = tok.pad_token_id, tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    return str(out)
+
+
+def test_moves_up_a_size(demo_models, routing_spec, tmp_path):
+    # Which demo model beats which on a task they all learned depends on the machine they were
+    # trained on; an untrained model below tiny-s fails routing on any machine, and tiny-s,
+    # trained on it, passes with a wide margin (benchmarks/bench_demo_robustness.py).
+    small = _untrained_candidate(demo_models, tmp_path / "untrained")
+    spec = _spec(routing_spec, candidates=["demo:tiny-s", small],
                  ladder=Ladder(rungs=["zero_shot"]), decision_rule="point")
-    # The bar goes between tiny-s's zero-shot score and a bigger model's that beats it: the
-    # demo models are trained on this machine, and their scores move by a few points from one
-    # CPU or bootstrap recipe to another, so which bigger model that is is measured here.
-    probe = select_model(dataclasses.replace(spec, threshold=1.0), tmp_path / "probe", progress=False,
-                         screening=Screening(enabled=False), exhaustive=True)
-    scores = {r.candidate: r.score for r in probe.tried}
-    bigger = max(("demo:tiny-m", "demo:tiny-l"), key=scores.get)
-    assert scores[bigger] > scores["demo:tiny-s"], scores  # a bigger model is better
-    spec = dataclasses.replace(spec, candidates=[bigger, "demo:tiny-s"],
-                               threshold=(scores[bigger] + scores["demo:tiny-s"]) / 2)
-    sel = select_model(spec, tmp_path, progress=False)
-    assert _sequence(sel) == [("demo:tiny-s", "zero_shot", False),
-                              (bigger, "zero_shot", True)]
-    assert "demo:tiny-s" in sel.rejections()[0]
+    sel = select_model(spec, tmp_path / "ladder", progress=False)
+    assert [r for r, _ in sel.order] == [small, "demo:tiny-s"]  # smallest first
+    assert _sequence(sel) == [(small, "zero_shot", False), ("demo:tiny-s", "zero_shot", True)]
+    assert small in sel.rejections()[0]
+    assert sel.tried[0].value <= spec.threshold - 0.05 and sel.chosen.value >= spec.threshold + 0.05
     # screening reaches the decision a full evaluation of every rung reaches, for less
     full = select_model(spec, tmp_path / "full", progress=False,
                         screening=Screening(enabled=False), exhaustive=True)
     assert _sequence(full) == _sequence(sel)
     assert full.chosen.score == sel.chosen.score and full.eval_examples == 160
-    assert sel.eval_examples <= full.eval_examples
+    assert sel.eval_examples < full.eval_examples
 
 
 def test_nothing_passes_is_said_plainly(demo_models, sentiment_spec, tmp_path):
@@ -110,13 +121,13 @@ def test_nothing_passes_is_said_plainly(demo_models, sentiment_spec, tmp_path):
 
 
 def test_ci_lower_rule_is_stricter(demo_models, sentiment_spec, tmp_path):
-    # tiny-m scores ~0.79 zero-shot: the point estimate clears 0.75, the CI lower end may not
-    spec = _spec(sentiment_spec, candidates=["demo:tiny-m"], threshold=0.75,
+    # the decision is on the CI's lower end, below the point estimate, whatever the score
+    spec = _spec(sentiment_spec, candidates=["demo:tiny-s"], threshold=0.65,
                  decision_rule="ci_lower", ladder=Ladder(rungs=["zero_shot"]))
     sel = select_model(spec, tmp_path, progress=False)
     r = sel.tried[0]
     assert r.value == r.ci_low < r.score
-    assert r.passed == (r.ci_low >= 0.75)
+    assert r.passed == (r.ci_low >= 0.65)
 
 
 def test_unknown_candidate_is_a_clear_error(sentiment_spec, tmp_path):

@@ -9,8 +9,11 @@ prompt, on policies whose facts are drawn at random (``demo.knowledge.pretrain_e
 so the models can read an answer from a retrieved passage but cannot know the demo's without
 one (answer_drafting needs the retrieval rung). Only tiny-s is pre-trained on order messages
 (``TinyModel.order_weight``): copying an order id from the message is an induction-head skill
-that a 2-layer model learns in about a thousand steps, more than the bigger models' budgets,
-so the smallest model passes order_extraction and the one big model does not. The result
+that a 2-layer model learns in about a thousand steps of 64 messages, more than the bigger
+models' budgets, so the smallest model passes order_extraction and the one big model does not.
+The recipe is sized so the demo's decisions hold with margin on any CPU and bootstrap seed
+(``$RIGHTSIZER_DEMO_SEED``): ``benchmarks/bench_demo_robustness.py`` checks it, and
+docs/demo-robustness.md holds its table. The result
 is saved with ``save_pretrained`` (safetensors), so the rest of the project loads it through
 the same ``from_pretrained`` path as a hub id.
 
@@ -73,10 +76,13 @@ LEARNING_RATE = 3e-3
 # teaches nothing worth its share of a tiny model's gradient; the answer teaches the copy.
 ANSWER_ONLY = ("answer_drafting", "order_extraction")
 STEP_WEIGHTS = {"answer_drafting": 2}  # reading a passage takes more steps to learn
-BATCH = {"answer_drafting": 16}  # rows per step: its prompts (a passage) are twice as long
+# Rows per step: answer_drafting's prompts (a passage) are twice as long; order messages are
+# short, and copying an id is learnt reliably only from large batches: at 32 rows, 1 of 3
+# bootstrap seeds left tiny-s below the bar (0.32 and 0.61 order accuracy), at 64 none did.
+BATCH = {"answer_drafting": 16, "order_extraction": 64}
 VOCAB_SIZE = 768
 SEQ_LEN = 96
-RECIPE_VERSION = "3"
+RECIPE_VERSION = "4"
 # The prompt templates of the demo task specs (tasks/*.yaml); answer_drafting's retrieval
 # rung puts the passage before its prompt as "Context:\n<passage>\n\n" (inference.build_prompt).
 PROMPTS = {"review_sentiment": "Review: {text}\nSentiment:",
@@ -90,8 +96,20 @@ def cache_root() -> Path:
     return Path(os.environ.get("RIGHTSIZER_CACHE", Path.home() / ".cache" / "rightsizer"))
 
 
+def demo_seed() -> int:
+    """The bootstrap's seed (``$RIGHTSIZER_DEMO_SEED``, default 0): another seed stands in for
+    another machine in ``benchmarks/bench_demo_robustness.py``."""
+    raw = os.environ.get("RIGHTSIZER_DEMO_SEED", "0")
+    try:
+        return int(raw)
+    except ValueError:
+        from rightsizer.errors import ConfigError
+
+        raise ConfigError(f"RIGHTSIZER_DEMO_SEED={raw!r}: expected an integer") from None
+
+
 def _recipe_key() -> str:
-    recipe = {"v": RECIPE_VERSION, "models": [asdict(m) for m in DEMO_MODELS],
+    recipe = {"v": RECIPE_VERSION, "seed": demo_seed(), "models": [asdict(m) for m in DEMO_MODELS],
               "vocab": VOCAB_SIZE, "seq": SEQ_LEN, "prompts": PROMPTS, "lr": LEARNING_RATE,
               "answer_only": ANSWER_ONLY, "weights": STEP_WEIGHTS, "batch": BATCH,
               "torch": torch.__version__.split("+")[0]}
@@ -209,7 +227,8 @@ def bootstrap(force: bool = False, verbose: bool = True) -> Path:
             corpus = _pretrain_corpus()
             tokenizer = _train_tokenizer([f"{p} {a}" for pairs in corpus.values() for p, a in pairs],
                                          tmp / "tokenizer")
-            built = [_build_model(m, tokenizer, corpus, tmp / "models" / m.name, seed=i)
+            built = [_build_model(m, tokenizer, corpus, tmp / "models" / m.name,
+                                seed=1000 * demo_seed() + i)
                      for i, m in enumerate(tqdm(DEMO_MODELS, desc="demo models", disable=not verbose))]
             manifest = {"recipe": _recipe_key(), "models": built,
                         "seconds": round(time.perf_counter() - start, 1)}
