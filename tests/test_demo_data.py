@@ -92,3 +92,33 @@ def test_the_demo_tokenizer_splits_order_ids_into_digit_pairs(tmp_path):
     assert pieces[pieces.index("Ġ#"):][:4] == ["Ġ#", "48", "21", "3"]  # Ġ: the byte-level space
     assert ["11", "11", "1"] == pieces[-3:]
     assert not list(tmp_path.glob("tok/*.bin"))  # saved as JSON, no pickles
+
+
+def test_order_messages_outnumber_what_pretraining_draws():
+    """tiny-s must learn to copy ids, not memorize them: the pre-training corpus has more
+    order messages than its order steps draw, so few repeat (issue 27: with 2,400 messages
+    some seeds memorized the corpus and copied 0.39 of the eval ids)."""
+    from rightsizer.demo.bootstrap import BATCH, DEMO_MODELS, _pretrain_corpus
+
+    corpus = _pretrain_corpus()["order_extraction"]
+    for m in DEMO_MODELS:
+        drawn = m.schedule().count("order_extraction") * BATCH.get("order_extraction", 32)
+        assert drawn <= 2.5 * len(corpus), (m.name, drawn, len(corpus))
+    assert len({a for _, a in corpus}) > 0.95 * len(corpus)  # ids hardly ever repeat
+
+
+def test_the_bootstrap_seed_is_part_of_the_cache_key(monkeypatch):
+    import pytest
+
+    from rightsizer.demo import bootstrap
+    from rightsizer.errors import ConfigError
+
+    monkeypatch.delenv("RIGHTSIZER_DEMO_SEED", raising=False)
+    default = bootstrap.demo_dir()
+    monkeypatch.setenv("RIGHTSIZER_DEMO_SEED", "0")
+    assert bootstrap.demo_dir() == default
+    monkeypatch.setenv("RIGHTSIZER_DEMO_SEED", "3")
+    assert bootstrap.demo_seed() == 3 and bootstrap.demo_dir() != default
+    monkeypatch.setenv("RIGHTSIZER_DEMO_SEED", "three")
+    with pytest.raises(ConfigError, match="RIGHTSIZER_DEMO_SEED='three': expected an integer"):
+        bootstrap.demo_dir()
