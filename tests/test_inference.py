@@ -68,7 +68,9 @@ def test_evaluate_step_and_served_model_answer_alike(task_type, demo_models, tmp
         model, tok = load_model("demo:tiny-s")
         prompts = [build_prompt(spec, r, shots) for r in rows]
         whole = generate(model, tok, prompts, spec.max_new_tokens, stop=None)
-        assert any("\n" in w for w in whole) and all("\n" not in a for a in answers)
+        # whether a line break comes within 12 tokens is up to the trained weights (it differs
+        # by CPU); test_generation_stop_rule forces one, here the two paths must cut alike
+        assert all("\n" not in a for a in answers)
         assert answers == [w.split("\n")[0].strip() for w in whole]
 
 
@@ -83,12 +85,42 @@ def test_bundle_carries_its_spec(demo_models, tmp_path):
     assert loaded.spec.name == spec.name and loaded.precision == "fp32"
 
 
+def _steer(model, tokens_by_step: dict[int, int]):
+    """Make greedy decoding pick ``tokens_by_step[k]`` at decoding step k (1-based) by adding a
+    large logit at the output head: the line break then appears at a known step on any CPU,
+    instead of wherever one machine's trained weights happen to put it."""
+    calls = {"n": 0}
+
+    def hook(_module, _inputs, logits):
+        calls["n"] += 1
+        token = tokens_by_step.get(calls["n"])
+        if token is not None:
+            logits = logits.clone()
+            logits[..., -1, token] += 1e4
+        return logits
+
+    return model.get_output_embeddings().register_forward_hook(hook)
+
+
 def test_generation_stop_rule(demo_models):
     model, tok = load_model("demo:tiny-s")
-    prompt = ["Ticket: my card was charged twice"]  # tiny-s goes on to a second line
-    whole = generate(model, tok, prompt, max_new_tokens=12, stop=None)[0]
-    cut = generate(model, tok, prompt, max_new_tokens=12, stop="newline")[0]
-    assert "\n" in whole and cut == whole.split("\n")[0].strip() and cut
+    ids = {piece: tok.encode(piece, add_special_tokens=False) for piece in ("ok", "\n", "order")}
+    assert all(len(v) == 1 for v in ids.values()), ids  # one token each in the demo tokenizer
+    prompt = ["Ticket: my card was charged twice"]
+    steps = {1: ids["ok"][0], 2: ids["\n"][0], 3: ids["order"][0]}
+
+    def steered(stop):
+        handle = _steer(model, steps)
+        try:
+            return generate(model, tok, prompt, max_new_tokens=6, stop=stop)[0]
+        finally:
+            handle.remove()
+
+    whole, cut = steered(None), steered("newline")
+    assert whole.startswith("ok\norder") and cut == "ok"
+    # unsteered, the stop rule is the one the evaluate step and the server apply
+    plain = generate(model, tok, prompt, max_new_tokens=12, stop=None)[0]
+    assert generate(model, tok, prompt, max_new_tokens=12)[0] == plain.split("\n")[0].strip()
     with pytest.raises(ValueError, match="stop"):
         generate(model, tok, prompt, max_new_tokens=2, stop="period")
 
