@@ -15,8 +15,9 @@ from the bar (positive: passes): each rung the ladder tried, and the baseline. T
 whether every run made the same decision, and the smallest margin. Target: the same decisions
 in every run, and every decisive score at least 0.05 from its bar. Exit status 1 when missed.
 
-Rerun (about 40 min on 2 cores): .venv/bin/python benchmarks/bench_demo_robustness.py
+Rerun (about 50 min on 2 cores): .venv/bin/python benchmarks/bench_demo_robustness.py
 Quicker look: --seeds 0,1 --no-capability-runs (2 runs)
+Tables for docs/demo-robustness.md: --json FILE, then --markdown-from FILE (no rerun)
 """
 
 from __future__ import annotations
@@ -112,6 +113,36 @@ def summarize(results: list[dict]) -> tuple[list[dict], bool]:
     return rows, ok
 
 
+def _short(text: str) -> str:
+    return text.replace("demo:", "").replace(" zero_shot", " zs")
+
+
+def markdown(results: list[dict], rows: list[dict], ok: bool) -> str:
+    """The runs and the summary as markdown tables (docs/demo-robustness.md)."""
+    tasks = list(results[0]["tasks"])
+    out = ["| run | bootstrap s | " + " | ".join(tasks) + " |", "|---|---|" + "---|" * len(tasks)]
+    for r in results:
+        cells = []
+        for task in tasks:
+            t = r["tasks"][task]
+            dec = " ".join(t["decision"]) if t["decision"] else "NONE"
+            scores = "; ".join(f"{_short(s['what'])} {s['value'] - t['threshold']:+.3f}" for s in t["scores"])
+            cells.append(f"**{_short(dec)}**: {scores}")
+        threads = f"{r['threads']} thread{'s' if r['threads'] > 1 else ''}"
+        out.append(f"| seed {r['seed']}, {r['capability']} ({r['torch_capability']}), {threads} "
+                   f"| {r['bootstrap_seconds']} | " + " | ".join(cells) + " |")
+    out += ["", "| task | decision in every run | baseline (largest candidate, zero-shot) | same "
+            "| smallest margin | where |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        dec = " / ".join(" ".join(json.loads(d) or ["NONE"]) for d in row["decisions"])
+        base = " / ".join("passes" if b else "misses" for b in row["baseline_passes"])
+        out.append(f"| {row['task']} | {_short(dec)} | {base} | {'yes' if row['same'] else 'NO'} "
+                   f"| {row['min_margin']:.3f} | {_short(row['where'])} |")
+    out += ["", f"Target (the same decisions in every run, every margin >= {MARGIN}): "
+                f"**{'met' if ok else 'missed'}** over {len(results)} runs."]
+    return "\n".join(out) + "\n"
+
+
 def _label(r: dict) -> str:
     return f"seed {r['seed']} {r['capability']} ({r['torch_capability']}) {r['threads']}t"
 
@@ -123,11 +154,17 @@ def main(argv=None) -> int:
     ap.add_argument("--no-capability-runs", action="store_true",
                     help="only the seeds (no portable-kernel or one-thread runs)")
     ap.add_argument("--json", default="", help="also write every run's figures to this file")
+    ap.add_argument("--markdown-from", default="", metavar="JSON",
+                    help="print the markdown tables of a --json file and exit (no runs)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=2, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         print(json.dumps(_worker(args.app, args.threads)))
+        return 0
+    if args.markdown_from:
+        saved = json.loads(Path(args.markdown_from).read_text())
+        print(markdown(saved["runs"], saved["summary"], saved["met"]), end="")
         return 0
 
     seeds = [int(s) for s in args.seeds.split(",") if s]
