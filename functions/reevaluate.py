@@ -10,6 +10,7 @@ from functions.mlrun_io import localize_dir, log_table, project_file
 from rightsizer.layout import RunLayout
 from rightsizer.reevaluate import reevaluate_bundle
 from rightsizer.taskspec import load_task
+from rightsizer.unsized import not_deployed_reason
 
 
 def reevaluate(context: mlrun.MLClientCtx, task_spec: str, fresh_split: str = "fresh",
@@ -22,8 +23,14 @@ def reevaluate(context: mlrun.MLClientCtx, task_spec: str, fresh_split: str = "f
     ``<models>/rightsizer/<task>/quantize/bundle``). Logs ``reevaluation`` (table) and results
     ``fresh_score``, ``registered_score``, ``drop``, ``regression`` and ``action``; on a
     regression the model artifact gets the label ``regression=true`` (where an MLRun DB is).
+    A task that run could not size (deployed without it, ``deploy_partial``) is not an error:
+    results ``deployed`` false and ``action`` saying why, so the other tasks' steps still run.
     """
     spec = load_task(project_file(task_spec))
+    if models and (reason := not_deployed_reason(models, spec.name)):
+        context.logger.warning(f"{spec.name}: {reason}")
+        context.log_results({"deployed": False, "regression": False, "action": reason})
+        return
     if not models:
         model_uri = f"store://models/{context.project}/{spec.name}"
     elif (bundle := RunLayout(Path(models)).bundle_dir(spec.name)).is_dir():
@@ -32,8 +39,8 @@ def reevaluate(context: mlrun.MLClientCtx, task_spec: str, fresh_split: str = "f
         model_uri = models
     out = reevaluate_bundle(spec, localize_dir(model_uri), project_file(fresh_split))
     log_table(context, "reevaluation", [{k: v for k, v in out.items() if k != "latency"}])
-    context.log_results({k: out[k] for k in ("fresh_score", "registered_score", "drop",
-                                              "regression", "action")})
+    context.log_results({"deployed": True, **{k: out[k] for k in (
+        "fresh_score", "registered_score", "drop", "regression", "action")}})
     if out["regression"]:
         context.logger.warning(f"REGRESSION on {spec.name}: {out['action']}")
         if mlrun.datastore.is_store_uri(model_uri):

@@ -97,7 +97,8 @@ def pipeline(app: str = "", mock_deploy: str = "auto", prequantize: str = "auto"
     # with what would be needed), then fail before deploying, with that message.
     with when(output(fleet, "deploy"), False) as blocked:
         if blocked:
-            written = run_step(project, "report", params=report)
+            # its own name: two steps named "report" would be "report" and "report-2" on KFP
+            written = run_step(project, "report", name="report-unsized", params=report)
             check = run_step(project, "plan", name="all-tasks-sized", handler="require_all_tasks",
                              params={"selections": selections})
             after(check, written)

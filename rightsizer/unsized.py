@@ -95,6 +95,23 @@ def missing_message(sized: list[str], unsized: list[dict], deployed: bool) -> st
             "workflow argument or project param deploy_partial=true.")
 
 
+def not_deployed_reason(root: str | Path, task: str) -> str | None:
+    """Why the size_and_deploy run whose artifacts are at ``root`` has no model for ``task``
+    because it could not size it (the re-evaluation then has nothing to score), or None: the
+    task has a bundle there, or the run never selected it (that stays an error for the
+    caller, with its own message)."""
+    layout = RunLayout(Path(root))
+    selection = layout.selection_file(task)
+    if layout.bundle_dir(task).is_dir() or not selection.is_file():
+        return None
+    sel = Selection.load(selection)
+    if sel.passed:
+        return None
+    verdict = sel.summary().replace("\n", " ").partition(" Would be needed: ")[0]
+    return (f"not deployed: the size_and_deploy run at {root} could not size {task} "
+            f"({verdict}); nothing to re-evaluate until a run sizes it")
+
+
 def parse_flag(value, name: str) -> bool:
     """A true/false setting given as a bool or as "true"/"false" (any case): a workflow
     argument arrives as a string. Anything else is a ValueError naming ``name``."""

@@ -220,17 +220,18 @@ def test_one_task_that_cannot_be_sized_does_not_stop_its_siblings(tmp_path, monk
     assert set(dags[deploying["name"]]) == {"deploy", "report"}
     assert dags[deploying["name"]]["report"]["dependencies"] == ["deploy"]
     ending = dags[blocked["name"]]
-    assert set(ending) == {"report-2", "all-tasks-sized"}
-    assert ending["all-tasks-sized"]["dependencies"] == ["report-2"]  # fails after the report
+    assert set(ending) == {"report-unsized", "all-tasks-sized"}
+    assert ending["all-tasks-sized"]["dependencies"] == ["report-unsized"]  # fails after the report
     cmd = _args(templates["all-tasks-sized"])
     assert cmd[cmd.index("-f") + 1] == "db://rightsizer/plan"
     assert cmd[cmd.index("--handler") + 1] == "require_all_tasks"
-    assert _args(templates["report-2"])[_args(templates["report-2"]).index("-f") + 1] == "db://rightsizer/report"
-    assert not any("endpoint=" in a for a in _args(templates["report-2"]))  # no deploy to wait for
+    report_cmd = _args(templates["report-unsized"])
+    assert report_cmd[report_cmd.index("-f") + 1] == "db://rightsizer/report"
+    assert not any("endpoint=" in a for a in report_cmd)  # no deploy to wait for
     # no step outside a task's condition takes an output of a step inside it
     inside = {t for name in task_conds.values() for t in dags[name]} | {
         t for name, tasks in dags.items() if name.startswith("condition-") for t in tasks
         if any(t.endswith(task) for task in TASKS)}
-    for name in ("plan", "deploy", "report", "report-2", "all-tasks-sized"):
+    for name in ("plan", "deploy", "report", "report-unsized", "all-tasks-sized"):
         args = " ".join(_args(templates[name]))
         assert not [t for t in inside if f"{t}-" in args and not t.startswith("select-")], name

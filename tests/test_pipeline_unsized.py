@@ -160,6 +160,34 @@ def test_deploy_partial_deploys_the_tasks_that_passed_and_says_which_is_missing(
     assert f"deployed without {UNSIZED}" in page and f'<section id="task-{UNSIZED}" class="unsized">' in page
 
 
+def test_reevaluate_after_a_partial_deploy_says_which_task_has_no_model(app, failed):
+    """The reevaluate workflow on the deploy_partial run's models: the deployed task is
+    re-scored, the unsized one is reported as not deployed instead of failing the workflow."""
+    partial = app.parent / "partial"
+    if not RunLayout(partial).bundle_dir(SIZED).is_dir():
+        _run(app, "partial", deploy_partial="true")
+    project = mlrun.load_project(str(ROOT), name="rightsizer", save=False)
+    status = project.run("reevaluate", arguments={"app": str(app), "models": str(partial)},
+                         artifact_path=str(app.parent / "reeval"), watch=True, dirty=True)
+    assert str(status.state).lower() in ("completed", "succeeded"), status.exc
+    results = {}
+    for task in (UNSIZED, SIZED):
+        run = project.run_function("reevaluate", params={"task_spec": str(app.parent / f"{task}.yaml"),
+                                                         "models": str(partial)},
+                                   local=True, output_path=str(app.parent / "reeval-steps"))
+        results[task] = run.status.results
+    assert results[SIZED]["deployed"] is True and results[SIZED]["fresh_score"] is not None
+    assert results[UNSIZED]["deployed"] is False and results[UNSIZED]["regression"] is False
+    action = results[UNSIZED]["action"]
+    assert action.startswith(f"not deployed: the size_and_deploy run at {partial} could not size {UNSIZED}")
+    assert "NO candidate reaches accuracy >= 1.0" in action
+    # a run that never selected the task is still an error, not "not deployed"
+    from rightsizer.unsized import not_deployed_reason
+
+    assert not_deployed_reason(app.parent / "nowhere", SIZED) is None
+    assert not_deployed_reason(partial, SIZED) is None
+
+
 def test_the_project_param_deploy_partial_is_read_when_the_argument_is_auto(failed, tmp_path):
     """The plan step alone on the failed run's selections: the project param decides."""
     import shutil
