@@ -86,7 +86,8 @@ def leaderboard_rows(sel: Selection) -> list[dict]:
                      "train_seconds": round(r.train_seconds, 2),
                      "cost_seconds": round(r.seconds, 2)})
     for d in sel.dropped:
-        rows.append({"candidate": d["candidate"], "params": d["params"], "rung": "slo_prefilter",
+        rung = "slo_prefilter" if d.get("kind", "slo") == "slo" else "not_sizable"
+        rows.append({"candidate": d["candidate"], "params": d["params"], "rung": rung,
                      "passed": False, "eval_examples": 0, "cost_seconds": 0.0,
                      "reason": d["reason"]})
     return rows

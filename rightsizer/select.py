@@ -20,7 +20,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
 
 from rightsizer.atomic import atomic_dir, atomic_write_text
 from rightsizer.errors import ConfigError
@@ -33,33 +32,31 @@ from rightsizer.taskspec import Screening, TaskSpec
 
 
 def count_params_from_config(config) -> int:
-    """Exact parameter count of a config: the sizing engine's, or for an architecture it
-    does not know, transformers' own model built on the meta device (no weights)."""
+    """Exact parameter count of a config: by its family's rules, or counted on the meta device
+    for an architecture no family covers (``rightsizer.sizing.params``). ConfigError when
+    neither can (a model_type transformers does not know)."""
     from rightsizer.sizing import count_params
 
-    try:
-        return int(count_params(config).total)
-    except ConfigError:
-        pass
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    return sum(p.numel() for p in model.parameters())
+    return int(count_params(config).total)
 
 
-def _sized(spec: TaskSpec) -> list[tuple[str, int, object]]:
-    """``(ref, params, config)`` per candidate, smallest first (configs only, no weights)."""
-    sized = []
+def _sized(spec: TaskSpec) -> tuple[list[tuple[str, int, object]], list[dict]]:
+    """``(ref, params, config)`` per candidate, smallest first (configs only, no weights), and
+    the candidates that cannot be sized, each with its reason (dropped, not fatal: the others
+    go on). A candidate whose config cannot be read at all is still an error."""
+    sized, unsizable = [], []
     for ref in spec.candidates:
         config = load_config(ref, spec.trust_remote_code)
-        sized.append((ref, count_params_from_config(config), config))
-    return sorted(sized, key=lambda x: x[1])
+        try:
+            sized.append((ref, count_params_from_config(config), config))
+        except ConfigError as e:
+            unsizable.append({"candidate": ref, "params": None, "kind": "unsized", "reason": str(e)})
+    return sorted(sized, key=lambda x: x[1]), unsizable
 
 
 def order_candidates(spec: TaskSpec) -> list[tuple[str, int]]:
     """Candidates with their parameter counts, smallest first."""
-    return [(ref, params) for ref, params, _ in _sized(spec)]
+    return [(ref, params) for ref, params, _ in _sized(spec)[0]]
 
 
 def slo_feasible(spec: TaskSpec, config) -> tuple[bool, str]:
@@ -117,12 +114,21 @@ class RungResult:
         return asdict(self)
 
 
+def _drop_line(d: dict) -> str:
+    if d.get("kind", "slo") == "unsized":
+        return f"{d['candidate']}: dropped before evaluation, cannot be sized ({d['reason']})"
+    return (f"{d['candidate']} ({d['params']:,} params): dropped before evaluation, "
+            f"cannot meet the SLO on any catalog GPU ({d['reason']})")
+
+
 @dataclass
 class Selection:
     """The ladder's outcome for one task.
 
-    ``order`` lists every candidate by size; ``dropped`` those the SLO pre-filter removed
-    before any evaluation (``candidate``, ``params``, ``reason``). ``eval_examples`` and
+    ``order`` lists every candidate that could be sized, by size; ``dropped`` those removed
+    before any evaluation (``candidate``, ``params``, ``kind``: "slo" for the SLO pre-filter,
+    "unsized" for one the sizing engine cannot model, with ``params`` None when not even its
+    parameters can be counted; ``reason``). ``eval_examples`` and
     ``eval_seconds`` are what the ladder spent; ``full_examples`` is what evaluating every
     kept candidate at every rung on the full split would have scored.
     """
@@ -149,10 +155,10 @@ class Selection:
         return self.chosen is not None
 
     def rejections(self) -> list[str]:
-        """Why each smaller/cheaper option was rejected, one line each (SLO drops first)."""
-        return ([f"{d['candidate']} ({d['params']:,} params): dropped before evaluation, "
-                 f"cannot meet the SLO on any catalog GPU ({d['reason']})" for d in self.dropped
-                 if self.chosen is None or d["params"] < self.chosen.params]
+        """Why each smaller/cheaper option was rejected, one line each (drops first: the
+        candidates that cannot be sized, whatever their size, and those the SLO rules out)."""
+        return ([_drop_line(d) for d in self.dropped
+                 if self.chosen is None or d["params"] is None or d["params"] < self.chosen.params]
                 + [r.reason for r in self.tried if not r.passed])
 
     def spent(self) -> dict:
@@ -180,9 +186,12 @@ class Selection:
         out: list[str] = []
         best = self.best_per_candidate()
         if not best:
-            if self.dropped:
+            if any(d.get("kind", "slo") == "slo" for d in self.dropped):
                 out.append("a looser SLO (ttft_ms/tpot_ms/throughput) or a faster GPU catalog: "
                            "every candidate was dropped by the SLO pre-filter")
+            if any(d.get("kind") == "unsized" for d in self.dropped):
+                out.append("a candidate the sizing engine can model (a model_type that transformers "
+                           "knows, or a family in rightsizer/families/)")
             return out
         top = max(best.values(), key=_rank)
         gap = self.threshold - top.value
@@ -190,7 +199,8 @@ class Selection:
                    f"would pick {top.candidate} at rung {top.rung}"
                    + (" if the full eval split confirms it" if top.screened_out else ""))
         largest = max(p for _, p in self.order)
-        dropped_bigger = [d["candidate"] for d in self.dropped if d["params"] > top.params]
+        dropped_bigger = [d["candidate"] for d in self.dropped
+                          if d.get("kind", "slo") == "slo" and d["params"] > top.params]
         if top.params >= largest or not dropped_bigger:
             out.append(f"a bigger candidate than {max(best.values(), key=lambda r: r.params).candidate}"
                        f" (the best falls {gap:.3f} short)")
@@ -230,7 +240,8 @@ class Selection:
             + (f", stopped after {v.n}/{v.n_total} examples, at most {v.bound:.3f})"
                if v.screened_out else ")")
             for k, v in self.best_per_candidate().items())
-        dropped = "; ".join(f"{d['candidate']} dropped (SLO)" for d in self.dropped)
+        dropped = "; ".join(f"{d['candidate']} dropped ({'SLO' if d.get('kind', 'slo') == 'slo' else 'cannot be sized'})"
+                            for d in self.dropped)
         detail = "; ".join(x for x in (per, dropped) if x)
         return (f"{self.task}: NO candidate reaches {self.metric} >= {self.threshold} "
                 f"({detail}). Would be needed: " + "; or ".join(self.needs()) + ".")
@@ -310,7 +321,7 @@ def _latency(model, tok, spec: TaskSpec, row: dict, repeats: int) -> dict:
 def check_context(spec: TaskSpec, configs: list[tuple[str, object]]) -> None:
     """Every LoRA ``max_seq_len`` of the spec fits every candidate's context; one
     ConfigError naming the field and candidate otherwise (before any model loads)."""
-    from rightsizer.finetune.train import context_length
+    from rightsizer.families import context_length
 
     sections = [("ladder.lora", spec.ladder.lora)] if "lora" in spec.ladder.rungs else []
     if "lora" in spec.ladder.rungs and spec.finetune.enabled:
@@ -361,16 +372,20 @@ def select_model(spec: TaskSpec, workdir: str | Path, progress: bool = True,
     figures = next((retrieval_figures(s, evals) for s in rung_spec.values() if s.index is not None), {})
     # latency on the longest prompt a rung may serve: with its passages where one retrieves
     latency_spec = next((s for s in rung_spec.values() if s.index is not None), spec)
-    sized = _sized(spec)
+    sized, dropped = _sized(spec)
     check_context(spec, [(ref, config) for ref, _, config in sized])
     order = [(ref, params) for ref, params, _ in sized]
-    kept, dropped = [], []
+    kept = []
     for ref, params, config in sized:
-        ok, why = slo_feasible(spec, config)
+        try:
+            ok, why = slo_feasible(spec, config)
+        except ConfigError as e:  # the sizing engine cannot model it: this candidate only
+            dropped.append({"candidate": ref, "params": params, "kind": "unsized", "reason": str(e)})
+            continue
         if ok:
             kept.append((ref, params))
         else:
-            dropped.append({"candidate": ref, "params": params, "reason": why})
+            dropped.append({"candidate": ref, "params": params, "kind": "slo", "reason": why})
     shots = pick_shots(spec, train, spec.ladder.few_shot_k) if "few_shot" in spec.ladder.rungs else []
     tried: list[RungResult] = []
     chosen, chosen_shots, model_dir = None, [], ""

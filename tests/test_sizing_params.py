@@ -87,12 +87,34 @@ def test_multimodal_text_config_is_used():
 
 
 def test_unknown_architecture_lists_supported():
+    # neither a family here nor a model type transformers knows
     with pytest.raises(ConfigError) as exc:
-        count_params({"model_type": "rwkv", "hidden_size": 10})
+        count_params({"model_type": "not-a-model", "hidden_size": 10})
     msg = str(exc.value)
-    assert "rwkv" in msg
+    assert "not-a-model" in msg and "unknown architecture" in msg
     for arch in SUPPORTED_ARCHITECTURES:
         assert arch in msg
+
+
+def test_a_model_type_no_family_covers_is_counted_on_the_meta_device():
+    """starcoder2 (transformers knows it; no family here): exact totals from the meta device,
+    marked generic; a family's model type is counted by its rules, the same totals."""
+    import torch
+    from transformers import AutoModelForCausalLM, Starcoder2Config
+
+    cfg = Starcoder2Config(vocab_size=500, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2).to_dict()
+    spec = model_spec(cfg)
+    assert spec.generic and spec.model_type == "starcoder2" and spec.layers == 2 and spec.kv_heads == 2
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(Starcoder2Config(**cfg))
+    counted = count_params(cfg)
+    assert counted.total == sum(p.numel() for p in model.parameters())
+    # q, o 64x64; k, v 64x32 (2 kv heads); the MLP 64x128 and 128x64: per layer, 2 layers
+    assert counted.linear == 2 * (2 * 64 * 64 + 2 * 64 * 32 + 2 * 64 * 128)
+    assert counted.embedding == 500 * 64 and counted.lm_head == 0  # tied by default
+    assert counted.total == counted.embedding + counted.lm_head + counted.linear + counted.other
+    assert not model_spec(_cfg("llama-3.1-8b")).generic
 
 
 def test_missing_fields_are_all_reported():

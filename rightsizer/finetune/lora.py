@@ -1,30 +1,47 @@
-"""LoRA target modules: the default projections per architecture, and the check that the
-names asked for exist in the model (an unknown name fails with the valid ones)."""
+"""LoRA target modules: the architecture's default (its family's list, or PEFT's
+``all-linear``), and the check that the names asked for exist in the model (an unknown name
+fails with the valid ones)."""
 
 from __future__ import annotations
 
 import torch
 
 from rightsizer.errors import ConfigError
+from rightsizer.families import lora_targets
 
-# Attention and MLP projections per architecture family (model_type in config.json).
-TARGET_MODULES = {
-    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "mistral": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "gemma": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "gemma2": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "phi3": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
-    "gpt2": ["c_attn", "c_proj", "c_fc"],
-    "gpt_neox": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
-}
+ALL_LINEAR = "all-linear"  # PEFT: every linear (and Conv1D) layer of the blocks, not the head
 
 
-def check_targets(model, targets: list[str]) -> None:
+def is_linear(module: torch.nn.Module) -> bool:
+    """A layer LoRA can adapt: ``nn.Linear``, a quantized or wrapped linear, or GPT-2's ``Conv1D``."""
+    return isinstance(module, torch.nn.Linear) or type(module).__name__.endswith("Linear") \
+        or type(module).__name__ == "Conv1D"
+
+
+def default_targets(model_type: str | None) -> list[str] | str:
+    """The default for ``model_type``: the family's projections, else ``"all-linear"``."""
+    return lora_targets(model_type)
+
+
+def linear_leaf_names(model) -> list[str]:
+    """The leaf names of the layers LoRA can target, the output head left out."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if is_linear(m) and m is not head})
+
+
+def check_targets(model, targets: list[str] | str) -> None:
     """ConfigError naming the unknown target modules and the valid (linear) names."""
-    leaf_names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules()
-                  if isinstance(m, torch.nn.Linear) or type(m).__name__.endswith("Linear")}
+    if targets == ALL_LINEAR:
+        return
+    leaf_names = set(linear_leaf_names(model))
     unknown = sorted(set(targets) - leaf_names)
     if unknown:
         raise ConfigError(f"target_modules: {unknown} not found in the model; "
                           f"valid names: {sorted(leaf_names)}")
+
+
+def targeted_layers(model, targets: list[str] | str) -> list[tuple[str, torch.nn.Module]]:
+    """The layers ``targets`` select (``"all-linear"``: every linear layer but the head)."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return [(n, m) for n, m in model.named_modules() if is_linear(m) and m is not head
+            and (targets == ALL_LINEAR or n.rsplit(".", 1)[-1] in targets)]

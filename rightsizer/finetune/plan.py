@@ -58,8 +58,8 @@ class ModelShape:
     @classmethod
     def from_config(cls, config: Any, rank: int = 16, full_finetune: bool = False) -> "ModelShape":
         """The shape of a ``config.json`` (path, dict or hub id) from the sizing engine's count;
-        LoRA on every projection of every block (attention q/k/v/o and the MLP), as
-        ``finetune.lora.TARGET_MODULES`` does for the llama family."""
+        LoRA on every projection of every block (attention q/k/v/o and the MLP), as the
+        families' default targets (and ``all-linear``) do."""
         spec = model_spec(config)
         params = _count(spec)
         h, q, kv, inter = spec.hidden, spec.q_dim, spec.kv_dim, spec.intermediate
@@ -92,12 +92,17 @@ class ModelShape:
                    num_heads=int(getattr(cfg, "num_attention_heads", 1) or 1))
 
 
-def lora_trainable_params(model, target_modules: list[str], rank: int) -> int:
-    """LoRA parameters that ``target_modules`` at ``rank`` add to ``model`` (A and B matrices)."""
+def lora_trainable_params(model, target_modules: list[str] | str, rank: int) -> int:
+    """LoRA parameters that ``target_modules`` (names, or ``"all-linear"``) at ``rank`` add
+    to ``model`` (A and B matrices)."""
+    from rightsizer.finetune.lora import targeted_layers
+
     total = 0
-    for name, mod in model.named_modules():
-        if name.rsplit(".", 1)[-1] in target_modules and hasattr(mod, "in_features"):
+    for _, mod in targeted_layers(model, target_modules):
+        if hasattr(mod, "in_features"):
             total += rank * (int(mod.in_features) + int(mod.out_features))
+        elif type(mod).__name__ == "Conv1D":  # GPT-2: weight [in, out]
+            total += rank * sum(mod.weight.shape)
     return total
 
 
@@ -107,12 +112,12 @@ def shape_for_lora(model_path: str, target_modules: list[str] | None, rank: int,
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from rightsizer.finetune.lora import TARGET_MODULES
+    from rightsizer.finetune.lora import default_targets
 
     cfg = AutoConfig.from_pretrained(model_path)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(cfg)
-    targets = target_modules or TARGET_MODULES.get(cfg.model_type, [])
+    targets = target_modules or default_targets(cfg.model_type)
     base = ModelShape.from_model(model, trainable_params=0)
     trainable = base.total_params if full_finetune else lora_trainable_params(model, targets, rank)
     try:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from rightsizer.atomic import atomic_dir
 from rightsizer.errors import ConfigError
+from rightsizer.families import context_length
 from rightsizer.taskspec import LoraSettings
 
 QUANTIZATIONS = ("none", "nf4", "auto")  # auto: the memory plan picks nf4 where a 16-bit base does not fit
@@ -216,15 +217,6 @@ def total_steps(cfg: FinetuneConfig, n_examples: int) -> int:
     return max(1, math.ceil(cfg.epochs * n_examples / cfg.global_batch))
 
 
-def context_length(config) -> int | None:
-    """The longest sequence a model config takes (None when the config does not say)."""
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        v = getattr(config, name, None)
-        if isinstance(v, int) and v > 0:
-            return v
-    return None
-
-
 def check_context(model_path: str, max_seq_len: int, model: str, field: str = "max_seq_len") -> list[str]:
     """A problem when ``max_seq_len`` is longer than the model's context."""
     from transformers import AutoConfig
@@ -246,26 +238,20 @@ def resume_point(cfg: FinetuneConfig, fingerprint: str, world_size: int, zero_st
                         zero_stage=zero_stage, fingerprint=fingerprint, model=cfg.model)
 
 
-def check_target_modules(model_path: str, target_modules: list[str] | None) -> list[str]:
-    """The target modules to use; ConfigError listing the valid names for unknown ones."""
+def check_target_modules(model_path: str, target_modules: list[str] | None) -> list[str] | str:
+    """The target modules to use (the spec's, else the architecture's default: its family's
+    list or ``"all-linear"``); ConfigError listing the valid names for unknown ones."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from rightsizer.finetune.lora import TARGET_MODULES, check_targets
+    from rightsizer.finetune.lora import check_targets, default_targets
 
     cfg = AutoConfig.from_pretrained(model_path)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(cfg)
-    if not target_modules:
-        mt = getattr(cfg, "model_type", None)
-        if mt not in TARGET_MODULES:
-            leaf = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
-                           if isinstance(m, torch.nn.Linear)})
-            raise ConfigError(f"target_modules: no default for model_type {mt!r}; set them "
-                              f"explicitly (valid names in this model: {leaf})")
-        target_modules = TARGET_MODULES[mt]
-    check_targets(model, list(target_modules))
-    return list(target_modules)
+    targets = list(target_modules) if target_modules else default_targets(getattr(cfg, "model_type", None))
+    check_targets(model, targets)
+    return targets
 
 
 # --------------------------------------------------------------------------- planning

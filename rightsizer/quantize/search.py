@@ -50,6 +50,8 @@ class PrecisionTrial:
     dtype: str = "bfloat16"
     seconds: float = 0.0
     pre_quantized: dict | None = None  # the checkpoint's config, for a pre-quantized (GPTQ) trial
+    # layers the backend's kernel could not take, kept at the next precision up (module, precision, reason)
+    fallback: list[dict] = field(default_factory=list)
 
     def to_config(self) -> dict:
         """The config ``apply_quant_config`` takes to rebuild this trial's model.
@@ -73,6 +75,15 @@ class PrecisionTrial:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def fallback_summary(fallback: list[dict]) -> str:
+    """The layers a trial kept above its precision, grouped: "model.layers.0.mlp.down_proj,
+    ... at int8: in_features 350 is not a multiple of the group size 64" ("" when none)."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for f in fallback:
+        groups.setdefault((f["precision"], f["reason"].split(": ", 1)[-1]), []).append(f["module"])
+    return "; ".join(f"{', '.join(mods)} at {prec}: {why}" for (prec, why), mods in groups.items())
 
 
 @dataclass
@@ -102,7 +113,8 @@ class PrecisionSearch:
         """One row per trial, for a table artifact."""
         cols = ("precision", "backend", "mixed", "skip_precision", "status", "score", "delta", "memory_bytes",
                 "memory_ratio", "decode_tokens_per_s", "passed", "kept", "reason")
-        return [{c: getattr(t, c) for c in cols} for t in self.trials]
+        return [{**{c: getattr(t, c) for c in cols}, "kept_higher": fallback_summary(t.fallback)}
+                for t in self.trials]
 
     def to_dict(self) -> dict:
         return {"baseline_score": self.baseline_score, "tolerance": self.tolerance,
@@ -184,9 +196,11 @@ def search_precision(load_fn: Callable[[], object], evaluate_fn: Callable[[objec
             n_blocks.append(len(block_names(model)))
         info = quantize_model(model, precision, backend=backend, skip_modules=skip, device=dev,
                               skip_precision=skip_precision)
-        return judge(precision, info.backend, model, start, skip=list(info.skip_modules), is_mixed=is_mixed,
-                     skip_precision=info.skip_precision, memory=info.memory_bytes,
-                     group_size=info.group_size, dtype=info.dtype)
+        trial = judge(precision, info.backend, model, start, skip=list(info.skip_modules), is_mixed=is_mixed,
+                      skip_precision=info.skip_precision, memory=info.memory_bytes,
+                      group_size=info.group_size, dtype=info.dtype)
+        trial.fallback = list(info.fallback)
+        return trial
 
     def run_pre(precision: str, name: str, item: PreQuantized) -> PrecisionTrial:
         start = time.perf_counter()

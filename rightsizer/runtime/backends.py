@@ -83,6 +83,8 @@ class Backend:
     check: Callable[[str], str | None]
     apply: Callable[[nn.Module, Callable[[str, nn.Module], bool], dict], None] | None
     description: str = ""
+    # why this backend cannot take one layer (a shape its kernel refuses), else None
+    refuses: Callable[[nn.Linear, dict], str | None] | None = None
 
 
 def _need_cuda(device: str) -> str | None:
@@ -179,7 +181,14 @@ def _apply_torchao_int4(model, keep_fn, opts) -> None:
 
     group = opts.get("group_size") or 128
     cfg = Int4WeightOnlyConfig(group_size=group, int4_packing_format=Int4PackingFormat.TILE_PACKED_TO_4D)
-    quantize_(model, cfg, filter_fn=_torchao_filter(lambda n, m: keep_fn(n, m) or m.in_features % group != 0))
+    quantize_(model, cfg, filter_fn=_torchao_filter(keep_fn))
+
+
+def _torchao_int4_refuses(lin: nn.Linear, opts: dict) -> str | None:
+    group = opts.get("group_size") or 128
+    if lin.in_features % group:
+        return f"in_features {lin.in_features} is not a multiple of the group size {group}"
+    return None
 
 
 def _apply_torchao_fp8(model, keep_fn, opts) -> None:
@@ -202,9 +211,14 @@ def _apply_int4pack(model, keep_fn, opts) -> None:
     group = opts.get("group_size") or int4pack.DEFAULT_GROUP_SIZE
 
     def make(name, lin):
-        return int4pack.Int4PackedLinear.from_linear(lin, group) if int4pack.can_pack(lin, group) else None
+        return int4pack.Int4PackedLinear.from_linear(lin, group)
 
     _replace_linears(model, keep_fn, make)
+
+
+def _int4pack_refuses(lin: nn.Linear, opts: dict) -> str | None:
+    return int4pack.pack_problem(lin, opts.get("group_size") or int4pack.DEFAULT_GROUP_SIZE,
+                                 "cuda" if str(opts.get("device", "cpu")).startswith("cuda") else "cpu")
 
 
 def _apply_bnb(model, keep_fn, opts, four_bit: bool) -> None:
@@ -240,11 +254,11 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
             "bitsandbytes LLM.int8 (outlier threshold 6.0)"),
     # tinygemm's int4 matmul takes bf16 activations: it needs what bf16 needs (Ampere, 8.0)
     Backend("torchao-int4wo", "int4", "in_place", lambda d: _check_torchao(d, _min_cc("bf16")), _apply_torchao_int4,
-            "torchao Int4WeightOnlyConfig, tinygemm tile-packed layout, group 128"),
+            "torchao Int4WeightOnlyConfig, tinygemm tile-packed layout, group 128", _torchao_int4_refuses),
     Backend("bnb-nf4", "int4", "load_time", _check_bnb, lambda m, k, o: _apply_bnb(m, k, o, True),
             "bitsandbytes 4-bit NF4"),
     Backend("torch-int4pack", "int4", "in_place", _check_int4pack, _apply_int4pack,
-            "PyTorch CPU int4 pack kernel, asymmetric per group of 64"),
+            "PyTorch CPU int4 pack kernel, asymmetric per group of 64", _int4pack_refuses),
     Backend("gptq", "int4", "pre_quantized", _check_gptq, None,
             "GPTQ 4-bit with calibration text (separate MLRun function)"),
     Backend("awq", "int4", "pre_quantized", _check_awq, None,
@@ -319,7 +333,18 @@ def lm_head_is_tied(model: nn.Module) -> bool:
 
 
 def block_names(model: nn.Module) -> list[str]:
-    """Names of the transformer blocks (the largest ModuleList of the model), in order."""
+    """Names of the transformer blocks, in order: where the model's family keeps them
+    (``rightsizer.families``), else the largest ModuleList of the model."""
+    from rightsizer.families import family_of
+
+    family = family_of(getattr(getattr(model, "config", None), "model_type", None))
+    if family is not None:
+        try:
+            blocks = model.get_submodule(family.blocks)
+        except AttributeError:
+            blocks = None
+        if isinstance(blocks, nn.ModuleList):
+            return [f"{family.blocks}.{i}" for i in range(len(blocks))]
     best: tuple[str, nn.ModuleList] | None = None
     for name, module in model.named_modules():
         if isinstance(module, nn.ModuleList) and (best is None or len(module) > len(best[1])):
@@ -398,6 +423,8 @@ class QuantInfo:
     kept_linears: list[str] = field(default_factory=list)
     seconds: float = 0.0
     substituted_from: str | None = None
+    # layers the backend's kernel cannot take, kept at the next precision up: module, precision, reason
+    fallback: list[dict] = field(default_factory=list)
 
     @property
     def mixed(self) -> bool:
@@ -458,12 +485,17 @@ def quantize_model(model: nn.Module, precision: str, backend: str | None = None,
     if head and lm_head_is_tied(model):
         auto_keep.append(head)  # quantizing a tied head would store the matrix twice
     match = _matcher(skip + auto_keep)
-    if b.kind != "cast" and not any(_plain(m) and not match(n) for n, m in model.named_modules()):
+    if b.kind != "cast" and not any((_plain(m) or _is_conv1d(m)) and not match(n) for n, m in model.named_modules()):
         raise ConfigError(f"skip_modules: {skip} leave no linear layer to quantize to {precision}")
     model.to(device=dev, dtype=_DTYPES[dtype])
+    _conv1d_to_linear(model)
+    opts = {"group_size": group_size, "device": dev}
+    refused = {} if b.refuses is None else {
+        name: why for name, m in model.named_modules()
+        if _plain(m) and not match(name) and (why := b.refuses(m, opts))}
     with torch.no_grad():
-        b.apply(model, lambda name, module: match(name),
-                {"group_size": group_size, "device": dev})
+        b.apply(model, lambda name, module: match(name) or name in refused, opts)
+        fallback = _keep_one_up(model, precision, refused, dev)
         if skip_backend is not None and skip:
             in_skip, not_head = _matcher(skip), _matcher(auto_keep)
             skip_backend.apply(model, lambda name, module: not in_skip(name) or not_head(name) or not _plain(module),
@@ -475,7 +507,51 @@ def quantize_model(model: nn.Module, precision: str, backend: str | None = None,
     return QuantInfo(precision=precision, backend=b.name, skip_modules=skip, skip_precision=skip_precision,
                      memory_bytes=weight_bytes(model), dtype=dtype, group_size=used_group,
                      device=dev, quantized_linears=quantized, kept_linears=kept,
-                     seconds=time.perf_counter() - start)
+                     seconds=time.perf_counter() - start, fallback=fallback)
+
+
+def _is_conv1d(module: nn.Module) -> bool:
+    return type(module).__name__ == "Conv1D" and getattr(module, "weight", None) is not None \
+        and module.weight.dim() == 2
+
+
+def _conv1d_to_linear(model: nn.Module) -> None:
+    """GPT-2's ``Conv1D`` (a linear layer with its weight stored [in, out]) as ``nn.Linear``,
+    the same function, so every backend quantizes it like any projection."""
+    for _, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if _is_conv1d(child):
+                w = child.weight
+                lin = nn.Linear(w.shape[0], w.shape[1], bias=child.bias is not None, device=w.device, dtype=w.dtype)
+                with torch.no_grad():
+                    lin.weight.copy_(w.t())
+                    if child.bias is not None:
+                        lin.bias.copy_(child.bias)
+                setattr(module, child_name, lin)
+
+
+def _keep_one_up(model: nn.Module, precision: str, refused: dict[str, str], device: str) -> list[dict]:
+    """Quantize the layers ``precision``'s backend refused (name: why) at the nearest precision
+    above it that runs on ``device`` and takes them, else leave them at the model's dtype; one
+    entry per layer saying where it went and why."""
+    if not refused:
+        return []
+    above = list(reversed(SEARCH_ORDER[1:SEARCH_ORDER.index(precision)]))  # int4 -> int8, fp8
+    placed: dict[str, str] = {}
+    for p in above:
+        try:
+            up = resolve_backend(p, None, device)
+        except ConfigError:
+            continue
+        opts = {"group_size": None, "device": device}
+        take = {n for n, m in model.named_modules() if n in refused
+                and (up.refuses is None or up.refuses(m, opts) is None)}
+        if take:
+            up.apply(model, lambda name, module, take=take: name not in take, opts)
+            placed.update(dict.fromkeys(take, p))
+            break
+    return [{"module": n, "precision": placed.get(n, "bf16"), "reason": f"{precision}: {why}"}
+            for n, why in refused.items()]
 
 
 def apply_quant_config(model: nn.Module, quant_config: dict, device: str | None = None,

@@ -47,9 +47,23 @@ def inner_k_tiles(in_features: int) -> int:
     raise ValueError(f"in_features={in_features} is not a multiple of 32 (CUDA int4 kernel)")
 
 
-def can_pack(linear: nn.Linear, group_size: int) -> bool:
-    """The kernel needs whole groups along the input dimension and an even row length."""
-    return linear.in_features % group_size == 0 and linear.in_features % 2 == 0
+def pack_problem(linear: nn.Linear, group_size: int, device_type: str = "cpu") -> str | None:
+    """Why the kernel cannot take this layer (None when it can): it needs whole groups along
+    the input dimension, an even row length, and on the CPU rows in multiples of 16 (on CUDA,
+    of 8). Real checkpoints have such layers (Phi-3's fused gate_up, a head over an odd
+    vocabulary); the quantizer keeps them at the next precision up."""
+    k, n = linear.in_features, linear.out_features
+    if k % group_size or k % 2:
+        return f"in_features {k} is not a multiple of the group size {group_size}"
+    tile = 8 if device_type == "cuda" else 16
+    if n % tile:
+        return f"out_features {n} is not a multiple of {tile} ({'CUDA' if tile == 8 else 'CPU'} int4 kernel)"
+    return None
+
+
+def can_pack(linear: nn.Linear, group_size: int, device_type: str = "cpu") -> bool:
+    """Whether the kernel takes this layer (:func:`pack_problem`)."""
+    return pack_problem(linear, group_size, device_type) is None
 
 
 def quantize_groupwise(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -5,7 +5,11 @@ its ``config.json`` only) into a frozen :class:`ModelSpec`; ``count_params`` cou
 parameters the way ``transformers`` builds the model, so the totals match
 ``sum(p.numel() for p in model.parameters())`` exactly (tests cross-check on the meta device).
 
-Supported architectures (``model_type``): see :data:`SUPPORTED_ARCHITECTURES`.
+The layout rules per ``model_type`` live with their family (``rightsizer.families``). A
+``model_type`` no family covers is still sized when transformers knows it: the model is built
+on the meta device (no weights), its parameters are counted by kind, and the shape fields are
+read with the usual config keys (``ModelSpec.generic`` is then true and the decision record
+says so). Only a config that neither knows is a ConfigError.
 """
 
 from __future__ import annotations
@@ -16,38 +20,10 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from rightsizer.errors import ConfigError
+from rightsizer.families import rules_for, supported_model_types
 
-
-@dataclass(frozen=True)
-class ArchRules:
-    """How one architecture family lays out its parameters (defaults mirror transformers)."""
-
-    family: str
-    tied_default: bool
-    qkv_bias: bool | None = None  # None: read ``attention_bias`` (default False)
-    o_bias: bool | None = None  # None: same as ``attention_bias``
-    norm: str = "rms"  # "rms" (weight only) or "layer" (weight + bias)
-    norms_per_layer: int = 2
-    qk_norm: bool = False  # per-head RMSNorm on q and k (qwen3)
-    gated_mlp: bool = True
-    moe: bool = False
-    sliding: str = "none"  # "all" (every layer), "alternate" (gemma2 even layers), "none"
-
-
-_RULES: dict[str, ArchRules] = {
-    "llama": ArchRules("llama", tied_default=False),
-    "mistral": ArchRules("llama", tied_default=False, qkv_bias=False, o_bias=False, sliding="all"),
-    "mixtral": ArchRules("llama", tied_default=False, qkv_bias=False, o_bias=False, moe=True, sliding="all"),
-    "qwen2": ArchRules("llama", tied_default=False, qkv_bias=True, o_bias=False),
-    "qwen3": ArchRules("llama", tied_default=False, qk_norm=True),
-    "gemma": ArchRules("llama", tied_default=True, qkv_bias=None, o_bias=None),
-    "gemma2": ArchRules("llama", tied_default=True, norms_per_layer=4, sliding="alternate"),
-    "phi3": ArchRules("llama", tied_default=False, qkv_bias=False, o_bias=False, sliding="all"),
-    "gpt2": ArchRules("gpt2", tied_default=True, qkv_bias=True, o_bias=True, norm="layer", gated_mlp=False),
-    "gpt_neox": ArchRules("gpt_neox", tied_default=False, norm="layer", gated_mlp=False),
-}
-
-SUPPORTED_ARCHITECTURES: tuple[str, ...] = tuple(sorted(_RULES))
+# the model types with family rules (exact layout); any other is counted on the meta device
+SUPPORTED_ARCHITECTURES: tuple[str, ...] = supported_model_types()
 
 
 @dataclass(frozen=True)
@@ -70,13 +46,15 @@ class ModelSpec:
     gated_mlp: bool
     norm: str
     norms_per_layer: int
-    qk_norm: bool
+    qk_norm: str  # "none", "head" (over head_dim) or "full" (over the q and kv widths)
     learned_positions: int  # rows of a learned position embedding (gpt2), else 0
     experts: int  # 0 for dense models
     experts_per_token: int
     sliding_window: int | None
     sliding_layers: int  # how many layers use the sliding window
     max_positions: int | None
+    generic: bool = False  # no family rules: counted on the meta device (``counted``)
+    counted: "ParamCount | None" = None
 
     @property
     def q_dim(self) -> int:
@@ -167,7 +145,7 @@ def _load_hub_config(repo_id: str) -> dict[str, Any]:
 
 def _text_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """Multimodal wrappers keep the language model under ``text_config``."""
-    if "text_config" in cfg and isinstance(cfg["text_config"], Mapping) and cfg.get("model_type") not in _RULES:
+    if "text_config" in cfg and isinstance(cfg["text_config"], Mapping) and rules_for(cfg.get("model_type")) is None:
         inner = dict(cfg["text_config"])
         inner.setdefault("_name_or_path", cfg.get("_name_or_path", ""))
         return inner
@@ -192,13 +170,11 @@ def model_spec(config: Any) -> ModelSpec:
         return config
     cfg = _text_config(load_config(config))
     model_type = cfg.get("model_type")
-    if model_type not in _RULES:
-        raise ConfigError(
-            f"unknown architecture model_type={model_type!r}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
-        )
-    rules = _RULES[model_type]
+    rules = rules_for(model_type)
+    if rules is None:
+        return _generic_spec(cfg)
     problems: list[str] = []
-    if rules.family == "gpt2":
+    if rules.layout == "gpt2":
         hidden = _get(cfg, problems, "n_embd", "hidden_size")
         layers = _get(cfg, problems, "n_layer", "num_hidden_layers")
         heads = _get(cfg, problems, "n_head", "num_attention_heads")
@@ -211,7 +187,7 @@ def model_spec(config: Any) -> ModelSpec:
         hidden = _get(cfg, problems, "hidden_size")
         layers = _get(cfg, problems, "num_hidden_layers")
         heads = _get(cfg, problems, "num_attention_heads")
-        intermediate = _get(cfg, problems, "intermediate_size")
+        intermediate = _get(cfg, problems, rules.moe_intermediate_key or "intermediate_size")
         kv_heads = cfg.get("num_key_value_heads") or heads
         learned = 0
         max_positions = cfg.get("max_position_embeddings")
@@ -232,11 +208,13 @@ def model_spec(config: Any) -> ModelSpec:
     attention_bias = bool(cfg.get("attention_bias", model_type == "gpt_neox"))
     qkv_bias = attention_bias if rules.qkv_bias is None else rules.qkv_bias
     o_bias = attention_bias if rules.o_bias is None else rules.o_bias
-    mlp_bias = bool(cfg.get("mlp_bias", False)) or rules.family in ("gpt2", "gpt_neox")
+    mlp_bias = bool(cfg.get("mlp_bias", False)) or rules.layout in ("gpt2", "gpt_neox")
     tied = cfg.get("tie_word_embeddings")
     tied = rules.tied_default if tied is None else bool(tied)
 
     experts = per_token = 0
+    if rules.moe and (cfg.get("mlp_only_layers") or cfg.get("decoder_sparse_step", 1) != 1):
+        return _generic_spec(cfg)  # dense and sparse layers mixed: count what transformers builds
     if rules.moe:
         experts = _get(cfg, problems, "num_local_experts", "num_experts")
         per_token = _get(cfg, problems, "num_experts_per_tok")
@@ -249,7 +227,7 @@ def model_spec(config: Any) -> ModelSpec:
     sliding_layers = 0
     if window:
         layer_types = cfg.get("layer_types")
-        if isinstance(layer_types, list) and len(layer_types) == layers:
+        if isinstance(layer_types, list) and len(layer_types) == layers:  # rules.sliding "types" too
             sliding_layers = sum(1 for t in layer_types if "sliding" in str(t))
         elif rules.sliding == "alternate":
             sliding_layers = (layers + 1) // 2  # gemma2: even-indexed layers slide
@@ -271,16 +249,106 @@ def model_spec(config: Any) -> ModelSpec:
     )
 
 
+def _generic_spec(cfg: dict[str, Any]) -> ModelSpec:
+    """A :class:`ModelSpec` for a ``model_type`` no family covers: transformers builds the model
+    on the meta device (no weights), its parameters are counted by kind, and the shape is read
+    with the usual config keys. ConfigError when transformers does not know the type either
+    (or it is not a causal LM)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    model_type = cfg.get("model_type")
+    known = ", ".join(supported_model_types())
+    fields = {k: v for k, v in cfg.items() if k != "model_type"}
+    try:
+        config = AutoConfig.for_model(str(model_type), **fields)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"unknown architecture model_type={model_type!r}: no family in rightsizer.families "
+                          f"covers it ({known}) and transformers cannot build it as a causal LM "
+                          f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    problems: list[str] = []
+    hidden = _get(cfg, problems, "hidden_size", "n_embd", "d_model")
+    layers = _get(cfg, problems, "num_hidden_layers", "n_layer", "num_layers")
+    heads = _get(cfg, problems, "num_attention_heads", "n_head")
+    vocab = _get(cfg, problems, "vocab_size")
+    if problems:
+        raise ConfigError(problems, source=f"{model_type} config")
+    kv_heads = cfg.get("num_key_value_heads") or heads
+    experts = int(cfg.get("num_local_experts") or cfg.get("num_experts") or 0)
+    per_token = int(cfg.get("num_experts_per_tok") or 0) if experts else 0
+    intermediate = (cfg.get("moe_intermediate_size") if experts else None) or cfg.get("intermediate_size") \
+        or cfg.get("n_inner") or cfg.get("ffn_dim") or 4 * hidden
+    window = cfg.get("sliding_window") if cfg.get("use_sliding_window", True) is not False else None
+    layer_types = cfg.get("layer_types")
+    sliding_layers = (sum(1 for t in layer_types if "sliding" in str(t)) if isinstance(layer_types, list)
+                      else layers) if window else 0
+    counted = _count_on_meta(model, layers, experts, per_token)
+    tied = counted.lm_head == 0
+    return ModelSpec(
+        model_type=str(model_type), name=str(cfg.get("_name_or_path") or cfg.get("name_or_path") or model_type),
+        hidden=hidden, layers=layers, heads=heads, kv_heads=kv_heads,
+        head_dim=cfg.get("head_dim") or hidden // heads, intermediate=intermediate, vocab=vocab, tied=tied,
+        qkv_bias=bool(cfg.get("attention_bias", False)), o_bias=bool(cfg.get("attention_bias", False)),
+        mlp_bias=bool(cfg.get("mlp_bias", False)), gated_mlp=True, norm="rms", norms_per_layer=2,
+        qk_norm="none", learned_positions=0, experts=experts, experts_per_token=per_token,
+        sliding_window=int(window) if window else None, sliding_layers=sliding_layers,
+        max_positions=cfg.get("max_position_embeddings") or cfg.get("n_positions"),
+        generic=True, counted=counted)
+
+
+def _count_on_meta(model, layers: int, experts: int, per_token: int) -> ParamCount:
+    """Parameters of a model built on the meta device, by kind: the input (and position)
+    embeddings, an untied head, the matrices of the decoder blocks (the blocks: the module list
+    with one entry per layer), the rest."""
+    import torch
+
+    seen: set[int] = set()
+
+    def numel(params) -> int:
+        n = 0
+        for p in params:
+            if id(p) not in seen:
+                seen.add(id(p))
+                n += p.numel()
+        return n
+
+    head = model.get_output_embeddings()
+    inp = model.get_input_embeddings()
+    embedding = numel(inp.parameters()) if inp is not None else 0
+    lm_head = numel(head.parameters()) if head is not None else 0  # 0 when tied: already seen
+    blocks = next((m for _, m in model.named_modules()
+                   if isinstance(m, torch.nn.ModuleList) and len(m) == layers), None)
+    linear = expert = 0
+    if blocks is not None:
+        for name, p in blocks.named_parameters():
+            if p.dim() >= 2 and id(p) not in seen:
+                seen.add(id(p))
+                linear += p.numel()
+                expert += p.numel() if "experts" in name else 0
+    for _, m in model.named_modules():  # learned position embeddings count as embedding
+        if isinstance(m, torch.nn.Embedding) and m is not inp and m is not head:
+            embedding += numel(m.parameters())
+    other = numel(model.parameters())
+    total = embedding + lm_head + linear + other
+    linear_active = linear - (expert - expert * per_token // experts if experts and per_token else 0)
+    return ParamCount(total=total, active=total - (linear - linear_active), embedding=embedding,
+                      lm_head=lm_head, linear=linear, linear_active=linear_active, other=other)
+
+
 # --------------------------------------------------------------------------- counting
 
 
 def _count(spec: ModelSpec) -> ParamCount:
+    if spec.counted is not None:
+        return spec.counted
     h, q, kv = spec.hidden, spec.q_dim, spec.kv_dim
     norm_size = 2 * h if spec.norm == "layer" else h
 
     attn_w = h * q + 2 * h * kv + q * h
     attn_b = (q + 2 * kv if spec.qkv_bias else 0) + (h if spec.o_bias else 0)
-    qk_norm = 2 * spec.head_dim if spec.qk_norm else 0
+    qk_norm = {"head": 2 * spec.head_dim, "full": q + kv}.get(spec.qk_norm, 0)
 
     mats = 3 if spec.gated_mlp else 2
     expert_w = mats * h * spec.intermediate
@@ -307,5 +375,6 @@ def _count(spec: ModelSpec) -> ParamCount:
 
 
 def count_params(config: Any) -> ParamCount:
-    """Exact total and active parameter counts for a supported architecture."""
+    """Exact total and active parameter counts: by the family's rules, or for a ``model_type``
+    no family covers, counted on the meta device."""
     return _count(model_spec(config))
