@@ -18,9 +18,15 @@ def is_linear(module: torch.nn.Module) -> bool:
         or type(module).__name__ == "Conv1D"
 
 
-def default_targets(model_type: str | None) -> list[str] | str:
-    """The default for ``model_type``: the family's projections, else ``"all-linear"``."""
-    return lora_targets(model_type)
+def default_targets(model_type: str | None, model=None) -> list[str] | str:
+    """The default for ``model_type``: the family's projections (those ``model`` has, when
+    given: a mixture-of-experts model keeps its experts' weights fused, not as linear layers),
+    else ``"all-linear"``."""
+    targets = lora_targets(model_type)
+    if model is None or targets == ALL_LINEAR:
+        return targets
+    present = set(linear_leaf_names(model))
+    return [t for t in targets if t in present] or ALL_LINEAR
 
 
 def linear_leaf_names(model) -> list[str]:

@@ -117,7 +117,7 @@ def shape_for_lora(model_path: str, target_modules: list[str] | None, rank: int,
     cfg = AutoConfig.from_pretrained(model_path)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(cfg)
-    targets = target_modules or default_targets(cfg.model_type)
+    targets = target_modules or default_targets(cfg.model_type, model)
     base = ModelShape.from_model(model, trainable_params=0)
     trainable = base.total_params if full_finetune else lora_trainable_params(model, targets, rank)
     try:

@@ -249,7 +249,7 @@ def check_target_modules(model_path: str, target_modules: list[str] | None) -> l
     cfg = AutoConfig.from_pretrained(model_path)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(cfg)
-    targets = list(target_modules) if target_modules else default_targets(getattr(cfg, "model_type", None))
+    targets = list(target_modules) if target_modules else default_targets(getattr(cfg, "model_type", None), model)
     check_targets(model, targets)
     return targets
 
