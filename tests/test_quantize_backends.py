@@ -78,6 +78,10 @@ def test_int4_kernel_matches_groupwise_dequantization():
     ref = x.float() @ deq.t() + lin.bias.float()
     torch.testing.assert_close(packed(x).float(), ref, atol=0.1, rtol=0.03)
     assert (deq - lin.weight.float()).abs().max() <= scale.max() / 2 + 1e-3  # round to nearest
+    # a strided view (the last position of each sequence, as generation slices it) answers alike
+    last = x[:, -1:, :]
+    assert not last.reshape(-1, 128).is_contiguous()
+    torch.testing.assert_close(packed(last), packed(last.contiguous()))
 
 
 def test_memory_ratios_on_a_linear_dominated_model():

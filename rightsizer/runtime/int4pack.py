@@ -155,7 +155,7 @@ class Int4PackedLinear(nn.Module):
             raise RuntimeError(f"Int4PackedLinear was packed for {self.device_type} and got a {x.device.type} "
                                "input; the packed layouts differ, so pack it again for that device")
         shape = x.shape
-        x2 = x.reshape(-1, self.in_features).to(self.scales_and_zeros.dtype)
+        x2 = x.reshape(-1, self.in_features).to(self.scales_and_zeros.dtype).contiguous()  # a sliced input stays a strided view
         if self.perm is not None:
             x2 = x2.index_select(1, self.perm)
         y = self._mm(x2)
