@@ -36,7 +36,14 @@ def test_small_cpu_budget_offloads_to_disk_and_generation_matches(saved, tmp_pat
     # disk-mapped blocks are not in memory: hooks stream them from the safetensors file per forward
     assert placed.model.layers[3].mlp.up_proj.weight.device.type == "meta"
     assert placed.model.layers[0].mlp.up_proj.weight.device.type == "cpu"
-    assert torch.equal(greedy(placed), greedy(reference))
+    # the offloaded model generates what the reference would: each token it picks is the
+    # reference's top token up to bf16 rounding (an exact match would hang on near-ties, which
+    # differ between CPUs' kernels)
+    out = greedy(placed)
+    with torch.no_grad():
+        ref = reference(out).logits[0, IDS.shape[1] - 1:-1].float()
+    picked = ref.gather(-1, out[0, IDS.shape[1]:, None]).squeeze(-1)
+    assert out.shape[1] == IDS.shape[1] + 8 and float((ref.max(-1).values - picked).max()) <= 2e-2
     with torch.no_grad():
         torch.testing.assert_close(placed(IDS).logits, reference(IDS).logits, atol=2e-2, rtol=2e-2)
 
