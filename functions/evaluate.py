@@ -23,7 +23,9 @@ def evaluate(context: mlrun.MLClientCtx, task_spec: str, model: str, split: str 
 
     ``batch_sizes`` (default [1, 4, 16]): latency is measured at each, after a warm-up,
     ``repeats`` times (20: a p95 from 5 runs is nearly the maximum).
-    Logs: ``quality`` and ``latency`` (one row per batch size) tables, ``latency_chart``
+    Logs: ``quality`` (with the prompt format used) and ``latency`` (one row per batch size)
+    tables, ``samples`` (per row: the prompt exactly as the model read it, the answer, the gold
+    answer, the row's score; also ``samples.jsonl`` beside ``evaluation.json``), ``latency_chart``
     (Plotly), ``calibration_measurements`` (on a catalog GPU: prefill/decode timings for the
     sizing engine's calibration), results ``score``, ``ttft_p95_ms``, ``tpot_p95_ms``, ``tokens_per_s``, ``peak_memory_bytes``
     ``evaluation`` (JSON path) and ``calibration`` (measurements path, "" on a CPU).
@@ -41,9 +43,13 @@ def evaluate(context: mlrun.MLClientCtx, task_spec: str, model: str, split: str 
     report = evaluate_model(spec, model, split=split or spec.eval_split,
                             output_tokens=output_tokens or None, repeats=repeats,
                             batch_sizes=tuple(batch_sizes or (1, 4, 16)))
+    samples = report.pop("samples")
+    samples_path = atomic_write_text(layout.samples_file(spec.name, label),
+                                     "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in samples))
     path = atomic_write_text(layout.evaluation_file(spec.name, label),
                              json.dumps(report, indent=2, sort_keys=True))
-    log_table(context, "quality", [report["quality"]])
+    log_table(context, "quality", [{**report["quality"], "prompt_format": report["prompt_format"]}])
+    log_table(context, "samples", samples)
     log_table(context, "latency", report["latency_by_batch"])
     log_plot(context, "latency_chart", latency_figure(
         spec.name, {f"{label} ({report['precision']})": report["latency_by_batch"]}))
@@ -60,5 +66,6 @@ def evaluate(context: mlrun.MLClientCtx, task_spec: str, model: str, split: str 
     context.log_results({"score": report["quality"]["score"], "ttft_p95_ms": lat["ttft_p95_ms"],
                          "tpot_p95_ms": lat["tpot_p95_ms"], "tokens_per_s": lat["tokens_per_s"],
                          "peak_memory_bytes": lat["peak_memory_bytes"],
-                         "evaluation": str(path), "calibration": calibration})
+                         "evaluation": str(path), "samples": str(samples_path),
+                         "prompt_format": report["prompt_format"], "calibration": calibration})
     reuse.done()

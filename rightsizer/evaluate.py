@@ -28,7 +28,8 @@ import torch
 
 from rightsizer import metrics, tasktypes
 from rightsizer.errors import ConfigError
-from rightsizer.inference import Predictions, build_prompt, load_bundle, load_model, predict
+from rightsizer.inference import Predictions, build_prompt, load_bundle, load_model, predict, with_format
+from rightsizer.prompting import format_name
 from rightsizer.taskspec import DATA_ROOTS_ENV, TaskSpec, data_roots, project_root, within_roots
 
 
@@ -270,6 +271,18 @@ def score_predictions(spec: TaskSpec, rows: list[dict], pred: Predictions) -> Qu
     return q
 
 
+def sample_log(spec: TaskSpec, rows: list[dict], prompts: list[str], quality: QualityResult) -> list[dict]:
+    """One record per row (lm-evaluation-harness's ``--log_samples``): the prompt exactly as
+    the model read it (template, examples and chat template applied), its answer, the gold
+    answer and the row's score on the task metric."""
+    tt = tasktypes.get(spec.type)
+    raw_gold = [r[spec.label_field] for r in rows]
+    gold, answers = tt.scoring_inputs(spec, raw_gold, quality.predictions)
+    return [{"index": i, "prompt": p, "answer": a, "gold": g,
+             "score": metrics.compute(spec.metric, [gs], [ans], spec.labels)}
+            for i, (p, a, g, gs, ans) in enumerate(zip(prompts, quality.predictions, raw_gold, gold, answers))]
+
+
 def evaluate_quality(model, tokenizer, spec: TaskSpec, rows: list[dict],
                      shots: list[dict] | None = None, batch_size: int = 32,
                      progress: bool = False) -> QualityResult:
@@ -376,13 +389,17 @@ def evaluate_model(spec: TaskSpec, model_ref: str, split: str | None = None,
     else:
         model, tok = load_model(model_ref, trust_remote_code=spec.trust_remote_code)
         shots, precision = [], "fp32"
+    spec = with_format(spec, tok, model.config)
     quality = evaluate_quality(model, tok, spec, rows, shots=shots, progress=progress)
-    prompt = build_prompt(spec, rows[0], shots)
+    prompts = [build_prompt(spec, r, shots) for r in rows]
+    prompt = prompts[0]
     n_out = output_tokens or spec.workload.output_tokens
     by_batch = {b: measure_latency(model, tok, prompt, output_tokens=n_out, batch=b,
                                    repeats=repeats) for b in sorted({1, *batch_sizes})}
     return {"model": model_ref, "split": split or spec.eval_split, "precision": precision,
+            "prompt_format": format_name(spec),
             "params": param_count(model), "weights_bytes": state_dict_bytes(model),
             "quality": quality.to_dict(), "predictions": quality.predictions,
+            "samples": sample_log(spec, rows, prompts, quality),
             "latency": by_batch[1].to_dict(),
             "latency_by_batch": [by_batch[b].to_dict() for b in sorted(by_batch)]}

@@ -25,7 +25,7 @@ import torch
 from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
-from rightsizer import tasktypes
+from rightsizer import prompting, tasktypes
 from rightsizer.bundle import BUNDLE_FILE, bundle_retrieval_dir, bundle_spec, read_bundle
 from rightsizer.errors import ConfigError
 from rightsizer.models import remote_code_error, resolve_model_ref
@@ -37,7 +37,7 @@ from rightsizer.taskspec import CONTEXT, TaskSpec, template_fields
 
 __all__ = ["Bundle", "Engine", "Predictions", "answer_text", "apply_stop", "build_prompt", "generate",
            "load_bundle", "load_model", "load_tokenizer", "predict", "predict_with", "respond",
-           "respond_with", "score_options"]
+           "respond_with", "score_options", "with_format"]
 
 
 def _device(device: str | None) -> str | None:
@@ -115,6 +115,10 @@ def load_model(ref: str | Path, dtype: torch.dtype | str = torch.float32, *, dev
     if dev is not None and "device_map" not in kwargs:
         model = model.to(dev)
     model.eval()
+    stops = prompting.stop_token_ids(model.config, tokenizer)
+    if stops and getattr(model, "generation_config", None) is not None:
+        # generate() and the continuous batch both stop at EOS and the template's end of turn
+        model.generation_config.eos_token_id = stops
     if qc.get("backend") not in (None, "none"):
         from rightsizer.runtime.backends import apply_quant_config
 
@@ -160,7 +164,17 @@ def load_bundle(bundle_dir: str | Path, device: str | None = "auto") -> Bundle:
                                   quant_config=meta.get("quant_config"))
     if index_dir is not None:
         spec = dataclasses.replace(spec, index=Index.load(index_dir))
-    return Bundle(model, tokenizer, spec, list(meta.get("shots") or []), meta)
+    return Bundle(model, tokenizer, with_format(spec, tokenizer, model.config), list(meta.get("shots") or []),
+                  meta)
+
+
+def with_format(spec: TaskSpec, tokenizer, model_config=None) -> TaskSpec:
+    """``spec`` with its prompt format bound to ``tokenizer`` (``prompting.resolve``); a spec
+    already bound is returned as it is."""
+    if spec.rendering is not None:
+        return spec
+    model_type = getattr(model_config, "model_type", None)
+    return dataclasses.replace(spec, rendering=prompting.resolve(spec, tokenizer, model_type))
 
 
 def answer_text(spec: TaskSpec, row: dict) -> str:
@@ -169,14 +183,16 @@ def answer_text(spec: TaskSpec, row: dict) -> str:
 
 
 def build_prompt(spec: TaskSpec, row: dict, shots: list[dict] | None = None) -> str:
-    """The task prompt for ``row``, preceded by solved examples when shots are given.
+    """The task prompt for ``row``, after solved examples when shots are given, rendered in
+    the spec's prompt format (``prompting``: raw text, or turns through the chat template).
 
     When ``spec`` has a retrieval index attached (``retrieval.for_rung``, a loaded bundle),
     the top-k passages for the row's input go into the template's ``{context}``, or, when
     it has none, before the prompt as ``"Context:\n<passages, one per line>\n\n"``; each
     shot gets the passages of its own input the same way."""
-    parts = [f"{_with_context(spec, s)} {answer_text(spec, s)}" for s in shots or []]
-    return "\n\n".join(parts + [_with_context(spec, row)])
+    fmt = spec.rendering or prompting.PromptFormat("raw")
+    turns = [(_with_context(spec, s), answer_text(spec, s)) for s in shots or []]
+    return fmt.render(spec.system, turns, _with_context(spec, row))
 
 
 def _with_context(spec: TaskSpec, row: dict) -> str:
@@ -193,13 +209,12 @@ def score_options(model, tokenizer, prompts: list[str], options: list[str],
                   batch_size: int = 32, progress: bool = False) -> torch.Tensor:
     """Total log-probability of each option after each prompt: a [len(prompts), len(options)] tensor."""
     device = next(model.parameters()).device
-    opt_ids = [tokenizer(" " + o, add_special_tokens=False)["input_ids"] for o in options]
     seqs, spans = [], []
     for p in prompts:
-        p_ids = tokenizer(p)["input_ids"]
-        for o in opt_ids:
-            seqs.append(p_ids + o)
-            spans.append((len(p_ids), len(o)))
+        for o in options:  # each option encoded with its prompt and split (lm-eval's method)
+            p_ids, o_ids = prompting.split_continuation(tokenizer, p, o)
+            seqs.append(p_ids + o_ids)
+            spans.append((len(p_ids), len(o_ids)))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     scores = torch.empty(len(seqs))
     step = batch_size * len(options)
@@ -220,37 +235,37 @@ def score_options(model, tokenizer, prompts: list[str], options: list[str],
     return scores.view(len(prompts), len(options))
 
 
-def apply_stop(text: str, stop: str | None) -> str:
-    """A generation cut by the stop rule (``"newline"``: up to the first line break), stripped."""
-    text = text.strip()
-    if stop == "newline":
-        return text.split("\n")[0].strip()
-    if stop is not None:
-        raise ValueError(f"stop: {stop!r}; expected 'newline' or None")
-    return text
+def apply_stop(text: str, stop: tuple[str, ...] | list[str] | None) -> str:
+    """A generation cut at the first of the stop strings (``prompting.stop_strings``), stripped."""
+    if isinstance(stop, str):  # a lone string would be read as its characters
+        raise ValueError(f"stop: {stop!r}; expected a list of stop strings (or None)")
+    return prompting.cut_at_stop(text, stop or ())
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 16, stop: str | None = "newline",
-             batch_size: int = 16, progress: bool = False) -> list[str]:
-    """Greedy generations, prompts left-padded in batches, cut by the stop rule
-    (``"newline"``: the text up to the first line break; None: the whole text), stripped."""
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 16,
+             stop: tuple[str, ...] | list[str] | None = ("\n",), batch_size: int = 16,
+             progress: bool = False) -> list[str]:
+    """Greedy generations, prompts left-padded in batches, ended by EOS or the end-of-turn
+    token (the model's generation config, ``load_model``) and cut at the first ``stop``
+    string, stripped."""
     device = next(model.parameters()).device
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"  # generation continues at the right end of every row
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     answers: list[str] = []
-    try:
-        for start in tqdm(range(0, len(prompts), batch_size), desc="generating",
-                          disable=not progress, leave=False):
-            enc = tokenizer(prompts[start:start + batch_size], return_tensors="pt",
-                            padding=True).to(device)
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
-            texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:],
-                                           skip_special_tokens=True)
-            answers.extend(apply_stop(t, stop) for t in texts)
-    finally:
-        tokenizer.padding_side = side
+    for start in tqdm(range(0, len(prompts), batch_size), desc="generating",
+                      disable=not progress, leave=False):
+        encoded = [prompting.encode(tokenizer, p) for p in prompts[start:start + batch_size]]
+        width = max(map(len, encoded))
+        # left-padded: generation continues at the right end of every row
+        ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, e in enumerate(encoded):
+            ids[i, width - len(e):] = torch.tensor(e)
+            mask[i, width - len(e):] = 1
+        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                             max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
+        texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+        answers.extend(apply_stop(t, stop) for t in texts)
     return answers
 
 
@@ -264,14 +279,16 @@ class Engine:
                       progress: bool = False) -> list[list[float]]:
         return score_options(self.model, self.tokenizer, prompts, options, batch_size, progress).tolist()
 
-    def generate(self, prompts: list[str], max_new_tokens: int, stop: str | None,
+    def generate(self, prompts: list[str], max_new_tokens: int, stop: tuple[str, ...],
                  batch_size: int = 16, progress: bool = False) -> list[str]:
         return generate(self.model, self.tokenizer, prompts, max_new_tokens, stop, batch_size, progress)
 
 
 def predict(model, tokenizer, spec: TaskSpec, rows: list[dict], shots: list[dict] | None = None,
             batch_size: int = 32, progress: bool = False) -> Predictions:
-    """The task type's answers for ``rows`` (best label option, or a generation cut by its stop rule)."""
+    """The task type's answers for ``rows`` (best label option, or a generation cut by its stop rule),
+    prompts rendered in the spec's format bound to ``tokenizer``."""
+    spec = with_format(spec, tokenizer, model.config)
     return predict_with(Engine(model, tokenizer), spec, rows, shots, batch_size, progress)
 
 
@@ -294,6 +311,7 @@ def _predict_prompts(engine: tasktypes.Engine, spec: TaskSpec, prompts: list[str
 def respond(model, tokenizer, spec: TaskSpec, texts: list[str], shots: list[dict] | None = None,
             max_new_tokens: int | None = None) -> list[dict]:
     """Serving responses for raw inputs: the same prediction as ``predict``, shaped by the task type."""
+    spec = with_format(spec, tokenizer, model.config)
     return respond_with(Engine(model, tokenizer), spec, texts, shots, max_new_tokens)
 
 

@@ -76,6 +76,10 @@ class RunLayout:
         """The evaluate step's report (quality and latency)."""
         return self.evaluate_dir(task, label) / "evaluation.json"
 
+    def samples_file(self, task: str, label: str) -> Path:
+        """The evaluate step's per-sample log: prompt as the model read it, answer, gold, score."""
+        return self.evaluate_dir(task, label) / "samples.jsonl"
+
     def calibration_file(self, task: str, label: str) -> Path:
         """Prefill/decode measurements for the sizing engine (written on a catalog GPU only)."""
         return self.evaluate_dir(task, label) / "calibration_measurements.json"

@@ -70,7 +70,7 @@ def leaderboard_rows(sel: Selection) -> list[dict]:
     for r in sel.tried:
         lat = sel.latency.get(r.candidate, {})
         rows.append({"candidate": r.candidate, "params": r.params, "rung": r.rung,
-                     sel.metric: round(r.score, 4),
+                     "prompt_format": r.prompt_format, sel.metric: round(r.score, 4),
                      # beside the metric: a low recall is a retrieval miss, not a model miss
                      "retrieval_recall_at_k": _num(r.retrieval.get("recall_at_k"), 4),
                      "ci_low": round(r.ci_low, 4),

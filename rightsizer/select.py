@@ -24,7 +24,8 @@ from pathlib import Path
 from rightsizer.atomic import atomic_dir, atomic_write_text
 from rightsizer.errors import ConfigError
 from rightsizer.evaluate import check_task_data, measure_latency, pick_shots
-from rightsizer.inference import build_prompt, load_model
+from rightsizer.inference import build_prompt, load_model, with_format
+from rightsizer.prompting import format_name
 from rightsizer.models import load_config
 from rightsizer.retrieval import for_rung, retrieval_figures
 from rightsizer.screening import Screened, screened_quality
@@ -106,6 +107,7 @@ class RungResult:
     bound: float | None = None
     stages: list[int] = field(default_factory=list)
     train_seconds: float = 0.0
+    prompt_format: str = "raw"  # how its prompts were rendered (``prompting``): chat or raw
     metrics: dict[str, float] = field(default_factory=dict)
     training: dict = field(default_factory=dict)  # LoRA rung: steps, final loss, tokens/s, ...
     retrieval: dict = field(default_factory=dict)  # a rung that retrieves: k, recall@k, misses
@@ -277,7 +279,8 @@ def _rank(r: RungResult) -> tuple:
 
 
 def _record(spec, ref, params, rung, s: Screened, train_seconds: float = 0.0,
-            training: dict | None = None, retrieval: dict | None = None) -> RungResult:
+            training: dict | None = None, retrieval: dict | None = None,
+            prompt_format: str = "raw") -> RungResult:
     q = s.quality
     value = q.value_for(spec.decision_rule)
     passed = not s.stopped and value >= spec.threshold
@@ -299,7 +302,7 @@ def _record(spec, ref, params, rung, s: Screened, train_seconds: float = 0.0,
                       n_total=s.n_total, screened_out=s.stopped, bound=s.bound,
                       stages=s.stages, train_seconds=train_seconds,
                       metrics={**q.metrics, **q.calibration}, training=training or {},
-                      retrieval=retrieval or {})
+                      retrieval=retrieval or {}, prompt_format=prompt_format)
 
 
 def _save_chosen(model, tokenizer, out: Path) -> str:
@@ -396,7 +399,7 @@ def select_model(spec: TaskSpec, workdir: str | Path, progress: bool = True,
         if latency_repeats > 0:
             latency[ref] = _latency(model, tok, latency_spec, evals[0], latency_repeats)
         for rung in spec.ladder.rungs:
-            rspec = rung_spec[rung]
+            rspec = with_format(rung_spec[rung], tok, model.config)
             train_seconds, training = 0.0, {}
             if rung == "lora":
                 t0 = time.perf_counter()
@@ -407,7 +410,7 @@ def select_model(spec: TaskSpec, workdir: str | Path, progress: bool = True,
                                  shots=shots if rung == "few_shot" else None,
                                  screening=screening, progress=progress)
             result = _record(spec, ref, params, rung, s, train_seconds, training,
-                             figures if rspec.index is not None else None)
+                             figures if rspec.index is not None else None, format_name(rspec))
             tried.append(result)
             if result.passed and chosen is None:
                 chosen, chosen_shots = result, (shots if rung == "few_shot" else [])

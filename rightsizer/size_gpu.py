@@ -58,6 +58,18 @@ def _side(model: str, params: int, rung: str, precision: str, quality: float,
     return side
 
 
+def sizing_rules(config) -> str | None:
+    """The family whose rules sized ``config`` (``rightsizer.families``), "generic" when none
+    covers its ``model_type``, None without a config."""
+    if not config:
+        return None
+    from rightsizer.families import family_of
+
+    cfg = config if isinstance(config, dict) else getattr(config, "to_dict", lambda: {})()
+    family = family_of(cfg.get("model_type") or (cfg.get("text_config") or {}).get("model_type"))
+    return family.name if family else "generic"
+
+
 def _memory_split(o) -> dict:
     """The sized option's memory as weights, reserve (runtime, CUDA context) and the rest
     (KV cache and activations), over all its GPUs and replicas: the charts stack these."""
@@ -94,6 +106,12 @@ def build_record(spec: TaskSpec, sel: Selection, chosen_eval: dict, baseline_eva
                    chosen_eval["quality"]["score"], rec_c)
     baseline = _side(largest, largest_params, "zero_shot", "bf16",
                      baseline_eval["quality"]["score"], rec_b, err)
+    # which prompt format each side was evaluated with (``prompting``: chat or raw)
+    chosen["prompt_format"] = chosen_eval.get("prompt_format", sel.chosen.prompt_format)
+    baseline["prompt_format"] = baseline_eval.get("prompt_format", "raw")
+    # how each side was sized: its family's rules, or "generic" (no family: meta-device count)
+    chosen["sizing_rules"] = sizing_rules(rec_c.model_config)
+    baseline["sizing_rules"] = sizing_rules(rec_b.model_config if rec_b else _config_or_none(baseline_config))
     chosen["config"] = rec_c.model_config
     baseline["config"] = rec_b.model_config if rec_b else _config_or_none(baseline_config)
     chosen["measured_here"] = chosen_eval["latency"]

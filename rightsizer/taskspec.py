@@ -21,6 +21,7 @@ from rightsizer import tasktypes
 from rightsizer.errors import ConfigError
 from rightsizer.metrics import METRIC_RANGE
 from rightsizer.precisions import SEARCH_ORDER, get_precision
+from rightsizer.prompting import PROMPT_FORMATS
 from rightsizer.tasktypes import TASK_TYPES
 from rightsizer.yamlio import MAX_YAML_BYTES, read_yaml
 
@@ -219,6 +220,11 @@ class TaskSpec:
     trust_remote_code: bool = False
     hub_datasets: bool = False  # a dataset ref shaped like a hub id is loaded from the hub only then
     truncate: str = "none"  # serving: an input too long for the context is refused ("none") or cut from its start ("left")
+    # how prompts are rendered (``rightsizer.prompting``): auto = the tokenizer's chat template
+    # when it has one, raw text otherwise
+    prompt_format: str = "auto"
+    system: str | None = None  # a system text: a system turn in chat format, the first block in raw
+    stop: list[str] | None = None  # where a generated answer is cut (None: the format's default)
     retrieval: Retrieval | None = None  # a knowledge source: the retrieval rung
     extraction: ExtractionFields | None = None  # extraction: the answer's fields and format
     plan: PlannedModel | None = None  # the planned model of a hub-scale example (plan --app)
@@ -227,6 +233,9 @@ class TaskSpec:
     # a rung that retrieves (``retrieval.for_rung``) or of a loaded bundle: ``build_prompt``
     # then puts the top-k passages into the prompt. Runtime only, never saved.
     index: Any = field(default=None, compare=False, repr=False)
+    # The prompt format bound to the model's tokenizer (``prompting.resolve``); None: not yet
+    # bound, prompts render as raw text. Runtime only, never saved.
+    rendering: Any = field(default=None, compare=False, repr=False)
 
     def dataset_path(self, split: str) -> str:
         """Path or id of a split, relative paths resolved against the spec's directory."""
@@ -250,9 +259,10 @@ class TaskSpec:
         return self.prompt.format(**row)
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(dataclasses.replace(self, index=None))
+        d = dataclasses.asdict(dataclasses.replace(self, index=None, rendering=None))
         d.pop("base_dir")
         d.pop("index")
+        d.pop("rendering")
         if d.get("plan") is None:
             d.pop("plan", None)
         return d
@@ -263,7 +273,7 @@ _REQUIRED = ("name", "type", "dataset", "input_field", "label_field", "prompt", 
 _NESTED = {"slo": SLO, "workload": Workload, "ladder": Ladder, "screening": Screening,
            "finetune": FinetuneSettings, "retrieval": Retrieval, "extraction": ExtractionFields,
            "plan": PlannedModel}
-_RUNTIME = ("base_dir", "index")  # TaskSpec fields a spec file cannot set
+_RUNTIME = ("base_dir", "index", "rendering")  # TaskSpec fields a spec file cannot set
 _OPTIONAL_NESTED = ("plan", "extraction")  # sections that may be null
 EXTRACTION_FORMATS = ("key_value", "json")
 _BUDGET = ("steps", "epochs")
@@ -462,6 +472,10 @@ def _check_values(spec: TaskSpec, problems: list[str]) -> None:
         problems.append(f"max_new_tokens: {spec.max_new_tokens}; expected > 0")
     if spec.truncate not in TRUNCATE_RULES:
         problems.append(f"truncate: {spec.truncate!r}; expected one of {list(TRUNCATE_RULES)}")
+    if spec.prompt_format not in PROMPT_FORMATS:
+        problems.append(f"prompt_format: {spec.prompt_format!r}; expected one of {list(PROMPT_FORMATS)}")
+    if spec.stop is not None and not all(spec.stop):
+        problems.append(f"stop: {spec.stop!r}; expected non-empty strings (or no 'stop' for the default)")
     if spec.max_eval_examples is not None and spec.max_eval_examples <= 0:
         problems.append(f"max_eval_examples: {spec.max_eval_examples}; expected > 0 or null")
     sc = spec.screening

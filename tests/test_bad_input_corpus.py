@@ -390,6 +390,9 @@ SERVING = [
         "prompt", "2 prompts with stream=true"),
     req("chat-no-user", "chat", {"model": "ticket_routing", "messages": [{"role": "system", "content": "x"}]},
         "messages", "no message with role 'user'"),
+    req("chat-system-turn", "chat", {"model": "ticket_routing", "messages": [
+        {"role": "system", "content": "x"}, {"role": "user", "content": "y"}]},
+        "messages[0]", "messages[0] (role 'system')"),
     req("chat-lone-surrogate", "chat", {"model": "ticket_routing",
                                         "messages": [{"role": "user", "content": "a\ud800b"}]},
         "messages[0].content[0]", "unpaired surrogate"),

@@ -116,13 +116,15 @@ def test_generation_stop_rule(demo_models):
         finally:
             handle.remove()
 
-    whole, cut = steered(None), steered("newline")
+    whole, cut = steered(None), steered(("\n",))
     assert whole.startswith("ok\norder") and cut == "ok"
+    # any stop string, the first one found wins; an answer may span lines
+    assert steered(("der", "xyz")) == "ok\nor" and steered(("k\nor",)) == "o"
     # unsteered, the stop rule is the one the evaluate step and the server apply
     plain = generate(model, tok, prompt, max_new_tokens=12, stop=None)[0]
     assert generate(model, tok, prompt, max_new_tokens=12)[0] == plain.split("\n")[0].strip()
     with pytest.raises(ValueError, match="stop"):
-        generate(model, tok, prompt, max_new_tokens=2, stop="period")
+        generate(model, tok, prompt, max_new_tokens=2, stop="newline")
 
 
 def test_load_model_picks_attention_and_keeps_safe_defaults(demo_models):

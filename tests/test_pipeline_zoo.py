@@ -22,6 +22,7 @@ import pytest
 import yaml
 from test_serving_http import _free_port, _post, start_serve
 
+from rightsizer.families import family_of
 from rightsizer.layout import RunLayout
 from tests.zoo import ZOO, build
 
@@ -72,6 +73,27 @@ def test_every_architecture_goes_through_every_step(run):
         assert layout.production_file(task).is_file(), arch  # the production fine-tune ran
         assert layout.evaluation_file(task, "baseline").is_file() and layout.evaluation_file(task, "chosen").is_file()
         assert (layout.bundle_dir(task) / "rightsizer.json").is_file() and layout.decision_file(task).is_file()
+
+
+def test_chat_template_models_are_prompted_through_their_template(run):
+    """auto: the tokenizer's chat template where it has one (all but GPT-2's); the selection
+    and the evaluate step say which format was used, and the per-sample log shows each prompt
+    as the model read it."""
+    _, _, layout = run
+    opening = {"chatml": "<|im_start|>user\nTicket: ", "gemma": "<bos><start_of_turn>user\nTicket: ",
+               "gpt2": "Ticket: "}
+    for arch in ARCHS:
+        task, kind = f"routing_{arch}", ZOO[arch].tokenizer
+        fmt = "raw" if kind == "gpt2" else "chat"
+        assert json.loads(layout.selection_file(task).read_text())["chosen"]["prompt_format"] == fmt, arch
+        record = json.loads(layout.decision_file(task).read_text())
+        assert record["chosen"]["prompt_format"] == record["baseline"]["prompt_format"] == fmt, arch
+        assert record["chosen"]["sizing_rules"] == family_of(arch).name, arch  # not "generic"
+        for label in ("baseline", "chosen"):
+            assert json.loads(layout.evaluation_file(task, label).read_text())["prompt_format"] == fmt
+            samples = [json.loads(line) for line in layout.samples_file(task, label).read_text().splitlines()]
+            assert len(samples) == 16 and all(s["prompt"].startswith(opening[kind]) for s in samples), arch
+            assert all(s["gold"] in LABELS and s["answer"] in LABELS for s in samples)
 
 
 def test_the_precision_table_says_which_layers_int4_kept_higher(run):

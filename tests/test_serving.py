@@ -103,8 +103,7 @@ def test_openai_routes_name_the_task_as_model(server):
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     chat = server.test("/v1/chat/completions", body={
         "model": "review_sentiment",
-        "messages": [{"role": "system", "content": "ignored"},
-                     {"role": "user", "content": "the battery died in a day"}]})
+        "messages": [{"role": "user", "content": "the battery died in a day"}]})
     assert chat["object"] == "chat.completion" and chat["model"] == "review_sentiment"
     msg = chat["choices"][0]["message"]
     assert msg["role"] == "assistant"
@@ -136,6 +135,14 @@ def test_a_bad_bundle_answers_503_with_the_reason_and_the_others_serve(server):
     ("/v1/completions", b"{not json", "body: not valid JSON"),
     ("/v1/chat/completions", {"model": "ticket_routing", "messages": [{"role": "system", "content": "x"}]},
      "messages: no message with role 'user'"),
+    # a system text or earlier turns would change the evaluated prompt: refused by name
+    ("/v1/chat/completions", {"model": "review_sentiment", "messages": [
+        {"role": "system", "content": "be nice"}, {"role": "user", "content": "fine"}]},
+     r"messages\[0\] \(role 'system'\): task 'review_sentiment' answers one user message"),
+    ("/v1/chat/completions", {"model": "review_sentiment", "messages": [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "positive"},
+        {"role": "user", "content": "fine"}]},
+     r"messages\[0\] \(role 'user'\), messages\[1\] \(role 'assistant'\): .*only message"),
 ])
 def test_bad_requests_get_400_naming_the_field(server, path, body, message):
     with pytest.raises(RuntimeError, match=r"failed \(400\).*" + message):

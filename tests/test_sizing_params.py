@@ -115,6 +115,11 @@ def test_a_model_type_no_family_covers_is_counted_on_the_meta_device():
     assert counted.embedding == 500 * 64 and counted.lm_head == 0  # tied by default
     assert counted.total == counted.embedding + counted.lm_head + counted.linear + counted.other
     assert not model_spec(_cfg("llama-3.1-8b")).generic
+    # the decision record says which rules sized each side
+    from rightsizer.size_gpu import sizing_rules
+
+    assert sizing_rules(cfg) == "generic" and sizing_rules(_cfg("llama-3.1-8b")) == "llama"
+    assert sizing_rules(None) is None
 
 
 def test_missing_fields_are_all_reported():

@@ -54,21 +54,35 @@ def load_examples(source, prompt_template: str | None = None, text_field: str = 
     return out
 
 
-def tokenize_examples(tokenizer, examples: list[tuple[str, str]], max_seq_len: int) -> list[dict]:
-    """Token ids and labels (-100 on the prompt) per example, cut to ``max_seq_len``.
+def tokenize_examples(tokenizer, examples: list[tuple[str, str]], max_seq_len: int,
+                      answer_end: str | None = None) -> list[dict]:
+    """Token ids and labels (-100 on the prompt) per example, at most ``max_seq_len`` tokens.
 
-    The answer ends with the tokenizer's end-of-sequence token, in the loss too: without it a
-    model fine-tuned to generate (extraction, generation) learns where an answer starts but
-    not where it ends, and runs on past it until ``max_new_tokens``.
+    The answer is encoded with its prompt and split off (``prompting.split_continuation``, as
+    scoring does) and ends with ``answer_end`` (the chat template's end-of-turn token) or the
+    tokenizer's end-of-sequence token, in the loss too: without it a model fine-tuned to
+    generate learns where an answer starts but not where it ends, and runs on past it until
+    ``max_new_tokens``. An example too long is cut from the start of its prompt (its BOS
+    kept), so the answer survives; ``truncated`` marks it.
     """
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    from rightsizer.prompting import split_continuation
+
+    if answer_end and answer_end not in tokenizer.get_vocab():
+        raise ConfigError(f"answer_end: {answer_end!r} is not a token of {tokenizer.name_or_path}; "
+                          "expected one token of its vocabulary (or none: its EOS)")
+    end_id = tokenizer.convert_tokens_to_ids(answer_end) if answer_end else tokenizer.eos_token_id
+    end = [end_id] if isinstance(end_id, int) and end_id >= 0 else []
+    bos = tokenizer.bos_token_id
     rows = []
     for i, (prompt, answer) in enumerate(examples):
-        p = tokenizer(prompt)["input_ids"]
-        a = tokenizer(" " + answer, add_special_tokens=False)["input_ids"] + eos
-        ids = (p + a)[:max_seq_len]
-        labels = ([-100] * len(p) + a)[:max_seq_len]
-        rows.append({"input_ids": ids, "labels": labels, "idx": i})
+        p, a = split_continuation(tokenizer, prompt, answer)
+        a = a + end
+        over = len(p) + len(a) - max_seq_len
+        if over > 0:
+            head = p[:1] if p and bos is not None and p[0] == bos else []
+            p = head + p[len(head) + min(over, len(p) - len(head)):]
+            a = a[:max_seq_len - len(p)]  # an answer longer than the whole budget: its start
+        rows.append({"input_ids": p + a, "labels": [-100] * len(p) + a, "idx": i, "truncated": over > 0})
     return rows
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rightsizer.finetune.launch import finetune, job_id
 from rightsizer.finetune.train import FinetuneConfig
-from rightsizer.inference import answer_text, build_prompt
+from rightsizer.inference import answer_text, build_prompt, load_tokenizer, with_format
 from rightsizer.taskspec import LoraSettings, TaskSpec
 
 _SETTINGS = ("rank", "alpha", "dropout", "learning_rate", "warmup_ratio", "global_batch",
@@ -30,6 +30,19 @@ def task_examples(spec: TaskSpec, rows: list[dict]) -> list[dict]:
     scores, so the adapter learns exactly what it is evaluated on (with the retrieved
     passages when ``spec`` has its retrieval index attached: ``retrieval.for_rung``)."""
     return [{"prompt": build_prompt(spec, r), "answer": answer_text(spec, r)} for r in rows]
+
+
+def bind_format(spec: TaskSpec, model: str) -> TaskSpec:
+    """``spec`` with its prompt format bound to ``model``'s tokenizer (``inference.with_format``)."""
+    if spec.rendering is not None:
+        return spec
+    from transformers import AutoConfig
+
+    from rightsizer.models import resolve_model_ref
+
+    path = resolve_model_ref(model)
+    trust = spec.trust_remote_code
+    return with_format(spec, load_tokenizer(path, trust), AutoConfig.from_pretrained(path, trust_remote_code=trust))
 
 
 def settings_params(settings: LoraSettings) -> dict:
@@ -55,8 +68,11 @@ def train_for_task(spec: TaskSpec, model: str, settings: LoraSettings, rows: lis
     ``node``: one node of a multi-node run (``rightsizer.finetune.mpi.MpiNode``; ``nproc``
     per node). ``overrides``: further trainer parameters (``gpu_memory_gb``, ``zero_stage``, ...).
     """
+    spec = bind_format(spec, model)
     params = {"model": model, "train_data": task_examples(spec, rows),
               **settings_params(settings), **overrides}
+    if spec.rendering.end_of_answer:
+        params["answer_end"] = spec.rendering.end_of_answer
     out = run_folder(workdir, name, params, nproc * (node.count if node is not None else 1))
     cfg = FinetuneConfig.from_dict({**params, "output_dir": str(out), "progress": progress})
     return finetune(cfg, nproc=nproc, node=node)
@@ -72,6 +88,7 @@ def training_figures(result: dict) -> dict:
             "final_loss": losses[-1] if losses else None,
             "tokens_per_second": result.get("tokens_per_second"),
             "train_seconds": result.get("train_seconds"), "strategy": result.get("strategy"),
+            "truncated_rows": result.get("truncated_rows"),
             "world_size": result.get("world_size"), "adapter_dir": result.get("adapter_dir"),
             "resumed_from": result.get("resumed_from")}
 

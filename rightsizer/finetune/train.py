@@ -65,6 +65,7 @@ class FinetuneConfig:
     grad_accum: int | None = None  # None: from the memory plan
     global_batch: int = _LORA.global_batch
     max_seq_len: int | None = _LORA.max_seq_len  # None: the default capped by the context
+    answer_end: str | None = None  # the token ending each answer (a chat template's end of turn); None: EOS
     seed: int = _LORA.seed
     zero_stage: int | None = None  # None: from the memory plan (0 = DDP, no DeepSpeed)
     gpu_memory_gb: float | None = None  # None: the device's (host RAM / processes on CPU)
@@ -530,7 +531,7 @@ def run_training(cfg: FinetuneConfig) -> dict:
                       target_modules=resolved["targets"], task_type="CAUSAL_LM")
     model = get_peft_model(model, lcfg)
     trainable = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad)
-    rows = tokenize_examples(tok, resolved["examples"], resolved["max_seq_len"])
+    rows = tokenize_examples(tok, resolved["examples"], resolved["max_seq_len"], cfg.answer_end)
     collator = Collator(tok.pad_token_id)
     meta = {"model": cfg.model, "base_fingerprint": resolved["fingerprint"], "world_size": world,
             "zero_stage": stage, "seed": cfg.seed, "rank": cfg.rank, "alpha": cfg.alpha,
@@ -570,6 +571,8 @@ def run_training(cfg: FinetuneConfig) -> dict:
                          "global_batch": args.per_device_train_batch_size
                          * args.gradient_accumulation_steps * world,
                          "max_seq_len": resolved["max_seq_len"], "trainable_params": trainable,
+                         # examples cut from the start of their prompt to fit max_seq_len
+                         "truncated_rows": sum(r["truncated"] for r in rows),
                          "resumed_from": str(resume_from) if resume_from else None}
         adapter = save_adapter(trainer.model, out / "adapter", sd, training_meta)
         tok.save_pretrained(adapter)

@@ -5,7 +5,8 @@ Four routes share one engine per task:
 - ``POST /v2/models/<task>/infer`` with ``{"inputs": [...]}`` (the V2 shape existing clients
   use) -> ``{"id", "model_name", "outputs": [<task type's response>, ...]}``;
 - ``POST /v1/completions`` (``model`` = task name, ``prompt`` = the task's input, a string or
-  a list of strings) and ``POST /v1/chat/completions`` (the last user message is the input):
+  a list of strings) and ``POST /v1/chat/completions`` (one user message, the input; a system
+  message or earlier turns get a 400 naming them, since the served prompt is the evaluated one):
   OpenAI-shaped, with ``usage`` token counts; the task type's full response (label and
   probabilities, parsed answer) rides along in each choice as ``rightsizer``;
 - ``GET /v1/models``: one card per task, including the ones that failed to load.
@@ -74,6 +75,10 @@ def _stream(body: dict) -> bool:
     return value
 
 
+def _role(message: Any) -> Any:
+    return message.get("role") if isinstance(message, dict) else None
+
+
 def parse_request(kind: str, body: Any, tasks: list[str], path_task: str | None = None,
                   input_field: str = "text") -> ParsedRequest:
     """Validate a request of ``kind`` against the served ``tasks``; a 400 names the field."""
@@ -114,6 +119,15 @@ def parse_request(kind: str, body: Any, tasks: list[str], path_task: str | None 
             raise bad_request("messages: no message with role 'user' (its content is the task's input)",
                               param="messages")
         i, last = users[-1]
+        # the served answer must be the evaluated one: a client's system text or earlier turns
+        # would change the prompt, so they are refused by name, never dropped silently
+        extra = [j for j in range(len(messages)) if j != i]
+        if extra:
+            named = ", ".join(f"messages[{j}] (role {_role(messages[j])!r})" for j in extra)
+            raise bad_request(
+                f"{named}: task {task!r} answers one user message with the prompt it was evaluated "
+                "with (its system text and examples come from the task spec); send the input as the "
+                "only message", param=f"messages[{extra[0]}]")
         content = last.get("content")
         if isinstance(content, list):  # content parts: the text parts, joined
             parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]

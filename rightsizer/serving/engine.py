@@ -39,6 +39,7 @@ import torch
 
 from rightsizer.errors import ConfigError
 from rightsizer.inference import Bundle, apply_stop, build_prompt, load_bundle, respond_with, score_options
+from rightsizer.prompting import encode, stop_strings
 from rightsizer.serving.errors import ServingError, bad_request
 
 
@@ -144,7 +145,7 @@ class _Runner:
                       progress: bool = False) -> list[list[float]]:
         return self._engine.score(prompts, options)
 
-    def generate(self, prompts: list[str], max_new_tokens: int, stop: str | None,
+    def generate(self, prompts: list[str], max_new_tokens: int, stop: tuple[str, ...],
                  batch_size: int = 16, progress: bool = False) -> list[str]:
         outs = self._engine.generate_tokens(prompts, max_new_tokens)
         for i, tokens in enumerate(outs[:len(self.completion_tokens)]):
@@ -274,7 +275,7 @@ class TaskEngine:
             fut: concurrent.futures.Future = concurrent.futures.Future()
             with self._lock:
                 self._pending[rid] = fut
-            self._manager.add_request(self.tokenizer(p)["input_ids"], request_id=rid,
+            self._manager.add_request(encode(self.tokenizer, p), request_id=rid,
                                       max_new_tokens=max_new_tokens)
             futures[rid] = fut
         try:
@@ -413,7 +414,7 @@ class TaskEngine:
 
     def _prompt_tokens(self, text: str) -> int:
         prompt = build_prompt(self.spec, {self.spec.input_field: text}, self.shots)
-        return len(self.tokenizer(prompt)["input_ids"])
+        return len(encode(self.tokenizer, prompt))
 
     def answer(self, texts: list[str], max_new_tokens: int | None = None) -> list[Answer]:
         """Blocking: the answers for ``texts``, from the cache or through the batchers."""
@@ -477,7 +478,7 @@ class TaskEngine:
         q: queue.Queue = queue.Queue()
         with self._lock:
             self._streams[rid] = q
-        self._manager.add_request(self.tokenizer(prompt)["input_ids"], request_id=rid,
+        self._manager.add_request(encode(self.tokenizer, prompt), request_id=rid,
                                   max_new_tokens=max_new_tokens, streaming=True)
         deadline = time.monotonic() + self.config.deadline_s
         finished = False
@@ -513,13 +514,13 @@ class TaskEngine:
                               "stream (send stream=false)", param="stream")
         text, n_prompt = self.fit(text)
         prompt = build_prompt(self.spec, {self.spec.input_field: text}, self.shots)
-        stop = tasktypes.get(self.spec.type).stop
+        stop = stop_strings(self.spec, tasktypes.get(self.spec.type).stop)
         sent, tokens = "", []
         steps = self.stream_tokens(prompt, self.spec.max_new_tokens)
         try:
             for tokens in steps:
                 so_far = self.tokenizer.decode(tokens, skip_special_tokens=True).lstrip()
-                if stop == "newline" and "\n" in so_far:
+                if any(s in so_far for s in stop):
                     break  # the answer is complete; the rest would be cut
                 # hold back what the final strip may remove, and half-decoded characters
                 ready = so_far.rstrip()

@@ -12,6 +12,8 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from rightsizer.prompting import stop_strings
+
 if TYPE_CHECKING:
     from rightsizer.taskspec import TaskSpec
 
@@ -31,7 +33,7 @@ class Engine(Protocol):
     def score_options(self, prompts: list[str], options: list[str], batch_size: int = 32,
                       progress: bool = False) -> list[list[float]]: ...
 
-    def generate(self, prompts: list[str], max_new_tokens: int, stop: str | None,
+    def generate(self, prompts: list[str], max_new_tokens: int, stop: tuple[str, ...],
                  batch_size: int = 16, progress: bool = False) -> list[str]: ...
 
 
@@ -49,7 +51,8 @@ class TaskType:
 
     name: ClassVar[str]
     metrics: ClassVar[tuple[str, ...]]
-    #: where a generated answer ends: "newline" cuts at the first line break
+    #: where a generated answer ends in raw format unless the spec says (``prompting.stop_strings``):
+    #: "newline" cuts at the first line break
     stop: ClassVar[str | None] = "newline"
 
     def check_spec(self, spec: TaskSpec, problems: list[str]) -> None:
@@ -83,7 +86,8 @@ class TaskType:
     def predict(self, engine: Engine, spec: TaskSpec, prompts: list[str], batch_size: int = 32,
                 progress: bool = False) -> tuple[list[str], list[list[float]] | None]:
         """Answers for the prompts (and option scores where the type has options)."""
-        answers = engine.generate(prompts, spec.max_new_tokens, self.stop, min(batch_size, 16), progress)
+        answers = engine.generate(prompts, spec.max_new_tokens, stop_strings(spec, self.stop),
+                                  min(batch_size, 16), progress)
         return answers, None
 
     def scoring_inputs(self, spec: TaskSpec, gold: list, answers: list[str]) -> tuple[list, list[str]]:

@@ -91,7 +91,7 @@ class Classification(TaskType):
                 max_new_tokens: int | None = None) -> list[dict]:
         """Label, class probabilities and a short free generation for each prompt."""
         n_new = max_new_tokens or spec.workload.output_tokens
-        texts = engine.generate(prompts, n_new, self.stop, batch_size=max(1, len(prompts)))
+        texts = engine.generate(prompts, n_new, (), batch_size=max(1, len(prompts)))
         out = []
         for answer, scores, text in zip(pred.answers, pred.option_scores or [], texts):
             probs = softmax(scores)
