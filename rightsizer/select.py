@@ -397,7 +397,8 @@ def select_model(spec: TaskSpec, workdir: str | Path, progress: bool = True,
     for ref, params in kept:
         model, tok = load_model(ref, trust_remote_code=spec.trust_remote_code)
         if latency_repeats > 0:
-            latency[ref] = _latency(model, tok, latency_spec, evals[0], latency_repeats)
+            latency[ref] = _latency(model, tok, with_format(latency_spec, tok, model.config), evals[0],
+                                    latency_repeats)
         for rung in spec.ladder.rungs:
             rspec = with_format(rung_spec[rung], tok, model.config)
             train_seconds, training = 0.0, {}

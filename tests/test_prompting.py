@@ -179,3 +179,36 @@ def test_the_sample_log_shows_the_prompt_as_the_model_read_it(zoo, routing, demo
     assert [s["answer"] for s in report["samples"]] == report["predictions"]
     demo = evaluate_model(spec, "demo:tiny-s", repeats=1, output_tokens=2)
     assert demo["prompt_format"] == "raw" and demo["samples"][0]["prompt"].startswith("Ticket: ")
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "gemma3_text"])
+@pytest.mark.parametrize("task_type", ["classification", "generation"])
+def test_the_server_answers_what_the_evaluate_step_measured_in_chat_format(zoo, arch, task_type, tmp_path):
+    """A chat-template model with a system text and few-shot turns: the served answers are
+    the evaluated ones, row by row (the same rendering, encoding and stops on both paths)."""
+    import mlrun
+
+    from functions.serving import set_task_models
+    from rightsizer.bundle import write_bundle
+    from rightsizer.evaluate import evaluate_model, load_rows
+    from tests.test_inference import _specs
+
+    spec = dataclasses.replace(_specs(tmp_path)[task_type], system="Answer briefly.", max_new_tokens=6)
+    shots = load_rows(spec, "train", 2)
+    bundle = write_bundle(zoo[arch], spec, tmp_path / "bundle", base_model=str(zoo[arch]), rung="few_shot",
+                          shots=shots)
+    measured = evaluate_model(spec, str(bundle), repeats=1, progress=False)
+    assert measured["prompt_format"] == "chat"
+    assert all("Answer briefly." in s["prompt"] for s in measured["samples"])
+    rows = load_rows(spec, "eval", spec.max_eval_examples)
+    project = mlrun.load_project(str(ROOT), name="rightsizer", save=False)
+    fn = project.get_function("serving")
+    set_task_models(fn, {spec.name: str(bundle)})
+    server = fn.to_mock_server()
+    try:
+        out = server.test(f"/v2/models/{spec.name}/infer",
+                          body={"inputs": [r[spec.input_field] for r in rows]})["outputs"]
+    finally:
+        server.wait_for_completion()
+    key = "label" if task_type == "classification" else "generated"
+    assert [o[key] for o in out] == measured["predictions"]
