@@ -53,7 +53,10 @@ from rightsizer.serving.errors import ServingError
 
 V2_INFER = "/v2/models/{task}/infer"
 ROUTES = {("POST", "/v2/models/{task}/infer"): "v2", ("POST", "/v1/completions"): "completions",
-          ("POST", "/v1/chat/completions"): "chat", ("GET", "/v1/models"): "models"}
+          ("POST", "/v1/chat/completions"): "chat", ("GET", "/v1/models"): "models",
+          ("GET", "/health"): "health", ("GET", "/v2/health/live"): "health",
+          ("GET", "/v2/health/ready"): "ready"}
+REQUEST_KEYS = ("kind", "task", "inputs", "max_tokens", "stream", "stop", "cache_salt")
 RESULT = "rightsizer_result"  # marks a TaskRunner's output (the runner wraps several by model name)
 SSE = "rightsizer_sse"  # a responder output that is server-sent-event text, one chunk of a stream
 BATCH_MAX_EVENTS = 64  # requests per graph batch (the engine's default max_queue)
@@ -67,6 +70,10 @@ def api_config() -> APIHandlerConfig:
     config.add_endpoint_handler("/v1/completions", HTTPMethod.POST,
                                 description="OpenAI completions: model = task, prompt = input")
     config.add_endpoint_handler("/v1/models", HTTPMethod.GET, description="OpenAI models: the tasks")
+    config.add_endpoint_handler("/health", HTTPMethod.GET, description="liveness: the server answers")
+    config.add_endpoint_handler("/v2/health/live", HTTPMethod.GET, description="V2 liveness")
+    config.add_endpoint_handler("/v2/health/ready", HTTPMethod.GET,
+                                description="V2 readiness: 200 when every task model is loaded, else 503")
     return config
 
 
@@ -203,13 +210,14 @@ class RequestParser:
         if kind is None:
             raise ServingError(404, f"{mlrun_request_method} {path}: not served here; routes: "
                                     f"{sorted(f'{m} {p}' for m, p in ROUTES)}")
-        req = api.parse_request(kind, _json_body(body) if kind != "models" else None, self.tasks,
-                                path_task=task)
-        return {"kind": req.kind, "task": req.task, "inputs": req.inputs, "max_tokens": req.max_tokens,
-                "stream": req.stream}
+        if kind == "health":  # liveness: the graph answers; readiness asks the task models
+            return {RESULT: True, "request": {"kind": "health", "task": None, "inputs": []}}
+        req = api.parse_request(kind, _json_body(body) if kind not in ("models", "ready") else None,
+                                self.tasks, path_task=task)
+        return {k: getattr(req, k) for k in REQUEST_KEYS}
 
     def select_outlets(self, body) -> list[str]:
-        if "failure" in body:
+        if "failure" in body or body.get("kind") == "health" or body.get("request", {}).get("kind") == "health":
             return ["respond"]
         return ["stream"] if body.get("stream") else ["batch"]
 
@@ -220,7 +228,7 @@ class TaskSelector(ModelRunnerSelector):
 
     def select_models(self, event, available_models):
         bodies = event.body if isinstance(event.body, list) else [event.body]
-        if any(b.get("kind") == "models" for b in bodies):
+        if any(b.get("kind") in ("models", "ready") for b in bodies):
             return None
         return sorted({b["task"] for b in bodies})
 
@@ -286,15 +294,16 @@ class TaskRunner(Model):
         return await self._answer(body)
 
     async def _answer(self, body: dict) -> dict:
-        out = {RESULT: True, "request": {k: body[k] for k in ("kind", "task", "inputs", "max_tokens")}}
-        if body["kind"] == "models":
+        out = {RESULT: True, "request": {k: body.get(k) for k in REQUEST_KEYS}}
+        if body["kind"] in ("models", "ready"):
             return {**out, "card": self._card()}
         if body["task"] != self.name:  # never selected for another task's batch; say so if it is
             return {**out, **_failure(ServingError(500, f"task {body['task']!r} reached the runner of {self.name!r}"))}
         try:
             if self.task_engine is None:
                 raise _not_loaded(self.name, self.failure)
-            answers = await self.task_engine.answer_async(body["inputs"], body["max_tokens"])
+            answers = await self.task_engine.answer_async(body["inputs"], body["max_tokens"], body.get("stop"),
+                                                          body.get("cache_salt"))
         except ServingError as e:
             return {**out, **_failure(e)}
         except Exception as e:  # a bug or a lost batcher: a 500 naming it, not a hung request
@@ -329,7 +338,7 @@ class StreamStep(storey.ConcurrentExecution):
         self._emitting: set[asyncio.Task] = set()
 
     async def _stream(self, body: dict):
-        out = {RESULT: True, "request": {k: body[k] for k in ("kind", "task", "inputs", "max_tokens", "stream")}}
+        out = {RESULT: True, "request": {k: body.get(k) for k in REQUEST_KEYS}}
         stream_id = f"{'chatcmpl' if body['kind'] == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
         created = int(time.time())
         task = body["task"]
@@ -337,7 +346,7 @@ class StreamStep(storey.ConcurrentExecution):
             engine = self._engines.get(task)
             if engine is None:
                 raise _not_loaded(task, self._failures.get(task, "not served here"))
-            async for item in engine.stream_async(body["inputs"][0]):
+            async for item in engine.stream_async(body["inputs"][0], body.get("max_tokens"), body.get("stop")):
                 if isinstance(item, Answer):
                     yield {**out, "stream_id": stream_id, "created": created, "answer": vars(item)}
                 else:
@@ -386,8 +395,19 @@ class Responder:
     def _respond(self, body):
         results = [body] if RESULT in body else [r for r in body.values() if isinstance(r, dict)]
         first = results[0]
-        if first["request"]["kind"] == "models":
+        kind = first["request"]["kind"]
+        if kind == "health":
+            return {"status": "ok"}
+        if kind == "models":
             return api.models_list(sorted((r["card"] for r in results), key=lambda c: c["id"]))
+        if kind == "ready":
+            waiting = sorted(r["card"]["id"] for r in results if r["card"].get("status") != "ready")
+            if waiting:
+                e = ServingError(503, f"not ready: task model(s) {waiting} did not load (GET /v1/models "
+                                      "says why)", retry_after=30)
+                return Response(headers={"Retry-After": "30"}, body=json.dumps(e.to_dict()),
+                                content_type="application/json", status_code=503)
+            return {"ready": True, "tasks": sorted(r["card"]["id"] for r in results)}
         if "failure" in first:
             e = ServingError(**first["failure"])
             headers = {"Retry-After": str(e.retry_after)} if e.retry_after else {}

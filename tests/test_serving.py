@@ -151,10 +151,16 @@ def test_bad_requests_get_400_naming_the_field(server, path, body, message):
 
 def test_input_longer_than_the_context_gets_400_naming_the_limit(server):
     before = _infer(server, "ticket_routing", ["I was charged twice"])[0]
-    resp = server.test("/v1/completions", body={"model": "ticket_routing", "prompt": "refund " * 3000},
+    resp = server.test("/v1/completions", body={"model": "ticket_routing", "prompt": "refund " * 600},
                        silent=True)
     assert resp.status_code == 400
     message = json.loads(resp.body)["error"]["message"]
     assert "exceeds the model's context of 256 tokens" in message and "at most" in message
+    # far beyond the context: refused from its length, before it is tokenized
+    resp = server.test("/v1/completions", body={"model": "ticket_routing", "prompt": "refund " * 3000},
+                       silent=True)
+    assert resp.status_code == 400
+    assert "21,000 characters, far beyond the model's context of 256 tokens (refused before tokenizing" in (
+        json.loads(resp.body)["error"]["message"])
     # the engine is not held up by it: the next request gets the answer it got before
     assert _infer(server, "ticket_routing", ["I was charged twice"])[0] == before

@@ -151,15 +151,17 @@ def test_beyond_the_queue_bound_503_and_every_accepted_request_completes(demo_mo
         assert "max_queue 4" in refused[0].message
         assert answered and all(a.response == expected[t] for t, a in answered)
         assert engine.in_flight == 0  # every admitted request released its slot
-        with pytest.raises(ServingError, match="max_queue 4") as e:  # one request over the bound
+        # one request larger than the bound could never be admitted: 413, not a retryable 503
+        with pytest.raises(ServingError, match=r"5 inputs in one request; at most 4 \(max_queue\)") as e:
             asyncio.run(engine.answer_async(texts[:5]))
-        assert e.value.status == 503
+        assert e.value.status == 413 and e.value.retry_after is None and engine.in_flight == 0
     finally:
         engine.stop()
 
 
 def test_cache_is_exact_match_and_bounded(demo_models, tmp_path):
-    engine = _engine(demo_models, tmp_path, "tiny-s", _specs()["classification"], cache_size=2)
+    engine = _engine(demo_models, tmp_path, "tiny-s", _specs()["classification"], cache_size=2,
+                     cache_scope="shared")
     try:
         first = engine.answer(["I was charged twice"])[0]
         again = engine.answer(["I was charged twice"])[0]
@@ -170,6 +172,23 @@ def test_cache_is_exact_match_and_bounded(demo_models, tmp_path):
         assert not engine.answer(["I was charged twice"])[0].cached  # the oldest was evicted
     finally:
         engine.stop()
+
+
+def test_the_cache_answers_a_client_only_from_requests_with_its_salt(demo_models, tmp_path):
+    # by default ("salted") a repeated text is answered from the cache only for a request with
+    # the same cache_salt: no client can time whether another one asked that text
+    engine = _engine(demo_models, tmp_path, "tiny-s", _specs()["classification"], cache_size=8)
+    try:
+        text = ["I was charged twice"]
+        assert not engine.answer(text)[0].cached and not engine.answer(text)[0].cached
+        assert not engine.answer(text, cache_salt="alice")[0].cached
+        assert engine.answer(text, cache_salt="alice")[0].cached
+        assert not engine.answer(text, cache_salt="bob")[0].cached
+        assert not engine.answer(text)[0].cached  # no salt: never from the cache
+    finally:
+        engine.stop()
+    with pytest.raises(ConfigError, match="engine.cache_scope: 'everyone'; expected one of"):
+        EngineConfig.from_dict({"cache_scope": "everyone"})
 
 
 def test_limits_name_the_field(demo_models, tmp_path):

@@ -208,7 +208,7 @@ def test_streaming_is_refused_where_it_cannot_stream(served, client):
     status, _, body = _post(f"{served[0]}/v1/completions", {"model": "routing_note", "prompt": "a",
                                                             "stream": "yes"})
     assert status == 400 and "stream: 'yes'; expected true or false" in body
-    status, _, body = _post(f"{served[0]}/v1/completions", {"model": "routing_note", "prompt": "refund " * 3000,
+    status, _, body = _post(f"{served[0]}/v1/completions", {"model": "routing_note", "prompt": "refund " * 600,
                                                             "stream": True})
     assert status == 400 and "exceeds the model's context" in body
 
@@ -238,14 +238,100 @@ def test_errors_over_http_name_the_field_or_the_limit(served, client):
     assert status == 400 and "body: not valid JSON" in body, (status, body)
     status, _, body = _post(f"{base}/v1/completions", {"model": "nope", "prompt": "hi"})
     assert status == 400 and "model: 'nope' is not a served task" in body
-    status, _, body = _post(f"{base}/v1/completions", {"model": "ticket_routing", "prompt": "refund " * 3000})
+    status, _, body = _post(f"{base}/v1/completions", {"model": "ticket_routing", "prompt": "refund " * 600})
     assert status == 400 and "exceeds the model's context of 256 tokens" in json.loads(body)["error"]["message"]
+    status, _, body = _post(f"{base}/v1/completions", {"model": "ticket_routing", "prompt": "refund " * 3000})
+    assert status == 400 and "refused before tokenizing" in json.loads(body)["error"]["message"]
     status, headers, body = _post(f"{base}/v2/models/broken_task/infer", {"inputs": ["hi"]})
     assert status == 503 and int(headers["Retry-After"]) > 0 and "did not load" in body
     with pytest.raises(openai.BadRequestError, match="max_tokens"):
         client.completions.create(model="ticket_routing", prompt="hi", max_tokens=10_000)
     status, _, _ = _post(f"{base}/v3/nothing", {"x": 1})
     assert status == 404
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_max_tokens_and_stop_are_applied_and_finish_reason_says_why(served, client):
+    spec, _ = _specs()["routing_note"]
+    full = None
+    for row in load_rows(spec, spec.eval_split, 24):  # an answer of a few tokens, to cut
+        done = client.completions.create(model="routing_note", prompt=row["text"])
+        if len(done.choices[0].text) >= 4 and done.usage.completion_tokens >= 2:
+            full, text = done, row["text"]
+            break
+    assert full is not None, "no answer of 2 tokens or more among 24 rows"
+    answer = full.choices[0].text
+    one = client.completions.create(model="routing_note", prompt=text, max_tokens=1)
+    assert one.usage.completion_tokens == 1 and one.choices[0].finish_reason == "length"
+    assert answer.startswith(one.choices[0].text)
+    cut = answer[2:4]
+    stopped = client.completions.create(model="routing_note", prompt=text, stop=[cut])
+    assert stopped.choices[0].text == answer.split(cut)[0].strip()
+    assert stopped.choices[0].finish_reason == "stop"
+    chat = client.chat.completions.create(model="routing_note", max_completion_tokens=1,
+                                          messages=[{"role": "user", "content": text}])
+    assert chat.choices[0].finish_reason == "length" and chat.usage.completion_tokens == 1
+    # streamed: the same cut, and the last chunk's finish reason
+    parts = list(client.completions.create(model="routing_note", prompt=text, max_tokens=1, stream=True))
+    assert "".join(p.choices[0].text for p in parts) == one.choices[0].text
+    assert parts[-1].choices[0].finish_reason == "length"
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("temperature", 0.7, "temperature: 0.7; this server answers greedily"),
+    ("temperature", -1, "temperature: -1; expected a number from 0 to 2"),
+    ("top_p", 0, "top_p: 0; expected a number from"),
+    ("top_p", 0.5, "top_p: 0.5; this server answers greedily"),
+    ("seed", "abc", "seed: 'abc'; expected an integer"),
+    ("logprobs", 2, "logprobs: 2 is not supported here"),
+    ("echo", True, "echo: True is not supported here"),
+    ("logit_bias", {"5": 10}, "logit_bias"),
+    ("response_format", {"type": "json_object"}, "response_format"),
+    ("stop", ["a"] * 9, "stop: .*a list of 1 to 8"),
+    ("frobnicate", 1, r"unknown field\(s\) \['frobnicate'\]"),
+])
+def test_a_field_that_is_not_applied_is_refused_by_name(served, field, value, message):
+    status, _, body = _post(f"{served[0]}/v1/completions", {"model": "ticket_routing", "prompt": "hi", field: value})
+    error = json.loads(body)["error"]
+    assert status == 400 and error["param"] == field, body
+    assert __import__("re").search(message, error["message"]), error["message"]
+
+
+def test_greedy_values_seeds_and_chat_tool_fields(served, client):
+    base = served[0]
+    plain = client.completions.create(model="ticket_routing", prompt="I was charged twice")
+    same = client.completions.create(model="ticket_routing", prompt="I was charged twice", temperature=0,
+                                     top_p=1, seed=7, user="u1")
+    assert same.choices[0].text == plain.choices[0].text  # greedy: the seed changes nothing
+    status, _, body = _post(f"{base}/v1/chat/completions", {
+        "model": "ticket_routing", "tool_choice": "auto", "messages": [{"role": "user", "content": "hi"}]})
+    assert status == 400 and "tool_choice: 'auto' needs tools" in body
+    status, _, body = _post(f"{base}/v1/chat/completions", {
+        "model": "ticket_routing", "top_logprobs": 3, "messages": [{"role": "user", "content": "hi"}]})
+    assert status == 400 and "top_logprobs" in body
+    status, _, body = _post(f"{base}/v2/models/ticket_routing/infer", {"inputs": ["hi"], "parameters": {"temp": 1}})
+    assert status == 400 and "parameters: unknown ['temp']" in body
+
+
+def test_more_inputs_than_the_queue_can_hold_is_413_not_a_retry(served):
+    status, headers, body = _post(f"{served[0]}/v1/completions", {"model": "ticket_routing", "prompt": ["hi"] * 65})
+    assert status == 413 and "Retry-After" not in headers, (status, body)
+    assert "65 inputs in one request; at most 64 (max_queue)" in json.loads(body)["error"]["message"]
+
+
+def test_health_and_readiness_routes(served):
+    base = served[0]
+    assert _get(f"{base}/health") == (200, json.dumps({"status": "ok"}))
+    assert _get(f"{base}/v2/health/live")[0] == 200
+    status, body = _get(f"{base}/v2/health/ready")  # broken_task did not load: not ready, and why
+    assert status == 503 and "['broken_task'] did not load" in body
 
 
 def test_ctrl_c_stops_the_server(served):

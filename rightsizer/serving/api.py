@@ -26,7 +26,19 @@ from typing import Any
 from rightsizer.serving.engine import Answer, validate_texts
 from rightsizer.serving.errors import bad_request
 
-KINDS = ("v2", "completions", "chat", "models")
+KINDS = ("v2", "completions", "chat", "models", "health", "ready")
+MAX_STOP = 8  # stop strings per request (OpenAI takes 4, vLLM more)
+
+# The body fields each route takes; any other field is refused by name (a field accepted and
+# not applied would be a silent wrong answer). Sampling fields are taken only at their greedy
+# value: every answer is the greedy one the evaluate step measured (docs/serving.md).
+_COMMON = {"model", "stream", "stream_options", "n", "max_tokens", "stop", "temperature", "top_p", "top_k",
+           "seed", "presence_penalty", "frequency_penalty", "repetition_penalty", "logprobs", "logit_bias",
+           "user", "cache_salt", "best_of", "response_format", "metadata"}
+FIELDS = {"completions": _COMMON | {"prompt", "echo", "suffix"},
+          "chat": _COMMON | {"messages", "max_completion_tokens", "top_logprobs", "tools", "tool_choice",
+                             "parallel_tool_calls", "functions", "function_call"}}
+V2_PARAMETERS = {"max_tokens", "stop", "cache_salt"}
 
 
 @dataclass
@@ -38,6 +50,8 @@ class ParsedRequest:
     inputs: list[str]
     max_tokens: int | None = None
     stream: bool = False  # server-sent events, one input (completions and chat)
+    stop: list[str] | None = None  # the client's stop strings, on top of the task's own
+    cache_salt: str | None = None  # answers are cached and reused only among requests with this salt
 
 
 def _obj(body: Any) -> dict:
@@ -66,6 +80,96 @@ def _max_tokens(body: dict, *names: str) -> int | None:
     return None
 
 
+def _number(body: dict, name: str, lo: float, hi: float, greedy: float | None,
+            why: str = "") -> None:
+    """A sampling field: a number in [lo, hi] (as vLLM checks it), taken at its greedy value only."""
+    value = body.get(name)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+        raise bad_request(f"{name}: {value!r}; expected a number from {lo:g} to {hi:g}", param=name)
+    if greedy is not None and value != greedy:
+        raise bad_request(f"{name}: {value!r}; this server answers greedily, as each task's quality was "
+                          f"measured: send {greedy:g} or leave it out{why}", param=name)
+
+
+def _refused(body: dict, name: str, allowed: tuple = (None,), why: str = "") -> None:
+    value = body.get(name)
+    if value not in allowed:
+        raise bad_request(f"{name}: {value!r} is not supported here{why}", param=name)
+
+
+def _options(kind: str, body: dict) -> tuple[list[str] | None, str | None]:
+    """Check every field of an OpenAI body: unknown ones and ones this server does not apply are
+    refused by name; returns the applied ones that reach the engine (stop strings, cache salt)."""
+    unknown = sorted(set(body) - FIELDS[kind])
+    if unknown:
+        raise bad_request(f"unknown field(s) {unknown}; this route takes {sorted(FIELDS[kind])}",
+                          param=unknown[0])
+    _number(body, "temperature", 0, 2, 0)
+    _number(body, "top_p", 1e-9, 1, 1)
+    _number(body, "presence_penalty", -2, 2, 0)
+    _number(body, "frequency_penalty", -2, 2, 0)
+    _number(body, "repetition_penalty", 1e-9, 100, 1)
+    top_k = body.get("top_k")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k not in (-1, 0, 1)):
+        raise bad_request(f"top_k: {top_k!r}; this server answers greedily: send -1, 0 or 1, or leave it out",
+                          param="top_k")
+    seed = body.get("seed")  # greedy answers do not depend on it: any integer gives the same answer
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise bad_request(f"seed: {seed!r}; expected an integer", param="seed")
+    if body.get("best_of") not in (None, 1):
+        raise bad_request(f"best_of: {body.get('best_of')!r}; one greedy answer per input: expected 1",
+                          param="best_of")
+    probs = " (a classification task's label probabilities are in each choice's rightsizer.probabilities)"
+    if kind == "chat":
+        _refused(body, "logprobs", (None, False), probs)
+        _refused(body, "top_logprobs", (None, 0), probs)
+        if body.get("tool_choice") not in (None, "none") and not body.get("tools"):
+            raise bad_request(f"tool_choice: {body.get('tool_choice')!r} needs tools", param="tool_choice")
+        for name in ("tools", "functions", "function_call", "tool_choice", "parallel_tool_calls"):
+            _refused(body, name, (None, [], "none", False), ": a task model answers its task, it calls no tools")
+    else:
+        _refused(body, "logprobs", (None, 0), probs)
+        _refused(body, "echo", (None, False))
+        _refused(body, "suffix", (None, ""))
+    _refused(body, "logit_bias", (None, {}))
+    fmt = body.get("response_format")
+    if fmt is not None and fmt != {"type": "text"}:
+        raise bad_request(f"response_format: {fmt!r} is not supported here; an extraction task's answer "
+                          "format is its task spec's (extraction.format)", param="response_format")
+    opts = body.get("stream_options")
+    if opts is not None and (not isinstance(opts, dict) or set(opts) - {"include_usage", "continuous_usage_stats"}):
+        raise bad_request(f"stream_options: {opts!r}; expected {{'include_usage': true|false}} (the last "
+                          "chunk always carries usage)", param="stream_options")
+    for name in ("user",):
+        if body.get(name) is not None and not isinstance(body[name], str):
+            raise bad_request(f"{name}: {body[name]!r}; expected a string", param=name)
+    if body.get("metadata") is not None and not isinstance(body["metadata"], dict):
+        raise bad_request(f"metadata: {body['metadata']!r}; expected an object", param="metadata")
+    return _stop(body), _salt(body)
+
+
+def _stop(body: dict) -> list[str] | None:
+    value = body.get("stop")
+    if value is None:
+        return None
+    stops = [value] if isinstance(value, str) else value
+    if (not isinstance(stops, list) or not 1 <= len(stops) <= MAX_STOP
+            or not all(isinstance(x, str) and x for x in stops)):
+        raise bad_request(f"stop: {value!r}; expected a non-empty string or a list of 1 to {MAX_STOP} of them",
+                          param="stop")
+    return stops
+
+
+def _salt(body: dict) -> str | None:
+    value = body.get("cache_salt")
+    if value is not None and (not isinstance(value, str) or not value or len(value) > 256):
+        raise bad_request(f"cache_salt: {value!r}; expected a non-empty string of at most 256 characters",
+                          param="cache_salt")
+    return value
+
+
 def _stream(body: dict) -> bool:
     value = body.get("stream")
     if value is None:
@@ -82,8 +186,8 @@ def _role(message: Any) -> Any:
 def parse_request(kind: str, body: Any, tasks: list[str], path_task: str | None = None,
                   input_field: str = "text") -> ParsedRequest:
     """Validate a request of ``kind`` against the served ``tasks``; a 400 names the field."""
-    if kind == "models":
-        return ParsedRequest("models", None, [])
+    if kind in ("models", "health", "ready"):
+        return ParsedRequest(kind, None, [])
     if kind == "v2":
         if path_task not in tasks:
             raise bad_request(f"model: {path_task!r} is not a served task; expected one of {tasks}",
@@ -92,11 +196,18 @@ def parse_request(kind: str, body: Any, tasks: list[str], path_task: str | None 
         params = body.get("parameters") or {}
         if not isinstance(params, dict):
             raise bad_request("parameters: expected an object", param="parameters")
+        unknown = sorted(set(params) - V2_PARAMETERS)
+        if unknown:
+            raise bad_request(f"parameters: unknown {unknown}; expected some of {sorted(V2_PARAMETERS)}",
+                              param=f"parameters.{unknown[0]}")
         return ParsedRequest("v2", path_task, validate_texts(body.get("inputs"), input_field),
-                             _max_tokens(params, "max_tokens"))
+                             _max_tokens(params, "max_tokens"), stop=_stop(params), cache_salt=_salt(params))
     body = _obj(body)
+    if kind not in FIELDS:
+        raise bad_request(f"route: unknown request kind {kind!r}; expected one of {list(KINDS)}")
     task = _task(body, "model", tasks)
     stream = _stream(body)
+    stop, salt = _options(kind, body)
     if body.get("n") not in (None, 1):
         raise bad_request(f"n: {body.get('n')!r}; one answer per input (greedy): expected 1", param="n")
     if kind == "completions":
@@ -109,7 +220,7 @@ def parse_request(kind: str, body: Any, tasks: list[str], path_task: str | None 
         if stream and len(texts) != 1:
             raise bad_request(f"prompt: {len(texts)} prompts with stream=true; a stream answers one prompt",
                               param="prompt")
-        return ParsedRequest("completions", task, texts, _max_tokens(body, "max_tokens"), stream)
+        return ParsedRequest("completions", task, texts, _max_tokens(body, "max_tokens"), stream, stop, salt)
     if kind == "chat":
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
@@ -134,7 +245,7 @@ def parse_request(kind: str, body: Any, tasks: list[str], path_task: str | None 
             content = "\n".join(p for p in parts if isinstance(p, str)) if parts else None
         texts = validate_texts([content], input_field, name=f"messages[{i}].content")
         return ParsedRequest("chat", task, texts,
-                             _max_tokens(body, "max_completion_tokens", "max_tokens"), stream)
+                             _max_tokens(body, "max_completion_tokens", "max_tokens"), stream, stop, salt)
     raise bad_request(f"route: unknown request kind {kind!r}; expected one of {list(KINDS)}")
 
 
@@ -158,14 +269,14 @@ def shape_response(req: ParsedRequest, answers: list[Answer]) -> dict:
     if req.kind == "completions":
         return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": now,
                 "model": req.task, "usage": _usage(answers),
-                "choices": [{"index": i, "text": answer_text(a.response), "finish_reason": "stop",
+                "choices": [{"index": i, "text": answer_text(a.response), "finish_reason": a.finish_reason,
                              "logprobs": None, "rightsizer": a.response}
                             for i, a in enumerate(answers)]}
     if req.kind == "chat":
         a = answers[0]
         return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": now,
                 "model": req.task, "usage": _usage(answers),
-                "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                "choices": [{"index": 0, "finish_reason": a.finish_reason, "logprobs": None,
                              "message": {"role": "assistant", "content": answer_text(a.response)},
                              "rightsizer": a.response}]}
     raise ValueError(f"kind: {req.kind!r} has no answers to shape")
@@ -178,11 +289,11 @@ def stream_chunk(req: ParsedRequest, stream_id: str, created: int, delta: str | 
     done = answer is not None
     if req.kind == "completions":
         choice: dict[str, Any] = {"index": 0, "text": delta or "", "logprobs": None,
-                                  "finish_reason": "stop" if done else None}
+                                  "finish_reason": answer.finish_reason if done else None}
         obj = "text_completion"
     elif req.kind == "chat":
         choice = {"index": 0, "delta": {} if done else {"role": "assistant", "content": delta or ""},
-                  "logprobs": None, "finish_reason": "stop" if done else None}
+                  "logprobs": None, "finish_reason": answer.finish_reason if done else None}
         obj = "chat.completion.chunk"
     else:
         raise ValueError(f"kind: {req.kind!r} does not stream")

@@ -37,13 +37,20 @@ from typing import Any
 
 import torch
 
+from rightsizer import tasktypes
 from rightsizer.errors import ConfigError
 from rightsizer.inference import Bundle, apply_stop, build_prompt, load_bundle, respond_with, score_options
 from rightsizer.prompting import encode, stop_strings
+from rightsizer.taskspec import TaskSpec
 from rightsizer.serving.errors import ServingError, bad_request
 
 
 _LIVE: weakref.WeakSet[TaskEngine] = weakref.WeakSet()
+CACHE_SCOPES = ("salted", "shared")
+# No tokenizer's token is longer than this many characters on average over a text: an input
+# longer than this times the context is refused from its length, before it is tokenized (a
+# multi-megabyte body would hold a worker and the interpreter for seconds)
+MAX_CHARS_PER_TOKEN = 32
 
 
 def stop_all() -> None:
@@ -66,6 +73,10 @@ class EngineConfig:
     score_max_batch: int = 32  # prompts per scoring micro-batch
     max_queue: int = 64  # inputs in flight per task; beyond it: 503 with Retry-After
     cache_size: int = 1024  # exact-match response cache entries (0: no cache)
+    # who may be answered from the cache: "salted" (only requests with the same cache_salt:
+    # a client cannot tell from the answer's speed whether another one asked the same text) or
+    # "shared" (every client, the operator's choice for one trusted caller)
+    cache_scope: str = "salted"
     deadline_s: float = 120.0  # a request not answered by then gets 504
     retry_after_s: int = 1
 
@@ -78,9 +89,11 @@ class EngineConfig:
         if unknown:
             raise ConfigError(f"engine: unknown setting(s) {unknown}; expected some of {sorted(known)}")
         config = cls(**data)
+        if config.cache_scope not in CACHE_SCOPES:
+            raise ConfigError(f"engine.cache_scope: {config.cache_scope!r}; expected one of {list(CACHE_SCOPES)}")
         for f in dataclasses.fields(cls):
             value = getattr(config, f.name)
-            if isinstance(value, bool):
+            if isinstance(value, (bool, str)):
                 continue
             if not isinstance(value, (int, float)) or value < 0 or (value == 0 and f.name not in (
                     "cache_size", "score_window_s")):
@@ -107,6 +120,7 @@ class Answer:
     prompt_tokens: int
     completion_tokens: int
     cached: bool = False
+    finish_reason: str = "stop"  # "length": the generation was cut at its token budget
 
 
 def validate_texts(inputs: Any, input_field: str, name: str = "inputs") -> list[str]:
@@ -140,6 +154,7 @@ class _Runner:
     def __init__(self, engine: TaskEngine, n: int):
         self._engine = engine
         self.completion_tokens = [0] * n
+        self.finish = ["stop"] * n  # per prompt: "length" when its generation hit the budget
 
     def score_options(self, prompts: list[str], options: list[str], batch_size: int = 32,
                       progress: bool = False) -> list[list[float]]:
@@ -148,10 +163,12 @@ class _Runner:
     def generate(self, prompts: list[str], max_new_tokens: int, stop: tuple[str, ...],
                  batch_size: int = 16, progress: bool = False) -> list[str]:
         outs = self._engine.generate_tokens(prompts, max_new_tokens)
-        for i, tokens in enumerate(outs[:len(self.completion_tokens)]):
-            self.completion_tokens[i] += len(tokens)
         tok = self._engine.tokenizer
-        return [apply_stop(tok.decode(t, skip_special_tokens=True), stop) for t in outs]
+        texts = [tok.decode(t, skip_special_tokens=True) for t in outs]
+        for i, (tokens, text) in enumerate(zip(outs[:len(self.completion_tokens)], texts)):
+            self.completion_tokens[i] += len(tokens)
+            self.finish[i] = self._engine.finish_reason(tokens, text, max_new_tokens, stop)
+        return [apply_stop(t, stop) for t in texts]
 
 
 @dataclass
@@ -386,7 +403,9 @@ class TaskEngine:
 
     def fit(self, text: str, max_new_tokens: int | None = None) -> tuple[str, int]:
         """``text`` as it will be answered and its prompt's tokens: unchanged when it fits; cut
-        from its start when the task spec says ``truncate: left``; a 400 naming the limit otherwise."""
+        from its start when the task spec says ``truncate: left``; a 400 naming the limit otherwise.
+        A text far beyond the context (``MAX_CHARS_PER_TOKEN`` characters per token) is refused,
+        or cut, from its length alone, before it is tokenized."""
         if max_new_tokens is not None and (isinstance(max_new_tokens, bool) or not isinstance(
                 max_new_tokens, int) or not 1 <= max_new_tokens <= self.max_tokens_cap):
             raise bad_request(f"max_tokens: {max_new_tokens!r}; expected an integer from 1 to "
@@ -395,6 +414,14 @@ class TaskEngine:
                             for lab in self.spec.labels), default=0)
         budget = max(self.spec.max_new_tokens, max_new_tokens or self.spec.workload.output_tokens,
                      label_tokens)
+        most_chars = self.context_tokens * MAX_CHARS_PER_TOKEN
+        if len(text) > most_chars:
+            if self.spec.truncate != "left":
+                raise bad_request(
+                    f"input: {len(text):,} characters, far beyond {self._context_name} of "
+                    f"{self.context_tokens} tokens (refused before tokenizing: more than "
+                    f"{MAX_CHARS_PER_TOKEN} characters per token)", param="input")
+            text = text[len(text) - most_chars:]
         n = self._prompt_tokens(text)
         if n + budget > self.context_tokens and self.spec.truncate == "left":
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -416,33 +443,70 @@ class TaskEngine:
         prompt = build_prompt(self.spec, {self.spec.input_field: text}, self.shots)
         return len(encode(self.tokenizer, prompt))
 
-    def answer(self, texts: list[str], max_new_tokens: int | None = None) -> list[Answer]:
-        """Blocking: the answers for ``texts``, from the cache or through the batchers."""
+    def request_spec(self, max_new_tokens: int | None = None, stop: list[str] | None = None) -> TaskSpec:
+        """The task spec one request is answered with: a generated answer cut at the request's
+        ``max_tokens`` (when it asks for fewer than the spec) and at its ``stop`` strings too."""
+        spec = self.spec
+        if max_new_tokens is not None and spec.type != "classification" and max_new_tokens < spec.max_new_tokens:
+            spec = dataclasses.replace(spec, max_new_tokens=max_new_tokens)
+        if stop:
+            own = stop_strings(spec, tasktypes.get(spec.type).stop)
+            spec = dataclasses.replace(spec, stop=list(own) + [x for x in stop if x not in own])
+        return spec
+
+    def finish_reason(self, tokens: list[int], text: str, budget: int, stop) -> str:
+        """``"length"`` when a generation used its whole budget without an end token or a stop
+        string, ``"stop"`` otherwise."""
+        ends = self.model.generation_config.eos_token_id
+        ends = set(ends if isinstance(ends, list) else [ends])
+        cut = apply_stop(text, stop) != text.strip()  # a stop string ended the answer
+        if len(tokens) < budget or (tokens and tokens[-1] in ends) or cut:
+            return "stop"
+        return "length"
+
+    def _cache_key(self, text: str, max_new_tokens, stop, salt) -> tuple | None:
+        if not self.config.cache_size or (self.config.cache_scope == "salted" and salt is None):
+            return None
+        return (salt, text, max_new_tokens, tuple(stop or ()))
+
+    def answer(self, texts: list[str], max_new_tokens: int | None = None, stop: list[str] | None = None,
+               cache_salt: str | None = None) -> list[Answer]:
+        """Blocking: the answers for ``texts``, from the cache or through the batchers.
+
+        ``stop``: the request's stop strings, on top of the task's; ``cache_salt``: answers are
+        reused only among requests with the same salt (``EngineConfig.cache_scope``)."""
         fitted = [self.fit(t, max_new_tokens) for t in texts]
         texts, counts = [t for t, _ in fitted], [n for _, n in fitted]
+        keys = [self._cache_key(t, max_new_tokens, stop, cache_salt) for t in texts]
         out: list[Answer | None] = [None] * len(texts)
         todo = []
         with self._lock:
-            for i, t in enumerate(texts):
-                hit = self._cache.get((t, max_new_tokens))
+            for i, key in enumerate(keys):
+                hit = self._cache.get(key) if key is not None else None
                 if hit is not None:
-                    self._cache.move_to_end((t, max_new_tokens))
+                    self._cache.move_to_end(key)
                     out[i] = dataclasses.replace(hit, cached=True)
                 else:
                     todo.append(i)
         if todo:
             runner = _Runner(self, len(todo))
-            fresh = respond_with(runner, self.spec, [texts[i] for i in todo], self.shots, max_new_tokens)
+            spec = self.request_spec(max_new_tokens, stop)
+            fresh = respond_with(runner, spec, [texts[i] for i in todo], self.shots, max_new_tokens)
+            generated = spec.type != "classification"  # a label is a whole answer, never cut
             with self._lock:
                 for k, (i, resp) in enumerate(zip(todo, fresh)):
-                    out[i] = Answer(resp, counts[i], runner.completion_tokens[k])
-                    if self.config.cache_size:
-                        self._cache[(texts[i], max_new_tokens)] = out[i]
+                    out[i] = Answer(resp, counts[i], runner.completion_tokens[k],
+                                    finish_reason=runner.finish[k] if generated else "stop")
+                    if keys[i] is not None:
+                        self._cache[keys[i]] = out[i]
                         while len(self._cache) > self.config.cache_size:
                             self._cache.popitem(last=False)
         return out  # type: ignore[return-value]
 
     def _admit(self, n: int) -> None:
+        if n > self.config.max_queue:  # it could never be admitted: retrying would not help
+            raise ServingError(413, f"task {self.task!r}: {n} inputs in one request; at most "
+                                    f"{self.config.max_queue} (max_queue) per request", param="inputs")
         with self._lock:
             if self._in_flight + n > self.config.max_queue:
                 raise ServingError(
@@ -457,10 +521,12 @@ class TaskEngine:
             self._in_flight -= n
             self._answered += n
 
-    async def answer_async(self, texts: list[str], max_new_tokens: int | None = None) -> list[Answer]:
-        """``answer`` for an event loop: bounded admission (503), a deadline (504)."""
+    async def answer_async(self, texts: list[str], max_new_tokens: int | None = None,
+                           stop: list[str] | None = None, cache_salt: str | None = None) -> list[Answer]:
+        """``answer`` for an event loop (tokenizing and prompt building run in the engine's
+        threads, off the loop): bounded admission (413, 503), a deadline (504)."""
         self._admit(len(texts))
-        fut = self._pool.submit(self.answer, texts, max_new_tokens)
+        fut = self._pool.submit(self.answer, texts, max_new_tokens, stop, cache_salt)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(fut), self.config.deadline_s)
         except asyncio.TimeoutError:
@@ -503,20 +569,19 @@ class TaskEngine:
                     self._streams.pop(rid, None)
                 self._manager.cancel_request(rid)
 
-    def stream_text(self, text: str):
+    def stream_text(self, text: str, max_new_tokens: int | None = None, stop: list[str] | None = None):
         """Blocking generator of text deltas for a generation task's raw input: the same prompt,
         output budget and stop rule as the answered request, so the deltas join up to its
         ``generated`` text. The last item is the final :class:`Answer`."""
-        from rightsizer import tasktypes
-
         if self.spec.type != "generation":
             raise bad_request(f"stream: task {self.task!r} is {self.spec.type}; only generation tasks "
                               "stream (send stream=false)", param="stream")
-        text, n_prompt = self.fit(text)
-        prompt = build_prompt(self.spec, {self.spec.input_field: text}, self.shots)
-        stop = stop_strings(self.spec, tasktypes.get(self.spec.type).stop)
+        text, n_prompt = self.fit(text, max_new_tokens)
+        spec = self.request_spec(max_new_tokens, stop)
+        prompt = build_prompt(spec, {spec.input_field: text}, self.shots)
+        stop = stop_strings(spec, tasktypes.get(spec.type).stop)
         sent, tokens = "", []
-        steps = self.stream_tokens(prompt, self.spec.max_new_tokens)
+        steps = self.stream_tokens(prompt, spec.max_new_tokens)
         try:
             for tokens in steps:
                 so_far = self.tokenizer.decode(tokens, skip_special_tokens=True).lstrip()
@@ -531,14 +596,16 @@ class TaskEngine:
                     sent = ready
         finally:
             steps.close()  # stops (cancels) the request when the stop rule ended it early
-        final = apply_stop(self.tokenizer.decode(tokens, skip_special_tokens=True), stop)
+        whole = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        final = apply_stop(whole, stop)
         if final.startswith(sent) and len(final) > len(sent):
             yield final[len(sent):]
         with self._lock:
             self._answered += 1
-        yield Answer({"task": self.spec.name, "generated": final}, n_prompt, len(tokens))
+        yield Answer({"task": self.spec.name, "generated": final}, n_prompt, len(tokens),
+                     finish_reason=self.finish_reason(tokens, whole, spec.max_new_tokens, stop))
 
-    async def stream_async(self, text: str):
+    async def stream_async(self, text: str, max_new_tokens: int | None = None, stop: list[str] | None = None):
         """``stream_text`` for an event loop: bounded admission (503), the deltas as they come.
         A consumer that stops early (a client gone) cancels the request and frees its KV blocks."""
         self._admit(1)
@@ -547,7 +614,7 @@ class TaskEngine:
         done, cancelled = object(), threading.Event()
 
         def run() -> None:
-            items = self.stream_text(text)
+            items = self.stream_text(text, max_new_tokens, stop)
             try:
                 for item in items:
                     if cancelled.is_set():

@@ -14,7 +14,8 @@ class ServingError(Exception):
 
     def to_dict(self) -> dict:
         """The OpenAI-style error body."""
-        kind = {400: "invalid_request_error", 404: "not_found_error", 503: "unavailable_error",
+        kind = {400: "invalid_request_error", 404: "not_found_error", 413: "request_too_large",
+                503: "unavailable_error",
                 504: "timeout_error"}.get(self.status, "server_error")
         return {"error": {"message": self.message, "type": kind, "param": self.param,
                           "code": self.status}}
