@@ -103,6 +103,30 @@ def project_file(path: str) -> str:
     return path  # let the loader report it as missing
 
 
+LOCAL_URL = "http://127.0.0.1:8080"  # where scripts/serve.sh listens by default
+
+
+def callable_endpoint(context: mlrun.MLClientCtx, endpoint: str) -> tuple[str, str]:
+    """``(url, serve_command)`` for a deploy's ``endpoint``: a cluster deploy's URL as it is; a
+    mock deploy (offline, the endpoint is a function name) is served by ``scripts/serve.sh``
+    on this run's artifacts, at ``LOCAL_URL`` once that command runs."""
+    if not endpoint:
+        return "", ""
+    if "://" in endpoint:
+        return endpoint, ""
+    return LOCAL_URL, f"bash scripts/serve.sh --artifacts {run_layout(context).root}"
+
+
+def app_of_run(models: str) -> str | None:
+    """The application spec a local run sized (``rightsizer.layout.run_app``), for a workflow
+    given that run's artifact folder (or a folder of runs) as ``models``; None otherwise."""
+    if not isinstance(models, str) or not models or mlrun.datastore.is_store_uri(models):
+        return None
+    from rightsizer.layout import run_app
+
+    return run_app(project_file(models))
+
+
 def current_project(context: mlrun.MLClientCtx):
     """The run's project: from the MLRun API on a cluster; offline (no API, where
     ``get_project_object`` finds nothing) the project the local workflow runs in."""

@@ -18,7 +18,7 @@ import json
 
 import mlrun
 
-from functions.mlrun_io import current_project, log_plot, log_table, made_parent, run_layout
+from functions.mlrun_io import callable_endpoint, current_project, log_plot, log_table, made_parent, run_layout
 from functions.router import ROLE_LABEL, routes_of, set_routes
 from functions.serving import configure_group, end_mock_deploy, set_task_models
 from rightsizer.plan import plan_fleet
@@ -131,7 +131,9 @@ def deploy_plan(context: mlrun.MLClientCtx, plan: str, models: dict, mock: bool 
     built and its models loaded here, then the flow is ended). Each deployed function is set on
     the project under its name.
 
-    Results: ``endpoint`` (the entry point's URL; offline, its function name),
+    Results: ``endpoint`` (the entry point's URL; offline, its function name), ``url`` (what a
+    client calls: that URL; offline, scripts/serve.sh's local address) and ``serve_command``
+    (offline: the command that serves this run's models there; empty on a cluster),
     ``functions`` (group -> function name), ``missing_tasks`` (the plan's ``unsized_tasks``:
     the application's tasks deployed without a model, with ``deploy_partial``).
     """
@@ -177,7 +179,11 @@ def deploy_plan(context: mlrun.MLClientCtx, plan: str, models: dict, mock: bool 
     if without:
         context.logger.warning(f"deployed without {', '.join(without)}: no candidate reaches "
                                "their bar (deploy_partial is true)")
-    context.log_results({"endpoint": endpoint, "functions": names, "missing_tasks": without})
+    url, serve = callable_endpoint(context, endpoint)
+    if serve:
+        context.logger.info(f"offline: serve the deployed models with `{serve}`, then call {url}/v1")
+    context.log_results({"endpoint": endpoint, "url": url, "serve_command": serve, "functions": names,
+                         "missing_tasks": without})
 
 
 def _group_template(project):

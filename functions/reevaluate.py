@@ -7,7 +7,7 @@ from pathlib import Path
 import mlrun
 
 from functions.mlrun_io import localize_dir, log_table, project_file
-from rightsizer.layout import RunLayout
+from rightsizer.layout import RunLayout, latest_run
 from rightsizer.reevaluate import reevaluate_bundle
 from rightsizer.taskspec import load_task
 from rightsizer.unsized import not_deployed_reason
@@ -20,13 +20,16 @@ def reevaluate(context: mlrun.MLClientCtx, task_spec: str, fresh_split: str = "f
     ``models``: where the deployed models are: "" for the registered model
     ``store://models/<project>/<task>`` (needs an MLRun API), or the artifact path of a local
     size_and_deploy run (the task's bundle is ``RunLayout(models).bundle_dir(task)``:
-    ``<models>/rightsizer/<task>/quantize/bundle``). Logs ``reevaluation`` (table) and results
+    ``<models>/rightsizer/<task>/quantize/bundle``), or a folder of runs (``<models>/<run id>/``,
+    where a bare ``project.run`` writes): the latest run. Logs ``reevaluation`` (table) and results
     ``fresh_score``, ``registered_score``, ``drop``, ``regression`` and ``action``; on a
     regression the model artifact gets the label ``regression=true`` (where an MLRun DB is).
     A task that run could not size (deployed without it, ``deploy_partial``) is not an error:
     results ``deployed`` false and ``action`` saying why, so the other tasks' steps still run.
     """
     spec = load_task(project_file(task_spec))
+    if models and not mlrun.datastore.is_store_uri(models) and Path(project_file(models)).is_dir():
+        models = str(latest_run(project_file(models)))  # a folder of runs: the latest one
     if models and (reason := not_deployed_reason(models, spec.name)):
         context.logger.warning(f"{spec.name}: {reason}")
         context.log_results({"deployed": False, "regression": False, "action": reason})

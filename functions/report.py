@@ -6,7 +6,7 @@ import json
 
 import mlrun
 
-from functions.mlrun_io import log_plot, log_table, made_parent, run_layout
+from functions.mlrun_io import callable_endpoint, log_plot, log_table, made_parent, run_layout
 from rightsizer.report import (FLEET_COLUMNS, decision_report_html, fleet_rows, format_table,
                                summary_figure, summary_rows, unsized_lines)
 from rightsizer.size_gpu import save_record
@@ -15,13 +15,15 @@ from rightsizer.unsized import load_outcomes, missing_message
 COST = "cost_usd_per_1m_output_tokens"
 
 
-def report(context: mlrun.MLClientCtx, selections: list, endpoint: str = "", plan: str = "") -> None:
+def report(context: mlrun.MLClientCtx, selections: list, endpoint: str = "", plan: str = "",
+           app: str = "") -> None:
     """Log the summary table (chosen vs one-big-model baseline, per task and in total).
 
     ``selections``: the select steps' selection paths, one per task of the application. The
     decision records of the sized tasks are read from the run's layout; a task whose bar no
     candidate reaches has none and is shown as such (``rightsizer.unsized``). ``endpoint``:
-    the deploy step's entry point; empty when nothing was deployed.
+    the deploy step's entry point; empty when nothing was deployed. ``app``: the application
+    spec the run sized (recorded in ``decisions``, so ``reevaluate`` finds it from the run).
 
     Logs: ``summary`` (table; the TOTAL rows say how each column is combined; a task that
     cannot be sized is a row with choice "unsized"), ``summary_chart`` (Plotly: the payoff),
@@ -49,11 +51,13 @@ def report(context: mlrun.MLClientCtx, selections: list, endpoint: str = "", pla
     if recs:
         log_plot(context, "summary_chart", summary_figure(recs, fleet))
     path = made_parent(layout.decisions_file())
-    save_record({"endpoint": endpoint, "records": recs, "fleet_plan": fleet, "unsized": unsized,
+    url, serve = callable_endpoint(context, endpoint)
+    save_record({"app": app, "endpoint": endpoint, "url": url, "serve_command": serve, "records": recs, "fleet_plan": fleet, "unsized": unsized,
                  "deployed": bool(endpoint), "missing": missing}, path)
     context.log_artifact("decisions", local_path=str(path))
     page = made_parent(layout.decision_report_file())
-    page.write_text(decision_report_html(recs, endpoint=endpoint, fleet=fleet, unsized=unsized, note=missing))
+    page.write_text(decision_report_html(recs, endpoint=endpoint, fleet=fleet, unsized=unsized, note=missing,
+                                         url=url, serve_command=serve))
     context.log_artifact("decision_report", local_path=str(page), format="html")
     chosen, base = (next((r for r in rows if r["task"] == "TOTAL" and r["choice"] == c), {})
                     for c in ("chosen", "baseline"))
@@ -62,7 +66,8 @@ def report(context: mlrun.MLClientCtx, selections: list, endpoint: str = "", pla
     context.log_results({"total_cost_per_1m_tokens": cost,
                          "baseline_cost_per_1m_tokens": base_cost, "savings": savings,
                          "unsized_tasks": [u["task"] for u in unsized], "deployed": bool(endpoint),
-                         "missing": missing, "decisions": str(path), "decision_report": str(page)})
+                         "missing": missing, "decisions": str(path), "decision_report": str(page),
+                         "url": url, "serve_command": serve})
     context.logger.info("decision summary\n" + "\n".join([format_table(rows), *unsized_lines(unsized)]
                                                           + ([missing] if missing else [])))
     if fleet is not None:

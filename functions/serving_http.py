@@ -34,7 +34,7 @@ import functions.serving as serving_module
 from functions.plan import group_models
 from functions.router import set_routes
 from functions.serving import ROUTES, SSE, set_task_models
-from rightsizer.layout import RunLayout, find_bundles
+from rightsizer.layout import RunLayout, find_bundles, latest_run
 from rightsizer.serving.engine import stop_all
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,10 +197,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--artifacts", default=os.environ.get("RIGHTSIZER_ARTIFACTS", ""),
-                        help="artifact path of a size_and_deploy run (default: the demo's)")
+                        help="artifact path of a size_and_deploy run, or a folder of runs (the latest is "
+                             "served; default: the project's artifacts/)")
     parser.add_argument("--engine", default="{}", help="EngineConfig fields as JSON, for every task")
     args = parser.parse_args(argv)
-    artifacts = Path(args.artifacts or ROOT / "artifacts").expanduser()
+    # the artifact folder of a run, or one that holds runs (<run id>/, where a bare
+    # project.run("size_and_deploy") writes): the latest of them is served
+    artifacts = latest_run(Path(args.artifacts or ROOT / "artifacts").expanduser())
     bundles = find_bundles(artifacts)
     if not bundles:
         raise SystemExit(f"--artifacts {artifacts}: no serving bundles (rightsizer/<task>/quantize/"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import mlrun
 from kfp import dsl
 
+from functions.mlrun_io import app_of_run
 from pipelines.wiring import run_step
 from rightsizer.taskspec import app_task_paths
 
@@ -17,7 +18,8 @@ from rightsizer.taskspec import app_task_paths
 def pipeline(app: str = "", fresh_split: str = "fresh", models: str = ""):
     project = mlrun.get_current_project()
     if not isinstance(app, str) or not app:
-        app = project.get_param("app", "tasks/demo_app.yaml")
+        # the app the deployed run sized (its report says), else the project's
+        app = app_of_run(models) or project.get_param("app", "tasks/demo_app.yaml")
     for name, spec in app_task_paths(app, root=project.context):
         run_step(project, "reevaluate", name=f"reevaluate-{name}",
                  params={"task_spec": spec, "fresh_split": fresh_split, "models": models})

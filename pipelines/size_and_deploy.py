@@ -77,7 +77,7 @@ def pipeline(app: str = "", mock_deploy: str = "auto", prequantize: str = "auto"
     fleet = run_step(project, "plan", params={"selections": selections, "deploy_partial": deploy_partial},
                      outputs=["plan", "groups", "fleet_cost_per_hour", "deploy"])
     after(fleet, *sized)
-    report = {"selections": selections, "plan": output(fleet, "plan")}
+    report = {"selections": selections, "plan": output(fleet, "plan"), "app": app}
     # Every task sized (or deploy_partial): deploy one serving function per placement group
     # (the flow graph of functions.serving, one engine per task), and with several groups the
     # router (functions.router) as `serving`, the one entry point; then report. On KFP a

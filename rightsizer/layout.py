@@ -152,6 +152,38 @@ class RunLayout:
                       if p.is_dir() and p.name not in NOT_TASKS and not p.name.startswith("."))
 
 
+def latest_run(root: str | Path) -> Path:
+    """The run under artifact folder ``root`` that finished last: ``root`` itself when it holds
+    a run's layout (an explicit ``artifact_path``), or the newest ``<root>/<run id>/`` that does
+    (where a bare ``project.run("size_and_deploy")`` writes). ``root`` when none does (the
+    caller then says what it did not find). Newest: its report's ``decisions.json``, else its
+    ``rightsizer`` folder, by modification time."""
+    root = Path(root)
+    if not root.is_dir():
+        return root
+    candidates = [root, *(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))]
+    runs = [c for c in candidates if RunLayout(c).tasks()]
+    if not runs:
+        return root
+
+    def finished(run: Path) -> float:
+        layout = RunLayout(run)
+        marker = layout.decisions_file() if layout.decisions_file().is_file() else layout.base
+        return marker.stat().st_mtime
+
+    return max(runs, key=finished)
+
+
+def run_app(root: str | Path) -> str | None:
+    """The application spec the latest run under ``root`` sized (its report's ``app``), if it says."""
+    import json
+
+    path = RunLayout(latest_run(root)).decisions_file()
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text()).get("app") or None
+
+
 def find_bundles(root: str | Path) -> dict[str, Path]:
     """The serving bundles under artifact path ``root``, by task (complete ones only)."""
     layout = RunLayout(Path(root))

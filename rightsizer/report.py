@@ -838,7 +838,7 @@ def _placed(fleet: dict, task: str) -> str:
 
 def decision_report_html(records: list[dict], title: str = "Rightsizer decision report",
                          endpoint: str = "", fleet: dict | None = None, unsized: list[dict] = (),
-                         note: str = "") -> str:
+                         note: str = "", url: str = "", serve_command: str = "") -> str:
     """One self-contained HTML page for the run: the summary table and payoff chart, then per
     task its decision, why nothing smaller, the ladder, latency vs the baseline, the precision
     table and the device ranking. plotly.js is inlined once; every chart reuses it.
@@ -851,7 +851,8 @@ def decision_report_html(records: list[dict], title: str = "Rightsizer decision 
     ``unsized``: the tasks no candidate could size (``rightsizer.unsized.unsized_entry``): a
     row in the summary table and a section each (the ladder's summary, what would be needed,
     the ladder chart). ``note``: what that did to the deployment
-    (``rightsizer.unsized.missing_message``), shown under the title."""
+    (``rightsizer.unsized.missing_message``), shown under the title. ``url``: what a client
+    calls; ``serve_command``: offline, the command that serves the run's models there."""
     import plotly.io as pio
 
     def chart(fig: go.Figure, div_id: str) -> str:
@@ -859,7 +860,9 @@ def decision_report_html(records: list[dict], title: str = "Rightsizer decision 
 
     parts = [f"<h1>{html.escape(title)}</h1>"]
     if endpoint:
-        parts.append(f"<p>Serving endpoint: <code>{html.escape(endpoint)}</code></p>")
+        call = f" at <code>{html.escape(url)}/v1</code> (OpenAI) and <code>{html.escape(url)}/v2</code>" if url else ""
+        serve = (f" after <code>{html.escape(serve_command)}</code>" if serve_command else "")
+        parts.append(f"<p>Serving endpoint: <code>{html.escape(endpoint)}</code>; call it{call}{serve}.</p>")
     if note:
         parts.append(f'<p class="missing"><strong>{html.escape(note)}</strong></p>')
     rows = summary_rows(records, unsized)

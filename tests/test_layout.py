@@ -69,3 +69,27 @@ def test_find_decisions(tmp_path):
 def test_the_layout_module_imports_no_mlrun():
     code = "import sys, rightsizer.layout; assert 'mlrun' not in sys.modules, 'mlrun imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_latest_run_is_the_folder_of_runs_newest_and_says_its_app(tmp_path):
+    import os
+
+    from rightsizer.layout import latest_run, run_app
+
+    assert latest_run(tmp_path / "nowhere") == tmp_path / "nowhere"
+    assert latest_run(tmp_path) == tmp_path  # no run here: the caller says what it did not find
+    for i, run in enumerate(("0a1b", "9f8e")):  # a bare project.run writes artifacts/<run id>/
+        layout = RunLayout(tmp_path / run)
+        layout.decision_file("t").parent.mkdir(parents=True)
+        layout.decisions_file().parent.mkdir(parents=True)
+        layout.decisions_file().write_text(json.dumps({"app": f"tasks/app{i}.yaml", "records": []}))
+        os.utime(layout.decisions_file(), (1000 + i, 1000 + i))
+    (tmp_path / ".rightsizer-steps" / "rightsizer" / "x").mkdir(parents=True)  # never a run
+    assert latest_run(tmp_path) == tmp_path / "9f8e" and run_app(tmp_path) == "tasks/app1.yaml"
+    os.utime(RunLayout(tmp_path / "0a1b").decisions_file(), (3000, 3000))  # a rerun finished later
+    assert latest_run(tmp_path) == tmp_path / "0a1b" and run_app(tmp_path) == "tasks/app0.yaml"
+    assert latest_run(tmp_path / "9f8e") == tmp_path / "9f8e"  # a run's own folder is itself
+    # an explicit artifact_path (the demo's): the run at the root, newer than the others
+    root = RunLayout(tmp_path)
+    root.decision_file("t").parent.mkdir(parents=True)
+    assert latest_run(tmp_path) == tmp_path and run_app(tmp_path) is None  # no report yet: no app

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -219,12 +220,39 @@ def test_reevaluate_flags_no_regression_on_fresh_data(run, tmp_path):
         1 for _ in (ROOT / "tasks/data/order_extraction/fresh.jsonl").open())
 
 
-def test_reevaluate_workflow_runs_locally(run):
+def test_the_readmes_jupyter_lines_work_as_written(run):
+    """After the bare project.run (its run under artifacts/<run id>/), the README's next lines
+    find that run by themselves: reevaluate with models "artifacts" (and the app the run
+    sized), serve.sh on the project's artifacts, plan --decisions artifacts."""
+    from test_serving_http import _free_port, start_serve
+
     project, layout, _ = run
-    status = project.run("reevaluate", engine="local", watch=True, dirty=True,
-                         artifact_path=str(layout.root / "reeval"),
-                         arguments={"fresh_split": "fresh", "models": str(layout.root)})
+    clone = Path(project.context)
+    decisions = json.loads(layout.decisions_file().read_text())
+    assert decisions["app"] == "tasks/demo_app.yaml"
+    assert decisions["url"] == "http://127.0.0.1:8080"  # what a client calls, offline after serve.sh
+    assert decisions["serve_command"] == f"bash scripts/serve.sh --artifacts {layout.root}"
+    # the README's line, exactly as written (cwd: the project)
+    status = project.run("reevaluate", engine="local",   # deployed models vs fresh data
+                         arguments={"fresh_split": "fresh", "models": "artifacts"})  # a local run's artifacts
     assert str(status.state).lower() in ("completed", "succeeded"), status.state
+    runs = mlrun.get_run_db().list_runs(project=project.name, labels=f"workflow={status.run_id}")
+    results = {r["metadata"]["name"]: r["status"].get("results", {}) for r in runs}
+    assert results and all(r.get("deployed") for r in results.values()), results
+    assert {n.removeprefix("reevaluate-") for n in results} == {t.replace("_", "-") for t in layout.tasks()}
+    out = subprocess.run([sys.executable, "-m", "rightsizer", "plan", "--decisions", "artifacts", "--json"],
+                         cwd=clone, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert sorted(t for d in json.loads(out.stdout)["demands"] for t in d["tasks"]) == sorted(layout.tasks())
+    base, proc, log = start_serve(clone / "artifacts", _free_port())
+    try:
+        with urllib.request.urlopen(f"{base}/v1/models", timeout=60) as r:
+            served = {m["id"] for m in json.loads(r.read())["data"]}
+        assert served == set(layout.tasks())
+        assert f"from {layout.root}" in (clone / "artifacts" / "serve.log").read_text()
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
 
 
 def test_the_lora_task_trains_and_serves_its_production_adapter(run):

@@ -311,7 +311,8 @@ def test_on_a_cluster_the_router_routes_to_each_groups_in_cluster_url(demo_model
                                                          "review_sentiment": "store://models/rightsizer/review_sentiment"},
                   tmp_path, mock=False)
     assert deployed == [(s["name"], False) for s in specs] + [("serving", False)]  # groups first, router last
-    assert out["endpoint"] == "http://rightsizer-serving.example.com"  # the router's
+    assert out["endpoint"] == out["url"] == "http://rightsizer-serving.example.com"  # the router's
+    assert out["serve_command"] == ""  # on a cluster the URL is the endpoint itself
     router = project.get_function("serving")
     assert routes_of(router) == {t: f"http://nuclio-rightsizer-{s['name']}.mlrun.svc.cluster.local:8080"
                                  for s in specs for m in s["models"] for t in m["tasks"]}
@@ -325,7 +326,11 @@ def test_one_group_deploys_no_router(demo_models, tmp_path):
     spec = json.loads(plan.read_text())["function_specs"][0]
     task = spec["models"][0]["tasks"][0]
     out = _deploy(project, plan, {task: _bundles(demo_models, tmp_path)["ticket_routing"]}, tmp_path, mock=True)
-    assert out == {"endpoint": "serving", "functions": {spec["group"]: "serving"}, "missing_tasks": []}
+    serve = out.pop("serve_command")
+    assert out == {"endpoint": "serving", "url": "http://127.0.0.1:8080", "functions": {spec["group"]: "serving"},
+                   "missing_tasks": []}
+    # offline the entry point is served by serve.sh on this run's artifacts: the result says how
+    assert serve.startswith("bash scripts/serve.sh --artifacts /") and serve.split()[-1].endswith("artifacts")
     assert project.get_function("serving").metadata.labels["rightsizer/role"] == "group"
 
 

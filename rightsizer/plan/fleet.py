@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from rightsizer.errors import ConfigError, InsufficientMemory, NoFeasibleOption
-from rightsizer.layout import RunLayout, find_decisions
+from rightsizer.layout import RunLayout, find_decisions, latest_run
 from rightsizer.plan.pack import MAX_REPLICAS, Kind, Load, Solution, Target, solve
 from rightsizer.sizing import Factors, Workload, default_catalog, estimate, load_catalog
 from rightsizer.sizing.catalog import GPU, Catalog
@@ -71,6 +71,7 @@ def load_decisions(path: str | Path) -> list[dict]:
     folder of record files. Sorted by task."""
     p = Path(path)
     if p.is_dir():
+        p = latest_run(p)  # a folder of runs (<run id>/): the latest one
         found = find_decisions(p)
         if found:
             return _sorted([_read(f) for f in found.values()])
