@@ -31,7 +31,9 @@ def report(context: mlrun.MLClientCtx, selections: list, endpoint: str = "", pla
     latency, precision table and device ranking; per unsized task its summary and what would
     be needed), ``decisions`` (all records and the unsized tasks, JSON), results
     ``total_cost_per_1m_tokens``, ``baseline_cost_per_1m_tokens`` (USD per 1M output tokens,
-    weighted by each task's throughput target), ``savings``, ``unsized_tasks``, ``deployed``,
+    weighted by each task's throughput target; each task sized alone), ``savings`` (the fleet
+    plan's saving, what is deployed; without a plan, each task alone),
+    ``savings_each_task_alone``, ``unsized_tasks``, ``deployed``,
     ``missing`` (the line on the unsized tasks: deployed without them, or why nothing was
     deployed), ``decisions`` and ``decision_report`` (paths).
     With ``plan`` (the path of the fleet plan step's ``fleet_plan`` JSON), the plan goes to
@@ -62,9 +64,12 @@ def report(context: mlrun.MLClientCtx, selections: list, endpoint: str = "", pla
     chosen, base = (next((r for r in rows if r["task"] == "TOTAL" and r["choice"] == c), {})
                     for c in ("chosen", "baseline"))
     cost, base_cost = chosen.get(COST), base.get(COST)
-    savings = (1 - cost / base_cost) if cost is not None and base_cost else None
+    alone = (1 - cost / base_cost) if cost is not None and base_cost else None
+    # the saving is the fleet plan's (what is deployed); each task priced alone is a per-task view
+    fleet_saving = ((fleet or {}).get("comparison") or {}).get("saving") if fleet else None
     context.log_results({"total_cost_per_1m_tokens": cost,
-                         "baseline_cost_per_1m_tokens": base_cost, "savings": savings,
+                         "baseline_cost_per_1m_tokens": base_cost,
+                         "savings": fleet_saving if fleet else alone, "savings_each_task_alone": alone,
                          "unsized_tasks": [u["task"] for u in unsized], "deployed": bool(endpoint),
                          "missing": missing, "decisions": str(path), "decision_report": str(page),
                          "url": url, "serve_command": serve})

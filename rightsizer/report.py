@@ -786,7 +786,7 @@ def _fleet_html(fleet: dict, chart) -> list[str]:
             + (f" (saving {saving:.0%})" if _finite(saving) else "")
             + f": both packed on price list {_fleet_price_list(fleet)}, headroom {fleet['headroom']:g}, "
             f"solver {fleet['solver']}; memory, busy fractions and latency modelled by the sizing engine.")
-    parts = ['<section id="fleet"><h2>Fleet plan: chosen vs one big model</h2>', f"<p>{html.escape(line)}</p>",
+    parts = ['<section id="fleet"><h2>The saving: fleet plan, chosen vs one big model</h2>', f"<p>{html.escape(line)}</p>",
              _html_table(fleet_rows(fleet), FLEET_COLUMNS)]
     for side, body in (("chosen", fleet), ("baseline", base)):
         if not body:
@@ -866,13 +866,17 @@ def decision_report_html(records: list[dict], title: str = "Rightsizer decision 
     if note:
         parts.append(f'<p class="missing"><strong>{html.escape(note)}</strong></p>')
     rows = summary_rows(records, unsized)
-    parts += ["<h2>Summary: chosen vs one big model</h2>"]
+    if fleet:  # the saving is the fleet plan's: what is deployed comes first
+        parts += _fleet_html(fleet, chart)
+        parts += ["<h2>Each task sized alone: chosen vs one big model</h2>",
+                  "<p>Not the saving: here every task is priced on a device of its own; the fleet plan "
+                  "above packs the task models together, and its comparison is what deploying saves.</p>"]
+    else:
+        parts += ["<h2>Each task sized alone: chosen vs one big model</h2>"]
     if records:
         parts.append(chart(summary_figure(records, fleet), "summary"))
     parts += [_html_table(rows, [c for c in SUMMARY_COLUMNS if c != "aggregation"]),
               f"<p>TOTAL rows: {html.escape('; '.join(f'{k}: {v}' for k, v in TOTAL_RULES.items()))}.</p>"]
-    if fleet:
-        parts += _fleet_html(fleet, chart)
     for i, rec in enumerate(records):
         task = html.escape(rec["task"])
         parts.append(f'<section id="task-{task}"><h2>Task {task}</h2>')

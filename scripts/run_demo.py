@@ -63,7 +63,14 @@ def main() -> int:
         return 1
     decisions = json.loads(report.read_text())
     records, unsized = decisions["records"], decisions.get("unsized") or []
-    print("[3/3] decision summary (chosen per task vs the largest candidate for everything)\n")
+    fleet = decisions.get("fleet_plan")
+    if fleet:  # the saving: what will be deployed, the two fleets packed by the plan
+        print("[3/3] the saving: fleet plan (the devices that host the task models, beside the largest "
+              "candidate for every task, planned the same way)\n")
+        print(format_table(fleet_rows(fleet), FLEET_COLUMNS))
+        print("\neach task sized alone (not the saving: every task priced on a device of its own)\n")
+    else:
+        print("[3/3] each task sized alone (chosen per task vs the largest candidate for everything)\n")
     print(format_table(summary_rows(records, unsized)))
     for rec in records:
         print("\n" + rec["summary"])
@@ -76,10 +83,6 @@ def main() -> int:
     if not done:  # the report of this run was written: the workflow stopped before deploying
         print(f"\nworkflow ended in state {status.state}: {status.exc or 'see the log above'}", file=sys.stderr)
         return 1
-    if decisions.get("fleet_plan"):
-        print("\nfleet plan (which devices host the task models; baseline: the largest candidate "
-              "for every task, planned the same way)\n")
-        print(format_table(fleet_rows(decisions["fleet_plan"]), FLEET_COLUMNS))
     print("\ndecision report (one HTML page):", RunLayout(Path(args.artifacts)).decision_report_file())
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s; artifacts in {args.artifacts}")
     tasks = [rec["task"] for rec in records]

@@ -232,6 +232,10 @@ def test_the_readmes_jupyter_lines_work_as_written(run):
     assert decisions["app"] == "tasks/demo_app.yaml"
     assert decisions["url"] == "http://127.0.0.1:8080"  # what a client calls, offline after serve.sh
     assert decisions["serve_command"] == f"bash scripts/serve.sh --artifacts {layout.root}"
+    # the run's saving is the fleet plan's (what is deployed); each task alone is labelled so
+    report = next(r for r in mlrun.get_run_db().list_runs(project=project.name, labels=f"workflow={layout.root.name}")
+                  if r["metadata"]["name"] == "report")["status"]["results"]
+    assert report["savings"] == report["fleet_savings"] and "savings_each_task_alone" in report
     # the README's line, exactly as written (cwd: the project)
     status = project.run("reevaluate", engine="local",   # deployed models vs fresh data
                          arguments={"fresh_split": "fresh", "models": "artifacts"})  # a local run's artifacts

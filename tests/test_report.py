@@ -328,7 +328,10 @@ def test_decision_report_shows_the_fleet_and_where_each_task_runs(fleet):
     assert p.library_scripts == 1 and page.count("plotly.js v") == 1  # inlined once with two more charts
     assert p.plots == 1 + 2 + 2  # summary, one chart per fleet, latency per task
     text = p.text["fleet"]
-    assert "Fleet plan: chosen vs one big model" in text and fleet["price_list"]["name"] in text
+    assert "The saving: fleet plan, chosen vs one big model" in text and fleet["price_list"]["name"] in text
+    # the fleet comes first, and the per-task view after it says it is not the saving
+    assert page.index('id="fleet"') < page.index("Each task sized alone") < page.index('id="summary"')
+    assert "Not the saving" in page
     assert all(c in text for c in FLEET_COLUMNS)  # the fleet_rows table
     # every group of both fleets, with its device, replicas, models' busy and memory and SLO
     assert sorted(p.groups["fleet"]) == sorted(
