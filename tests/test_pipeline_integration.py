@@ -227,7 +227,7 @@ def test_the_readmes_jupyter_lines_work_as_written(run):
     from test_serving_http import _free_port, start_serve
 
     project, layout, _ = run
-    clone = Path(project.context)
+    clone = Path(project.context).resolve()
     decisions = json.loads(layout.decisions_file().read_text())
     assert decisions["app"] == "tasks/demo_app.yaml"
     assert decisions["url"] == "http://127.0.0.1:8080"  # what a client calls, offline after serve.sh
@@ -238,7 +238,7 @@ def test_the_readmes_jupyter_lines_work_as_written(run):
     assert str(status.state).lower() in ("completed", "succeeded"), status.state
     # each task of the app the run sized was re-scored from that run's bundle (offline the run
     # DB keeps no step results: each step's logged table is the evidence)
-    tables = sorted((clone / "artifacts" / status.run_id).glob("reevaluate-*/reevaluation.csv"))
+    tables = sorted((clone / "artifacts" / status.run_id).glob("reevaluate-*/**/reevaluation.csv"))
     assert len(tables) == len(layout.tasks()), sorted(p.name for p in (clone / "artifacts" / status.run_id).iterdir())
     assert all("fresh_score" in t.read_text().splitlines()[0] for t in tables)
     out = subprocess.run([sys.executable, "-m", "rightsizer", "plan", "--decisions", "artifacts", "--json"],
