@@ -115,8 +115,9 @@ def load_model(ref: str | Path, dtype: torch.dtype | str = torch.float32, *, dev
     if dev is not None and "device_map" not in kwargs:
         model = model.to(dev)
     model.eval()
-    stops = prompting.stop_token_ids(model.config, tokenizer)
-    if stops and getattr(model, "generation_config", None) is not None:
+    gen = getattr(model, "generation_config", None)
+    stops = prompting.stop_token_ids(model.config, tokenizer, gen)
+    if stops and gen is not None:
         # generate() and the continuous batch both stop at EOS and the template's end of turn
         model.generation_config.eos_token_id = stops
     if qc.get("backend") not in (None, "none"):

@@ -121,11 +121,16 @@ def split_continuation(tokenizer, context: str, continuation: str) -> tuple[list
     return whole[:len(ctx)], whole[len(ctx):]
 
 
-def stop_token_ids(model_config, tokenizer) -> list[int]:
-    """EOS and the family's end-of-turn tokens that ``tokenizer`` has: where generation stops."""
+def stop_token_ids(model_config, tokenizer, generation_config=None) -> list[int]:
+    """Where generation stops: the model's own end tokens (its generation config's, which an
+    instruct model often lists with its end of turn, and its config's), the tokenizer's EOS,
+    and the family's end-of-turn tokens that ``tokenizer`` has."""
     ids: list[int] = []
-    eos = getattr(model_config, "eos_token_id", None)
-    for value in (eos if isinstance(eos, list) else [eos]) + [tokenizer.eos_token_id]:
+    values: list = []
+    for source in (generation_config, model_config):
+        eos = getattr(source, "eos_token_id", None)
+        values += eos if isinstance(eos, list) else [eos]
+    for value in values + [tokenizer.eos_token_id]:
         if isinstance(value, int) and value >= 0 and value not in ids:
             ids.append(value)
     for token in end_of_turn_tokens(getattr(model_config, "model_type", None)):

@@ -111,6 +111,14 @@ def test_generation_stops_at_the_end_of_turn_and_may_span_lines(loaded, routing)
                        tok, model.config)
     assert stop_strings(spec, "newline") == ()  # chat: the turn's end ends the answer
     assert tok.convert_tokens_to_ids("<|im_end|>") in model.generation_config.eos_token_id
+    # the end tokens an instruct model's own generation config lists are kept (Llama 3 lists three)
+    from types import SimpleNamespace
+
+    from rightsizer.prompting import stop_token_ids
+
+    own = SimpleNamespace(eos_token_id=[7, 8])
+    assert stop_token_ids(model.config, tok, own)[:2] == [7, 8]
+    assert set(stop_token_ids(model.config, tok)) <= set(stop_token_ids(model.config, tok, own))
     piece = {p: tok.encode(p, add_special_tokens=False) for p in ("the", "\n", "order", "<|im_end|>")}
     assert all(len(v) == 1 for v in piece.values()), piece
     piece = {p: v[0] for p, v in piece.items()}
