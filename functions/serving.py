@@ -3,8 +3,9 @@
 Graph (flow topology, async engine)::
 
     api-handler (MLRun, from the function's API handler config: routes, url info)
-      -> parse      RequestParser: route + body -> {kind, task, inputs, max_tokens, stream}; 400
-                    naming the field; sends a streamed request to ``stream``, the others to ``batch``
+      -> parse      RequestParser: route + body -> {kind, task, inputs, max_tokens, stream, stop,
+                    cache_salt}; 400 naming the field; answers /health itself; sends a streamed
+                    request to ``stream``, the others to ``batch``
       -> batch      storey.Batch keyed by task: concurrent requests to one task, gathered for
                     ``batch_window_s`` or up to ``batch_max_events``, reach the model together
       -> models     ModelRunnerStep, one TaskRunner per task (asyncio), TaskSelector picks by task;
@@ -22,8 +23,9 @@ handler yields what reaches the responder, once for an answer, once per chunk fo
 the HTTP listener (``functions/serving_http.py``, Nuclio on a cluster) writes chunks as they come.
 
 Routes: ``POST /v2/models/<task>/infer`` (the V2 shape existing clients use),
-``POST /v1/chat/completions`` (``set_openai_frontend``), ``POST /v1/completions`` and
-``GET /v1/models`` (``APIHandlerConfig``). The engines (continuous batching, micro-batched
+``POST /v1/chat/completions`` (``set_openai_frontend``), ``POST /v1/completions``,
+``GET /v1/models``, ``GET /health``, ``GET /v2/health/live`` and ``GET /v2/health/ready``
+(``APIHandlerConfig``). The engines (continuous batching, micro-batched
 scoring, cache, limits) are the core library's ``rightsizer.serving``; this module only adapts
 them to MLRun. ``set_task_models(fn, {task: bundle})`` builds the graph on a serving function.
 """
