@@ -58,7 +58,7 @@ ROUTES = {("POST", "/v2/models/{task}/infer"): "v2", ("POST", "/v1/completions")
           ("POST", "/v1/chat/completions"): "chat", ("GET", "/v1/models"): "models",
           ("GET", "/health"): "health", ("GET", "/v2/health/live"): "health",
           ("GET", "/v2/health/ready"): "ready"}
-REQUEST_KEYS = ("kind", "task", "inputs", "max_tokens", "stream", "stop", "cache_salt")
+REQUEST_KEYS = ("kind", "task", "inputs", "max_tokens", "stream", "stop", "cache_salt", "ignore_eos")
 RESULT = "rightsizer_result"  # marks a TaskRunner's output (the runner wraps several by model name)
 SSE = "rightsizer_sse"  # a responder output that is server-sent-event text, one chunk of a stream
 BATCH_MAX_EVENTS = 64  # requests per graph batch (the engine's default max_queue)
@@ -305,7 +305,7 @@ class TaskRunner(Model):
             if self.task_engine is None:
                 raise _not_loaded(self.name, self.failure)
             answers = await self.task_engine.answer_async(body["inputs"], body["max_tokens"], body.get("stop"),
-                                                          body.get("cache_salt"))
+                                                          body.get("cache_salt"), bool(body.get("ignore_eos")))
         except ServingError as e:
             return {**out, **_failure(e)}
         except Exception as e:  # a bug or a lost batcher: a 500 naming it, not a hung request
@@ -348,7 +348,8 @@ class StreamStep(storey.ConcurrentExecution):
             engine = self._engines.get(task)
             if engine is None:
                 raise _not_loaded(task, self._failures.get(task, "not served here"))
-            async for item in engine.stream_async(body["inputs"][0], body.get("max_tokens"), body.get("stop")):
+            async for item in engine.stream_async(body["inputs"][0], body.get("max_tokens"), body.get("stop"),
+                                                  bool(body.get("ignore_eos"))):
                 if isinstance(item, Answer):
                     yield {**out, "stream_id": stream_id, "created": created, "answer": vars(item)}
                 else:

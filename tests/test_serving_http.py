@@ -278,6 +278,17 @@ def test_max_tokens_and_stop_are_applied_and_finish_reason_says_why(served, clie
     chat = client.chat.completions.create(model="routing_note", max_completion_tokens=1,
                                           messages=[{"role": "user", "content": text}])
     assert chat.choices[0].finish_reason == "length" and chat.usage.completion_tokens == 1
+    # ignore_eos (vLLM's, which load generators send): the generation runs to max_tokens
+    short = next((r["text"] for r in load_rows(spec, spec.eval_split, 24)
+                  if client.completions.create(model="routing_note", prompt=r["text"]).usage.completion_tokens
+                  < spec.max_new_tokens), None)
+    assert short is not None, "no answer ended before its budget among 24 rows"
+    forced = client.completions.create(model="routing_note", prompt=short, max_tokens=spec.max_new_tokens,
+                                       extra_body={"ignore_eos": True})
+    assert forced.usage.completion_tokens == spec.max_new_tokens  # past its EOS (the text is still cut at "\n")
+    status, _, body = _post(f"{served[0]}/v1/completions", {"model": "routing_note", "prompt": "hi",
+                                                            "ignore_eos": "yes"})
+    assert status == 400 and "ignore_eos: 'yes'; expected true or false" in body
     # streamed: the same cut, and the last chunk's finish reason
     parts = list(client.completions.create(model="routing_note", prompt=text, max_tokens=1, stream=True))
     assert "".join(p.choices[0].text for p in parts) == one.choices[0].text

@@ -34,7 +34,7 @@ MAX_STOP = 8  # stop strings per request (OpenAI takes 4, vLLM more)
 # value: every answer is the greedy one the evaluate step measured (docs/serving.md).
 _COMMON = {"model", "stream", "stream_options", "n", "max_tokens", "stop", "temperature", "top_p", "top_k",
            "seed", "presence_penalty", "frequency_penalty", "repetition_penalty", "logprobs", "logit_bias",
-           "user", "cache_salt", "best_of", "response_format", "metadata"}
+           "user", "cache_salt", "best_of", "response_format", "metadata", "ignore_eos"}
 FIELDS = {"completions": _COMMON | {"prompt", "echo", "suffix"},
           "chat": _COMMON | {"messages", "max_completion_tokens", "top_logprobs", "tools", "tool_choice",
                              "parallel_tool_calls", "functions", "function_call"}}
@@ -52,6 +52,7 @@ class ParsedRequest:
     stream: bool = False  # server-sent events, one input (completions and chat)
     stop: list[str] | None = None  # the client's stop strings, on top of the task's own
     cache_salt: str | None = None  # answers are cached and reused only among requests with this salt
+    ignore_eos: bool = False  # vLLM's: a generation runs to max_tokens (load generators fix output lengths)
 
 
 def _obj(body: Any) -> dict:
@@ -99,7 +100,7 @@ def _refused(body: dict, name: str, allowed: tuple = (None,), why: str = "") -> 
         raise bad_request(f"{name}: {value!r} is not supported here{why}", param=name)
 
 
-def _options(kind: str, body: dict) -> tuple[list[str] | None, str | None]:
+def _options(kind: str, body: dict) -> tuple[list[str] | None, str | None, bool]:
     """Check every field of an OpenAI body: unknown ones and ones this server does not apply are
     refused by name; returns the applied ones that reach the engine (stop strings, cache salt)."""
     unknown = sorted(set(body) - FIELDS[kind])
@@ -147,7 +148,10 @@ def _options(kind: str, body: dict) -> tuple[list[str] | None, str | None]:
             raise bad_request(f"{name}: {body[name]!r}; expected a string", param=name)
     if body.get("metadata") is not None and not isinstance(body["metadata"], dict):
         raise bad_request(f"metadata: {body['metadata']!r}; expected an object", param="metadata")
-    return _stop(body), _salt(body)
+    ignore_eos = body.get("ignore_eos", False)
+    if not isinstance(ignore_eos, bool):
+        raise bad_request(f"ignore_eos: {ignore_eos!r}; expected true or false", param="ignore_eos")
+    return _stop(body), _salt(body), ignore_eos
 
 
 def _stop(body: dict) -> list[str] | None:
@@ -207,7 +211,7 @@ def parse_request(kind: str, body: Any, tasks: list[str], path_task: str | None 
         raise bad_request(f"route: unknown request kind {kind!r}; expected one of {list(KINDS)}")
     task = _task(body, "model", tasks)
     stream = _stream(body)
-    stop, salt = _options(kind, body)
+    stop, salt, ignore_eos = _options(kind, body)
     if body.get("n") not in (None, 1):
         raise bad_request(f"n: {body.get('n')!r}; one answer per input (greedy): expected 1", param="n")
     if kind == "completions":
@@ -220,7 +224,8 @@ def parse_request(kind: str, body: Any, tasks: list[str], path_task: str | None 
         if stream and len(texts) != 1:
             raise bad_request(f"prompt: {len(texts)} prompts with stream=true; a stream answers one prompt",
                               param="prompt")
-        return ParsedRequest("completions", task, texts, _max_tokens(body, "max_tokens"), stream, stop, salt)
+        return ParsedRequest("completions", task, texts, _max_tokens(body, "max_tokens"), stream, stop, salt,
+                             ignore_eos)
     if kind == "chat":
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
@@ -245,7 +250,8 @@ def parse_request(kind: str, body: Any, tasks: list[str], path_task: str | None 
             content = "\n".join(p for p in parts if isinstance(p, str)) if parts else None
         texts = validate_texts([content], input_field, name=f"messages[{i}].content")
         return ParsedRequest("chat", task, texts,
-                             _max_tokens(body, "max_completion_tokens", "max_tokens"), stream, stop, salt)
+                             _max_tokens(body, "max_completion_tokens", "max_tokens"), stream, stop, salt,
+                             ignore_eos)
     raise bad_request(f"route: unknown request kind {kind!r}; expected one of {list(KINDS)}")
 
 

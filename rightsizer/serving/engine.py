@@ -151,8 +151,8 @@ class _Runner:
     """The model runner one request's task type predicts with (``tasktypes.Engine``): every
     prompt goes to the engine's shared batchers; completion tokens are counted per prompt."""
 
-    def __init__(self, engine: TaskEngine, n: int):
-        self._engine = engine
+    def __init__(self, engine: TaskEngine, n: int, ignore_eos: bool = False):
+        self._engine, self._ignore_eos = engine, ignore_eos
         self.completion_tokens = [0] * n
         self.finish = ["stop"] * n  # per prompt: "length" when its generation hit the budget
 
@@ -162,7 +162,7 @@ class _Runner:
 
     def generate(self, prompts: list[str], max_new_tokens: int, stop: tuple[str, ...],
                  batch_size: int = 16, progress: bool = False) -> list[str]:
-        outs = self._engine.generate_tokens(prompts, max_new_tokens)
+        outs = self._engine.generate_tokens(prompts, max_new_tokens, self._ignore_eos)
         tok = self._engine.tokenizer
         texts = [tok.decode(t, skip_special_tokens=True) for t in outs]
         for i, (tokens, text) in enumerate(zip(outs[:len(self.completion_tokens)], texts)):
@@ -284,8 +284,9 @@ class TaskEngine:
         _LIVE.discard(self)
 
     # ---- batchers (blocking, any thread) ----------------------------------------------
-    def generate_tokens(self, prompts: list[str], max_new_tokens: int) -> list[list[int]]:
-        """Greedy continuations of the prompts through the continuous batch (token ids)."""
+    def generate_tokens(self, prompts: list[str], max_new_tokens: int, ignore_eos: bool = False) -> list[list[int]]:
+        """Greedy continuations of the prompts through the continuous batch (token ids);
+        ``ignore_eos``: each runs to ``max_new_tokens`` (a load generator's fixed output length)."""
         futures: dict[str, concurrent.futures.Future] = {}
         for p in prompts:
             rid = f"{self.task}-{next(self._ids)}"
@@ -293,7 +294,7 @@ class TaskEngine:
             with self._lock:
                 self._pending[rid] = fut
             self._manager.add_request(encode(self.tokenizer, p), request_id=rid,
-                                      max_new_tokens=max_new_tokens)
+                                      max_new_tokens=max_new_tokens, **self._eos(ignore_eos))
             futures[rid] = fut
         try:
             return [f.result(timeout=self.config.deadline_s).generated_tokens for f in futures.values()]
@@ -464,20 +465,21 @@ class TaskEngine:
             return "stop"
         return "length"
 
-    def _cache_key(self, text: str, max_new_tokens, stop, salt) -> tuple | None:
+    def _cache_key(self, text: str, max_new_tokens, stop, salt, ignore_eos) -> tuple | None:
         if not self.config.cache_size or (self.config.cache_scope == "salted" and salt is None):
             return None
-        return (salt, text, max_new_tokens, tuple(stop or ()))
+        return (salt, text, max_new_tokens, tuple(stop or ()), ignore_eos)
 
     def answer(self, texts: list[str], max_new_tokens: int | None = None, stop: list[str] | None = None,
-               cache_salt: str | None = None) -> list[Answer]:
+               cache_salt: str | None = None, ignore_eos: bool = False) -> list[Answer]:
         """Blocking: the answers for ``texts``, from the cache or through the batchers.
 
         ``stop``: the request's stop strings, on top of the task's; ``cache_salt``: answers are
-        reused only among requests with the same salt (``EngineConfig.cache_scope``)."""
+        reused only among requests with the same salt (``EngineConfig.cache_scope``);
+        ``ignore_eos``: a generation runs to its token budget (load generators ask for it)."""
         fitted = [self.fit(t, max_new_tokens) for t in texts]
         texts, counts = [t for t, _ in fitted], [n for _, n in fitted]
-        keys = [self._cache_key(t, max_new_tokens, stop, cache_salt) for t in texts]
+        keys = [self._cache_key(t, max_new_tokens, stop, cache_salt, ignore_eos) for t in texts]
         out: list[Answer | None] = [None] * len(texts)
         todo = []
         with self._lock:
@@ -489,7 +491,7 @@ class TaskEngine:
                 else:
                     todo.append(i)
         if todo:
-            runner = _Runner(self, len(todo))
+            runner = _Runner(self, len(todo), ignore_eos)
             spec = self.request_spec(max_new_tokens, stop)
             fresh = respond_with(runner, spec, [texts[i] for i in todo], self.shots, max_new_tokens)
             generated = spec.type != "classification"  # a label is a whole answer, never cut
@@ -522,11 +524,12 @@ class TaskEngine:
             self._answered += n
 
     async def answer_async(self, texts: list[str], max_new_tokens: int | None = None,
-                           stop: list[str] | None = None, cache_salt: str | None = None) -> list[Answer]:
+                           stop: list[str] | None = None, cache_salt: str | None = None,
+                           ignore_eos: bool = False) -> list[Answer]:
         """``answer`` for an event loop (tokenizing and prompt building run in the engine's
         threads, off the loop): bounded admission (413, 503), a deadline (504)."""
         self._admit(len(texts))
-        fut = self._pool.submit(self.answer, texts, max_new_tokens, stop, cache_salt)
+        fut = self._pool.submit(self.answer, texts, max_new_tokens, stop, cache_salt, ignore_eos)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(fut), self.config.deadline_s)
         except asyncio.TimeoutError:
@@ -537,7 +540,11 @@ class TaskEngine:
             fut.add_done_callback(lambda _: self._release(len(texts)))
 
     # ---- streaming (generation tasks) ------------------------------------------------
-    def stream_tokens(self, prompt: str, max_new_tokens: int):
+    @staticmethod
+    def _eos(ignore_eos: bool) -> dict:
+        return {"eos_token_id": -1} if ignore_eos else {}  # -1: the continuous batch stops at no token
+
+    def stream_tokens(self, prompt: str, max_new_tokens: int, ignore_eos: bool = False):
         """Blocking generator: the cumulative generated token ids after each step of the
         continuous batch, for one prompt (the request joins the same batch as the others)."""
         rid = f"{self.task}-{next(self._ids)}"
@@ -545,7 +552,7 @@ class TaskEngine:
         with self._lock:
             self._streams[rid] = q
         self._manager.add_request(encode(self.tokenizer, prompt), request_id=rid,
-                                  max_new_tokens=max_new_tokens, streaming=True)
+                                  max_new_tokens=max_new_tokens, streaming=True, **self._eos(ignore_eos))
         deadline = time.monotonic() + self.config.deadline_s
         finished = False
         try:
@@ -569,7 +576,8 @@ class TaskEngine:
                     self._streams.pop(rid, None)
                 self._manager.cancel_request(rid)
 
-    def stream_text(self, text: str, max_new_tokens: int | None = None, stop: list[str] | None = None):
+    def stream_text(self, text: str, max_new_tokens: int | None = None, stop: list[str] | None = None,
+                    ignore_eos: bool = False):
         """Blocking generator of text deltas for a generation task's raw input: the same prompt,
         output budget and stop rule as the answered request, so the deltas join up to its
         ``generated`` text. The last item is the final :class:`Answer`."""
@@ -581,7 +589,7 @@ class TaskEngine:
         prompt = build_prompt(spec, {spec.input_field: text}, self.shots)
         stop = stop_strings(spec, tasktypes.get(spec.type).stop)
         sent, tokens = "", []
-        steps = self.stream_tokens(prompt, spec.max_new_tokens)
+        steps = self.stream_tokens(prompt, spec.max_new_tokens, ignore_eos)
         try:
             for tokens in steps:
                 so_far = self.tokenizer.decode(tokens, skip_special_tokens=True).lstrip()
@@ -605,7 +613,8 @@ class TaskEngine:
         yield Answer({"task": self.spec.name, "generated": final}, n_prompt, len(tokens),
                      finish_reason=self.finish_reason(tokens, whole, spec.max_new_tokens, stop))
 
-    async def stream_async(self, text: str, max_new_tokens: int | None = None, stop: list[str] | None = None):
+    async def stream_async(self, text: str, max_new_tokens: int | None = None, stop: list[str] | None = None,
+                           ignore_eos: bool = False):
         """``stream_text`` for an event loop: bounded admission (503), the deltas as they come.
         A consumer that stops early (a client gone) cancels the request and frees its KV blocks."""
         self._admit(1)
@@ -614,7 +623,7 @@ class TaskEngine:
         done, cancelled = object(), threading.Event()
 
         def run() -> None:
-            items = self.stream_text(text, max_new_tokens, stop)
+            items = self.stream_text(text, max_new_tokens, stop, ignore_eos)
             try:
                 for item in items:
                     if cancelled.is_set():
