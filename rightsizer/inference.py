@@ -212,8 +212,9 @@ def score_options(model, tokenizer, prompts: list[str], options: list[str],
     device = next(model.parameters()).device
     seqs, spans = [], []
     for p in prompts:
+        ctx = prompting.encode(tokenizer, p)
         for o in options:  # each option encoded with its prompt and split (lm-eval's method)
-            p_ids, o_ids = prompting.split_continuation(tokenizer, p, o)
+            p_ids, o_ids = prompting.split_continuation(tokenizer, p, o, ctx)
             seqs.append(p_ids + o_ids)
             spans.append((len(p_ids), len(o_ids)))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

@@ -112,11 +112,12 @@ def answer_separator(context: str) -> str:
     return "" if not context or context[-1].isspace() else " "
 
 
-def split_continuation(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
+def split_continuation(tokenizer, context: str, continuation: str,
+                       context_ids: list[int] | None = None) -> tuple[list[int], list[int]]:
     """``(context ids, continuation ids)``: the two encoded together and split where the
     context's own encoding ends, so the continuation's first token is the one the model
     would read after that context."""
-    ctx = encode(tokenizer, context)
+    ctx = encode(tokenizer, context) if context_ids is None else context_ids  # callers scoring many answers pass it once
     whole = encode(tokenizer, context + answer_separator(context) + continuation)
     return whole[:len(ctx)], whole[len(ctx):]
 

@@ -11,16 +11,13 @@ every step ran and what each record says, not scores.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
 from pathlib import Path
 
 import mlrun
 import pytest
 import yaml
-from test_serving_http import _free_port, _post, start_serve
+from test_serving_http import _free_port, _post, start_serve, stop_serve
 
 from rightsizer.families import family_of
 from rightsizer.layout import RunLayout
@@ -122,9 +119,4 @@ def test_serve_sh_answers_a_chat_request_for_every_architecture(run, tmp_path):
             answer = json.loads(text)["choices"][0]["message"]["content"]
             assert answer in LABELS, (arch, answer)  # a classification task answers one of its labels
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+        stop_serve(proc, log)

@@ -9,9 +9,6 @@ is checked against the group's own answer to the same request.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,7 +16,7 @@ from pathlib import Path
 import mlrun
 import openai
 import pytest
-from test_serving_http import _free_port, _post, start_serve, write_run
+from test_serving_http import _free_port, _post, start_serve, stop_serve, write_run
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,13 +55,7 @@ def fleet(demo_models, tmp_path_factory):
     base, proc, log = start_serve(artifacts, port)
     groups = {name: f"http://127.0.0.1:{port + i}" for i, name in enumerate(GROUPS, start=1)}
     yield base, groups, artifacts
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-    log.close()
+    stop_serve(proc, log)
 
 
 def _group_of(task: str, groups: dict) -> str:

@@ -93,6 +93,17 @@ def start_serve(artifacts: Path, port: int) -> tuple[str, subprocess.Popen, obje
     return base, proc, log
 
 
+def stop_serve(proc: subprocess.Popen, log) -> None:
+    """Stop ``scripts/serve.sh`` as Ctrl-C does (SIGKILL if it has not ended within a minute)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+    log.close()
+
+
 @pytest.fixture(scope="module")
 def served(demo_models, tmp_path_factory):
     """(base URL, server process, artifacts) of a running ``scripts/serve.sh``."""
