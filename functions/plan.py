@@ -22,6 +22,7 @@ from functions.mlrun_io import callable_endpoint, current_project, log_plot, log
 from functions.router import ROLE_LABEL, routes_of, set_routes
 from functions.serving import configure_group, end_mock_deploy, set_task_models
 from rightsizer.plan import plan_fleet
+from rightsizer.routing import API_KEYS_ENV
 from rightsizer.plan.plots import fleet_figure
 from rightsizer.serving.engine import EngineConfig
 from rightsizer.sizing.prices import DEFAULT_PRICE_LIST
@@ -155,6 +156,7 @@ def deploy_plan(context: mlrun.MLClientCtx, plan: str, models: dict, mock: bool 
         group, engines = group_models(spec, models)
         set_task_models(fn, group, engines=engines)
         configure_group(fn, spec)
+        require_api_keys(fn, project)
         project.set_function(fn, name=name)  # project.get_function(name) is what was deployed
         status = project.deploy_function(fn, mock=mock)
         if mock:
@@ -169,6 +171,7 @@ def deploy_plan(context: mlrun.MLClientCtx, plan: str, models: dict, mock: bool 
         router = project.get_function("router").copy()
         router.metadata.name = "serving"
         set_routes(router, routes, groups)
+        require_api_keys(router, project)
         project.set_function(router, name="serving")
         status = project.deploy_function(router, mock=mock)
         if mock:
@@ -184,6 +187,17 @@ def deploy_plan(context: mlrun.MLClientCtx, plan: str, models: dict, mock: bool 
         context.logger.info(f"offline: serve the deployed models with `{serve}`, then call {url}/v1")
     context.log_results({"endpoint": endpoint, "url": url, "serve_command": serve, "functions": names,
                          "missing_tasks": without})
+
+
+def require_api_keys(fn, project) -> None:
+    """Where the project param ``api_key_secret`` names a project secret (its value: the API keys,
+    comma-separated), the function reads them from it (``$RIGHTSIZER_API_KEYS``, a reference to
+    the project's Kubernetes secret: the keys are never in the spec) and then requires one on
+    every route but health."""
+    key = project.get_param("api_key_secret", "") or ""
+    if key:
+        secret = mlrun.mlconf.secret_stores.kubernetes.project_secret_name.format(project=project.name)
+        fn.set_env_from_secret(API_KEYS_ENV, secret=secret, secret_key=key)
 
 
 def _group_template(project):

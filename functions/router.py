@@ -32,10 +32,12 @@ import json
 from typing import Any
 
 import aiohttp
+import mlrun
 from mlrun.serving.remote import BatchHttpRequests, RemoteStep
 from mlrun.serving.server import Response
 
-from rightsizer.routing import RouteError, forward_headers, merge_models, task_of
+from rightsizer.routing import (RouteError, api_keys, check_api_key, forward_headers, merge_models,
+                                merge_ready, route_kind, task_of)
 
 ROLE_LABEL = "rightsizer/role"  # "router" or "group": deploy_plan tells its functions apart by it
 TIMEOUT_S = 300  # a group's answer, scale-from-zero and model load included (its deadline: 120 s)
@@ -99,22 +101,33 @@ def _answer(status: int, body: Any, headers: dict | None = None,
             "body": body if isinstance(body, (bytes, str)) else json.dumps(body)}
 
 
-def _failure(e: RouteError) -> dict:
-    return {"answer": _answer(e.status, e.to_dict())}
+def _failure(e: RouteError, path: str | None) -> dict:
+    """The router's own error, in the route's shape (one log line, as a group logs its own)."""
+    log = mlrun.utils.logger.warning if e.status >= 500 else mlrun.utils.logger.info
+    log("request refused" if e.status < 500 else "request failed", status=e.status, route=path,
+        reason=e.message[:300])
+    return {"answer": _answer(e.status, e.to_dict(path), e.response_headers())}
 
 
 class RouteParser:
-    """The request as it came, and the task it is for; the router's own 400/404 otherwise."""
+    """The request as it came, and the task it is for; the router's own 400/401/404/405
+    otherwise, and its own liveness (``/health``, ``/v2/health/live``). The API key
+    (``$RIGHTSIZER_API_KEYS``) is checked here and again by the group, which gets the header."""
 
     def __init__(self, tasks: list[str] | None = None, context=None, name=None, **kwargs):
         self.tasks = sorted(tasks or [])
+        self.keys = api_keys()
 
     def do(self, event):
         body = event.body  # MLRun decoded a JSON body already; other bodies are bytes
         try:
+            check_api_key(event.path, event.headers, self.keys)
             task = task_of(event.method, event.path, body, self.tasks)
+            if task is None and route_kind(event.method, event.path) == "health":
+                event.body = {"answer": _answer(200, {"status": "ok"})}
+                return event
         except RouteError as e:
-            event.body = _failure(e)
+            event.body = _failure(e, event.path)
             return event
         event.body = {"task": task, "request": {
             "method": (event.method or "GET").upper(), "path": event.path or "/",
@@ -158,7 +171,7 @@ class GroupProxy(RemoteStep):
                 self._endpoint = await _resolve(self, self.url)
         except Exception as e:
             return _answer(503, RouteError(503, f"task {self.task!r}: its group {self.group} ({self.url}) has "
-                                                f"no URL: {type(e).__name__}: {e}").to_dict(),
+                                                f"no URL: {type(e).__name__}: {e}").to_dict(req["path"]),
                            {"Retry-After": "30"})
         url = self._endpoint + req["path"]
         return await _send(self, req["method"], url, req["query"], req["headers"], req["body"],
@@ -190,14 +203,15 @@ async def _send(step, method: str, url: str, query: dict, headers: dict, body: A
             return _answer(resp.status, payload, forward_headers(back),
                            resp.headers.get("Content-Type", "application/octet-stream"))
     except asyncio.TimeoutError:
-        return _answer(504, RouteError(504, f"{who}: no answer within {step.timeout} s").to_dict())
+        return _answer(504, RouteError(504, f"{who}: no answer within {step.timeout} s").to_dict(url))
     except aiohttp.ClientError as e:
-        return _answer(502, RouteError(502, f"{who} cannot be reached: {type(e).__name__}: {e}").to_dict())
+        return _answer(502, RouteError(502, f"{who} cannot be reached: {type(e).__name__}: {e}").to_dict(url))
 
 
 class ModelsFanout(BatchHttpRequests):
-    """MLRun's batch of HTTP requests: ``GET /v1/models`` to every group at once, the cards merged.
-    ``groups``: group URL or function name -> the tasks it hosts."""
+    """MLRun's batch of HTTP requests: ``GET /v1/models`` (or readiness, ``/v2/health/ready``) to
+    every group at once, the answers merged. ``groups``: group URL or function name -> the tasks
+    it hosts."""
 
     def __init__(self, groups: dict[str, list[str]] | None = None, timeout: float | None = MODELS_TIMEOUT_S,
                  **kwargs):
@@ -225,7 +239,11 @@ class ModelsFanout(BatchHttpRequests):
         return dict(zip(self.groups, await asyncio.gather(*(ask(u) for u in self.groups))))
 
     async def _handle_completed(self, event, response):
-        event.body = {"answer": _answer(200, merge_models(response, self.groups))}
+        if route_kind("GET", event.body["request"]["path"]) == "ready":
+            status, body = merge_ready(response, self.groups)
+            event.body = {"answer": _answer(status, body, {"Retry-After": "30"} if status != 200 else None)}
+        else:
+            event.body = {"answer": _answer(200, merge_models(response, self.groups))}
         await self._do_downstream(event)
 
 

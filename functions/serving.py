@@ -43,39 +43,39 @@ from typing import Any
 import mlrun
 import storey
 from mlrun.serving.endpoint_mapping import APIHandlerConfig
-from mlrun.serving.openai_mappings import OpenAIEndpoint
 from mlrun.serving.server import Response
 from mlrun.serving.states import Model, ModelRunnerSelector, ModelRunnerStep
 
 from functions.mlrun_io import localize_dir
+from rightsizer.routing import ROUTES, RouteError, api_keys, check_api_key, route_kind
 from rightsizer.serving import api
 from rightsizer.serving.engine import Answer, EngineConfig, TaskEngine
 from rightsizer.errors import ConfigError
 from rightsizer.serving.errors import ServingError
 
 V2_INFER = "/v2/models/{task}/infer"
-ROUTES = {("POST", "/v2/models/{task}/infer"): "v2", ("POST", "/v1/completions"): "completions",
-          ("POST", "/v1/chat/completions"): "chat", ("GET", "/v1/models"): "models",
-          ("GET", "/health"): "health", ("GET", "/v2/health/live"): "health",
-          ("GET", "/v2/health/ready"): "ready"}
-REQUEST_KEYS = ("kind", "task", "inputs", "max_tokens", "stream", "stop", "cache_salt", "ignore_eos")
+REQUEST_KEYS = ("kind", "task", "inputs", "max_tokens", "stream", "stop", "cache_salt", "ignore_eos", "logprobs")
 RESULT = "rightsizer_result"  # marks a TaskRunner's output (the runner wraps several by model name)
 SSE = "rightsizer_sse"  # a responder output that is server-sent-event text, one chunk of a stream
 BATCH_MAX_EVENTS = 64  # requests per graph batch (the engine's default max_queue)
 BATCH_WINDOW_S = 0.005  # how long the first request of a batch waits for others
 
 
+DESCRIPTIONS = {"v2": "V2 inference, one task", "completions": "OpenAI completions: model = task, prompt = input",
+                "chat": "OpenAI chat completions: model = task, one user message = input",
+                "models": "OpenAI models: the tasks", "health": "liveness: the server answers",
+                "ready": "V2 readiness: 200 when every task model is loaded, else 503"}
+
+
 def api_config() -> APIHandlerConfig:
-    """The routes the graph answers (all others: 404 from MLRun's API handler)."""
+    """The routes the graph answers, and every other path and method too (``/*``): the parser
+    answers those with 404, or 405 with ``Allow``, in the route's error shape, where MLRun's API
+    handler would answer text/plain without ``Allow`` and log a traceback."""
     config = APIHandlerConfig(include_url_info=True)  # the parser dispatches on path and method
-    config.add_endpoint_handler(V2_INFER, HTTPMethod.POST, description="V2 inference, one task")
-    config.add_endpoint_handler("/v1/completions", HTTPMethod.POST,
-                                description="OpenAI completions: model = task, prompt = input")
-    config.add_endpoint_handler("/v1/models", HTTPMethod.GET, description="OpenAI models: the tasks")
-    config.add_endpoint_handler("/health", HTTPMethod.GET, description="liveness: the server answers")
-    config.add_endpoint_handler("/v2/health/live", HTTPMethod.GET, description="V2 liveness")
-    config.add_endpoint_handler("/v2/health/ready", HTTPMethod.GET,
-                                description="V2 readiness: 200 when every task model is loaded, else 503")
+    for (method, path), kind in ROUTES.items():
+        config.add_endpoint_handler(path, HTTPMethod(method), description=DESCRIPTIONS[kind])
+    for method in HTTPMethod:
+        config.add_endpoint_handler("/*", method, description="not served: 404 or 405 from the parser")
     return config
 
 
@@ -84,9 +84,9 @@ def configure_serving(fn) -> None:
     ``set_task_models``."""
     fn.set_topology("flow", engine="async", exist_ok=True)
     fn.set_streaming(True)
+    # chat completions as the other routes, not MLRun's OpenAI frontend: its check of `model`
+    # answers 422 in its own shape where every other missing field gets the parser's 400
     fn.set_api_handler_config(api_config())
-    # chat completions with MLRun's own OpenAI body mappings (it validates model and messages)
-    fn.set_openai_frontend([OpenAIEndpoint.CHAT_COMPLETIONS], prefix="/v1")
     fn.set_label("rightsizer/role", "group")  # the router's is "router" (functions/router.py)
 
 
@@ -123,7 +123,7 @@ def set_task_models(fn, models: dict[str, str] | list[dict], engine: dict | None
     configure_serving(fn)
     graph = fn.spec.graph
     graph.clear_children(list(graph.steps))
-    parse = graph.to(class_name="RequestParser", name="parse", tasks=list(models))
+    parse = graph.to(class_name="RequestParser", name="parse", full_event=True, tasks=list(models))
     batch = parse.to(class_name="storey.Batch", name="batch", max_events=batch_max_events,
                      flush_after_seconds=batch_window_s, key_field="task", full_event=True)
     runner = ModelRunnerStep(name="models", model_runner_selector="TaskSelector")
@@ -188,30 +188,35 @@ def _json_body(body: Any) -> Any:
 
 
 class RequestParser:
-    """Route and body -> the engine's request; a 400 naming the field otherwise."""
+    """Route, API key and body -> the engine's request; 400 naming the field, 401 without a
+    valid key (``$RIGHTSIZER_API_KEYS``), 404/405 for a route not served, otherwise."""
 
     def __init__(self, tasks: list[str] | None = None, context=None, name=None, **kwargs):
         self.tasks = list(tasks or [])
+        # read where the graph starts (the pod's env, from a project secret on a cluster):
+        # never a step argument, so never in the function spec
+        self.keys = api_keys()
 
-    def do(self, body, mlrun_request_path: str = "", mlrun_request_method: str = "POST",
-           task: str | None = None, **mapped) -> dict:
+    def do(self, event):
+        # the full event, for its headers (the API key); MLRun's API handler left the body and
+        # the URL info (path, method, the V2 path's task) in a request context
+        ctx = event.body
+        body = getattr(ctx, "original_body", ctx)
+        info = dict(ctx) if hasattr(ctx, "original_body") else {}
+        path = (info.get("mlrun_request_path") or event.path or "/").rstrip("/") or "/"
+        method = (info.get("mlrun_request_method") or event.method or "GET").upper()
         # errors are answered, not raised: MLRun's streaming handler (this function's) does not
         # turn a raised error into its HTTP status; the responder does it for every step
         try:
-            return self._parse(body, mlrun_request_path, mlrun_request_method, task)
-        except ServingError as e:
-            return {RESULT: True, "request": {"kind": "error", "task": None, "inputs": [], "max_tokens": None},
-                    **_failure(e)}
+            check_api_key(path, event.headers, self.keys)
+            event.body = self._parse(body, path, method, info.get("task"))
+        except RouteError as e:
+            event.body = {RESULT: True, "request": {"kind": "error", "task": None, "inputs": [], "max_tokens": None},
+                          **_failure(e, path)}
+        return event
 
-    def _parse(self, body, mlrun_request_path: str, mlrun_request_method: str, task: str | None) -> dict:
-        path = mlrun_request_path.rstrip("/") or "/"
-        if path.startswith("/v2/models/") and path.endswith("/infer"):
-            kind = "v2"
-        else:
-            kind = ROUTES.get((mlrun_request_method, path))
-        if kind is None:
-            raise ServingError(404, f"{mlrun_request_method} {path}: not served here; routes: "
-                                    f"{sorted(f'{m} {p}' for m, p in ROUTES)}")
+    def _parse(self, body, path: str, method: str, task: str | None) -> dict:
+        kind = route_kind(method, path)
         if kind == "health":  # liveness: the graph answers; readiness asks the task models
             return {RESULT: True, "request": {"kind": "health", "task": None, "inputs": []}}
         req = api.parse_request(kind, _json_body(body) if kind not in ("models", "ready") else None,
@@ -235,10 +240,17 @@ class TaskSelector(ModelRunnerSelector):
         return sorted({b["task"] for b in bodies})
 
 
-def _failure(e: ServingError) -> dict:
-    """A step's error as a result field: the responder turns it back into the HTTP error (a
-    raised error would reach no request after the batch step, nor through the streaming handler)."""
-    return {"failure": {"status": e.status, "message": e.message, "retry_after": e.retry_after, "param": e.param}}
+def _failure(e: RouteError, path: str | None = None) -> dict:
+    """A step's error as a result field: the responder turns it back into the HTTP error, in the
+    shape of the request's route (``path``) (a raised error would reach no request after the
+    batch step, nor through the streaming handler)."""
+    return {"failure": {"status": e.status, "message": e.message, "retry_after": e.retry_after, "param": e.param,
+                        "headers": e.headers, "path": path}}
+
+
+def _route_of(request: dict) -> str:
+    """The route a parsed request came by (its error shape): V2's or OpenAI's."""
+    return V2_INFER if request.get("kind") in ("v2", "ready") else "/v1"
 
 
 def _not_loaded(task: str, reason: str | None) -> ServingError:
@@ -305,7 +317,8 @@ class TaskRunner(Model):
             if self.task_engine is None:
                 raise _not_loaded(self.name, self.failure)
             answers = await self.task_engine.answer_async(body["inputs"], body["max_tokens"], body.get("stop"),
-                                                          body.get("cache_salt"), bool(body.get("ignore_eos")))
+                                                          body.get("cache_salt"), bool(body.get("ignore_eos")),
+                                                          body.get("logprobs"))
         except ServingError as e:
             return {**out, **_failure(e)}
         except Exception as e:  # a bug or a lost batcher: a 500 naming it, not a hung request
@@ -392,8 +405,7 @@ class Responder:
             return self._respond(body)
         except Exception as e:  # after the batch step a raised error reaches no request: it would hang
             mlrun.utils.logger.error("serving: response failed", error=f"{type(e).__name__}: {e}")
-            return Response(body=json.dumps(ServingError(500, f"response: {type(e).__name__}: {e}").to_dict()),
-                            content_type="application/json", status_code=500)
+            return _error_response(ServingError(500, f"response: {type(e).__name__}: {e}"), "/v1")
 
     def _respond(self, body):
         results = [body] if RESULT in body else [r for r in body.values() if isinstance(r, dict)]
@@ -406,19 +418,27 @@ class Responder:
         if kind == "ready":
             waiting = sorted(r["card"]["id"] for r in results if r["card"].get("status") != "ready")
             if waiting:
-                e = ServingError(503, f"not ready: task model(s) {waiting} did not load (GET /v1/models "
-                                      "says why)", retry_after=30)
-                return Response(headers={"Retry-After": "30"}, body=json.dumps(e.to_dict()),
-                                content_type="application/json", status_code=503)
+                return _error_response(ServingError(503, f"not ready: task model(s) {waiting} did not load "
+                                                         "(GET /v1/models says why)", retry_after=30),
+                                       "/v2/health/ready")
             return {"ready": True, "tasks": sorted(r["card"]["id"] for r in results)}
         if "failure" in first:
-            e = ServingError(**first["failure"])
-            headers = {"Retry-After": str(e.retry_after)} if e.retry_after else {}
-            return Response(headers=headers, body=json.dumps(e.to_dict()),
-                            content_type="application/json", status_code=e.status)
+            failure = dict(first["failure"])
+            path = failure.pop("path", None) or _route_of(first["request"])
+            return _error_response(ServingError(**failure), path)
         req = api.ParsedRequest(**first["request"])
         if "delta" in first or "answer" in first:  # one chunk of a stream
             answer = Answer(**first["answer"]) if "answer" in first else None
             chunk = api.sse(api.stream_chunk(req, first["stream_id"], first["created"], first.get("delta"), answer))
             return {SSE: chunk + (api.sse("[DONE]") if answer else "")}
         return api.shape_response(req, [Answer(**a) for a in first["answers"]])
+
+
+def _error_response(e: RouteError, path: str) -> Response:
+    """The HTTP error of a request, in its route's shape, with one log line (a traceback only
+    where the server itself failed, logged where it did)."""
+    log = mlrun.utils.logger.warning if e.status >= 500 else mlrun.utils.logger.info
+    log("request refused" if e.status < 500 else "request failed", status=e.status, route=path,
+        reason=e.message[:300])
+    return Response(headers=e.response_headers() or None, body=json.dumps(e.to_dict(path)),
+                    content_type="application/json", status_code=e.status)

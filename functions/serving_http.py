@@ -25,6 +25,7 @@ import os
 import sys
 from pathlib import Path
 
+import aiohttp
 import mlrun
 import nuclio_sdk
 from aiohttp import web
@@ -33,11 +34,15 @@ import functions.router as router_module
 import functions.serving as serving_module
 from functions.plan import group_models
 from functions.router import set_routes
-from functions.serving import ROUTES, SSE, set_task_models
+from functions.serving import SSE, set_task_models
 from rightsizer.layout import RunLayout, find_bundles, latest_run
+from rightsizer.routing import API_KEYS_ENV, ROUTES, RouteError
 from rightsizer.serving.engine import stop_all
 
 ROOT = Path(__file__).resolve().parents[1]
+BODY_TIMEOUT_S = 30.0  # a body that has not arrived whole by then (shorter than its Content-Length): 408
+MAX_BODY = 8 * 1024 * 1024
+log = logging.getLogger("rightsizer.serving_http")
 
 
 def serving_spec(models: dict[str, str], engine: dict | None = None, project_dir: str | Path = ROOT,
@@ -64,11 +69,12 @@ def _logger() -> nuclio_sdk.Logger:
     return logger
 
 
-def make_app(spec: str, namespace: dict | None = None) -> web.Application:
+def make_app(spec: str, namespace: dict | None = None, body_timeout: float | None = None) -> web.Application:
     """An aiohttp app that runs ``spec``'s graph through MLRun's serving entry point; the
     graph's classes are looked up in ``namespace`` (default: ``functions.serving``'s, the
-    router's are ``vars(functions.router)``), as Nuclio looks them up in the function's code."""
-    app = web.Application(client_max_size=8 * 1024 * 1024)
+    router's are ``vars(functions.router)``), as Nuclio looks them up in the function's code.
+    ``body_timeout``: seconds for a request's body to arrive (default ``BODY_TIMEOUT_S``)."""
+    app = web.Application(client_max_size=MAX_BODY)
     trigger = nuclio_sdk.TriggerInfo("http", "http")
 
     async def start(app: web.Application) -> None:
@@ -86,7 +92,13 @@ def make_app(spec: str, namespace: dict | None = None) -> web.Application:
 
     async def handle(request: web.Request) -> web.StreamResponse:
         context = app["context"]
-        body = await request.read()
+        try:
+            body = await asyncio.wait_for(request.read(), body_timeout_s)
+        except asyncio.TimeoutError:
+            return _error(request, RouteError(408, f"body: not received whole within {body_timeout_s:g} s "
+                                                   f"(Content-Length {request.content_length})", param="body"))
+        except web.HTTPRequestEntityTooLarge:
+            return _error(request, RouteError(413, f"body: larger than {MAX_BODY} bytes", param="body"))
         event = nuclio_sdk.Event(body=body or None, content_type=request.content_type or None,
                                  headers=dict(request.headers), method=request.method,
                                  path=request.path, fields=dict(request.query), trigger=trigger)
@@ -103,7 +115,7 @@ def make_app(spec: str, namespace: dict | None = None) -> web.Application:
             resp = first
         if inspect.isawaitable(resp):
             resp = await resp
-        return _response(resp)
+        return _shaped(request, _response(resp))
 
     def _is_chunk(item) -> bool:
         return isinstance(item, dict) and SSE in item
@@ -113,13 +125,20 @@ def make_app(spec: str, namespace: dict | None = None) -> web.Application:
         out = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream",
                                                       "Cache-Control": "no-cache"})
         await out.prepare(request)
-        await out.write(first[SSE].encode())
-        async for item in rest:
-            if _is_chunk(item):
-                await out.write(item[SSE].encode())
-            elif _is_response(item):  # a failure after the stream began
-                await out.write(f"data: {json.dumps({'error': _text(item.body)})}\n\n".encode())
-        await out.write_eof()
+        try:
+            await out.write(first[SSE].encode())
+            async for item in rest:
+                if _is_chunk(item):
+                    await out.write(item[SSE].encode())
+                elif _is_response(item):  # a failure after the stream began
+                    await out.write(f"data: {json.dumps({'error': _text(item.body)})}\n\n".encode())
+            await out.write_eof()
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            # the client went away: one line, no traceback; the rest of the stream is drained so
+            # the generation ends and its KV blocks are freed
+            log.info("stream ended early: %s %s: the client disconnected", request.method, request.path)
+            async for _ in rest:
+                pass
         return out
 
     def _text(body) -> str:
@@ -144,12 +163,33 @@ def make_app(spec: str, namespace: dict | None = None) -> web.Application:
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
+    body_timeout_s = BODY_TIMEOUT_S if body_timeout is None else body_timeout
     app.router.add_route("*", "/{tail:.*}", handle)
     return app
 
 
+def _error(request: web.Request, e: RouteError) -> web.Response:
+    log.info("request refused: %s %s: %s %s", request.method, request.path, e.status, e.message[:300])
+    return web.json_response(e.to_dict(request.path), status=e.status, headers=e.response_headers() or None)
+
+
+def _shaped(request: web.Request, resp: web.Response) -> web.Response:
+    """An error the graph did not shape (MLRun's own, before the graph runs: a body sent as JSON
+    that does not decode) in the route's error shape; every other response as it is."""
+    if resp.status < 400 or resp.content_type == "application/json":
+        return resp
+    text = (resp.body or b"").decode(errors="replace") if isinstance(resp.body, bytes) else str(resp.body or "")
+    message = text.splitlines()[0] if text.strip() else f"HTTP {resp.status}"
+    if "json decode" in message:
+        message = f"body: not valid JSON ({message})"
+    headers = {k: v for k, v in resp.headers.items() if k.lower() in ("retry-after", "allow", "www-authenticate")}
+    return web.json_response(RouteError(resp.status, message, param="body" if "JSON" in message else None)
+                             .to_dict(request.path), status=resp.status, headers=headers or None)
+
+
 def plan_apps(artifacts: Path, bundles: dict[str, Path], host: str, port: int,
-              engine: dict | None = None) -> list[tuple[str, int, list[str], web.Application]]:
+              engine: dict | None = None, body_timeout: float | None = None,
+              ) -> list[tuple[str, int, list[str], web.Application]]:
     """Where the run's fleet plan has several groups: (name, port, tasks, app) of each group's
     function (``port`` + 1, + 2, ...), then of the router on ``port``; else none."""
     plan = RunLayout(artifacts).plan_file()
@@ -164,10 +204,11 @@ def plan_apps(artifacts: Path, bundles: dict[str, Path], host: str, port: int,
     for i, spec in enumerate(specs, start=1):
         tasks, engines = group_models(spec, models)
         engines = {t: {**(engine or {}), **e} for t, e in engines.items()}
-        apps.append((spec["name"], port + i, list(tasks), make_app(serving_spec(tasks, engines=engines))))
+        apps.append((spec["name"], port + i, list(tasks), make_app(serving_spec(tasks, engines=engines),
+                                                                   body_timeout=body_timeout)))
         routes.update(dict.fromkeys(tasks, f"http://{host}:{port + i}"))
         groups.update(dict.fromkeys(tasks, spec["name"]))
-    router = make_app(router_spec(routes, groups), namespace=vars(router_module))
+    router = make_app(router_spec(routes, groups), namespace=vars(router_module), body_timeout=body_timeout)
     return apps + [("serving (router)", port, sorted(routes), router)]
 
 
@@ -200,7 +241,19 @@ def main(argv: list[str] | None = None) -> None:
                         help="artifact path of a size_and_deploy run, or a folder of runs (the latest is "
                              "served; default: the project's artifacts/)")
     parser.add_argument("--engine", default="{}", help="EngineConfig fields as JSON, for every task")
+    parser.add_argument("--api-key", action="append", default=[], metavar="KEY",
+                        help="require 'Authorization: Bearer KEY' on every route but health (repeat for "
+                             f"several keys; or set ${API_KEYS_ENV}, comma-separated)")
+    parser.add_argument("--body-timeout", type=float, default=BODY_TIMEOUT_S, metavar="SECONDS",
+                        help="a request body not received whole by then is answered 408")
     args = parser.parse_args(argv)
+    if args.body_timeout <= 0:
+        raise SystemExit(f"--body-timeout: {args.body_timeout}; expected seconds > 0")
+    if args.api_key:  # the graph reads the keys from its environment, as a pod gets them from a secret
+        bad = [k for k in args.api_key if not k.strip() or "," in k]
+        if bad:
+            raise SystemExit("--api-key: expected a non-empty key without commas")
+        os.environ[API_KEYS_ENV] = ",".join(args.api_key)
     # the artifact folder of a run, or one that holds runs (<run id>/, where a bare
     # project.run("size_and_deploy") writes): the latest of them is served
     artifacts = latest_run(Path(args.artifacts or ROOT / "artifacts").expanduser())
@@ -210,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
                          "bundle); run the demo first (bash scripts/demo.sh) or point at a run")
     engine = json.loads(args.engine)
     base = f"http://{args.host}:{args.port}"
-    apps = plan_apps(artifacts, bundles, args.host, args.port, engine)
+    apps = plan_apps(artifacts, bundles, args.host, args.port, engine, args.body_timeout)
     if apps:
         print(f"Serving {len(bundles)} task model(s) from {artifacts} as the fleet plan places them: "
               f"{len(apps) - 1} placement groups behind the router at {base}", flush=True)
@@ -221,10 +274,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"Serving {len(bundles)} task model(s) from {artifacts} at {base}", flush=True)
         for task, path in sorted(bundles.items()):
             print(f"  {task}: {path}", flush=True)
-        app = make_app(serving_spec({t: str(p) for t, p in bundles.items()}, engine=engine))
+        app = make_app(serving_spec({t: str(p) for t, p in bundles.items()}, engine=engine),
+                       body_timeout=args.body_timeout)
     print("Routes:", flush=True)
     for method, path in ROUTES:
         print(f"  {method:4} {base}{path}", flush=True)
+    if os.environ.get(API_KEYS_ENV, "").strip():
+        print("An API key is required on every route but health (Authorization: Bearer <key>).", flush=True)
     print("Ctrl-C stops.", flush=True)
     web.run_app(app, host=args.host, port=args.port, print=None, shutdown_timeout=10)
 

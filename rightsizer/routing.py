@@ -9,50 +9,123 @@ same 400 a group's own parser gives (``rightsizer.serving.api``), naming every s
 
 from __future__ import annotations
 
+import hmac
 import json
+import os
 import time
 from typing import Any
 
 V2_PREFIX, V2_SUFFIX = "/v2/models/", "/infer"
-OPENAI = {("POST", "/v1/completions"), ("POST", "/v1/chat/completions")}
-MODELS = ("GET", "/v1/models")
-ROUTES = sorted(["POST /v2/models/{task}/infer", "POST /v1/completions", "POST /v1/chat/completions",
-                 "GET /v1/models"])
+# every route the served API answers (a group function and the entry point alike): (method, path) -> kind
+ROUTES = {("POST", "/v2/models/{task}/infer"): "v2", ("POST", "/v1/completions"): "completions",
+          ("POST", "/v1/chat/completions"): "chat", ("GET", "/v1/models"): "models",
+          ("GET", "/health"): "health", ("GET", "/v2/health/live"): "health",
+          ("GET", "/v2/health/ready"): "ready"}
 # the header names a proxy must not pass on (RFC 9110 7.6.1 hop-by-hop fields, and the framing
 # the next hop sets itself)
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                         "trailer", "transfer-encoding", "upgrade", "host", "content-length"})
 
 
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+               405: "method_not_allowed", 408: "timeout_error", 413: "request_too_large",
+               502: "server_error", 503: "unavailable_error", 504: "timeout_error"}
+HEALTH_PATHS = frozenset({"/health", "/v2/health/live", "/v2/health/ready"})  # open without an API key
+API_KEYS_ENV = "RIGHTSIZER_API_KEYS"  # comma-separated keys; unset or empty: no key is required
+
+
+def error_body(path: str | None, status: int, message: str, param: str | None = None) -> dict:
+    """The error body of a route: the V2 protocol's ``{"error": message}`` under ``/v2/``, the
+    OpenAI error object everywhere else (``/v1``, and a path no route serves)."""
+    if (path or "").startswith("/v2/"):
+        return {"error": message}
+    return {"error": {"message": message, "type": ERROR_TYPES.get(status, "server_error"), "param": param,
+                      "code": status}}
+
+
 class RouteError(Exception):
-    """A request the entry point answers itself: ``status`` and the OpenAI-style error body of
-    ``rightsizer.serving.errors.ServingError`` (which imports the engine, hence not reused)."""
+    """A request answered with an error: ``status``, the message naming the field or the limit,
+    ``retry_after`` (seconds, on overload), extra response ``headers`` (``Allow`` on a 405,
+    ``WWW-Authenticate`` on a 401). Its body is the route's shape (``error_body``)."""
 
-    KINDS = {400: "invalid_request_error", 404: "not_found_error", 502: "server_error",
-             503: "unavailable_error", 504: "timeout_error"}
-
-    def __init__(self, status: int, message: str, param: str | None = None):
+    def __init__(self, status: int, message: str, param: str | None = None, retry_after: int | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.param = status, message, param
+        self.retry_after, self.headers = retry_after, dict(headers or {})
 
-    def to_dict(self) -> dict:
-        return {"error": {"message": self.message, "type": self.KINDS.get(self.status, "server_error"),
-                          "param": self.param, "code": self.status}}
+    def to_dict(self, path: str | None = None) -> dict:
+        return error_body(path, self.status, self.message, self.param)
+
+    def response_headers(self) -> dict[str, str]:
+        extra = {"Retry-After": str(self.retry_after)} if self.retry_after else {}
+        return {**extra, **self.headers}
+
+
+def _matches(template: str, path: str) -> bool:
+    if "{" not in template:
+        return template == path
+    prefix, _, rest = template.partition("{")
+    suffix = rest.partition("}")[2]
+    middle = path[len(prefix):len(path) - len(suffix)]
+    return path.startswith(prefix) and path.endswith(suffix) and bool(middle) and "/" not in middle
+
+
+def unrouted(method: str, path: str, routes: list[tuple[str, str]]) -> RouteError:
+    """The error for a request no route takes: 405 with ``Allow`` where the path is served with
+    other methods, else 404 listing the routes."""
+    allowed = sorted({m for m, t in routes if _matches(t, path)})
+    if allowed:
+        return RouteError(405, f"{method} {path}: method not allowed; this route takes {', '.join(allowed)}",
+                          headers={"Allow": ", ".join(allowed)})
+    return RouteError(404, f"{method} {path}: not served here; routes: {sorted(f'{m} {p}' for m, p in routes)}")
+
+
+def api_keys(environ: dict | None = None) -> frozenset[str]:
+    """The API keys a server requires (``$RIGHTSIZER_API_KEYS``, comma-separated; on a cluster set
+    from a project secret), or none."""
+    raw = (os.environ if environ is None else environ).get(API_KEYS_ENV, "")
+    return frozenset(k.strip() for k in raw.split(",") if k.strip())
+
+
+def check_api_key(path: str | None, headers: dict | None, keys: frozenset[str]) -> None:
+    """RouteError 401 unless ``keys`` is empty, the path is a health route, or the request carries
+    one of the keys as ``Authorization: Bearer <key>`` (what the OpenAI client sends)."""
+    if not keys or (path or "").rstrip("/") in HEALTH_PATHS:
+        return
+    auth = next((str(v) for k, v in (headers or {}).items() if k.lower() == "authorization"), "")
+    scheme, _, token = auth.partition(" ")
+    token = token.strip()
+    # compared in constant time; every key is tried, so the time does not tell which one is near
+    ok = scheme.lower() == "bearer" and token and sum(hmac.compare_digest(token, k) for k in keys) > 0
+    if not ok:
+        why = "no API key" if not auth else "an API key this server does not accept"
+        raise RouteError(401, f"{why}: send 'Authorization: Bearer <key>' (every route but the health ones "
+                              "needs a key on this server)", headers={"WWW-Authenticate": "Bearer"})
+
+
+def route_kind(method: str | None, path: str | None) -> str:
+    """The kind of a request's route (``ROUTES``); RouteError 405 (with ``Allow``) or 404 otherwise."""
+    method, path = (method or "GET").upper(), (path or "/").rstrip("/") or "/"
+    for (m, template), kind in ROUTES.items():
+        if m == method and _matches(template, path):
+            return kind
+    raise unrouted(method, path, list(ROUTES))
 
 
 def task_of(method: str, path: str, body: Any, tasks: list[str]) -> str | None:
-    """The served task a request is for; None for the model list (every group answers it).
-    RouteError: 404 for a route no group serves, 400 naming the field and the served tasks."""
-    method, path = (method or "GET").upper(), (path or "/").rstrip("/") or "/"
-    if (method, path) == MODELS:
+    """The served task a request is for; None for the routes every group answers (the model
+    list, readiness). RouteError: 404/405 for a route no group serves, 400 naming the field and
+    the served tasks."""
+    path = (path or "/").rstrip("/") or "/"
+    kind = route_kind(method, path)
+    if kind in ("models", "ready", "health"):
         return None
-    if method == "POST" and path.startswith(V2_PREFIX) and path.endswith(V2_SUFFIX):
+    if kind == "v2":
         task = path[len(V2_PREFIX):-len(V2_SUFFIX)]
         if task not in tasks:
             raise RouteError(400, f"model: {task!r} is not a served task; expected one of {tasks}", "model")
         return task
-    if (method, path) not in OPENAI:
-        raise RouteError(404, f"{method} {path}: not served here; routes: {ROUTES}")
     body = json_body(body)
     if not isinstance(body, dict):
         raise RouteError(400, f"body: expected a JSON object, got {type(body).__name__}", "body")
@@ -94,3 +167,14 @@ def merge_models(answers: dict[str, tuple[int, Any]], tasks_at: dict[str, list[s
             cards[task] = {"id": task, "object": "model", "owned_by": "rightsizer", "created": int(time.time()),
                            "status": f"unavailable: its group {group} answered {status}: {why[:500]}"}
     return {"object": "list", "data": [cards[t] for t in sorted(cards)]}
+
+
+def merge_ready(answers: dict[str, tuple[int, Any]], tasks_at: dict[str, list[str]]) -> tuple[int, dict]:
+    """The entry point's readiness from each group's (``answers``: group -> (status, body)): 200
+    with every task when each group is ready, else 503 naming the groups that are not and why."""
+    waiting = {g: a for g, a in answers.items() if a[0] != 200}
+    if not waiting:
+        return 200, {"ready": True, "tasks": sorted(t for ts in tasks_at.values() for t in ts)}
+    why = "; ".join(f"{g} ({', '.join(tasks_at.get(g, []))}) answered {s}: "
+                    f"{(b if isinstance(b, str) else json.dumps(b))[:300]}" for g, (s, b) in sorted(waiting.items()))
+    return 503, error_body("/v2/health/ready", 503, f"not ready: {why}")

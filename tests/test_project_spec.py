@@ -287,6 +287,24 @@ def test_a_two_group_plan_deploys_the_router_as_the_entry_point(demo_models, tmp
             assert int(_gpu_limit(fn)) == 1 and fn.spec.node_selector == spec["node_selector"]
 
 
+def test_api_keys_come_from_a_project_secret_never_the_spec(demo_models, tmp_path):
+    """With ``api_key_secret``, each group function and the router read $RIGHTSIZER_API_KEYS from
+    the project's Kubernetes secret (a reference in the spec, not the keys); without it, no key."""
+    _two_group_plan(tmp_path / "fleet_plan.json")
+    models = _bundles(demo_models, tmp_path)
+    project = _load(api_key_secret="serving_api_keys")
+    out = _deploy(project, tmp_path / "fleet_plan.json", models, tmp_path, mock=True)
+    for name in [*out["functions"].values(), "serving"]:
+        env = {e["name"]: e for e in project.get_function(name).to_dict()["spec"]["env"]}  # as deployed
+        assert "value" not in env["RIGHTSIZER_API_KEYS"]
+        ref = env["RIGHTSIZER_API_KEYS"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "mlrun-project-secrets-rightsizer", "key": "serving_api_keys"}, (name, ref)
+    plain = _load()
+    out = _deploy(plain, tmp_path / "fleet_plan.json", models, tmp_path, mock=True)
+    for name in [*out["functions"].values(), "serving"]:
+        assert "RIGHTSIZER_API_KEYS" not in {e["name"] for e in plain.get_function(name).to_dict()["spec"]["env"]}
+
+
 def test_on_a_cluster_the_router_routes_to_each_groups_in_cluster_url(demo_models, tmp_path, monkeypatch):
     """Nuclio cannot run here: its deploy is replaced by one that gives each function the
     status Nuclio would, and the router's spec is checked."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import mlrun
 import openai
 import pytest
-from test_serving_http import _free_port, _post, start_serve, stop_serve, write_run
+from test_serving_http import KEY, _auth, _free_port, _post, start_serve, stop_serve, write_run
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,9 +37,9 @@ def _plan(path: Path) -> None:
     path.write_text(json.dumps({"function_specs": specs}))
 
 
-def _get(url: str):
+def _get(url: str, key: str | None = KEY):
     try:
-        with urllib.request.urlopen(url, timeout=120) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=_auth(key)), timeout=120) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
@@ -52,7 +52,7 @@ def fleet(demo_models, tmp_path_factory):
     layout = write_run(demo_models, artifacts)  # broken_task: its group answers 503 for it
     _plan(layout.plan_file())
     port = _free_port()
-    base, proc, log = start_serve(artifacts, port)
+    base, proc, log = start_serve(artifacts, port, "--api-key", KEY)  # the router and each group require it
     groups = {name: f"http://127.0.0.1:{port + i}" for i, name in enumerate(GROUPS, start=1)}
     yield base, groups, artifacts
     stop_serve(proc, log)
@@ -91,7 +91,7 @@ def test_each_task_answers_through_the_router_as_its_group_answers(fleet, task):
         got, want = json.loads(b_router), json.loads(b_group)
         assert _same(got, want), (path, got, want)
     # and with the official client, through the router
-    client = openai.OpenAI(base_url=f"{base}/v1", api_key="not-needed", max_retries=0, timeout=120)
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key=KEY, max_retries=0, timeout=120)
     done = client.completions.create(model=task, prompt=x)
     assert done.model == task and done.choices[0].text == json.loads(_post(group + "/v1/completions", {
         "model": task, "prompt": x})[2])["choices"][0]["text"]
@@ -108,6 +108,23 @@ def test_the_model_list_merges_every_group(fleet):
         assert sorted(c["id"] for c in _get(f"{url}/v1/models")[1]["data"]) == sorted(GROUPS[name])
 
 
+def test_health_readiness_keys_and_methods_at_the_router(fleet):
+    base, groups, _ = fleet
+    assert _get(f"{base}/health", key=None) == (200, {"status": "ok"})
+    assert _get(f"{base}/v2/health/live", key=None)[0] == 200
+    status, body = _get(f"{base}/v2/health/ready", key=None)  # the group hosting broken_task is not ready
+    broken = _group_of("broken_task", groups)
+    assert status == 503 and "not ready" in body["error"] and "broken_task" in body["error"], body
+    ready_group = next(u for u in groups.values() if u != broken)
+    assert _get(f"{ready_group}/v2/health/ready", key=None)[0] == 200
+    status, body = _get(f"{base}/v1/models", key=None)
+    assert status == 401 and body["error"]["type"] == "authentication_error"
+    status, _, text = _post(f"{base}/v1/completions", {"model": "ticket_routing", "prompt": "hi"}, key="wrong")
+    assert status == 401, text
+    status, headers, text = _post(f"{base}/v1/completions", b"", method="GET")
+    assert status == 405 and headers["Allow"] == "POST" and json.loads(text)["error"]["code"] == 405
+
+
 def test_an_unknown_task_is_a_400_naming_the_served_tasks(fleet):
     base = fleet[0]
     for path, body in [("/v2/models/nope/infer", {"inputs": ["hi"]}), ("/v1/completions", {"model": "nope", "prompt": "hi"}),
@@ -115,8 +132,11 @@ def test_an_unknown_task_is_a_400_naming_the_served_tasks(fleet):
         status, _, text = _post(base + path, body)
         assert status == 400, (path, text)
         error = json.loads(text)["error"]
-        assert error["message"] == f"model: 'nope' is not a served task; expected one of {TASKS}"
-        assert error["param"] == "model"
+        message = f"model: 'nope' is not a served task; expected one of {TASKS}"
+        if path.startswith("/v2/"):  # the V2 protocol's error shape
+            assert error == message
+        else:
+            assert error["message"] == message and error["param"] == "model"
     status, _, text = _post(f"{base}/v1/completions", {"prompt": "hi"})
     assert status == 400 and f"model: expected a task name, one of {TASKS}" in text
     status, _, text = _post(f"{base}/v1/completions", b"{not json", content_type="text/plain")
@@ -145,12 +165,12 @@ def test_a_groups_errors_pass_through_with_their_status_and_body(fleet):
 
 def test_a_stream_comes_back_whole_with_the_groups_events(fleet):
     base, groups, _ = fleet
-    client = openai.OpenAI(base_url=f"{base}/v1", api_key="not-needed", max_retries=0, timeout=120)
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key=KEY, max_retries=0, timeout=120)
     x = TEXT["routing_note"]
     want = client.completions.create(model="routing_note", prompt=x).choices[0].text
     parts = list(client.completions.create(model="routing_note", prompt=x, stream=True))
     assert "".join(p.choices[0].text for p in parts) == want and parts[-1].choices[0].finish_reason == "stop"
-    req = urllib.request.Request(f"{base}/v1/completions", method="POST", headers={"Content-Type": "application/json"},
+    req = urllib.request.Request(f"{base}/v1/completions", method="POST", headers={"Content-Type": "application/json", **_auth(KEY)},
                                  data=json.dumps({"model": "routing_note", "prompt": x, "stream": True}).encode())
     with urllib.request.urlopen(req, timeout=120) as r:
         assert r.headers["Content-Type"].startswith("text/event-stream")

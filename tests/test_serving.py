@@ -118,9 +118,9 @@ def test_openai_routes_name_the_task_as_model(server):
 def test_a_bad_bundle_answers_503_with_the_reason_and_the_others_serve(server):
     resp = server.test("/v2/models/broken_task/infer", body={"inputs": ["hi"]}, silent=True)
     assert resp.status_code == 503 and resp.headers["Retry-After"]
-    error = json.loads(resp.body)["error"]
-    assert "broken_task" in error["message"] and "did not load" in error["message"]
-    assert "rightsizer.json: not a valid bundle file" in error["message"]  # names the file
+    error = json.loads(resp.body)["error"]  # the V2 route's error shape: {"error": message}
+    assert "broken_task" in error and "did not load" in error
+    assert "rightsizer.json: not a valid bundle file" in error  # names the file
     assert _infer(server, "ticket_routing", ["please reset my password"])[0]["label"] == "account"
 
 

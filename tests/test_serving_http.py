@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import json
+import math
 import os
 import signal
 import socket
@@ -50,9 +51,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _post(url: str, body: bytes | dict, content_type: str = "application/json"):
+KEY = "rs-test-key"  # the module's server requires it (--api-key); servers without keys ignore it
+
+
+def _auth(key: str | None) -> dict:
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def _post(url: str, body: bytes | dict, content_type: str = "application/json", key: str | None = KEY,
+          method: str = "POST"):
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": content_type}, method="POST")
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": content_type, **_auth(key)},
+                                 method=method)
     try:
         with urllib.request.urlopen(req, timeout=120) as r:
             return r.status, dict(r.headers), r.read().decode()
@@ -73,19 +83,20 @@ def write_run(demo_models: Path, artifacts: Path) -> RunLayout:
     return layout
 
 
-def start_serve(artifacts: Path, port: int) -> tuple[str, subprocess.Popen, object]:
-    """(base URL, process, log file) of ``scripts/serve.sh`` on ``artifacts``, once it answers."""
+def start_serve(artifacts: Path, port: int, *args: str) -> tuple[str, subprocess.Popen, object]:
+    """(base URL, process, log file) of ``scripts/serve.sh`` on ``artifacts`` (more of its
+    arguments: ``args``), once it answers."""
     log = open(artifacts / "serve.log", "w")
     proc = subprocess.Popen(["bash", str(ROOT / "scripts" / "serve.sh"), "--port", str(port),
-                             "--artifacts", str(artifacts)], stdout=log, stderr=subprocess.STDOUT,
+                             "--artifacts", str(artifacts), *args], stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     # wait for the listener (a readiness wait, not an assertion on speed)
     for _ in range(600):
         if proc.poll() is not None:
             raise RuntimeError(f"serve.sh exited {proc.returncode}:\n{(artifacts / 'serve.log').read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{base}/v1/models", timeout=5) as r:
+        try:  # health needs no API key
+            with urllib.request.urlopen(f"{base}/health", timeout=5) as r:
                 if r.status == 200:
                     break
         except OSError:
@@ -109,7 +120,8 @@ def served(demo_models, tmp_path_factory):
     """(base URL, server process, artifacts) of a running ``scripts/serve.sh``."""
     artifacts = tmp_path_factory.mktemp("artifacts")
     write_run(demo_models, artifacts)
-    base, proc, log = start_serve(artifacts, _free_port())
+    base, proc, log = start_serve(artifacts, _free_port(), "--api-key", KEY, "--api-key", "another-key",
+                                  "--body-timeout", "3")
     yield base, proc, artifacts
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -118,7 +130,7 @@ def served(demo_models, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(served):
-    return openai.OpenAI(base_url=f"{served[0]}/v1", api_key="not-needed", max_retries=0, timeout=120)
+    return openai.OpenAI(base_url=f"{served[0]}/v1", api_key=KEY, max_retries=0, timeout=120)
 
 
 def _v2(base: str, task: str, inputs: list[str]) -> list[dict]:
@@ -178,7 +190,7 @@ def test_a_generation_streams_as_server_sent_events_that_join_up_to_the_answer(s
     req = urllib.request.Request(f"{served[0]}/v1/completions", method="POST",
                                  data=json.dumps({"model": "routing_note", "prompt": rows[0][spec.input_field],
                                                   "stream": True}).encode(),
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json", **_auth(KEY)})
     with urllib.request.urlopen(req, timeout=120) as r:
         assert r.headers["Content-Type"].startswith("text/event-stream")
         events = [e for e in r.read().decode().split("\n\n") if e]
@@ -243,8 +255,9 @@ def test_the_eval_split_over_http_scores_as_the_evaluate_step_measured(task, ser
 
 def test_errors_over_http_name_the_field_or_the_limit(served, client):
     base = served[0]
-    status, _, body = _post(f"{base}/v1/completions", b"{not json")  # MLRun decodes JSON bodies
-    assert status == 400 and "failed to json decode event" in body, (status, body)
+    status, headers, body = _post(f"{base}/v1/completions", b"{not json")  # MLRun decodes JSON bodies
+    assert status == 400 and headers["Content-Type"].startswith("application/json"), (status, body)
+    assert json.loads(body)["error"]["message"].startswith("body: not valid JSON"), body
     status, _, body = _post(f"{base}/v1/completions", b"{not json", content_type="text/plain")
     assert status == 400 and "body: not valid JSON" in body, (status, body)
     status, _, body = _post(f"{base}/v1/completions", {"model": "nope", "prompt": "hi"})
@@ -257,13 +270,13 @@ def test_errors_over_http_name_the_field_or_the_limit(served, client):
     assert status == 503 and int(headers["Retry-After"]) > 0 and "did not load" in body
     with pytest.raises(openai.BadRequestError, match="max_tokens"):
         client.completions.create(model="ticket_routing", prompt="hi", max_tokens=10_000)
-    status, _, _ = _post(f"{base}/v3/nothing", {"x": 1})
-    assert status == 404
+    status, _, body = _post(f"{base}/v3/nothing", {"x": 1})
+    assert status == 404 and json.loads(body)["error"]["type"] == "not_found_error"
 
 
-def _get(url: str) -> tuple[int, str]:
+def _get(url: str, key: str | None = KEY) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(url, timeout=60) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=_auth(key)), timeout=60) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
@@ -312,7 +325,7 @@ def test_max_tokens_and_stop_are_applied_and_finish_reason_says_why(served, clie
     ("top_p", 0, "top_p: 0; expected a number from"),
     ("top_p", 0.5, "top_p: 0.5; this server answers greedily"),
     ("seed", "abc", "seed: 'abc'; expected an integer"),
-    ("logprobs", 2, "logprobs: 2 is not supported here"),
+    ("logprobs", 21, "logprobs: 21; expected an integer from 0 to 20"),
     ("echo", True, "echo: True is not supported here"),
     ("logit_bias", {"5": 10}, "logit_bias"),
     ("response_format", {"type": "json_object"}, "response_format"),
@@ -354,6 +367,99 @@ def test_health_and_readiness_routes(served):
     assert _get(f"{base}/v2/health/live")[0] == 200
     status, body = _get(f"{base}/v2/health/ready")  # broken_task did not load: not ready, and why
     assert status == 503 and "['broken_task'] did not load" in body
+
+
+def _log_lines(served, since: int) -> list[str]:
+    return (served[2] / "serve.log").read_text().splitlines()[since:]
+
+
+def test_every_error_is_in_its_routes_shape_with_one_log_line(served):
+    """MLRun's own errors (an undecodable JSON body, a route or method it does not serve) come
+    back as the parser's do: the OpenAI error object on /v1, V2's {"error": message} on /v2,
+    405 with Allow; each rejected request writes one log line and no traceback."""
+    base = served[0]
+    before = len(_log_lines(served, 0))
+    cases = [("POST", "/v1/completions", b"{not json", 400), ("POST", "/v2/models/ticket_routing/infer", b"{x", 400),
+             ("GET", "/v1/completions", None, 405), ("DELETE", "/v2/models/ticket_routing/infer", None, 405),
+             ("PUT", "/v1/models", b"{}", 405), ("GET", "/v1/nothing", None, 404), ("POST", "/v2/nothing", b"{}", 404),
+             ("POST", "/v1/chat/completions", b'{"messages": [{"role": "user", "content": "hi"}]}', 400)]
+    for method, path, data, want in cases:
+        status, headers, body = _post(base + path, data or b"", method=method)
+        assert status == want and headers["Content-Type"].startswith("application/json"), (path, status, body)
+        error = json.loads(body)["error"]
+        if path.startswith("/v2/"):
+            assert isinstance(error, str) and error, body  # V2: {"error": message}
+        else:
+            assert error["code"] == want and error["message"] and "type" in error, body
+        if want == 405:
+            assert headers["Allow"] == ("GET" if path == "/v1/models" else "POST"), headers
+    # the chat request without a model: the parser's 400 naming it, as completions answers it
+    assert "model: expected a task name" in body
+    lines = _log_lines(served, before)
+    assert not [x for x in lines if "Traceback" in x], "\n".join(lines)
+    refused = [x for x in lines if "request refused" in x or "failed to json decode" in x]
+    assert len(refused) == len(cases), "\n".join(lines)
+
+
+def test_an_api_key_is_required_on_every_route_but_health(served, client):
+    base = served[0]
+    for key in (None, "wrong-key"):
+        for status, headers, body in (_post(f"{base}/v1/completions", {"model": "ticket_routing", "prompt": "hi"},
+                                            key=key),
+                                      _post(f"{base}/v2/models/ticket_routing/infer", {"inputs": ["hi"]}, key=key),
+                                      _post(f"{base}/v1/models", b"", method="GET", key=key)):
+            assert status == 401 and headers["WWW-Authenticate"] == "Bearer", (status, body)
+            assert "Authorization: Bearer <key>" in body and (key or "@@") not in body
+    for path in ("/health", "/v2/health/live"):
+        assert _get(base + path, key=None)[0] == 200
+    assert _get(f"{base}/v2/health/ready", key=None)[0] == 503  # open too: broken_task did not load
+    assert _get(f"{base}/v1/models", key="another-key")[0] == 200  # any of the keys
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{base}/v1", api_key="wrong", max_retries=0).models.list()
+    assert "wrong-key" not in (served[2] / "serve.log").read_text()  # a key is never logged
+
+
+def test_a_body_shorter_than_its_content_length_times_out_with_408(served):
+    host, port = served[0].removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(f"POST /v1/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                     f"Authorization: Bearer {KEY}\r\nContent-Length: 100\r\n\r\n{{\"model\":".encode())
+        reply = b""
+        while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+            chunk = sock.recv(4096)  # the server answers (--body-timeout 3) before this socket's 30 s
+            if not chunk:
+                break
+            reply += chunk
+    head, _, body = reply.decode().partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 408"), reply
+    assert "not received whole within 3 s" in json.loads(body)["error"]["message"]
+
+
+def test_logprobs_are_returned_as_openai_and_vllm_shape_them(served, client):
+    """A classification task's log-probabilities are over its labels (as it was scored); a
+    generation's are its answer tokens', each with its most likely alternatives."""
+    done = client.completions.create(model="ticket_routing", prompt="I was charged twice", logprobs=3)
+    choice = done.choices[0]
+    lp = choice.logprobs
+    assert lp.tokens == [choice.text] and len(lp.top_logprobs[0]) == 3
+    probs = choice.model_extra["rightsizer"]["probabilities"]
+    assert math.exp(lp.token_logprobs[0]) == pytest.approx(probs[choice.text], abs=1e-3)
+    assert max(lp.top_logprobs[0].values()) == lp.token_logprobs[0]  # the label is the most likely one
+    assert client.completions.create(model="ticket_routing", prompt="hi").choices[0].logprobs is None
+    chat = client.chat.completions.create(model="routing_note", logprobs=True, top_logprobs=2,
+                                          messages=[{"role": "user", "content": "My printer will not print"}])
+    content = chat.choices[0].logprobs.content
+    assert content and "".join(t.token for t in content).strip() == chat.choices[0].message.content
+    for t in content:
+        assert t.logprob <= 0 and len(t.top_logprobs) == 2 and bytes(t.bytes).decode() == t.token
+        # greedy: the answer's token is the most likely one (up to a near tie's rounding)
+        assert t.logprob >= t.top_logprobs[0].logprob - 0.05, (t.token, t.top_logprobs)
+    plain = client.chat.completions.create(model="routing_note",
+                                           messages=[{"role": "user", "content": "My printer will not print"}])
+    assert plain.choices[0].message.content == chat.choices[0].message.content
+    status, _, body = _post(f"{served[0]}/v1/completions", {"model": "routing_note", "prompt": "hi", "logprobs": 1,
+                                                            "stream": True})
+    assert status == 400 and "logprobs: not returned on a stream here" in body
 
 
 def test_ctrl_c_stops_the_server(served):

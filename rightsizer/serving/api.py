@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from rightsizer.serving.engine import Answer, validate_texts
+from rightsizer.serving.engine import MAX_TOP_LOGPROBS, Answer, validate_texts
 from rightsizer.serving.errors import bad_request
 
 KINDS = ("v2", "completions", "chat", "models", "health", "ready")
@@ -53,6 +53,7 @@ class ParsedRequest:
     stop: list[str] | None = None  # the client's stop strings, on top of the task's own
     cache_salt: str | None = None  # answers are cached and reused only among requests with this salt
     ignore_eos: bool = False  # vLLM's: a generation runs to max_tokens (load generators fix output lengths)
+    logprobs: int | None = None  # asked for: each answer token's log-probability, with this many alternatives
 
 
 def _obj(body: Any) -> dict:
@@ -122,16 +123,12 @@ def _options(kind: str, body: dict) -> tuple[list[str] | None, str | None, bool]
     if body.get("best_of") not in (None, 1):
         raise bad_request(f"best_of: {body.get('best_of')!r}; one greedy answer per input: expected 1",
                           param="best_of")
-    probs = " (a classification task's label probabilities are in each choice's rightsizer.probabilities)"
     if kind == "chat":
-        _refused(body, "logprobs", (None, False), probs)
-        _refused(body, "top_logprobs", (None, 0), probs)
         if body.get("tool_choice") not in (None, "none") and not body.get("tools"):
             raise bad_request(f"tool_choice: {body.get('tool_choice')!r} needs tools", param="tool_choice")
         for name in ("tools", "functions", "function_call", "tool_choice", "parallel_tool_calls"):
             _refused(body, name, (None, [], "none", False), ": a task model answers its task, it calls no tools")
     else:
-        _refused(body, "logprobs", (None, 0), probs)
         _refused(body, "echo", (None, False))
         _refused(body, "suffix", (None, ""))
     _refused(body, "logit_bias", (None, {}))
@@ -152,6 +149,32 @@ def _options(kind: str, body: dict) -> tuple[list[str] | None, str | None, bool]
     if not isinstance(ignore_eos, bool):
         raise bad_request(f"ignore_eos: {ignore_eos!r}; expected true or false", param="ignore_eos")
     return _stop(body), _salt(body), ignore_eos
+
+
+def _count(body: dict, name: str) -> int | None:
+    value = body.get(name)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or not 0 <= value <= MAX_TOP_LOGPROBS):
+        raise bad_request(f"{name}: {value!r}; expected an integer from 0 to {MAX_TOP_LOGPROBS}", param=name)
+    return value
+
+
+def _logprobs(kind: str, body: dict, stream: bool) -> int | None:
+    """How many alternatives per answer token the client asked for, or None when it asked for no
+    log-probabilities: completions' ``logprobs: k``; chat's ``logprobs: true`` and ``top_logprobs``."""
+    if kind == "chat":
+        asked = body.get("logprobs")
+        if asked is not None and not isinstance(asked, bool):
+            raise bad_request(f"logprobs: {asked!r}; expected true or false", param="logprobs")
+        top = _count(body, "top_logprobs")
+        if top is not None and not asked:
+            raise bad_request("top_logprobs: needs logprobs: true", param="top_logprobs")
+        top = (top or 0) if asked else None
+    else:
+        top = _count(body, "logprobs")
+    if top is not None and stream:
+        raise bad_request("logprobs: not returned on a stream here; ask without stream: true", param="logprobs")
+    return top
 
 
 def _stop(body: dict) -> list[str] | None:
@@ -225,7 +248,7 @@ def parse_request(kind: str, body: Any, tasks: list[str], path_task: str | None 
             raise bad_request(f"prompt: {len(texts)} prompts with stream=true; a stream answers one prompt",
                               param="prompt")
         return ParsedRequest("completions", task, texts, _max_tokens(body, "max_tokens"), stream, stop, salt,
-                             ignore_eos)
+                             ignore_eos, _logprobs(kind, body, stream))
     if kind == "chat":
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
@@ -251,7 +274,7 @@ def parse_request(kind: str, body: Any, tasks: list[str], path_task: str | None 
         texts = validate_texts([content], input_field, name=f"messages[{i}].content")
         return ParsedRequest("chat", task, texts,
                              _max_tokens(body, "max_completion_tokens", "max_tokens"), stream, stop, salt,
-                             ignore_eos)
+                             ignore_eos, _logprobs(kind, body, stream))
     raise bad_request(f"route: unknown request kind {kind!r}; expected one of {list(KINDS)}")
 
 
@@ -276,16 +299,41 @@ def shape_response(req: ParsedRequest, answers: list[Answer]) -> dict:
         return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": now,
                 "model": req.task, "usage": _usage(answers),
                 "choices": [{"index": i, "text": answer_text(a.response), "finish_reason": a.finish_reason,
-                             "logprobs": None, "rightsizer": a.response}
+                             "logprobs": completion_logprobs(a.logprobs), "rightsizer": a.response}
                             for i, a in enumerate(answers)]}
     if req.kind == "chat":
         a = answers[0]
         return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": now,
                 "model": req.task, "usage": _usage(answers),
-                "choices": [{"index": 0, "finish_reason": a.finish_reason, "logprobs": None,
+                "choices": [{"index": 0, "finish_reason": a.finish_reason, "logprobs": chat_logprobs(a.logprobs),
                              "message": {"role": "assistant", "content": answer_text(a.response)},
                              "rightsizer": a.response}]}
     raise ValueError(f"kind: {req.kind!r} has no answers to shape")
+
+
+def completion_logprobs(entries: list[dict] | None) -> dict | None:
+    """The completions ``logprobs`` object (tokens, their log-probabilities, the alternatives and
+    each token's character offset in the answer), or None when not asked for."""
+    if entries is None:
+        return None
+    offsets, at = [], 0
+    for e in entries:
+        offsets.append(at)
+        at += len(e["token"])
+    return {"tokens": [e["token"] for e in entries], "token_logprobs": [e["logprob"] for e in entries],
+            "top_logprobs": [dict((t, v) for t, v in e["top"]) for e in entries], "text_offset": offsets}
+
+
+def chat_logprobs(entries: list[dict] | None) -> dict | None:
+    """The chat ``logprobs`` object (``content``: one entry per answer token), or None when not asked for."""
+    if entries is None:
+        return None
+
+    def item(token: str, logprob: float) -> dict:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+    return {"content": [{**item(e["token"], e["logprob"]), "top_logprobs": [item(t, v) for t, v in e["top"]]}
+                        for e in entries]}
 
 
 def stream_chunk(req: ParsedRequest, stream_id: str, created: int, delta: str | None = None,

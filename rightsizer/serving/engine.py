@@ -51,6 +51,7 @@ CACHE_SCOPES = ("salted", "shared")
 # longer than this times the context is refused from its length, before it is tokenized (a
 # multi-megabyte body would hold a worker and the interpreter for seconds)
 MAX_CHARS_PER_TOKEN = 32
+MAX_TOP_LOGPROBS = 20  # alternatives per answer token (vLLM's default max_logprobs)
 
 
 def stop_all() -> None:
@@ -121,6 +122,9 @@ class Answer:
     completion_tokens: int
     cached: bool = False
     finish_reason: str = "stop"  # "length": the generation was cut at its token budget
+    # asked for (``logprobs``): per answer token, {"token", "logprob", "top": [[token, logprob], ...]};
+    # a classification task's one "token" is its label, its alternatives the other labels
+    logprobs: list[dict] | None = None
 
 
 def validate_texts(inputs: Any, input_field: str, name: str = "inputs") -> list[str]:
@@ -155,20 +159,36 @@ class _Runner:
         self._engine, self._ignore_eos = engine, ignore_eos
         self.completion_tokens = [0] * n
         self.finish = ["stop"] * n  # per prompt: "length" when its generation hit the budget
+        self.option_scores: list[list[float]] = []  # per prompt: each label's log-likelihood
+        self.generated: list[tuple[str, list[int], str]] = [("", [], "")] * n  # prompt, tokens, kept text
 
     def score_options(self, prompts: list[str], options: list[str], batch_size: int = 32,
                       progress: bool = False) -> list[list[float]]:
-        return self._engine.score(prompts, options)
+        self.option_scores = self._engine.score(prompts, options)
+        return self.option_scores
 
     def generate(self, prompts: list[str], max_new_tokens: int, stop: tuple[str, ...],
                  batch_size: int = 16, progress: bool = False) -> list[str]:
         outs = self._engine.generate_tokens(prompts, max_new_tokens, self._ignore_eos)
         tok = self._engine.tokenizer
         texts = [tok.decode(t, skip_special_tokens=True) for t in outs]
+        kept = [apply_stop(t, stop) for t in texts]
         for i, (tokens, text) in enumerate(zip(outs[:len(self.completion_tokens)], texts)):
             self.completion_tokens[i] += len(tokens)
             self.finish[i] = self._engine.finish_reason(tokens, text, max_new_tokens, stop)
-        return [apply_stop(t, stop) for t in texts]
+            self.generated[i] = (prompts[i], list(tokens), kept[i])
+        return kept
+
+    def logprobs(self, k: int, spec: TaskSpec, top: int) -> list[dict]:
+        """Prompt ``k``'s answer tokens with their log-probabilities and ``top`` alternatives: the
+        label among the labels (classification, as it was scored), else the generated tokens up
+        to where the answer was cut (teacher-forced: one forward pass over prompt and answer)."""
+        if spec.type == "classification":
+            lp = torch.log_softmax(torch.tensor(self.option_scores[k], dtype=torch.float64), dim=0).tolist()
+            ranked = sorted(zip(spec.labels, lp), key=lambda x: -x[1])
+            return [{"token": ranked[0][0], "logprob": ranked[0][1], "top": [list(x) for x in ranked[:top]]}]
+        prompt, tokens, kept = self.generated[k]
+        return self._engine.token_logprobs(prompt, self._engine.answer_tokens(tokens, kept), top)
 
 
 @dataclass
@@ -465,21 +485,60 @@ class TaskEngine:
             return "stop"
         return "length"
 
-    def _cache_key(self, text: str, max_new_tokens, stop, salt, ignore_eos) -> tuple | None:
+    def answer_tokens(self, tokens: list[int], kept: str) -> list[int]:
+        """The generated ``tokens`` that make up the answer text ``kept`` (cut at a stop string):
+        the fewest that decode to at least its length, end tokens left out."""
+        specials = set(self.tokenizer.all_special_ids)
+        tokens = [t for t in tokens if t not in specials]
+        want = len(kept.strip())
+        for n in range(len(tokens) + 1):
+            if len(self.tokenizer.decode(tokens[:n], skip_special_tokens=True).strip()) >= want:
+                return tokens[:n]
+        return tokens
+
+    def token_logprobs(self, prompt: str, tokens: list[int], top: int = 0) -> list[dict]:
+        """Each of ``tokens``' log-probability after ``prompt`` and the tokens before it, with the
+        ``top`` most likely tokens at that step (one forward pass over prompt and tokens)."""
+        if not tokens:
+            return []
+        ids = encode(self.tokenizer, prompt)
+        x = torch.tensor([ids + tokens], device=self.model.device)
+        with torch.inference_mode():
+            logits = self.model(input_ids=x).logits[0, len(ids) - 1:-1].float()
+        lp = torch.log_softmax(logits, dim=-1)
+        chosen = lp.gather(1, torch.tensor(tokens, device=lp.device)[:, None])[:, 0].tolist()
+        alts = lp.topk(top, dim=-1) if top else None
+        dec = self.tokenizer.decode
+        out = []
+        for i, (t, v) in enumerate(zip(tokens, chosen)):
+            alt = ([[dec([j]), float(a)] for a, j in zip(alts.values[i].tolist(), alts.indices[i].tolist())]
+                   if alts is not None else [])
+            out.append({"token": dec([t]), "logprob": float(v), "top": alt})
+        return out
+
+    def check_logprobs(self, top: int | None) -> None:
+        """A 400 where ``top`` alternatives cannot be given (more than ``MAX_TOP_LOGPROBS``)."""
+        if top is not None and (isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= MAX_TOP_LOGPROBS):
+            raise bad_request(f"logprobs: {top!r}; expected an integer from 0 to {MAX_TOP_LOGPROBS}", param="logprobs")
+
+    def _cache_key(self, text: str, max_new_tokens, stop, salt, ignore_eos, logprobs=None) -> tuple | None:
         if not self.config.cache_size or (self.config.cache_scope == "salted" and salt is None):
             return None
-        return (salt, text, max_new_tokens, tuple(stop or ()), ignore_eos)
+        return (salt, text, max_new_tokens, tuple(stop or ()), ignore_eos, logprobs)
 
     def answer(self, texts: list[str], max_new_tokens: int | None = None, stop: list[str] | None = None,
-               cache_salt: str | None = None, ignore_eos: bool = False) -> list[Answer]:
+               cache_salt: str | None = None, ignore_eos: bool = False,
+               logprobs: int | None = None) -> list[Answer]:
         """Blocking: the answers for ``texts``, from the cache or through the batchers.
 
         ``stop``: the request's stop strings, on top of the task's; ``cache_salt``: answers are
         reused only among requests with the same salt (``EngineConfig.cache_scope``);
-        ``ignore_eos``: a generation runs to its token budget (load generators ask for it)."""
+        ``ignore_eos``: a generation runs to its token budget (load generators ask for it);
+        ``logprobs``: each answer's token log-probabilities, with this many alternatives each."""
+        self.check_logprobs(logprobs)
         fitted = [self.fit(t, max_new_tokens) for t in texts]
         texts, counts = [t for t, _ in fitted], [n for _, n in fitted]
-        keys = [self._cache_key(t, max_new_tokens, stop, cache_salt, ignore_eos) for t in texts]
+        keys = [self._cache_key(t, max_new_tokens, stop, cache_salt, ignore_eos, logprobs) for t in texts]
         out: list[Answer | None] = [None] * len(texts)
         todo = []
         with self._lock:
@@ -495,10 +554,12 @@ class TaskEngine:
             spec = self.request_spec(max_new_tokens, stop)
             fresh = respond_with(runner, spec, [texts[i] for i in todo], self.shots, max_new_tokens)
             generated = spec.type != "classification"  # a label is a whole answer, never cut
+            lps = [runner.logprobs(k, spec, logprobs) for k in range(len(todo))] if logprobs is not None else None
             with self._lock:
                 for k, (i, resp) in enumerate(zip(todo, fresh)):
                     out[i] = Answer(resp, counts[i], runner.completion_tokens[k],
-                                    finish_reason=runner.finish[k] if generated else "stop")
+                                    finish_reason=runner.finish[k] if generated else "stop",
+                                    logprobs=lps[k] if lps is not None else None)
                     if keys[i] is not None:
                         self._cache[keys[i]] = out[i]
                         while len(self._cache) > self.config.cache_size:
@@ -525,11 +586,11 @@ class TaskEngine:
 
     async def answer_async(self, texts: list[str], max_new_tokens: int | None = None,
                            stop: list[str] | None = None, cache_salt: str | None = None,
-                           ignore_eos: bool = False) -> list[Answer]:
+                           ignore_eos: bool = False, logprobs: int | None = None) -> list[Answer]:
         """``answer`` for an event loop (tokenizing and prompt building run in the engine's
         threads, off the loop): bounded admission (413, 503), a deadline (504)."""
         self._admit(len(texts))
-        fut = self._pool.submit(self.answer, texts, max_new_tokens, stop, cache_salt, ignore_eos)
+        fut = self._pool.submit(self.answer, texts, max_new_tokens, stop, cache_salt, ignore_eos, logprobs)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(fut), self.config.deadline_s)
         except asyncio.TimeoutError:
