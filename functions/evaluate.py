@@ -6,7 +6,7 @@ import json
 
 import mlrun
 
-from functions.mlrun_io import localize_dir, log_plot, log_table, project_file, reusable, run_layout
+from functions.mlrun_io import log_results, localize_dir, log_plot, log_table, project_file, reusable, run_layout
 from rightsizer.atomic import atomic_write_text
 from rightsizer.calibrate import measurements_from_latency
 from rightsizer.evaluate import evaluate_model
@@ -63,7 +63,7 @@ def evaluate(context: mlrun.MLClientCtx, task_spec: str, model: str, split: str 
         atomic_write_text(calibration, json.dumps(measurements, indent=2, sort_keys=True))
         context.log_artifact("calibration_measurements", local_path=calibration)
     lat = report["latency"]
-    context.log_results({"score": report["quality"]["score"], "ttft_p95_ms": lat["ttft_p95_ms"],
+    log_results(context, {"score": report["quality"]["score"], "ttft_p95_ms": lat["ttft_p95_ms"],
                          "tpot_p95_ms": lat["tpot_p95_ms"], "tokens_per_s": lat["tokens_per_s"],
                          "peak_memory_bytes": lat["peak_memory_bytes"],
                          "evaluation": str(path), "samples": str(samples_path),

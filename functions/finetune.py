@@ -15,7 +15,7 @@ from pathlib import Path
 
 import mlrun
 
-from functions.mlrun_io import log_model_dir, log_plot, made_dir, project_file, reusable, run_layout, step_cache
+from functions.mlrun_io import log_results, log_model_dir, log_plot, made_dir, project_file, reusable, run_layout, step_cache
 from rightsizer.atomic import atomic_write_text
 from rightsizer.errors import ConfigError
 from rightsizer.evaluate import check_task_data
@@ -135,7 +135,7 @@ def finetune_task(context: mlrun.MLClientCtx, task_spec: str, selection: str, np
                  "tokens_per_second": prod["tokens_per_second"] or 0.0},
         labels={"task": spec.name, "rung": "lora", "base_model": sel.chosen.candidate,
                 "stage": "production", "strategy": prod["strategy"]})
-    context.log_results({"score": prod["score"], "screening_score": sel.chosen.score,
+    log_results(context, {"score": prod["score"], "screening_score": sel.chosen.score,
                          "final_loss": prod["final_loss"], "tokens_per_second": prod["tokens_per_second"],
                          "strategy": prod["strategy"], "world_size": prod["world_size"],
                          "model_dir": model_ref, "production": str(path)})
@@ -172,7 +172,7 @@ def _log_outputs(context: mlrun.MLClientCtx, result: dict, key: str, training: d
     if result.get("merged_dir"):
         log_model_dir(context, f"{key}-merged", result["merged_dir"], framework="transformers",
                       labels={"base_model": result["model"], "adapter": key, "kind": "merged"})
-    context.log_results({**metrics, "strategy": result["strategy"],
+    log_results(context, {**metrics, "strategy": result["strategy"],
                          "world_size": result["world_size"], "adapter_dir": str(adapter_dir)})
 
 

@@ -47,6 +47,28 @@ def log_table(context: mlrun.MLClientCtx, key: str, rows: list[dict]) -> None:
         context.log_dataset(key, df=pd.DataFrame(json_cells(rows)), format="csv", index=False)
 
 
+RESULT_DIGITS = 6  # significant digits of a float result: a score k/n stays exact, a timing loses its noise
+
+
+def readable(results: dict) -> dict:
+    """Run results as the MLRun UI and the workflow's printout show them: each float (also in a
+    list or dict) to ``RESULT_DIGITS`` significant digits, not a timer's 16."""
+    def one(v):
+        if isinstance(v, float) and v == v and abs(v) != float("inf"):
+            return float(f"{v:.{RESULT_DIGITS}g}")
+        if isinstance(v, dict):
+            return {k: one(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [one(x) for x in v]
+        return v
+    return {k: one(v) for k, v in results.items()}
+
+
+def log_results(context: mlrun.MLClientCtx, results: dict) -> None:
+    """``context.log_results`` with ``readable`` values."""
+    context.log_results(readable(results))
+
+
 def log_plot(context: mlrun.MLClientCtx, key: str, figure) -> None:
     context.log_artifact(PlotlyArtifact(key=key, figure=figure))
 
@@ -178,7 +200,7 @@ class Reusable:
             unmark_dirs(self.dirs)  # the step runs here now: its folders are no longer the old result
             return False
         link_dirs(entry, self.dirs)
-        self.context.log_results({**entry["results"], "reused_from": entry["run"]})
+        log_results(self.context, {**entry["results"], "reused_from": entry["run"]})
         self.context.logger.info(f"{self.context.name}: reused the finished step of run {entry['run']} "
                                  f"(same inputs, fingerprint {self.fingerprint[:12]})")
         return True

@@ -18,7 +18,7 @@ import json
 
 import mlrun
 
-from functions.mlrun_io import callable_endpoint, current_project, log_plot, log_table, made_parent, run_layout
+from functions.mlrun_io import log_results, callable_endpoint, current_project, log_plot, log_table, made_parent, run_layout
 from functions.router import ROLE_LABEL, routes_of, set_routes
 from functions.serving import configure_group, end_mock_deploy, set_task_models
 from rightsizer.plan import plan_fleet
@@ -58,12 +58,12 @@ def plan(context: mlrun.MLClientCtx, selections: list, deploy_partial: str = "au
     records, unsized = load_outcomes(selections, run_layout(context))
     sized = [r["task"] for r in records]
     deploy = deploys(sized, unsized, partial)
-    context.log_results({"unsized_tasks": [u["task"] for u in unsized], "deploy_partial": partial,
+    log_results(context, {"unsized_tasks": [u["task"] for u in unsized], "deploy_partial": partial,
                          "deploy": deploy})
     if unsized:
         context.logger.warning(missing_message(sized, unsized, deployed=deploy))
     if not records:
-        context.log_results({"plan": "", "groups": 0, "fleet_cost_per_hour": None})
+        log_results(context, {"plan": "", "groups": 0, "fleet_cost_per_hour": None})
         return
     price_list = price_list or (project.get_param("price_list", "") if project else "") or DEFAULT_PRICE_LIST
     fleet = plan_fleet(records, price_list=price_list, headroom=float(headroom))
@@ -79,7 +79,7 @@ def plan(context: mlrun.MLClientCtx, selections: list, deploy_partial: str = "au
          "memory_used_gib": round(g["memory_used_bytes"] / 2**30, 3),
          "tasks": ", ".join(t for m in g["models"] for t in m["tasks"])} for g in body["groups"]])
     base = body.get("baseline") or {}
-    context.log_results({"plan": str(path), "groups": len(body["groups"]),
+    log_results(context, {"plan": str(path), "groups": len(body["groups"]),
                          "fleet_cost_per_hour": body["totals"]["cost_per_hour"],
                          "baseline_fleet_cost_per_hour": (base.get("totals") or {}).get("cost_per_hour"),
                          "price_list": body["price_list"].get("name", price_list)})
@@ -185,7 +185,7 @@ def deploy_plan(context: mlrun.MLClientCtx, plan: str, models: dict, mock: bool 
     url, serve = callable_endpoint(context, endpoint)
     if serve:
         context.logger.info(f"offline: serve the deployed models with `{serve}`, then call {url}/v1")
-    context.log_results({"endpoint": endpoint, "url": url, "serve_command": serve, "functions": names,
+    log_results(context, {"endpoint": endpoint, "url": url, "serve_command": serve, "functions": names,
                          "missing_tasks": without})
 
 

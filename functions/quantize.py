@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import mlrun
 
-from functions.mlrun_io import (if_file, localize_dir, log_model_dir, log_plot, log_table, made_parent,
+from functions.mlrun_io import (if_file, log_results, localize_dir, log_model_dir, log_plot, log_table, made_parent,
                                project_file, reusable, run_layout)
 from rightsizer.finetune.task import production_for
 from rightsizer.quantize import precision_figure, quantize_for_task
@@ -61,7 +61,7 @@ def quantize(context: mlrun.MLClientCtx, task_spec: str, selection: str, model_d
                 "base_model": sel.chosen.candidate, "backend": kept.backend or "none",
                 "adapter": (adapter or {}).get("kind", "none")},
         parameters={"quant_config": kept.to_config()})
-    context.log_results({"precision": kept.precision, "backend": kept.backend or "none",
+    log_results(context, {"precision": kept.precision, "backend": kept.backend or "none",
                          "memory_before_bytes": out.memory_before,
                          "memory_after_bytes": kept.memory_bytes, "score": out.score,
                          "bundle_dir": model_ref})

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import mlrun
 
-from functions.mlrun_io import localize_dir, log_table, project_file
+from functions.mlrun_io import log_results, localize_dir, log_table, project_file
 from rightsizer.layout import RunLayout, latest_run
 from rightsizer.reevaluate import reevaluate_bundle
 from rightsizer.taskspec import load_task
@@ -32,7 +32,7 @@ def reevaluate(context: mlrun.MLClientCtx, task_spec: str, fresh_split: str = "f
         models = str(latest_run(project_file(models)))  # a folder of runs: the latest one
     if models and (reason := not_deployed_reason(models, spec.name)):
         context.logger.warning(f"{spec.name}: {reason}")
-        context.log_results({"deployed": False, "regression": False, "action": reason})
+        log_results(context, {"deployed": False, "regression": False, "action": reason})
         return
     if not models:
         model_uri = f"store://models/{context.project}/{spec.name}"
@@ -42,7 +42,7 @@ def reevaluate(context: mlrun.MLClientCtx, task_spec: str, fresh_split: str = "f
         model_uri = models
     out = reevaluate_bundle(spec, localize_dir(model_uri), project_file(fresh_split))
     log_table(context, "reevaluation", [{k: v for k, v in out.items() if k != "latency"}])
-    context.log_results({"deployed": True, **{k: out[k] for k in (
+    log_results(context, {"deployed": True, **{k: out[k] for k in (
         "fresh_score", "registered_score", "drop", "regression", "action")}})
     if out["regression"]:
         context.logger.warning(f"REGRESSION on {spec.name}: {out['action']}")

@@ -6,7 +6,7 @@ import json
 
 import mlrun
 
-from functions.mlrun_io import callable_endpoint, log_plot, log_table, made_parent, run_layout
+from functions.mlrun_io import log_results, callable_endpoint, log_plot, log_table, made_parent, run_layout
 from rightsizer.report import (FLEET_COLUMNS, decision_report_html, fleet_rows, format_table,
                                summary_figure, summary_rows, unsized_lines)
 from rightsizer.size_gpu import save_record
@@ -67,7 +67,7 @@ def report(context: mlrun.MLClientCtx, selections: list, endpoint: str = "", pla
     alone = (1 - cost / base_cost) if cost is not None and base_cost else None
     # the saving is the fleet plan's (what is deployed); each task priced alone is a per-task view
     fleet_saving = ((fleet or {}).get("comparison") or {}).get("saving") if fleet else None
-    context.log_results({"total_cost_per_1m_tokens": cost,
+    log_results(context, {"total_cost_per_1m_tokens": cost,
                          "baseline_cost_per_1m_tokens": base_cost,
                          "savings": fleet_saving if fleet else alone, "savings_each_task_alone": alone,
                          "unsized_tasks": [u["task"] for u in unsized], "deployed": bool(endpoint),
@@ -79,7 +79,7 @@ def report(context: mlrun.MLClientCtx, selections: list, endpoint: str = "", pla
         frows = fleet_rows(fleet)
         log_table(context, "fleet_summary", frows)
         cmp = fleet.get("comparison") or {}
-        context.log_results({"fleet_cost_per_hour": fleet["totals"]["cost_per_hour"],
+        log_results(context, {"fleet_cost_per_hour": fleet["totals"]["cost_per_hour"],
                              "baseline_fleet_cost_per_hour": (cmp.get("cost_per_hour") or {}).get("baseline"),
                              "fleet_savings": cmp.get("saving")})
         context.logger.info("fleet plan (chosen vs baseline)\n" + format_table(frows, FLEET_COLUMNS))

@@ -7,7 +7,7 @@ import sys
 
 import mlrun
 
-from functions.mlrun_io import log_model_dir, log_plot, log_table, made_dir, project_file, reusable, run_layout
+from functions.mlrun_io import log_results, log_model_dir, log_plot, log_table, made_dir, project_file, reusable, run_layout
 from rightsizer.report import ladder_figure, leaderboard_rows, pareto_figure
 from rightsizer.select import select_model
 from rightsizer.taskspec import load_task
@@ -50,13 +50,13 @@ def select(context: mlrun.MLClientCtx, task_spec: str, latency_repeats: int = 3)
     log_plot(context, "ladder", ladder_figure(sel))
     log_plot(context, "pareto", pareto_figure(sel))
     context.log_result("selection", str(selection))
-    context.log_results({"eval_examples": sel.eval_examples,
+    log_results(context, {"eval_examples": sel.eval_examples,
                          "eval_seconds": round(sel.eval_seconds, 2),
                          "full_examples": sel.full_examples,
                          "dropped": [d["candidate"] for d in sel.dropped],
                          "baseline_model": sel.order[-1][0], "passed": sel.passed})
     if not sel.passed:  # an outcome, not an error: the task's later steps are skipped
-        context.log_results({"summary": sel.summary(), "needs": sel.needs()})
+        log_results(context, {"summary": sel.summary(), "needs": sel.needs()})
         context.logger.warning(sel.summary())
         reuse.done()
         return
@@ -69,7 +69,7 @@ def select(context: mlrun.MLClientCtx, task_spec: str, latency_repeats: int = 3)
                 "base_model": c.candidate, "stage": "selection"},
         parameters={"shots": sel.shots, "decision_rule": sel.decision_rule,
                     "threshold": sel.threshold, "why_not_smaller": sel.rejections()})
-    context.log_results({"chosen_model": c.candidate, "rung": c.rung, "score": c.score,
+    log_results(context, {"chosen_model": c.candidate, "rung": c.rung, "score": c.score,
                          "ci_low": c.ci_low, "params": c.params, "model_dir": model_ref})
     context.logger.info(sel.summary())
     reuse.done()

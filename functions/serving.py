@@ -59,6 +59,7 @@ RESULT = "rightsizer_result"  # marks a TaskRunner's output (the runner wraps se
 SSE = "rightsizer_sse"  # a responder output that is server-sent-event text, one chunk of a stream
 BATCH_MAX_EVENTS = 64  # requests per graph batch (the engine's default max_queue)
 BATCH_WINDOW_S = 0.005  # how long the first request of a batch waits for others
+MALLOC_ENV, MALLOC_MMAP_THRESHOLD = "MALLOC_MMAP_THRESHOLD_", "1048576"
 
 
 DESCRIPTIONS = {"v2": "V2 inference, one task", "completions": "OpenAI completions: model = task, prompt = input",
@@ -88,6 +89,9 @@ def configure_serving(fn) -> None:
     # answers 422 in its own shape where every other missing field gets the parser's 400
     fn.set_api_handler_config(api_config())
     fn.set_label("rightsizer/role", "group")  # the router's is "router" (functions/router.py)
+    # glibc raises its mmap threshold after freeing a large block and then keeps the memory of
+    # each later large request body; a fixed threshold gives it back (as scripts/serve.sh does)
+    fn.set_env(MALLOC_ENV, MALLOC_MMAP_THRESHOLD)
 
 
 def set_task_models(fn, models: dict[str, str] | list[dict], engine: dict | None = None,

@@ -42,6 +42,7 @@ from rightsizer.serving.engine import stop_all
 ROOT = Path(__file__).resolve().parents[1]
 BODY_TIMEOUT_S = 30.0  # a body that has not arrived whole by then (shorter than its Content-Length): 408
 MAX_BODY = 8 * 1024 * 1024
+DECODE_OFF_LOOP = 64 * 1024  # bytes: a JSON body larger than this is decoded off the event loop
 log = logging.getLogger("rightsizer.serving_http")
 
 
@@ -99,6 +100,16 @@ def make_app(spec: str, namespace: dict | None = None, body_timeout: float | Non
                                                    f"(Content-Length {request.content_length})", param="body"))
         except web.HTTPRequestEntityTooLarge:
             return _error(request, RouteError(413, f"body: larger than {MAX_BODY} bytes", param="body"))
+        if len(body) > DECODE_OFF_LOOP and (request.content_type or "") in ("", "application/json"):
+            # a large JSON body is decoded in a thread: MLRun would decode it on the event loop,
+            # and every other request would wait for it; one that does not decode goes on as it
+            # came (MLRun answers it, ``_shaped`` puts its answer in the route's shape)
+            try:
+                decoded = await asyncio.to_thread(json.loads, body)
+            except ValueError:
+                decoded = None
+            if isinstance(decoded, (dict, list)):  # another JSON value: MLRun decodes it as before
+                body = decoded
         event = nuclio_sdk.Event(body=body or None, content_type=request.content_type or None,
                                  headers=dict(request.headers), method=request.method,
                                  path=request.path, fields=dict(request.query), trigger=trigger)

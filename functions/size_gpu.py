@@ -6,7 +6,7 @@ import json
 
 import mlrun
 
-from functions.mlrun_io import current_project, if_file, localize_dir, log_plot, log_table, project_file, reusable, run_layout
+from functions.mlrun_io import log_results, current_project, if_file, localize_dir, log_plot, log_table, project_file, reusable, run_layout
 from rightsizer.bundle import read_bundle
 from rightsizer.calibrate import load_measurements
 from rightsizer.finetune.task import production_for
@@ -75,7 +75,7 @@ def size_gpu(context: mlrun.MLClientCtx, task_spec: str, selection: str, bundle_
     path = layout.decision_file(spec.name)
     save_record(record, path)
     context.log_artifact("decision", local_path=str(path))
-    context.log_results({"gpu": record["chosen"]["gpu"],
+    log_results(context, {"gpu": record["chosen"]["gpu"],
                          "cost_per_1m_tokens": record["chosen"]["cost_per_1m_tokens"],
                          "baseline_cost_per_1m_tokens": record["baseline"]["cost_per_1m_tokens"],
                          "record": str(path)})

@@ -40,6 +40,12 @@ def _wrap(text: str, width: int = 28, lines: int = 3) -> str:
     return "<br>".join(parts)
 
 
+def _axis_label(task: str) -> str:
+    """A task name as an axis category: broken after its underscores, so the names of
+    neighbouring bars do not run into each other."""
+    return "_<br>".join(task.split("_")) if len(task) > 10 else task
+
+
 def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
@@ -549,7 +555,7 @@ def summary_figure(records: list[dict], fleet: dict | None = None) -> go.Figure:
     """
     rows = summary_rows(records)
     per = {(r["task"], r["choice"]): r for r in rows}
-    tasks = [r["task"] for r in records]
+    tasks = [_axis_label(r["task"]) for r in records]
     price_title = (f"fleet $/hour (fleet plan, {_fleet_price_list(fleet)}, modelled)" if fleet
                    else "price ($/hour, modelled)")
     fig = make_subplots(rows=2, cols=3, vertical_spacing=0.2, horizontal_spacing=0.07, subplot_titles=(
@@ -609,12 +615,12 @@ def summary_figure(records: list[dict], fleet: dict | None = None) -> go.Figure:
                         hovertemplate=("%{customdata[0]} (%{customdata[1]})<br>%{y:.2f} ms"
                                        "<extra></extra>"), row=2, col=col)
     # the bar each task must clear, drawn across both of its bars
-    fig.add_scatter(x=[[r["task"] for r in records for _ in (0, 1)],
+    fig.add_scatter(x=[[t for t in tasks for _ in (0, 1)],
                        [c for _ in records for c in ("chosen", "baseline")]],
                     y=[r["threshold"] for r in records for _ in (0, 1)], mode="markers",
                     marker=dict(symbol="line-ew", size=44, color=BAR, line=dict(width=3, color=BAR)),
                     name="task's bar (threshold)",
-                    hovertemplate="bar %{y}<extra></extra>", row=1, col=1)
+                    hovertemplate="bar %{y:.3g}<extra></extra>", row=1, col=1)
     fig.add_bar(x=[[tasks[0]], ["baseline"]], y=[None], name="misses its bar", marker=dict(
         color="white", line=dict(color=FAIL, width=2), pattern=dict(shape="x", fgcolor=FAIL)), row=1, col=1)
     # memory: stacked components per (task, side)
@@ -648,17 +654,22 @@ def summary_figure(records: list[dict], fleet: dict | None = None) -> go.Figure:
         if trace.type == "bar" and trace.y is not None:
             r, c = _cell(trace)
             tops[(r, c)] = max([tops.get((r, c), 0.0)] + [y for y in trace.y if _finite(y)])
-    tops[(2, 3)] = max(totals, default=0.0)
-    fig.update_traces(constraintext="none", selector=dict(type="bar"))  # values stay readable
+    fig.update_traces(constraintext="none", textfont_size=9, selector=dict(type="bar"))  # values stay readable
     for (r, c), top in tops.items():
-        if (r, c) != (1, 1) and top > 0:
+        if (r, c) not in ((1, 1), (2, 3)) and top > 0:
             fig.update_yaxes(range=[0, top * 1.35], row=r, col=c)
+    # memory on a log axis: a small model's weights (MB) would vanish under a runtime reserve
+    # (GB) on a linear one; the bottom segment of each stack is the weights
+    lows = [w / 1e9 for w in weights if w > 0]
+    if lows and max(totals, default=0) > 0:
+        fig.update_yaxes(type="log", range=[math.log10(min(lows)) - 0.3, math.log10(max(totals)) + 0.6],
+                         row=2, col=3)
     # the panel's title names the price list; the axis title stays short enough not to clip
     fig.update_yaxes(title_text="fleet $/hour" if fleet else "$/hour", row=1, col=2)
     fig.update_yaxes(title_text="$ per 1M tokens", row=1, col=3)
     fig.update_yaxes(title_text="ms", row=2, col=1)
     fig.update_yaxes(title_text="ms", row=2, col=2)
-    fig.update_yaxes(title_text="GB", row=2, col=3)
+    fig.update_yaxes(title_text="GB (log)", row=2, col=3)
     fig.update_xaxes(tickfont=dict(size=10))
     modes = sorted({rec[c].get("sizing_mode", "") for rec in records for c in ("chosen", "baseline")} - {""})
     where = "; ".join(f"{rec['task']}: chosen {rec['chosen']['model']} on {rec['chosen']['gpu']}, "
@@ -676,6 +687,8 @@ def summary_figure(records: list[dict], fleet: dict | None = None) -> go.Figure:
                          f"{met['chosen']}/{len(records)} bars, baseline {met['baseline']}/{len(records)}"
                          f"<br><sup>quality measured by the evaluate step; {where_modelled}</sup>")),
         barmode="stack", template="plotly_white", height=880, margin=dict(t=130 if fleet else 110, b=170),
+        # room for each bar's value: a bar and its neighbour's numbers must not overlap
+        width=max(1200, 3 * 2 * 58 * (len(records) + 1) + 160),
         legend=dict(orientation="h", y=-0.08), uniformtext=dict(minsize=10, mode="show"),
         annotations=list(fig.layout.annotations) + [dict(
             text=_wrap(where, 170, 4), xref="paper", yref="paper", x=0, y=-0.19, showarrow=False,

@@ -7,4 +7,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 # no cd: a relative --artifacts is the caller's
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+# glibc raises its mmap threshold after freeing a large block, and then keeps the memory of every
+# later large request body; a fixed threshold gives it back (benchmarks/bench_serving_bodies.py)
+export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_:-1048576}"
 exec "$ROOT/.venv/bin/python" -m functions.serving_http "$@"

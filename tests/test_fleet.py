@@ -267,7 +267,13 @@ def test_fleet_figure_shows_memory_and_time_per_device():
     fig = fleet_figure(plan)
     names = {t.name for t in fig.data}
     assert {"a", "b", "c", "runtime reserve (one per device)", "device memory"} <= names
-    assert any(t.name.startswith("headroom") for t in fig.data)
+    # the headroom: a line across the whole busy panel (one group: a line through one point would be a dot)
+    (line,) = [sh for sh in fig.layout.shapes if sh.type == "line"]
+    assert line.y0 == line.y1 == plan.headroom and (line.x0, line.x1) == (0, 1) and line.xref.endswith("domain")
+    assert any(a.text == f"headroom {plan.headroom:g}" for a in fig.layout.annotations)
+    # memory on a log axis whose floor is below the smallest weights: they show beside the reserve
+    assert fig.layout.yaxis.type == "log"
+    assert 10 ** fig.layout.yaxis.range[0] < min(p.weights_bytes for g in plan.groups for p in g.placements) / 2**30
     assert "solver milp" in fig.layout.title.text
     # the plan's JSON (what the report reads) draws the same chart, for either fleet
     body = json.loads(json.dumps(plan.to_dict()))

@@ -91,6 +91,12 @@ def test_serving_graph_runs_one_model_per_task_selected_by_name(tmp_path):
     # the others at the one responder; the function runs MLRun's streaming handler
     assert steps["stream"].after == ["parse"] and set(steps["respond"].after) == {"unbatch", "stream", "parse"}
     assert serving.spec.streaming is True
+    # the parser gets the whole event (the API key is a header); every path and method reaches it
+    assert steps["parse"].full_event is True
+    endpoints = serving.spec.api_handler_config["endpoints"]
+    assert "POST:/v1/chat/completions" in endpoints and "DELETE:/*" in endpoints
+    # large bodies' memory is given back (glibc's fixed mmap threshold, as serve.sh sets it)
+    assert {e["name"]: e.get("value") for e in serving.to_dict()["spec"]["env"]}["MALLOC_MMAP_THRESHOLD_"] == "1048576"
     assert steps["stream"].class_name == "StreamStep" and steps["stream"].class_args["max_in_flight"] >= 1
     stream_models = steps["stream"].class_args["models"]
     assert set(stream_models) == {"ticket_routing", "review_sentiment"}

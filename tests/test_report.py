@@ -97,7 +97,8 @@ def test_summary_figure_leads_with_quality_against_each_bar():
     fig = summary_figure(recs)
     price = [t for t in fig.data if t.xaxis == "x2" and t.type == "bar"]
     # no plan: each task priced alone, with the all-task total
-    assert [list(t.x[0]) for t in price] == [["review_sentiment", "ticket_routing", "all tasks"]] * 2
+    # task names broken after their underscores: neighbouring labels do not run into each other
+    assert [list(t.x[0]) for t in price] == [["review_<br>sentiment", "ticket_<br>routing", "all tasks"]] * 2
     assert fig.layout.annotations[1].text == "price ($/hour, modelled)" and fig.layout.yaxis2.title.text == "$/hour"
     titles = [a.text for a in fig.layout.annotations]
     assert titles[0].startswith("quality") and "(measured)" in titles[0]
@@ -107,7 +108,7 @@ def test_summary_figure_leads_with_quality_against_each_bar():
     quality = [t for t in fig.data if t.type == "bar" and t.xaxis == "x" and t.y[0] is not None]
     base = next(t for t in quality if t.name == "baseline")
     # every task present; review_sentiment's baseline misses its bar and is marked
-    assert list(base.x[0]) == ["review_sentiment", "ticket_routing"]
+    assert list(base.x[0]) == ["review_<br>sentiment", "ticket_<br>routing"]
     assert "misses bar" in base.text[0] and "misses bar" not in base.text[1]
     assert list(base.marker.pattern.shape) == ["x", ""]
     assert "5.6x params" in base.text[0]  # 4,885,760 / 869,504
@@ -116,12 +117,45 @@ def test_summary_figure_leads_with_quality_against_each_bar():
     # memory split into weights, KV + activations and reserve, stacked
     assert {t.name for t in fig.data if t.xaxis == "x6" and t.type == "bar"} == {
         "weights", "KV cache + activations", "runtime reserve"}
+    # on a log axis whose floor is below the smallest weights: a small model's weights show
+    weights = next(t for t in fig.data if t.xaxis == "x6" and t.name == "weights")
+    assert fig.layout.yaxis6.type == "log" and 10 ** fig.layout.yaxis6.range[0] < min(weights.y)
+    assert fig.layout.width >= 1200
     # cost panel carries the all-task total and the ratio on each baseline bar
     cost = next(t for t in fig.data if t.xaxis == "x3" and t.name == "baseline")
     assert list(cost.x[0])[-1] == "all tasks" and "2.0x" in cost.text[0]
     assert "default-factors" in fig.layout.title.text and "1/2" in fig.layout.title.text
     assert sum(t.showlegend is not False for t in fig.data) <= 8
     assert "%{y:.3f}" in quality[0].hovertemplate
+
+
+RAW_FLOAT = __import__("re").compile(r"\d\.\d{6,}")  # a float written without a format
+
+
+def _strings(fig) -> list[str]:
+    """Every text a reader sees on a figure: titles, annotations, bar and marker texts, hover templates."""
+    out = [fig.layout.title.text or ""] + [a.text or "" for a in fig.layout.annotations]
+    for t in fig.data:
+        texts = t.text if isinstance(t.text, (list, tuple)) else [t.text]
+        out += [str(x) for x in texts if x is not None] + [t.name or "", t.hovertemplate or ""]
+    return out
+
+
+def test_the_payoff_charts_write_no_unformatted_float():
+    from rightsizer.plan.plots import fleet_figure
+
+    recs = _records()
+    for rec in recs:  # values as a computation leaves them, not rounded
+        for side in ("chosen", "baseline"):
+            rec[side] = {k: (v + 1 / 3 if isinstance(v, float) else v) for k, v in rec[side].items()}
+    from test_fleet import three_tiny
+
+    from rightsizer.plan import plan_fleet
+
+    plan = plan_fleet(three_tiny(), include_cpu=False).to_dict()
+    for fig in (summary_figure(recs), summary_figure(recs, plan), fleet_figure(plan), fleet_figure(plan["baseline"])):
+        raw = [x for x in _strings(fig) if RAW_FLOAT.search(x)]
+        assert not raw, raw
 
 
 def _selection(with_latency: bool = True) -> Selection:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from rightsizer.plan.fleet import FleetPlan
@@ -9,6 +10,13 @@ from rightsizer.plan.fleet import FleetPlan
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#17becf", "#bcbd22", "#7f7f7f")
 GIB = 2**30
+
+
+def _bytes(n: float) -> str:
+    for div, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if n >= div:
+            return f"{n / div:.1f} {unit}"
+    return f"{int(n)} B"
 
 
 def fleet_figure(plan: FleetPlan | dict, title: str | None = None) -> Any:
@@ -50,14 +58,26 @@ def fleet_figure(plan: FleetPlan | dict, title: str | None = None) -> Any:
     fig.add_scatter(x=x, y=[g["memory_capacity_bytes"] / GIB for g in groups], mode="markers",
                     marker={"symbol": "line-ew-open", "size": 30, "color": "black"}, name="device memory",
                     row=1, col=1)
-    fig.add_scatter(x=x, y=[body["headroom"]] * len(x), mode="lines+markers", line={"dash": "dash", "color": "red"},
-                    name=f"headroom {body['headroom']:g}", row=1, col=2)
+    used = [g["memory_used_bytes"] / GIB for g in groups]
+    weights = [sum(m["memory"].get("weights_bytes", 0) for m in g["models"]) for g in groups]
+    fig.add_scatter(x=x, y=used, mode="text", showlegend=False, hoverinfo="skip", textposition="top center",
+                    text=[f"{u:.2f} GiB<br>weights {_bytes(w)}" for u, w in zip(used, weights)], cliponaxis=False,
+                    row=1, col=1)
+    # a line across the whole panel (a one-group plan's line through one point would be a dot)
+    fig.add_hline(y=body["headroom"], line_dash="dash", line_color="red", row=1, col=2,
+                  annotation_text=f"headroom {body['headroom']:g}", annotation_position="top left")
     totals = body["totals"]
     head = title or (f"fleet plan ({body['side']}): {totals['devices']} devices, ${totals['cost_per_hour']:.3f}/h, "
                      f"${totals['cost_per_1m_output_tokens']:.4f} per 1M output tokens "
                      f"[{(body.get('price_list') or {}).get('name', '')}, solver {body['solver']}]")
     fig.update_layout(barmode="stack", title=head, legend_title_text="model")
-    fig.update_yaxes(title_text="GiB", row=1, col=1)
+    # memory on a log axis: a small model's weights (MiB) would vanish under the runtime reserve
+    # and the device's capacity (GiB) on a linear one
+    low = min([m["memory"].get("weights_bytes", 0) / GIB for g in groups for m in g["models"]
+               if m["memory"].get("weights_bytes", 0) > 0] or [0.001])
+    high = max([g["memory_capacity_bytes"] / GIB for g in groups] + used)
+    fig.update_yaxes(title_text="GiB (log)", type="log", range=[math.log10(low) - 0.3, math.log10(high) + 0.4],
+                     row=1, col=1)
     fig.update_yaxes(title_text="busy fraction", range=[0, 1.05], row=1, col=2)
     return fig
 
