@@ -75,8 +75,9 @@ def api_config() -> APIHandlerConfig:
     config = APIHandlerConfig(include_url_info=True)  # the parser dispatches on path and method
     for (method, path), kind in ROUTES.items():
         config.add_endpoint_handler(path, HTTPMethod(method), description=DESCRIPTIONS[kind])
-    for method in HTTPMethod:
-        config.add_endpoint_handler("/*", method, description="not served: 404 or 405 from the parser")
+    for method in HTTPMethod:  # "/*" covers every path below the root, not the root itself
+        for path in ("/", "/*"):
+            config.add_endpoint_handler(path, method, description="not served: 404 or 405 from the parser")
     return config
 
 

@@ -118,8 +118,8 @@ def make_app(spec: str, namespace: dict | None = None, body_timeout: float | Non
             try:
                 first = await anext(resp, None)
             except Exception as exc:  # raised before the graph answered (MLRun's own steps)
-                return _response(mlrun.serving.server._exception_to_response(
-                    context, context._server.context, event, exc))
+                return _shaped(request, _response(mlrun.serving.server._exception_to_response(
+                    context, context._server.context, event, exc)))
             if _is_chunk(first):
                 return await _stream(request, first, resp)
             await resp.aclose()

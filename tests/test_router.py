@@ -16,7 +16,7 @@ from pathlib import Path
 import mlrun
 import openai
 import pytest
-from test_serving_http import KEY, _auth, _free_port, _post, start_serve, stop_serve, write_run
+from test_serving_http import KEY, _auth, _free_port, _post, hostile_probe, start_serve, stop_serve, write_run
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,6 +123,10 @@ def test_health_readiness_keys_and_methods_at_the_router(fleet):
     assert status == 401, text
     status, headers, text = _post(f"{base}/v1/completions", b"", method="GET")
     assert status == 405 and headers["Allow"] == "POST" and json.loads(text)["error"]["code"] == 405
+
+
+def test_the_hostile_input_probe_through_the_router(fleet):
+    assert hostile_probe(fleet[0]) == []
 
 
 def test_an_unknown_task_is_a_400_naming_the_served_tasks(fleet):

@@ -462,6 +462,25 @@ def test_logprobs_are_returned_as_openai_and_vllm_shape_them(served, client):
     assert status == 400 and "logprobs: not returned on a stream here" in body
 
 
+def hostile_probe(base: str) -> list[tuple[str, str, str]]:
+    """benchmarks/probe_serving.py's cases against ``base``: the answers that are a silent 200 or raw."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from probe_serving import CASES, probe, tally
+
+    results = probe(base, KEY)
+    counts = tally(results)
+    assert counts["correct"] >= sum(c[-1] == "answer" for c in CASES) and counts["refused"] >= 80, counts
+    return [r for r in results if r[2] in ("silent 200", "raw")]
+
+
+def test_a_hostile_input_probe_gets_no_silent_200_and_no_raw_answer(served):
+    """Bad values per field, bodies and routes no route takes, more prompts than the queue, 7 MB
+    prompts while another task is called: each answered correctly or refused in its route's shape."""
+    assert hostile_probe(served[0]) == []
+
+
 def test_ctrl_c_stops_the_server(served):
     base, proc, _ = served
     os.killpg(proc.pid, signal.SIGINT)

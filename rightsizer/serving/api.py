@@ -220,7 +220,8 @@ def parse_request(kind: str, body: Any, tasks: list[str], path_task: str | None 
             raise bad_request(f"model: {path_task!r} is not a served task; expected one of {tasks}",
                               param="model")
         body = _obj(body)
-        params = body.get("parameters") or {}
+        params = body.get("parameters")
+        params = {} if params is None else params
         if not isinstance(params, dict):
             raise bad_request("parameters: expected an object", param="parameters")
         unknown = sorted(set(params) - V2_PARAMETERS)
