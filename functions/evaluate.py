@@ -13,13 +13,20 @@ from rightsizer.evaluate import evaluate_model
 from rightsizer.models import resolve_model_ref
 from rightsizer.precisions import get_precision
 from rightsizer.report import latency_figure
+from rightsizer.runtime.target import resolve_target
 from rightsizer.taskspec import load_task
 
 
 def evaluate(context: mlrun.MLClientCtx, task_spec: str, model: str, split: str = "",
              label: str = "model", output_tokens: int = 0, repeats: int = 20,
-             batch_sizes: list = None) -> None:
+             batch_sizes: list = None, device: str = "auto", dtype: str = "auto") -> None:
     """Evaluate ``model`` (candidate reference or serving bundle) on a split of the task.
+
+    The model loads on this pod's runtime target (``rightsizer.runtime.target``; ``device`` and
+    ``dtype`` override it; a bundle keeps its own dtype), the same target the chosen model and
+    the baseline are both measured on; ``evaluation.json``'s ``target`` and the result
+    ``target`` say what it was, and on a catalog GPU the latency rows carry its catalog name
+    (``measured_on``), which the sizing engine's calibration reads.
 
     ``batch_sizes`` (default [1, 4, 16]): latency is measured at each, after a warm-up,
     ``repeats`` times (20: a p95 from 5 runs is nearly the maximum).
@@ -31,10 +38,12 @@ def evaluate(context: mlrun.MLClientCtx, task_spec: str, model: str, split: str 
     ``evaluation`` (JSON path) and ``calibration`` (measurements path, "" on a CPU).
     """
     spec = load_task(project_file(task_spec))
+    target = resolve_target(device, dtype)
     layout = run_layout(context)
     reuse = reusable(context, "evaluate",
                      {"task": spec, "model": model, "split": split, "label": label,
-                      "output_tokens": output_tokens, "repeats": repeats, "batch_sizes": batch_sizes},
+                      "output_tokens": output_tokens, "repeats": repeats, "batch_sizes": batch_sizes,
+                      "target": target.to_dict()},
                      [layout.evaluate_dir(spec.name, label)])
     if reuse.hit():
         return
@@ -42,7 +51,7 @@ def evaluate(context: mlrun.MLClientCtx, task_spec: str, model: str, split: str 
         model = localize_dir(model)
     report = evaluate_model(spec, model, split=split or spec.eval_split,
                             output_tokens=output_tokens or None, repeats=repeats,
-                            batch_sizes=tuple(batch_sizes or (1, 4, 16)))
+                            batch_sizes=tuple(batch_sizes or (1, 4, 16)), target=target)
     samples = report.pop("samples")
     samples_path = atomic_write_text(layout.samples_file(spec.name, label),
                                      "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in samples))
@@ -67,5 +76,6 @@ def evaluate(context: mlrun.MLClientCtx, task_spec: str, model: str, split: str 
                          "tpot_p95_ms": lat["tpot_p95_ms"], "tokens_per_s": lat["tokens_per_s"],
                          "peak_memory_bytes": lat["peak_memory_bytes"],
                          "evaluation": str(path), "samples": str(samples_path),
-                         "prompt_format": report["prompt_format"], "calibration": calibration})
+                         "prompt_format": report["prompt_format"], "calibration": calibration,
+                         "target": f"{target.measured_on} ({target.device}, {target.dtype})"})
     reuse.done()

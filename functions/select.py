@@ -9,6 +9,7 @@ import mlrun
 
 from functions.mlrun_io import log_results, log_model_dir, log_plot, log_table, made_dir, project_file, reusable, run_layout
 from rightsizer.report import ladder_figure, leaderboard_rows, pareto_figure
+from rightsizer.runtime.target import resolve_target
 from rightsizer.select import select_model
 from rightsizer.taskspec import load_task
 
@@ -19,8 +20,13 @@ if sys.modules.get("select") is not selectors.select:
     sys.modules["select"] = selectors.select
 
 
-def select(context: mlrun.MLClientCtx, task_spec: str, latency_repeats: int = 3) -> None:
+def select(context: mlrun.MLClientCtx, task_spec: str, latency_repeats: int = 3, device: str = "auto",
+           dtype: str = "auto") -> None:
     """Run the selection ladder for one task spec (YAML path).
+
+    Every candidate loads on this pod's runtime target (``rightsizer.runtime.target``: CUDA in
+    bf16, or fp16 on a GPU without it; fp32 on a CPU); ``device`` and ``dtype`` override it.
+    The result ``target`` and the selection's ``target`` say what it was.
 
     Logs: ``leaderboard`` (table: candidate x rung, quality, CI, latency/memory measured
     here, evaluation cost), ``ladder`` and ``pareto`` (Plotly), the selection-time model as
@@ -38,12 +44,15 @@ def select(context: mlrun.MLClientCtx, task_spec: str, latency_repeats: int = 3)
     model still fails the step.
     """
     spec = load_task(project_file(task_spec))
+    target = resolve_target(device, dtype)
     layout = run_layout(context)
-    reuse = reusable(context, "select", {"task": spec, "latency_repeats": latency_repeats},
+    reuse = reusable(context, "select", {"task": spec, "latency_repeats": latency_repeats,
+                                         "target": target.to_dict()},
                      [layout.select_dir(spec.name)])
     if reuse.hit():
         return
-    sel = select_model(spec, made_dir(layout.select_dir(spec.name)), latency_repeats=latency_repeats)
+    sel = select_model(spec, made_dir(layout.select_dir(spec.name)), latency_repeats=latency_repeats,
+                       target=target)
     selection = layout.selection_file(spec.name)
     sel.save(selection)
     log_table(context, "leaderboard", leaderboard_rows(sel))
@@ -54,7 +63,8 @@ def select(context: mlrun.MLClientCtx, task_spec: str, latency_repeats: int = 3)
                          "eval_seconds": round(sel.eval_seconds, 2),
                          "full_examples": sel.full_examples,
                          "dropped": [d["candidate"] for d in sel.dropped],
-                         "baseline_model": sel.order[-1][0], "passed": sel.passed})
+                         "baseline_model": sel.order[-1][0], "passed": sel.passed,
+                         "target": f"{target.measured_on} ({target.device}, {target.dtype})"})
     if not sel.passed:  # an outcome, not an error: the task's later steps are skipped
         log_results(context, {"summary": sel.summary(), "needs": sel.needs()})
         context.logger.warning(sel.summary())
@@ -65,7 +75,7 @@ def select(context: mlrun.MLClientCtx, task_spec: str, latency_repeats: int = 3)
         context, f"{spec.name}-selected", sel.model_dir, framework="transformers",
         metrics={spec.metric: c.score, "ci_low": c.ci_low, "ci_high": c.ci_high,
                  **{k: v for k, v in c.metrics.items() if k != spec.metric}},
-        labels={"task": spec.name, "rung": c.rung, "precision": "fp32",
+        labels={"task": spec.name, "rung": c.rung, "precision": target.precision,
                 "base_model": c.candidate, "stage": "selection"},
         parameters={"shots": sel.shots, "decision_rule": sel.decision_rule,
                     "threshold": sel.threshold, "why_not_smaller": sel.rejections()})

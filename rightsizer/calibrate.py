@@ -10,40 +10,40 @@ Measurements taken on a CPU or on a GPU the catalog does not know are not used.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from rightsizer.errors import ConfigError
-from rightsizer.sizing import Workload, default_catalog, estimate
+from rightsizer.runtime.target import catalog_device
+from rightsizer.sizing import Workload, estimate
 from rightsizer.sizing.params import model_spec
 
 
 def catalog_gpu(device_name: str, catalog=None) -> str | None:
-    """The catalog name of a device as torch reports it ("NVIDIA H200" -> "H200"), or None."""
-    catalog = catalog or default_catalog()
-    name = re.sub(r"^(NVIDIA|AMD)\s+", "", device_name.strip(), flags=re.I)
-    for candidate in (name, name.replace(" ", "-"), name.split(" ")[0]):
-        if candidate in catalog:
-            return catalog.get(candidate).name
-    return None
+    """The catalog name of a device as torch reports it ("NVIDIA H200" -> "H200"; a MIG slice,
+    "NVIDIA A100-SXM4-40GB MIG 1g.10gb" -> "A100-40GB MIG 1g.10gb"), or None."""
+    entry = catalog_device(device_name, catalog)
+    return entry.label if entry is not None else None
 
 
 def measurements_from_latency(config, latency_rows: list[dict], precision: str = "bf16",
                               catalog=None) -> list[dict]:
-    """Calibration measurements (``fit_calibration`` input) from ``measure_latency`` rows."""
+    """Calibration measurements (``fit_calibration`` input) from ``measure_latency`` rows.
+
+    A row measured on a MIG slice is estimated with the slice's compute and bandwidth and
+    calibrates its GPU (the efficiency of the kernels, not the slice's size, is what is fitted)."""
     out = []
     layers = model_spec(config).layers  # lets the fit learn a host cost per layer (eager frameworks)
     for row in latency_rows:
-        gpu = catalog_gpu(row["device"], catalog)
-        if gpu is None:
+        device = catalog_device(row["device"], catalog)
+        if device is None:
             continue
         wl = Workload(prompt_tokens=int(row["prompt_tokens"]), output_tokens=int(row["output_tokens"]),
                       batch=int(row["batch"]), precision=precision)
-        est = estimate(config, gpu, wl)
+        est = estimate(config, device.name, wl, mig=device.mig, catalog=catalog)
         # ttft = one prefill step; tpot = one decode step: the units the roofline estimates
-        out.append({"gpu": gpu, "phase": "prefill", "flops": est.prefill.flops,
+        out.append({"gpu": device.name, "phase": "prefill", "flops": est.prefill.flops,
                     "bytes": est.prefill.bytes, "measured_ms": float(row["ttft_p50_ms"]), "layers": layers})
-        out.append({"gpu": gpu, "phase": "decode", "flops": est.decode.flops,
+        out.append({"gpu": device.name, "phase": "decode", "flops": est.decode.flops,
                     "bytes": est.decode.bytes, "measured_ms": float(row["tpot_p50_ms"]), "layers": layers})
     return out
 

@@ -29,6 +29,7 @@ import torch
 from rightsizer import metrics, tasktypes
 from rightsizer.errors import ConfigError
 from rightsizer.inference import Predictions, build_prompt, load_bundle, load_model, predict, with_format
+from rightsizer.runtime.target import RuntimeTarget, resolve_target, with_dtype
 from rightsizer.prompting import format_name
 from rightsizer.taskspec import DATA_ROOTS_ENV, TaskSpec, data_roots, project_root, within_roots
 
@@ -314,6 +315,7 @@ class LatencyResult:
     repeats: int
     ttft_std_ms: float = 0.0  # spread over the repeats
     tpot_std_ms: float = 0.0
+    measured_on: str = ""  # the device as the GPU catalog names it (a MIG slice included), else as it says
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -370,25 +372,31 @@ def measure_latency(model, tokenizer, prompt: str, output_tokens: int = 8, batch
 
 def evaluate_model(spec: TaskSpec, model_ref: str, split: str | None = None,
                    output_tokens: int | None = None, repeats: int = 5,
-                   progress: bool = True, batch_sizes: tuple[int, ...] = (1,)) -> dict:
+                   progress: bool = True, batch_sizes: tuple[int, ...] = (1,),
+                   target: RuntimeTarget | None = None) -> dict:
     """Quality and latency of a candidate reference or a serving bundle, as one dict.
 
     ``latency`` is measured at batch 1 (what the SLO is about); ``latency_by_batch`` holds
     one measurement per entry of ``batch_sizes`` (each after a warm-up, with its spread);
     ``predictions`` the answer for each row, in row order (what serving answers for them).
     A bundle whose rung retrieves is scored with its own index (the one serving loads).
+    ``target``: where and in which dtype the model loads (default: this machine's,
+    ``resolve_target``; a bundle keeps its own dtype); the report's ``target`` says what it was,
+    and each latency row's ``measured_on`` names the device as the GPU catalog does.
     """
+    target = target or resolve_target()
     from rightsizer.bundle import BUNDLE_FILE
     from rightsizer.models import param_count, state_dict_bytes
 
     rows = load_rows(spec, split or spec.eval_split, spec.max_eval_examples)
     if (Path(model_ref) / BUNDLE_FILE).is_file():
-        bundle = load_bundle(model_ref)
+        bundle = load_bundle(model_ref, device=target.device)
         model, tok, shots, precision = bundle.model, bundle.tokenizer, bundle.shots, bundle.precision
+        target = with_dtype(target, model.dtype)  # a bundle keeps its own dtype: say which
         spec = dataclasses.replace(spec, index=bundle.spec.index)
     else:
-        model, tok = load_model(model_ref, trust_remote_code=spec.trust_remote_code)
-        shots, precision = [], "fp32"
+        model, tok = load_model(model_ref, trust_remote_code=spec.trust_remote_code, target=target)
+        shots, precision = [], target.precision
     spec = with_format(spec, tok, model.config)
     quality = evaluate_quality(model, tok, spec, rows, shots=shots, progress=progress)
     prompts = [build_prompt(spec, r, shots) for r in rows]
@@ -396,7 +404,10 @@ def evaluate_model(spec: TaskSpec, model_ref: str, split: str | None = None,
     n_out = output_tokens or spec.workload.output_tokens
     by_batch = {b: measure_latency(model, tok, prompt, output_tokens=n_out, batch=b,
                                    repeats=repeats) for b in sorted({1, *batch_sizes})}
+    for lat in by_batch.values():
+        lat.measured_on = target.measured_on
     return {"model": model_ref, "split": split or spec.eval_split, "precision": precision,
+            "target": target.to_dict(),
             "prompt_format": format_name(spec),
             "params": param_count(model), "weights_bytes": state_dict_bytes(model),
             "quality": quality.to_dict(), "predictions": quality.predictions,

@@ -32,6 +32,7 @@ from rightsizer.models import remote_code_error, resolve_model_ref
 from rightsizer.retrieval import Index, context_text, retrieve_for
 from rightsizer.runtime.attention import choose_attention
 from rightsizer.runtime.placement import PlacementPlan, plan_placement
+from rightsizer.runtime.target import RuntimeTarget
 from rightsizer.tasktypes import Predictions
 from rightsizer.taskspec import CONTEXT, TaskSpec, template_fields
 
@@ -59,8 +60,12 @@ def load_tokenizer(target: str, trust_remote_code: bool = False):
 def load_model(ref: str | Path, dtype: torch.dtype | str = torch.float32, *, device: str | None = None,
                trust_remote_code: bool = False, quant_config: dict | None = None,
                attention: str | None = "auto", memory_budget: dict | None = None,
-               placement: PlacementPlan | None = None, device_map=None, **kwargs):
+               placement: PlacementPlan | None = None, device_map=None, target: RuntimeTarget | None = None,
+               **kwargs):
     """Load ``(model, tokenizer)`` for inference, in eval mode, from safetensors only.
+
+    ``target``: the step's runtime target (``rightsizer.runtime.target``): its device and
+    weights dtype, in place of ``device`` and ``dtype``.
 
     ``device``: where to put the model (``"auto"``: CUDA when there is one; None: where
     transformers loads it, the CPU). ``quant_config``: the config a quantize step wrote
@@ -72,17 +77,19 @@ def load_model(ref: str | Path, dtype: torch.dtype | str = torch.float32, *, dev
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    target = resolve_model_ref(str(ref))
+    if target is not None:
+        device, dtype = target.device, target.torch_dtype
+    path = resolve_model_ref(str(ref))
     dev = _device(device)
     qc = quant_config or {}
     try:
-        tokenizer = load_tokenizer(target, trust_remote_code)
+        tokenizer = load_tokenizer(path, trust_remote_code)
         if qc.get("pre_quantized"):  # a GPTQ checkpoint: loads quantized, nothing to apply
             from rightsizer.runtime.gptq_format import load_gptq_model
 
-            model = load_gptq_model(target, device=dev or "cpu", trust_remote_code=trust_remote_code)
+            model = load_gptq_model(path, device=dev or "cpu", trust_remote_code=trust_remote_code)
             return model, tokenizer
-        config = AutoConfig.from_pretrained(target, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         if memory_budget is not None and placement is None:
             placement = plan_placement(config, **memory_budget)
         if placement is not None:
@@ -100,17 +107,17 @@ def load_model(ref: str | Path, dtype: torch.dtype | str = torch.float32, *, dev
         if attention is not None:
             kwargs["attn_implementation"] = attention
         model = AutoModelForCausalLM.from_pretrained(
-            target, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code, **kwargs)
+            path, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code, **kwargs)
     except ValueError as e:
         err = remote_code_error(str(ref), e)
-        if err is e and Path(target).is_dir():  # a local folder whose files are broken or missing
-            raise ConfigError(f"model {ref!r}: cannot load it from {target} ({str(e).splitlines()[0]}); "
-                              f"its files: {sorted(p.name for p in Path(target).iterdir())}") from None
+        if err is e and Path(path).is_dir():  # a local folder whose files are broken or missing
+            raise ConfigError(f"model {ref!r}: cannot load it from {path} ({str(e).splitlines()[0]}); "
+                              f"its files: {sorted(p.name for p in Path(path).iterdir())}") from None
         raise err from None
     except OSError as e:
         raise ConfigError(f"model {ref!r}: cannot load it ({e})") from None
     except SafetensorError as e:  # a truncated or overwritten weights file
-        files = sorted(str(f) for f in Path(target).glob("*.safetensors")) if Path(target).is_dir() else [target]
+        files = sorted(str(f) for f in Path(path).glob("*.safetensors")) if Path(path).is_dir() else [path]
         raise ConfigError(f"model {ref!r}: a weights file is corrupt ({e}); files: {files}") from None
     if dev is not None and "device_map" not in kwargs:
         model = model.to(dev)

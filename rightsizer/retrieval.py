@@ -279,16 +279,23 @@ def _write_passages(folder: Path, passages: list[Passage], meta: dict) -> None:
 
 
 class Encoder:
-    """Text -> unit vector: the mean of a model's last hidden states over the text's tokens."""
+    """Text -> unit vector: the mean of a model's last hidden states over the text's tokens.
+
+    It runs on the step's runtime target's device (``rightsizer.runtime.target``), in fp32
+    everywhere (an embedding's ranking should not depend on the device's half precision); the
+    vectors come back on the CPU."""
 
     def __init__(self, model_dir: str, trust_remote_code: bool = False):
         import torch
         from transformers import AutoModel, AutoTokenizer
 
+        from rightsizer.runtime.target import resolve_target
+
+        self.device = resolve_target().device
         self.model_dir = model_dir
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
         self.model = AutoModel.from_pretrained(model_dir, trust_remote_code=trust_remote_code,
-                                               use_safetensors=True, dtype=torch.float32)
+                                               use_safetensors=True, dtype=torch.float32).to(self.device)
         self.model.eval()
 
     def encode(self, texts: list[str]):
@@ -298,11 +305,11 @@ class Encoder:
         with torch.no_grad():
             for i in range(0, len(texts), EMBED_BATCH):
                 enc = self.tokenizer(texts[i:i + EMBED_BATCH], return_tensors="pt", padding=True,
-                                     truncation=True, max_length=EMBED_MAX_TOKENS)
+                                     truncation=True, max_length=EMBED_MAX_TOKENS).to(self.device)
                 hidden = self.model(**enc).last_hidden_state
                 mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-                out.append(torch.nn.functional.normalize(mean, dim=-1))
+                out.append(torch.nn.functional.normalize(mean, dim=-1).cpu())
         return torch.cat(out) if out else torch.zeros(0, 0)
 
     def save(self, folder: Path) -> None:

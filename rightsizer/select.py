@@ -25,6 +25,7 @@ from rightsizer.atomic import atomic_dir, atomic_write_text
 from rightsizer.errors import ConfigError
 from rightsizer.evaluate import check_task_data, measure_latency, pick_shots
 from rightsizer.inference import build_prompt, load_model, with_format
+from rightsizer.runtime.target import RuntimeTarget, resolve_target
 from rightsizer.prompting import format_name
 from rightsizer.models import load_config
 from rightsizer.retrieval import for_rung, retrieval_figures
@@ -151,6 +152,7 @@ class Selection:
     rungs: list[str] = field(default_factory=list)  # the rungs the spec enabled
     latency: dict[str, dict] = field(default_factory=dict)  # candidate -> measured here
     retrieval: dict = field(default_factory=dict)  # the retriever on the eval split (recall@k)
+    target: dict = field(default_factory=dict)  # the runtime target every candidate ran on (RuntimeTarget.to_dict)
 
     @property
     def passed(self) -> bool:
@@ -355,15 +357,17 @@ def _lora_rung(spec: TaskSpec, ref: str, model, train: list[dict], workdir: Path
 
 def select_model(spec: TaskSpec, workdir: str | Path, progress: bool = True,
                  screening: Screening | None = None, exhaustive: bool = False,
-                 latency_repeats: int = 0) -> Selection:
+                 latency_repeats: int = 0, target: RuntimeTarget | None = None) -> Selection:
     """Run the ladder for one task; the chosen model is saved under ``workdir``.
 
     ``screening`` overrides the spec's screening settings (``Screening(enabled=False)``
     scores every rung tried on the full split). ``exhaustive`` keeps going after the first
     pass, through every kept candidate and rung (the decision stays the first pass); the
     benchmark uses it as the "evaluate everything" baseline. ``latency_repeats`` > 0
-    measures each candidate tried on this machine (``Selection.latency``).
+    measures each candidate tried on this machine (``Selection.latency``). ``target``: where
+    and in which dtype every candidate loads (default: this machine's, ``resolve_target``).
     """
+    target = target or resolve_target()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     if "retrieval" in spec.ladder.rungs and spec.retrieval is None:
@@ -395,7 +399,7 @@ def select_model(spec: TaskSpec, workdir: str | Path, progress: bool = True,
     latency: dict[str, dict] = {}
     start = time.perf_counter()
     for ref, params in kept:
-        model, tok = load_model(ref, trust_remote_code=spec.trust_remote_code)
+        model, tok = load_model(ref, trust_remote_code=spec.trust_remote_code, target=target)
         if latency_repeats > 0:
             latency[ref] = _latency(model, tok, with_format(latency_spec, tok, model.config), evals[0],
                                     latency_repeats)
@@ -427,4 +431,4 @@ def select_model(spec: TaskSpec, workdir: str | Path, progress: bool = True,
                      eval_seconds=time.perf_counter() - start,
                      full_examples=len(kept) * len(spec.ladder.rungs) * len(evals),
                      dropped=dropped, rungs=list(spec.ladder.rungs), latency=latency,
-                     retrieval=figures)
+                     retrieval=figures, target=target.to_dict())

@@ -14,6 +14,7 @@ from pathlib import Path
 from rightsizer.atomic import atomic_write_text
 from rightsizer.errors import ConfigError, NoFeasibleOption
 from rightsizer.precisions import get_precision
+from rightsizer.sizing.engines import serving_engine
 from rightsizer.select import Selection
 from rightsizer.sizing import SLO as SizingSLO
 from rightsizer.sizing import Recommendation, Workload, default_catalog, recommend
@@ -56,6 +57,14 @@ def _side(model: str, params: int, rung: str, precision: str, quality: float,
             "replicas": o.replicas if o else 0}
     side.update(_memory_split(o))
     return side
+
+
+def measured_with(evaluation: dict) -> dict:
+    """Where an evaluate step's figures were measured: its runtime target, in short."""
+    t = evaluation.get("target") or {}
+    return {"on": t.get("measured_on") or (evaluation.get("latency") or {}).get("device", ""),
+            "device": t.get("device", ""), "dtype": t.get("dtype", ""),
+            "precision": evaluation.get("precision", ""), "reason": t.get("reason", "")}
 
 
 def sizing_rules(config) -> str | None:
@@ -116,6 +125,10 @@ def build_record(spec: TaskSpec, sel: Selection, chosen_eval: dict, baseline_eva
     baseline["config"] = rec_b.model_config if rec_b else _config_or_none(baseline_config)
     chosen["measured_here"] = chosen_eval["latency"]
     baseline["measured_here"] = baseline_eval["latency"]
+    # what each side's quality and latency were measured on (its ``precision`` above is the
+    # one it is sized and served in): device, dtype, the device's catalog name
+    chosen["measured_with"] = measured_with(chosen_eval)
+    baseline["measured_with"] = measured_with(baseline_eval)
     # every batch size measured, so the report can draw chosen beside baseline
     chosen["measured_by_batch"] = chosen_eval.get("latency_by_batch", [])
     baseline["measured_by_batch"] = baseline_eval.get("latency_by_batch", [])
@@ -131,6 +144,8 @@ def build_record(spec: TaskSpec, sel: Selection, chosen_eval: dict, baseline_eva
     return {
         "task": spec.name, "metric": spec.metric, "threshold": spec.threshold,
         "decision_rule": spec.decision_rule, "chosen": chosen, "baseline": baseline,
+        "ladder_measured_with": dict(sel.target),
+        "serving_engine": serving_engine(chosen.get("sizing_mode", "")),
         "slo": {"ttft_ms": spec.slo.ttft_ms, "tpot_ms": spec.slo.tpot_ms,
                 "throughput_tokens_per_s": spec.slo.throughput_tokens_per_s},
         "workload": {"prompt_tokens": spec.workload.prompt_tokens,

@@ -126,6 +126,18 @@ def test_decision_records(run):
         # no GPU configured (gpus=0): no GPTQ step, its backend only listed as skipped
         assert [r["status"] for r in rec["precision_search"] if r["backend"] == "gptq"] == ["skipped"]
         assert (rec["chosen"]["retrieval_recall_at_k"] is None) == (rec["task"] != "answer_drafting")
+        # what each side was measured on (this CPU, fp32: the target the steps resolved), apart
+        # from the precision it is sized in; the engine deployed and what its sizing assumed
+        from rightsizer.runtime.target import resolve_target
+
+        here = resolve_target()
+        kept = next(r for r in rec["precision_search"] if r["kept"])
+        assert c["measured_with"]["on"] == b["measured_with"]["on"] == here.measured_on
+        assert c["measured_with"]["dtype"] == kept["dtype"]  # the bundle, in the dtype its trial kept
+        assert b["measured_with"]["dtype"] == "float32" and b["measured_with"]["precision"] == "fp32"
+        assert b["precision"] == "bf16"  # measured in fp32 here, sized and served in bf16
+        assert rec["ladder_measured_with"]["device"] == "cpu"
+        assert rec["serving_engine"]["deployed"].startswith("rightsizer continuous batching")
 
 
 def test_bundles_are_registered_and_serve(run):
@@ -298,6 +310,9 @@ def test_the_fleet_plan_decides_the_deployment(run):
     assert sorted(hosted) == sorted(records)  # every task placed, once
     assert plan["price_list"]["name"] == records["ticket_routing"]["price_list"]["name"]
     assert plan["baseline"] and plan["comparison"]["cost_per_hour"]["baseline"] > 0
+    # the plan names the engine every group runs and what its sizing assumed (not calibrated here)
+    assert plan["serving_engine"]["deployed"].startswith("rightsizer continuous batching")
+    assert "vLLM" in plan["serving_engine"]["sized_with"]
     specs = plan["function_specs"]
     assert [s["group"] for s in specs] == [g["name"] for g in plan["groups"]]
     # the deploy step deployed what the plan says: one group here, so its function is `serving`

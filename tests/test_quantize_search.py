@@ -222,3 +222,18 @@ def test_pre_quantized_input_is_checked():
                          progress=False, pre_quantized={"gptq": item, "torch-int4pack": item})
     assert len(e.value.problems) == 2
     assert "not in precisions" in str(e.value) and "'torch-int4pack' is not a pre-quantized backend" in str(e.value)
+
+
+def test_the_quantized_trials_compute_in_the_targets_dtype():
+    """On a CPU without bf16 matrix units the target's compute dtype is fp32: the int8/int4
+    trials keep their other layers in it (and their quant config says so, for serving); the
+    bf16 trial stays bf16."""
+    s = search_precision(plain, scorer(plain), baseline_score=1.0, tolerance=0.5, precisions=["int8", "int4"],
+                         progress=False, mixed=False, keep_model=True, compute_dtype="float32")
+    evaluated = {t.precision: t for t in s.trials if t.status == "evaluated"}
+    assert evaluated["bf16"].dtype == "bfloat16"
+    assert evaluated["int8"].dtype == evaluated["int4"].dtype == "float32"
+    assert s.kept.to_config()["dtype"] == "float32"
+    assert s.kept_model.model.norm.weight.dtype == torch.float32  # a layer left unquantized
+    rebuilt = apply_quant_config(plain(), s.kept.to_config())
+    assert rebuilt.model.norm.weight.dtype == torch.float32  # serving re-applies it the same way

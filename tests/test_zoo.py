@@ -64,8 +64,11 @@ def test_sized_from_its_config_with_exact_counts(zoo, arch):
 def test_loads_scores_and_generates(zoo, routing, arch):
     from rightsizer.evaluate import evaluate_quality, load_rows
     from rightsizer.inference import generate, load_model
+    from rightsizer.runtime.target import resolve_target
 
-    model, tok = load_model(str(zoo[arch]))
+    target = resolve_target()  # CUDA in bf16 where the machine has a GPU (scripts/gpu_checks.sh)
+    model, tok = load_model(str(zoo[arch]), target=target)
+    assert model.device.type == target.device.split(":")[0] and model.dtype == target.torch_dtype
     assert tok.pad_token is not None and not model.training  # gpt2: pad set from EOS
     spec = dataclasses.replace(routing, candidates=[str(zoo[arch])], max_eval_examples=8)
     quality = evaluate_quality(model, tok, spec, load_rows(spec, "eval", 8))
@@ -104,22 +107,25 @@ def test_lora_trains_the_default_targets(zoo, routing, arch, tmp_path):
 def test_quantizes_and_keeps_what_the_kernel_refuses_one_step_up(zoo, arch, precision):
     from rightsizer.inference import load_model
     from rightsizer.runtime.backends import apply_quant_config, quantize_model
+    from rightsizer.runtime.target import resolve_target
 
-    model, tok = load_model(str(zoo[arch]))
-    x = tok(["Ticket: my card was charged twice"], return_tensors="pt")
-    info = quantize_model(model, precision)
+    target = resolve_target()
+    model, tok = load_model(str(zoo[arch]), target=target)
+    x = tok(["Ticket: my card was charged twice"], return_tensors="pt").to(target.device)
+    info = quantize_model(model, precision, device=target.device, dtype=target.compute_dtype)
     logits = model(**x).logits
     assert torch.isfinite(logits).all() and info.quantized_linears > 0
     refused = {f["module"]: f for f in info.fallback}
     if precision == "int4" and arch == "phi3":  # gate_up 700 wide, down_proj 350 deep
         assert {m.rsplit(".", 1)[-1] for m in refused} == {"gate_up_proj", "down_proj"}
         assert all(f["precision"] == "int8" for f in refused.values())
-        assert "out_features 700 is not a multiple of 16" in refused["model.layers.0.mlp.gate_up_proj"]["reason"]
+        tile = 8 if target.is_cuda else 16  # the int4 kernel's tile: CUDA's or the CPU's
+        assert f"out_features 700 is not a multiple of {tile}" in refused["model.layers.0.mlp.gate_up_proj"]["reason"]
     elif precision == "int4" and arch == "mistral":  # an untied head over 405 tokens
         assert list(refused) == ["lm_head"] and "out_features 405" in refused["lm_head"]["reason"]
     else:
         assert refused == {}
-    again, _ = load_model(str(zoo[arch]))
+    again, _ = load_model(str(zoo[arch]), target=target)
     apply_quant_config(again, info.to_config())  # serving re-applies the config: the same layers
     assert again.rightsizer_quant.fallback == info.fallback
     assert torch.equal(again(**x).logits, logits)

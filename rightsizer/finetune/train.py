@@ -72,7 +72,7 @@ class FinetuneConfig:
     deepspeed: dict | str | None = None  # an explicit DeepSpeed config instead of the derived one
     quantization: str = "none"  # "nf4": QLoRA on a bitsandbytes 4-bit base; "auto": nf4 if the 16-bit base does not fit
     gradient_checkpointing: bool = False
-    mixed_precision: str | None = None  # None: bf16 on a GPU that has it, else fp32
+    mixed_precision: str | None = None  # None: bf16 on a GPU that has it, fp16 on one without, fp32 on a CPU
     max_grad_norm: float = 1.0
     save_steps: int = 50
     save_total_limit: int | None = 2
@@ -268,13 +268,15 @@ def device_memory_gb(world_size: int) -> float:
 
 
 def resolve_precision(cfg: FinetuneConfig) -> str:
-    import torch
+    """The mixed precision of this run: the config's, else this process's runtime target's
+    (``rightsizer.runtime.target``): bf16 on a GPU that has it, fp16 on one that does not
+    (T4, V100), fp32 on a CPU."""
+    from rightsizer.runtime.target import resolve_target
 
     if cfg.mixed_precision:
         return cfg.mixed_precision
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "fp32"
+    target = resolve_target()
+    return target.precision if target.is_cuda else "fp32"
 
 
 def make_plan(cfg: FinetuneConfig, model_path: str, targets: list[str], world_size: int,
@@ -338,7 +340,8 @@ def check_run(cfg: FinetuneConfig, world_size: int):
 
 def load_base(model_path: str, quantization: str = "none", dtype=None, zero3: bool = False,
               local_rank: int = 0):
-    """``(model, tokenizer)``: the base in ``dtype``, or in NF4 (QLoRA) via bitsandbytes."""
+    """``(model, tokenizer)``: the base in ``dtype``, or in NF4 (QLoRA) via bitsandbytes,
+    computing in this process's runtime target's compute dtype."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -352,7 +355,10 @@ def load_base(model_path: str, quantization: str = "none", dtype=None, zero3: bo
                               "installed (pip install bitsandbytes)")
         from transformers import BitsAndBytesConfig
 
-        compute = torch.bfloat16
+        from rightsizer.runtime.target import resolve_target
+
+        # the 4-bit layers compute in the target's dtype: bf16 where the GPU has it, else fp16
+        compute = resolve_target().torch_compute_dtype
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=compute,

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from rightsizer.sizing.engines import serving_engine
 from rightsizer.errors import ConfigError, InsufficientMemory, NoFeasibleOption
 from rightsizer.layout import RunLayout, find_decisions, latest_run
 from rightsizer.plan.pack import MAX_REPLICAS, Kind, Load, Solution, Target, solve
@@ -453,7 +454,10 @@ class FleetPlan:
         out = {"side": self.side, "solver": self.solver, "headroom": self.headroom,
                "price_list": dict(self.price_list), "totals": self.totals(),
                "groups": [g.to_dict() for g in self.groups], "demands": [d.to_dict() for d in self.demands],
-               "notes": list(self.notes)}
+               "notes": list(self.notes),
+               # every group runs this project's engine; say what its sizing assumed
+               "serving_engine": serving_engine(
+                   ", ".join(sorted({p.mode for g in self.groups for p in g.placements})))}
         if self.side == "chosen":
             out["baseline"] = self.baseline.to_dict() if self.baseline else None
             out["baseline_error"] = self.baseline_error

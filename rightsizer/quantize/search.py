@@ -112,7 +112,7 @@ class PrecisionSearch:
     def to_rows(self) -> list[dict]:
         """One row per trial, for a table artifact."""
         cols = ("precision", "backend", "mixed", "skip_precision", "status", "score", "delta", "memory_bytes",
-                "memory_ratio", "decode_tokens_per_s", "passed", "kept", "reason")
+                "memory_ratio", "decode_tokens_per_s", "passed", "kept", "reason", "dtype")
         return [{**{c: getattr(t, c) for c in cols}, "kept_higher": fallback_summary(t.fallback)}
                 for t in self.trials]
 
@@ -146,7 +146,8 @@ def search_precision(load_fn: Callable[[], object], evaluate_fn: Callable[[objec
                      speed_fn: Callable[[object], float] | None = None,
                      keep_model: bool = False, stop_at_first_failure: bool = False,
                      backends: dict[str, str] | None = None,
-                     pre_quantized: dict[str, PreQuantized] | None = None) -> PrecisionSearch:
+                     pre_quantized: dict[str, PreQuantized] | None = None,
+                     compute_dtype: str = "bfloat16") -> PrecisionSearch:
     """Search bf16 -> fp8 -> int8 -> int4 (those in ``precisions``) for the lowest one that keeps quality.
 
     ``load_fn()`` returns a fresh full-precision model each call (quantization is in place).
@@ -155,6 +156,9 @@ def search_precision(load_fn: Callable[[], object], evaluate_fn: Callable[[objec
     ``keep_model`` keeps the kept trial's model object on the result (``kept_model``).
     ``pre_quantized`` maps a pre-quantized backend ("gptq") to a checkpoint made elsewhere;
     it is scored as one more trial of its precision, judged by the same rules.
+    ``compute_dtype``: the dtype the fp8/int8/int4 trials keep their other layers and compute in
+    (the runtime target's: fp32 on a CPU without bf16 matrix units, where bf16 is emulated);
+    the bf16 trial is bf16.
     """
     problems = _check_inputs(baseline_score, tolerance, precisions)
     dev = device
@@ -195,7 +199,8 @@ def search_precision(load_fn: Callable[[], object], evaluate_fn: Callable[[objec
             sensitive.extend(sensitive_modules(model))
             n_blocks.append(len(block_names(model)))
         info = quantize_model(model, precision, backend=backend, skip_modules=skip, device=dev,
-                              skip_precision=skip_precision)
+                              skip_precision=skip_precision,
+                              dtype="bfloat16" if precision == "bf16" else compute_dtype)
         trial = judge(precision, info.backend, model, start, skip=list(info.skip_modules), is_mixed=is_mixed,
                       skip_precision=info.skip_precision, memory=info.memory_bytes,
                       group_size=info.group_size, dtype=info.dtype)

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 
 from rightsizer import tasktypes
+from rightsizer.runtime.target import RuntimeTarget, resolve_target
 from rightsizer.bundle import write_bundle
 from rightsizer.evaluate import evaluate_quality, load_rows
 from rightsizer.inference import load_model, load_tokenizer
@@ -32,21 +32,23 @@ class QuantizeOutcome:
 def quantize_for_task(spec: TaskSpec, sel: Selection, model_dir: str | Path,
                       bundle_dir: str | Path, progress: bool = True,
                       pre_quantized: dict[str, str] | None = None,
-                      adapter: dict | None = None) -> QuantizeOutcome:
+                      adapter: dict | None = None, target: RuntimeTarget | None = None) -> QuantizeOutcome:
     """Keep the lowest precision within ``spec.quality_tolerance``; write the serving bundle.
 
     ``pre_quantized`` maps a pre-quantized backend to its checkpoint folder (``{"gptq":
     <quantize-gptq output>}``): it joins the search as one more int4 trial, and when kept,
     the bundle is made from that checkpoint. ``adapter``: which LoRA adapter ``model_dir``
     has merged in, recorded in the bundle. When the chosen rung retrieves, the search scores
-    with the task's retrieval index and the bundle carries it.
+    with the task's retrieval index and the bundle carries it. ``target``: where the trials
+    run and the dtype the quantized ones compute in (default: this machine's, ``resolve_target``).
     """
     from rightsizer.quantize.search import search_precision
     from rightsizer.retrieval import for_rung
 
     spec = for_rung(spec, sel.chosen.rung)
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    target = target or resolve_target()
+    device = target.device
     rows = load_rows(spec, spec.eval_split, spec.max_eval_examples)
     trust = spec.trust_remote_code  # off unless the task spec turns it on
     tok = load_tokenizer(str(model_dir), trust)
@@ -66,7 +68,8 @@ def quantize_for_task(spec: TaskSpec, sel: Selection, model_dir: str | Path,
            if "int4" in precisions}  # the task's precisions rule: no int4, no GPTQ trial
     search = search_precision(load, score, baseline_score=baseline_score,
                               tolerance=tasktypes.get(spec.type).tolerance(spec), precisions=precisions,
-                              device=device, progress=progress, pre_quantized=pre)
+                              device=device, progress=progress, pre_quantized=pre,
+                              compute_dtype=target.compute_dtype)
     kept = search.kept
     kept_score = next((t.score for t in search.trials if t is kept), baseline_score)
     source = pre_quantized[kept.backend] if kept.pre_quantized is not None else model_dir
