@@ -43,7 +43,6 @@ ROOT = Path(__file__).resolve().parents[1]
 BODY_TIMEOUT_S = 30.0  # a body that has not arrived whole by then (shorter than its Content-Length): 408
 MAX_BODY = 8 * 1024 * 1024
 DECODE_OFF_LOOP = 64 * 1024  # bytes: a JSON body larger than this is decoded off the event loop
-log = logging.getLogger("rightsizer.serving_http")
 
 
 def serving_spec(models: dict[str, str], engine: dict | None = None, project_dir: str | Path = ROOT,
@@ -147,7 +146,7 @@ def make_app(spec: str, namespace: dict | None = None, body_timeout: float | Non
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
             # the client went away: one line, no traceback; the rest of the stream is drained so
             # the generation ends and its KV blocks are freed
-            log.info("stream ended early: %s %s: the client disconnected", request.method, request.path)
+            mlrun.utils.logger.info("stream ended early: the client disconnected", route=request.path)
             async for _ in rest:
                 pass
         return out
@@ -180,7 +179,8 @@ def make_app(spec: str, namespace: dict | None = None, body_timeout: float | Non
 
 
 def _error(request: web.Request, e: RouteError) -> web.Response:
-    log.info("request refused: %s %s: %s %s", request.method, request.path, e.status, e.message[:300])
+    # one line, as the graph logs the requests it refuses
+    mlrun.utils.logger.info("request refused", status=e.status, route=request.path, reason=e.message[:300])
     return web.json_response(e.to_dict(request.path), status=e.status, headers=e.response_headers() or None)
 
 

@@ -420,6 +420,7 @@ def test_an_api_key_is_required_on_every_route_but_health(served, client):
 
 
 def test_a_body_shorter_than_its_content_length_times_out_with_408(served):
+    before = len(_log_lines(served, 0))
     host, port = served[0].removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as sock:
         sock.sendall(f"POST /v1/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
@@ -433,6 +434,8 @@ def test_a_body_shorter_than_its_content_length_times_out_with_408(served):
     head, _, body = reply.decode().partition("\r\n\r\n")
     assert head.startswith("HTTP/1.1 408"), reply
     assert "not received whole within 3 s" in json.loads(body)["error"]["message"]
+    refused = [x for x in _log_lines(served, before) if "request refused" in x]
+    assert len(refused) == 1 and '"status":408' in refused[0], refused
 
 
 def test_logprobs_are_returned_as_openai_and_vllm_shape_them(served, client):
