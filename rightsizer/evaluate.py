@@ -29,7 +29,7 @@ import torch
 from rightsizer import metrics, tasktypes
 from rightsizer.errors import ConfigError
 from rightsizer.inference import Predictions, build_prompt, load_bundle, load_model, predict, with_format
-from rightsizer.runtime.target import RuntimeTarget, resolve_target, with_dtype
+from rightsizer.runtime.target import DTYPES, RuntimeTarget, resolve_target, with_dtype
 from rightsizer.prompting import format_name
 from rightsizer.taskspec import DATA_ROOTS_ENV, TaskSpec, data_roots, project_root, within_roots
 
@@ -392,7 +392,8 @@ def evaluate_model(spec: TaskSpec, model_ref: str, split: str | None = None,
     if (Path(model_ref) / BUNDLE_FILE).is_file():
         bundle = load_bundle(model_ref, device=target.device)
         model, tok, shots, precision = bundle.model, bundle.tokenizer, bundle.shots, bundle.precision
-        target = with_dtype(target, model.dtype)  # a bundle keeps its own dtype: say which
+        if model.dtype in DTYPES.values():  # a bundle keeps its own dtype: say which
+            target = with_dtype(target, model.dtype)
         spec = dataclasses.replace(spec, index=bundle.spec.index)
     else:
         model, tok = load_model(model_ref, trust_remote_code=spec.trust_remote_code, target=target)
