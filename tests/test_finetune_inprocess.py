@@ -239,3 +239,39 @@ def test_answers_end_with_the_eos_token_so_a_tuned_generator_stops(tmp_path, dem
     model = PeftModel.from_pretrained(model, result["adapter_dir"])
     got = generate(model, tok, [r["prompt"] for r in rows[:8]], max_new_tokens=12, stop=None)
     assert set(got) <= {"positive", "negative"}, got  # one answer, then the end
+
+
+def _remote_code_model(demo_models, folder: Path, marker: Path) -> Path:
+    """The demo's tiny-s as a model with its own code (an auto_map to modules in its folder,
+    which write ``marker`` when they run)."""
+    shutil.copytree(demo_models / "models" / "tiny-s", folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="rightsizer-custom", architectures=["CustomForCausalLM"],
+                  auto_map={"AutoConfig": "configuration_custom.CustomConfig",
+                            "AutoModelForCausalLM": "modeling_custom.CustomForCausalLM"})
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "configuration_custom.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\n"
+        "from transformers import LlamaConfig\n\n\n"
+        "class CustomConfig(LlamaConfig):\n    model_type = 'rightsizer-custom'\n")
+    (folder / "modeling_custom.py").write_text(
+        "from transformers import LlamaForCausalLM\n\nfrom .configuration_custom import CustomConfig\n\n\n"
+        "class CustomForCausalLM(LlamaForCausalLM):\n    config_class = CustomConfig\n")
+    return folder
+
+
+def test_the_trainer_runs_a_models_own_code_only_when_the_spec_says_so(tmp_path, demo_models):
+    from rightsizer.finetune.merge import merge_adapter
+
+    marker = tmp_path / "ran"
+    model = _remote_code_model(demo_models, tmp_path / "custom", marker)
+    with pytest.raises(ConfigError, match="trust_remote_code"):
+        finetune(_cfg(tmp_path / "refused", model=str(model), steps=2))
+    assert not marker.exists()  # refused before any of the model's code ran
+    _assert_no_adapter(tmp_path / "refused")
+    result = finetune(_cfg(tmp_path / "trusted", model=str(model), steps=2, trust_remote_code=True))
+    assert marker.exists() and (Path(result["adapter_dir"]) / "adapter_model.safetensors").is_file()
+    merged = merge_adapter(str(model), result["adapter_dir"], tmp_path / "merged", trust_remote_code=True)
+    assert json.loads((merged / "config.json").read_text())["model_type"] == "rightsizer-custom"
+    with pytest.raises(ConfigError, match="trust_remote_code"):
+        merge_adapter(str(model), result["adapter_dir"], tmp_path / "merged-refused")

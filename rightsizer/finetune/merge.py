@@ -15,8 +15,10 @@ from rightsizer.inference import load_model
 from rightsizer.models import resolve_model_ref
 
 
-def merge_adapter(base: str, adapter_dir: str | Path, out_dir: str | Path, dtype=None) -> Path:
-    """Reload ``base`` in ``dtype`` (default bf16), apply the adapter, merge, save atomically."""
+def merge_adapter(base: str, adapter_dir: str | Path, out_dir: str | Path, dtype=None,
+                  trust_remote_code: bool = False) -> Path:
+    """Reload ``base`` in ``dtype`` (default bf16), apply the adapter, merge, save atomically.
+    ``trust_remote_code``: the task spec's (the base's own code runs only when it says so)."""
     import torch
     from peft import PeftModel
     from transformers import AutoTokenizer
@@ -25,15 +27,15 @@ def merge_adapter(base: str, adapter_dir: str | Path, out_dir: str | Path, dtype
     if not (adapter_dir / "adapter_config.json").is_file():
         raise ConfigError(f"merge: {adapter_dir} is not an adapter folder (no adapter_config.json)")
     path = resolve_model_ref(base) if not Path(base).is_dir() else base
-    model, _ = load_model(path, dtype=dtype or torch.bfloat16)
+    model, _ = load_model(path, dtype=dtype or torch.bfloat16, trust_remote_code=trust_remote_code)
     merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     out = Path(out_dir)
     with atomic_dir(out) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
         try:
-            AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(tmp)
-        except (OSError, ValueError):
-            AutoTokenizer.from_pretrained(path).save_pretrained(tmp)
+            AutoTokenizer.from_pretrained(str(adapter_dir), trust_remote_code=trust_remote_code).save_pretrained(tmp)
+        except (OSError, ValueError):  # an adapter saved without its tokenizer: the base's
+            AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code).save_pretrained(tmp)
     return out
 
 

@@ -107,16 +107,16 @@ def lora_trainable_params(model, target_modules: list[str] | str, rank: int) -> 
 
 
 def shape_for_lora(model_path: str, target_modules: list[str] | None, rank: int,
-                   full_finetune: bool = False) -> ModelShape:
+                   full_finetune: bool = False, trust_remote_code: bool = False) -> ModelShape:
     """Build the model on the meta device (no weights read) and count what LoRA trains."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from rightsizer.finetune.lora import default_targets
 
-    cfg = AutoConfig.from_pretrained(model_path)
+    cfg = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(cfg)
+        model = AutoModelForCausalLM.from_config(cfg, trust_remote_code=trust_remote_code)
     targets = target_modules or default_targets(cfg.model_type, model)
     base = ModelShape.from_model(model, trainable_params=0)
     trainable = base.total_params if full_finetune else lora_trainable_params(model, targets, rank)

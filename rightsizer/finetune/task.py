@@ -71,6 +71,8 @@ def train_for_task(spec: TaskSpec, model: str, settings: LoraSettings, rows: lis
     spec = bind_format(spec, model)
     params = {"model": model, "train_data": task_examples(spec, rows),
               **settings_params(settings), **overrides}
+    if spec.trust_remote_code:  # the trainer runs the model's own code only when the spec says so
+        params["trust_remote_code"] = True
     if spec.rendering.end_of_answer:
         params["answer_end"] = spec.rendering.end_of_answer
     out = run_folder(workdir, name, params, nproc * (node.count if node is not None else 1))
@@ -127,7 +129,8 @@ def production_adapter(spec: TaskSpec, base_model: str, train_rows: list[dict],
     dtype = saved if isinstance(saved, torch.dtype) else getattr(torch, str(saved or ""), None)
     t0 = time.perf_counter()
     merged = merge_adapter(base_model, adapter, adapter.parent / "merged",
-                           dtype=dtype if isinstance(dtype, torch.dtype) else None)
+                           dtype=dtype if isinstance(dtype, torch.dtype) else None,
+                           trust_remote_code=spec.trust_remote_code)
     device = "cuda" if torch.cuda.is_available() else None
     model, _ = load_model(str(merged), dtype="auto", device=device,
                           trust_remote_code=spec.trust_remote_code)

@@ -72,6 +72,7 @@ class FinetuneConfig:
     deepspeed: dict | str | None = None  # an explicit DeepSpeed config instead of the derived one
     quantization: str = "none"  # "nf4": QLoRA on a bitsandbytes 4-bit base; "auto": nf4 if the 16-bit base does not fit
     gradient_checkpointing: bool = False
+    trust_remote_code: bool = False  # the task spec's: a model's own code runs only when it says so
     mixed_precision: str | None = None  # None: bf16 on a GPU that has it, fp16 on one without, fp32 on a CPU
     max_grad_norm: float = 1.0
     save_steps: int = 50
@@ -158,6 +159,8 @@ def validate(cfg: FinetuneConfig, world_size: int = 1, check_model: bool = True)
                         "(pip install bitsandbytes), or set quantization='none'")
     if cfg.mixed_precision not in (None, "bf16", "fp16", "fp32"):
         problems.append(f"mixed_precision: {cfg.mixed_precision!r}; expected bf16, fp16, fp32 or None")
+    if not isinstance(cfg.trust_remote_code, bool):
+        problems.append(f"trust_remote_code: {cfg.trust_remote_code!r}; expected true or false")
     if cfg.gpu_memory_gb is not None and not (_is_number(cfg.gpu_memory_gb) and cfg.gpu_memory_gb > 0):
         problems.append(f"gpu_memory_gb: {cfg.gpu_memory_gb!r}; expected a positive number")
     ds = cfg.deepspeed
@@ -184,16 +187,15 @@ def validate(cfg: FinetuneConfig, world_size: int = 1, check_model: bool = True)
         model_path = resolve_model_ref(cfg.model)
     except ConfigError as e:
         problems += e.problems
-    from transformers import AutoConfig
-
     targets = cfg.target_modules
     seq_len = cfg.max_seq_len or _LORA.seq_len(None)
     if check_model and model_path is not None:
         try:
-            targets = check_target_modules(model_path, cfg.target_modules)
-            problems += check_context(model_path, cfg.max_seq_len, cfg.model)
+            trust = cfg.trust_remote_code is True
+            targets = check_target_modules(model_path, cfg.target_modules, trust)
+            problems += check_context(model_path, cfg.max_seq_len, cfg.model, trust=trust)
             seq_len = LoraSettings(max_seq_len=cfg.max_seq_len).seq_len(
-                context_length(AutoConfig.from_pretrained(model_path)))
+                context_length(auto_config(model_path, trust, cfg.model)))
         except ConfigError as e:
             problems += e.problems
         except OSError as e:
@@ -218,11 +220,26 @@ def total_steps(cfg: FinetuneConfig, n_examples: int) -> int:
     return max(1, math.ceil(cfg.epochs * n_examples / cfg.global_batch))
 
 
-def check_context(model_path: str, max_seq_len: int, model: str, field: str = "max_seq_len") -> list[str]:
-    """A problem when ``max_seq_len`` is longer than the model's context."""
+def auto_config(model_path: str, trust_remote_code: bool = False, model: str | None = None):
+    """The model's config, running its own code only with ``trust_remote_code``; a model that
+    needs it, without it, is a ConfigError naming the task spec's field."""
     from transformers import AutoConfig
 
-    ctx = context_length(AutoConfig.from_pretrained(model_path))
+    from rightsizer.models import remote_code_error
+
+    try:
+        return AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    except ValueError as e:
+        err = remote_code_error(model or model_path, e)
+        if err is e:
+            raise
+        raise err from None
+
+
+def check_context(model_path: str, max_seq_len: int, model: str, field: str = "max_seq_len",
+                  trust: bool = False) -> list[str]:
+    """A problem when ``max_seq_len`` is longer than the model's context."""
+    ctx = context_length(auto_config(model_path, trust, model))
     if ctx is not None and isinstance(max_seq_len, int) and max_seq_len > ctx:
         return [f"{field}: {max_seq_len} is longer than the context of {model} ({ctx} tokens); "
                 f"set it to {ctx} or less"]
@@ -239,17 +256,18 @@ def resume_point(cfg: FinetuneConfig, fingerprint: str, world_size: int, zero_st
                         zero_stage=zero_stage, fingerprint=fingerprint, model=cfg.model)
 
 
-def check_target_modules(model_path: str, target_modules: list[str] | None) -> list[str] | str:
+def check_target_modules(model_path: str, target_modules: list[str] | None,
+                         trust_remote_code: bool = False) -> list[str] | str:
     """The target modules to use (the spec's, else the architecture's default: its family's
     list or ``"all-linear"``); ConfigError listing the valid names for unknown ones."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     from rightsizer.finetune.lora import check_targets, default_targets
 
-    cfg = AutoConfig.from_pretrained(model_path)
+    cfg = auto_config(model_path, trust_remote_code)
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(cfg)
+        model = AutoModelForCausalLM.from_config(cfg, trust_remote_code=trust_remote_code)
     targets = list(target_modules) if target_modules else default_targets(getattr(cfg, "model_type", None), model)
     check_targets(model, targets)
     return targets
@@ -288,7 +306,7 @@ def make_plan(cfg: FinetuneConfig, model_path: str, targets: list[str], world_si
                                           shape_for_lora)
 
     precision = resolve_precision(cfg)
-    shape = shape_for_lora(model_path, targets, cfg.rank)
+    shape = shape_for_lora(model_path, targets, cfg.rank, trust_remote_code=cfg.trust_remote_code)
     common = dict(gpu_memory_gb=cfg.gpu_memory_gb or device_memory_gb(world_size),
                   n_gpus=world_size, seq_len=seq_len or cfg.max_seq_len or _LORA.seq_len(None),
                   global_batch=cfg.global_batch, max_micro_batch=cfg.micro_batch_size or 16,
@@ -339,16 +357,16 @@ def check_run(cfg: FinetuneConfig, world_size: int):
 # --------------------------------------------------------------------------- model
 
 def load_base(model_path: str, quantization: str = "none", dtype=None, zero3: bool = False,
-              local_rank: int = 0):
+              local_rank: int = 0, trust_remote_code: bool = False):
     """``(model, tokenizer)``: the base in ``dtype``, or in NF4 (QLoRA) via bitsandbytes,
     computing in this process's runtime target's compute dtype."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(model_path)
+    tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    kwargs = {"use_safetensors": True, "dtype": dtype or torch.float32}
+    kwargs = {"use_safetensors": True, "dtype": dtype or torch.float32, "trust_remote_code": trust_remote_code}
     if quantization == "nf4":
         if not bnb_available():
             raise ConfigError("quantization 'nf4' (QLoRA) needs bitsandbytes, which is not "
@@ -530,7 +548,7 @@ def run_training(cfg: FinetuneConfig) -> dict:
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
     quantization = "nf4" if plan.weight_precision == "nf4" else "none"  # what the plan sized
     model, tok = load_base(resolved["model_path"], quantization, dtype=dtype, zero3=zero3,
-                           local_rank=local_rank)
+                           local_rank=local_rank, trust_remote_code=cfg.trust_remote_code)
     if cfg.gradient_checkpointing:
         model.enable_input_require_grads()
     lcfg = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
@@ -598,7 +616,7 @@ def run_training(cfg: FinetuneConfig) -> dict:
             from rightsizer.finetune.merge import merge_adapter
 
             result["merged_dir"] = str(merge_adapter(resolved["model_path"], out / "adapter",
-                                                     out / "merged"))
+                                                     out / "merged", trust_remote_code=cfg.trust_remote_code))
         (out / "result.json").write_text(json.dumps(result, indent=2, default=str))
     return result
 
