@@ -22,10 +22,12 @@ an unbatched event. The function runs in MLRun's streaming mode (``fn.set_stream
 handler yields what reaches the responder, once for an answer, once per chunk for a stream;
 the HTTP listener (``functions/serving_http.py``, Nuclio on a cluster) writes chunks as they come.
 
-Routes: ``POST /v2/models/<task>/infer`` (the V2 shape existing clients use),
-``POST /v1/chat/completions`` (``set_openai_frontend``), ``POST /v1/completions``,
-``GET /v1/models``, ``GET /health``, ``GET /v2/health/live`` and ``GET /v2/health/ready``
-(``APIHandlerConfig``). The engines (continuous batching, micro-batched
+Routes (``rightsizer.routing.ROUTES``, in the ``APIHandlerConfig`` with "/" and "/*" for every
+method, so the parser answers every other path too: 404, or 405 with ``Allow``):
+``POST /v2/models/<task>/infer`` (the V2 shape existing clients use), ``POST /v1/chat/completions``,
+``POST /v1/completions``, ``GET /v1/models``, ``GET /health``, ``GET /v2/health/live`` and
+``GET /v2/health/ready``. With ``$RIGHTSIZER_API_KEYS`` set, every route but the health ones
+needs ``Authorization: Bearer <key>``; every error is the route's shape. The engines (continuous batching, micro-batched
 scoring, cache, limits) are the core library's ``rightsizer.serving``; this module only adapts
 them to MLRun. ``set_task_models(fn, {task: bundle})`` builds the graph on a serving function.
 """
