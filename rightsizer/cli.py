@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from rightsizer.units import gib
 from rightsizer.errors import ConfigError, NoFeasibleOption
 from rightsizer.precisions import PRECISION_TABLE, SEARCH_ORDER
 
@@ -52,10 +53,6 @@ def _clean(obj: Any) -> Any:
 
 def _print_json(obj: Any) -> None:
     print(json.dumps(_clean(obj), indent=2, sort_keys=False, allow_nan=False))
-
-
-def _gib(n: float) -> str:
-    return f"{n / 2**30:.2f} GiB"
 
 
 def _positive_int(text: str) -> int:
@@ -144,9 +141,9 @@ def _size_run(args: argparse.Namespace) -> int:
     dev = f"{est.gpu} MIG {est.mig}" if est.mig else f"{est.count}x {est.gpu}"
     print(f"{est.model} ({est.architecture}) on {dev}, {est.precision} weights, {est.kv_precision} KV [{est.mode}]")
     print(f"  params            {est.params.total:,} total, {est.params.active:,} active")
-    print(f"  weights           {_gib(est.weights_bytes)}")
-    print(f"  KV cache          {est.kv_bytes_per_token:,} B/token, {_gib(est.kv_bytes)} for batch {est.batch}")
-    print(f"  memory per GPU    {_gib(est.memory_per_gpu_bytes)} of {_gib(est.gpu_memory_bytes)} -> "
+    print(f"  weights           {gib(est.weights_bytes)}")
+    print(f"  KV cache          {est.kv_bytes_per_token:,} B/token, {gib(est.kv_bytes)} for batch {est.batch}")
+    print(f"  memory per GPU    {gib(est.memory_per_gpu_bytes)} of {gib(est.gpu_memory_bytes)} -> "
           f"{'fits' if est.fits else 'DOES NOT FIT'}; min GPUs {est.min_gpus}; max batch {est.max_batch}; "
           f"max context {est.max_context:,}")
     for ph in (est.prefill, est.decode):
@@ -238,12 +235,12 @@ def _gpus_run(args: argparse.Namespace) -> int:
           f"{'features':<40} MIG")
     for g in catalog:
         feats = ",".join(k for k, v in g.features.items() if v and k != "mig")
-        print(f"{g.name:<11} {_gib(g.memory_bytes):>10} {g.memory_bandwidth / 1e9:>8.0f} "
+        print(f"{g.name:<11} {gib(g.memory_bytes):>10} {g.memory_bandwidth / 1e9:>8.0f} "
               f"{(g.bf16_flops or g.fp16_flops) / 1e12:>8.0f} {g.fp8_flops / 1e12:>7.0f} "
               f"{g.compute_capability or '-':>4} {_price(g):>7}  {feats:<40} "
               f"{' '.join(p.name for p in g.mig_profiles) or '-'}")
     for c in catalog.cpus:
-        print(f"{c.name:<11} {_gib(c.memory_bytes):>10} {c.memory_bandwidth / 1e9:>8.0f} "
+        print(f"{c.name:<11} {gib(c.memory_bytes):>10} {c.memory_bandwidth / 1e9:>8.0f} "
               f"{c.bf16_flops / 1e12:>8.1f} {'-':>7} {'cpu':>4} {_price(c):>7}  {c.vcpus} vCPUs")
     print(f"prices: {catalog.price_list_name or 'none'} (- : not offered under this list)")
     return EXIT_OK
@@ -308,7 +305,7 @@ def _plan_run(args: argparse.Namespace) -> int:
               f"${t['cost_per_1m_output_tokens']:.4f} per 1M output tokens")
         for g in fleet.groups:
             print(f"  {g.name:<28} {g.label:<28} x{g.replicas}  ${g.cost_per_hour:.3f}/h  memory "
-                  f"{_gib(g.memory_used_bytes)} of {_gib(g.memory_capacity_bytes)}, busy {g.busy_per_replica:.2f}")
+                  f"{gib(g.memory_used_bytes)} of {gib(g.memory_capacity_bytes)}, busy {g.busy_per_replica:.2f}")
             for pl in g.placements:
                 print(f"    {pl.name:<24} {pl.model} {pl.precision} batch {pl.batch}: busy {pl.busy_fraction:.3f}, "
                       f"TTFT {pl.ttft_shared_ms:.1f} ms, TPOT {pl.tpot_shared_ms:.2f} ms shared")

@@ -16,6 +16,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from rightsizer.units import human_bytes
 from rightsizer.plan.plots import fleet_figure
 from rightsizer.select import RungResult, Selection
 
@@ -491,13 +492,6 @@ def fleet_rows(plan: dict) -> list[dict]:
     return rows
 
 
-def _bytes(n: float) -> str:
-    for div, unit in ((1e9, "GB"), (1e6, "MB"), (1e3, "KB")):
-        if n >= div:
-            return f"{n / div:.1f} {unit}"
-    return f"{int(n)} B"
-
-
 def _cell(trace) -> tuple[int, int]:
     """(row, col) of a trace in the 2x3 summary grid, from its axis names."""
     x = int((trace.xaxis or "x")[1:] or 1)
@@ -643,7 +637,7 @@ def summary_figure(records: list[dict], fleet: dict | None = None) -> go.Figure:
     totals = [d["memory_bytes"] / 1e9 for d in sides]
     weights = [d.get("weights_bytes", 0) for d in sides]
     fig.add_scatter(x=xs, y=totals, mode="text", showlegend=False, hoverinfo="skip",
-                    text=[f"{t:.2f}<br>weights<br>{_bytes(w)}"
+                    text=[f"{t:.2f}<br>weights<br>{human_bytes(w)}"
                           + (f" ({_ratio(w, weights[i - 1])})" if i % 2 and _ratio(w, weights[i - 1]) else "")
                           for i, (t, w) in enumerate(zip(totals, weights))],
                     textposition="top center", cliponaxis=False, row=2, col=3)

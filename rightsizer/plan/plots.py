@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from rightsizer.units import human_bytes
 from rightsizer.plan.fleet import FleetPlan
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
@@ -12,11 +13,6 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 GIB = 2**30
 
 
-def _bytes(n: float) -> str:
-    for div, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-        if n >= div:
-            return f"{n / div:.1f} {unit}"
-    return f"{int(n)} B"
 
 
 def fleet_figure(plan: FleetPlan | dict, title: str | None = None) -> Any:
@@ -61,7 +57,7 @@ def fleet_figure(plan: FleetPlan | dict, title: str | None = None) -> Any:
     used = [g["memory_used_bytes"] / GIB for g in groups]
     weights = [sum(m["memory"].get("weights_bytes", 0) for m in g["models"]) for g in groups]
     fig.add_scatter(x=x, y=used, mode="text", showlegend=False, hoverinfo="skip", textposition="top center",
-                    text=[f"{u:.2f} GiB<br>weights {_bytes(w)}" for u, w in zip(used, weights)], cliponaxis=False,
+                    text=[f"{u:.2f} GiB<br>weights {human_bytes(w, binary=True)}" for u, w in zip(used, weights)], cliponaxis=False,
                     row=1, col=1)
     # a line across the whole panel (a one-group plan's line through one point would be a dot)
     fig.add_hline(y=body["headroom"], line_dash="dash", line_color="red", row=1, col=2,

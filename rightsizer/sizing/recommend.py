@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from rightsizer.units import gib
 from rightsizer.errors import ConfigError, InsufficientMemory, NoFeasibleOption
 from rightsizer.precisions import SEARCH_ORDER, get_precision
 from rightsizer.sizing.calibration import Factors
@@ -145,10 +146,6 @@ class Recommendation:
 # --------------------------------------------------------------------------- evaluation
 
 
-def _gib(n: float) -> str:
-    return f"{n / 2**30:.1f} GiB"
-
-
 def _option(est: Estimate, replicas: int, reason: str, meets: bool) -> Option:
     return Option(gpu=est.gpu, count=est.count, mig=est.mig, precision=est.precision, batch=est.batch,
                   replicas=replicas, fits=est.fits, meets_slo=meets, ttft_ms=est.served_ttft_ms,
@@ -172,8 +169,8 @@ def _evaluate(cfg, gpu: GPU, count: int, mig: str | None, workload: Workload, sl
               spec, params) -> Option:
     est = estimate(cfg, gpu, workload, count=count, mig=mig, factors=factors, spec=spec, params=params)
     if not est.fits:
-        return _option(est, 1, f"does not fit: needs {_gib(est.memory_per_gpu_bytes)} per GPU, "
-                               f"{gpu.label if mig is None else gpu.slice(mig).label} has {_gib(est.gpu_memory_bytes)}",
+        return _option(est, 1, f"does not fit: needs {gib(est.memory_per_gpu_bytes, 1)} per GPU, "
+                               f"{gpu.label if mig is None else gpu.slice(mig).label} has {gib(est.gpu_memory_bytes, 1)}",
                        False)
     bad = _violations(est, slo)
     # Meet a throughput target with a bigger batch while TTFT/TPOT and memory allow, then replicas.
@@ -319,8 +316,8 @@ def _no_option(model: str, options: list[Option], slo: SLO, precisions: list[str
                       * o.count, default=None)
         hint = ""
         if biggest is not None:
-            hint = (f" The largest option tried, {biggest.label}, needs {_gib(biggest.estimate.memory_per_gpu_bytes)}"
-                    f" per GPU of {_gib(biggest.estimate.gpu_memory_bytes)}.")
+            hint = (f" The largest option tried, {biggest.label}, needs {gib(biggest.estimate.memory_per_gpu_bytes, 1)}"
+                    f" per GPU of {gib(biggest.estimate.gpu_memory_bytes, 1)}.")
         exc: NoFeasibleOption = InsufficientMemory(
             f"{model} does not fit on any option in the catalog at {', '.join(precisions)} within 8 GPUs per node."
             f"{hint} Try a lower precision (int4, nf4), a shorter context or smaller batch, or add a larger GPU "
