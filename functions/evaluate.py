@@ -77,5 +77,5 @@ def evaluate(context: mlrun.MLClientCtx, task_spec: str, model: str, split: str 
                          "peak_memory_bytes": lat["peak_memory_bytes"],
                          "evaluation": str(path), "samples": str(samples_path),
                          "prompt_format": report["prompt_format"], "calibration": calibration,
-                         "target": f"{target.measured_on} ({target.device}, {target.dtype})"})
+                         "target": target.summary})
     reuse.done()

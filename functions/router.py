@@ -103,9 +103,7 @@ def _answer(status: int, body: Any, headers: dict | None = None,
 
 def _failure(e: RouteError, path: str | None) -> dict:
     """The router's own error, in the route's shape (one log line, as a group logs its own)."""
-    log = mlrun.utils.logger.warning if e.status >= 500 else mlrun.utils.logger.info
-    log("request refused" if e.status < 500 else "request failed", status=e.status, route=path,
-        reason=e.message[:300])
+    e.log(mlrun.utils.logger, path)
     return {"answer": _answer(e.status, e.to_dict(path), e.response_headers())}
 
 

@@ -64,7 +64,7 @@ def select(context: mlrun.MLClientCtx, task_spec: str, latency_repeats: int = 3,
                          "full_examples": sel.full_examples,
                          "dropped": [d["candidate"] for d in sel.dropped],
                          "baseline_model": sel.order[-1][0], "passed": sel.passed,
-                         "target": f"{target.measured_on} ({target.device}, {target.dtype})"})
+                         "target": target.summary})
     if not sel.passed:  # an outcome, not an error: the task's later steps are skipped
         log_results(context, {"summary": sel.summary(), "needs": sel.needs()})
         context.logger.warning(sel.summary())

@@ -444,8 +444,6 @@ class Responder:
 def _error_response(e: RouteError, path: str) -> Response:
     """The HTTP error of a request, in its route's shape, with one log line (a traceback only
     where the server itself failed, logged where it did)."""
-    log = mlrun.utils.logger.warning if e.status >= 500 else mlrun.utils.logger.info
-    log("request refused" if e.status < 500 else "request failed", status=e.status, route=path,
-        reason=e.message[:300])
+    e.log(mlrun.utils.logger, path)
     return Response(headers=e.response_headers() or None, body=json.dumps(e.to_dict(path)),
                     content_type="application/json", status_code=e.status)

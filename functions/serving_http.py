@@ -179,8 +179,7 @@ def make_app(spec: str, namespace: dict | None = None, body_timeout: float | Non
 
 
 def _error(request: web.Request, e: RouteError) -> web.Response:
-    # one line, as the graph logs the requests it refuses
-    mlrun.utils.logger.info("request refused", status=e.status, route=request.path, reason=e.message[:300])
+    e.log(mlrun.utils.logger, request.path)  # one line, as the graph logs the requests it refuses
     return web.json_response(e.to_dict(request.path), status=e.status, headers=e.response_headers() or None)
 
 

@@ -57,6 +57,14 @@ class RouteError(Exception):
     def to_dict(self, path: str | None = None) -> dict:
         return error_body(path, self.status, self.message, self.param)
 
+    def log(self, logger, route: str | None) -> None:
+        """The one log line of a request answered with this error (``logger``: MLRun's, or any
+        with ``info``/``warning`` taking keyword fields): refused below 500, failed from 500;
+        never a header value or a key."""
+        write = logger.warning if self.status >= 500 else logger.info
+        write("request refused" if self.status < 500 else "request failed", status=self.status, route=route,
+              reason=self.message[:300])
+
     def response_headers(self) -> dict[str, str]:
         extra = {"Retry-After": str(self.retry_after)} if self.retry_after else {}
         return {**extra, **self.headers}

@@ -68,3 +68,19 @@ def test_task_of_reads_the_task_or_none_for_the_routes_every_group_answers():
         assert task_of(method, path, None, tasks) is None
     with pytest.raises(RouteError, match="model: 'z' is not a served task"):
         task_of("POST", "/v2/models/z/infer", None, tasks)
+
+
+def test_an_error_writes_one_line_refused_below_500_failed_from_500():
+    lines = []
+
+    class Logger:
+        def info(self, msg, **fields):
+            lines.append(("info", msg, fields))
+
+        def warning(self, msg, **fields):
+            lines.append(("warning", msg, fields))
+
+    RouteError(401, "no API key: send it").log(Logger(), "/v1/models")
+    RouteError(503, "x" * 400).log(Logger(), "/v2/health/ready")
+    assert lines[0] == ("info", "request refused", {"status": 401, "route": "/v1/models", "reason": "no API key: send it"})
+    assert lines[1][:2] == ("warning", "request failed") and len(lines[1][2]["reason"]) == 300

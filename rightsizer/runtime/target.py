@@ -78,6 +78,11 @@ class RuntimeTarget:
         """The device a measurement on this target ran on: the catalog's name, else the hardware's."""
         return self.catalog_name or self.device_name
 
+    @property
+    def summary(self) -> str:
+        """One line for a run's results: ``"<measured on> (<device>, <dtype>)"``."""
+        return f"{self.measured_on} ({self.device}, {self.dtype})"
+
     def to_dict(self) -> dict:
         return {**asdict(self), "precision": self.precision, "measured_on": self.measured_on}
 
