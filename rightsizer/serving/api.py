@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from rightsizer.serving.engine import MAX_TOP_LOGPROBS, Answer, validate_texts
+from rightsizer.serving.engine import Answer, check_top_logprobs, validate_texts
 from rightsizer.serving.errors import bad_request
 
 KINDS = ("v2", "completions", "chat", "models", "health", "ready")
@@ -151,14 +151,6 @@ def _options(kind: str, body: dict) -> tuple[list[str] | None, str | None, bool]
     return _stop(body), _salt(body), ignore_eos
 
 
-def _count(body: dict, name: str) -> int | None:
-    value = body.get(name)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                              or not 0 <= value <= MAX_TOP_LOGPROBS):
-        raise bad_request(f"{name}: {value!r}; expected an integer from 0 to {MAX_TOP_LOGPROBS}", param=name)
-    return value
-
-
 def _logprobs(kind: str, body: dict, stream: bool) -> int | None:
     """How many alternatives per answer token the client asked for, or None when it asked for no
     log-probabilities: completions' ``logprobs: k``; chat's ``logprobs: true`` and ``top_logprobs``."""
@@ -166,12 +158,12 @@ def _logprobs(kind: str, body: dict, stream: bool) -> int | None:
         asked = body.get("logprobs")
         if asked is not None and not isinstance(asked, bool):
             raise bad_request(f"logprobs: {asked!r}; expected true or false", param="logprobs")
-        top = _count(body, "top_logprobs")
+        top = check_top_logprobs(body.get("top_logprobs"), "top_logprobs")
         if top is not None and not asked:
             raise bad_request("top_logprobs: needs logprobs: true", param="top_logprobs")
         top = (top or 0) if asked else None
     else:
-        top = _count(body, "logprobs")
+        top = check_top_logprobs(body.get("logprobs"))
     if top is not None and stream:
         raise bad_request("logprobs: not returned on a stream here; ask without stream: true", param="logprobs")
     return top

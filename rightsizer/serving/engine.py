@@ -127,6 +127,14 @@ class Answer:
     logprobs: list[dict] | None = None
 
 
+def check_top_logprobs(top: Any, name: str = "logprobs") -> int | None:
+    """``top`` (alternatives per answer token) when it is None or an integer from 0 to
+    ``MAX_TOP_LOGPROBS``; a 400 naming ``name`` otherwise."""
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= MAX_TOP_LOGPROBS):
+        raise bad_request(f"{name}: {top!r}; expected an integer from 0 to {MAX_TOP_LOGPROBS}", param=name)
+    return top
+
+
 def validate_texts(inputs: Any, input_field: str, name: str = "inputs") -> list[str]:
     """A request's inputs as a non-empty list of strings (an object with ``input_field`` is
     taken too); a 400 naming the first bad item otherwise."""
@@ -516,11 +524,6 @@ class TaskEngine:
             out.append({"token": dec([t]), "logprob": float(v), "top": alt})
         return out
 
-    def check_logprobs(self, top: int | None) -> None:
-        """A 400 where ``top`` alternatives cannot be given (more than ``MAX_TOP_LOGPROBS``)."""
-        if top is not None and (isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= MAX_TOP_LOGPROBS):
-            raise bad_request(f"logprobs: {top!r}; expected an integer from 0 to {MAX_TOP_LOGPROBS}", param="logprobs")
-
     def _cache_key(self, text: str, max_new_tokens, stop, salt, ignore_eos, logprobs=None) -> tuple | None:
         if not self.config.cache_size or (self.config.cache_scope == "salted" and salt is None):
             return None
@@ -535,7 +538,7 @@ class TaskEngine:
         reused only among requests with the same salt (``EngineConfig.cache_scope``);
         ``ignore_eos``: a generation runs to its token budget (load generators ask for it);
         ``logprobs``: each answer's token log-probabilities, with this many alternatives each."""
-        self.check_logprobs(logprobs)
+        check_top_logprobs(logprobs)
         fitted = [self.fit(t, max_new_tokens) for t in texts]
         texts, counts = [t for t, _ in fitted], [n for _, n in fitted]
         keys = [self._cache_key(t, max_new_tokens, stop, cache_salt, ignore_eos, logprobs) for t in texts]
