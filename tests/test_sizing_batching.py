@@ -15,7 +15,7 @@ from rightsizer.precisions import get_precision
 from rightsizer.sizing import SLO, Factors, Workload, estimate, load_catalog, model_spec, recommend
 from rightsizer.sizing.batching import MAX_SEQS, StepModel, kv_max_batch, serving_curve
 from rightsizer.sizing.memory import weights_bytes
-from rightsizer.sizing.params import _count
+from rightsizer.sizing.params import count_spec
 
 CONFIGS = Path(__file__).parent / "fixtures" / "configs"
 LLAMA8 = str(CONFIGS / "llama-3.1-8b.json")
@@ -187,9 +187,9 @@ def test_a_workload_that_fits_no_batch_says_what_does_not_fit():
     model = StepModel(spec=spec, prec=prec, kv="bf16", gpu=cat.get("L40S"), count=1, compute_eff=0.7,
                       memory_eff=0.8, overhead_ms=0.5, quant_memory_eff=1.0, factors=f, op_eff=None,
                       attention_dtype="bf16")
-    assert kv_max_batch(spec, _count(spec), prec, "bf16", cat.get("L40S"), 1, 1000, 100, f, 8192) == 0
+    assert kv_max_batch(spec, count_spec(spec), prec, "bf16", cat.get("L40S"), 1, 1000, 100, f, 8192) == 0
     with pytest.raises(NoFeasibleOption, match=r"no room for the KV cache of one 1000\+100-token sequence"):
-        serving_curve(model, _count(spec), 1000, 100)
+        serving_curve(model, count_spec(spec), 1000, 100)
     # estimate still answers (it reports the misfit), with no throughput to offer
     est = estimate(LLAMA70, "L40S", Workload(1000, 100, 1, "bf16"))
     assert not est.fits and est.serving is None and est.max_throughput_tokens_per_s == 0
@@ -274,7 +274,7 @@ def test_an_fp8_kv_cache_holds_twice_the_sequences_of_a_16_bit_one():
     """KV bytes per token follow the KV dtype: with the weights and reserve fixed, an fp8 cache
     doubles the batch the KV memory holds (NVIDIA's FP8 checkpoints quantize the KV cache too)."""
     spec = model_spec(LLAMA8)
-    params = _count(spec)
+    params = count_spec(spec)
     gpu = load_catalog().get("H100-SXM")
     base = Factors.defaults()
     held = {kv: kv_max_batch(spec, params, get_precision("fp8"), kv, gpu, 1, 20000, 2000, base, 8192)
@@ -290,7 +290,7 @@ def test_an_engine_that_reserves_each_requests_whole_length_holds_fewer_sequence
     """kv_output_share: 0.5 holds P + O/2 tokens per sequence (blocks allocated as tokens arrive),
     1.0 reserves P + O at admission (TensorRT-LLM's GUARANTEED_NO_EVICT)."""
     spec = model_spec(LLAMA8)
-    params = _count(spec)
+    params = count_spec(spec)
     gpu = load_catalog().get("H100-SXM")
     prec = get_precision("fp8")
     on_demand, reserved = (kv_max_batch(spec, params, prec, "fp8", gpu, 1, 2048, 2048, _with(kv_output_share=s), 8192)

@@ -35,7 +35,7 @@ from typing import Any
 
 from rightsizer.errors import ConfigError, InsufficientMemory
 from rightsizer.sizing.memory import weights_bytes
-from rightsizer.sizing.params import ParamCount, _count, model_spec
+from rightsizer.sizing.params import ParamCount, count_spec, model_spec
 
 GiB = 1024**3
 
@@ -61,7 +61,7 @@ class ModelShape:
         LoRA on every projection of every block (attention q/k/v/o and the MLP), as the
         families' default targets (and ``all-linear``) do."""
         spec = model_spec(config)
-        params = _count(spec)
+        params = count_spec(spec)
         h, q, kv, inter = spec.hidden, spec.q_dim, spec.kv_dim, spec.intermediate
         mlp = (2 if spec.gated_mlp else 1) * (h + inter) + (inter + h)
         per_layer = (h + q) + 2 * (h + kv) + (q + h) + mlp * max(1, spec.experts)
@@ -121,7 +121,7 @@ def shape_for_lora(model_path: str, target_modules: list[str] | None, rank: int,
     base = ModelShape.from_model(model, trainable_params=0)
     trainable = base.total_params if full_finetune else lora_trainable_params(model, targets, rank)
     try:
-        params = _count(model_spec(cfg.to_dict()))  # the sizing engine's count (same totals)
+        params = count_spec(model_spec(cfg.to_dict()))  # the sizing engine's count (same totals)
     except ConfigError:  # an architecture the sizing engine does not describe: counts only
         params = None
     return ModelShape(total_params=base.total_params, trainable_params=trainable, hidden_size=base.hidden_size,

@@ -30,8 +30,8 @@ from rightsizer.layout import RunLayout, find_decisions, latest_run
 from rightsizer.plan.pack import MAX_REPLICAS, Kind, Load, Solution, Target, solve
 from rightsizer.sizing import Factors, Workload, default_catalog, estimate, load_catalog
 from rightsizer.sizing.catalog import GPU, Catalog
-from rightsizer.sizing.estimate import TP_COUNTS, _tp_problem
-from rightsizer.sizing.params import ModelSpec, ParamCount, _count, model_spec
+from rightsizer.sizing.estimate import TP_COUNTS, tp_problem
+from rightsizer.sizing.params import ModelSpec, ParamCount, count_spec, model_spec
 from rightsizer.sizing.prices import DEFAULT_PRICE_LIST
 from rightsizer.sizing.recommend import precision_for
 
@@ -258,8 +258,8 @@ def _size(dem: Demand, spec: ModelSpec, params: ParamCount, dk: DeviceKind, fact
     prec, why = precision_for(view, dem.precision)
     if why:
         return None, why
-    if dk.count > 1 and _tp_problem(spec, dk.device, dk.count):
-        return None, _tp_problem(spec, dk.device, dk.count)
+    if dk.count > 1 and tp_problem(spec, dk.device, dk.count):
+        return None, tp_problem(spec, dk.device, dk.count)
 
     def est(batch):
         return estimate(spec, dk.device, Workload(dem.prompt_tokens, dem.output_tokens, batch, prec),
@@ -556,7 +556,7 @@ def plan_demands(demands: list[Demand], catalog: Catalog, headroom: float = DEFA
     sized: dict[tuple[str, str], Sized] = {}
     for dem in demands:
         spec = model_spec(dem.config)
-        params = _count(spec)
+        params = count_spec(spec)
         reasons: dict[str, str] = {}
         for dk in kinds:
             s, why = _size(dem, spec, params, dk, factors, headroom)

@@ -29,7 +29,7 @@ from rightsizer.errors import ConfigError
 from rightsizer.sizing.calibration import Factors
 from rightsizer.sizing.catalog import Catalog, default_catalog
 from rightsizer.sizing.estimate import Workload, estimate
-from rightsizer.sizing.params import ModelSpec, _count, model_spec
+from rightsizer.sizing.params import ModelSpec, count_spec, model_spec
 
 METRICS = ("ttft_ms", "tpot_ms", "max_throughput_tokens_per_s")
 ROOT = Path(__file__).resolve().parents[2]
@@ -141,7 +141,7 @@ def predict(row: Row, factors: Factors, catalog: Catalog | None = None,
     out = 1 if row.metric == "ttft_ms" else row.output_tokens  # TTFT rows: prefill only
     wl = Workload(row.prompt_tokens, max(1, out), 1, row.precision, row.kv_precision)
     est = estimate(spec, catalog.get(row.gpu), wl, count=row.count, factors=factors, catalog=catalog,
-                   spec=spec, params=_count(spec))
+                   spec=spec, params=count_spec(spec))
     if row.metric == "ttft_ms":
         return est.ttft_ms
     if row.metric == "tpot_ms":

@@ -13,7 +13,7 @@ from rightsizer.sizing.calibration import Factors
 from rightsizer.sizing.catalog import GPU, Catalog, default_catalog
 from rightsizer.sizing.memory import (
     activation_bytes, default_kv_precision, kv_bytes_per_sequence, kv_bytes_per_token, weights_bytes)
-from rightsizer.sizing.params import ModelSpec, ParamCount, _count, model_spec
+from rightsizer.sizing.params import ModelSpec, ParamCount, count_spec, model_spec
 from rightsizer.sizing.roofline import PhaseResult, build_ops, phase_time
 
 TP_COUNTS = (1, 2, 4, 8)
@@ -209,7 +209,8 @@ def _max_context(spec, params, prec, kv, gpu, count, batch, factors) -> int:
     return lo
 
 
-def _tp_problem(spec: ModelSpec, gpu: GPU, count: int) -> str:
+def tp_problem(spec: ModelSpec, gpu: GPU, count: int) -> str:
+    """Why ``count`` GPUs cannot hold ``spec`` tensor-parallel on one node ("" when they can)."""
     if count > gpu.max_count:
         return f"{count}x {gpu.name} exceeds max_count {gpu.max_count} per node"
     if count > 1 and spec.heads % count:
@@ -219,7 +220,7 @@ def _tp_problem(spec: ModelSpec, gpu: GPU, count: int) -> str:
 
 def min_gpus(spec, params, prec, kv, gpu, prompt, output, batch, factors) -> int | None:
     for n in TP_COUNTS:
-        if _tp_problem(spec, gpu, n):
+        if tp_problem(spec, gpu, n):
             continue
         if _plan(spec, params, prec, kv, gpu, n, batch, prompt, output, factors).fits:
             return n
@@ -246,7 +247,7 @@ def estimate(config: Any, gpu: str | GPU, workload: Workload, count: int = 1, mi
     if not isinstance(count, int) or isinstance(count, bool) or count < 1:
         raise ConfigError(f"count must be a positive integer, got {count!r}")
     spec = spec or model_spec(config)
-    params = params or _count(spec)
+    params = params or count_spec(spec)
     factors = factors or Factors.defaults(catalog)
     g = _resolve_gpu(gpu, mig, catalog)
     if g.mig and count != 1:
@@ -254,7 +255,7 @@ def estimate(config: Any, gpu: str | GPU, workload: Workload, count: int = 1, mi
     prec = get_precision(workload.precision)
     kv = workload.kv
     warnings: list[str] = []
-    problem = _tp_problem(spec, g, count)
+    problem = tp_problem(spec, g, count)
     if problem:
         raise ConfigError(problem)
     if prec.feature and not g.supports(prec.feature):

@@ -340,7 +340,8 @@ def _count_on_meta(model, layers: int, experts: int, per_token: int) -> ParamCou
 # --------------------------------------------------------------------------- counting
 
 
-def _count(spec: ModelSpec) -> ParamCount:
+def count_spec(spec: ModelSpec) -> ParamCount:
+    """Total and active parameters of a parsed ``ModelSpec`` (``count_params`` from a config)."""
     if spec.counted is not None:
         return spec.counted
     h, q, kv = spec.hidden, spec.q_dim, spec.kv_dim
@@ -377,4 +378,4 @@ def _count(spec: ModelSpec) -> ParamCount:
 def count_params(config: Any) -> ParamCount:
     """Exact total and active parameter counts: by the family's rules, or for a ``model_type``
     no family covers, counted on the meta device."""
-    return _count(model_spec(config))
+    return count_spec(model_spec(config))

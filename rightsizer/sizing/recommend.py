@@ -12,8 +12,8 @@ from rightsizer.errors import ConfigError, InsufficientMemory, NoFeasibleOption
 from rightsizer.precisions import SEARCH_ORDER, get_precision
 from rightsizer.sizing.calibration import Factors
 from rightsizer.sizing.catalog import GPU, Catalog, default_catalog
-from rightsizer.sizing.estimate import TP_COUNTS, Estimate, Workload, _tp_problem, estimate, unique_deployments
-from rightsizer.sizing.params import ModelSpec, _count, load_config, model_spec
+from rightsizer.sizing.estimate import TP_COUNTS, Estimate, Workload, tp_problem, estimate, unique_deployments
+from rightsizer.sizing.params import ModelSpec, count_spec, load_config, model_spec
 
 MAX_REPLICAS = 64
 
@@ -240,7 +240,7 @@ def recommend(config: Any, workload: Workload, slo: SLO, catalog: Catalog | None
     catalog = catalog or default_catalog()
     factors = factors or Factors.defaults(catalog)
     spec = model_spec(config)
-    params = _count(spec)
+    params = count_spec(spec)
     # by default the precisions the quantize search can make: whatever is chosen, the pipeline can build
     names = list(precisions) if precisions else list(SEARCH_ORDER)
     for n in names:
@@ -263,7 +263,7 @@ def recommend(config: Any, workload: Workload, slo: SLO, catalog: Catalog | None
                 continue
             wl = workload.with_(precision=prec)
             for count in TP_COUNTS:
-                if _tp_problem(spec, gpu, count):
+                if tp_problem(spec, gpu, count):
                     continue
                 opt = _evaluate(config, gpu, count, None, wl, slo, factors, spec, params)
                 options.append(opt)
