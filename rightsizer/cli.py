@@ -254,13 +254,16 @@ def _price(d) -> str:
 
 
 def _plan_args(p: argparse.ArgumentParser) -> None:
+    from rightsizer.plan.pack import DEFAULT_HEADROOM
+
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--decisions",
                      help="decision records: an artifact root, the report's decisions.json, a record or a folder")
     src.add_argument("--app", help="an app spec whose task specs name their planned model (plan: {model, "
                                    "precision}): planned from the configs, no weights, quality not measured")
     p.add_argument("--price-list", default=None, help="price list name or YAML path (default aws-on-demand-us-east-1)")
-    p.add_argument("--headroom", type=float, default=0.8, help="busy fraction each device may reach (default 0.8)")
+    p.add_argument("--headroom", type=float, default=DEFAULT_HEADROOM,
+                   help=f"busy fraction each device may reach (default {DEFAULT_HEADROOM:g})")
     p.add_argument("--solver", default="auto", choices=("auto", "milp", "ffd"),
                    help="auto: exact milp up to 12 models, else greedy ffd")
     p.add_argument("--price", action="append", default=[], metavar="DEVICE=USD", help="override a price (repeatable)")

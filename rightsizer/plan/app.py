@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from rightsizer.errors import ConfigError
-from rightsizer.plan.fleet import FleetPlan, plan_fleet
+from rightsizer.plan.fleet import FleetPlan
+from rightsizer.plan.solve import plan_fleet
 from rightsizer.sizing.params import count_params, load_config
 from rightsizer.taskspec import TaskSpec, load_app, read_spec_yaml
 

@@ -37,6 +37,7 @@ from rightsizer.errors import ConfigError
 
 MAX_EXACT = 12  # models; 2^12 - 1 subsets
 MAX_REPLICAS = 64
+DEFAULT_HEADROOM = 0.8  # busy fraction a device may reach: queueing stays bounded and a burst has room
 SOLVERS = ("auto", "milp", "ffd")
 
 
@@ -124,7 +125,7 @@ def best_group(members: Sequence[str], kinds: Sequence[Kind], loads, targets, he
 
 
 def solve(items: Sequence[str], kinds: Sequence[Kind], loads: Mapping[tuple[str, str], Load],
-          targets: Mapping[str, Target], headroom: float = 0.8, solver: str = "auto") -> Solution:
+          targets: Mapping[str, Target], headroom: float = DEFAULT_HEADROOM, solver: str = "auto") -> Solution:
     """Partition ``items`` into groups of least total cost. Every item must run alone somewhere."""
     if solver not in SOLVERS:
         raise ConfigError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
@@ -244,4 +245,4 @@ def _ordered(groups: list[Packed], items: Sequence[str]) -> list[Packed]:
 
 
 __all__ = ["Kind", "Load", "Target", "Packed", "Solution", "solve", "evaluate_group", "best_group",
-           "MAX_EXACT", "MAX_REPLICAS", "SOLVERS"]
+           "MAX_EXACT", "MAX_REPLICAS", "SOLVERS", "DEFAULT_HEADROOM"]

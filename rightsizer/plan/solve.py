@@ -1,0 +1,151 @@
+"""The fleet plan: pack every task's chosen model onto the cheapest set of devices.
+
+Each demand (:mod:`rightsizer.plan.demand`) is sized alone on every device kind
+(:mod:`rightsizer.plan.devices`); :mod:`rightsizer.plan.pack` then packs the models into
+groups. The baseline fleet is planned the same way: the largest candidate (bf16) as one
+model carrying every task's traffic.
+
+No MLRun here: a pipeline step calls ``plan_fleet(load_decisions(path))``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+from rightsizer.errors import ConfigError, InsufficientMemory, NoFeasibleOption
+from rightsizer.plan.demand import Demand, baseline_demand, demands_from_decisions, quality_of
+from rightsizer.plan.devices import GIB, DeviceKind, Sized, device_kinds, reserve_bytes, resources, size_on
+from rightsizer.plan.fleet import FleetPlan, Group, Placement
+from rightsizer.plan.pack import DEFAULT_HEADROOM, MAX_REPLICAS, Kind, Solution, Target, solve
+from rightsizer.sizing import Factors, Workload, default_catalog, estimate, load_catalog
+from rightsizer.sizing.catalog import Catalog
+from rightsizer.sizing.params import ModelSpec, ParamCount, count_spec, model_spec
+from rightsizer.sizing.prices import DEFAULT_PRICE_LIST
+from rightsizer.sizing.recommend import precision_for
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def _infeasible(dem: Demand, reasons: dict[str, str], kinds: list[DeviceKind], catalog: Catalog,
+                spec: ModelSpec, params: ParamCount, factors: Factors) -> NoFeasibleOption:
+    """What the demand would need, for the error message."""
+    plist = catalog.price_list_name or "(none)"
+    memory_only = all(r.startswith("needs") for r in reasons.values()) if reasons else True
+    if not kinds:
+        return InsufficientMemory(f"price list {plist} offers no device for task {dem.name}")
+    biggest = max(kinds, key=lambda k: (k.view.memory_bytes, -k.count))
+    one = next((k for k in kinds if k.device is biggest.device and k.count == 1 and not k.mig), biggest)
+    try:
+        prec, _ = precision_for(one.view, dem.precision)
+        e = estimate(spec, one.device, Workload(dem.prompt_tokens, dem.output_tokens, dem.batch, prec),
+                     factors=factors, spec=spec, params=params)
+        need = f"needs {e.memory_per_gpu_bytes / GIB:.1f} GiB on one device"
+    except ConfigError:
+        need = "cannot be sized"
+    if memory_only:
+        largest_tp = max((k for k in kinds if k.device is one.device and not k.mig), key=lambda k: k.count)
+        return InsufficientMemory(
+            f"task {dem.name} ({dem.model}, {dem.precision}, batch {dem.batch}, {dem.prompt_tokens}+{dem.output_tokens} "
+            f"tokens) {need}; the largest device in price list {plist} is {one.device.name} with "
+            f"{one.view.memory_bytes / GIB:.1f} GiB, and {largest_tp.count} of them in tensor parallel do not hold it "
+            "either: use a lower precision, a shorter context or smaller batch, or a price list with larger devices")
+    closest = sorted(reasons.items())[:4]
+    return NoFeasibleOption(
+        f"task {dem.name} ({dem.model}, {dem.precision}) meets TTFT <= {dem.ttft_ms:g} ms and TPOT <= "
+        f"{dem.tpot_ms:g} ms on no device of price list {plist}: " + "; ".join(f"{k}: {v}" for k, v in closest))
+
+
+def plan_demands(demands: list[Demand], catalog: Catalog, headroom: float = DEFAULT_HEADROOM,
+                 factors: Factors | None = None, solver: str = "auto", include_cpu: bool = True,
+                 include_mig: bool = True, devices: Iterable[str] | None = None, side: str = "chosen") -> FleetPlan:
+    """Pack ``demands`` onto the cheapest devices of ``catalog``'s price list."""
+    if not isinstance(headroom, (int, float)) or isinstance(headroom, bool) or not 0 < headroom <= 1:
+        raise ConfigError(f"headroom must be in (0, 1], got {headroom!r}", source="plan")
+    factors = factors or Factors.defaults(catalog)
+    kinds = device_kinds(catalog, include_cpu=include_cpu, include_mig=include_mig, devices=devices)
+    sized: dict[tuple[str, str], Sized] = {}
+    for dem in demands:
+        spec = model_spec(dem.config)
+        params = count_spec(spec)
+        reasons: dict[str, str] = {}
+        for dk in kinds:
+            s, why = size_on(dem, spec, params, dk, factors, headroom)
+            if s is not None and s.load.busy / headroom <= MAX_REPLICAS:
+                sized[(dem.name, dk.key)] = s
+            else:
+                reasons[dk.key] = why or f"needs more than {MAX_REPLICAS} replicas"
+        if not any(name == dem.name for name, _ in sized):
+            raise _infeasible(dem, reasons, kinds, catalog, spec, params, factors)
+    loads = {k: v.load for k, v in sized.items()}
+    targets = {d.name: Target(d.ttft_ms, d.tpot_ms) for d in demands}
+    pack_kinds = [Kind(k.key, k.price_per_hour, k.view.memory_bytes, reserve_bytes(k, factors)) for k in kinds]
+    sol: Solution = solve([d.name for d in demands], pack_kinds, loads, targets, headroom, solver)
+    by_key = {k.key: k for k in kinds}
+    by_name = {d.name: d for d in demands}
+    groups = []
+    for n, pg in enumerate(sol.groups):
+        dk = by_key[pg.kind]
+        members = [sized[(m, dk.key)] for m in pg.members]
+        ttft_sum = sum(s.ttft_ms for s in members)
+        tpot_sum = sum(s.tpot_ms for s in members)
+        placements = []
+        for m, s in zip(pg.members, members):
+            d = by_name[m]
+            placements.append(Placement(
+                name=m, tasks=list(d.tasks), model=d.model, precision=s.precision, batch=s.batch,
+                weights_bytes=s.weights_bytes, kv_bytes=s.kv_bytes, activation_bytes=s.activation_bytes,
+                busy_fraction=s.load.busy, busy_per_replica=s.load.busy / pg.replicas,
+                throughput_tokens_per_s=d.throughput_tokens_per_s, ttft_ms=s.ttft_ms, tpot_ms=s.tpot_ms,
+                ttft_shared_ms=ttft_sum, tpot_shared_ms=tpot_sum, slo_ttft_ms=d.ttft_ms, slo_tpot_ms=d.tpot_ms,
+                demand_source=d.demand_source, mode=s.mode))
+        reserve = reserve_bytes(dk, factors)
+        used = sum(p.memory_bytes for p in placements) + reserve
+        resource, rcount, selector, requests = resources(dk, used)
+        groups.append(Group(
+            name=f"g{n}-{_slug(dk.key)}", device_kind=dk.kind, device=dk.device.name, label=dk.label, count=dk.count,
+            mig=dk.mig, resource_name=resource, resource_count=rcount, node_selector=selector, requests=requests,
+            replicas=pg.replicas, min_replicas=0, max_replicas=pg.replicas, price_per_hour=dk.price_per_hour,
+            memory_capacity_bytes=dk.view.memory_bytes, reserve_bytes=reserve, headroom=headroom,
+            placements=placements))
+    notes = list(sol.notes)
+    if any(g.device_kind == "mig" for g in groups):
+        notes.append("MIG slices are counted and priced one by one; fitting them onto physical GPUs "
+                     "(max instances per profile) is the cluster's MIG configuration")
+    return FleetPlan(side=side, groups=groups, headroom=headroom, solver=sol.solver,
+                     price_list=catalog.price_list.summary() if catalog.price_list else {"name": ""},
+                     demands=list(demands), notes=notes)
+
+
+def plan_fleet(decisions: list[dict], price_list: str = DEFAULT_PRICE_LIST, headroom: float = DEFAULT_HEADROOM,
+               *, solver: str = "auto", factors: Factors | None = None, catalog: Catalog | None = None,
+               prices: dict[str, float] | None = None, include_cpu: bool = True, include_mig: bool = True,
+               devices: Iterable[str] | None = None, baseline: bool = True) -> FleetPlan:
+    """The fleet plan of ``decisions`` (records as ``size_gpu`` writes them).
+
+    ``price_list``: a packaged list name or a path (``rightsizer/data/prices/``); ``prices``
+    overrides some devices' prices ({name: USD/h}). ``headroom``: the busy fraction each device
+    may reach. ``solver``: "auto" (exact ``milp`` up to 12 models, else ``ffd``), "milp", "ffd".
+    ``devices``: restrict to these catalog devices. ``baseline``: also plan the one-big-model
+    baseline fleet (``plan.baseline``; ``plan.baseline_error`` says why when it cannot be planned).
+    Raises ``InsufficientMemory`` / ``NoFeasibleOption`` when a task fits or meets its SLO nowhere.
+    """
+    cat = catalog or (load_catalog(price_list=price_list) if price_list != DEFAULT_PRICE_LIST
+                      else default_catalog(price_list))
+    if prices:
+        cat = cat.with_prices(prices)
+    kwargs = dict(headroom=headroom, factors=factors, solver=solver, include_cpu=include_cpu,
+                  include_mig=include_mig, devices=devices)
+    plan = plan_demands(demands_from_decisions(decisions), cat, **kwargs)
+    plan.quality = quality_of(decisions)
+    if baseline:
+        try:
+            plan.baseline = plan_demands([baseline_demand(decisions)], cat, side="baseline", **kwargs)
+        except (NoFeasibleOption, ConfigError) as exc:
+            plan.baseline_error = str(exc)
+    return plan
+
+
+__all__ = ["plan_fleet", "plan_demands"]
