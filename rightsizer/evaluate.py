@@ -15,7 +15,6 @@ import json
 import math
 import os
 import random
-import re
 import resource
 import statistics
 import tempfile
@@ -31,12 +30,12 @@ from rightsizer.errors import ConfigError
 from rightsizer.inference import Predictions, build_prompt, load_bundle, load_model, predict, with_format
 from rightsizer.runtime.target import DTYPES, RuntimeTarget, resolve_target, with_dtype
 from rightsizer.prompting import format_name
+from rightsizer.refs import is_hub_id
 from rightsizer.taskspec import DATA_ROOTS_ENV, TaskSpec, data_roots, project_root, within_roots
 
 
 MAX_ROW_BYTES = 1 << 20  # one example is text for a prompt: a row near this is not one
 DATA_FILES = ("jsonl", "json", "csv", "parquet")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # "imdb" or "owner/name"
 
 
 def _check_dataset_ref(spec: TaskSpec, split: str) -> str:
@@ -67,7 +66,7 @@ def _check_dataset_ref(spec: TaskSpec, split: str) -> str:
     if raw.rsplit(".", 1)[-1].lower() in DATA_FILES or raw.startswith((".", "/")):
         raise ConfigError(f"dataset.{split}: file not found: {local} (from {raw!r}, relative to the spec's "
                           f"folder)", spec.name)
-    if not _HUB_ID.match(raw):
+    if not is_hub_id(raw, datasets=True):
         raise ConfigError(f"dataset.{split}: {raw!r} is not a local file or folder (looked for {local}) and "
                           "not a hub dataset id ('name' or 'owner/name')", spec.name)
     if not spec.hub_datasets:

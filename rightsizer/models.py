@@ -12,14 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from pathlib import Path
 
-import torch
-
 from rightsizer.errors import ConfigError
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+from rightsizer.refs import is_hub_id
 
 
 def resolve_model_ref(ref: str) -> str:
@@ -35,7 +31,7 @@ def resolve_model_ref(ref: str) -> str:
         if not (path / "config.json").is_file():
             raise ConfigError(f"candidate {ref!r}: folder has no config.json (not a saved model)")
         return str(path)
-    if ref.startswith((".", "/", "~")) or path.suffix or not _HUB_ID.match(ref):
+    if not is_hub_id(ref):
         raise ConfigError(f"candidate {ref!r}: no such local model folder, and not a hub id "
                           "of the form 'org/name'")
     return ref
@@ -91,14 +87,20 @@ def remote_code_error(ref: str, error: ValueError) -> Exception:
                        "task spec only if you trust that code")
 
 
-def param_count(model) -> int:
-    """Number of parameters of a loaded model."""
-    return sum(p.numel() for p in model.parameters())
+def param_count(model, trainable_only: bool = False) -> int:
+    """Parameters of a built model (``torch.nn.Module``; on the meta device too), or with
+    ``trainable_only`` those that require a gradient. A parameter DeepSpeed ZeRO-3 has
+    partitioned counts whole (``ds_numel``), not the shard this rank holds. A model known only
+    by its config is counted by ``rightsizer.sizing.params.count_params`` instead."""
+    return sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters()
+               if p.requires_grad or not trainable_only)
 
 
 def state_dict_bytes(model) -> int:
     """Bytes the model's weights take as stored (true size for quantized tensor subclasses)."""
     import io
+
+    import torch
 
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rightsizer.errors import ConfigError, InsufficientMemory
+from rightsizer.models import param_count
 from rightsizer.sizing.memory import weights_bytes
 from rightsizer.sizing.params import ParamCount, count_spec, model_spec
 
@@ -83,9 +84,8 @@ class ModelShape:
     def from_model(cls, model, trainable_params: int | None = None) -> "ModelShape":
         cfg = model.config
         cfg = getattr(cfg, "text_config", None) or cfg
-        total = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
-        trainable = trainable_params if trainable_params is not None else sum(
-            getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad)
+        total = param_count(model)
+        trainable = trainable_params if trainable_params is not None else param_count(model, trainable_only=True)
         return cls(total_params=int(total), trainable_params=int(trainable),
                    hidden_size=int(cfg.hidden_size), num_layers=int(cfg.num_hidden_layers),
                    vocab_size=int(cfg.vocab_size),

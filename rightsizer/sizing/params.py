@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from rightsizer.errors import ConfigError
-from rightsizer.families import rules_for, supported_model_types
+from rightsizer.families import context_length, rules_for, supported_model_types
+from rightsizer.refs import is_hub_id
 
 # the model types with family rules (exact layout); any other is counted on the meta device
 SUPPORTED_ARCHITECTURES: tuple[str, ...] = supported_model_types()
@@ -126,7 +127,7 @@ def load_config(config: Any) -> dict[str, Any]:
 
 
 def _load_hub_config(repo_id: str) -> dict[str, Any]:
-    if repo_id.count("/") != 1 or repo_id.startswith(("/", ".")) or repo_id.endswith(".json"):
+    if not is_hub_id(repo_id):
         raise ConfigError(f"{repo_id!r} is neither an existing file or directory nor a hub id like 'org/name'")
     try:
         from huggingface_hub import hf_hub_download
@@ -180,8 +181,7 @@ def model_spec(config: Any) -> ModelSpec:
         heads = _get(cfg, problems, "n_head", "num_attention_heads")
         inner = cfg.get("n_inner")
         intermediate = inner if inner is not None else (4 * hidden if isinstance(hidden, int) else None)
-        learned = _get(cfg, problems, "n_positions", "max_position_embeddings")
-        max_positions = learned
+        learned = _get(cfg, problems, "n_positions", "max_position_embeddings")  # rows of the position table
         kv_heads = heads
     else:
         hidden = _get(cfg, problems, "hidden_size")
@@ -190,7 +190,6 @@ def model_spec(config: Any) -> ModelSpec:
         intermediate = _get(cfg, problems, rules.moe_intermediate_key or "intermediate_size")
         kv_heads = cfg.get("num_key_value_heads") or heads
         learned = 0
-        max_positions = cfg.get("max_position_embeddings")
     vocab = _get(cfg, problems, "vocab_size")
     for label, value in (("hidden size", hidden), ("layers", layers), ("attention heads", heads),
                          ("intermediate size", intermediate), ("vocab_size", vocab), ("kv heads", kv_heads)):
@@ -245,7 +244,7 @@ def model_spec(config: Any) -> ModelSpec:
         norms_per_layer=rules.norms_per_layer, qk_norm=rules.qk_norm, learned_positions=learned or 0,
         experts=experts or 0, experts_per_token=per_token or 0,
         sliding_window=int(window) if window else None, sliding_layers=sliding_layers,
-        max_positions=max_positions,
+        max_positions=context_length(cfg),
     )
 
 
@@ -294,7 +293,7 @@ def _generic_spec(cfg: dict[str, Any]) -> ModelSpec:
         mlp_bias=bool(cfg.get("mlp_bias", False)), gated_mlp=True, norm="rms", norms_per_layer=2,
         qk_norm="none", learned_positions=0, experts=experts, experts_per_token=per_token,
         sliding_window=int(window) if window else None, sliding_layers=sliding_layers,
-        max_positions=cfg.get("max_position_embeddings") or cfg.get("n_positions"),
+        max_positions=context_length(cfg),
         generic=True, counted=counted)
 
 
