@@ -24,7 +24,7 @@ from functions.serving import configure_group, end_mock_deploy, set_task_models
 from rightsizer.plan import plan_fleet
 from rightsizer.routing import API_KEYS_ENV
 from rightsizer.plan.plots import fleet_figure
-from rightsizer.serving.engine import EngineConfig
+from rightsizer.serving.contract import EngineConfig
 from rightsizer.sizing.prices import DEFAULT_PRICE_LIST
 from rightsizer.errors import NoFeasibleOption
 from rightsizer.unsized import deploys, load_outcomes, missing_message, parse_flag, split_selections

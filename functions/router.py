@@ -40,7 +40,9 @@ from rightsizer.routing import (RouteError, api_keys, check_api_key, forward_hea
                                 merge_ready, route_kind, task_of)
 
 ROLE_LABEL = "rightsizer/role"  # "router" or "group": deploy_plan tells its functions apart by it
-TIMEOUT_S = 300  # a group's answer, scale-from-zero and model load included (its deadline: 120 s)
+# a group's answer, scale-from-zero and model load included: longer than the group's own request
+# deadline (rightsizer.serving.contract.DEADLINE_S), so the group's 504 comes back, not the router's
+TIMEOUT_S = 300
 MAX_IN_FLIGHT = 256  # requests in flight per task (storey's default, 8, would cap the group's batch)
 MODELS_TIMEOUT_S = 30
 RESERVED = {"parse", "models", "respond"}

@@ -51,7 +51,8 @@ from mlrun.serving.states import Model, ModelRunnerSelector, ModelRunnerStep
 from functions.mlrun_io import localize_dir
 from rightsizer.routing import ROUTES, RouteError, api_keys, check_api_key, route_kind
 from rightsizer.serving import api
-from rightsizer.serving.engine import Answer, EngineConfig, TaskEngine
+from rightsizer.serving.contract import Answer, EngineConfig
+from rightsizer.serving.engine import TaskEngine
 from rightsizer.errors import ConfigError
 from rightsizer.serving.errors import ServingError
 

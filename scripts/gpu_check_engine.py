@@ -58,7 +58,8 @@ def main() -> int:
     from rightsizer.layout import RunLayout
     from rightsizer.precisions import get_precision
     from rightsizer.runtime.target import catalog_device, resolve_target
-    from rightsizer.serving.engine import EngineConfig, TaskEngine
+    from rightsizer.serving.contract import EngineConfig
+    from rightsizer.serving.engine import TaskEngine
     from rightsizer.sizing import Workload, estimate
 
     target = resolve_target()

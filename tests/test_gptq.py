@@ -128,7 +128,7 @@ def test_search_scores_the_checkpoint_and_the_bundle_serves(checkpoint, demo_mod
 
     from rightsizer.quantize import quantize_for_task
     from rightsizer.select import RungResult, Selection
-    from rightsizer.serving import TaskModel
+    from tests.task_model import TaskModel
 
     out, _ = checkpoint
     loose = replace(spec, quality_tolerance=1.0, precisions=["int8", "int4"])  # every trial passes

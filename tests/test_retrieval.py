@@ -164,7 +164,7 @@ def test_prompt_rule_context_placeholder_or_prefix(tmp_path):
 def test_the_served_prompt_carries_the_evaluated_passages(demo_models, tmp_path):
     from rightsizer.bundle import read_bundle, write_bundle
     from rightsizer.inference import load_bundle, predict, respond_with
-    from rightsizer.serving import TaskModel
+    from tests.task_model import TaskModel
 
     spec = for_rung(_spec(tmp_path, k=2), "retrieval")
     rows = knowledge_questions(6, seed=7)

@@ -2,47 +2,31 @@
 
 ``engine.TaskEngine`` answers a task's requests through the inference core, batching across
 concurrent callers (continuous batching for generation, micro-batches for label scoring);
-``api`` parses V2 and OpenAI-shaped requests and shapes their responses; ``errors`` holds the
-error type with its HTTP status. The MLRun graph around them is ``functions/serving.py``.
-``TaskModel`` is the blocking facade (load a bundle, ``predict(inputs)``).
+``contract`` holds its settings, limits and answer record; ``api`` parses V2 and
+OpenAI-shaped requests and shapes their responses; ``errors`` holds the error type with its
+HTTP status (a ``rightsizer.routing.RouteError``: the routes and the error shapes live there).
+The MLRun graph around them is ``functions/serving.py``.
+
+Importing this package loads no torch: ``TaskEngine`` is imported from the engine module the
+first time it is asked for, so the request parser and the router stay light.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from rightsizer.errors import ConfigError
-from rightsizer.serving.engine import Answer, EngineConfig, TaskEngine, validate_texts
+from rightsizer.serving.contract import Answer, EngineConfig, validate_texts
 from rightsizer.serving.errors import ServingError
 
-__all__ = ["Answer", "EngineConfig", "ServingError", "TaskEngine", "TaskModel", "validate_texts"]
+if TYPE_CHECKING:
+    from rightsizer.serving.engine import TaskEngine
+
+__all__ = ["Answer", "EngineConfig", "ServingError", "TaskEngine", "validate_texts"]
 
 
-class TaskModel:
-    """A loaded serving bundle answering raw inputs of its task (blocking calls, thread-safe)."""
+def __getattr__(name: str) -> Any:
+    if name == "TaskEngine":  # the torch engine, loaded when first used
+        from rightsizer.serving.engine import TaskEngine
 
-    def __init__(self, bundle_dir: str | Path, device: str | None = None,
-                 config: EngineConfig | None = None):
-        self.engine = TaskEngine.from_bundle_dir(bundle_dir, device=device, config=config)
-        self.model, self.tokenizer = self.engine.model, self.engine.tokenizer
-        self.spec, self.shots, self.meta = self.engine.spec, self.engine.shots, self.engine.bundle.meta
-
-    @property
-    def task(self) -> str:
-        return self.spec.name
-
-    def validate(self, inputs) -> list[str]:
-        """Normalise a request's inputs to a list of strings, or raise ConfigError naming the item."""
-        try:
-            return validate_texts(inputs, self.spec.input_field)
-        except ServingError as e:
-            raise ConfigError(e.message) from None
-
-    def predict(self, inputs, max_new_tokens: int | None = None) -> list[dict]:
-        """The task type's response for each input (classification: label, probabilities and a
-        short free generation; extraction and generation: the answer as the evaluate step
-        generated it)."""
-        return [a.response for a in self.engine.answer(self.validate(inputs), max_new_tokens)]
-
-    def close(self) -> None:
-        self.engine.stop()
+        return TaskEngine
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from rightsizer.serving.engine import Answer, check_top_logprobs, validate_texts
+from rightsizer.serving.contract import Answer, check_top_logprobs, validate_texts
 from rightsizer.serving.errors import bad_request
 
 KINDS = ("v2", "completions", "chat", "models", "health", "ready")

@@ -33,25 +33,19 @@ import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from rightsizer import tasktypes
-from rightsizer.errors import ConfigError
+from rightsizer.families import context_length
 from rightsizer.inference import Bundle, apply_stop, build_prompt, load_bundle, respond_with, score_options
 from rightsizer.prompting import encode, stop_strings
-from rightsizer.taskspec import TaskSpec
+from rightsizer.serving.contract import MAX_CHARS_PER_TOKEN, Answer, EngineConfig, check_top_logprobs
 from rightsizer.serving.errors import ServingError, bad_request
+from rightsizer.taskspec import TaskSpec
 
 
 _LIVE: weakref.WeakSet[TaskEngine] = weakref.WeakSet()
-CACHE_SCOPES = ("salted", "shared")
-# No tokenizer's token is longer than this many characters on average over a text: an input
-# longer than this times the context is refused from its length, before it is tokenized (a
-# multi-megabyte body would hold a worker and the interpreter for seconds)
-MAX_CHARS_PER_TOKEN = 32
-MAX_TOP_LOGPROBS = 20  # alternatives per answer token (vLLM's default max_logprobs)
 
 
 def stop_all() -> None:
@@ -60,111 +54,15 @@ def stop_all() -> None:
         engine.stop()
 
 
-@dataclass
-class EngineConfig:
-    """Sizes and limits of one task's engine (the continuous batch's KV cache is sized here,
-    never from the machine's free memory)."""
-
-    page_size: int = 32  # tokens per KV-cache page
-    num_blocks: int = 128  # KV-cache blocks: page_size * num_blocks tokens in flight
-    max_batch_tokens: int = 512  # tokens per forward pass of the continuous batch
-    max_requests_per_batch: int = 64
-    allow_block_sharing: bool = True  # shared prompt prefixes (template, shots) cached once
-    score_window_s: float = 0.005  # how long a scoring micro-batch waits for more requests
-    score_max_batch: int = 32  # prompts per scoring micro-batch
-    max_queue: int = 64  # inputs in flight per task; beyond it: 503 with Retry-After
-    cache_size: int = 1024  # exact-match response cache entries (0: no cache)
-    # who may be answered from the cache: "salted" (only requests with the same cache_salt:
-    # a client cannot tell from the answer's speed whether another one asked the same text) or
-    # "shared" (every client, the operator's choice for one trusted caller)
-    cache_scope: str = "salted"
-    deadline_s: float = 120.0  # a request not answered by then gets 504
-    retry_after_s: int = 1
-
-    @classmethod
-    def from_dict(cls, data: dict | None) -> EngineConfig:
-        """An engine config from a plain dict; unknown keys are named."""
-        data = dict(data or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"engine: unknown setting(s) {unknown}; expected some of {sorted(known)}")
-        config = cls(**data)
-        if config.cache_scope not in CACHE_SCOPES:
-            raise ConfigError(f"engine.cache_scope: {config.cache_scope!r}; expected one of {list(CACHE_SCOPES)}")
-        for f in dataclasses.fields(cls):
-            value = getattr(config, f.name)
-            if isinstance(value, (bool, str)):
-                continue
-            if not isinstance(value, (int, float)) or value < 0 or (value == 0 and f.name not in (
-                    "cache_size", "score_window_s")):
-                raise ConfigError(f"engine.{f.name}: {value!r}; expected a positive number")
-        return config
-
-    @classmethod
-    def for_load(cls, batch: int, prompt_tokens: int, output_tokens: int, **settings) -> EngineConfig:
-        """An engine sized for a planned load: ``batch`` sequences of ``prompt_tokens`` +
-        ``output_tokens`` in flight (a fleet plan's placement), the KV cache and the batch limit
-        from them instead of the defaults; ``settings`` override."""
-        page = int(settings.get("page_size", cls.page_size))
-        tokens = max(1, batch) * (prompt_tokens + output_tokens)
-        sized = {"num_blocks": max(1, -(-tokens // page)), "max_requests_per_batch": max(1, batch),
-                 "max_batch_tokens": max(cls.max_batch_tokens, prompt_tokens + output_tokens)}
-        return cls.from_dict({**sized, **settings})
-
-
-@dataclass
-class Answer:
-    """One input's served answer: the task type's response and its token counts."""
-
-    response: dict
-    prompt_tokens: int
-    completion_tokens: int
-    cached: bool = False
-    finish_reason: str = "stop"  # "length": the generation was cut at its token budget
-    # asked for (``logprobs``): per answer token, {"token", "logprob", "top": [[token, logprob], ...]};
-    # a classification task's one "token" is its label, its alternatives the other labels
-    logprobs: list[dict] | None = None
-
-
-def check_top_logprobs(top: Any, name: str = "logprobs") -> int | None:
-    """``top`` (alternatives per answer token) when it is None or an integer from 0 to
-    ``MAX_TOP_LOGPROBS``; a 400 naming ``name`` otherwise."""
-    if top is not None and (isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= MAX_TOP_LOGPROBS):
-        raise bad_request(f"{name}: {top!r}; expected an integer from 0 to {MAX_TOP_LOGPROBS}", param=name)
-    return top
-
-
-def validate_texts(inputs: Any, input_field: str, name: str = "inputs") -> list[str]:
-    """A request's inputs as a non-empty list of strings (an object with ``input_field`` is
-    taken too); a 400 naming the first bad item otherwise."""
-    if isinstance(inputs, str):
-        inputs = [inputs]
-    if not isinstance(inputs, list) or not inputs:
-        raise bad_request(f"{name}: expected a non-empty list of strings, got {type(inputs).__name__}",
-                          param=name)
-    out = []
-    for i, x in enumerate(inputs):
-        if isinstance(x, dict):
-            x = x.get(input_field)
-        if not isinstance(x, str) or not x.strip():
-            raise bad_request(f"{name}[{i}]: expected a non-empty string (or an object with "
-                              f"'{input_field}'), got {x!r}"[:300], param=f"{name}[{i}]")
-        try:
-            x.encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate from JSON "\ud800": no tokenizer takes it
-            raise bad_request(f"{name}[{i}]: contains an unpaired surrogate (not valid Unicode text)",
-                              param=f"{name}[{i}]") from None
-        out.append(x)
-    return out
-
-
 class _Runner:
     """The model runner one request's task type predicts with (``tasktypes.Engine``): every
-    prompt goes to the engine's shared batchers; completion tokens are counted per prompt."""
+    prompt goes to the engine's shared batchers; completion tokens are counted per prompt.
+    ``replay``: the token ids already generated for each prompt (a finished stream), handed
+    to the task type in place of a new generation."""
 
-    def __init__(self, engine: TaskEngine, n: int, ignore_eos: bool = False):
-        self._engine, self._ignore_eos = engine, ignore_eos
+    def __init__(self, engine: TaskEngine, n: int, ignore_eos: bool = False,
+                 replay: list[list[int]] | None = None):
+        self._engine, self._ignore_eos, self._replay = engine, ignore_eos, replay
         self.completion_tokens = [0] * n
         self.finish = ["stop"] * n  # per prompt: "length" when its generation hit the budget
         self.option_scores: list[list[float]] = []  # per prompt: each label's log-likelihood
@@ -177,7 +75,8 @@ class _Runner:
 
     def generate(self, prompts: list[str], max_new_tokens: int, stop: tuple[str, ...],
                  batch_size: int = 16, progress: bool = False) -> list[str]:
-        outs = self._engine.generate_tokens(prompts, max_new_tokens, self._ignore_eos)
+        outs = (self._replay if self._replay is not None
+                else self._engine.generate_tokens(prompts, max_new_tokens, self._ignore_eos))
         tok = self._engine.tokenizer
         texts = [tok.decode(t, skip_special_tokens=True) for t in outs]
         kept = [apply_stop(t, stop) for t in texts]
@@ -213,8 +112,7 @@ class TaskEngine:
         self.bundle, self.config = bundle, config or EngineConfig()
         self.model, self.tokenizer = bundle.model, bundle.tokenizer
         self.spec, self.shots = bundle.spec, bundle.shots
-        ctx = getattr(self.model.config, "max_position_embeddings", None)
-        self.model_context_tokens = int(ctx or self.tokenizer.model_max_length)
+        self.model_context_tokens = int(context_length(self.model.config) or self.tokenizer.model_max_length)
         # a request must fit the KV cache the engine was sized for, not only the model's
         # context: a fleet plan sizes the cache for its workload, which may be shorter
         kv_tokens = self.config.page_size * self.config.num_blocks
@@ -644,7 +542,8 @@ class TaskEngine:
                     ignore_eos: bool = False):
         """Blocking generator of text deltas for a generation task's raw input: the same prompt,
         output budget and stop rule as the answered request, so the deltas join up to its
-        ``generated`` text. The last item is the final :class:`Answer`."""
+        ``generated`` text. The last item is the final :class:`Answer`, the task type's response
+        to the streamed tokens (``respond_with``, as ``answer`` gives it)."""
         if self.spec.type != "generation":
             raise bad_request(f"stream: task {self.task!r} is {self.spec.type}; only generation tasks "
                               "stream (send stream=false)", param="stream")
@@ -668,14 +567,14 @@ class TaskEngine:
                     sent = ready
         finally:
             steps.close()  # stops (cancels) the request when the stop rule ended it early
-        whole = self.tokenizer.decode(tokens, skip_special_tokens=True)
-        final = apply_stop(whole, stop)
+        runner = _Runner(self, 1, ignore_eos, replay=[list(tokens)])
+        response = respond_with(runner, spec, [text], self.shots, max_new_tokens)[0]
+        final = response["generated"]
         if final.startswith(sent) and len(final) > len(sent):
             yield final[len(sent):]
         with self._lock:
             self._answered += 1
-        yield Answer({"task": self.spec.name, "generated": final}, n_prompt, len(tokens),
-                     finish_reason=self.finish_reason(tokens, whole, spec.max_new_tokens, stop))
+        yield Answer(response, n_prompt, runner.completion_tokens[0], finish_reason=runner.finish[0])
 
     async def stream_async(self, text: str, max_new_tokens: int | None = None, stop: list[str] | None = None,
                            ignore_eos: bool = False):
