@@ -56,11 +56,6 @@ def _sized(spec: TaskSpec) -> tuple[list[tuple[str, int, object]], list[dict]]:
     return sorted(sized, key=lambda x: x[1]), unsizable
 
 
-def order_candidates(spec: TaskSpec) -> list[tuple[str, int]]:
-    """Candidates with their parameter counts, smallest first."""
-    return [(ref, params) for ref, params, _ in _sized(spec)[0]]
-
-
 def slo_feasible(spec: TaskSpec, config) -> tuple[bool, str]:
     """Whether some catalog GPU serves the model within the task's SLO at some precision
     the task allows (bf16 or one of ``precisions``); ``(False, why)`` when none does."""

@@ -82,7 +82,7 @@ def test_zero3_actually_partitions_the_tiny_model(zero3):
 
 
 def test_zero3_lora_adapter_is_not_empty_and_loads_back(zero3):
-    from rightsizer.finetune.merge import load_with_adapter
+    from tests.adapters import load_with_adapter
 
     out, _ = zero3
     sd = _adapter(out)

@@ -151,7 +151,8 @@ def test_resume_true_continues_from_the_last_checkpoint(trained, tmp_path):
 def test_merged_model_matches_base_plus_adapter(trained, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from rightsizer.finetune.merge import load_with_adapter, merge_adapter
+    from rightsizer.finetune.merge import merge_adapter
+    from tests.adapters import load_with_adapter
 
     out, _ = trained
     merged_dir = merge_adapter("demo:tiny-s", out / "adapter", tmp_path / "merged")

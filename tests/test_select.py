@@ -13,7 +13,7 @@ import dataclasses
 import pytest
 
 from rightsizer.errors import ConfigError
-from rightsizer.select import Selection, order_candidates, select_model
+from rightsizer.select import Selection, select_model
 from rightsizer.taskspec import SLO, Ladder, Screening
 
 
@@ -23,13 +23,6 @@ def _spec(spec, **changes):
 
 def _sequence(sel):
     return [(r.candidate, r.rung, r.passed) for r in sel.tried]
-
-
-def test_candidates_ordered_by_parameter_count_not_name(demo_models, sentiment_spec):
-    spec = _spec(sentiment_spec, candidates=["demo:tiny-l", "demo:tiny-s", "demo:tiny-m"])
-    order = order_candidates(spec)
-    assert [r for r, _ in order] == ["demo:tiny-s", "demo:tiny-m", "demo:tiny-l"]
-    assert order[0][1] < order[1][1] < order[2][1]
 
 
 def test_smallest_passes_zero_shot(demo_models, routing_spec, tmp_path):

@@ -38,11 +38,3 @@ def merge_adapter(base: str, adapter_dir: str | Path, out_dir: str | Path, dtype
             AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code).save_pretrained(tmp)
     return out
 
-
-def load_with_adapter(base: str, adapter_dir: str | Path, dtype=None):
-    """``base`` with the adapter applied (not merged), in eval mode."""
-    import torch
-    from peft import PeftModel
-
-    model, _ = load_model(base, dtype=dtype or torch.float32)
-    return PeftModel.from_pretrained(model, str(adapter_dir)).eval()

@@ -39,11 +39,12 @@ class PlacementPlan:
         """Whether any weights live off the GPUs (in CPU RAM on a GPU machine, or on disk)."""
         devices = set(map(str, self.device_map.values()))
         has_gpu = any(d.isdigit() or d.startswith("cuda") for d in devices)
-        return "disk" in devices or (has_gpu and "cpu" in devices)
+        return bool(self.on_disk) or (has_gpu and "cpu" in devices)
 
     @property
     def on_disk(self) -> list[str]:
-        return [k for k, v in self.device_map.items() if v == "disk"]
+        """The modules the map leaves on disk (streamed from the offload folder per forward)."""
+        return [k for k, v in self.device_map.items() if str(v) == "disk"]
 
     def from_pretrained_kwargs(self) -> dict:
         """Keyword arguments for ``AutoModelForCausalLM.from_pretrained``."""

@@ -120,10 +120,6 @@ class GPU:
         return {"fp16": self.fp16_flops, "fp32": self.fp32_flops, "int8": self.int8_flops,
                 "fp8": self.fp8_flops}[compute]
 
-    def ridge_point(self, compute: str = "bf16") -> float:
-        """Arithmetic intensity (FLOP/byte) above which a kernel is compute-bound."""
-        return self.peak_flops(compute) / self.memory_bandwidth
-
     def mig_profile(self, name: str) -> MigProfile:
         for prof in self.mig_profiles:
             if prof.name.lower() == name.lower():
