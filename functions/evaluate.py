@@ -12,7 +12,7 @@ from rightsizer.calibrate import measurements_from_latency
 from rightsizer.evaluate import evaluate_model
 from rightsizer.models import resolve_model_ref
 from rightsizer.precisions import get_precision
-from rightsizer.report import latency_figure
+from rightsizer.evaluate_plots import latency_figure
 from rightsizer.runtime.target import resolve_target
 from rightsizer.taskspec import load_task
 

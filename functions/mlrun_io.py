@@ -13,7 +13,7 @@ import pandas as pd
 from mlrun.artifacts import PlotlyArtifact
 
 from rightsizer.layout import RunLayout
-from rightsizer.report import json_cells
+from rightsizer.display import json_cells
 from rightsizer.stepcache import StepCache, fingerprint, link_dirs, unmark_dirs
 
 

@@ -8,7 +8,7 @@ import sys
 import mlrun
 
 from functions.mlrun_io import log_results, log_model_dir, log_plot, log_table, made_dir, project_file, reusable, run_layout
-from rightsizer.report import ladder_figure, leaderboard_rows, pareto_figure
+from rightsizer.select_plots import ladder_figure, leaderboard_rows, pareto_figure
 from rightsizer.runtime.target import resolve_target
 from rightsizer.select import select_model
 from rightsizer.taskspec import load_task

@@ -10,7 +10,8 @@ from functions.mlrun_io import log_results, current_project, if_file, localize_d
 from rightsizer.bundle import read_bundle
 from rightsizer.calibrate import load_measurements
 from rightsizer.finetune.task import production_for
-from rightsizer.report import latency_figure, ranking_rows
+from rightsizer.evaluate_plots import latency_figure
+from rightsizer.size_gpu_tables import ranking_rows
 from rightsizer.size_gpu import build_record, save_record, size_for_task
 from rightsizer.models import resolve_model_ref
 from rightsizer.select import Selection

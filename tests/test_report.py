@@ -8,11 +8,14 @@ from html.parser import HTMLParser
 
 import pytest
 
+from rightsizer.display import json_cells
+from rightsizer.evaluate_plots import latency_figure
 from rightsizer.report import (
-    FLEET_COLUMNS, SUMMARY_COLUMNS, TOTAL_RULES, decision_report_html, json_cells, ladder_figure,
-    latency_figure, pareto_figure, ranking_rows, summary_figure, summary_rows,
+    FLEET_COLUMNS, SUMMARY_COLUMNS, TOTAL_RULES, decision_report_html, summary_figure, summary_rows,
 )
 from rightsizer.select import RungResult, Selection
+from rightsizer.select_plots import ladder_figure, pareto_figure
+from rightsizer.size_gpu_tables import ranking_rows
 
 
 def _side(model, params, rung, precision, quality, price, cost, tput, ttft, tpot, weights, device="cpu"):

@@ -230,7 +230,7 @@ def test_the_ladder_tries_retrieval_between_few_shot_and_lora(demo_models, tmp_p
         assert r.retrieval["recall_at_k"] == 1.0 and r.retrieval["k"] == 1
         assert r.passed or "retrieval recall@1 1.000" in r.reason
     assert sel.retrieval["gold_rows"] == 16 and sel.retrieval["missed_rows"] == []
-    from rightsizer.report import leaderboard_rows
+    from rightsizer.select_plots import leaderboard_rows
 
     assert [r["retrieval_recall_at_k"] for r in leaderboard_rows(sel)] == [None, None, 1.0, 1.0]
     again = type(sel).load(sel.save(tmp_path / "sel.json") or tmp_path / "sel.json")

@@ -193,7 +193,7 @@ def _made_up_selection():
 
 
 def test_leaderboard_and_pareto_chart():
-    from rightsizer.report import leaderboard_rows, pareto_figure, pareto_points
+    from rightsizer.select_plots import leaderboard_rows, pareto_figure, pareto_points
 
     sel = _made_up_selection()
     rows = leaderboard_rows(sel)
