@@ -45,6 +45,20 @@ class GpuFactors:
                 "decode_layer_ms": self.decode_layer_ms}
 
 
+def _published(name: str) -> Any:
+    """A field whose default is the packaged catalog's value (``efficiency.<name>`` in
+    rightsizer/data/gpus.yaml, the one place the published factors and their sources are
+    written), read when a ``Factors`` is made without it."""
+
+    def value() -> Any:
+        from rightsizer.sizing.catalog import default_catalog
+
+        v = default_catalog().efficiency[name]["value"]
+        return dict(v) if isinstance(v, Mapping) else v
+
+    return field(default_factory=value)
+
+
 @dataclass(frozen=True)
 class Factors:
     """Efficiency factors an estimate uses, and the mode that produced them.
@@ -52,39 +66,39 @@ class Factors:
     mode: "roofline" (100% of peak, no overhead), "default-factors" (published measurements,
     see rightsizer/data/gpus.yaml), or "calibrated" (``per_gpu`` fitted on real hardware; GPUs
     without a fit fall back to the defaults and their estimates say "default-factors").
+    A field not given is the packaged catalog's value (``Factors()`` is ``Factors.defaults()``
+    without the sources).
     """
 
-    compute_efficiency: float = 0.70
-    memory_efficiency: float = 0.80
-    step_overhead_ms: float = 0.5
-    quant_memory_efficiency: Mapping[str, float] = field(
-        default_factory=lambda: {"int8": 0.81, "int4": 0.69, "nf4": 0.5, "fp8": 1.0})
-    reserve_bytes: int = 1 << 30
-    reserve_fraction: float = 0.05
-    allreduce_latency_us: float = 15.0
-    link_efficiency: float = 0.80
+    compute_efficiency: float = _published("compute_efficiency")
+    memory_efficiency: float = _published("memory_efficiency")
+    step_overhead_ms: float = _published("step_overhead_ms")
+    quant_memory_efficiency: Mapping[str, float] = _published("quant_memory_efficiency")
+    reserve_bytes: int = _published("reserve_bytes")
+    reserve_fraction: float = _published("reserve_fraction")
+    allreduce_latency_us: float = _published("allreduce_latency_us")
+    link_efficiency: float = _published("link_efficiency")
     # CPU instance types (catalog ``cpus``): eager PyTorch, far from the datasheet peaks
-    cpu_compute_efficiency: float = 0.40
-    cpu_memory_efficiency: float = 0.60
-    cpu_step_overhead_ms: float = 3.0
-    # What runs, not just the roofs (GPU only; see roofline.OpEfficiency). Neutral values here;
-    # the catalog's efficiency section gives the measured ones with their sources.
-    dtype_compute_scale: Mapping[str, float] = field(default_factory=dict)  # compute dtype -> x compute_eff
-    gemm_half_tokens: float = 0.0  # GEMM M at which compute efficiency is half its large-M value
-    attention_compute_efficiency: float | None = None  # prefill attention kernel, share of peak
-    kernel_overhead_us: float = 0.0  # fixed cost per kernel launch (small memory-bound ops), decode steps
-    prefill_kernel_overhead_us: float | None = None  # the same in steps that prefill (eager); None: as decode
-    moe_efficiency: float = 1.0  # expert GEMMs of MoE layers, share of the dense GEMMs' compute efficiency
-    moe_memory_efficiency: float | None = None  # ... of their memory efficiency (None: moe_efficiency)
-    moe_compute_scale: Mapping[str, float] = field(default_factory=dict)  # compute dtype -> x moe_efficiency
-    token_budget: int = 8192  # tokens per step of the continuous batch (chunked prefill budget)
+    cpu_compute_efficiency: float = _published("cpu_compute_efficiency")
+    cpu_memory_efficiency: float = _published("cpu_memory_efficiency")
+    cpu_step_overhead_ms: float = _published("cpu_step_overhead_ms")
+    # What runs, not just the roofs (GPU only; see roofline.OpEfficiency)
+    dtype_compute_scale: Mapping[str, float] = _published("dtype_compute_scale")  # compute dtype -> x compute_eff
+    gemm_half_tokens: float = _published("gemm_half_tokens")  # GEMM M at which compute efficiency is half its large-M value
+    attention_compute_efficiency: float | None = None  # prefill attention kernel, share of peak (None: as GEMMs)
+    kernel_overhead_us: float = _published("kernel_overhead_us")  # fixed cost per kernel launch (small memory-bound ops), decode steps
+    prefill_kernel_overhead_us: float | None = _published("prefill_kernel_overhead_us")  # the same in steps that prefill (eager); None: as decode
+    moe_efficiency: float = _published("moe_efficiency")  # expert GEMMs of MoE layers, share of the dense GEMMs' compute efficiency
+    moe_memory_efficiency: float | None = _published("moe_memory_efficiency")  # ... of their memory efficiency (None: moe_efficiency)
+    moe_compute_scale: Mapping[str, float] = _published("moe_compute_scale")  # compute dtype -> x moe_efficiency
+    token_budget: int = _published("token_budget")  # tokens per step of the continuous batch (chunked prefill budget)
     # How the serving engine runs (not the hardware): the share of a running sequence's output tokens
     # whose KV cache it holds on average (0.5: blocks allocated as tokens arrive, vLLM / SGLang; 1.0:
     # each request's whole prompt + output reserved at admission, TensorRT-LLM's GUARANTEED_NO_EVICT),
     # and whether decode-only steps replay a CUDA graph (False: every step launches its kernels one
     # by one at prefill_kernel_overhead_us, e.g. TensorRT-LLM's TensorRT backend, vLLM --enforce-eager).
-    kv_output_share: float = 0.5
-    decode_cuda_graphs: bool = True
+    kv_output_share: float = _published("kv_output_share")
+    decode_cuda_graphs: bool = _published("decode_cuda_graphs")
     # time GEMMs from aiconfigurator's measured tables where a GPU has one (mode "operator-data"); off by
     # default: on the public measurements it is less accurate than the fitted factors (docs/sizing.md)
     operator_data: bool = False
@@ -162,7 +176,9 @@ class Factors:
         return cls(compute_efficiency=1.0, memory_efficiency=1.0, step_overhead_ms=0.0,
                    quant_memory_efficiency={"int8": 1.0, "int4": 1.0, "nf4": 1.0, "fp8": 1.0},
                    allreduce_latency_us=0.0, link_efficiency=1.0, cpu_compute_efficiency=1.0,
-                   cpu_memory_efficiency=1.0, cpu_step_overhead_ms=0.0, mode="roofline")
+                   cpu_memory_efficiency=1.0, cpu_step_overhead_ms=0.0, dtype_compute_scale={},
+                   gemm_half_tokens=0.0, kernel_overhead_us=0.0, prefill_kernel_overhead_us=None,
+                   moe_efficiency=1.0, moe_memory_efficiency=None, moe_compute_scale={}, mode="roofline")
 
     def for_gpu(self, gpu_name: str, kind: str = "gpu") -> tuple[float, float, float, str]:
         """(compute_eff, memory_eff, overhead_ms, mode) for one device (``kind`` "cpu": the CPU defaults)."""
