@@ -21,17 +21,18 @@ import mlrun
 from functions.mlrun_io import log_results, callable_endpoint, current_project, log_plot, log_table, made_parent, run_layout
 from functions.router import ROLE_LABEL, routes_of, set_routes
 from functions.serving import configure_group, end_mock_deploy, set_task_models
-from rightsizer.plan import plan_fleet
+from rightsizer.plan import DEFAULT_HEADROOM, plan_fleet
 from rightsizer.routing import API_KEYS_ENV
 from rightsizer.plan.plots import fleet_figure
 from rightsizer.serving.contract import EngineConfig
 from rightsizer.sizing.prices import DEFAULT_PRICE_LIST
 from rightsizer.errors import NoFeasibleOption
+from rightsizer.records import PLAN_SCHEMA_VERSION, as_record, check_schema_version
 from rightsizer.unsized import deploys, load_outcomes, missing_message, parse_flag, split_selections
 
 
 def plan(context: mlrun.MLClientCtx, selections: list, deploy_partial: str = "auto",
-         price_list: str = "", headroom: float = 0.8) -> None:
+         price_list: str = "", headroom: float = DEFAULT_HEADROOM) -> None:
     """The fleet plan of the run's sized tasks (``selections``: the select steps' selection
     paths, one per task of the application).
 
@@ -55,8 +56,9 @@ def plan(context: mlrun.MLClientCtx, selections: list, deploy_partial: str = "au
     if deploy_partial in ("auto", "", None):
         deploy_partial = project.get_param("deploy_partial", False) if project else False
     partial = parse_flag(deploy_partial, "deploy_partial")
-    records, unsized = load_outcomes(selections, run_layout(context))
-    sized = [r["task"] for r in records]
+    found, unsized = load_outcomes(selections, run_layout(context))
+    records = [as_record(r) for r in found]
+    sized = [r.task for r in records]
     deploy = deploys(sized, unsized, partial)
     log_results(context, {"unsized_tasks": [u["task"] for u in unsized], "deploy_partial": partial,
                          "deploy": deploy})
@@ -74,15 +76,14 @@ def plan(context: mlrun.MLClientCtx, selections: list, deploy_partial: str = "au
     context.log_artifact("fleet_plan", local_path=str(path))
     log_plot(context, "fleet_chart", fleet_figure(fleet))
     log_table(context, "fleet_groups", [
-        {"group": g["name"], "device": g["label"], "replicas": g["replicas"],
-         "usd_per_hour": round(g["cost_per_hour"], 4), "busy_per_replica": round(g["busy_per_replica"], 3),
-         "memory_used_gib": round(g["memory_used_bytes"] / 2**30, 3),
-         "tasks": ", ".join(t for m in g["models"] for t in m["tasks"])} for g in body["groups"]])
-    base = body.get("baseline") or {}
-    log_results(context, {"plan": str(path), "groups": len(body["groups"]),
-                         "fleet_cost_per_hour": body["totals"]["cost_per_hour"],
-                         "baseline_fleet_cost_per_hour": (base.get("totals") or {}).get("cost_per_hour"),
-                         "price_list": body["price_list"].get("name", price_list)})
+        {"group": g.name, "device": g.label, "replicas": g.replicas,
+         "usd_per_hour": round(g.cost_per_hour, 4), "busy_per_replica": round(g.busy_per_replica, 3),
+         "memory_used_gib": round(g.memory_used_bytes / 2**30, 3),
+         "tasks": ", ".join(t for p in g.placements for t in p.tasks)} for g in fleet.groups])
+    log_results(context, {"plan": str(path), "groups": len(fleet.groups),
+                         "fleet_cost_per_hour": fleet.cost_per_hour,
+                         "baseline_fleet_cost_per_hour": fleet.baseline.cost_per_hour if fleet.baseline else None,
+                         "price_list": fleet.price_list.get("name", price_list)})
 
 
 def require_all_tasks(context: mlrun.MLClientCtx, selections: list) -> None:
@@ -142,6 +143,8 @@ def deploy_plan(context: mlrun.MLClientCtx, plan: str, models: dict, mock: bool 
     if project is None:
         raise RuntimeError("deploy_plan: no project in this run's context; run it with project.run_function")
     body = json.loads(mlrun.get_dataitem(plan).get() if "://" in plan else open(plan).read())
+    # only the function specs are read here: a plan of a newer schema might mean them differently
+    check_schema_version(body, PLAN_SCHEMA_VERSION, "fleet plan", plan)
     specs = body["function_specs"]
     missing = sorted({t for s in specs for m in s["models"] for t in m["tasks"]} - set(models))
     if missing:

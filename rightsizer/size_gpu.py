@@ -14,6 +14,7 @@ from pathlib import Path
 from rightsizer.atomic import atomic_write_text
 from rightsizer.errors import ConfigError, NoFeasibleOption
 from rightsizer.precisions import get_precision
+from rightsizer.records import DecisionRecord, DecisionSLO, DecisionWorkload, Side
 from rightsizer.sizing.engines import serving_engine
 from rightsizer.select import Selection
 from rightsizer.sizing import SLO as SizingSLO
@@ -41,12 +42,12 @@ def size_for_task(spec: TaskSpec, config, precision: str, factors=None,
                      factors=factors)
 
 
-def _side(model: str, params: int, rung: str, precision: str, quality: float,
-          rec: Recommendation | None, error: str = "") -> dict:
+def _sized(precision: str, rec: Recommendation | None, error: str = "") -> dict:
+    """One side's sizing figures (``Side`` fields): its device option, modelled latency,
+    throughput and cost, and memory split; "none (<why>)" and NaN without an option."""
     o = rec.chosen if rec else None
-    side = {"model": model, "params": params, "rung": rung,
-            "precision": o.precision if o else get_precision(precision).sizing_name,
-            "gpu": o.label if o else f"none ({error})", "quality": quality,
+    return {"precision": o.precision if o else get_precision(precision).sizing_name,
+            "gpu": o.label if o else f"none ({error})",
             "ttft_ms": o.ttft_ms if o else float("nan"), "tpot_ms": o.tpot_ms if o else float("nan"),
             "memory_bytes": o.memory_bytes if o else 0,
             "cost_per_1m_tokens": o.cost_per_1m_output_tokens if o else float("nan"),
@@ -54,9 +55,7 @@ def _side(model: str, params: int, rung: str, precision: str, quality: float,
             "price_per_hour": o.price_per_hour if o else float("nan"),
             "throughput_tokens_per_s": o.throughput_tokens_per_s if o else float("nan"),
             "max_throughput_tokens_per_s": o.max_throughput_tokens_per_s if o else float("nan"),
-            "replicas": o.replicas if o else 0}
-    side.update(_memory_split(o))
-    return side
+            "replicas": o.replicas if o else 0, **_memory_split(o)}
 
 
 def measured_with(evaluation: dict) -> dict:
@@ -95,7 +94,8 @@ def build_record(spec: TaskSpec, sel: Selection, chosen_eval: dict, baseline_eva
                  rec_c: Recommendation, baseline_config, precision: str,
                  precision_rows: list[dict] | None = None, factors=None,
                  production: dict | None = None, price_list: str | None = None) -> dict:
-    """Assemble the decision record of one task (JSON-able).
+    """The decision record of one task: a :class:`~rightsizer.records.DecisionRecord`, as the
+    JSON ``save_record`` writes (``DecisionRecord.to_dict``).
 
     ``rec_c`` is the sizing of the chosen model (``size_for_task``); the baseline (the
     largest candidate in bf16) is sized here, with the same efficiency ``factors``.
@@ -111,56 +111,50 @@ def build_record(spec: TaskSpec, sel: Selection, chosen_eval: dict, baseline_eva
     except NoFeasibleOption as e:  # the baseline may itself be unservable: say so, keep going
         rec_b, err = None, str(e)
     largest, largest_params = sel.order[-1]
-    chosen = _side(sel.chosen.candidate, sel.chosen.params, sel.chosen.rung, precision,
-                   chosen_eval["quality"]["score"], rec_c)
-    baseline = _side(largest, largest_params, "zero_shot", "bf16",
-                     baseline_eval["quality"]["score"], rec_b, err)
-    # which prompt format each side was evaluated with (``prompting``: chat or raw)
-    chosen["prompt_format"] = chosen_eval.get("prompt_format", sel.chosen.prompt_format)
-    baseline["prompt_format"] = baseline_eval.get("prompt_format", "raw")
-    # how each side was sized: its family's rules, or "generic" (no family: meta-device count)
-    chosen["sizing_rules"] = sizing_rules(rec_c.model_config)
-    baseline["sizing_rules"] = sizing_rules(rec_b.model_config if rec_b else _config_or_none(baseline_config))
-    chosen["config"] = rec_c.model_config
-    baseline["config"] = rec_b.model_config if rec_b else _config_or_none(baseline_config)
-    chosen["measured_here"] = chosen_eval["latency"]
-    baseline["measured_here"] = baseline_eval["latency"]
-    # what each side's quality and latency were measured on (its ``precision`` above is the
-    # one it is sized and served in): device, dtype, the device's catalog name
-    chosen["measured_with"] = measured_with(chosen_eval)
-    baseline["measured_with"] = measured_with(baseline_eval)
-    # every batch size measured, so the report can draw chosen beside baseline
-    chosen["measured_by_batch"] = chosen_eval.get("latency_by_batch", [])
-    baseline["measured_by_batch"] = baseline_eval.get("latency_by_batch", [])
+    baseline_cfg = rec_b.model_config if rec_b else _config_or_none(baseline_config)
+    retrieval = sel.chosen.retrieval
+    chosen = Side(
+        model=sel.chosen.candidate, params=sel.chosen.params, rung=sel.chosen.rung,
+        quality=chosen_eval["quality"]["score"], **_sized(precision, rec_c),
+        # which prompt format each side was evaluated with (``prompting``: chat or raw)
+        prompt_format=chosen_eval.get("prompt_format", sel.chosen.prompt_format),
+        # how each side was sized: its family's rules, or "generic" (no family: meta-device count)
+        sizing_rules=sizing_rules(rec_c.model_config), config=rec_c.model_config,
+        measured_here=chosen_eval["latency"],
+        # what each side's quality and latency were measured on (its ``precision`` is the one
+        # it is sized and served in): device, dtype, the device's catalog name
+        measured_with=measured_with(chosen_eval),
+        # every batch size measured, so the report can draw chosen beside baseline
+        measured_by_batch=chosen_eval.get("latency_by_batch", []),
+        # the retriever beside the metric where the chosen rung retrieved (a retrieval miss is
+        # not a model miss), and an extraction's malformed answers
+        retrieval_recall_at_k=retrieval.get("recall_at_k") if retrieval else None,
+        extraction=chosen_eval["quality"].get("extraction") or {})
+    baseline = Side(
+        model=largest, params=largest_params, rung="zero_shot", quality=baseline_eval["quality"]["score"],
+        **_sized("bf16", rec_b, err), prompt_format=baseline_eval.get("prompt_format", "raw"),
+        sizing_rules=sizing_rules(baseline_cfg), config=baseline_cfg, measured_here=baseline_eval["latency"],
+        measured_with=measured_with(baseline_eval), measured_by_batch=baseline_eval.get("latency_by_batch", []))
     lora = _lora_section(sel, production)
-    # the retriever beside the metric where the chosen rung retrieved (a retrieval miss is
-    # not a model miss), and an extraction's malformed answers
-    chosen["retrieval_recall_at_k"] = sel.chosen.retrieval.get("recall_at_k") if sel.chosen.retrieval else None
-    chosen["extraction"] = chosen_eval["quality"].get("extraction") or {}
-    retrieval_line = (f"; retrieval recall@{sel.chosen.retrieval['k']} {chosen['retrieval_recall_at_k']:.3f}"
-                      if chosen["retrieval_recall_at_k"] is not None else "")
-    malformed_line = (f"; malformed answers {chosen['extraction']['malformed']:.1%}"
-                      if chosen["extraction"] else "")
-    return {
-        "task": spec.name, "metric": spec.metric, "threshold": spec.threshold,
-        "decision_rule": spec.decision_rule, "chosen": chosen, "baseline": baseline,
-        "ladder_measured_with": dict(sel.target),
-        "serving_engine": serving_engine(chosen.get("sizing_mode", "")),
-        "slo": {"ttft_ms": spec.slo.ttft_ms, "tpot_ms": spec.slo.tpot_ms,
-                "throughput_tokens_per_s": spec.slo.throughput_tokens_per_s},
-        "workload": {"prompt_tokens": spec.workload.prompt_tokens,
-                     "output_tokens": spec.workload.output_tokens, "batch": spec.workload.batch},
-        "why_not_smaller": sel.rejections(), "ladder": [r.to_dict() for r in sel.tried],
-        "precision_search": precision_rows or [],
-        "gpu_options": rec_c.to_rows()[:10],
-        "price_list": dict(rec_c.price_list),
-        "lora": lora,
-        "summary": (f"{spec.name}: {chosen['model']} ({chosen['rung']}, {chosen['precision']}) "
-                    f"on {chosen['gpu']}: {spec.metric} {chosen['quality']:.3f} vs bar "
-                    f"{spec.threshold}; ${chosen['cost_per_1m_tokens']:.4f}/1M tokens vs "
-                    f"${baseline['cost_per_1m_tokens']:.4f} for {largest}"
-                    + retrieval_line + malformed_line + (f"; {lora['line']}" if lora else "")),
-    }
+    retrieval_line = (f"; retrieval recall@{retrieval['k']} {chosen.retrieval_recall_at_k:.3f}"
+                      if chosen.retrieval_recall_at_k is not None else "")
+    malformed_line = f"; malformed answers {chosen.extraction['malformed']:.1%}" if chosen.extraction else ""
+    return DecisionRecord(
+        task=spec.name, metric=spec.metric, threshold=spec.threshold, decision_rule=spec.decision_rule,
+        chosen=chosen, baseline=baseline, ladder_measured_with=dict(sel.target),
+        serving_engine=serving_engine(chosen.sizing_mode),
+        slo=DecisionSLO(ttft_ms=spec.slo.ttft_ms, tpot_ms=spec.slo.tpot_ms,
+                        throughput_tokens_per_s=spec.slo.throughput_tokens_per_s),
+        workload=DecisionWorkload(prompt_tokens=spec.workload.prompt_tokens,
+                                  output_tokens=spec.workload.output_tokens, batch=spec.workload.batch),
+        why_not_smaller=sel.rejections(), ladder=[r.to_dict() for r in sel.tried],
+        precision_search=precision_rows or [], gpu_options=rec_c.to_rows()[:10],
+        price_list=dict(rec_c.price_list), lora=lora,
+        summary=(f"{spec.name}: {chosen.model} ({chosen.rung}, {chosen.precision}) "
+                 f"on {chosen.gpu}: {spec.metric} {chosen.quality:.3f} vs bar "
+                 f"{spec.threshold}; ${chosen.cost_per_1m_tokens:.4f}/1M tokens vs "
+                 f"${baseline.cost_per_1m_tokens:.4f} for {largest}"
+                 + retrieval_line + malformed_line + (f"; {lora['line']}" if lora else ""))).to_dict()
 
 
 def _config_or_none(config) -> dict | None:
@@ -203,8 +197,10 @@ def _lora_section(sel: Selection, production: dict | None) -> dict | None:
 
 
 def save_record(record: dict, path: str | Path) -> None:
+    """Write ``record`` (a decision record's JSON, or the report's ``decisions.json``) at ``path``."""
     atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True, default=str))
 
 
 def load_record(path: str | Path) -> dict:
+    """The JSON at ``path`` as written; readers take it through ``DecisionRecord.from_dict``."""
     return json.loads(Path(path).read_text())

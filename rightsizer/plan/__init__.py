@@ -2,13 +2,13 @@
 
 Public API::
 
-    load_decisions(path) -> list[dict]                   # the records size_gpu writes
+    load_decisions(path) -> list[DecisionRecord]         # the records size_gpu writes (rightsizer.records)
     plan_fleet(decisions, price_list="aws-on-demand-us-east-1", headroom=DEFAULT_HEADROOM,
                solver="auto") -> FleetPlan               # .baseline: the one-big-model fleet
     plan.to_dict(), plan.function_specs()                # JSON; one serving function per group
     fleet_figure(plan) -> plotly Figure                  # memory and time per device; plan or its to_dict()
     plan_app(app_path, **plan_fleet kwargs) -> FleetPlan # an app spec's planned models, no weights
-    decisions_from_app(app_path) -> list[dict]           # the decision-like records it plans
+    decisions_from_app(app_path) -> list[dict]           # the decision records it plans, as JSON
 
 Modules by job: ``demand`` (decision records -> what to place), ``devices`` (device kinds, one
 demand sized alone on each), ``pack`` (the solver), ``fleet`` (the plan's types and function

@@ -20,6 +20,7 @@ from typing import Any
 from rightsizer.errors import ConfigError
 from rightsizer.plan.fleet import FleetPlan
 from rightsizer.plan.solve import plan_fleet
+from rightsizer.records import DecisionRecord, DecisionSLO, DecisionWorkload, Side
 from rightsizer.sizing.params import count_params, load_config
 from rightsizer.taskspec import TaskSpec, load_app, read_spec_yaml
 
@@ -58,26 +59,31 @@ def _name(cfg: dict, given: str, ref: str) -> str:
     return given or str(cfg.get("_name_or_path") or Path(ref).stem)
 
 
-def _side(name: str, ref: str, precision: str, cfg: dict) -> dict[str, Any]:
-    return {"model": name, "params": count_params(cfg).total, "precision": precision, "config": cfg,
-            "config_path": ref, "quality": None}
+def _side(name: str, ref: str, precision: str, cfg: dict) -> Side:
+    return Side(model=name, params=count_params(cfg).total, precision=precision, config=cfg, config_path=ref,
+                quality=None)
 
 
 def decisions_from_app(path: str | Path) -> list[dict]:
-    """Decision-like records (the fields :func:`plan_fleet` reads, in ``size_gpu``'s shape) of
-    every task of the app spec at ``path``: the chosen side from the task's ``plan`` section,
-    the baseline side from the app's ``baseline`` section (or, without one, the largest
-    planned model), the task's workload and SLO, and quality ``None`` (not measured).
+    """Decision records (:class:`~rightsizer.records.DecisionRecord`, as JSON: the fields
+    :func:`plan_fleet` reads) of every task of the app spec at ``path``: the chosen side from
+    the task's ``plan`` section, the baseline side from the app's ``baseline`` section (or,
+    without one, the largest planned model), the task's workload and SLO, and quality
+    ``None`` (not measured).
 
     Every problem (a task without ``plan``, a missing or unreadable config file, a bad
     ``baseline`` section) is collected and raised in one ``ConfigError`` naming the file and
     the field."""
-    path = Path(path)
+    return [r.to_dict() for r in _app_records(Path(path))]
+
+
+def _app_records(path: Path) -> list[DecisionRecord]:
+    """The records :func:`decisions_from_app` returns, as the type, sorted by task."""
     app = load_app(path)  # validates every task spec (plan.precision included)
     data = read_spec_yaml(path, "app spec")  # read (and checked) by load_app just above
     spec_files = [path.parent / ref for ref in data["tasks"]]
     problems: list[str] = []
-    chosen: list[tuple[TaskSpec, dict | None]] = []
+    chosen: list[tuple[TaskSpec, Side | None]] = []
     for spec, spec_file in zip(app.tasks, spec_files):
         if spec.plan is None:
             problems.append(f"{spec_file}: plan: missing; --app plans each task's planned model ({_PLAN_HINT})")
@@ -90,22 +96,19 @@ def decisions_from_app(path: str | Path) -> list[dict]:
     if problems:
         raise ConfigError(problems, str(path))
     if baseline is None:  # no baseline section: the largest planned model, bf16
-        biggest = max((c for _, c in chosen if c), key=lambda c: c["params"])
-        baseline = {**biggest, "precision": "bf16"}
-    records = []
-    for spec, side in chosen:
-        records.append({
-            "task": spec.name, "metric": spec.metric, "threshold": spec.threshold,
-            "decision_rule": spec.decision_rule, "source": f"app spec {path} (plan section; no weights)",
-            "chosen": side, "baseline": dict(baseline),
-            "workload": {"prompt_tokens": spec.workload.prompt_tokens, "output_tokens": spec.workload.output_tokens,
-                         "batch": spec.workload.batch},
-            "slo": {"ttft_ms": spec.slo.ttft_ms, "tpot_ms": spec.slo.tpot_ms,
-                    "throughput_tokens_per_s": spec.slo.throughput_tokens_per_s}})
-    return sorted(records, key=lambda r: r["task"])
+        biggest = max((c for _, c in chosen if c), key=lambda c: c.params)
+        baseline = biggest.replace(precision="bf16")
+    records = [DecisionRecord(
+        task=spec.name, metric=spec.metric, threshold=spec.threshold, decision_rule=spec.decision_rule,
+        source=f"app spec {path} (plan section; no weights)", chosen=side, baseline=baseline,
+        workload=DecisionWorkload(prompt_tokens=spec.workload.prompt_tokens,
+                                  output_tokens=spec.workload.output_tokens, batch=spec.workload.batch),
+        slo=DecisionSLO(ttft_ms=spec.slo.ttft_ms, tpot_ms=spec.slo.tpot_ms,
+                        throughput_tokens_per_s=spec.slo.throughput_tokens_per_s)) for spec, side in chosen]
+    return sorted(records, key=lambda r: r.task)
 
 
-def _baseline(section: Any, app_path: Path, problems: list[str]) -> dict | None:
+def _baseline(section: Any, app_path: Path, problems: list[str]) -> Side | None:
     """The app's ``baseline`` section ({model, name}), bf16 as every one-big-model baseline."""
     if section is None:
         return None
@@ -133,7 +136,7 @@ def _baseline(section: Any, app_path: Path, problems: list[str]) -> dict | None:
 def plan_app(path: str | Path, **kwargs: Any) -> FleetPlan:
     """The fleet plan of an app spec's planned models (``plan_fleet``'s keyword arguments);
     the plan's ``quality`` says, per task, that nothing was measured."""
-    plan = plan_fleet(decisions_from_app(path), **kwargs)
+    plan = plan_fleet(_app_records(Path(path)), **kwargs)
     plan.notes.append(f"planned from the app spec {path}: each task's planned model from its published config "
                       f"(no weights); quality {NOT_MEASURED}")
     return plan

@@ -1,7 +1,7 @@
 """What the fleet plan places: one :class:`Demand` per task, read from the decision records.
 
-Input: the decision records ``size_gpu`` writes (``rightsizer.size_gpu.build_record``): per
-task the chosen model (its config, precision), the workload (prompt and output tokens, the
+Input: the decision records (:class:`rightsizer.records.DecisionRecord`, or their JSON as
+``size_gpu`` writes it): per task the chosen model (its config, precision), the workload (prompt and output tokens, the
 concurrency ``batch``) and the SLO (TTFT, TPOT, throughput). The baseline demand is the
 largest candidate (bf16) as one model carrying every task's traffic.
 """
@@ -12,10 +12,12 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from rightsizer.errors import ConfigError
 from rightsizer.layout import RunLayout, find_decisions, latest_run
+from rightsizer.records import (DECISIONS_SCHEMA_VERSION, DecisionRecord, DecisionSLO, DecisionWorkload, Side,
+                                as_record, check_schema_version)
 
 
 @dataclass
@@ -41,8 +43,31 @@ class Demand:
                 "slo": {"ttft_ms": self.ttft_ms, "tpot_ms": self.tpot_ms},
                 "throughput_tokens_per_s": self.throughput_tokens_per_s, "demand_source": self.demand_source}
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "demand") -> Demand:
+        """A demand from its JSON (:meth:`to_dict`); ``config`` is not in it (None). KeyError
+        naming ``where`` and the field when one is missing."""
+        slo = need(data, "slo", where)
+        return cls(**{k: need(data, k, where) for k in ("name", "tasks", "model", "precision", "prompt_tokens",
+                                                         "output_tokens", "batch", "throughput_tokens_per_s",
+                                                         "demand_source")},
+                   config=None, ttft_ms=need(slo, "ttft_ms", f"{where}.slo"), tpot_ms=need(slo, "tpot_ms", f"{where}.slo"))
 
-def load_decisions(path: str | Path) -> list[dict]:
+
+def need(data: Mapping[str, Any], key: str, where: str) -> Any:
+    """``data[key]``; a KeyError naming ``where.key`` when it is missing (the plan's readers
+    turn it into a ConfigError naming the file)."""
+    if not isinstance(data, Mapping):
+        raise TypeError(f"{where}: expected a mapping, got {type(data).__name__}")
+    if key not in data:
+        raise KeyError(f"{where}.{key}")
+    return data[key]
+
+
+Decision = DecisionRecord | Mapping[str, Any]  # a record, or its JSON (DecisionRecord.from_dict reads it)
+
+
+def load_decisions(path: str | Path) -> list[DecisionRecord]:
     """Decision records from a path: an artifact root (``<root>/rightsizer/<task>/size_gpu/decision.json``),
     the report's ``decisions.json`` (``{"records": [...]}``), one record, a list of records, or a
     folder of record files. Sorted by task."""
@@ -51,7 +76,7 @@ def load_decisions(path: str | Path) -> list[dict]:
         p = latest_run(p)  # a folder of runs (<run id>/): the latest one
         found = find_decisions(p)
         if found:
-            return _sorted([_read(f) for f in found.values()])
+            return _sorted([DecisionRecord.from_dict(_read(f), str(f)) for f in found.values()])
         report = RunLayout(p).decisions_file()
         if report.is_file():
             return load_decisions(report)
@@ -59,7 +84,7 @@ def load_decisions(path: str | Path) -> list[dict]:
         if not files:
             raise ConfigError(f"no decision records under {p} (looked for rightsizer/<task>/size_gpu/decision.json, "
                               "rightsizer/report/decisions.json and *.json)", source="decisions")
-        records: list[dict] = []
+        records: list[DecisionRecord] = []
         for f in files:
             records.extend(_as_records(_read(f), f))
         return _sorted(records)
@@ -75,51 +100,67 @@ def _read(path: Path) -> Any:
         raise ConfigError(f"cannot read decision record: {exc}", source=str(path)) from None
 
 
-def _as_records(data: Any, path: Path) -> list[dict]:
+def _as_records(data: Any, path: Path) -> list[DecisionRecord]:
     if isinstance(data, dict) and isinstance(data.get("records"), list):
+        check_schema_version(data, DECISIONS_SCHEMA_VERSION, "decisions", str(path))
         data = data["records"]
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list) or not all(isinstance(r, dict) and "task" in r and "chosen" in r for r in data):
         raise ConfigError("not a decision record (needs 'task' and 'chosen') nor a list of them", source=str(path))
-    return data
+    return [DecisionRecord.from_dict(r, str(path)) for r in data]
 
 
-def _sorted(records: list[dict]) -> list[dict]:
-    return sorted(records, key=lambda r: str(r["task"]))
+def _sorted(records: list[DecisionRecord]) -> list[DecisionRecord]:
+    return sorted(records, key=lambda r: str(r.task))
 
 
-def _required(slo: dict, batch: int) -> tuple[float, str]:
-    target = float(slo.get("throughput_tokens_per_s") or 0)
+def _part(part: Any, name: str, where: str) -> Any:
+    """``part.<name>`` of a record (its workload or SLO); KeyError naming ``where.name`` when absent."""
+    value = None if part is None else getattr(part, name)
+    if value is None:
+        raise KeyError(f"{where}.{name}")
+    return value
+
+
+def _required(slo: DecisionSLO | None, batch: int) -> tuple[float, str]:
+    target = float((slo.throughput_tokens_per_s if slo else None) or 0)
     if target > 0:
         return target, "slo.throughput_tokens_per_s"
     # no throughput target: the workload's concurrency, every sequence decoding at the TPOT target
-    return batch * 1000.0 / float(slo["tpot_ms"]), "workload.batch x 1000 / slo.tpot_ms (no throughput target)"
+    tpot = float(_part(slo, "tpot_ms", "slo"))
+    return batch * 1000.0 / tpot, "workload.batch x 1000 / slo.tpot_ms (no throughput target)"
 
 
-def _config_of(side: dict, task: str, which: str) -> Any:
-    config = side.get("config")
-    if config:
-        return config
-    model = side.get("model")
-    if not model:
+def _config_of(side: Side, task: str, which: str) -> Any:
+    if side.config:
+        return side.config
+    if not side.model:
         raise ConfigError(f"decision of task {task!r}: {which} has neither 'config' nor 'model'", source="decisions")
-    return model  # a config path, model folder or hub id the sizing engine resolves
+    return side.model  # a config path, model folder or hub id the sizing engine resolves
 
 
-def demands_from_decisions(decisions: Iterable[dict]) -> list[Demand]:
-    """One :class:`Demand` per task: its chosen model, workload and SLO."""
+def demands_from_decisions(decisions: Iterable[Decision]) -> list[Demand]:
+    """One :class:`Demand` per task: its chosen model, workload and SLO. Every record that
+    cannot be read or lacks what the plan needs is named in one ConfigError."""
     out = []
     problems = []
     for d in decisions:
-        task = str(d.get("task"))
         try:
-            c, wl, slo = d["chosen"], d["workload"], d["slo"]
-            req, src = _required(slo, int(wl["batch"]))
-            out.append(Demand(name=task, tasks=[task], model=str(c.get("model", task)),
-                              config=_config_of(c, task, "chosen"), precision=str(c.get("precision") or "bf16"),
-                              prompt_tokens=int(wl["prompt_tokens"]), output_tokens=int(wl["output_tokens"]),
-                              batch=int(wl["batch"]), ttft_ms=float(slo["ttft_ms"]), tpot_ms=float(slo["tpot_ms"]),
+            rec = as_record(d)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        task = str(rec.task)
+        try:
+            c, wl, slo = rec.chosen, rec.workload, rec.slo
+            batch = int(_part(wl, "batch", "workload"))
+            req, src = _required(slo, batch)
+            out.append(Demand(name=task, tasks=[task], model=str(task if c.model is None else c.model),
+                              config=_config_of(c, task, "chosen"), precision=str(c.precision or "bf16"),
+                              prompt_tokens=int(_part(wl, "prompt_tokens", "workload")),
+                              output_tokens=int(_part(wl, "output_tokens", "workload")), batch=batch,
+                              ttft_ms=float(_part(slo, "ttft_ms", "slo")), tpot_ms=float(_part(slo, "tpot_ms", "slo")),
                               throughput_tokens_per_s=req, demand_source=src))
         except (KeyError, TypeError, ValueError) as exc:
             problems.append(f"decision of task {task!r}: missing or bad field {exc}")
@@ -134,37 +175,39 @@ def demands_from_decisions(decisions: Iterable[dict]) -> list[Demand]:
     return out
 
 
-def baseline_demand(decisions: list[dict]) -> Demand:
+def baseline_demand(decisions: list[Decision]) -> Demand:
     """The one-big-model baseline: the largest baseline candidate (by parameters), bf16, carrying
     every task's traffic: the tasks' throughputs and concurrencies add up, the longest prompt
     and output and the tightest TTFT and TPOT hold for all."""
-    sides = [(d, d.get("baseline") or {}) for d in decisions]
-    d0, big = max(sides, key=lambda x: float(x[1].get("params") or 0))
-    tasks = [str(d["task"]) for d in decisions]
-    reqs = [_required(d["slo"], int(d["workload"]["batch"])) for d in decisions]
+    recs = [as_record(d) for d in decisions]
+    r0, big = max(((r, r.baseline or Side()) for r in recs), key=lambda x: float(x[1].params or 0))
+    wls = [r.workload or DecisionWorkload() for r in recs]
+    slos = [r.slo or DecisionSLO() for r in recs]
+    reqs = [_required(slo, int(_part(wl, "batch", "workload"))) for wl, slo in zip(wls, slos)]
     return Demand(
-        name="baseline", tasks=tasks, model=str(big.get("model", "baseline")),
-        config=_config_of(big, str(d0["task"]), "baseline"), precision="bf16",
-        prompt_tokens=max(int(d["workload"]["prompt_tokens"]) for d in decisions),
-        output_tokens=max(int(d["workload"]["output_tokens"]) for d in decisions),
-        batch=sum(int(d["workload"]["batch"]) for d in decisions),
-        ttft_ms=min(float(d["slo"]["ttft_ms"]) for d in decisions),
-        tpot_ms=min(float(d["slo"]["tpot_ms"]) for d in decisions),
+        name="baseline", tasks=[str(r.task) for r in recs], model=str("baseline" if big.model is None else big.model),
+        config=_config_of(big, str(r0.task), "baseline"), precision="bf16",
+        prompt_tokens=max(int(_part(wl, "prompt_tokens", "workload")) for wl in wls),
+        output_tokens=max(int(_part(wl, "output_tokens", "workload")) for wl in wls),
+        batch=sum(int(_part(wl, "batch", "workload")) for wl in wls),
+        ttft_ms=min(float(_part(slo, "ttft_ms", "slo")) for slo in slos),
+        tpot_ms=min(float(_part(slo, "tpot_ms", "slo")) for slo in slos),
         throughput_tokens_per_s=sum(r for r, _ in reqs),
         demand_source="sum over tasks of " + "; ".join(sorted({s for _, s in reqs})))
 
 
-def quality_of(decisions: Iterable[dict]) -> dict[str, dict[str, Any]]:
+def quality_of(decisions: Iterable[Decision]) -> dict[str, dict[str, Any]]:
     """Per task, the chosen and the baseline model's quality against the task's bar, as the
     decision records give them; ``measured`` is false (``status`` "not measured") where a
     record has no score (an app spec's planned models: ``rightsizer.plan.app``)."""
     out = {}
     for d in decisions:
-        chosen = (d.get("chosen") or {}).get("quality")
-        base = (d.get("baseline") or {}).get("quality")
+        rec = as_record(d)
+        chosen = rec.chosen.quality
+        base = rec.baseline.quality if rec.baseline else None
         measured = _score(chosen)
-        out[str(d.get("task"))] = {
-            "metric": d.get("metric"), "threshold": d.get("threshold"), "chosen": chosen if measured else None,
+        out[str(rec.task)] = {
+            "metric": rec.metric, "threshold": rec.threshold, "chosen": chosen if measured else None,
             "baseline": base if _score(base) else None,
             "measured": measured, "status": "measured" if measured else "not measured"}
     return out
@@ -174,4 +217,4 @@ def _score(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-__all__ = ["Demand", "load_decisions", "demands_from_decisions", "baseline_demand", "quality_of"]
+__all__ = ["Demand", "Decision", "load_decisions", "demands_from_decisions", "baseline_demand", "quality_of"]

@@ -1,5 +1,6 @@
-"""The fleet plan's types: placement groups of models on devices, the plan, its JSON and the
-serving function spec of each group.
+"""The fleet plan's types: placement groups of models on devices, the plan, its JSON (one
+writer, ``FleetPlan.to_dict``, and one reader, ``FleetPlan.from_dict``) and the serving
+function spec of each group.
 
 :mod:`rightsizer.plan.solve` builds a :class:`FleetPlan` (``plan_fleet``); no MLRun here.
 """
@@ -8,10 +9,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
-from rightsizer.plan.demand import Demand
+from rightsizer.errors import ConfigError
+from rightsizer.plan.demand import Demand, need
+from rightsizer.records import PLAN_SCHEMA_VERSION, check_schema_version
 from rightsizer.sizing.engines import serving_engine
+
+_PLACEMENT_FIELDS = ("name", "tasks", "model", "precision", "batch", "busy_fraction", "busy_per_replica",
+                     "throughput_tokens_per_s", "ttft_ms", "tpot_ms", "ttft_shared_ms", "tpot_shared_ms",
+                     "demand_source")
+_GROUP_FIELDS = ("name", "device_kind", "device", "label", "count", "mig", "resource_name", "resource_count",
+                 "node_selector", "requests", "replicas", "min_replicas", "max_replicas", "price_per_hour",
+                 "memory_capacity_bytes", "reserve_bytes", "headroom")
 
 
 @dataclass
@@ -53,6 +63,15 @@ class Placement:
                 "tpot_shared_ms": self.tpot_shared_ms, "slo": {"ttft_ms": self.slo_ttft_ms, "tpot_ms": self.slo_tpot_ms},
                 "meets_slo": self.ttft_shared_ms <= self.slo_ttft_ms and self.tpot_shared_ms <= self.slo_tpot_ms,
                 "demand_source": self.demand_source, "sizing_mode": self.mode}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str) -> Placement:
+        """A placement from its JSON (:meth:`to_dict`); KeyError naming ``where`` and the field."""
+        memory, slo = need(data, "memory", where), need(data, "slo", where)
+        return cls(**{k: need(data, k, where) for k in _PLACEMENT_FIELDS},
+                   **{k: need(memory, k, f"{where}.memory") for k in ("weights_bytes", "kv_bytes", "activation_bytes")},
+                   slo_ttft_ms=need(slo, "ttft_ms", f"{where}.slo"), slo_tpot_ms=need(slo, "tpot_ms", f"{where}.slo"),
+                   mode=need(data, "sizing_mode", where))
 
 
 @dataclass
@@ -100,6 +119,13 @@ class Group:
                 "memory_used_bytes": self.memory_used_bytes, "reserve_bytes": self.reserve_bytes,
                 "busy_per_replica": self.busy_per_replica, "headroom": self.headroom,
                 "models": [p.to_dict() for p in self.placements]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str) -> Group:
+        """A group from its JSON (:meth:`to_dict`); KeyError naming ``where`` and the field."""
+        models = need(data, "models", where)
+        return cls(**{k: need(data, k, where) for k in _GROUP_FIELDS},
+                   placements=[Placement.from_dict(m, f"{where}.models[{i}]") for i, m in enumerate(models)])
 
     def function_spec(self) -> dict[str, Any]:
         """What the deployment of this group would be: one serving function."""
@@ -175,7 +201,8 @@ class FleetPlan:
         raise KeyError(name)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"side": self.side, "solver": self.solver, "headroom": self.headroom,
+        """The plan's JSON (what the plan step logs as ``fleet_plan``, :meth:`from_dict` reads)."""
+        out = {"schema_version": PLAN_SCHEMA_VERSION, "side": self.side, "solver": self.solver, "headroom": self.headroom,
                "price_list": dict(self.price_list), "totals": self.totals(),
                "groups": [g.to_dict() for g in self.groups], "demands": [d.to_dict() for d in self.demands],
                "notes": list(self.notes),
@@ -188,6 +215,31 @@ class FleetPlan:
             out["comparison"] = self.comparison()
             out["quality"] = {k: dict(v) for k, v in self.quality.items()}
         return out
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "fleet plan") -> FleetPlan:
+        """The plan in ``data``, its JSON (:meth:`to_dict`, as any version up to this one wrote
+        it, with or without the plan step's ``function_specs`` and ``unsized_tasks``): the
+        totals, comparison and function specs follow from it again. The demands' model
+        configs are not in the JSON (``config`` None). A ConfigError naming ``source`` and the
+        field when one is missing, or when the plan is of a newer version."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"not a fleet plan: expected a mapping, got {type(data).__name__}", source=source)
+        check_schema_version(data, PLAN_SCHEMA_VERSION, "fleet plan", source)
+        try:
+            base = data.get("baseline")
+            return cls(side=need(data, "side", "plan"), headroom=need(data, "headroom", "plan"),
+                       solver=need(data, "solver", "plan"), price_list=dict(need(data, "price_list", "plan")),
+                       groups=[Group.from_dict(g, f"plan.groups[{i}]")
+                               for i, g in enumerate(need(data, "groups", "plan"))],
+                       demands=[Demand.from_dict(d, f"plan.demands[{i}]")
+                                for i, d in enumerate(need(data, "demands", "plan"))],
+                       notes=list(data.get("notes") or []),
+                       baseline=cls.from_dict(base, source) if base else None,
+                       baseline_error=data.get("baseline_error") or "",
+                       quality={k: dict(v) for k, v in (data.get("quality") or {}).items()})
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(f"fleet plan: missing or bad field {exc}", source=source) from None
 
     def comparison(self) -> dict[str, Any] | None:
         """The chosen fleet beside the baseline fleet, on the same price list and headroom."""

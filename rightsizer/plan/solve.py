@@ -14,10 +14,11 @@ import re
 from typing import Iterable
 
 from rightsizer.errors import ConfigError, InsufficientMemory, NoFeasibleOption
-from rightsizer.plan.demand import Demand, baseline_demand, demands_from_decisions, quality_of
+from rightsizer.plan.demand import Decision, Demand, baseline_demand, demands_from_decisions, quality_of
 from rightsizer.plan.devices import GIB, DeviceKind, Sized, device_kinds, reserve_bytes, resources, size_on
 from rightsizer.plan.fleet import FleetPlan, Group, Placement
 from rightsizer.plan.pack import DEFAULT_HEADROOM, MAX_REPLICAS, Kind, Solution, Target, solve
+from rightsizer.records import as_record
 from rightsizer.sizing import Factors, Workload, default_catalog, estimate, load_catalog
 from rightsizer.sizing.catalog import Catalog
 from rightsizer.sizing.params import ModelSpec, ParamCount, count_spec, model_spec
@@ -119,11 +120,12 @@ def plan_demands(demands: list[Demand], catalog: Catalog, headroom: float = DEFA
                      demands=list(demands), notes=notes)
 
 
-def plan_fleet(decisions: list[dict], price_list: str = DEFAULT_PRICE_LIST, headroom: float = DEFAULT_HEADROOM,
+def plan_fleet(decisions: list[Decision], price_list: str = DEFAULT_PRICE_LIST, headroom: float = DEFAULT_HEADROOM,
                *, solver: str = "auto", factors: Factors | None = None, catalog: Catalog | None = None,
                prices: dict[str, float] | None = None, include_cpu: bool = True, include_mig: bool = True,
                devices: Iterable[str] | None = None, baseline: bool = True) -> FleetPlan:
-    """The fleet plan of ``decisions`` (records as ``size_gpu`` writes them).
+    """The fleet plan of ``decisions`` (:class:`~rightsizer.records.DecisionRecord`, or their
+    JSON as ``size_gpu`` writes it).
 
     ``price_list``: a packaged list name or a path (``rightsizer/data/prices/``); ``prices``
     overrides some devices' prices ({name: USD/h}). ``headroom``: the busy fraction each device
@@ -138,11 +140,13 @@ def plan_fleet(decisions: list[dict], price_list: str = DEFAULT_PRICE_LIST, head
         cat = cat.with_prices(prices)
     kwargs = dict(headroom=headroom, factors=factors, solver=solver, include_cpu=include_cpu,
                   include_mig=include_mig, devices=devices)
-    plan = plan_demands(demands_from_decisions(decisions), cat, **kwargs)
-    plan.quality = quality_of(decisions)
+    demands = demands_from_decisions(decisions)  # reads every record, names every problem
+    records = [as_record(d) for d in decisions]
+    plan = plan_demands(demands, cat, **kwargs)
+    plan.quality = quality_of(records)
     if baseline:
         try:
-            plan.baseline = plan_demands([baseline_demand(decisions)], cat, side="baseline", **kwargs)
+            plan.baseline = plan_demands([baseline_demand(records)], cat, side="baseline", **kwargs)
         except (NoFeasibleOption, ConfigError) as exc:
             plan.baseline_error = str(exc)
     return plan
