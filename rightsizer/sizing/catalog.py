@@ -428,6 +428,18 @@ def _merge_extra(entries: list[Any], extra: Iterable[dict[str, Any]], problems: 
 CATALOG_MAX_ALIASES = 16
 
 
+def _claim_names(kind: str, raw: Any, seen: dict[str, str], problems: list[str]) -> None:
+    """Record an entry's name and aliases in ``seen`` (key -> entry name), with a problem for
+    each one another device already uses (GPUs and CPU types share one namespace)."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+        return  # the entry's own validation names what is wrong with it
+    aliases = raw.get("aliases") if isinstance(raw.get("aliases"), list) else []
+    for key in [raw["name"], *aliases]:
+        if _key(key) in seen:
+            problems.append(f"{kind} {raw['name']}: name or alias {key!r} already used by {seen[_key(key)]}")
+        seen[_key(key)] = raw["name"]
+
+
 def load_catalog(path: str | os.PathLike | None = None, extra: list[dict[str, Any]] | None = None,
                  *, data: dict[str, Any] | None = None,
                  price_list: str | os.PathLike | PriceList | None = DEFAULT_PRICE_LIST) -> Catalog:
@@ -457,21 +469,12 @@ def load_catalog(path: str | os.PathLike | None = None, extra: list[dict[str, An
     cpus: list[GPU] = []
     seen: dict[str, str] = {}
     for i, raw in enumerate(cpu_entries):
-        if isinstance(raw, dict) and isinstance(raw.get("name"), str):
-            for key in [raw["name"], *(raw.get("aliases") or [])]:
-                if _key(key) in seen:
-                    problems.append(f"CPU {raw['name']}: name or alias {key!r} already used by {seen[_key(key)]}")
-                seen[_key(key)] = raw["name"]
+        _claim_names("CPU", raw, seen, problems)
         cpu = _validate_cpu(raw, i, problems)
         if cpu is not None:
             cpus.append(cpu)
     for i, raw in enumerate(entries):
-        if isinstance(raw, dict) and isinstance(raw.get("name"), str):
-            aliases = raw.get("aliases") if isinstance(raw.get("aliases"), list) else []
-            for key in [raw["name"], *aliases]:
-                if _key(key) in seen:
-                    problems.append(f"GPU {raw['name']}: name or alias {key!r} already used by {seen[_key(key)]}")
-                seen[_key(key)] = raw["name"]
+        _claim_names("GPU", raw, seen, problems)
         gpu = _validate_entry(raw, i, problems)
         if gpu is not None:
             gpus.append(gpu)
