@@ -49,14 +49,13 @@ from mlrun.serving.server import Response
 from mlrun.serving.states import Model, ModelRunnerSelector, ModelRunnerStep
 
 from functions.mlrun_io import localize_dir
-from rightsizer.routing import ROUTES, RouteError, api_keys, check_api_key, route_kind
+from rightsizer.routing import ROUTES, V2_PREFIX, RouteError, api_keys, check_api_key, route_kind
 from rightsizer.serving import api
 from rightsizer.serving.contract import Answer, EngineConfig
 from rightsizer.serving.engine import TaskEngine
 from rightsizer.errors import ConfigError
 from rightsizer.serving.errors import ServingError
 
-V2_INFER = "/v2/models/{task}/infer"
 REQUEST_KEYS = ("kind", "task", "inputs", "max_tokens", "stream", "stop", "cache_salt", "ignore_eos", "logprobs")
 RESULT = "rightsizer_result"  # marks a TaskRunner's output (the runner wraps several by model name)
 SSE = "rightsizer_sse"  # a responder output that is server-sent-event text, one chunk of a stream
@@ -258,7 +257,7 @@ def _failure(e: RouteError, path: str | None = None) -> dict:
 
 def _route_of(request: dict) -> str:
     """The route a parsed request came by (its error shape): V2's or OpenAI's."""
-    return V2_INFER if request.get("kind") in ("v2", "ready") else "/v1"
+    return V2_PREFIX if request.get("kind") in ("v2", "ready") else "/v1"
 
 
 def _not_loaded(task: str, reason: str | None) -> ServingError:

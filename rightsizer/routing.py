@@ -21,6 +21,7 @@ ROUTES = {("POST", "/v2/models/{task}/infer"): "v2", ("POST", "/v1/completions")
           ("POST", "/v1/chat/completions"): "chat", ("GET", "/v1/models"): "models",
           ("GET", "/health"): "health", ("GET", "/v2/health/live"): "health",
           ("GET", "/v2/health/ready"): "ready"}
+KINDS = tuple(dict.fromkeys(ROUTES.values()))  # every kind of request, in route order
 # the header names a proxy must not pass on (RFC 9110 7.6.1 hop-by-hop fields, and the framing
 # the next hop sets itself)
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",

@@ -23,10 +23,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from rightsizer.routing import KINDS
 from rightsizer.serving.contract import Answer, check_top_logprobs, validate_texts
 from rightsizer.serving.errors import bad_request
 
-KINDS = ("v2", "completions", "chat", "models", "health", "ready")
 MAX_STOP = 8  # stop strings per request (OpenAI takes 4, vLLM more)
 
 # The body fields each route takes; any other field is refused by name (a field accepted and
