@@ -9,6 +9,8 @@ import mlrun
 from functions.mlrun_io import log_results, callable_endpoint, log_plot, log_table, made_parent, run_layout
 from rightsizer.report import (FLEET_COLUMNS, decision_report_html, fleet_rows, format_table,
                                summary_figure, summary_rows, unsized_lines)
+from rightsizer.plan import FleetPlan
+from rightsizer.records import DECISIONS_SCHEMA_VERSION, as_record
 from rightsizer.size_gpu import save_record
 from rightsizer.unsized import load_outcomes, missing_message
 
@@ -45,17 +47,20 @@ def report(context: mlrun.MLClientCtx, selections: list, endpoint: str = "", pla
     ``baseline_fleet_cost_per_hour`` and ``fleet_savings``.
     """
     layout = run_layout(context)
-    recs, unsized = load_outcomes(selections, layout)
-    missing = missing_message([r["task"] for r in recs], unsized, deployed=bool(endpoint))
-    fleet = json.loads(open(plan).read()) if plan else None
+    found, unsized = load_outcomes(selections, layout)
+    recs = [as_record(r) for r in found]
+    missing = missing_message([r.task for r in recs], unsized, deployed=bool(endpoint))
+    body = json.loads(open(plan).read()) if plan else None  # as the plan step wrote it, with its function specs
+    fleet = FleetPlan.from_dict(body, source=plan) if body else None
     rows = summary_rows(recs, unsized)
     log_table(context, "summary", rows)
     if recs:
         log_plot(context, "summary_chart", summary_figure(recs, fleet))
     path = made_parent(layout.decisions_file())
     url, serve = callable_endpoint(context, endpoint)
-    save_record({"app": app, "endpoint": endpoint, "url": url, "serve_command": serve, "records": recs, "fleet_plan": fleet, "unsized": unsized,
-                 "deployed": bool(endpoint), "missing": missing}, path)
+    save_record({"schema_version": DECISIONS_SCHEMA_VERSION, "app": app, "endpoint": endpoint, "url": url,
+                 "serve_command": serve, "records": [r.to_dict() for r in recs], "fleet_plan": body,
+                 "unsized": unsized, "deployed": bool(endpoint), "missing": missing}, path)
     context.log_artifact("decisions", local_path=str(path))
     page = made_parent(layout.decision_report_file())
     page.write_text(decision_report_html(recs, endpoint=endpoint, fleet=fleet, unsized=unsized, note=missing,
@@ -66,7 +71,7 @@ def report(context: mlrun.MLClientCtx, selections: list, endpoint: str = "", pla
     cost, base_cost = chosen.get(COST), base.get(COST)
     alone = (1 - cost / base_cost) if cost is not None and base_cost else None
     # the saving is the fleet plan's (what is deployed); each task priced alone is a per-task view
-    fleet_saving = ((fleet or {}).get("comparison") or {}).get("saving") if fleet else None
+    fleet_saving = (fleet.comparison() or {}).get("saving") if fleet else None
     log_results(context, {"total_cost_per_1m_tokens": cost,
                          "baseline_cost_per_1m_tokens": base_cost,
                          "savings": fleet_saving if fleet else alone, "savings_each_task_alone": alone,
@@ -78,8 +83,8 @@ def report(context: mlrun.MLClientCtx, selections: list, endpoint: str = "", pla
     if fleet is not None:
         frows = fleet_rows(fleet)
         log_table(context, "fleet_summary", frows)
-        cmp = fleet.get("comparison") or {}
-        log_results(context, {"fleet_cost_per_hour": fleet["totals"]["cost_per_hour"],
+        cmp = fleet.comparison() or {}
+        log_results(context, {"fleet_cost_per_hour": fleet.cost_per_hour,
                              "baseline_fleet_cost_per_hour": (cmp.get("cost_per_hour") or {}).get("baseline"),
                              "fleet_savings": cmp.get("saving")})
         context.logger.info("fleet plan (chosen vs baseline)\n" + format_table(frows, FLEET_COLUMNS))

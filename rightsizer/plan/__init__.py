@@ -18,7 +18,7 @@ specs), ``solve`` (sizing, packing, the plan), ``app`` (an app spec's planned mo
 
 from rightsizer.plan.demand import Demand, baseline_demand, demands_from_decisions, load_decisions, quality_of
 from rightsizer.plan.devices import DeviceKind, device_kinds
-from rightsizer.plan.fleet import FleetPlan, Group, Placement
+from rightsizer.plan.fleet import FleetPlan, Group, Placement, plan_json
 from rightsizer.plan.solve import plan_demands, plan_fleet
 from rightsizer.plan.app import NOT_MEASURED, decisions_from_app, plan_app
 from rightsizer.plan.pack import DEFAULT_HEADROOM, MAX_EXACT, SOLVERS, solve
@@ -26,5 +26,5 @@ from rightsizer.plan.plots import fleet_figure
 
 __all__ = ["plan_fleet", "plan_demands", "plan_app", "decisions_from_app", "quality_of", "NOT_MEASURED",
            "load_decisions", "demands_from_decisions", "baseline_demand",
-           "device_kinds", "FleetPlan", "Group", "Placement", "Demand", "DeviceKind", "fleet_figure", "solve",
+           "device_kinds", "FleetPlan", "Group", "Placement", "Demand", "DeviceKind", "fleet_figure", "solve", "plan_json",
            "DEFAULT_HEADROOM", "MAX_EXACT", "SOLVERS"]

@@ -255,4 +255,11 @@ class FleetPlan:
                 "saving": saving}
 
 
-__all__ = ["Placement", "Group", "FleetPlan"]
+def plan_json(plan: FleetPlan | Mapping[str, Any], source: str = "fleet plan") -> dict[str, Any]:
+    """A fleet plan's JSON (:meth:`FleetPlan.to_dict`), from the plan or from JSON read back
+    (through :meth:`FleetPlan.from_dict`: its version and fields checked), so the code that
+    draws and tabulates a plan reads one form."""
+    return (plan if isinstance(plan, FleetPlan) else FleetPlan.from_dict(plan, source)).to_dict()
+
+
+__all__ = ["Placement", "Group", "FleetPlan", "plan_json"]

@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from rightsizer.units import human_bytes
-from rightsizer.plan.fleet import FleetPlan
+from rightsizer.plan.fleet import FleetPlan, plan_json
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#17becf", "#bcbd22", "#7f7f7f")
@@ -25,9 +25,8 @@ def fleet_figure(plan: FleetPlan | dict, title: str | None = None) -> Any:
     """
     from plotly.subplots import make_subplots
 
-    # one drawing path, from the JSON form: a FleetPlan cannot be rebuilt from its JSON
-    # (the demands' model configs are not in it), but the JSON holds all the chart needs
-    body = plan.to_dict() if isinstance(plan, FleetPlan) else plan
+    # one drawing path, from the JSON form (the JSON holds all the chart needs)
+    body = plan_json(plan)
     groups = body["groups"]
     fig = make_subplots(rows=1, cols=2, subplot_titles=("memory per device (GiB)", "busy fraction per replica"),
                         horizontal_spacing=0.12)

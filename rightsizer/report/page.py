@@ -5,12 +5,16 @@ ranking, and per task that cannot be sized what would be needed."""
 from __future__ import annotations
 
 import html
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import plotly.graph_objects as go
 
 from rightsizer.display import finite, json_cells, rounded
 from rightsizer.evaluate_plots import latency_figure
+from rightsizer.plan.fleet import FleetPlan, plan_json
 from rightsizer.plan.plots import fleet_figure
+from rightsizer.records import DecisionRecord, as_record
 from rightsizer.report.summary import (FLEET_COLUMNS, SUMMARY_COLUMNS, TOTAL_RULES, fleet_price_list,
                                        fleet_rows, summary_rows)
 from rightsizer.report.summary_plots import summary_figure
@@ -19,14 +23,14 @@ from rightsizer.select_plots import ladder_figure
 from rightsizer.size_gpu_tables import GPU_COLUMNS, ranking_rows
 
 
-def _selection_from_record(rec: dict) -> Selection:
+def _selection_from_record(rec: DecisionRecord) -> Selection:
     """Enough of a :class:`Selection` (the ladder's results) to draw a record's ladder."""
-    tried = [RungResult(**r) for r in rec.get("ladder", [])]
+    tried = [RungResult(**r) for r in rec.ladder or []]
     chosen = next((r for r in tried if r.passed), None)
-    return Selection(task=rec["task"], metric=rec.get("metric", ""), threshold=rec["threshold"],
-                     decision_rule=rec.get("decision_rule", "point"), order=[], tried=tried,
+    return Selection(task=rec.task, metric=rec.metric or "", threshold=rec.threshold,
+                     decision_rule=rec.decision_rule or "point", order=[], tried=tried,
                      chosen=chosen,
-                     latency={chosen.candidate: rec["chosen"].get("measured_here") or {}} if chosen else {})
+                     latency={chosen.candidate: rec.chosen.measured_here or {}} if chosen else {})
 
 
 def _selection_from_unsized(entry: dict) -> Selection:
@@ -141,14 +145,16 @@ def _placed(fleet: dict, task: str) -> str:
     return '<p class="placement">Not placed in the fleet plan.</p>'
 
 
-def decision_report_html(records: list[dict], title: str = "Rightsizer decision report",
-                         endpoint: str = "", fleet: dict | None = None, unsized: list[dict] = (),
+def decision_report_html(records: Sequence[DecisionRecord | Mapping[str, Any]],
+                         title: str = "Rightsizer decision report", endpoint: str = "",
+                         fleet: FleetPlan | Mapping[str, Any] | None = None, unsized: list[dict] = (),
                          note: str = "", url: str = "", serve_command: str = "") -> str:
     """One self-contained HTML page for the run: the summary table and payoff chart, then per
     task its decision, why nothing smaller, the ladder, latency vs the baseline, the precision
     table and the device ranking. plotly.js is inlined once; every chart reuses it.
 
-    ``fleet``: the fleet plan (``FleetPlan.to_dict()``). With it the payoff chart's $/hour is
+    ``records``: :class:`~rightsizer.records.DecisionRecord` or their JSON.
+    ``fleet``: the fleet plan (or its ``to_dict()``). With it the payoff chart's $/hour is
     the fleets', a "Fleet plan" section shows both fleets (totals, charts, every group: its
     device, replicas, models with busy fraction, memory split and SLO while sharing), and
     each task says in which group its model was placed.
@@ -159,6 +165,9 @@ def decision_report_html(records: list[dict], title: str = "Rightsizer decision 
     (``rightsizer.unsized.missing_message``), shown under the title. ``url``: what a client
     calls; ``serve_command``: offline, the command that serves the run's models there."""
     import plotly.io as pio
+
+    records = [as_record(r) for r in records]
+    fleet = plan_json(fleet) if fleet else None
 
     def chart(fig: go.Figure, div_id: str) -> str:
         return pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=div_id)
@@ -183,27 +192,27 @@ def decision_report_html(records: list[dict], title: str = "Rightsizer decision 
     parts += [_html_table(rows, [c for c in SUMMARY_COLUMNS if c != "aggregation"]),
               f"<p>TOTAL rows: {html.escape('; '.join(f'{k}: {v}' for k, v in TOTAL_RULES.items()))}.</p>"]
     for i, rec in enumerate(records):
-        task = html.escape(rec["task"])
+        task = html.escape(rec.task)
         parts.append(f'<section id="task-{task}"><h2>Task {task}</h2>')
-        parts.append(f"<p>{html.escape(rec.get('summary', ''))}</p>")
+        parts.append(f"<p>{html.escape(rec.summary or '')}</p>")
         if fleet:
-            parts.append(_placed(fleet, rec["task"]))
-        why = rec.get("why_not_smaller") or []
+            parts.append(_placed(fleet, rec.task))
+        why = rec.why_not_smaller or []
         if why:
             parts.append("<h3>Why not smaller</h3><ul>"
                          + "".join(f"<li>{html.escape(w)}</li>" for w in why) + "</ul>")
-        baseline = {"model": rec["baseline"]["model"], "params": rec["baseline"]["params"],
-                    "quality": rec["baseline"]["quality"]}
-        if rec.get("ladder"):
+        baseline = {"model": rec.baseline.model, "params": rec.baseline.params, "quality": rec.baseline.quality}
+        if rec.ladder:
             parts += ["<h3>Selection ladder</h3>",
                       chart(ladder_figure(_selection_from_record(rec), baseline), f"ladder-{i}")]
-        lat = {f"{c} {rec[c]['model']}": rec[c].get("measured_by_batch") or rec[c].get("measured_here")
-               for c in ("chosen", "baseline") if rec[c].get("measured_by_batch") or rec[c].get("measured_here")}
+        sides = (("chosen", rec.chosen), ("baseline", rec.baseline))
+        lat = {f"{c} {d.model}": d.measured_by_batch or d.measured_here
+               for c, d in sides if d.measured_by_batch or d.measured_here}
         if lat:
             parts += ["<h3>Latency measured, chosen vs baseline</h3>",
-                      chart(latency_figure(rec["task"], lat), f"latency-{i}")]
-        ranking = ranking_rows(rec.get("gpu_options") or [])
-        parts += ["<h3>Precision search</h3>", _html_table(rec.get("precision_search") or [], None),
+                      chart(latency_figure(rec.task, lat), f"latency-{i}")]
+        ranking = ranking_rows(rec.gpu_options or [])
+        parts += ["<h3>Precision search</h3>", _html_table(rec.precision_search or [], None),
                   "<h3>Device ranking (modelled, chosen model)</h3>",
                   _html_table(ranking, [c for c in GPU_COLUMNS if any(c in r for r in ranking)] or None),
                   "</section>"]

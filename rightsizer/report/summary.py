@@ -4,7 +4,12 @@ the report step print."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 from rightsizer.display import finite, rounded
+from rightsizer.plan.fleet import FleetPlan, plan_json
+from rightsizer.records import DecisionRecord, as_record
 
 SUMMARY_COLUMNS = ("task", "choice", "model", "params", "rung", "precision", "sized_for",
                    "sizing_mode", "metric", "quality", "threshold", "meets_bar", "recall_at_k",
@@ -24,13 +29,13 @@ TOTAL_RULES = {
 }
 
 
-def _task_weights(records: list[dict], choice: str) -> list[float]:
+def _task_weights(records: list[DecisionRecord], choice: str) -> list[float]:
     """Each task's share of the tokens: its throughput target when every task states one,
     else the throughput its deployment is sized for."""
-    targets = [(r.get("slo") or {}).get("throughput_tokens_per_s") or 0 for r in records]
+    targets = [(r.slo.throughput_tokens_per_s if r.slo else None) or 0 for r in records]
     if all(t > 0 for t in targets):
         return [float(t) for t in targets]
-    return [float(r[choice].get("throughput_tokens_per_s") or 0) for r in records]
+    return [float(getattr(r, choice).throughput_tokens_per_s or 0) for r in records]
 
 
 def _weighted(values: list[float | None], weights: list[float]) -> float | None:
@@ -40,7 +45,7 @@ def _weighted(values: list[float | None], weights: list[float]) -> float | None:
     return sum(v * w for v, w in pairs) / sum(w for _, w in pairs)
 
 
-def summary_rows(records: list[dict], unsized: list[dict] = ()) -> list[dict]:
+def summary_rows(records: Sequence[DecisionRecord | Mapping[str, Any]], unsized: list[dict] = ()) -> list[dict]:
     """Chosen deployment beside the one-big-model baseline, per task and in total.
 
     Quality is measured (the evaluate step, on the eval split); price, cost, latency,
@@ -51,26 +56,29 @@ def summary_rows(records: list[dict], unsized: list[dict] = ()) -> list[dict]:
     ``unsized``: the tasks no candidate could size (``rightsizer.unsized.unsized_entry``), one
     row each (choice "unsized": the best rung the ladder found, ``meets_bar`` False); the
     chosen TOTAL counts them among the tasks that do not meet their bar.
+
+    ``records``: :class:`~rightsizer.records.DecisionRecord` or their JSON.
     """
+    records = [as_record(r) for r in records]
     rows = []
     for rec in records:
         for choice in ("chosen", "baseline"):
-            d = rec[choice]
-            here = d.get("measured_here") or {}
-            rows.append({"task": rec["task"], "choice": choice, "model": d["model"],
-                         "params": d["params"], "rung": d["rung"], "precision": d["precision"],
-                         "sized_for": d["gpu"], "sizing_mode": d.get("sizing_mode", ""),
-                         "metric": rec.get("metric", ""), "quality": round(d["quality"], 4),
-                         "threshold": rec["threshold"],
-                         "meets_bar": bool(d["quality"] >= rec["threshold"]),
-                         "recall_at_k": rounded(d.get("retrieval_recall_at_k"), 3),
-                         "price_usd_per_hour": rounded(d.get("price_per_hour"), 4),
-                         "cost_usd_per_1m_output_tokens": rounded(d["cost_per_1m_tokens"], 4),
-                         "modelled_ttft_ms": rounded(d["ttft_ms"], 2),
-                         "modelled_tpot_ms": rounded(d["tpot_ms"], 3),
-                         "modelled_throughput_tokens_per_s": rounded(d.get("throughput_tokens_per_s"), 1),
-                         "modelled_memory_gb": round(d["memory_bytes"] / 1e9, 3),
-                         "weights_gb": round(d.get("weights_bytes", 0) / 1e9, 4),
+            d = getattr(rec, choice)
+            here = d.measured_here or {}
+            rows.append({"task": rec.task, "choice": choice, "model": d.model,
+                         "params": d.params, "rung": d.rung, "precision": d.precision,
+                         "sized_for": d.gpu, "sizing_mode": d.sizing_mode or "",
+                         "metric": rec.metric or "", "quality": round(d.quality, 4),
+                         "threshold": rec.threshold,
+                         "meets_bar": bool(d.quality >= rec.threshold),
+                         "recall_at_k": rounded(d.retrieval_recall_at_k, 3),
+                         "price_usd_per_hour": rounded(d.price_per_hour, 4),
+                         "cost_usd_per_1m_output_tokens": rounded(d.cost_per_1m_tokens, 4),
+                         "modelled_ttft_ms": rounded(d.ttft_ms, 2),
+                         "modelled_tpot_ms": rounded(d.tpot_ms, 3),
+                         "modelled_throughput_tokens_per_s": rounded(d.throughput_tokens_per_s, 1),
+                         "modelled_memory_gb": round(d.memory_bytes / 1e9, 3),
+                         "weights_gb": round((d.weights_bytes or 0) / 1e9, 4),
                          "measured_on": here.get("device", ""),
                          "measured_tpot_p95_ms": rounded(here.get("tpot_p95_ms"), 3)})
     rows += [_unsized_row(u) for u in unsized]
@@ -149,10 +157,11 @@ FLEET_COLUMNS = ["fleet", "groups", "devices", "usd_per_hour", "cost_usd_per_1m_
                  "memory_used_gib", "placement", "price_list"]
 
 
-def fleet_rows(plan: dict) -> list[dict]:
-    """The chosen fleet beside the one-big-model baseline fleet (a fleet plan's ``to_dict``):
-    devices, $/hour at the required traffic, cost per 1M output tokens and memory, and
-    where each task runs; both planned on the same price list and headroom."""
+def fleet_rows(plan: FleetPlan | Mapping[str, Any]) -> list[dict]:
+    """The chosen fleet beside the one-big-model baseline fleet (a fleet plan or its
+    ``to_dict``): devices, $/hour at the required traffic, cost per 1M output tokens and
+    memory, and where each task runs; both planned on the same price list and headroom."""
+    plan = plan_json(plan)
     rows = []
     for side, body in (("chosen", plan), ("baseline", plan.get("baseline"))):
         if not body:
@@ -170,6 +179,7 @@ def fleet_rows(plan: dict) -> list[dict]:
     return rows
 
 
-def fleet_price_list(fleet: dict) -> str:
-    """The name of the price list a fleet plan (``to_dict`` form) was packed on."""
+def fleet_price_list(fleet: FleetPlan | Mapping[str, Any]) -> str:
+    """The name of the price list a fleet plan (or its ``to_dict``) was packed on."""
+    fleet = plan_json(fleet)
     return (fleet.get("price_list") or {}).get("name") or "unnamed price list"

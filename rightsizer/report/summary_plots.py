@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import math
 import textwrap
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from rightsizer.display import BAR, BASELINE, CHOSEN, FAIL, finite
+from rightsizer.plan.fleet import FleetPlan, plan_json
+from rightsizer.records import DecisionRecord, as_record
 from rightsizer.report.summary import fleet_price_list, summary_rows
 from rightsizer.units import human_bytes
 
@@ -68,7 +72,8 @@ def _fleet_bar(fig: go.Figure, fleet: dict, choice: str, color: str) -> None:
                 hovertemplate=f"{choice} fleet<br>%{{customdata}}<extra></extra>", row=1, col=2)
 
 
-def summary_figure(records: list[dict], fleet: dict | None = None) -> go.Figure:
+def summary_figure(records: Sequence[DecisionRecord | Mapping[str, Any]],
+                   fleet: FleetPlan | Mapping[str, Any] | None = None) -> go.Figure:
     """The payoff: chosen deployment beside the one-big-model baseline, per task.
 
     First quality against each task's bar (measured; a bar the model misses is marked), then
@@ -77,13 +82,16 @@ def summary_figure(records: list[dict], fleet: dict | None = None) -> go.Figure:
     the runtime reserve (modelled, for the device each side is sized for). Each baseline bar
     says how many times the chosen one it is.
 
-    ``fleet``: the fleet plan (``FleetPlan.to_dict()``, the plan step's ``fleet_plan`` JSON).
-    With it the $/hour panel is what is deployed: the chosen fleet beside the baseline fleet,
-    both packed by the plan on its price list, instead of each task priced alone.
+    ``records``: :class:`~rightsizer.records.DecisionRecord` or their JSON. ``fleet``: the
+    fleet plan (or its ``to_dict()``, the plan step's ``fleet_plan`` JSON). With it the $/hour
+    panel is what is deployed: the chosen fleet beside the baseline fleet, both packed by the
+    plan on its price list, instead of each task priced alone.
     """
+    records = [as_record(r) for r in records]
+    fleet = plan_json(fleet) if fleet else None
     rows = summary_rows(records)
     per = {(r["task"], r["choice"]): r for r in rows}
-    tasks = [_axis_label(r["task"]) for r in records]
+    tasks = [_axis_label(r.task) for r in records]
     price_title = (f"fleet $/hour (fleet plan, {fleet_price_list(fleet)}, modelled)" if fleet
                    else "price ($/hour, modelled)")
     fig = make_subplots(rows=2, cols=3, vertical_spacing=0.2, horizontal_spacing=0.07, subplot_titles=(
@@ -96,10 +104,10 @@ def summary_figure(records: list[dict], fleet: dict | None = None) -> go.Figure:
         return [xs, [choice] * len(xs)]
 
     for choice, color in (("chosen", CHOSEN), ("baseline", BASELINE)):
-        recs = [rec[choice] for rec in records]
+        recs = [getattr(rec, choice) for rec in records]
         # quality: a bar that misses its threshold is red and says so
-        q = [d["quality"] for d in recs]
-        meets = [d["quality"] >= rec["threshold"] for d, rec in zip(recs, records)]
+        q = [d.quality for d in recs]
+        meets = [d.quality >= rec.threshold for d, rec in zip(recs, records)]
         other = "baseline" if choice == "chosen" else "chosen"
         fig.add_bar(x=[[tasks[0]], [choice]], y=[None], name=f"{choice} deployment", legendgroup=choice,
                     marker_color=color, row=1, col=1)  # a plain legend swatch: the quality bars below may be hatched
@@ -108,11 +116,11 @@ def summary_figure(records: list[dict], fleet: dict | None = None) -> go.Figure:
             marker_line=dict(color=[color if m else FAIL for m in meets], width=[0 if m else 3 for m in meets]),
             marker_pattern_shape=["" if m else "x" for m in meets],
             text=[f"{v:.3f}" + ("" if m else " ✗ misses bar")
-                  + (f"<br>{_ratio(d['params'], records[i][other]['params'])} params"
+                  + (f"<br>{_ratio(d.params, getattr(records[i], other).params)} params"
                      if choice == "baseline" else "")
                   for i, (v, m, d) in enumerate(zip(q, meets, recs))],
             textposition="outside", cliponaxis=False,
-            customdata=[[d["model"], d["rung"], d["precision"], rec.get("metric", "quality")]
+            customdata=[[d.model, d.rung, d.precision, "quality" if rec.metric is None else rec.metric]
                         for d, rec in zip(recs, records)],
             hovertemplate=("%{customdata[0]} (%{customdata[1]}, %{customdata[2]})<br>"
                            "%{customdata[3]} %{y:.3f}<extra></extra>"), row=1, col=1)
@@ -122,30 +130,30 @@ def summary_figure(records: list[dict], fleet: dict | None = None) -> go.Figure:
         else:
             money.insert(0, (2, "price_per_hour", "price_usd_per_hour", ".3f"))
         for col, key, total_key, fmt in money:
-            ys = [d.get(key) for d in recs] + [per[("TOTAL", choice)][total_key]]
-            base = [rec["baseline"].get(key) for rec in records] + [per[("TOTAL", "baseline")][total_key]]
-            chos = [rec["chosen"].get(key) for rec in records] + [per[("TOTAL", "chosen")][total_key]]
+            ys = [getattr(d, key) for d in recs] + [per[("TOTAL", choice)][total_key]]
+            base = [getattr(rec.baseline, key) for rec in records] + [per[("TOTAL", "baseline")][total_key]]
+            chos = [getattr(rec.chosen, key) for rec in records] + [per[("TOTAL", "chosen")][total_key]]
             fig.add_bar(x=pair(choice, True), y=ys, name=choice, legendgroup=choice, showlegend=False,
                         marker_color=color, textposition="outside", cliponaxis=False,
                         text=[(f"{y:{fmt}}" if finite(y) else "n/a")
                               + (f"<br>{_ratio(b, c)}" if choice == "baseline" and _ratio(b, c) else "")
                               for y, b, c in zip(ys, base, chos)],
-                        customdata=[d["gpu"] for d in recs] + ["all tasks"],
+                        customdata=[d.gpu for d in recs] + ["all tasks"],
                         hovertemplate=f"%{{customdata}}<br>$%{{y:{fmt}}}<extra></extra>", row=1, col=col)
         for col, key in ((1, "tpot_ms"), (2, "ttft_ms")):
-            ys = [d[key] for d in recs]
+            ys = [getattr(d, key) for d in recs]
             fig.add_bar(x=pair(choice), y=ys, name=choice, legendgroup=choice, showlegend=False,
                         marker_color=color, textposition="outside", cliponaxis=False,
                         text=[(f"{y:.2f}" if finite(y) else "n/a")
-                              + (f"<br>{_ratio(y, rec['chosen'][key])}" if choice == "baseline" else "")
+                              + (f"<br>{_ratio(y, getattr(rec.chosen, key))}" if choice == "baseline" else "")
                               for y, rec in zip(ys, records)],
-                        customdata=[[d["gpu"], d.get("sizing_mode", "")] for d in recs],
+                        customdata=[[d.gpu, d.sizing_mode or ""] for d in recs],
                         hovertemplate=("%{customdata[0]} (%{customdata[1]})<br>%{y:.2f} ms"
                                        "<extra></extra>"), row=2, col=col)
     # the bar each task must clear, drawn across both of its bars
     fig.add_scatter(x=[[t for t in tasks for _ in (0, 1)],
                        [c for _ in records for c in ("chosen", "baseline")]],
-                    y=[r["threshold"] for r in records for _ in (0, 1)], mode="markers",
+                    y=[r.threshold for r in records for _ in (0, 1)], mode="markers",
                     marker=dict(symbol="line-ew", size=44, color=BAR, line=dict(width=3, color=BAR)),
                     name="task's bar (threshold)",
                     hovertemplate="bar %{y:.3g}<extra></extra>", row=1, col=1)
@@ -153,23 +161,23 @@ def summary_figure(records: list[dict], fleet: dict | None = None) -> go.Figure:
         color="white", line=dict(color=FAIL, width=2), pattern=dict(shape="x", fgcolor=FAIL)), row=1, col=1)
     # memory: stacked components per (task, side)
     xs = [[t for t in tasks for _ in (0, 1)], [c for _ in tasks for c in ("chosen", "baseline")]]
-    sides = [dict(rec[c]) for rec in records for c in ("chosen", "baseline")]  # copies: annotated below
+    sides = [getattr(rec, c) for rec in records for c in ("chosen", "baseline")]
     parts = ("weights_bytes", "kv_activation_bytes", "reserve_bytes")
-    unsplit = [max(0, d["memory_bytes"] - sum(d.get(k, 0) for k in parts)) for d in sides]
+    split = {k: [getattr(d, k) or 0 for d in sides] for k in parts}
+    unsplit = [max(0, d.memory_bytes - sum(split[k][i] for k in parts)) for i, d in enumerate(sides)]
     components = [("weights_bytes", "weights", "#264653"),
                   ("kv_activation_bytes", "KV cache + activations", "#8ab17d"),
                   ("reserve_bytes", "runtime reserve", "#d9d9d9")]
     if any(unsplit):  # a record written before the split was recorded: show the rest as such
-        for d, rest in zip(sides, unsplit):
-            d["_unsplit_bytes"] = rest
-        components.append(("_unsplit_bytes", "not split", "#bdbdbd"))
+        split["unsplit"] = unsplit
+        components.append(("unsplit", "not split", "#bdbdbd"))
     for key, name, color in components:
-        fig.add_bar(x=xs, y=[d.get(key, 0) / 1e9 for d in sides], name=name, legendgroup=name,
-                    marker_color=color, customdata=[d["gpu"] for d in sides],
+        fig.add_bar(x=xs, y=[v / 1e9 for v in split[key]], name=name, legendgroup=name,
+                    marker_color=color, customdata=[d.gpu for d in sides],
                     hovertemplate=f"{name}<br>%{{customdata}}<br>%{{y:.3f}} GB<extra></extra>",
                     row=2, col=3)
-    totals = [d["memory_bytes"] / 1e9 for d in sides]
-    weights = [d.get("weights_bytes", 0) for d in sides]
+    totals = [d.memory_bytes / 1e9 for d in sides]
+    weights = split["weights_bytes"]
     fig.add_scatter(x=xs, y=totals, mode="text", showlegend=False, hoverinfo="skip",
                     text=[f"{t:.2f}<br>weights<br>{human_bytes(w)}"
                           + (f" ({_ratio(w, weights[i - 1])})" if i % 2 and _ratio(w, weights[i - 1]) else "")
@@ -199,12 +207,12 @@ def summary_figure(records: list[dict], fleet: dict | None = None) -> go.Figure:
     fig.update_yaxes(title_text="ms", row=2, col=2)
     fig.update_yaxes(title_text="GB (log)", row=2, col=3)
     fig.update_xaxes(tickfont=dict(size=10))
-    modes = sorted({rec[c].get("sizing_mode", "") for rec in records for c in ("chosen", "baseline")} - {""})
-    where = "; ".join(f"{rec['task']}: chosen {rec['chosen']['model']} on {rec['chosen']['gpu']}, "
-                      f"baseline {rec['baseline']['model']} on {rec['baseline']['gpu']}" for rec in records)
-    met = {c: sum(rec[c]["quality"] >= rec["threshold"] for rec in records) for c in ("chosen", "baseline")}
+    modes = sorted({d.sizing_mode or "" for d in sides} - {""})
+    where = "; ".join(f"{rec.task}: chosen {rec.chosen.model} on {rec.chosen.gpu}, "
+                      f"baseline {rec.baseline.model} on {rec.baseline.gpu}" for rec in records)
+    met = {c: sum(getattr(rec, c).quality >= rec.threshold for rec in records) for c in ("chosen", "baseline")}
     engine = f"the sizing engine ({', '.join(modes) or 'roofline'})"
-    devices = ", ".join(sorted({rec[c]["gpu"] for rec in records for c in ("chosen", "baseline")}))
+    devices = ", ".join(sorted({d.gpu for d in sides}))
     where_modelled = (f"fleet $/hour: the fleet plan's packed devices on price list {fleet_price_list(fleet)} "
                       f"(modelled);</sup><br><sup>cost, latency and memory modelled by {engine} for the device each task "
                       f"is sized for alone ({devices})" if fleet else
