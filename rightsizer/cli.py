@@ -375,10 +375,44 @@ def _fleet_table(plan) -> list[str]:
     return out + _table(task_header, task_rows)
 
 
+SCHEMAS = ("task", "app", "catalog", "prices")
+
+
+def file_schema(kind: str) -> dict[str, Any]:
+    """The JSON Schema of a file people write: a task spec, an app spec, a GPU catalog or a
+    price list (their types: ``rightsizer.schema``)."""
+    from rightsizer.schema.catalog import CatalogFile, PriceListFile
+    from rightsizer.schema.check import json_schema
+    from rightsizer.sizing.prices import MIG_RULES
+    from rightsizer.taskspec import app_schema, task_schema
+
+    if kind == "task":
+        return task_schema()
+    if kind == "app":
+        return app_schema()
+    if kind == "catalog":
+        return json_schema(CatalogFile, title="Rightsizer GPU catalog")
+    if kind == "prices":
+        return json_schema(PriceListFile, title="Rightsizer price list",
+                           choices={"PriceListFile.mig_rule": list(MIG_RULES)})
+    raise ConfigError(f"schema: {kind!r}; expected one of {list(SCHEMAS)}")
+
+
+def _schema_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("kind", choices=SCHEMAS, help="which file: task spec, app spec, GPU catalog, price list")
+
+
+def _schema_run(args: argparse.Namespace) -> int:
+    _print_json(file_schema(args.kind))
+    return EXIT_OK
+
+
 register("size", _size_args, _size_run, "memory, roofline and latency of one model on one GPU option")
 register("recommend", _recommend_args, _recommend_run, "cheapest GPU option meeting the SLOs")
 register("gpus", _gpus_args, _gpus_run, "list the GPU catalog")
 register("plan", _plan_args, _plan_run, "pack the tasks' models onto the cheapest devices (fleet plan)")
+register("schema", _schema_args, _schema_run,
+         "print the JSON Schema of a task spec, app spec, GPU catalog or price list (for editors)")
 
 
 def build_parser() -> argparse.ArgumentParser:

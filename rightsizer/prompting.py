@@ -34,7 +34,7 @@ from rightsizer.errors import ConfigError
 from rightsizer.families import end_of_turn_tokens
 
 if TYPE_CHECKING:
-    from rightsizer.taskspec import TaskSpec
+    from rightsizer.schema.task import TaskSpec
 
 PROMPT_FORMATS = ("auto", "chat", "raw")
 

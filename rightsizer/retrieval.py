@@ -47,7 +47,7 @@ from rightsizer.atomic import atomic_dir
 from rightsizer.errors import ConfigError
 
 if TYPE_CHECKING:
-    from rightsizer.taskspec import ChunkRule, TaskSpec
+    from rightsizer.schema.task import ChunkRule, TaskSpec
 
 FORMAT_VERSION = 1  # of the saved index and the tokeniser: a change rebuilds cached indexes
 INDEX_FILE = "index.json"

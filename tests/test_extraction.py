@@ -116,7 +116,7 @@ def test_only_an_extraction_task_names_fields():
 
 def test_the_section_survives_save_and_load(tmp_path, spec):
     """A bundle carries its spec through save_task / task_from_dict: the fields must survive."""
-    from rightsizer.taskspec import save_task
+    from tests.specfiles import save_task
 
     save_task(spec, tmp_path / "s.yaml")
     again = load_task(tmp_path / "s.yaml")

@@ -18,7 +18,8 @@ from rightsizer.plan import NOT_MEASURED, decisions_from_app, plan_app
 from rightsizer.sizing import Workload, count_params, estimate, load_catalog
 from rightsizer.sizing.params import load_config
 from rightsizer.sizing.prices import DEFAULT_PRICE_LIST
-from rightsizer.taskspec import load_app, load_task, save_task, task_from_dict
+from rightsizer.taskspec import load_app, load_task, task_from_dict
+from tests.specfiles import save_task
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "tasks" / "examples"

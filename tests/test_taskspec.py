@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from rightsizer.errors import ConfigError
-from rightsizer.taskspec import app_task_paths, load_app, load_task, save_task, task_from_dict
+from rightsizer.taskspec import app_task_paths, load_app, load_task, task_from_dict
+from tests.specfiles import save_task
 
 TASKS = Path(__file__).resolve().parents[1] / "tasks"
 SPEC_FILES = sorted(TASKS.glob("*.yaml"))

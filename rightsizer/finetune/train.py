@@ -35,7 +35,7 @@ from pathlib import Path
 from rightsizer.atomic import atomic_dir
 from rightsizer.errors import ConfigError
 from rightsizer.families import context_length
-from rightsizer.taskspec import LoraSettings
+from rightsizer.taskspec import LoraSettings, check_lora
 
 QUANTIZATIONS = ("none", "nf4", "auto")  # auto: the memory plan picks nf4 where a 16-bit base does not fit
 _LORA = LoraSettings()  # the one home of the LoRA defaults (hub-model recipes)
@@ -123,30 +123,17 @@ def validate(cfg: FinetuneConfig, world_size: int = 1, check_model: bool = True)
     from rightsizer.models import resolve_model_ref
 
     problems: list[str] = []
-    for name in ("rank", "alpha", "global_batch", "max_seq_len", "save_steps"):
-        v = getattr(cfg, name)
-        if name == "max_seq_len" and v is None:
-            continue
-        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-            problems.append(f"{name}: {v!r}; expected a positive integer")
-    if cfg.steps is not None and (not isinstance(cfg.steps, int) or isinstance(cfg.steps, bool)
-                                  or cfg.steps <= 0):
-        problems.append(f"steps: {cfg.steps!r}; expected a positive integer")
-    if cfg.epochs is not None and (not isinstance(cfg.epochs, (int, float))
-                                   or isinstance(cfg.epochs, bool) or cfg.epochs <= 0):
-        problems.append(f"epochs: {cfg.epochs!r}; expected a positive number")
+    # the LoRA settings' rules are the task spec's (one home: taskspec.check_lora); neither
+    # steps nor epochs is fine here: the default budget applies
+    check_lora(cfg, "", problems, need_budget=False)
+    if not isinstance(cfg.save_steps, int) or isinstance(cfg.save_steps, bool) or cfg.save_steps <= 0:
+        problems.append(f"save_steps: {cfg.save_steps!r}; expected a positive integer")
     if cfg.steps is not None and cfg.epochs is not None:
         problems.append(f"steps {cfg.steps} and epochs {cfg.epochs}: give one budget, not both")
-    if not (_is_number(cfg.warmup_ratio) and 0 <= cfg.warmup_ratio < 1):
-        problems.append(f"warmup_ratio: {cfg.warmup_ratio!r}; expected 0 <= warmup_ratio < 1")
     for name in ("micro_batch_size", "grad_accum"):
         v = getattr(cfg, name)
         if v is not None and (not isinstance(v, int) or v <= 0):
             problems.append(f"{name}: {v!r}; expected a positive integer or None (from the plan)")
-    if not (_is_number(cfg.learning_rate) and cfg.learning_rate > 0):
-        problems.append(f"learning_rate: {cfg.learning_rate!r}; expected a positive number")
-    if not (_is_number(cfg.dropout) and 0 <= cfg.dropout < 1):
-        problems.append(f"dropout: {cfg.dropout!r}; expected 0 <= dropout < 1")
     if cfg.zero_stage is not None and (not isinstance(cfg.zero_stage, int)
                                        or isinstance(cfg.zero_stage, bool)
                                        or cfg.zero_stage not in (0, 1, 2, 3)):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator
 
 from rightsizer.errors import ConfigError
+from rightsizer.schema.catalog import CpuEntry, GpuEntry, field_names, required_names
 from rightsizer.precisions import FEATURE_MIN_CC
 from rightsizer.sizing.prices import DEFAULT_PRICE_LIST, PriceList, load_price_list
 from rightsizer.yamlio import read_yaml
@@ -27,18 +28,14 @@ DEFAULT_CATALOG_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), 
 # capability with the thresholds of rightsizer.precisions.FEATURE_MIN_CC (sources there).
 FEATURES = ("bf16", "flash_attention_2", "fp8", "mig", "bnb", "gptq", "awq")
 
-_REQUIRED_NUMBERS = ("memory_bytes", "memory_bandwidth", "fp16_flops", "fp32_flops",
-                     "host_link_bandwidth", "interconnect_bandwidth")
+# The entries' fields: the file format's types (rightsizer.schema.catalog, one home).
+_REQUIRED_NUMBERS = required_names(GpuEntry)
 _OPTIONAL_NUMBERS = ("bf16_flops", "int8_flops", "fp8_flops")
-_KNOWN_KEYS = set(_REQUIRED_NUMBERS) | set(_OPTIONAL_NUMBERS) | {
-    "name", "vendor", "aliases", "form_factor", "compute_capability", "features", "max_count",
-    "spec_source", "price_source", "price_per_hour", "mig_profiles", "notes", "product_label", "kind"}
+_KNOWN_KEYS = field_names(GpuEntry)
 
 # CPU instance types: fewer datasheet numbers (no tensor cores, no GPU links).
-_CPU_REQUIRED = ("vcpus", "memory_bytes", "memory_bandwidth", "fp32_flops")
-_CPU_KNOWN = set(_CPU_REQUIRED) | {"name", "vendor", "aliases", "bf16_flops", "int8_flops", "spec_source",
-                                   "bandwidth_source", "flops_source", "price_per_hour", "price_source",
-                                   "notes", "kind", "features"}
+_CPU_REQUIRED = required_names(CpuEntry)
+_CPU_KNOWN = field_names(CpuEntry)
 # What the CPU serving path runs (torch on CPU): bf16, int8/int4 weight-only (torchao,
 # quanto), SDPA attention; no fp8 kernels, no FlashAttention-2, no MIG, no GPTQ kernels.
 CPU_FEATURES = {"bf16": True, "flash_attention_2": False, "fp8": False, "mig": False, "bnb": True,

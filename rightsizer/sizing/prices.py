@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from rightsizer.errors import ConfigError
+from rightsizer.schema.catalog import PriceEntry, PriceListFile, field_names
 from rightsizer.yamlio import read_yaml
 
 PRICES_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "prices")
@@ -34,8 +35,8 @@ MIG_RULES: dict[str, str] = {
     "memory_share": "GPU price x the slice's share of the GPU's memory",
 }
 
-_KNOWN = {"name", "date", "source", "currency", "mig_rule", "prices", "notes"}
-_ENTRY_KNOWN = {"price_per_hour", "instance", "note", "source"}
+_KNOWN = field_names(PriceListFile)  # the file format's fields (rightsizer.schema.catalog)
+_ENTRY_KNOWN = field_names(PriceEntry)
 
 
 @dataclass(frozen=True)

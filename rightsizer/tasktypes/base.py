@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from rightsizer.prompting import stop_strings
 
 if TYPE_CHECKING:
-    from rightsizer.taskspec import TaskSpec
+    from rightsizer.schema.task import TaskSpec
 
 
 @dataclass

@@ -15,7 +15,7 @@ from rightsizer import metrics
 from rightsizer.tasktypes.base import Engine, Predictions, TaskType
 
 if TYPE_CHECKING:
-    from rightsizer.taskspec import TaskSpec
+    from rightsizer.schema.task import TaskSpec
 
 
 def softmax(row: list[float], t: float = 1.0) -> list[float]:

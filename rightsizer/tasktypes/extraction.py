@@ -19,7 +19,7 @@ from rightsizer import metrics
 from rightsizer.tasktypes.base import Engine, Predictions, TaskType
 
 if TYPE_CHECKING:
-    from rightsizer.taskspec import ExtractionFields, TaskSpec
+    from rightsizer.schema.task import ExtractionFields, TaskSpec
 
 
 @dataclass
