@@ -159,6 +159,11 @@ class DecisionWorkload(_Fields):
     extra: dict[str, Any] = field(default_factory=dict)
     _given: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
 
+    @classmethod
+    def of(cls, shape: Any) -> "DecisionWorkload":
+        """The record of a task spec's ``workload`` section: the one conversion."""
+        return cls(prompt_tokens=shape.prompt_tokens, output_tokens=shape.output_tokens, batch=shape.batch)
+
 
 @dataclass(frozen=True)
 class DecisionSLO(_Fields):
@@ -169,6 +174,12 @@ class DecisionSLO(_Fields):
     throughput_tokens_per_s: float | None = _optional()
     extra: dict[str, Any] = field(default_factory=dict)
     _given: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
+
+    @classmethod
+    def of(cls, targets: Any) -> "DecisionSLO":
+        """The record of a task spec's ``slo`` section: the one conversion."""
+        return cls(ttft_ms=targets.ttft_ms, tpot_ms=targets.tpot_ms,
+                   throughput_tokens_per_s=targets.throughput_tokens_per_s)
 
 
 @dataclass(frozen=True)

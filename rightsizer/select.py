@@ -65,12 +65,8 @@ def slo_feasible(spec: TaskSpec, config) -> tuple[bool, str]:
     from rightsizer.sizing import recommend
 
     precisions = list(dict.fromkeys(["bf16", *spec.precisions]))
-    wl = SizingWorkload(prompt_tokens=spec.workload.prompt_tokens,
-                        output_tokens=spec.workload.output_tokens, batch=spec.workload.batch)
-    slo = SizingSLO(ttft_ms=spec.slo.ttft_ms, tpot_ms=spec.slo.tpot_ms,
-                    throughput_tokens_per_s=spec.slo.throughput_tokens_per_s)
     try:
-        rec = recommend(config, wl, slo, precisions=precisions)
+        rec = recommend(config, SizingWorkload.of(spec.workload), SizingSLO.of(spec.slo), precisions=precisions)
     except NoFeasibleOption as e:
         return False, str(e)
     return True, f"{rec.chosen.label} {rec.chosen.precision}"

@@ -33,12 +33,8 @@ def size_for_task(spec: TaskSpec, config, precision: str, factors=None,
     ``price_list``: the price list (``rightsizer/data/prices/<name>.yaml`` or a path; default
     ``rightsizer.sizing.prices.DEFAULT_PRICE_LIST``); the recommendation names it.
     """
-    wl = Workload(prompt_tokens=spec.workload.prompt_tokens,
-                  output_tokens=spec.workload.output_tokens, batch=spec.workload.batch,
-                  precision=get_precision(precision).sizing_name)
-    slo = SizingSLO(ttft_ms=spec.slo.ttft_ms, tpot_ms=spec.slo.tpot_ms,
-                    throughput_tokens_per_s=spec.slo.throughput_tokens_per_s)
-    return recommend(config, wl, slo, catalog=default_catalog(price_list), precisions=[wl.precision],
+    wl = Workload.of(spec.workload, precision=get_precision(precision).sizing_name)
+    return recommend(config, wl, SizingSLO.of(spec.slo), catalog=default_catalog(price_list), precisions=[wl.precision],
                      factors=factors)
 
 
@@ -143,10 +139,7 @@ def build_record(spec: TaskSpec, sel: Selection, chosen_eval: dict, baseline_eva
         task=spec.name, metric=spec.metric, threshold=spec.threshold, decision_rule=spec.decision_rule,
         chosen=chosen, baseline=baseline, ladder_measured_with=dict(sel.target),
         serving_engine=serving_engine(chosen.sizing_mode),
-        slo=DecisionSLO(ttft_ms=spec.slo.ttft_ms, tpot_ms=spec.slo.tpot_ms,
-                        throughput_tokens_per_s=spec.slo.throughput_tokens_per_s),
-        workload=DecisionWorkload(prompt_tokens=spec.workload.prompt_tokens,
-                                  output_tokens=spec.workload.output_tokens, batch=spec.workload.batch),
+        slo=DecisionSLO.of(spec.slo), workload=DecisionWorkload.of(spec.workload),
         why_not_smaller=sel.rejections(), ladder=[r.to_dict() for r in sel.tried],
         precision_search=precision_rows or [], gpu_options=rec_c.to_rows()[:10],
         price_list=dict(rec_c.price_list), lora=lora,

@@ -101,10 +101,7 @@ def _app_records(path: Path) -> list[DecisionRecord]:
     records = [DecisionRecord(
         task=spec.name, metric=spec.metric, threshold=spec.threshold, decision_rule=spec.decision_rule,
         source=f"app spec {path} (plan section; no weights)", chosen=side, baseline=baseline,
-        workload=DecisionWorkload(prompt_tokens=spec.workload.prompt_tokens,
-                                  output_tokens=spec.workload.output_tokens, batch=spec.workload.batch),
-        slo=DecisionSLO(ttft_ms=spec.slo.ttft_ms, tpot_ms=spec.slo.tpot_ms,
-                        throughput_tokens_per_s=spec.slo.throughput_tokens_per_s)) for spec, side in chosen]
+        workload=DecisionWorkload.of(spec.workload), slo=DecisionSLO.of(spec.slo)) for spec, side in chosen]
     return sorted(records, key=lambda r: r.task)
 
 

@@ -54,6 +54,13 @@ class Workload:
         if problems:
             raise ConfigError(problems, source="workload")
 
+    @classmethod
+    def of(cls, shape: Any, precision: str = "bf16") -> "Workload":
+        """The sizing input for a task spec's ``workload`` section (``rightsizer.schema.task.
+        Workload``: the typical request) served at ``precision``: the one conversion."""
+        return cls(prompt_tokens=shape.prompt_tokens, output_tokens=shape.output_tokens, batch=shape.batch,
+                   precision=precision)
+
     @property
     def kv(self) -> str:
         return self.kv_precision or default_kv_precision(self.precision)

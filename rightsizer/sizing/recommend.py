@@ -49,6 +49,13 @@ class SLO:
         if problems:
             raise ConfigError(problems, source="SLO")
 
+    @classmethod
+    def of(cls, targets: Any) -> "SLO":
+        """The sizing input for a task spec's ``slo`` section (``rightsizer.schema.task.SLO``):
+        the one conversion (a spec has no budget)."""
+        return cls(ttft_ms=targets.ttft_ms, tpot_ms=targets.tpot_ms,
+                   throughput_tokens_per_s=targets.throughput_tokens_per_s)
+
     def describe(self) -> str:
         parts = [f"TTFT <= {self.ttft_ms:g} ms", f"TPOT <= {self.tpot_ms:g} ms"]
         if self.throughput_tokens_per_s:
