@@ -22,7 +22,7 @@ from mlrun.runtimes.nuclio.function import AsyncSpec
 
 JOB_STEPS = ("select", "evaluate", "quantize", "finetune", "size_gpu", "plan", "report", "reevaluate")
 GPU_STEPS = ("select", "evaluate", "quantize", "quantize-gptq", "finetune", "serving")
-SERVING_TIMEOUT_S = 120  # a request's deadline in the engine (EngineConfig.deadline_s)
+SERVING_TIMEOUT_S = 120  # a request's deadline in the engine (rightsizer.serving.contract.DEADLINE_S; a test keeps them equal)
 ROUTER_CPU, ROUTER_MEMORY = "500m", "1Gi"
 SCALE_TO_ZERO = [{"metricName": "nuclio_processor_handled_events_total",
                   "windowSize": "10m", "threshold": 0}]

@@ -374,3 +374,12 @@ def test_a_second_project_in_the_same_process_gets_its_own_artifact_folder(tmp_p
     mlrun.mlconf.artifact_path = str(tmp_path / "mine")  # the user's choice wins
     project_setup._offline_defaults(mlrun.new_project("c", context=str(a), save=False))
     assert mlrun.mlconf.artifact_path == str(tmp_path / "mine")
+
+
+def test_the_serving_functions_timeout_is_the_engines_deadline():
+    """project_setup cannot import the library before it puts the repo on sys.path, so it
+    writes the deadline again; this keeps the two equal."""
+    import project_setup
+    from rightsizer.serving.contract import DEADLINE_S
+
+    assert project_setup.SERVING_TIMEOUT_S == DEADLINE_S

@@ -35,6 +35,7 @@ from pathlib import Path
 from rightsizer.atomic import atomic_dir
 from rightsizer.errors import ConfigError
 from rightsizer.families import context_length
+from rightsizer.models import param_count
 from rightsizer.taskspec import LoraSettings, check_lora
 
 QUANTIZATIONS = ("none", "nf4", "auto")  # auto: the memory plan picks nf4 where a 16-bit base does not fit
@@ -541,7 +542,7 @@ def run_training(cfg: FinetuneConfig) -> dict:
     lcfg = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
                       target_modules=resolved["targets"], task_type="CAUSAL_LM")
     model = get_peft_model(model, lcfg)
-    trainable = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad)
+    trainable = param_count(model, trainable_only=True)
     rows = tokenize_examples(tok, resolved["examples"], resolved["max_seq_len"], cfg.answer_end)
     collator = Collator(tok.pad_token_id)
     meta = {"model": cfg.model, "base_fingerprint": resolved["fingerprint"], "world_size": world,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rightsizer.errors import ConfigError
+from rightsizer.refs import is_hub_id
 from rightsizer.plan.fleet import FleetPlan
 from rightsizer.plan.solve import plan_fleet
 from rightsizer.records import DecisionRecord, DecisionSLO, DecisionWorkload, Side
@@ -35,7 +36,7 @@ def _resolve(ref: str, base: Path) -> tuple[str, bool]:
     (``load_config`` fetches its config.json only)."""
     p = Path(ref)
     local = p if p.is_absolute() else base / p
-    if local.exists() or ref.endswith(".json") or ref.count("/") != 1:
+    if local.exists() or not is_hub_id(ref):
         return str(local), True
     return ref, False
 
