@@ -36,3 +36,17 @@ def test_there_are_import_blocks_to_check():
 @pytest.mark.parametrize("name, code", BLOCKS, ids=[n for n, _ in BLOCKS])
 def test_a_docs_import_block_imports(name, code):
     exec(compile(code, name, "exec"), {})
+
+
+def test_every_path_the_map_of_the_code_names_exists():
+    """docs/where-things-live.md names the one file of each concept: a file that moved or
+    went away fails here (``module.name`` refers to a name in a module)."""
+    text = (ROOT / "docs" / "where-things-live.md").read_text()
+    paths = set(re.findall(r"`((?:rightsizer|tests|functions|scripts|benchmarks|pipelines)/[^`* <]+)`", text))
+    assert len(paths) > 60
+    missing = []
+    for ref in sorted(paths):
+        path = ROOT / ref.rstrip("/")
+        if not path.exists() and not (ROOT / (ref.rsplit(".", 1)[0] + ".py")).is_file():
+            missing.append(ref)
+    assert missing == []
