@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rightsizer.errors import ConfigError
+from rightsizer.schema.check import build
 from rightsizer.serving.errors import bad_request
 
 DEADLINE_S = 120.0  # a request not answered by then gets 504 (the router waits longer: scale-up, load)
@@ -47,22 +48,28 @@ class EngineConfig:
 
     @classmethod
     def from_dict(cls, data: dict | None) -> EngineConfig:
-        """An engine config from a plain dict; unknown keys are named."""
+        """An engine config from a plain dict (a project param, ``serve.sh`` settings): unknown
+        keys are named, then the types (the typed validator of every file people write,
+        ``rightsizer.schema.check``) and the values; every problem at once."""
         data = dict(data or {})
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"engine: unknown setting(s) {unknown}; expected some of {sorted(known)}")
-        config = cls(**data)
+        problems: list[str] = []
+        config = build(cls, data, "engine", problems)
+        if config is None:
+            raise ConfigError(problems)
         if config.cache_scope not in CACHE_SCOPES:
-            raise ConfigError(f"engine.cache_scope: {config.cache_scope!r}; expected one of {list(CACHE_SCOPES)}")
+            problems.append(f"engine.cache_scope: {config.cache_scope!r}; expected one of {list(CACHE_SCOPES)}")
         for f in dataclasses.fields(cls):
             value = getattr(config, f.name)
             if isinstance(value, (bool, str)):
                 continue
-            if not isinstance(value, (int, float)) or value < 0 or (value == 0 and f.name not in (
-                    "cache_size", "score_window_s")):
-                raise ConfigError(f"engine.{f.name}: {value!r}; expected a positive number")
+            if value < 0 or (value == 0 and f.name not in ("cache_size", "score_window_s")):
+                problems.append(f"engine.{f.name}: {value!r}; expected a positive number")
+        if problems:
+            raise ConfigError(problems)
         return config
 
     @classmethod
