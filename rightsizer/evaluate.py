@@ -214,13 +214,6 @@ def pick_shots(spec: TaskSpec, train_rows: list[dict], k: int, seed: int = 0) ->
     return tasktypes.get(spec.type).pick_shots(spec, train_rows, k, random.Random(seed))
 
 
-def bootstrap_ci(gold: list, pred: list[str], labels: list[str], metric: str,
-                 n_boot: int = 500, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of the metric over eval examples."""
-    vals = metrics.bootstrap(metric, gold, pred, labels, n_boot=n_boot, seed=seed)
-    return vals[int(alpha / 2 * n_boot)], vals[min(n_boot - 1, int((1 - alpha / 2) * n_boot))]
-
-
 @dataclass
 class QualityResult:
     """Task quality of one model on one set of rows.
@@ -263,7 +256,7 @@ def score_predictions(spec: TaskSpec, rows: list[dict], pred: Predictions) -> Qu
     tt = tasktypes.get(spec.type)
     gold, answers = tt.scoring_inputs(spec, raw_gold, pred.answers)
     values = {m: metrics.compute(m, gold, answers, spec.labels) for m in tt.metrics}
-    lo, hi = bootstrap_ci(gold, answers, spec.labels, spec.metric)
+    lo, hi = metrics.bootstrap_ci(gold, answers, spec.labels, spec.metric)
     q = QualityResult(metric=spec.metric, score=values[spec.metric], ci_low=lo, ci_high=hi,
                       n=len(rows), seconds=pred.seconds, metrics=values, predictions=pred.answers)
     for key, value in tt.quality_extras(spec, raw_gold, pred, values).items():

@@ -146,6 +146,13 @@ def percentile(sorted_vals: Sequence[float], q: float) -> float:
     return sorted_vals[min(len(sorted_vals) - 1, max(0, int(q * len(sorted_vals))))]
 
 
+def bootstrap_ci(gold: list, pred: list[str], labels: list[str], metric: str,
+                 n_boot: int = 500, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the metric over eval examples."""
+    vals = bootstrap(metric, gold, pred, labels, n_boot=n_boot, seed=seed)
+    return vals[int(alpha / 2 * n_boot)], vals[min(n_boot - 1, int((1 - alpha / 2) * n_boot))]
+
+
 def expected_calibration_error(confidences: Sequence[float], correct: Sequence[bool],
                                bins: int = 10) -> float:
     """|accuracy - confidence| averaged over equal-width confidence bins, weighted by size."""

@@ -11,7 +11,8 @@ import pytest
 
 from rightsizer.errors import ConfigError
 from rightsizer import metrics
-from rightsizer.evaluate import (bootstrap_ci, check_task_data, evaluate_quality, load_rows,
+from rightsizer.metrics import bootstrap_ci
+from rightsizer.evaluate import (check_task_data, evaluate_quality, load_rows,
                                  measure_latency, pick_shots)
 from rightsizer.inference import build_prompt, load_model, score_options
 from rightsizer.metrics import macro_f1

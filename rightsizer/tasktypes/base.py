@@ -100,6 +100,12 @@ class TaskType:
         """Extra fields of the quality result beyond the metrics (calibration, ...)."""
         return {}
 
+    def confidence(self, spec: TaskSpec, pred: Predictions) -> list[float] | None:
+        """How sure the model is of each answer, in [0, 1], higher is surer: what a cascade
+        (``rightsizer.cascade``) defers on. None: this type has no confidence yet (a free-text
+        answer's needs its tokens' log-probabilities from generation)."""
+        return None
+
     def respond(self, engine: Engine, spec: TaskSpec, prompts: list[str], pred: Predictions,
                 max_new_tokens: int | None = None) -> list[dict]:
         """The serving response for each prompt (``pred`` is what ``predict`` answered)."""

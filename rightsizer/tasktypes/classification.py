@@ -87,6 +87,13 @@ class Classification(TaskType):
             "brier_calibrated": metrics.brier(cal, gold_idx)}
         return extras
 
+    def confidence(self, spec: TaskSpec, pred: Predictions) -> list[float] | None:
+        """The answer's class probability (softmax over the options' log-likelihoods): the
+        top one, the probability the served response reports for its label."""
+        if pred.option_scores is None:
+            return None
+        return [max(softmax(row)) for row in pred.option_scores]
+
     def respond(self, engine: Engine, spec: TaskSpec, prompts: list[str], pred: Predictions,
                 max_new_tokens: int | None = None) -> list[dict]:
         """Label, class probabilities and a short free generation for each prompt."""

@@ -1,0 +1,98 @@
+"""The confidence cascade's choice (rightsizer.cascade): a threshold chosen on one half of the
+eval split, judged on the other, priced against the big model alone."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from rightsizer import cascade, tasktypes
+from rightsizer.errors import ConfigError
+from rightsizer.tasktypes.base import Predictions
+from rightsizer.taskspec import task_from_dict
+
+
+def _pair(n=200, seed=1, small_right_when_sure=0.97, small_right_when_unsure=0.4, sure_share=0.7):
+    """A small model that is right when it is sure and often wrong when not, a big one right
+    on all but a few: the situation a cascade is for."""
+    rng = random.Random(seed)
+    gold, small, big, conf = [], [], [], []
+    for i in range(n):
+        g = rng.choice(["a", "b"])
+        other = "b" if g == "a" else "a"
+        sure = rng.random() < sure_share
+        c = rng.uniform(0.85, 0.99) if sure else rng.uniform(0.5, 0.7)
+        right = rng.random() < (small_right_when_sure if sure else small_right_when_unsure)
+        gold.append(g)
+        small.append(g if right else other)
+        big.append(g if rng.random() < 0.97 else other)
+        conf.append(c)
+    return gold, small, big, conf
+
+
+def test_the_threshold_is_chosen_on_one_half_and_judged_on_the_other():
+    gold, small, big, conf = _pair()
+    r = cascade.judge("tiny-s", "tiny-l", gold, small, big, conf, "accuracy", ["a", "b"], bar=0.9,
+                      decision_rule="point")
+    assert r.n_calibration == r.n_confirm == 100
+    assert r.threshold is not None and r.threshold < 0.85  # a sure answer is never deferred
+    assert r.calibration_quality >= 0.9
+    # the lowest deferral that clears the bar: one step less deferral misses it on the calibration half
+    calib, _ = cascade.split_halves(len(gold))
+    cg, cs, cb, cc = ([x[i] for i in calib] for x in (gold, small, big, conf))
+    lower = [t for t in cascade.candidate_thresholds(cc) if t < r.threshold][-1]
+    answers, _ = cascade.mix(cs, cb, cc, lower)
+    assert sum(a == g for a, g in zip(answers, cg)) / len(cg) < 0.9
+    assert 0.0 < r.deferral_rate < 1.0 and r.meets_bar and r.quality >= 0.9
+    assert r.ci_low <= r.quality <= r.ci_high
+    assert r.small_quality_kept > 0.9 and r.big_quality_deferred > 0.9
+    # the small model alone misses the bar; the cascade is what passes
+    assert sum(s == g for s, g in zip(small, gold)) / len(gold) < 0.9
+
+
+def test_the_threshold_never_sits_on_a_confidence():
+    """Another CPU computes a confidence a few ulps off: no example may flip sides."""
+    gold, small, big, conf = _pair(seed=3)
+    calib, _ = cascade.split_halves(len(gold))
+    t, _, _ = cascade.choose_threshold([gold[i] for i in calib], [small[i] for i in calib],
+                                       [big[i] for i in calib], [conf[i] for i in calib],
+                                       "accuracy", ["a", "b"], 0.9)
+    nearest = min(abs(c - t) for c in conf)
+    assert nearest > 1e-6
+    jittered = [c * (1 + 1e-9) for c in conf]
+    assert cascade.mix(small, big, conf, t) == cascade.mix(small, big, jittered, t)
+
+
+def test_no_threshold_clears_an_unreachable_bar_and_it_is_not_chosen():
+    gold, small, big, conf = _pair()
+    r = cascade.judge("s", "l", gold, small, big, conf, "accuracy", ["a", "b"], bar=0.999)
+    assert r.threshold is None and not r.meets_bar and r.deferral_rate == 1.0
+    assert not cascade.priced(r, 0.01, 0.05).chosen
+
+
+def test_the_cascade_is_chosen_only_when_it_costs_less_than_the_big_model_alone():
+    gold, small, big, conf = _pair()
+    r = cascade.judge("s", "l", gold, small, big, conf, "accuracy", ["a", "b"], bar=0.9, decision_rule="point")
+    cheap = cascade.priced(r, small_cost_per_1m=0.002, big_cost_per_1m=0.01)
+    assert cheap.cost_per_1m_tokens == pytest.approx(0.002 + r.deferral_rate * 0.01)
+    assert cheap.cheaper and cheap.chosen
+    dear = cascade.priced(cascade.judge("s", "l", gold, small, big, conf, "accuracy", ["a", "b"], bar=0.9,
+                                        decision_rule="point"), small_cost_per_1m=0.01, big_cost_per_1m=0.01)
+    assert not dear.cheaper and not dear.chosen
+
+
+def test_a_split_too_small_to_halve_is_refused_by_name():
+    with pytest.raises(ConfigError, match="at least 20 eval examples"):
+        cascade.split_halves(10)
+
+
+def test_classification_confidence_is_the_answers_class_probability():
+    spec = task_from_dict({
+        "name": "t", "type": "classification", "dataset": {"train": "x.jsonl", "eval": "y.jsonl"},
+        "input_field": "text", "label_field": "label", "prompt": "{text}", "metric": "accuracy",
+        "threshold": 0.5, "slo": {"ttft_ms": 100, "tpot_ms": 10}, "candidates": ["m"], "labels": ["a", "b"]})
+    pred = Predictions(answers=["a", "b"], option_scores=[[0.0, -2.0], [-1.0, -1.0]], seconds=0.0)
+    conf = tasktypes.get("classification").confidence(spec, pred)
+    assert conf[0] == pytest.approx(1 / (1 + 2.718281828 ** -2)) and conf[1] == pytest.approx(0.5)
+    assert tasktypes.get("generation").confidence(spec, pred) is None  # not yet: needs token logprobs
