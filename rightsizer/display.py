@@ -5,8 +5,9 @@ cells that a CSV can hold."""
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
+
+from rightsizer.schema.check import is_number
 
 CHOSEN, BASELINE, FAIL, BAR, FADED = "#2a9d8f", "#e76f51", "#d62728", "#b8860b", "#9e9e9e"
 RUNG_COLORS = ("#457b9d", "#8d99ae", "#2a9d8f", "#e9c46a", "#6d597a")
@@ -14,7 +15,7 @@ RUNG_COLORS = ("#457b9d", "#8d99ae", "#2a9d8f", "#e9c46a", "#6d597a")
 
 def finite(x: Any) -> bool:
     """Whether ``x`` is a real, finite number (not a bool, None, NaN or infinity)."""
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    return is_number(x, finite=True)
 
 
 def rounded(x: Any, digits: int) -> float | None:

@@ -18,7 +18,7 @@ def _pair(n=200, seed=1, small_right_when_sure=0.97, small_right_when_unsure=0.4
     on all but a few: the situation a cascade is for."""
     rng = random.Random(seed)
     gold, small, big, conf = [], [], [], []
-    for i in range(n):
+    for _ in range(n):
         g = rng.choice(["a", "b"])
         other = "b" if g == "a" else "a"
         sure = rng.random() < sure_share

@@ -32,6 +32,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from rightsizer.schema.check import is_number
 from rightsizer.atomic import atomic_dir
 from rightsizer.errors import ConfigError
 from rightsizer.families import context_length
@@ -110,10 +111,6 @@ def bnb_available() -> bool:
     return importlib.util.find_spec("bitsandbytes") is not None
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def validate(cfg: FinetuneConfig, world_size: int = 1, check_model: bool = True) -> dict:
     """Check every input before any training; raises one ConfigError listing all problems.
 
@@ -149,7 +146,7 @@ def validate(cfg: FinetuneConfig, world_size: int = 1, check_model: bool = True)
         problems.append(f"mixed_precision: {cfg.mixed_precision!r}; expected bf16, fp16, fp32 or None")
     if not isinstance(cfg.trust_remote_code, bool):
         problems.append(f"trust_remote_code: {cfg.trust_remote_code!r}; expected true or false")
-    if cfg.gpu_memory_gb is not None and not (_is_number(cfg.gpu_memory_gb) and cfg.gpu_memory_gb > 0):
+    if cfg.gpu_memory_gb is not None and not (is_number(cfg.gpu_memory_gb) and cfg.gpu_memory_gb > 0):
         problems.append(f"gpu_memory_gb: {cfg.gpu_memory_gb!r}; expected a positive number")
     ds = cfg.deepspeed
     if isinstance(ds, str):

@@ -9,11 +9,11 @@ largest candidate (bf16) as one model carrying every task's traffic.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from rightsizer.schema.check import is_number
 from rightsizer.errors import ConfigError
 from rightsizer.layout import RunLayout, find_decisions, latest_run
 from rightsizer.records import (DECISIONS_SCHEMA_VERSION, DecisionRecord, DecisionSLO, DecisionWorkload, Side,
@@ -214,7 +214,7 @@ def quality_of(decisions: Iterable[Decision]) -> dict[str, dict[str, Any]]:
 
 
 def _score(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return is_number(value, finite=True)
 
 
 __all__ = ["Demand", "Decision", "load_decisions", "demands_from_decisions", "baseline_demand", "quality_of"]

@@ -22,6 +22,7 @@ given, a message of its own); None means it reported the section and it is skipp
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from functools import lru_cache
@@ -34,6 +35,18 @@ _SCALARS = {bool: "boolean", int: "integer", float: "number", str: "string"}
 def hints(cls: type) -> dict[str, Any]:
     """The resolved type hints of a dataclass's fields."""
     return typing.get_type_hints(cls)
+
+
+def is_number(value: Any, finite: bool = False) -> bool:
+    """Whether ``value`` is a real number (an int or a float, never a bool), and with
+    ``finite`` not NaN or infinite: the one rule for "a number" in files, params and records."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return ok and (not finite or math.isfinite(value))
+
+
+def is_positive_int(value: Any) -> bool:
+    """Whether ``value`` is an int (never a bool) above zero."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _args(tp: Any) -> tuple:
@@ -82,7 +95,7 @@ def _check(value: Any, tp: Any, where: str, problems: list[str]) -> tuple[bool, 
     if tp is int:
         return isinstance(value, int) and not isinstance(value, bool), value
     if tp is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = is_number(value)
         return ok, float(value) if ok else value
     if tp is str:
         return isinstance(value, str), value

@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator
 
+from rightsizer.schema.check import is_number
 from rightsizer.errors import ConfigError
 from rightsizer.schema.catalog import CpuEntry, GpuEntry, field_names, required_names
 from rightsizer.precisions import FEATURE_MIN_CC
@@ -239,7 +240,7 @@ class Catalog:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return is_number(value, finite=True)
 
 
 def _check_header(raw: Any, section: str, index: int, label: str, known: set, required,

@@ -17,11 +17,11 @@ not price is not offered under it. Every estimate, decision and fleet plan names
 from __future__ import annotations
 
 import datetime as _dt
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from rightsizer.schema.check import is_number
 from rightsizer.errors import ConfigError
 from rightsizer.schema.catalog import PriceEntry, PriceListFile, field_names
 from rightsizer.yamlio import read_yaml
@@ -93,7 +93,7 @@ def price_list_path(name: str | os.PathLike) -> str:
 
 
 def _number_ok(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+    return is_number(value, finite=True) and value >= 0
 
 
 def load_price_list(name: str | os.PathLike | None = None) -> PriceList:

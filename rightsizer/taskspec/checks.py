@@ -12,6 +12,7 @@ from rightsizer.errors import ConfigError
 from rightsizer.metrics import METRIC_RANGE
 from rightsizer.precisions import SEARCH_ORDER, get_precision
 from rightsizer.prompting import PROMPT_FORMATS
+from rightsizer.schema.check import is_number, is_positive_int
 from rightsizer.schema.task import (CHUNK_RULES, CONTEXT, DECISION_RULES, EXTRACTION_FORMATS, RETRIEVERS, RUNGS, TASK_NAME,
                                     TRUNCATE_RULES, TaskSpec, template_fields)
 from rightsizer.taskspec.paths import DATA_ROOTS_ENV, allowed_roots, within_roots
@@ -173,14 +174,6 @@ def _check_retrieval(spec: TaskSpec, problems: list[str], check_source: bool) ->
         problems.append(f"retrieval.source: the folder {r.source!r} has no .txt or .md file")
 
 
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def check_lora(lora: Any, where: str, problems: list[str], need_budget: bool = True) -> None:
     """Value checks of one LoRA run's settings (a spec's ``ladder.lora`` or ``finetune``
     section, or the trainer's ``FinetuneConfig``, whose values come untyped from a handler):
@@ -189,19 +182,19 @@ def check_lora(lora: Any, where: str, problems: list[str], need_budget: bool = T
     against each candidate's config when the ladder starts: configs are not read at load."""
     for name in ("rank", "alpha", "global_batch", "max_seq_len"):
         value = getattr(lora, name)
-        if not (name == "max_seq_len" and value is None) and not _positive_int(value):
+        if not (name == "max_seq_len" and value is None) and not is_positive_int(value):
             problems.append(f"{where}{name}: {value!r}; expected a positive integer")
-    if lora.steps is not None and not _positive_int(lora.steps):
+    if lora.steps is not None and not is_positive_int(lora.steps):
         problems.append(f"{where}steps: {lora.steps!r}; expected a positive integer")
-    if lora.epochs is not None and not (_number(lora.epochs) and lora.epochs > 0):  # NaN fails too
+    if lora.epochs is not None and not (is_number(lora.epochs) and lora.epochs > 0):  # NaN fails too
         problems.append(f"{where}epochs: {lora.epochs!r}; expected > 0")
     if need_budget and lora.steps is None and lora.epochs is None:
         problems.append(f"{where}steps/epochs: no training budget; give steps or epochs")
-    if not (_number(lora.learning_rate) and lora.learning_rate > 0):
+    if not (is_number(lora.learning_rate) and lora.learning_rate > 0):
         problems.append(f"{where}learning_rate: {lora.learning_rate!r}; expected > 0")
-    if not (_number(lora.dropout) and 0.0 <= lora.dropout < 1.0):
+    if not (is_number(lora.dropout) and 0.0 <= lora.dropout < 1.0):
         problems.append(f"{where}dropout: {lora.dropout!r}; expected 0 <= dropout < 1")
-    if not (_number(lora.warmup_ratio) and 0.0 <= lora.warmup_ratio < 1.0):
+    if not (is_number(lora.warmup_ratio) and 0.0 <= lora.warmup_ratio < 1.0):
         problems.append(f"{where}warmup_ratio: {lora.warmup_ratio!r}; expected 0 <= warmup_ratio < 1")
     if lora.target_modules is not None and not lora.target_modules:
         problems.append(f"{where}target_modules: empty; leave it out for the architecture's default")
