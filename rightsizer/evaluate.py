@@ -31,7 +31,7 @@ from rightsizer.inference import Predictions, build_prompt, load_bundle, load_mo
 from rightsizer.runtime.target import DTYPES, RuntimeTarget, resolve_target, with_dtype
 from rightsizer.prompting import format_name
 from rightsizer.refs import is_hub_id
-from rightsizer.taskspec import DATA_ROOTS_ENV, TaskSpec, data_roots, project_root, within_roots
+from rightsizer.taskspec import DATA_ROOTS_ENV, TaskSpec, allowed_roots, within_roots
 
 
 MAX_ROW_BYTES = 1 << 20  # one example is text for a prompt: a row near this is not one
@@ -49,14 +49,14 @@ def _check_dataset_ref(spec: TaskSpec, split: str) -> str:
         raise ConfigError(f"dataset.{split}: {raw!r}; expected a file path or a hub dataset id", spec.name)
     ref = spec.dataset_path(split)
     local = Path(ref) if Path(ref).is_absolute() else Path(spec.base_dir or ".") / ref
-    base = project_root(Path(spec.base_dir or ".").resolve())
+    roots = allowed_roots(spec.base_dir)  # the project first, then the listed data roots
+    base = roots[0]
     if not Path(raw).is_absolute() and spec.base_dir:
         if base not in local.resolve().parents:
             raise ConfigError(f"dataset.{split}: {raw!r} resolves to {local.resolve()}, outside the project "
                               f"{base}; use a path inside it, or an absolute path under a listed data "
                               f"root (${DATA_ROOTS_ENV})", spec.name)
     if Path(raw).is_absolute():
-        roots = [base, *data_roots()]
         if not within_roots(local, roots):
             raise ConfigError(f"dataset.{split}: {raw!r} is outside the project {base} and the listed data roots "
                               f"({', '.join(map(str, roots[1:])) or 'none'}); add its folder to ${DATA_ROOTS_ENV} "
