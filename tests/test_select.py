@@ -287,3 +287,15 @@ def test_a_max_seq_len_beyond_a_candidate_s_context_is_refused_before_any_model_
     assert e.value.problems == [
         f"finetune.max_seq_len: 300 is longer than the context of candidate {c} (256 tokens); "
         "set it to 256 or less" for c in ("demo:tiny-s", "demo:tiny-m", "demo:tiny-l")]
+
+
+def test_candidates_ordered_by_parameter_count_not_name(demo_models, sentiment_spec):
+    """The ladder climbs by size (select._sized, the order Selection.order records)."""
+    from rightsizer.select import _sized
+
+    spec = _spec(sentiment_spec, candidates=["demo:tiny-l", "demo:tiny-s", "demo:tiny-m"])
+    sized, unsized = _sized(spec)
+    order = [(ref, params) for ref, params, _ in sized]
+    assert unsized == []
+    assert [r for r, _ in order] == ["demo:tiny-s", "demo:tiny-m", "demo:tiny-l"]
+    assert order[0][1] < order[1][1] < order[2][1]
