@@ -13,8 +13,12 @@ from rightsizer.errors import ConfigError
 from rightsizer.finetune.launch import finetune
 from rightsizer.finetune.train import FinetuneConfig, bnb_available
 
+# Answers the demo model does not already give (its pre-training reads "good" as positive):
+# its loss on them starts high (about 3.4), so four steps lower it by a margin on any CPU.
+# With the answers it already knows the loss starts near 0.01 and four steps move it by
+# noise, up on some machines.
 ROWS = [{"prompt": f"Review: item {i} is {'good' if i % 2 else 'bad'}\nSentiment:",
-         "answer": "positive" if i % 2 else "negative"} for i in range(32)]
+         "answer": "negative" if i % 2 else "positive"} for i in range(32)]
 
 
 def _cfg(out: Path, **kw) -> dict:
