@@ -32,7 +32,7 @@ from rightsizer.models import remote_code_error, resolve_model_ref
 from rightsizer.retrieval import Index, context_text, retrieve_for
 from rightsizer.runtime.attention import choose_attention
 from rightsizer.runtime.placement import PlacementPlan, plan_placement
-from rightsizer.runtime.target import RuntimeTarget
+from rightsizer.runtime.target import DTYPES, RuntimeTarget
 from rightsizer.tasktypes import Predictions
 from rightsizer.taskspec import CONTEXT, TaskSpec, template_fields
 
@@ -87,7 +87,9 @@ def load_model(ref: str | Path, dtype: torch.dtype | str = torch.float32, *, dev
         if qc.get("pre_quantized"):  # a GPTQ checkpoint: loads quantized, nothing to apply
             from rightsizer.runtime.gptq_format import load_gptq_model
 
-            model = load_gptq_model(path, device=dev or "cpu", trust_remote_code=trust_remote_code)
+            # the dtype it was evaluated in (quant_config's, as for the in-place backends)
+            model = load_gptq_model(path, dtype=DTYPES[qc.get("dtype", "bfloat16")], device=dev or "cpu",
+                                    trust_remote_code=trust_remote_code)
             return model, tokenizer
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         if memory_budget is not None and placement is None:

@@ -156,6 +156,40 @@ def test_search_scores_the_checkpoint_and_the_bundle_serves(checkpoint, demo_mod
     assert all(a["label"] in spec.labels for a in answers)
 
 
+@pytest.mark.parametrize("cpu_bf16", [True, False], ids=["cpu-with-bf16-units", "cpu-without"])
+def test_the_checkpoint_is_scored_and_served_in_the_trials_compute_dtype(cpu_bf16, checkpoint, demo_models, spec,
+                                                                          tmp_path):
+    """On a CPU without bf16 units the in-place int4 trials keep their other layers in fp32; the
+    GPTQ trial must too, or its bytes and scores are not comparable (CI on such a CPU found
+    GPTQ loaded in bf16 beside fp32 round-to-nearest: 166,845 against 271,933 bytes)."""
+    from dataclasses import replace
+
+    from rightsizer.inference import load_model
+    from rightsizer.quantize import quantize_for_task
+    from rightsizer.runtime.target import DeviceInfo, target_for
+    from rightsizer.select import RungResult, Selection
+
+    target = target_for(DeviceInfo("cpu", "a CPU", cpu_bf16=cpu_bf16))
+    out, _ = checkpoint
+    loose = replace(spec, quality_tolerance=1.0, precisions=["int4"])
+    chosen = RungResult(candidate="demo:tiny-m", params=0, rung="zero_shot", score=0.0, ci_low=0.0,
+                        ci_high=0.0, value=0.0, threshold=0.0, passed=True, n=1, seconds=0.0)
+    sel = Selection(task=spec.name, metric=spec.metric, threshold=0.0, decision_rule="point",
+                    order=[], tried=[chosen], chosen=chosen)
+    result = quantize_for_task(loose, sel, demo_models / "models" / "tiny-m", tmp_path / "bundle", progress=False,
+                               pre_quantized={"gptq": str(out)}, target=target)
+    trials = {(t.precision, t.backend): t for t in result.search.trials if t.status == "evaluated"}
+    gptq, rtn = trials["int4", "gptq"], trials["int4", "torch-int4pack"]
+    assert gptq.dtype == rtn.dtype == target.compute_dtype
+    config = gptq.to_config()
+    model, _ = load_model(out, quant_config=config)  # as the bundle serves it
+    assert model.get_input_embeddings().weight.dtype == target.torch_compute_dtype
+    # fp32 beside bf16 would differ by 2 bytes per embedding weight; the group sizes (128, 64)
+    # differ by far less
+    embedding = model.get_input_embeddings().weight
+    assert abs(gptq.memory_bytes - rtn.memory_bytes) < embedding.numel(), (gptq.memory_bytes, rtn.memory_bytes)
+
+
 def test_8bit_and_other_formats_are_refused_with_the_field(tmp_path, checkpoint):
     out, _ = checkpoint
     bad = tmp_path / "bad"

@@ -3,6 +3,10 @@ machine does not have are described, not patched into torch."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -57,6 +61,16 @@ def test_this_machine_resolves_to_what_it_is():
     else:
         assert info.kind == "cpu" and t.device == "cpu" and t.dtype == "float32"
         flags = open("/proc/cpuinfo").read()
-        assert info.cpu_bf16 == ("avx512_bf16" in flags or "amx_bf16" in flags)
+        avx512 = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+        assert info.cpu_bf16 == (("avx512_bf16" in flags or "amx_bf16" in flags) and avx512)
     with pytest.raises(ValueError, match="expected auto, cpu or cuda"):
         describe_device("tpu")
+
+
+def test_portable_kernels_count_as_a_cpu_without_bf16_units():
+    """ATEN_CPU_CAPABILITY=default, the stand-in for another CPU, also takes the fp32 compute
+    path that a CPU without bf16 units takes (CI's AVX2 machine did; this one did not)."""
+    code = "from rightsizer.runtime.target import resolve_target; print(resolve_target().compute_dtype)"
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "float32"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 from rightsizer import tasktypes
-from rightsizer.runtime.target import RuntimeTarget, resolve_target
+from rightsizer.runtime.target import DTYPES, RuntimeTarget, resolve_target
 from rightsizer.bundle import write_bundle
 from rightsizer.evaluate import evaluate_quality, load_rows
 from rightsizer.inference import load_model, load_tokenizer
@@ -64,7 +64,7 @@ def quantize_for_task(spec: TaskSpec, sel: Selection, model_dir: str | Path,
     baseline_score = score(base)
     del base
     precisions = ["bf16", *[p for p in spec.precisions if p != "bf16"]]
-    pre = {name: _pre_quantized(name, path, device, trust) for name, path in (pre_quantized or {}).items()
+    pre = {name: _pre_quantized(name, path, target, trust) for name, path in (pre_quantized or {}).items()
            if "int4" in precisions}  # the task's precisions rule: no int4, no GPTQ trial
     search = search_precision(load, score, baseline_score=baseline_score,
                               tolerance=tasktypes.get(spec.type).tolerance(spec), precisions=precisions,
@@ -81,7 +81,10 @@ def quantize_for_task(spec: TaskSpec, sel: Selection, model_dir: str | Path,
                            score=kept_score)
 
 
-def _pre_quantized(name: str, path: str | Path, device: str, trust: bool):
+def _pre_quantized(name: str, path: str | Path, target: RuntimeTarget, trust: bool):
+    """A GPTQ checkpoint as a trial, loaded in the dtype the in-place trials compute in
+    (``target.compute_dtype``: fp32 on a CPU without bf16 units), so its bytes and arithmetic
+    are compared on the same footing as round-to-nearest int4's."""
     from rightsizer.errors import ConfigError
     from rightsizer.runtime.gptq_format import load_gptq_model, read_gptq_config
     from rightsizer.quantize.search import PreQuantized
@@ -89,7 +92,9 @@ def _pre_quantized(name: str, path: str | Path, device: str, trust: bool):
     if name != "gptq":
         raise ConfigError(f"pre_quantized: {name!r}; only 'gptq' checkpoints load in this environment")
     qcfg = read_gptq_config(path)  # ConfigError now, before any evaluation, if it is not one
-    config = {"group_size": qcfg["group_size"], "bits": qcfg["bits"], "dtype": "bfloat16",
+    dtype = "bfloat16" if target.is_cuda else target.compute_dtype  # the CUDA kernel computes in bf16
+    config = {"group_size": qcfg["group_size"], "bits": qcfg["bits"], "dtype": dtype,
               "checkpoint_format": qcfg["checkpoint_format"], "desc_act": bool(qcfg.get("desc_act"))}
-    return PreQuantized(load=lambda: load_gptq_model(path, device=device, trust_remote_code=trust),
+    return PreQuantized(load=lambda: load_gptq_model(path, dtype=DTYPES[dtype], device=target.device,
+                                                     trust_remote_code=trust),
                         config=config)

@@ -8,8 +8,9 @@ baseline are measured on the same target and the records say what that was:
   fp16 on older ones (T4, V100); a MIG slice is recognised and named as the catalog names it
   (``A100-40GB MIG 1g.10gb``);
 - a CPU: fp32 weights (the precision the ladder's scores were measured in everywhere so far),
-  and bf16 compute only where the CPU has bf16 matrix units (AVX512-BF16 or AMX); without
-  them bf16 arithmetic is emulated, slower than fp32 and no more accurate.
+  and bf16 compute only where the CPU has bf16 matrix units (AVX512-BF16 or AMX) and torch
+  dispatches its AVX-512 kernels; without them bf16 arithmetic is emulated, slower than fp32
+  and no more accurate.
 
 ``describe_device`` reads what the hardware reports; ``target_for`` is the rule, a pure
 function of that description (tested on descriptions of GPUs this machine does not have);
@@ -100,14 +101,24 @@ def dtype_name(value: str | torch.dtype) -> str:
 
 
 def _cpu_info() -> tuple[str, bool]:
-    """(model name, has bf16 matrix units) from /proc/cpuinfo; (the platform's name, False) elsewhere."""
+    """(model name, bf16 matrix units torch will use) from /proc/cpuinfo and torch's kernel
+    level; (the platform's name, False) elsewhere.
+
+    The units count only when torch dispatches AVX-512 kernels: under
+    ``ATEN_CPU_CAPABILITY=default`` or ``avx2`` (the stand-ins for another CPU) bf16 would be
+    emulated, so the step computes in fp32, as it would on a CPU without the units.
+    """
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return platform.processor() or "cpu", False
     name = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "cpu")
     flags = set(next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []))
-    return name, bool(flags & {"avx512_bf16", "amx_bf16"})
+    return name, bool(flags & {"avx512_bf16", "amx_bf16"}) and _dispatches_avx512()
+
+
+def _dispatches_avx512() -> bool:
+    return torch.backends.cpu.get_cpu_capability().upper().startswith("AVX512")
 
 
 def describe_device(device: str = "auto") -> DeviceInfo:
