@@ -210,6 +210,7 @@ class DecisionRecord(_Fields):
     gpu_options: list[dict[str, Any]] | None = _optional()
     price_list: dict[str, Any] | None = _optional()
     lora: dict[str, Any] | None = _optional()  # a LoRA choice's screening and production runs
+    cascade: dict[str, Any] | None = _optional()  # ladder.cascade: the pairs judged and priced (size_gpu.price_cascade)
     summary: str | None = _optional()
     extra: dict[str, Any] = field(default_factory=dict)
     _given: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)

@@ -21,15 +21,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 
+from rightsizer import tasktypes
 from rightsizer.atomic import atomic_dir, atomic_write_text
+from rightsizer.cascade import MIN_EXAMPLES, judge
 from rightsizer.errors import ConfigError
 from rightsizer.evaluate import check_task_data, measure_latency, pick_shots
-from rightsizer.inference import build_prompt, load_model, with_format
+from rightsizer.inference import build_prompt, load_model, predict, with_format
 from rightsizer.runtime.target import RuntimeTarget, resolve_target
 from rightsizer.prompting import format_name
 from rightsizer.models import load_config
 from rightsizer.retrieval import for_rung, retrieval_figures
 from rightsizer.screening import Screened, screened_quality
+from rightsizer.schema.task import CHEAP_RUNGS
 from rightsizer.taskspec import Screening, TaskSpec
 
 
@@ -144,6 +147,8 @@ class Selection:
     latency: dict[str, dict] = field(default_factory=dict)  # candidate -> measured here
     retrieval: dict = field(default_factory=dict)  # the retriever on the eval split (recall@k)
     target: dict = field(default_factory=dict)  # the runtime target every candidate ran on (RuntimeTarget.to_dict)
+    # ladder.cascade: the pairs judged (smaller candidate, then the chosen one on deferral), see _cascade
+    cascade: dict = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -415,6 +420,8 @@ def select_model(spec: TaskSpec, workdir: str | Path, progress: bool = True,
                     break
         if chosen is not None and not exhaustive:
             break
+    pairs = (_cascade(spec, rung_spec, evals, tried, chosen, model_dir, chosen_shots, shots, target, workdir)
+             if spec.ladder.cascade and chosen is not None else {})
     return Selection(task=spec.name, metric=spec.metric, threshold=spec.threshold,
                      decision_rule=spec.decision_rule, order=order, tried=tried, chosen=chosen,
                      shots=chosen_shots, model_dir=model_dir,
@@ -422,4 +429,55 @@ def select_model(spec: TaskSpec, workdir: str | Path, progress: bool = True,
                      eval_seconds=time.perf_counter() - start,
                      full_examples=len(kept) * len(spec.ladder.rungs) * len(evals),
                      dropped=dropped, rungs=list(spec.ladder.rungs), latency=latency,
-                     retrieval=figures, target=target.to_dict())
+                     retrieval=figures, target=target.to_dict(), cascade=pairs)
+
+
+def _cascade(spec: TaskSpec, rung_spec: dict[str, TaskSpec], evals: list[dict], tried: list[RungResult],
+             chosen: RungResult, model_dir: str, chosen_shots: list[dict], shots: list[dict],
+             target: RuntimeTarget, workdir: Path) -> dict:
+    """The ladder's cascade option: each smaller candidate (ascending) at its best cheap rung
+    (no training) paired with the chosen model, judged by ``cascade.judge`` on the full eval
+    split; the first pair that meets the bar is kept and its small model saved beside the
+    chosen one. ``{"pairs": [...], "kept": index or None, "reason": why none was judged}``;
+    which pair is served is the sizing step's choice (``cascade.priced``: cheaper than the
+    chosen model alone)."""
+    smaller = []
+    for r in tried:  # the ladder tried the candidates by size: those before the chosen one failed
+        if r.candidate == chosen.candidate:
+            break
+        if r.rung in CHEAP_RUNGS and (not smaller or smaller[-1].candidate != r.candidate):
+            smaller.append(r)
+        elif r.rung in CHEAP_RUNGS and _rank(r) > _rank(smaller[-1]):
+            smaller[-1] = r
+    if not smaller:
+        return {"pairs": [], "kept": None, "reason": "no smaller candidate was tried at a cheap rung"}
+    if len(evals) < MIN_EXAMPLES:
+        return {"pairs": [], "kept": None, "reason": f"the eval split has {len(evals)} examples; a cascade "
+                                                     f"needs {MIN_EXAMPLES} to choose and confirm a threshold"}
+    tt = tasktypes.get(spec.type)
+    big_model, big_tok = load_model(model_dir, trust_remote_code=spec.trust_remote_code, target=target)
+    big_spec = with_format(rung_spec[chosen.rung], big_tok, big_model.config)
+    big = predict(big_model, big_tok, big_spec, evals, shots=chosen_shots or None)
+    del big_model
+    raw_gold = [r[spec.label_field] for r in evals]
+    gold, big_answers = tt.scoring_inputs(spec, raw_gold, big.answers)
+    pairs: list[dict] = []
+    for best in smaller:
+        model, tok = load_model(best.candidate, trust_remote_code=spec.trust_remote_code, target=target)
+        small_spec = with_format(rung_spec[best.rung], tok, model.config)
+        small_shots = shots if best.rung == "few_shot" else []
+        small = predict(model, tok, small_spec, evals, shots=small_shots or None)
+        confidence = tt.confidence(small_spec, small)
+        if confidence is None:
+            return {"pairs": pairs, "kept": None,
+                    "reason": f"a {spec.type} task has no confidence to defer on yet (classification only)"}
+        _, small_answers = tt.scoring_inputs(spec, raw_gold, small.answers)
+        judged = judge(best.candidate, chosen.candidate, gold, small_answers, big_answers, confidence,
+                       spec.metric, spec.labels, spec.threshold, spec.decision_rule)
+        pairs.append({**judged.to_dict(), "small_params": best.params, "small_rung": best.rung,
+                      "small_shots": small_shots, "big_params": chosen.params, "big_rung": chosen.rung,
+                      "small_model_dir": ""})
+        if judged.meets_bar:
+            pairs[-1]["small_model_dir"] = _save_chosen(model, tok, workdir / "cascade_small")
+            return {"pairs": pairs, "kept": len(pairs) - 1, "reason": ""}
+    return {"pairs": pairs, "kept": None, "reason": "no pair meets the bar on the confirm half"}

@@ -12,7 +12,9 @@ import json
 from pathlib import Path
 
 from rightsizer.atomic import atomic_write_text
+from rightsizer.cascade import CascadeResult, priced
 from rightsizer.errors import ConfigError, NoFeasibleOption
+from rightsizer.models import resolve_model_ref
 from rightsizer.precisions import get_precision
 from rightsizer.records import DecisionRecord, DecisionSLO, DecisionWorkload, Side
 from rightsizer.sizing.engines import serving_engine
@@ -132,6 +134,7 @@ def build_record(spec: TaskSpec, sel: Selection, chosen_eval: dict, baseline_eva
         sizing_rules=sizing_rules(baseline_cfg), config=baseline_cfg, measured_here=baseline_eval["latency"],
         measured_with=measured_with(baseline_eval), measured_by_batch=baseline_eval.get("latency_by_batch", []))
     lora = _lora_section(sel, production)
+    cascade = price_cascade(spec, sel, chosen.cost_per_1m_tokens, factors=factors, price_list=price_list)
     retrieval_line = (f"; retrieval recall@{retrieval['k']} {chosen.retrieval_recall_at_k:.3f}"
                       if chosen.retrieval_recall_at_k is not None else "")
     malformed_line = f"; malformed answers {chosen.extraction['malformed']:.1%}" if chosen.extraction else ""
@@ -142,12 +145,50 @@ def build_record(spec: TaskSpec, sel: Selection, chosen_eval: dict, baseline_eva
         slo=DecisionSLO.of(spec.slo), workload=DecisionWorkload.of(spec.workload),
         why_not_smaller=sel.rejections(), ladder=[r.to_dict() for r in sel.tried],
         precision_search=precision_rows or [], gpu_options=rec_c.to_rows()[:10],
-        price_list=dict(rec_c.price_list), lora=lora,
+        price_list=dict(rec_c.price_list), lora=lora, cascade=cascade,
         summary=(f"{spec.name}: {chosen.model} ({chosen.rung}, {chosen.precision}) "
                  f"on {chosen.gpu}: {spec.metric} {chosen.quality:.3f} vs bar "
                  f"{spec.threshold}; ${chosen.cost_per_1m_tokens:.4f}/1M tokens vs "
                  f"${baseline.cost_per_1m_tokens:.4f} for {largest}"
-                 + retrieval_line + malformed_line + (f"; {lora['line']}" if lora else ""))).to_dict()
+                 + retrieval_line + malformed_line + (f"; {lora['line']}" if lora else "")
+                 + (f"; {cascade['line']}" if cascade and cascade.get("line") else ""))).to_dict()
+
+
+def price_cascade(spec: TaskSpec, sel: Selection, big_cost_per_1m: float, factors=None,
+                  price_list: str | None = None) -> dict | None:
+    """The ladder's cascade (``Selection.cascade``) at the planned traffic: the kept pair's
+    small model sized in bf16 (as the ladder measured it) carries every request, the chosen
+    model the deferred share (``cascade.priced``); None when the spec did not ask for one.
+
+    ``pairs``, ``kept`` and ``reason`` are the ladder's; ``small_side`` is the small model's
+    sizing; ``chosen`` says the cascade meets the bar and costs less than the chosen model
+    alone; ``line`` is the summary's sentence."""
+    if not sel.cascade:
+        return None
+    out = {**sel.cascade, "chosen": False, "line": ""}
+    kept = sel.cascade.get("kept")
+    if kept is None:
+        out["line"] = f"no cascade ({sel.cascade.get('reason') or 'none judged'})"
+        return out
+    pair = dict(sel.cascade["pairs"][kept])
+    try:
+        rec_s, err = size_for_task(spec, resolve_model_ref(pair["small"]), "bf16", factors=factors,
+                                   price_list=price_list), ""
+    except NoFeasibleOption as e:
+        rec_s, err = None, str(e)
+    small_side = _sized("bf16", rec_s, err)
+    result = priced(CascadeResult(**{k: pair[k] for k in CascadeResult.__dataclass_fields__ if k in pair}),
+                    small_side["cost_per_1m_tokens"], big_cost_per_1m)
+    pair.update(cost_per_1m_tokens=result.cost_per_1m_tokens,
+                big_alone_cost_per_1m_tokens=result.big_alone_cost_per_1m_tokens,
+                cheaper=result.cheaper, chosen=result.chosen)
+    out["pairs"] = [pair if i == kept else p for i, p in enumerate(sel.cascade["pairs"])]
+    verdict = "chosen" if result.chosen else ("not cheaper" if result.meets_bar else "misses the bar")
+    out.update(chosen=result.chosen, small_side=small_side,
+               line=(f"cascade {pair['small']} -> {pair['big']}: defers {result.deferral_rate:.1%} below "
+                     f"confidence {result.threshold:.3f}, {spec.metric} {result.quality:.3f} on the confirm half, "
+                     f"${result.cost_per_1m_tokens:.4f}/1M tokens vs ${big_cost_per_1m:.4f} alone ({verdict})"))
+    return out
 
 
 def _config_or_none(config) -> dict | None:

@@ -96,3 +96,51 @@ def test_classification_confidence_is_the_answers_class_probability():
     conf = tasktypes.get("classification").confidence(spec, pred)
     assert conf[0] == pytest.approx(1 / (1 + 2.718281828 ** -2)) and conf[1] == pytest.approx(0.5)
     assert tasktypes.get("generation").confidence(spec, pred) is None  # not yet: needs token logprobs
+
+
+def _selection_with(pairs: list[dict], kept, spec):
+    from rightsizer.select import RungResult, Selection
+
+    big = RungResult(candidate="demo:tiny-m", params=600_000, rung="zero_shot", score=0.95, ci_low=0.9,
+                     ci_high=0.99, value=0.95, threshold=spec.threshold, passed=True, n=80, seconds=1.0)
+    return Selection(task=spec.name, metric=spec.metric, threshold=spec.threshold, decision_rule="point",
+                     order=[("demo:tiny-s", 150_000), ("demo:tiny-m", 600_000)], tried=[big], chosen=big,
+                     cascade={"pairs": pairs, "kept": kept, "reason": "" if kept is not None else "none met the bar"})
+
+
+def _judged_pair(meets_bar=True, deferral_rate=0.25) -> dict:
+    return {"small": "demo:tiny-s", "big": "demo:tiny-m", "metric": "accuracy", "threshold": 0.6,
+            "deferral_rate": deferral_rate, "quality": 0.93, "ci_low": 0.86, "ci_high": 0.98,
+            "small_quality_kept": 0.95, "big_quality_deferred": 0.87, "calibration_quality": 0.92,
+            "calibration_deferral_rate": 0.27, "n_calibration": 40, "n_confirm": 40, "meets_bar": meets_bar,
+            "small_params": 150_000, "small_rung": "zero_shot", "big_params": 600_000, "big_rung": "zero_shot",
+            "small_model_dir": "/nowhere", "small_shots": []}
+
+
+def test_size_gpu_prices_the_kept_pair_against_the_chosen_model_alone(demo_models, routing_spec):
+    """The small model is sized from its candidate ref (analytic sizing, any CPU); the cascade
+    is chosen when it meets the bar and small-for-all plus big-for-the-deferred-share costs
+    less than the big model alone; the record and its summary line carry it."""
+    from rightsizer.records import DecisionRecord
+    from rightsizer.size_gpu import price_cascade
+
+    sel = _selection_with([_judged_pair()], 0, routing_spec)
+    small_cost = price_cascade(routing_spec, sel, 1e9)["small_side"]["cost_per_1m_tokens"]
+    assert small_cost > 0
+    dear = price_cascade(routing_spec, sel, big_cost_per_1m=100 * small_cost)
+    (pair,) = dear["pairs"]
+    assert dear["chosen"] and pair["chosen"] and pair["cheaper"]
+    assert pair["cost_per_1m_tokens"] == pytest.approx(small_cost + 0.25 * 100 * small_cost)
+    assert "defers 25.0%" in dear["line"] and "(chosen)" in dear["line"]
+    cheap = price_cascade(routing_spec, sel, big_cost_per_1m=small_cost)  # small + 25% of big > big
+    assert not cheap["chosen"] and "not cheaper" in cheap["line"]
+    missed = price_cascade(routing_spec, _selection_with([_judged_pair(meets_bar=False)], 0, routing_spec),
+                           big_cost_per_1m=100 * small_cost)
+    assert not missed["chosen"] and "misses the bar" in missed["line"]
+    none = price_cascade(routing_spec, _selection_with([_judged_pair(meets_bar=False)], None, routing_spec), 1.0)
+    assert not none["chosen"] and none["line"] == "no cascade (none met the bar)"
+    plain = _selection_with([], None, routing_spec)
+    plain.cascade = {}  # ladder.cascade off
+    assert price_cascade(routing_spec, plain, 1.0) is None
+    record = DecisionRecord.from_dict({"task": "t", "chosen": {"model": "m"}, "cascade": dear})
+    assert DecisionRecord.from_dict(record.to_dict()).cascade == dear

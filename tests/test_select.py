@@ -9,6 +9,7 @@ or more. Tests pin those decisions, not one machine's scores.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -299,3 +300,47 @@ def test_candidates_ordered_by_parameter_count_not_name(demo_models, sentiment_s
     assert unsized == []
     assert [r for r, _ in order] == ["demo:tiny-s", "demo:tiny-m", "demo:tiny-l"]
     assert order[0][1] < order[1][1] < order[2][1]
+
+
+def test_the_cascade_option_judges_the_failed_smaller_candidate_with_the_chosen_one(
+        demo_models, routing_spec, tmp_path):
+    """ladder.cascade: the smaller candidate that failed at a cheap rung is paired with the
+    chosen one; the threshold is chosen on one half of the eval split and judged on the other.
+    Pinned: what the design guarantees (a kept pair meets the bar on the half it did not tune
+    on, its small model is saved and loads, the record survives save/load), not one CPU's scores."""
+    from rightsizer.inference import load_model
+
+    small = _untrained_candidate(demo_models, tmp_path / "untrained")
+    spec = _spec(routing_spec, candidates=["demo:tiny-s", small], decision_rule="point",
+                 ladder=Ladder(rungs=["zero_shot"], cascade=True))
+    sel = select_model(spec, tmp_path / "ladder", progress=False)
+    assert sel.chosen.candidate == "demo:tiny-s"
+    (pair,) = sel.cascade["pairs"]
+    assert (pair["small"], pair["big"], pair["small_rung"], pair["big_rung"]) == (small, "demo:tiny-s",
+                                                                                  "zero_shot", "zero_shot")
+    assert pair["n_calibration"] + pair["n_confirm"] == 80 and abs(pair["n_calibration"] - pair["n_confirm"]) <= 1
+    assert 0.0 <= pair["deferral_rate"] <= 1.0 and pair["ci_low"] <= pair["quality"] <= pair["ci_high"]
+    if pair["meets_bar"]:  # the bar holds on the half the threshold was not chosen on
+        assert sel.cascade["kept"] == 0 and pair["quality"] >= spec.threshold
+        model, _ = load_model(pair["small_model_dir"])
+        assert sum(p.numel() for p in model.parameters()) == pair["small_params"]
+    else:
+        assert sel.cascade["kept"] is None and pair["small_model_dir"] == ""
+    sel.save(tmp_path / "selection.json")
+    assert Selection.load(tmp_path / "selection.json").cascade == sel.cascade
+    # off by default: nothing judged, nothing saved
+    plain = select_model(_spec(routing_spec, candidates=["demo:tiny-s", small], decision_rule="point",
+                               ladder=Ladder(rungs=["zero_shot"])), tmp_path / "plain", progress=False)
+    assert plain.cascade == {} and not (tmp_path / "plain" / "cascade_small").exists()
+
+
+def test_a_free_text_task_says_why_it_has_no_cascade(demo_models, tmp_path):
+    from rightsizer.taskspec import load_task
+
+    extraction = load_task(Path(__file__).resolve().parents[1] / "tasks" / "order_extraction.yaml")
+    small = _untrained_candidate(demo_models, tmp_path / "untrained")
+    spec = _spec(extraction, candidates=["demo:tiny-s", small], max_eval_examples=24, decision_rule="point",
+                 ladder=Ladder(rungs=["zero_shot"], cascade=True))
+    sel = select_model(spec, tmp_path / "ladder", progress=False)
+    assert sel.chosen.candidate == "demo:tiny-s"
+    assert sel.cascade["kept"] is None and "no confidence to defer on" in sel.cascade["reason"]

@@ -18,6 +18,7 @@ from rightsizer.errors import ConfigError
 # The rungs, cheapest first. "retrieval" only applies to a task that declares ``retrieval:``
 # (a spec that leaves ``ladder.rungs`` out gets it then, and only then).
 RUNGS = ("zero_shot", "few_shot", "retrieval", "lora")
+CHEAP_RUNGS = ("zero_shot", "few_shot", "retrieval")  # no training: what a cascade's small model may use
 DEFAULT_RUNGS = ("zero_shot", "few_shot", "lora")  # a task without a knowledge source
 CONTEXT = "context"  # the prompt placeholder the retrieved passages go into
 CHUNK_RULES = ("paragraph", "words", "passage")
@@ -110,6 +111,9 @@ class Ladder:
     rungs: list[str] = field(default_factory=lambda: list(DEFAULT_RUNGS), metadata={"choices": RUNGS})
     few_shot_k: int = 4
     lora: LoraSettings = field(default_factory=LoraSettings)
+    # when a smaller candidate fails at its cheap rungs and a bigger one passes, also judge the
+    # pair as a confidence cascade (``rightsizer.cascade``): the small model answers when sure
+    cascade: bool = False
 
 
 @dataclass
