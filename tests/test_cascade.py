@@ -144,3 +144,20 @@ def test_size_gpu_prices_the_kept_pair_against_the_chosen_model_alone(demo_model
     assert price_cascade(routing_spec, plain, 1.0) is None
     record = DecisionRecord.from_dict({"task": "t", "chosen": {"model": "m"}, "cascade": dear})
     assert DecisionRecord.from_dict(record.to_dict()).cascade == dear
+
+
+def test_the_report_shows_the_cascade_beside_the_chosen_model_alone_outside_the_totals(demo_models, routing_spec):
+    from rightsizer.report import summary_rows
+    from rightsizer.size_gpu import price_cascade
+    from tests.test_fleet import TINY_L, TINY_S, _record
+
+    plain = _record(routing_spec, TINY_S, TINY_L)
+    big_cost = plain["chosen"]["cost_per_1m_tokens"]
+    with_cascade = {**plain, "cascade": price_cascade(routing_spec, _selection_with([_judged_pair()], 0, routing_spec),
+                                                      big_cost)}
+    rows, before = summary_rows([with_cascade]), summary_rows([plain])
+    assert rows[:len(before)] == before  # chosen, baseline and the totals unchanged
+    (row,) = rows[len(before):]
+    assert row["choice"] in ("cascade", "cascade (not chosen)") and row["task"] == routing_spec.name
+    assert row["model"] == "demo:tiny-s -> demo:tiny-m (defers 25.0%)" and row["quality"] == 0.93
+    assert row["cost_usd_per_1m_output_tokens"] == round(with_cascade["cascade"]["pairs"][0]["cost_per_1m_tokens"], 4)

@@ -82,6 +82,7 @@ def summary_rows(records: Sequence[DecisionRecord | Mapping[str, Any]], unsized:
                          "measured_on": here.get("device", ""),
                          "measured_tpot_p95_ms": rounded(here.get("tpot_p95_ms"), 3)})
     rows += [_unsized_row(u) for u in unsized]
+    cascades = [row for row in (_cascade_row(rec) for rec in records) if row]
     for choice in ("chosen", "baseline"):
         part = [r for r in rows if r["choice"] == choice]
         if not part:
@@ -108,7 +109,27 @@ def summary_rows(records: Sequence[DecisionRecord | Mapping[str, Any]], unsized:
                      "weights_gb": total("weights_gb"), "measured_on": "",
                      "measured_tpot_p95_ms": total("measured_tpot_p95_ms", max, 3),
                      "aggregation": "; ".join(f"{k}: {v}" for k, v in TOTAL_RULES.items())})
-    return rows
+    return rows + cascades
+
+
+def _cascade_row(rec: DecisionRecord) -> dict | None:
+    """The ladder's kept cascade pair (``ladder.cascade``) beside the chosen model alone, after
+    the totals (not in them: the deployment serves the chosen model until serving the cascade
+    is built): the confirm half's quality, the deferral rate and the cost at the planned traffic."""
+    c = rec.cascade or {}
+    if c.get("kept") is None or "small_side" not in c:
+        return None
+    pair, small = c["pairs"][c["kept"]], c["small_side"]
+    return {"task": rec.task, "choice": "cascade" if c.get("chosen") else "cascade (not chosen)",
+            "model": f"{pair['small']} -> {pair['big']} (defers {pair['deferral_rate']:.1%})",
+            "params": None, "rung": f"{pair['small_rung']} -> {pair['big_rung']}",
+            "precision": f"{small.get('precision')} -> {rec.chosen.precision}", "sized_for": small.get("gpu"),
+            "sizing_mode": small.get("sizing_mode") or "", "metric": rec.metric or "",
+            "quality": round(pair["quality"], 4), "threshold": rec.threshold, "meets_bar": bool(pair["meets_bar"]),
+            "recall_at_k": None, "price_usd_per_hour": None,
+            "cost_usd_per_1m_output_tokens": rounded(pair.get("cost_per_1m_tokens"), 4),
+            "modelled_ttft_ms": None, "modelled_tpot_ms": None, "modelled_throughput_tokens_per_s": None,
+            "modelled_memory_gb": None, "weights_gb": None, "measured_on": "", "measured_tpot_p95_ms": None}
 
 
 def _best_rung(entry: dict) -> dict | None:
