@@ -52,6 +52,7 @@ from functions.mlrun_io import localize_dir
 from rightsizer.routing import ROUTES, V2_PREFIX, RouteError, api_keys, check_api_key, route_kind
 from rightsizer.serving import api
 from rightsizer.serving.contract import Answer, EngineConfig
+from rightsizer.serving.cascade import CascadeEngine, engine_for
 from rightsizer.serving.engine import TaskEngine
 from rightsizer.errors import ConfigError
 from rightsizer.serving.errors import ServingError
@@ -268,15 +269,15 @@ _ENGINES: dict[tuple[str, str], TaskEngine] = {}
 _ENGINES_LOCK = threading.Lock()
 
 
-def shared_engine(bundle_path: str, engine: dict) -> TaskEngine:
+def shared_engine(bundle_path: str, engine: dict) -> TaskEngine | CascadeEngine:
     """One engine per task model and settings in this process: the answering and the streaming
-    runner of a task share it (one copy of the weights, one KV cache, one continuous batch)."""
+    runner of a task share it (one copy of the weights, one KV cache, one continuous batch);
+    ``engine["cascade"]``: the bundle's cascade (``rightsizer.serving.cascade``)."""
     key = (str(bundle_path), json.dumps(engine, sort_keys=True))
     with _ENGINES_LOCK:
         found = _ENGINES.get(key)
         if found is None or found.stopped:
-            found = _ENGINES[key] = TaskEngine.from_bundle_dir(localize_dir(bundle_path),
-                                                               config=EngineConfig.from_dict(engine))
+            found = _ENGINES[key] = engine_for(localize_dir(bundle_path), config=EngineConfig.from_dict(engine))
         return found
 
 

@@ -16,13 +16,19 @@ import json
 import shutil
 from pathlib import Path
 
-from rightsizer.atomic import atomic_dir
+from rightsizer.atomic import atomic_dir, atomic_write_text
 from rightsizer import tasktypes
 from rightsizer.errors import ConfigError
 from rightsizer.taskspec import TaskSpec, task_from_dict
 
 BUNDLE_FILE = "rightsizer.json"
 RETRIEVAL_DIR = "retrieval"
+# A chosen model's bundle may carry the cascade the ladder judged (``ladder.cascade``): the
+# small model's own bundle in cascade/ and the pair's figures in cascade.json (written last:
+# its presence means the small bundle is complete). Served as a cascade only when asked
+# (``EngineConfig.cascade``): whether it pays is the sizing step's decision.
+CASCADE_DIR = "cascade"
+CASCADE_FILE = "cascade.json"
 
 
 def write_bundle(model_dir: str | Path, spec: TaskSpec, out_dir: str | Path, *,
@@ -53,6 +59,35 @@ def write_bundle(model_dir: str | Path, spec: TaskSpec, out_dir: str | Path, *,
                                  "n_passages": len(spec.index.passages), "k": spec.retrieval.k}
         (tmp / BUNDLE_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
     return out
+
+
+def add_cascade(bundle_dir: str | Path, small_model_dir: str | Path, small_spec: TaskSpec, pair: dict) -> Path:
+    """Put the ladder's kept cascade pair into a written bundle: the small model's bundle (its
+    rung's spec: shots, retrieval index) in ``cascade/`` and ``pair`` (``Selection.cascade``'s
+    kept pair: threshold, deferral rate, quality, the two models) in ``cascade.json``."""
+    bundle_dir = Path(bundle_dir)
+    write_bundle(small_model_dir, small_spec, bundle_dir / CASCADE_DIR, base_model=pair["small"],
+                 rung=pair["small_rung"], shots=pair.get("small_shots") or [])
+    atomic_write_text(bundle_dir / CASCADE_FILE, json.dumps(pair, indent=2, sort_keys=True))
+    return bundle_dir / CASCADE_DIR
+
+
+def read_cascade(bundle_dir: str | Path) -> dict | None:
+    """A bundle's cascade pair (``add_cascade``), or None when it carries none; a ConfigError
+    naming the file when it is unreadable or lacks the threshold or its small bundle."""
+    path = Path(bundle_dir) / CASCADE_FILE
+    if not path.is_file():
+        return None
+    try:
+        pair = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path}: not a valid cascade file ({type(e).__name__}: {e})") from None
+    threshold = pair.get("threshold") if isinstance(pair, dict) else None
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        raise ConfigError(f"{path}: threshold: expected a number, got {threshold!r}")
+    if not (Path(bundle_dir) / CASCADE_DIR / BUNDLE_FILE).is_file():
+        raise ConfigError(f"{path}: the small model's bundle ({CASCADE_DIR}/) is missing")
+    return pair
 
 
 def read_bundle(bundle_dir: str | Path) -> dict:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rightsizer import tasktypes
 from rightsizer.runtime.target import DTYPES, RuntimeTarget, resolve_target
-from rightsizer.bundle import write_bundle
+from rightsizer.bundle import add_cascade, write_bundle
 from rightsizer.evaluate import evaluate_quality, load_rows
 from rightsizer.inference import load_model, load_tokenizer
 from rightsizer.models import state_dict_bytes
@@ -45,8 +45,7 @@ def quantize_for_task(spec: TaskSpec, sel: Selection, model_dir: str | Path,
     from rightsizer.quantize.search import search_precision
     from rightsizer.retrieval import for_rung
 
-    spec = for_rung(spec, sel.chosen.rung)
-
+    task_spec, spec = spec, for_rung(spec, sel.chosen.rung)
     target = target or resolve_target()
     device = target.device
     rows = load_rows(spec, spec.eval_split, spec.max_eval_examples)
@@ -77,8 +76,20 @@ def quantize_for_task(spec: TaskSpec, sel: Selection, model_dir: str | Path,
                           rung=sel.chosen.rung, shots=sel.shots, quant_config=kept.to_config(),
                           metrics={spec.metric: kept_score, "precision_search": search.to_rows()},
                           adapter=adapter)
+    pair = _kept_cascade(sel)
+    if pair is not None:  # the small model goes with the chosen one, as the ladder judged it
+        add_cascade(bundle, pair["small_model_dir"], for_rung(task_spec, pair["small_rung"]), pair)
     return QuantizeOutcome(search=search, bundle_dir=bundle, memory_before=memory_before,
                            score=kept_score)
+
+
+def _kept_cascade(sel: Selection) -> dict | None:
+    """The ladder's kept cascade pair whose small model was saved, or None."""
+    kept = (sel.cascade or {}).get("kept")
+    if kept is None:
+        return None
+    pair = sel.cascade["pairs"][kept]
+    return pair if pair.get("small_model_dir") else None
 
 
 def _pre_quantized(name: str, path: str | Path, target: RuntimeTarget, trust: bool):

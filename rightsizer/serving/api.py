@@ -282,6 +282,14 @@ def _usage(answers: list[Answer]) -> dict:
     return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
 
+def _model_field(req: ParsedRequest, answers: list[Answer]) -> str:
+    """The OpenAI ``model`` field: the task, or under a cascade (``rightsizer.serving.cascade``)
+    the model that answered, when one model answered every input (OpenAI names the model it
+    ran, which may be more specific than the one asked for)."""
+    names = {a.response.get("answered_by") for a in answers}
+    return str(names.pop()) if len(names) == 1 and None not in names else req.task
+
+
 def shape_response(req: ParsedRequest, answers: list[Answer]) -> dict:
     """The response body of an answered request."""
     now = int(time.time())
@@ -290,14 +298,14 @@ def shape_response(req: ParsedRequest, answers: list[Answer]) -> dict:
                 "outputs": [a.response for a in answers], "usage": _usage(answers)}
     if req.kind == "completions":
         return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": now,
-                "model": req.task, "usage": _usage(answers),
+                "model": _model_field(req, answers), "usage": _usage(answers),
                 "choices": [{"index": i, "text": answer_text(a.response), "finish_reason": a.finish_reason,
                              "logprobs": completion_logprobs(a.logprobs), "rightsizer": a.response}
                             for i, a in enumerate(answers)]}
     if req.kind == "chat":
         a = answers[0]
         return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": now,
-                "model": req.task, "usage": _usage(answers),
+                "model": _model_field(req, answers), "usage": _usage(answers),
                 "choices": [{"index": 0, "finish_reason": a.finish_reason, "logprobs": chat_logprobs(a.logprobs),
                              "message": {"role": "assistant", "content": answer_text(a.response)},
                              "rightsizer": a.response}]}

@@ -45,6 +45,9 @@ class EngineConfig:
     cache_scope: str = "salted"
     deadline_s: float = DEADLINE_S
     retry_after_s: int = 1
+    # serve the bundle's cascade (rightsizer.bundle.CASCADE_FILE) when it has one: the small
+    # model answers, the chosen one below the confidence threshold (rightsizer.serving.cascade)
+    cascade: bool = False
 
     @classmethod
     def from_dict(cls, data: dict | None) -> EngineConfig:
@@ -96,6 +99,10 @@ class Answer:
     # asked for (``logprobs``): per answer token, {"token", "logprob", "top": [[token, logprob], ...]};
     # a classification task's one "token" is its label, its alternatives the other labels
     logprobs: list[dict] | None = None
+    # the task type's confidence in the answer (``TaskType.confidence``: a label's class
+    # probability), unrounded: what a served cascade compares with its threshold; None where
+    # the type has none (free text)
+    confidence: float | None = None
 
 
 def check_top_logprobs(top: Any, name: str = "logprobs") -> int | None:

@@ -42,6 +42,7 @@ from rightsizer.inference import Bundle, apply_stop, build_prompt, load_bundle, 
 from rightsizer.prompting import encode, stop_strings
 from rightsizer.serving.contract import MAX_CHARS_PER_TOKEN, Answer, EngineConfig, check_top_logprobs
 from rightsizer.serving.errors import ServingError, bad_request
+from rightsizer.tasktypes.base import Predictions
 from rightsizer.taskspec import TaskSpec
 
 
@@ -456,11 +457,13 @@ class TaskEngine:
             fresh = respond_with(runner, spec, [texts[i] for i in todo], self.shots, max_new_tokens)
             generated = spec.type != "classification"  # a label is a whole answer, never cut
             lps = [runner.logprobs(k, spec, logprobs) for k in range(len(todo))] if logprobs is not None else None
+            sure = tasktypes.get(spec.type).confidence(spec, Predictions([], runner.option_scores or None, 0.0))
             with self._lock:
                 for k, (i, resp) in enumerate(zip(todo, fresh)):
                     out[i] = Answer(resp, counts[i], runner.completion_tokens[k],
                                     finish_reason=runner.finish[k] if generated else "stop",
-                                    logprobs=lps[k] if lps is not None else None)
+                                    logprobs=lps[k] if lps is not None else None,
+                                    confidence=sure[k] if sure else None)
                     if keys[i] is not None:
                         self._cache[keys[i]] = out[i]
                         while len(self._cache) > self.config.cache_size:

@@ -1,0 +1,120 @@
+"""A cascade served as the ladder judged it (issue 32, rightsizer.serving.cascade).
+
+The ladder pairs a smaller candidate that failed (an untrained Llama below tiny-s, as in
+tests/test_select.py) with the chosen one (tiny-s, trained on ticket routing); the quantize
+step puts the small model's bundle and the pair into the chosen model's bundle; served with
+``engine.cascade``, the small model answers first and the chosen one below the threshold.
+Pinned: what the design guarantees on any CPU (the served deferral on the confirm half is the
+evaluated one, each answer names its model), not one machine's scores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import mlrun
+import pytest
+
+from functions.serving import set_task_models
+from rightsizer import cascade
+from rightsizer.bundle import CASCADE_DIR, CASCADE_FILE, read_cascade
+from rightsizer.errors import ConfigError
+from rightsizer.evaluate import load_rows
+from rightsizer.quantize import quantize_for_task
+from rightsizer.select import select_model
+from rightsizer.serving.cascade import CascadeEngine, engine_for
+from rightsizer.serving.contract import EngineConfig
+from rightsizer.taskspec import Ladder
+from tests.test_select import _untrained_candidate
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def judged(demo_models, tmp_path_factory, routing_spec_module):
+    tmp = tmp_path_factory.mktemp("cascade")
+    small = _untrained_candidate(demo_models, tmp / "untrained")
+    spec = dataclasses.replace(routing_spec_module, candidates=["demo:tiny-s", small], decision_rule="point",
+                               max_eval_examples=80, precisions=["int8"],
+                               ladder=Ladder(rungs=["zero_shot"], cascade=True))
+    sel = select_model(spec, tmp / "ladder", progress=False)
+    pair = sel.cascade["pairs"][0]
+    # tiny-s answers routing right: deferring enough always clears the bar, on any CPU
+    assert pair["meets_bar"] and sel.cascade["kept"] == 0, sel.cascade
+    out = quantize_for_task(spec, sel, sel.model_dir, tmp / "bundle", progress=False)
+    return spec, sel, pair, out.bundle_dir
+
+
+@pytest.fixture(scope="module")
+def routing_spec_module():
+    from rightsizer.taskspec import load_task
+
+    return load_task(ROOT / "tasks" / "ticket_routing.yaml")
+
+
+def _confirm_rows(spec, pair):
+    rows = load_rows(spec, spec.eval_split, spec.max_eval_examples)
+    _, confirm = cascade.split_halves(len(rows))
+    assert len(confirm) == pair["n_confirm"]
+    return [rows[i] for i in confirm]
+
+
+def test_the_quantize_step_puts_the_pair_into_the_chosen_bundle(judged):
+    _, _, pair, bundle = judged
+    assert read_cascade(bundle) == pair and (Path(bundle) / CASCADE_DIR / "rightsizer.json").is_file()
+    meta = json.loads((Path(bundle) / CASCADE_DIR / "rightsizer.json").read_text())
+    assert (meta["base_model"], meta["rung"]) == (pair["small"], pair["small_rung"])
+
+
+def test_the_engine_defers_what_the_ladder_deferred_and_names_who_answered(judged):
+    spec, _, pair, bundle = judged
+    rows = _confirm_rows(spec, pair)
+    engine = engine_for(bundle, config=EngineConfig(cascade=True))
+    try:
+        assert isinstance(engine, CascadeEngine)
+        answers = engine.answer([r[spec.input_field] for r in rows])
+        deferred = [a.response["deferred"] for a in answers]
+        assert sum(deferred) / len(rows) == pair["deferral_rate"]
+        assert {a.response["answered_by"] for a, d in zip(answers, deferred) if d} <= {pair["big"]}
+        assert {a.response["answered_by"] for a, d in zip(answers, deferred) if not d} <= {pair["small"]}
+        assert all((a.response["small_confidence"] < pair["threshold"]) == d for a, d in zip(answers, deferred))
+        quality = sum(a.response["label"] == r[spec.label_field] for a, r in zip(answers, rows)) / len(rows)
+        # the chosen model is served quantized (int8 kept within the task's tolerance), the
+        # ladder judged it unquantized: the small model's share is the same answers
+        assert abs(quality - pair["quality"]) <= spec.quality_tolerance
+        card = engine.card()["cascade"]
+        assert card["served_deferral_rate"] == pair["deferral_rate"] and card["threshold"] == pair["threshold"]
+    finally:
+        engine.stop()
+
+
+def test_over_http_the_confirm_half_gives_the_evaluated_deferral_rate(judged):
+    spec, _, pair, bundle = judged
+    rows = _confirm_rows(spec, pair)
+    project = mlrun.load_project(str(ROOT), name="rightsizer", save=False)
+    fn = project.get_function("serving")
+    set_task_models(fn, {spec.name: str(bundle)}, engines={spec.name: {"cascade": True}})
+    server = fn.to_mock_server()
+    try:
+        out = server.test(f"/v2/models/{spec.name}/infer", body={"inputs": [r["text"] for r in rows]})["outputs"]
+        assert sum(o["deferred"] for o in out) / len(rows) == pair["deferral_rate"]
+        assert all(o["answered_by"] == (pair["big"] if o["deferred"] else pair["small"]) for o in out)
+        one = server.test("/v1/completions", body={"model": spec.name, "prompt": rows[0]["text"]})
+        assert one["model"] == one["choices"][0]["rightsizer"]["answered_by"]  # the model that answered
+    finally:
+        server.wait_for_completion()
+
+
+def test_cascade_on_for_a_bundle_without_one_is_refused_by_name(demo_models, tmp_path, routing_spec_module):
+    from rightsizer.bundle import write_bundle
+
+    plain = write_bundle(demo_models / "models" / "tiny-s", routing_spec_module, tmp_path / "plain",
+                         base_model="demo:tiny-s", rung="zero_shot")
+    with pytest.raises(ConfigError, match="engine.cascade is on but the bundle carries no cascade"):
+        engine_for(plain, config=EngineConfig(cascade=True))
+    (plain / CASCADE_FILE).write_text(json.dumps({"threshold": "high"}))
+    with pytest.raises(ConfigError, match="threshold: expected a number"):
+        read_cascade(plain)
