@@ -101,7 +101,9 @@ def group_models(spec: dict, models: dict) -> tuple[dict, dict]:
     """A group's task models (task -> bundle, of ``models``) and each engine's settings, sized for
     the load the plan placed there (``EngineConfig.for_load``), from a ``function_specs`` entry."""
     tasks = [t for m in spec["models"] for t in m["tasks"]]
-    engines = {t: dataclasses.asdict(EngineConfig.for_load(**m["load"])) for m in spec["models"] for t in m["tasks"]}
+    # a model served as a cascade (its placement's small model answering first): engine.cascade
+    engines = {t: {**dataclasses.asdict(EngineConfig.for_load(**m["load"])), "cascade": bool(m.get("cascade"))}
+               for m in spec["models"] for t in m["tasks"]}
     return {t: models[t] for t in tasks}, engines
 
 

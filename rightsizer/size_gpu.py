@@ -176,7 +176,8 @@ def price_cascade(spec: TaskSpec, sel: Selection, big_cost_per_1m: float, factor
                                    price_list=price_list), ""
     except NoFeasibleOption as e:
         rec_s, err = None, str(e)
-    small_side = _sized("bf16", rec_s, err)
+    small_side = {**_sized("bf16", rec_s, err), "model": pair["small"],
+                  "config": rec_s.model_config if rec_s else None}  # what the fleet plan sizes again
     result = priced(CascadeResult(**{k: pair[k] for k in CascadeResult.__dataclass_fields__ if k in pair}),
                     small_side["cost_per_1m_tokens"], big_cost_per_1m)
     pair.update(cost_per_1m_tokens=result.cost_per_1m_tokens,

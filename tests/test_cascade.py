@@ -161,3 +161,36 @@ def test_the_report_shows_the_cascade_beside_the_chosen_model_alone_outside_the_
     assert row["choice"] in ("cascade", "cascade (not chosen)") and row["task"] == routing_spec.name
     assert row["model"] == "demo:tiny-s -> demo:tiny-m (defers 25.0%)" and row["quality"] == 0.93
     assert row["cost_usd_per_1m_output_tokens"] == round(with_cascade["cascade"]["pairs"][0]["cost_per_1m_tokens"], 4)
+
+
+def test_the_fleet_plan_places_both_models_of_a_chosen_cascade_and_deploy_serves_it(demo_models, routing_spec):
+    """A chosen cascade: the small model at the task's whole traffic and the big one at the
+    deferred share, in one placement (one process, as the cascade engine serves them); the
+    group's function spec asks the engine for the cascade."""
+    from functions.plan import group_models
+    from rightsizer.plan import FleetPlan, plan_fleet
+    from rightsizer.size_gpu import price_cascade
+    from tests.test_fleet import TINY_L, TINY_S, _record
+
+    plain = _record(routing_spec, TINY_L, TINY_L)  # the chosen model is the big one here
+    big_cost = plain["chosen"]["cost_per_1m_tokens"]
+    priced_pair = price_cascade(routing_spec, _selection_with([_judged_pair(deferral_rate=0.25)], 0, routing_spec),
+                                big_cost)
+    assert priced_pair["chosen"]
+    priced_pair["small_side"]["config"] = TINY_S
+    alone = plan_fleet([plain], baseline=False)
+    both = plan_fleet([{**plain, "cascade": priced_pair}], baseline=False)
+    (group,), (p,) = both.groups, both.groups[0].placements
+    (p_alone,) = alone.groups[0].placements
+    assert p.cascade["model"] == "demo:tiny-s" and p.cascade["deferral_rate"] == 0.25
+    assert p.memory_bytes > p_alone.memory_bytes  # both models' weights and caches in the process
+    assert p.busy_fraction == pytest.approx(p_alone.busy_fraction * 0.25 + p.cascade["busy_fraction"])
+    assert both.throughput_tokens_per_s == alone.throughput_tokens_per_s  # the task's traffic, counted once
+    again = FleetPlan.from_dict(both.to_dict())
+    assert again.groups[0].placements[0].cascade == p.cascade and again.demands[0].cascade.deferral_rate == 0.25
+    (spec,) = both.function_specs()
+    assert spec["models"][0]["cascade"] == "demo:tiny-s"
+    _, engines = group_models(spec, {routing_spec.name: "/bundle"})
+    assert engines[routing_spec.name]["cascade"] is True
+    (spec_alone,) = alone.function_specs()
+    assert group_models(spec_alone, {routing_spec.name: "/bundle"})[1][routing_spec.name]["cascade"] is False

@@ -21,8 +21,32 @@ from rightsizer.records import (DECISIONS_SCHEMA_VERSION, DecisionRecord, Decisi
 
 
 @dataclass
+class CascadeDemand:
+    """A task served as a cascade (the decision record's ``cascade``, chosen): the small model
+    answers every request first, the demand's own model the deferred share."""
+
+    model: str  # the small model
+    config: Any
+    precision: str
+    deferral_rate: float
+    threshold: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "precision": self.precision, "deferral_rate": self.deferral_rate,
+                "threshold": self.threshold}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str) -> CascadeDemand:
+        return cls(**{k: need(data, k, where) for k in ("model", "precision", "deferral_rate", "threshold")},
+                   config=None)
+
+
+@dataclass
 class Demand:
-    """One model to place: what it is, what it must carry, and its targets."""
+    """One model to place: what it is, what it must carry, and its targets.
+
+    ``cascade``: the task is served as a cascade; ``model`` then carries only the deferred
+    share of ``throughput_tokens_per_s`` (the task's whole traffic), the small model all of it."""
 
     name: str  # unique in the fleet (the task, or "baseline")
     tasks: list[str]
@@ -36,12 +60,16 @@ class Demand:
     tpot_ms: float
     throughput_tokens_per_s: float  # required output tokens/s
     demand_source: str  # where the required throughput comes from
+    cascade: CascadeDemand | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "tasks": list(self.tasks), "model": self.model, "precision": self.precision,
-                "prompt_tokens": self.prompt_tokens, "output_tokens": self.output_tokens, "batch": self.batch,
-                "slo": {"ttft_ms": self.ttft_ms, "tpot_ms": self.tpot_ms},
-                "throughput_tokens_per_s": self.throughput_tokens_per_s, "demand_source": self.demand_source}
+        out = {"name": self.name, "tasks": list(self.tasks), "model": self.model, "precision": self.precision,
+               "prompt_tokens": self.prompt_tokens, "output_tokens": self.output_tokens, "batch": self.batch,
+               "slo": {"ttft_ms": self.ttft_ms, "tpot_ms": self.tpot_ms},
+               "throughput_tokens_per_s": self.throughput_tokens_per_s, "demand_source": self.demand_source}
+        if self.cascade is not None:
+            out["cascade"] = self.cascade.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "demand") -> Demand:
@@ -51,7 +79,8 @@ class Demand:
         return cls(**{k: need(data, k, where) for k in ("name", "tasks", "model", "precision", "prompt_tokens",
                                                          "output_tokens", "batch", "throughput_tokens_per_s",
                                                          "demand_source")},
-                   config=None, ttft_ms=need(slo, "ttft_ms", f"{where}.slo"), tpot_ms=need(slo, "tpot_ms", f"{where}.slo"))
+                   config=None, ttft_ms=need(slo, "ttft_ms", f"{where}.slo"), tpot_ms=need(slo, "tpot_ms", f"{where}.slo"),
+                   cascade=CascadeDemand.from_dict(data["cascade"], f"{where}.cascade") if data.get("cascade") else None)
 
 
 def need(data: Mapping[str, Any], key: str, where: str) -> Any:
@@ -161,7 +190,7 @@ def demands_from_decisions(decisions: Iterable[Decision]) -> list[Demand]:
                               prompt_tokens=int(_part(wl, "prompt_tokens", "workload")),
                               output_tokens=int(_part(wl, "output_tokens", "workload")), batch=batch,
                               ttft_ms=float(_part(slo, "ttft_ms", "slo")), tpot_ms=float(_part(slo, "tpot_ms", "slo")),
-                              throughput_tokens_per_s=req, demand_source=src))
+                              throughput_tokens_per_s=req, demand_source=src, cascade=_cascade_of(rec)))
         except (KeyError, TypeError, ValueError) as exc:
             problems.append(f"decision of task {task!r}: missing or bad field {exc}")
     if problems:
@@ -173,6 +202,17 @@ def demands_from_decisions(decisions: Iterable[Decision]) -> list[Demand]:
         raise ConfigError(f"two decisions for the same task: {sorted(n for n in names if names.count(n) > 1)}",
                           source="decisions")
     return out
+
+
+def _cascade_of(rec: DecisionRecord) -> CascadeDemand | None:
+    """The record's cascade when the sizing step chose it (``size_gpu.price_cascade``)."""
+    c = rec.cascade or {}
+    if not c.get("chosen"):
+        return None
+    pair, small = c["pairs"][c["kept"]], c["small_side"]
+    return CascadeDemand(model=str(pair["small"]), config=small.get("config") or pair["small"],
+                         precision=str(small.get("precision") or "bf16"),
+                         deferral_rate=float(pair["deferral_rate"]), threshold=float(pair["threshold"]))
 
 
 def baseline_demand(decisions: list[Decision]) -> Demand:
@@ -217,4 +257,4 @@ def _score(value: Any) -> bool:
     return is_number(value, finite=True)
 
 
-__all__ = ["Demand", "Decision", "load_decisions", "demands_from_decisions", "baseline_demand", "quality_of"]
+__all__ = ["CascadeDemand", "Demand", "Decision", "load_decisions", "demands_from_decisions", "baseline_demand", "quality_of"]

@@ -10,7 +10,7 @@ its TTFT and TPOT targets).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable
 
 from rightsizer.plan.demand import Demand
@@ -130,6 +130,16 @@ def size_on(dem: Demand, spec: ModelSpec, params: ParamCount, dk: DeviceKind, fa
                  e.throughput_tokens_per_s, e.mode), ""
 
 
+def with_front(deferred: Sized, front: Sized) -> Sized:
+    """A cascade on one kind as one load (both models in one process, ``rightsizer.serving.cascade``):
+    memory and busy add; a deferred request is answered by the small model, then the big one,
+    so the TTFTs add; each token comes from one of them (the slower TPOT)."""
+    load = Load(memory_bytes=deferred.load.memory_bytes + front.load.memory_bytes,
+                busy=deferred.load.busy + front.load.busy, ttft_ms=deferred.load.ttft_ms + front.load.ttft_ms,
+                tpot_ms=max(deferred.load.tpot_ms, front.load.tpot_ms))
+    return replace(deferred, load=load, ttft_ms=load.ttft_ms, tpot_ms=load.tpot_ms)
+
+
 def reserve_bytes(dk: DeviceKind, factors: Factors) -> int:
     """One runtime reserve per process on each device (the estimator's per-GPU reserve)."""
     return int(factors.reserve_bytes + factors.reserve_fraction * dk.view.memory_bytes)
@@ -148,4 +158,4 @@ def resources(dk: DeviceKind, used_bytes: int) -> tuple[str | None, int, dict[st
     return resource, dk.count, selector, {}
 
 
-__all__ = ["DeviceKind", "device_kinds", "Sized", "size_on", "reserve_bytes", "resources", "GIB"]
+__all__ = ["DeviceKind", "device_kinds", "Sized", "size_on", "with_front", "reserve_bytes", "resources", "GIB"]

@@ -47,10 +47,16 @@ class Placement:
     slo_tpot_ms: float
     demand_source: str
     mode: str
+    # served as a cascade: the small model answering first, in the same process (its memory,
+    # busy fraction and latency; plan.solve._front_of); the fields above are the big model's
+    # at the deferred share, busy and latency the two together
+    cascade: dict[str, Any] | None = None
 
     @property
     def memory_bytes(self) -> int:
-        return self.weights_bytes + self.kv_bytes + self.activation_bytes
+        c = self.cascade or {}
+        return (self.weights_bytes + self.kv_bytes + self.activation_bytes
+                + sum(int(c.get(k, 0)) for k in ("weights_bytes", "kv_bytes", "activation_bytes")))
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "tasks": list(self.tasks), "model": self.model, "precision": self.precision,
@@ -62,7 +68,8 @@ class Placement:
                 "ttft_ms": self.ttft_ms, "tpot_ms": self.tpot_ms, "ttft_shared_ms": self.ttft_shared_ms,
                 "tpot_shared_ms": self.tpot_shared_ms, "slo": {"ttft_ms": self.slo_ttft_ms, "tpot_ms": self.slo_tpot_ms},
                 "meets_slo": self.ttft_shared_ms <= self.slo_ttft_ms and self.tpot_shared_ms <= self.slo_tpot_ms,
-                "demand_source": self.demand_source, "sizing_mode": self.mode}
+                "demand_source": self.demand_source, "sizing_mode": self.mode,
+                **({"cascade": dict(self.cascade)} if self.cascade else {})}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str) -> Placement:
@@ -71,7 +78,7 @@ class Placement:
         return cls(**{k: need(data, k, where) for k in _PLACEMENT_FIELDS},
                    **{k: need(memory, k, f"{where}.memory") for k in ("weights_bytes", "kv_bytes", "activation_bytes")},
                    slo_ttft_ms=need(slo, "ttft_ms", f"{where}.slo"), slo_tpot_ms=need(slo, "tpot_ms", f"{where}.slo"),
-                   mode=need(data, "sizing_mode", where))
+                   mode=need(data, "sizing_mode", where), cascade=data.get("cascade"))
 
 
 @dataclass
@@ -135,7 +142,8 @@ class Group:
                 "node_selector": dict(self.node_selector), "min_replicas": self.min_replicas,
                 "max_replicas": self.max_replicas,
                 "models": [{"name": p.name, "tasks": list(p.tasks), "model": p.model, "precision": p.precision,
-                            "batch": p.batch} for p in self.placements]}
+                            "batch": p.batch, **({"cascade": p.cascade["model"]} if p.cascade else {})}
+                           for p in self.placements]}
 
 
 @dataclass

@@ -11,11 +11,13 @@ No MLRun here: a pipeline step calls ``plan_fleet(load_decisions(path))``.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Iterable
 
 from rightsizer.errors import ConfigError, InsufficientMemory, NoFeasibleOption
 from rightsizer.plan.demand import Decision, Demand, baseline_demand, demands_from_decisions, quality_of
-from rightsizer.plan.devices import GIB, DeviceKind, Sized, device_kinds, reserve_bytes, resources, size_on
+from rightsizer.plan.devices import (GIB, DeviceKind, Sized, device_kinds, reserve_bytes, resources, size_on,
+                                    with_front)
 from rightsizer.plan.fleet import FleetPlan, Group, Placement
 from rightsizer.plan.pack import DEFAULT_HEADROOM, MAX_REPLICAS, Kind, Solution, Target, solve
 from rightsizer.records import as_record
@@ -68,12 +70,18 @@ def plan_demands(demands: list[Demand], catalog: Catalog, headroom: float = DEFA
     factors = factors or Factors.defaults(catalog)
     kinds = device_kinds(catalog, include_cpu=include_cpu, include_mig=include_mig, devices=devices)
     sized: dict[tuple[str, str], Sized] = {}
+    fronts: dict[tuple[str, str], Sized] = {}  # a cascade's small model, answering first
     for dem in demands:
         spec = model_spec(dem.config)
         params = count_spec(spec)
         reasons: dict[str, str] = {}
         for dk in kinds:
-            s, why = size_on(dem, spec, params, dk, factors, headroom)
+            if dem.cascade is None:
+                s, why = size_on(dem, spec, params, dk, factors, headroom)
+            else:
+                s, why = _size_cascade(dem, spec, params, dk, factors, headroom)
+                if s is not None:
+                    s, fronts[(dem.name, dk.key)] = s
             if s is not None and s.load.busy / headroom <= MAX_REPLICAS:
                 sized[(dem.name, dk.key)] = s
             else:
@@ -101,7 +109,8 @@ def plan_demands(demands: list[Demand], catalog: Catalog, headroom: float = DEFA
                 busy_fraction=s.load.busy, busy_per_replica=s.load.busy / pg.replicas,
                 throughput_tokens_per_s=d.throughput_tokens_per_s, ttft_ms=s.ttft_ms, tpot_ms=s.tpot_ms,
                 ttft_shared_ms=ttft_sum, tpot_shared_ms=tpot_sum, slo_ttft_ms=d.ttft_ms, slo_tpot_ms=d.tpot_ms,
-                demand_source=d.demand_source, mode=s.mode))
+                demand_source=d.demand_source, mode=s.mode,
+                cascade=_front_of(d, fronts.get((m, dk.key)))))
         reserve = reserve_bytes(dk, factors)
         used = sum(p.memory_bytes for p in placements) + reserve
         resource, rcount, selector, requests = resources(dk, used)
@@ -118,6 +127,34 @@ def plan_demands(demands: list[Demand], catalog: Catalog, headroom: float = DEFA
     return FleetPlan(side=side, groups=groups, headroom=headroom, solver=sol.solver,
                      price_list=catalog.price_list.summary() if catalog.price_list else {"name": ""},
                      demands=list(demands), notes=notes)
+
+
+def _size_cascade(dem: Demand, spec: ModelSpec, params: ParamCount, dk: DeviceKind, factors: Factors,
+                  headroom: float) -> tuple[tuple[Sized, Sized] | None, str]:
+    """A cascade demand on ``dk``: the big model at the deferred share and the small one at the
+    whole traffic, as one load (``with_front``), and the small one's own sizing."""
+    c = dem.cascade
+    big, why = size_on(replace(dem, throughput_tokens_per_s=dem.throughput_tokens_per_s * c.deferral_rate),
+                       spec, params, dk, factors, headroom)
+    if big is None:
+        return None, why
+    small_spec = model_spec(c.config)
+    small, why = size_on(replace(dem, model=c.model, config=c.config, precision=c.precision, cascade=None),
+                         small_spec, count_spec(small_spec), dk, factors, headroom)
+    if small is None:
+        return None, f"cascade's small model {c.model}: {why}"
+    return (with_front(big, small), small), ""
+
+
+def _front_of(d: Demand, small: Sized | None) -> dict | None:
+    """A placement's ``cascade`` section: the small model's share of the group."""
+    if d.cascade is None or small is None:
+        return None
+    return {"model": d.cascade.model, "precision": small.precision, "batch": small.batch,
+            "deferral_rate": d.cascade.deferral_rate, "threshold": d.cascade.threshold,
+            "weights_bytes": small.weights_bytes, "kv_bytes": small.kv_bytes,
+            "activation_bytes": small.activation_bytes, "busy_fraction": small.load.busy,
+            "ttft_ms": small.ttft_ms, "tpot_ms": small.tpot_ms}
 
 
 def plan_fleet(decisions: list[Decision], price_list: str = DEFAULT_PRICE_LIST, headroom: float = DEFAULT_HEADROOM,
