@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from rightsizer.bundle import read_bundle
+from rightsizer.bundle import read_bundle, read_cascade
 from rightsizer.errors import ConfigError
 from rightsizer.evaluate import evaluate_model
 from rightsizer.taskspec import TaskSpec
@@ -35,8 +35,53 @@ def reevaluate_bundle(spec: TaskSpec, bundle_dir: str, fresh: str, progress: boo
     action = (f"re-run size_and_deploy for task {spec.name} (fresh {spec.metric} {score:.3f} vs "
               f"registered {registered:.3f}, tolerance {spec.quality_tolerance})"
               if regression else "none")
-    return {"task": spec.name, "metric": spec.metric, "registered_score": registered,
-            "fresh_score": score, "drop": drop, "tolerance": spec.quality_tolerance,
-            "regression": regression, "below_threshold": score < spec.threshold,
-            "action": action, "fresh_examples": report["quality"]["n"],
-            "latency": report["latency"]}
+    out = {"task": spec.name, "metric": spec.metric, "registered_score": registered,
+           "fresh_score": score, "drop": drop, "tolerance": spec.quality_tolerance,
+           "regression": regression, "below_threshold": score < spec.threshold,
+           "action": action, "fresh_examples": report["quality"]["n"],
+           "latency": report["latency"]}
+    pair = read_cascade(bundle_dir)
+    if pair is not None:  # the bundle carries a cascade: its deferral rate is watched too
+        out["cascade"] = c = reevaluate_cascade(spec2, bundle_dir, split, pair)
+        if c["deferral_regression"]:
+            out["regression"] = True
+            why = (f"re-run size_and_deploy for task {spec.name} (the cascade's deferral rate on fresh data "
+                   f"{c['fresh_deferral_rate']:.3f} vs {c['registered_deferral_rate']:.3f} evaluated, tolerance "
+                   f"{spec.deferral_tolerance})")
+            out["action"] = why if action == "none" else f"{action}; {why}"
+    return out
+
+
+def reevaluate_cascade(spec: TaskSpec, bundle_dir: str | Path, split: str, pair: dict) -> dict:
+    """The bundle's cascade (``bundle.add_cascade``) on ``split``, as it is served: the small
+    model's answers where its confidence is at or above the threshold, the chosen model's
+    elsewhere. The deferral rate is flagged when it moved by more than ``spec.deferral_tolerance``
+    from the one the ladder measured (the traffic the plan gave each model no longer holds)."""
+    from rightsizer import metrics, tasktypes
+    from rightsizer.bundle import CASCADE_DIR
+    from rightsizer.cascade import mix
+    from rightsizer.evaluate import load_rows
+    from rightsizer.inference import load_bundle, predict
+
+    rows = load_rows(spec, split, spec.max_eval_examples)
+    tt = tasktypes.get(spec.type)
+    raw_gold = [r[spec.label_field] for r in rows]
+    answers, confidence = {}, None
+    for side, path in (("small", Path(bundle_dir) / CASCADE_DIR), ("big", Path(bundle_dir))):
+        b = load_bundle(path, device=None)
+        pred = predict(b.model, b.tokenizer, b.spec, rows, b.shots or None)
+        gold, answers[side] = tt.scoring_inputs(b.spec, raw_gold, pred.answers)
+        if side == "small":
+            confidence = tt.confidence(b.spec, pred)
+    if confidence is None:
+        raise ConfigError(f"{bundle_dir}: the cascade's small model gives no confidence for a {spec.type} task")
+    mixed, deferred = mix(answers["small"], answers["big"], confidence, float(pair["threshold"]))
+    rate = sum(deferred) / len(deferred)
+    registered = float(pair["deferral_rate"])
+    return {"small": pair.get("small"), "big": pair.get("big"), "threshold": pair["threshold"],
+            "registered_deferral_rate": registered, "fresh_deferral_rate": rate,
+            "deferral_change": rate - registered, "deferral_tolerance": spec.deferral_tolerance,
+            "deferral_regression": abs(rate - registered) > spec.deferral_tolerance,
+            "registered_quality": pair.get("quality"),
+            "fresh_quality": metrics.compute(spec.metric, gold, mixed, list(spec.labels)),
+            "fresh_examples": len(rows)}

@@ -180,7 +180,8 @@ def test_the_fleet_plan_places_both_models_of_a_chosen_cascade_and_deploy_serves
     priced_pair["small_side"]["config"] = TINY_S
     alone = plan_fleet([plain], baseline=False)
     both = plan_fleet([{**plain, "cascade": priced_pair}], baseline=False)
-    (group,), (p,) = both.groups, both.groups[0].placements
+    assert len(both.groups) == 1  # one process serves both models
+    (p,) = both.groups[0].placements
     (p_alone,) = alone.groups[0].placements
     assert p.cascade["model"] == "demo:tiny-s" and p.cascade["deferral_rate"] == 0.25
     assert p.memory_bytes > p_alone.memory_bytes  # both models' weights and caches in the process

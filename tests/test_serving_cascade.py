@@ -118,3 +118,31 @@ def test_cascade_on_for_a_bundle_without_one_is_refused_by_name(demo_models, tmp
     (plain / CASCADE_FILE).write_text(json.dumps({"threshold": "high"}))
     with pytest.raises(ConfigError, match="threshold: expected a number"):
         read_cascade(plain)
+
+
+def _write_rows(path: Path, rows: list[dict]) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_reevaluation_watches_the_deferral_rate(judged, tmp_path):
+    """On the confirm half the deferral rate is the evaluated one, nothing flagged; on traffic
+    the small model is sure of (a shift in what users send) it falls to 0 and the move beyond
+    deferral_tolerance is flagged as a regression is, with the action naming it."""
+    from rightsizer.reevaluate import reevaluate_bundle
+
+    spec, _, pair, bundle = judged
+    rows = _confirm_rows(spec, pair)
+    same = reevaluate_bundle(spec, str(bundle), _write_rows(tmp_path / "same.jsonl", rows), progress=False)
+    assert same["cascade"]["fresh_deferral_rate"] == pair["deferral_rate"]
+    assert not same["cascade"]["deferral_regression"]
+    engine = engine_for(bundle, config=EngineConfig(cascade=True))
+    try:
+        kept = [r for r, a in zip(rows, engine.answer([r[spec.input_field] for r in rows]))
+                if not a.response["deferred"]]
+    finally:
+        engine.stop()
+    assert kept and pair["deferral_rate"] > spec.deferral_tolerance  # a shift this test can see
+    shifted = reevaluate_bundle(spec, str(bundle), _write_rows(tmp_path / "sure.jsonl", kept), progress=False)
+    assert shifted["cascade"]["fresh_deferral_rate"] == 0.0 and shifted["cascade"]["deferral_regression"]
+    assert shifted["regression"] and "deferral rate" in shifted["action"]

@@ -39,8 +39,9 @@ def _check_values(spec: TaskSpec, problems: list[str]) -> None:
     lo, hi = METRIC_RANGE.get(spec.metric, (0.0, 1.0))
     if not lo <= spec.threshold <= hi:
         problems.append(f"threshold: {spec.threshold} is outside the metric's range [{lo:g}, {hi:g}]")
-    if not 0.0 <= spec.quality_tolerance <= 1.0:
-        problems.append(f"quality_tolerance: {spec.quality_tolerance} is outside [0, 1]")
+    for name in ("quality_tolerance", "deferral_tolerance"):
+        if not 0.0 <= getattr(spec, name) <= 1.0:
+            problems.append(f"{name}: {getattr(spec, name)} is outside [0, 1]")
     if spec.decision_rule not in DECISION_RULES:
         problems.append(f"decision_rule: {spec.decision_rule!r}; expected one of {list(DECISION_RULES)}")
     for split in (spec.train_split, spec.eval_split):
