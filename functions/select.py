@@ -8,7 +8,7 @@ import sys
 import mlrun
 
 from functions.mlrun_io import log_results, log_model_dir, log_plot, log_table, made_dir, project_file, reusable, run_layout
-from rightsizer.select_plots import ladder_figure, leaderboard_rows, pareto_figure
+from rightsizer.select_plots import cascade_figure, ladder_figure, leaderboard_rows, pareto_figure
 from rightsizer.runtime.target import resolve_target
 from rightsizer.select import select_model
 from rightsizer.taskspec import load_task
@@ -29,7 +29,8 @@ def select(context: mlrun.MLClientCtx, task_spec: str, latency_repeats: int = 3,
     The result ``target`` and the selection's ``target`` say what it was.
 
     Logs: ``leaderboard`` (table: candidate x rung, quality, CI, latency/memory measured
-    here, evaluation cost), ``ladder`` and ``pareto`` (Plotly), the selection-time model as
+    here, evaluation cost), ``ladder`` and ``pareto`` (Plotly), ``cascade`` (Plotly, when
+    ``ladder.cascade`` judged a pair: quality against deferral, ``select_plots.cascade_figure``), the selection-time model as
     ``<task>-selected`` (``log_model``, labels task/rung/precision/base_model; the quantize
     step registers the serving bundle as ``<task>``), results ``chosen_model``, ``rung``,
     ``score``, ``ci_low``, ``params``, ``model_dir`` (the chosen model, LoRA merged),
@@ -58,6 +59,8 @@ def select(context: mlrun.MLClientCtx, task_spec: str, latency_repeats: int = 3,
     log_table(context, "leaderboard", leaderboard_rows(sel))
     log_plot(context, "ladder", ladder_figure(sel))
     log_plot(context, "pareto", pareto_figure(sel))
+    if (cascade_chart := cascade_figure(sel)) is not None:  # ladder.cascade judged a pair
+        log_plot(context, "cascade", cascade_chart)
     context.log_result("selection", str(selection))
     log_results(context, {"eval_examples": sel.eval_examples,
                          "eval_seconds": round(sel.eval_seconds, 2),

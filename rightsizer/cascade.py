@@ -19,7 +19,7 @@ chosen only when it meets the bar on the confirm half and costs less than the bi
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 from rightsizer import metrics
@@ -51,6 +51,9 @@ class CascadeResult:
     big_alone_cost_per_1m_tokens: float | None = None
     cheaper: bool | None = None
     chosen: bool = False
+    # every candidate threshold on the calibration half: {threshold, deferral_rate, quality}
+    # (what the select step's cascade chart draws; the choice is the first to clear the bar)
+    curve: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,21 +89,28 @@ def candidate_thresholds(confidence: Sequence[float]) -> list[float]:
     return [values[0] - 1.0, *mids, values[-1] + 1.0]
 
 
-def choose_threshold(gold: Sequence, small: Sequence[str], big: Sequence[str], confidence: Sequence[float],
-                     metric: str, labels: Sequence[str], bar: float) -> tuple[float | None, float, float]:
-    """The threshold with the lowest deferral rate whose cascade quality on these examples
-    is at least ``bar``: ``(threshold, quality, deferral rate)``; ``(None, best quality,
-    1.0)`` when none reaches it."""
-    best = (None, float("-inf"), 1.0)
+def calibration_curve(gold: Sequence, small: Sequence[str], big: Sequence[str], confidence: Sequence[float],
+                      metric: str, labels: Sequence[str]) -> list[dict]:
+    """The cascade at every candidate threshold, ascending: its deferral rate and quality."""
+    out = []
     for t in candidate_thresholds(confidence):
         answers, deferred = mix(small, big, confidence, t)
-        q = metrics.compute(metric, list(gold), answers, list(labels))
-        rate = sum(deferred) / len(deferred)
-        if q >= bar:
-            return t, q, rate
-        if q > best[1]:
-            best = (None, q, 1.0)
-    return best
+        out.append({"threshold": t, "deferral_rate": sum(deferred) / len(deferred),
+                    "quality": metrics.compute(metric, list(gold), answers, list(labels))})
+    return out
+
+
+def choose_threshold(gold: Sequence, small: Sequence[str], big: Sequence[str], confidence: Sequence[float],
+                     metric: str, labels: Sequence[str], bar: float,
+                     curve: list[dict] | None = None) -> tuple[float | None, float, float]:
+    """The threshold with the lowest deferral rate whose cascade quality on these examples
+    is at least ``bar``: ``(threshold, quality, deferral rate)``; ``(None, best quality,
+    1.0)`` when none reaches it. ``curve``: these examples' ``calibration_curve``, if known."""
+    curve = curve if curve is not None else calibration_curve(gold, small, big, confidence, metric, labels)
+    for point in curve:
+        if point["quality"] >= bar:
+            return point["threshold"], point["quality"], point["deferral_rate"]
+    return None, max((p["quality"] for p in curve), default=float("-inf")), 1.0
 
 
 def judge(small_name: str, big_name: str, gold: Sequence, small: Sequence[str], big: Sequence[str],
@@ -119,8 +129,9 @@ def judge(small_name: str, big_name: str, gold: Sequence, small: Sequence[str], 
     def pick(idx: list[int], seq: Sequence) -> list:
         return [seq[i] for i in idx]
 
-    t, q_cal, rate_cal = choose_threshold(pick(calib, gold), pick(calib, small), pick(calib, big),
-                                          pick(calib, confidence), metric, labels, bar)
+    cal = [pick(calib, x) for x in (gold, small, big, confidence)]
+    curve = calibration_curve(*cal, metric, labels)
+    t, q_cal, rate_cal = choose_threshold(*cal, metric, labels, bar, curve=curve)
     g2, s2, b2, c2 = (pick(confirm, x) for x in (gold, small, big, confidence))
     if t is None:
         answers, deferred = list(b2), [True] * len(b2)
@@ -138,7 +149,8 @@ def judge(small_name: str, big_name: str, gold: Sequence, small: Sequence[str], 
         quality=quality, ci_low=lo, ci_high=hi, small_quality_kept=small_kept, big_quality_deferred=big_sent,
         calibration_quality=q_cal if t is not None else None,
         calibration_deferral_rate=rate_cal if t is not None else None,
-        n_calibration=len(calib), n_confirm=len(confirm), meets_bar=t is not None and score >= bar)
+        n_calibration=len(calib), n_confirm=len(confirm), meets_bar=t is not None and score >= bar,
+        curve=curve)
 
 
 def priced(result: CascadeResult, small_cost_per_1m: float, big_cost_per_1m: float) -> CascadeResult:

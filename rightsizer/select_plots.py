@@ -244,3 +244,38 @@ def pareto_figure(sel: Selection, baseline: dict | None = None) -> go.Figure:
                          "x: stopped by screening, n: examples scored</sup>")),
         margin=dict(t=110, l=70, r=40, b=60), template="plotly_white")
     return fig
+
+
+def cascade_figure(sel: Selection) -> go.Figure | None:
+    """The ladder's cascade pairs (``ladder.cascade``): for each, the cascade's quality against
+    its deferral rate at every candidate threshold of the calibration half (the choice is the
+    lowest deferral that clears the bar), and the chosen threshold judged on the confirm half
+    (quality with its 95% CI). None when no pair was judged."""
+    pairs = (sel.cascade or {}).get("pairs") or []
+    if not pairs:
+        return None
+    fig = go.Figure()
+    for pair in pairs:
+        name = f"{pair['small']} -> {pair['big']}"
+        curve = pair.get("curve") or []
+        fig.add_scatter(x=[p["deferral_rate"] for p in curve], y=[p["quality"] for p in curve],
+                        mode="lines+markers", marker=dict(size=5), line=dict(shape="hv"),
+                        name=f"{name}: calibration half (n={pair['n_calibration']})",
+                        customdata=[p["threshold"] for p in curve],
+                        hovertemplate=("defer below confidence %{customdata:.4f}<br>deferral %{x:.1%}<br>"
+                                       f"{sel.metric} %{{y:.3f}}<extra></extra>"))
+        if pair.get("threshold") is not None:
+            fig.add_scatter(x=[pair["deferral_rate"]], y=[pair["quality"]], mode="markers",
+                            marker=dict(symbol="star", size=16, color=CHOSEN if pair["meets_bar"] else FAIL,
+                                        line=dict(color="black", width=1)),
+                            error_y=dict(type="data", symmetric=False, array=[pair["ci_high"] - pair["quality"]],
+                                         arrayminus=[pair["quality"] - pair["ci_low"]]),
+                            name=(f"{name}: threshold {pair['threshold']:.4f} on the confirm half "
+                                  f"(n={pair['n_confirm']}){'' if pair['meets_bar'] else ', misses the bar'}"),
+                            hovertemplate=f"confirm half<br>deferral %{{x:.1%}}<br>{sel.metric} %{{y:.3f}}<extra></extra>")
+    fig.add_hline(y=sel.threshold, line_dash="dash", line_color=BAR, annotation_text=f"bar {sel.threshold}")
+    fig.update_layout(title=f"{sel.task}: confidence cascade, quality against the share deferred to the bigger model",
+                      xaxis=dict(title="deferral rate (share answered by the bigger model)", tickformat=".0%",
+                                 range=[-0.02, 1.02]),
+                      yaxis=dict(title=sel.metric, range=[0, 1.05]), legend=dict(orientation="h", y=-0.25))
+    return fig

@@ -328,10 +328,23 @@ def test_the_cascade_option_judges_the_failed_smaller_candidate_with_the_chosen_
         assert sel.cascade["kept"] is None and pair["small_model_dir"] == ""
     sel.save(tmp_path / "selection.json")
     assert Selection.load(tmp_path / "selection.json").cascade == sel.cascade
+    # the calibration curve runs from deferring nothing to deferring everything; the chart
+    # draws it and the confirm half's point
+    curve = pair["curve"]
+    assert (curve[0]["deferral_rate"], curve[-1]["deferral_rate"]) == (0.0, 1.0)
+    assert [p["threshold"] for p in curve] == sorted(p["threshold"] for p in curve)
+    from rightsizer.select_plots import cascade_figure
+
+    fig = cascade_figure(sel)
+    line, star = fig.data[0], fig.data[-1]
+    assert list(line.x) == [p["deferral_rate"] for p in curve] and list(line.y) == [p["quality"] for p in curve]
+    if pair["meets_bar"]:
+        assert (star.x[0], star.y[0]) == (pair["deferral_rate"], pair["quality"])
     # off by default: nothing judged, nothing saved
     plain = select_model(_spec(routing_spec, candidates=["demo:tiny-s", small], decision_rule="point",
                                ladder=Ladder(rungs=["zero_shot"])), tmp_path / "plain", progress=False)
     assert plain.cascade == {} and not (tmp_path / "plain" / "cascade_small").exists()
+    assert cascade_figure(plain) is None
 
 
 def test_a_free_text_task_says_why_it_has_no_cascade(demo_models, tmp_path):

@@ -1,0 +1,81 @@
+"""The ladder's confidence cascade on a pair this machine can build: the figures behind
+docs/selection.md's cascade section.
+
+Pair: an untrained Llama below tiny-s (it knows no task: its label probabilities are noise)
+and tiny-s (ticket routing is trained into it), on ticket_routing's eval split with
+``ladder.cascade``. Prints the calibration half's curve (deferral rate and quality at each
+candidate threshold, thinned), the threshold chosen, the confirm half's quality with its CI,
+the deferral rate and each model's quality on its share, then the served check: the confirm
+half through the cascade engine (same deferral rate expected).
+
+Rerun: .venv/bin/python benchmarks/bench_cascade.py [--examples 80]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+RERUN = ".venv/bin/python benchmarks/bench_cascade.py"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--examples", type=int, default=80, help="eval examples (halved: calibration, confirm)")
+    args = ap.parse_args(argv)
+
+    from rightsizer.cascade import split_halves
+    from rightsizer.demo.bootstrap import bootstrap
+    from rightsizer.evaluate import load_rows
+    from rightsizer.quantize import quantize_for_task
+    from rightsizer.select import select_model
+    from rightsizer.serving.cascade import engine_for
+    from rightsizer.serving.contract import EngineConfig
+    from rightsizer.taskspec import Ladder, load_task
+    from tests.test_select import _untrained_candidate
+
+    demo = bootstrap(verbose=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        small = _untrained_candidate(demo, Path(tmp) / "untrained")
+        spec = dataclasses.replace(load_task(ROOT / "tasks" / "ticket_routing.yaml"),
+                                   candidates=["demo:tiny-s", small], decision_rule="point",
+                                   max_eval_examples=args.examples, precisions=["int8"],
+                                   ladder=Ladder(rungs=["zero_shot"], cascade=True))
+        sel = select_model(spec, Path(tmp) / "ladder", progress=False)
+        pair = sel.cascade["pairs"][0]
+        print(f"ticket_routing, bar {spec.metric} >= {spec.threshold}; small {Path(small).name} (untrained), "
+              f"big {pair['big']}; {pair['n_calibration']} calibration + {pair['n_confirm']} confirm examples")
+        print("\ncalibration half: threshold  deferral  quality")
+        curve = pair["curve"]
+        step = max(1, len(curve) // 12)
+        for p in curve[::step] + ([curve[-1]] if (len(curve) - 1) % step else []):
+            print(f"  {p['threshold']:>20.6f}  {p['deferral_rate']:>8.1%}  {p['quality']:.3f}")
+        print(f"\nchosen threshold {pair['threshold']}: calibration quality {pair['calibration_quality']}, "
+              f"deferral {pair['calibration_deferral_rate']}")
+        print(f"confirm half: quality {pair['quality']:.3f} (95% CI {pair['ci_low']:.3f}-{pair['ci_high']:.3f}), "
+              f"deferral {pair['deferral_rate']:.1%}, small on its share {pair['small_quality_kept']}, "
+              f"big on its share {pair['big_quality_deferred']}, meets the bar: {pair['meets_bar']}")
+        if pair["meets_bar"]:
+            out = quantize_for_task(spec, sel, sel.model_dir, Path(tmp) / "bundle", progress=False)
+            rows = load_rows(spec, spec.eval_split, spec.max_eval_examples)
+            _, confirm = split_halves(len(rows))
+            engine = engine_for(out.bundle_dir, config=EngineConfig(cascade=True))
+            try:
+                answers = engine.answer([rows[i][spec.input_field] for i in confirm])
+            finally:
+                engine.stop()
+            served = sum(a.response["deferred"] for a in answers) / len(answers)
+            print(f"served (cascade engine, confirm half): deferral {served:.1%} "
+                  f"({'same as evaluated' if served == pair['deferral_rate'] else 'DIFFERS from evaluated'})")
+    print(f"\nrerun: {RERUN} --examples {args.examples}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
