@@ -5,7 +5,8 @@ Pair: an untrained Llama below tiny-s (it knows no task: its label probabilities
 and tiny-s (ticket routing is trained into it), on ticket_routing's eval split with
 ``ladder.cascade``. Prints the calibration half's curve (deferral rate and quality at each
 candidate threshold, thinned), the threshold chosen, the confirm half's quality with its CI,
-the deferral rate and each model's quality on its share, then the served check: the confirm
+the deferral rate and each model's quality on its share, its price against the big model
+alone (both sized in bf16 on the default price list), then the served check: the confirm
 half through the cascade engine (same deferral rate expected).
 
 Rerun: .venv/bin/python benchmarks/bench_cascade.py [--examples 80]
@@ -36,6 +37,7 @@ def main(argv=None) -> int:
     from rightsizer.quantize import quantize_for_task
     from rightsizer.select import select_model
     from rightsizer.serving.cascade import engine_for
+    from rightsizer.size_gpu import price_cascade, size_for_task
     from rightsizer.serving.contract import EngineConfig
     from rightsizer.taskspec import Ladder, load_task
     from tests.test_select import _untrained_candidate
@@ -61,6 +63,9 @@ def main(argv=None) -> int:
         print(f"confirm half: quality {pair['quality']:.3f} (95% CI {pair['ci_low']:.3f}-{pair['ci_high']:.3f}), "
               f"deferral {pair['deferral_rate']:.1%}, small on its share {pair['small_quality_kept']}, "
               f"big on its share {pair['big_quality_deferred']}, meets the bar: {pair['meets_bar']}")
+        big_cost = size_for_task(spec, sel.model_dir, "bf16").chosen.cost_per_1m_output_tokens
+        priced_pair = price_cascade(spec, sel, big_cost)
+        print(priced_pair["line"])
         if pair["meets_bar"]:
             out = quantize_for_task(spec, sel, sel.model_dir, Path(tmp) / "bundle", progress=False)
             rows = load_rows(spec, spec.eval_split, spec.max_eval_examples)
