@@ -10,6 +10,7 @@ from typing import Any
 from rightsizer.schema.check import is_number
 
 CHOSEN, BASELINE, FAIL, BAR, FADED = "#2a9d8f", "#e76f51", "#d62728", "#b8860b", "#9e9e9e"
+CASCADE = "#6d597a"  # a confidence cascade (small model first, the chosen one below its threshold)
 RUNG_COLORS = ("#457b9d", "#8d99ae", "#2a9d8f", "#e9c46a", "#6d597a")
 
 

@@ -161,6 +161,13 @@ def test_the_report_shows_the_cascade_beside_the_chosen_model_alone_outside_the_
     assert row["choice"] in ("cascade", "cascade (not chosen)") and row["task"] == routing_spec.name
     assert row["model"] == "demo:tiny-s -> demo:tiny-m (defers 25.0%)" and row["quality"] == 0.93
     assert row["cost_usd_per_1m_output_tokens"] == round(with_cascade["cascade"]["pairs"][0]["cost_per_1m_tokens"], 4)
+    # the payoff chart: the cascade beside the chosen model alone, quality and cost
+    from rightsizer.report import summary_figure
+
+    bars = [t for t in summary_figure([with_cascade]).data if t.legendgroup == "cascade"]
+    assert [(t.xaxis, list(t.x[1])) for t in bars] == [("x", ["cascade"]), ("x3", ["cascade"])]
+    assert bars[0].y[0] == 0.93 and bars[1].y[0] == with_cascade["cascade"]["pairs"][0]["cost_per_1m_tokens"]
+    assert not [t for t in summary_figure([plain]).data if t.legendgroup == "cascade"]
 
 
 def test_the_fleet_plan_places_both_models_of_a_chosen_cascade_and_deploy_serves_it(demo_models, routing_spec):

@@ -12,7 +12,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from rightsizer.display import BAR, BASELINE, CHOSEN, FAIL, finite
+from rightsizer.display import BAR, BASELINE, CASCADE, CHOSEN, FAIL, finite
 from rightsizer.plan.fleet import FleetPlan, plan_json
 from rightsizer.records import DecisionRecord, as_record
 from rightsizer.report.summary import fleet_price_list, summary_rows
@@ -45,6 +45,33 @@ def _ratio(base: float | None, chosen: float | None) -> str:
         return ""
     r = base / chosen
     return f"{r:.1f}x" if r >= 1 else f"1/{1 / r:.1f}x" if r > 0 else ""
+
+
+def _cascade_bars(fig: go.Figure, records: list[DecisionRecord]) -> None:
+    """A task's kept cascade pair (``ladder.cascade``) beside its chosen model: the confirm
+    half's quality and deferral rate, and its cost per 1M output tokens against the chosen
+    (big) model alone."""
+    kept = [(rec, c["pairs"][c["kept"]], bool(c.get("chosen"))) for rec in records
+            if (c := rec.cascade or {}).get("kept") is not None and "small_side" in c]
+    if not kept:
+        return
+    xs = [[_axis_label(rec.task) for rec, _, _ in kept], ["cascade"] * len(kept)]
+    names = [[p["small"], p["big"], "chosen" if chosen else "not chosen"] for _, p, chosen in kept]
+    fig.add_bar(x=xs, y=[p["quality"] for _, p, _ in kept], name="cascade (small model first, the chosen one "
+                "below its confidence threshold)", legendgroup="cascade", marker_color=CASCADE,
+                text=[f"{p['quality']:.3f}<br>defers {p['deferral_rate']:.0%}" for _, p, _ in kept],
+                textposition="outside", cliponaxis=False, customdata=names,
+                hovertemplate=("%{customdata[0]} then %{customdata[1]} (%{customdata[2]})<br>"
+                               "confirm half %{y:.3f}<extra></extra>"), row=1, col=1)
+    costs = [p.get("cost_per_1m_tokens") for _, p, _ in kept]
+    fig.add_bar(x=xs, y=costs, name="cascade", legendgroup="cascade", showlegend=False, marker_color=CASCADE,
+                text=[(f"{y:.4f}" if finite(y) else "n/a")
+                      + (f"<br>{_ratio(y, p.get('big_alone_cost_per_1m_tokens'))} of the big alone"
+                         if _ratio(y, p.get("big_alone_cost_per_1m_tokens")) else "")
+                      for y, (_, p, _) in zip(costs, kept)],
+                textposition="outside", cliponaxis=False, customdata=names,
+                hovertemplate="%{customdata[0]} then %{customdata[1]} (%{customdata[2]})<br>$%{y:.4f}<extra></extra>",
+                row=1, col=3)
 
 
 def _fleet_side(fleet: dict, side: str) -> dict | None:
@@ -150,6 +177,7 @@ def summary_figure(records: Sequence[DecisionRecord | Mapping[str, Any]],
                         customdata=[[d.gpu, d.sizing_mode or ""] for d in recs],
                         hovertemplate=("%{customdata[0]} (%{customdata[1]})<br>%{y:.2f} ms"
                                        "<extra></extra>"), row=2, col=col)
+    _cascade_bars(fig, records)
     # the bar each task must clear, drawn across both of its bars
     fig.add_scatter(x=[[t for t in tasks for _ in (0, 1)],
                        [c for _ in records for c in ("chosen", "baseline")]],
