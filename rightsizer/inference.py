@@ -218,32 +218,47 @@ def _with_context(spec: TaskSpec, row: dict) -> str:
 def score_options(model, tokenizer, prompts: list[str], options: list[str],
                   batch_size: int = 32, progress: bool = False) -> torch.Tensor:
     """Total log-probability of each option after each prompt: a [len(prompts), len(options)] tensor."""
-    device = next(model.parameters()).device
-    seqs, spans = [], []
+    pairs = []
     for p in prompts:
         ctx = prompting.encode(tokenizer, p)
-        for o in options:  # each option encoded with its prompt and split (lm-eval's method)
-            p_ids, o_ids = prompting.split_continuation(tokenizer, p, o, ctx)
-            seqs.append(p_ids + o_ids)
-            spans.append((len(p_ids), len(o_ids)))
+        # each option encoded with its prompt and split (lm-eval's method)
+        pairs += [prompting.split_continuation(tokenizer, p, o, ctx) for o in options]
+    sums = _continuation_sums(model, tokenizer, pairs, batch_size * len(options), progress)
+    return torch.tensor([s for s, _ in sums]).view(len(prompts), len(options))
+
+
+def continuation_logprobs(model, tokenizer, prompts: list[str], continuations: list[str],
+                          batch_size: int = 32, progress: bool = False) -> list[float]:
+    """The mean log-probability of each continuation's tokens after its prompt (a free-text
+    answer's confidence, ``TaskType.confidence``); ``-inf`` for an empty one."""
+    pairs = [prompting.split_continuation(tokenizer, p, c) for p, c in zip(prompts, continuations, strict=True)]
+    return [total / n if n else float("-inf")
+            for total, n in _continuation_sums(model, tokenizer, pairs, batch_size, progress)]
+
+
+@torch.no_grad()
+def _continuation_sums(model, tokenizer, pairs: list[tuple[list[int], list[int]]], step: int,
+                       progress: bool) -> list[tuple[float, int]]:
+    """``(sum of log-probabilities, tokens)`` of each pair's continuation ids after its
+    context ids, ``step`` sequences per forward pass."""
+    device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    scores = torch.empty(len(seqs))
-    step = batch_size * len(options)
-    for start in tqdm(range(0, len(seqs), step), desc="scoring", disable=not progress, leave=False):
-        chunk = seqs[start:start + step]
+    out: list[tuple[float, int]] = []
+    for start in tqdm(range(0, len(pairs), step), desc="scoring", disable=not progress, leave=False):
+        chunk = [p + c for p, c in pairs[start:start + step]]
         width = max(map(len, chunk))
         ids = torch.full((len(chunk), width), pad, dtype=torch.long)
         mask = torch.zeros_like(ids)
-        for i, s in enumerate(chunk):
-            ids[i, :len(s)] = torch.tensor(s)
-            mask[i, :len(s)] = 1
+        for i, seq in enumerate(chunk):
+            ids[i, :len(seq)] = torch.tensor(seq)
+            mask[i, :len(seq)] = 1
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
         logp = torch.log_softmax(logits, dim=-1).cpu()
-        for i, (p_len, o_len) in enumerate(spans[start:start + step]):
-            targets = ids[i, p_len:p_len + o_len]
-            scores[start + i] = logp[i, p_len - 1:p_len - 1 + o_len].gather(
-                1, targets[:, None]).sum()
-    return scores.view(len(prompts), len(options))
+        for i, (p_ids, c_ids) in enumerate(pairs[start:start + step]):
+            p_len, c_len = len(p_ids), len(c_ids)
+            targets = ids[i, p_len:p_len + c_len]
+            out.append((float(logp[i, p_len - 1:p_len - 1 + c_len].gather(1, targets[:, None]).sum()), c_len))
+    return out
 
 
 def apply_stop(text: str, stop: tuple[str, ...] | list[str] | None) -> str:
@@ -294,29 +309,37 @@ class Engine:
                  batch_size: int = 16, progress: bool = False) -> list[str]:
         return generate(self.model, self.tokenizer, prompts, max_new_tokens, stop, batch_size, progress)
 
+    def answer_logprobs(self, prompts: list[str], answers: list[str], batch_size: int = 32) -> list[float]:
+        return continuation_logprobs(self.model, self.tokenizer, prompts, answers, batch_size)
+
 
 def predict(model, tokenizer, spec: TaskSpec, rows: list[dict], shots: list[dict] | None = None,
-            batch_size: int = 32, progress: bool = False) -> Predictions:
+            batch_size: int = 32, progress: bool = False, confidence: bool = False) -> Predictions:
     """The task type's answers for ``rows`` (best label option, or a generation cut by its stop rule),
-    prompts rendered in the spec's format bound to ``tokenizer``."""
+    prompts rendered in the spec's format bound to ``tokenizer``. ``confidence``: a free-text
+    answer's mean token log-probability too (``Predictions.answer_logprobs``, one more forward
+    pass; a label's is in its option scores), what ``TaskType.confidence`` reads."""
     spec = with_format(spec, tokenizer, model.config)
-    return predict_with(Engine(model, tokenizer), spec, rows, shots, batch_size, progress)
+    return predict_with(Engine(model, tokenizer), spec, rows, shots, batch_size, progress, confidence)
 
 
 def predict_with(engine: tasktypes.Engine, spec: TaskSpec, rows: list[dict],
                  shots: list[dict] | None = None, batch_size: int = 32,
-                 progress: bool = False) -> Predictions:
+                 progress: bool = False, confidence: bool = False) -> Predictions:
     """``predict`` through any model runner (the serving engine batches across requests)."""
     start = time.perf_counter()
     prompts = [build_prompt(spec, r, shots) for r in rows]
-    return _predict_prompts(engine, spec, prompts, batch_size, progress, start)
+    return _predict_prompts(engine, spec, prompts, batch_size, progress, start, confidence)
 
 
 def _predict_prompts(engine: tasktypes.Engine, spec: TaskSpec, prompts: list[str], batch_size: int = 32,
-                     progress: bool = False, start: float | None = None) -> Predictions:
+                     progress: bool = False, start: float | None = None, confidence: bool = False) -> Predictions:
     start = time.perf_counter() if start is None else start
     answers, scores = tasktypes.get(spec.type).predict(engine, spec, prompts, batch_size, progress)
-    return Predictions(answers, scores, time.perf_counter() - start)
+    pred = Predictions(answers, scores, time.perf_counter() - start)
+    if confidence and scores is None:
+        pred.answer_logprobs = engine.answer_logprobs(prompts, answers, batch_size)
+    return pred
 
 
 def respond(model, tokenizer, spec: TaskSpec, texts: list[str], shots: list[dict] | None = None,

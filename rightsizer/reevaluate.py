@@ -69,7 +69,7 @@ def reevaluate_cascade(spec: TaskSpec, bundle_dir: str | Path, split: str, pair:
     answers, confidence = {}, None
     for side, path in (("small", Path(bundle_dir) / CASCADE_DIR), ("big", Path(bundle_dir))):
         b = load_bundle(path, device=None)
-        pred = predict(b.model, b.tokenizer, b.spec, rows, b.shots or None)
+        pred = predict(b.model, b.tokenizer, b.spec, rows, b.shots or None, confidence=side == "small")
         gold, answers[side] = tt.scoring_inputs(b.spec, raw_gold, pred.answers)
         if side == "small":
             confidence = tt.confidence(b.spec, pred)

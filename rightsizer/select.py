@@ -466,11 +466,10 @@ def _cascade(spec: TaskSpec, rung_spec: dict[str, TaskSpec], evals: list[dict], 
         model, tok = load_model(best.candidate, trust_remote_code=spec.trust_remote_code, target=target)
         small_spec = with_format(rung_spec[best.rung], tok, model.config)
         small_shots = shots if best.rung == "few_shot" else []
-        small = predict(model, tok, small_spec, evals, shots=small_shots or None)
+        small = predict(model, tok, small_spec, evals, shots=small_shots or None, confidence=True)
         confidence = tt.confidence(small_spec, small)
-        if confidence is None:
-            return {"pairs": pairs, "kept": None,
-                    "reason": f"a {spec.type} task has no confidence to defer on yet (classification only)"}
+        if confidence is None:  # every task type has one; a new type that does not is said so
+            return {"pairs": pairs, "kept": None, "reason": f"a {spec.type} task has no confidence to defer on"}
         _, small_answers = tt.scoring_inputs(spec, raw_gold, small.answers)
         judged = judge(best.candidate, chosen.candidate, gold, small_answers, big_answers, confidence,
                        spec.metric, spec.labels, spec.threshold, spec.decision_rule)

@@ -95,7 +95,21 @@ def test_classification_confidence_is_the_answers_class_probability():
     pred = Predictions(answers=["a", "b"], option_scores=[[0.0, -2.0], [-1.0, -1.0]], seconds=0.0)
     conf = tasktypes.get("classification").confidence(spec, pred)
     assert conf[0] == pytest.approx(1 / (1 + 2.718281828 ** -2)) and conf[1] == pytest.approx(0.5)
-    assert tasktypes.get("generation").confidence(spec, pred) is None  # not yet: needs token logprobs
+    assert tasktypes.get("generation").confidence(spec, pred) is None  # not asked for: no token log-probabilities
+
+
+def test_free_text_confidence_is_the_answers_mean_token_probability_and_0_when_malformed():
+    import math
+
+    spec = task_from_dict({
+        "name": "t", "type": "extraction", "dataset": {"train": "x.jsonl", "eval": "y.jsonl"},
+        "input_field": "text", "label_field": "answer", "prompt": "{text}", "metric": "exact_match",
+        "threshold": 0.5, "slo": {"ttft_ms": 100, "tpot_ms": 10}, "candidates": ["m"],
+        "extraction": {"format": "key_value", "fields": {"order": {"pattern": "[0-9]+"}}}})
+    pred = Predictions(answers=["order: 123", "the order is 123"], option_scores=None, seconds=0.0,
+                       answer_logprobs=[-0.1, -0.1])
+    assert tasktypes.get("generation").confidence(spec, pred) == pytest.approx([math.exp(-0.1)] * 2)
+    assert tasktypes.get("extraction").confidence(spec, pred) == pytest.approx([math.exp(-0.1), 0.0])
 
 
 def _selection_with(pairs: list[dict], kept, spec):

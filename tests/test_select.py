@@ -347,7 +347,10 @@ def test_the_cascade_option_judges_the_failed_smaller_candidate_with_the_chosen_
     assert cascade_figure(plain) is None
 
 
-def test_a_free_text_task_says_why_it_has_no_cascade(demo_models, tmp_path):
+def test_a_free_text_task_defers_on_its_answers_tokens(demo_models, tmp_path):
+    """Extraction: the small model's confidence is its answer's mean token probability, 0 for
+    a malformed answer; an untrained model's answers are all malformed, so only deferring
+    everything clears the bar (a cascade that meets it and cannot be cheaper)."""
     from rightsizer.taskspec import load_task
 
     extraction = load_task(Path(__file__).resolve().parents[1] / "tasks" / "order_extraction.yaml")
@@ -356,4 +359,6 @@ def test_a_free_text_task_says_why_it_has_no_cascade(demo_models, tmp_path):
                  ladder=Ladder(rungs=["zero_shot"], cascade=True))
     sel = select_model(spec, tmp_path / "ladder", progress=False)
     assert sel.chosen.candidate == "demo:tiny-s"
-    assert sel.cascade["kept"] is None and "no confidence to defer on" in sel.cascade["reason"]
+    (pair,) = sel.cascade["pairs"]
+    assert pair["small_quality_kept"] is None and pair["deferral_rate"] == 1.0
+    assert [p["deferral_rate"] for p in pair["curve"]] == [0.0, 1.0]  # one confidence: 0

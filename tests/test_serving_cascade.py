@@ -146,3 +146,29 @@ def test_reevaluation_watches_the_deferral_rate(judged, tmp_path):
     shifted = reevaluate_bundle(spec, str(bundle), _write_rows(tmp_path / "sure.jsonl", kept), progress=False)
     assert shifted["cascade"]["fresh_deferral_rate"] == 0.0 and shifted["cascade"]["deferral_regression"]
     assert shifted["regression"] and "deferral rate" in shifted["action"]
+
+
+def test_a_served_free_text_answer_has_the_confidence_evaluation_gives_it(demo_models, tmp_path):
+    """What the cascade engine defers on for extraction and generation: the answer's tokens'
+    mean probability after its prompt, computed as the ladder computed it."""
+    from rightsizer import tasktypes
+    from rightsizer.bundle import write_bundle
+    from rightsizer.inference import load_bundle, predict
+    from rightsizer.taskspec import load_task
+
+    spec = load_task(ROOT / "tasks" / "order_extraction.yaml")
+    bundle = write_bundle(demo_models / "models" / "tiny-s", spec, tmp_path / "b", base_model="demo:tiny-s",
+                          rung="zero_shot")
+    rows = load_rows(spec, spec.eval_split, 6)
+    loaded = load_bundle(bundle, device=None)
+    evaluated = tasktypes.get(spec.type).confidence(
+        loaded.spec, predict(loaded.model, loaded.tokenizer, loaded.spec, rows, confidence=True))
+    engine = engine_for(bundle)
+    try:
+        plain = engine.answer([r[spec.input_field] for r in rows])
+        served = engine.answer([r[spec.input_field] for r in rows], confidence=True)
+    finally:
+        engine.stop()
+    assert all(a.confidence is None for a in plain)  # only asked for: one more forward pass
+    assert [a.confidence for a in served] == pytest.approx(evaluated, abs=1e-4)
+    assert any(c > 0 for c in evaluated)  # tiny-s writes valid orders: not all 0

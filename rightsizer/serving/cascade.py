@@ -8,8 +8,8 @@ small model's confidence (``small_confidence``). The
 eval split through this engine gives the deferral rate and quality the ladder measured on it
 (``tests/test_serving_cascade.py``).
 
-Streaming: only generation tasks stream, and they have no confidence to defer on yet, so a
-stream is the chosen model's.
+Streaming: a stream (generation tasks) is the chosen model's: tokens already sent cannot be
+taken back when the small model's answer turns out unsure.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class CascadeEngine:
                cache_salt: str | None = None, ignore_eos: bool = False,
                logprobs: int | None = None) -> list[Answer]:
         """Blocking: the small model's answers, the chosen model's where the small one was unsure."""
-        first = self.small.answer(texts, max_new_tokens, stop, cache_salt, ignore_eos, logprobs)
+        first = self.small.answer(texts, max_new_tokens, stop, cache_salt, ignore_eos, logprobs, confidence=True)
         deferred = self._defer(first)
         second = (self.big.answer([texts[i] for i in deferred], max_new_tokens, stop, cache_salt, ignore_eos,
                                   logprobs) if deferred else [])
@@ -101,7 +101,8 @@ class CascadeEngine:
     async def answer_async(self, texts: list[str], max_new_tokens: int | None = None,
                            stop: list[str] | None = None, cache_salt: str | None = None,
                            ignore_eos: bool = False, logprobs: int | None = None) -> list[Answer]:
-        first = await self.small.answer_async(texts, max_new_tokens, stop, cache_salt, ignore_eos, logprobs)
+        first = await self.small.answer_async(texts, max_new_tokens, stop, cache_salt, ignore_eos, logprobs,
+                                              confidence=True)
         deferred = self._defer(first)
         second = (await self.big.answer_async([texts[i] for i in deferred], max_new_tokens, stop, cache_salt,
                                               ignore_eos, logprobs) if deferred else [])

@@ -38,7 +38,8 @@ import torch
 
 from rightsizer import tasktypes
 from rightsizer.families import context_length
-from rightsizer.inference import Bundle, apply_stop, build_prompt, load_bundle, respond_with, score_options
+from rightsizer.inference import (Bundle, apply_stop, build_prompt, continuation_logprobs, load_bundle,
+                                  respond_with, score_options)
 from rightsizer.prompting import encode, stop_strings
 from rightsizer.serving.contract import MAX_CHARS_PER_TOKEN, Answer, EngineConfig, check_top_logprobs
 from rightsizer.serving.errors import ServingError, bad_request
@@ -423,24 +424,27 @@ class TaskEngine:
             out.append({"token": dec([t]), "logprob": float(v), "top": alt})
         return out
 
-    def _cache_key(self, text: str, max_new_tokens, stop, salt, ignore_eos, logprobs=None) -> tuple | None:
+    def _cache_key(self, text: str, max_new_tokens, stop, salt, ignore_eos, logprobs=None,
+                   confidence: bool = False) -> tuple | None:
         if not self.config.cache_size or (self.config.cache_scope == "salted" and salt is None):
             return None
-        return (salt, text, max_new_tokens, tuple(stop or ()), ignore_eos, logprobs)
+        return (salt, text, max_new_tokens, tuple(stop or ()), ignore_eos, logprobs, confidence)
 
     def answer(self, texts: list[str], max_new_tokens: int | None = None, stop: list[str] | None = None,
                cache_salt: str | None = None, ignore_eos: bool = False,
-               logprobs: int | None = None) -> list[Answer]:
+               logprobs: int | None = None, confidence: bool = False) -> list[Answer]:
         """Blocking: the answers for ``texts``, from the cache or through the batchers.
 
         ``stop``: the request's stop strings, on top of the task's; ``cache_salt``: answers are
         reused only among requests with the same salt (``EngineConfig.cache_scope``);
         ``ignore_eos``: a generation runs to its token budget (load generators ask for it);
-        ``logprobs``: each answer's token log-probabilities, with this many alternatives each."""
+        ``logprobs``: each answer's token log-probabilities, with this many alternatives each;
+        ``confidence``: a free-text answer's ``Answer.confidence`` too (one more forward pass,
+        as ``inference.predict(confidence=True)`` computes it; a label's is always there)."""
         check_top_logprobs(logprobs)
         fitted = [self.fit(t, max_new_tokens) for t in texts]
         texts, counts = [t for t, _ in fitted], [n for _, n in fitted]
-        keys = [self._cache_key(t, max_new_tokens, stop, cache_salt, ignore_eos, logprobs) for t in texts]
+        keys = [self._cache_key(t, max_new_tokens, stop, cache_salt, ignore_eos, logprobs, confidence) for t in texts]
         out: list[Answer | None] = [None] * len(texts)
         todo = []
         with self._lock:
@@ -457,7 +461,7 @@ class TaskEngine:
             fresh = respond_with(runner, spec, [texts[i] for i in todo], self.shots, max_new_tokens)
             generated = spec.type != "classification"  # a label is a whole answer, never cut
             lps = [runner.logprobs(k, spec, logprobs) for k in range(len(todo))] if logprobs is not None else None
-            sure = tasktypes.get(spec.type).confidence(spec, Predictions([], runner.option_scores or None, 0.0))
+            sure = self._confidence(spec, runner, len(todo)) if confidence or spec.type == "classification" else None
             with self._lock:
                 for k, (i, resp) in enumerate(zip(todo, fresh)):
                     out[i] = Answer(resp, counts[i], runner.completion_tokens[k],
@@ -469,6 +473,17 @@ class TaskEngine:
                         while len(self._cache) > self.config.cache_size:
                             self._cache.popitem(last=False)
         return out  # type: ignore[return-value]
+
+    def _confidence(self, spec: TaskSpec, runner: _Runner, n: int) -> list[float] | None:
+        """Each answer's confidence (``TaskType.confidence``): a label's from its option scores,
+        free text's from its tokens' mean log-probability after its prompt, as evaluation has it."""
+        if runner.option_scores:
+            pred = Predictions([], runner.option_scores, 0.0)
+        else:
+            prompts, answers = [g[0] for g in runner.generated[:n]], [g[2] for g in runner.generated[:n]]
+            pred = Predictions(answers, None, 0.0, answer_logprobs=continuation_logprobs(
+                self.model, self.tokenizer, prompts, answers))
+        return tasktypes.get(spec.type).confidence(spec, pred)
 
     def _admit(self, n: int) -> None:
         if n > self.config.max_queue:  # it could never be admitted: retrying would not help
@@ -490,11 +505,13 @@ class TaskEngine:
 
     async def answer_async(self, texts: list[str], max_new_tokens: int | None = None,
                            stop: list[str] | None = None, cache_salt: str | None = None,
-                           ignore_eos: bool = False, logprobs: int | None = None) -> list[Answer]:
+                           ignore_eos: bool = False, logprobs: int | None = None,
+                           confidence: bool = False) -> list[Answer]:
         """``answer`` for an event loop (tokenizing and prompt building run in the engine's
         threads, off the loop): bounded admission (413, 503), a deadline (504)."""
         self._admit(len(texts))
-        fut = self._pool.submit(self.answer, texts, max_new_tokens, stop, cache_salt, ignore_eos, logprobs)
+        fut = self._pool.submit(self.answer, texts, max_new_tokens, stop, cache_salt, ignore_eos, logprobs,
+                                confidence)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(fut), self.config.deadline_s)
         except asyncio.TimeoutError:

@@ -8,6 +8,7 @@ extra quality figures, the serving response shape and the quantization tolerance
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -25,6 +26,8 @@ class Predictions:
     answers: list[str]
     option_scores: list[list[float]] | None
     seconds: float
+    # free text: each answer's mean token log-probability, when asked for (``predict(confidence=True)``)
+    answer_logprobs: list[float] | None = None
 
 
 class Engine(Protocol):
@@ -35,6 +38,8 @@ class Engine(Protocol):
 
     def generate(self, prompts: list[str], max_new_tokens: int, stop: tuple[str, ...],
                  batch_size: int = 16, progress: bool = False) -> list[str]: ...
+
+    def answer_logprobs(self, prompts: list[str], answers: list[str], batch_size: int = 32) -> list[float]: ...
 
 
 def _gold_ok(value: Any) -> bool:
@@ -102,9 +107,12 @@ class TaskType:
 
     def confidence(self, spec: TaskSpec, pred: Predictions) -> list[float] | None:
         """How sure the model is of each answer, in [0, 1], higher is surer: what a cascade
-        (``rightsizer.cascade``) defers on. None: this type has no confidence yet (a free-text
-        answer's needs its tokens' log-probabilities from generation)."""
-        return None
+        (``rightsizer.cascade``) defers on. Free text: the geometric mean of its tokens'
+        probabilities (exp of the mean token log-probability, ``pred.answer_logprobs``; None
+        when the prediction did not ask for them)."""
+        if pred.answer_logprobs is None:
+            return None
+        return [math.exp(lp) for lp in pred.answer_logprobs]
 
     def respond(self, engine: Engine, spec: TaskSpec, prompts: list[str], pred: Predictions,
                 max_new_tokens: int | None = None) -> list[dict]:

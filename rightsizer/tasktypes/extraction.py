@@ -134,6 +134,13 @@ class Extraction(TaskType):
             "malformed_examples": [{"row": i, "answer": pred.answers[i], "problems": p.problems}
                                    for i, p in bad[:3]]}}
 
+    def confidence(self, spec: TaskSpec, pred: Predictions) -> list[float] | None:
+        """A malformed answer is sure of nothing (0); a valid one's is its tokens' (the base rule)."""
+        sure = super().confidence(spec, pred)
+        if sure is None or spec.extraction is None:
+            return sure
+        return [c if parse_answer(spec.extraction, a).valid else 0.0 for c, a in zip(sure, pred.answers)]
+
     def respond(self, engine: Engine, spec: TaskSpec, prompts: list[str], pred: Predictions,
                 max_new_tokens: int | None = None) -> list[dict]:
         """The generated answer, and with an ``extraction:`` section its parsed fields,
