@@ -4,8 +4,8 @@ FrugalGPT, RouteLLM and AutoMix defer a query from a cheap model to a dearer one
 cheap model's confidence is low. Here the pair is one task's smaller candidate (which fails
 the bar alone) and a bigger one (which passes); each eval example has both models' answers
 and the small model's confidence. The deferral threshold is chosen on one half of the eval
-split (the *calibration* half: the lowest deferral rate whose quality clears the bar) and
-judged on the other (the *confirm* half: quality with its bootstrap CI, the deferral rate),
+split (the *calibration* half: the lowest deferral rate whose quality clears the bar and
+stays within the task's quality tolerance of the big model's there) and judged on the other (the *confirm* half: quality with its bootstrap CI, the deferral rate),
 so the quality reported is not the one the threshold was tuned on.
 
 The threshold sits halfway between two neighbouring confidences of the calibration half,
@@ -51,6 +51,7 @@ class CascadeResult:
     big_alone_cost_per_1m_tokens: float | None = None
     cheaper: bool | None = None
     chosen: bool = False
+    calibration_target: float | None = None  # the quality the threshold had to reach there (judge's tolerance)
     # every candidate threshold on the calibration half: {threshold, deferral_rate, quality}
     # (what the select step's cascade chart draws; the choice is the first to clear the bar)
     curve: list[dict] = field(default_factory=list)
@@ -115,12 +116,17 @@ def choose_threshold(gold: Sequence, small: Sequence[str], big: Sequence[str], c
 
 def judge(small_name: str, big_name: str, gold: Sequence, small: Sequence[str], big: Sequence[str],
           confidence: Sequence[float], metric: str, labels: Sequence[str], bar: float,
-          decision_rule: str = "ci_lower", seed: int = 0, n_boot: int = 500, alpha: float = 0.05) -> CascadeResult:
+          decision_rule: str = "ci_lower", seed: int = 0, n_boot: int = 500, alpha: float = 0.05,
+          tolerance: float | None = None) -> CascadeResult:
     """Choose the threshold on one half of the eval examples and judge the cascade on the other.
 
     ``gold``, ``small``, ``big``, ``confidence``: per eval example, the gold answer, each
     model's answer and the small model's confidence. ``decision_rule``: the task's (the CI's
-    lower end must clear the bar, or the score)."""
+    lower end must clear the bar, or the score). ``tolerance``: the threshold must keep the
+    big model's quality on the calibration half within it (never below the bar), as a
+    quantized model must keep the unquantized one's: the lowest deferral that only just
+    clears the bar there would clear it on the confirm half about half the time; None: the bar
+    alone."""
     n = len(gold)
     if not (len(small) == len(big) == len(confidence) == n):
         raise ValueError("gold, small, big and confidence must be per eval example, of one length")
@@ -131,7 +137,10 @@ def judge(small_name: str, big_name: str, gold: Sequence, small: Sequence[str], 
 
     cal = [pick(calib, x) for x in (gold, small, big, confidence)]
     curve = calibration_curve(*cal, metric, labels)
-    t, q_cal, rate_cal = choose_threshold(*cal, metric, labels, bar, curve=curve)
+    target = bar
+    if tolerance is not None:
+        target = max(bar, metrics.compute(metric, cal[0], cal[2], list(labels)) - tolerance)
+    t, q_cal, rate_cal = choose_threshold(*cal, metric, labels, target, curve=curve)
     g2, s2, b2, c2 = (pick(confirm, x) for x in (gold, small, big, confidence))
     if t is None:
         answers, deferred = list(b2), [True] * len(b2)
@@ -150,7 +159,7 @@ def judge(small_name: str, big_name: str, gold: Sequence, small: Sequence[str], 
         calibration_quality=q_cal if t is not None else None,
         calibration_deferral_rate=rate_cal if t is not None else None,
         n_calibration=len(calib), n_confirm=len(confirm), meets_bar=t is not None and score >= bar,
-        curve=curve)
+        curve=curve, calibration_target=target)
 
 
 def priced(result: CascadeResult, small_cost_per_1m: float, big_cost_per_1m: float) -> CascadeResult:

@@ -472,7 +472,8 @@ def _cascade(spec: TaskSpec, rung_spec: dict[str, TaskSpec], evals: list[dict], 
             return {"pairs": pairs, "kept": None, "reason": f"a {spec.type} task has no confidence to defer on"}
         _, small_answers = tt.scoring_inputs(spec, raw_gold, small.answers)
         judged = judge(best.candidate, chosen.candidate, gold, small_answers, big_answers, confidence,
-                       spec.metric, spec.labels, spec.threshold, spec.decision_rule)
+                       spec.metric, spec.labels, spec.threshold, spec.decision_rule,
+                       tolerance=spec.quality_tolerance)
         pairs.append({**judged.to_dict(), "small_params": best.params, "small_rung": best.rung,
                       "small_shots": small_shots, "big_params": chosen.params, "big_rung": chosen.rung,
                       "small_model_dir": ""})

@@ -51,6 +51,23 @@ def test_the_threshold_is_chosen_on_one_half_and_judged_on_the_other():
     assert sum(s == g for s, g in zip(small, gold)) / len(gold) < 0.9
 
 
+def test_a_tolerance_keeps_the_big_models_quality_on_the_calibration_half_not_just_the_bar():
+    """The lowest deferral that only just clears the bar there would clear it on the confirm
+    half about half the time; within the task's tolerance of the big model it has a margin."""
+    gold, small, big, conf = _pair()
+    just = cascade.judge("s", "l", gold, small, big, conf, "accuracy", ["a", "b"], bar=0.9, decision_rule="point")
+    kept = cascade.judge("s", "l", gold, small, big, conf, "accuracy", ["a", "b"], bar=0.9, decision_rule="point",
+                         tolerance=0.02)
+    calib, _ = cascade.split_halves(len(gold))
+    big_cal = sum(big[i] == gold[i] for i in calib) / len(calib)
+    assert kept.calibration_target == pytest.approx(max(0.9, big_cal - 0.02)) and just.calibration_target == 0.9
+    assert kept.calibration_quality >= kept.calibration_target
+    assert kept.deferral_rate >= just.deferral_rate and kept.quality >= just.quality
+    loose = cascade.judge("s", "l", gold, small, big, conf, "accuracy", ["a", "b"], bar=0.9, decision_rule="point",
+                          tolerance=1.0)
+    assert loose.threshold == just.threshold  # never below the bar
+
+
 def test_the_threshold_never_sits_on_a_confidence():
     """Another CPU computes a confidence a few ulps off: no example may flip sides."""
     gold, small, big, conf = _pair(seed=3)
