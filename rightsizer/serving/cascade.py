@@ -1,12 +1,12 @@
 """A task served as the ladder judged it: a confidence cascade (``rightsizer.cascade``).
 
 The small model's engine answers every request; an answer whose confidence (the task type's,
-``TaskType.confidence``: a label's class probability, unrounded in ``Answer.confidence``) is
-below the threshold chosen on the eval split is asked again of the chosen model's engine.
-Each response says which model answered (``answered_by``), whether it was deferred and the
-small model's confidence (``small_confidence``). The
-eval split through this engine gives the deferral rate and quality the ladder measured on it
-(``tests/test_serving_cascade.py``).
+``TaskType.confidence``, unrounded in ``Answer.confidence``: a label's class probability, a
+free-text answer's mean token probability) is below the threshold chosen on the eval split is
+asked again of the chosen model's engine. Each response says which model answered
+(``answered_by``), whether it was deferred and the small model's confidence
+(``small_confidence``). The eval split through this engine gives the deferral rate the ladder
+measured on it (``tests/test_serving_cascade.py``).
 
 Streaming: a stream (generation tasks) is the chosen model's: tokens already sent cannot be
 taken back when the small model's answer turns out unsure.
@@ -15,6 +15,7 @@ taken back when the small model's answer turns out unsure.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from pathlib import Path
 
 from rightsizer.bundle import CASCADE_DIR, read_cascade
@@ -35,6 +36,7 @@ class CascadeEngine:
         self.names = (str(pair.get("small", "small")), str(pair.get("big", "big")))
         self.spec, self.config = big.spec, big.config
         self._asked = self._deferred = 0
+        self._count_lock = threading.Lock()  # answers come from the engines' threads and the event loop
 
     @classmethod
     def from_bundle_dir(cls, bundle_dir: str | Path, device: str | None = None,
@@ -84,8 +86,9 @@ class CascadeEngine:
                                                       "small_confidence": first[i].confidence},
                                          prompt_tokens=first[i].prompt_tokens + a.prompt_tokens,
                                          completion_tokens=first[i].completion_tokens + a.completion_tokens)
-        self._asked += len(first)
-        self._deferred += len(deferred)
+        with self._count_lock:
+            self._asked += len(first)
+            self._deferred += len(deferred)
         return out
 
     def answer(self, texts: list[str], max_new_tokens: int | None = None, stop: list[str] | None = None,
