@@ -237,3 +237,21 @@ def test_the_quantized_trials_compute_in_the_targets_dtype():
     assert s.kept_model.model.norm.weight.dtype == torch.float32  # a layer left unquantized
     rebuilt = apply_quant_config(plain(), s.kept.to_config())
     assert rebuilt.model.norm.weight.dtype == torch.float32  # serving re-applies it the same way
+
+
+def test_trials_weigh_the_same_whatever_dtype_this_machine_computes_in():
+    """A trial's bytes count its unquantized tensors in bf16 (as served), so a CPU without bf16
+    units, whose int8/int4 trials keep them in fp32, ranks the trials as any machine does (it
+    ranked fp32-kept int8 above bf16 before: 320,019 against 303,399 bytes for tiny-s)."""
+    def run(dtype):
+        s = search_precision(plain, scorer(plain), baseline_score=1.0, tolerance=1.0, precisions=["int8", "int4"],
+                             progress=False, mixed=False, compute_dtype=dtype)
+        return {t.precision: t.memory_bytes for t in s.trials if t.status == "evaluated"}, s.kept.precision
+
+    bf16_units, kept_a = run("bfloat16")
+    without, kept_b = run("float32")
+    assert kept_a == kept_b == "int4"
+    assert bf16_units["int4"] < bf16_units["int8"] < bf16_units["bf16"]
+    assert without["int4"] < without["int8"] < without["bf16"]
+    for precision, n in bf16_units.items():  # the same bytes, up to the file format's padding
+        assert abs(without[precision] - n) <= 0.01 * n, (precision, without[precision], n)

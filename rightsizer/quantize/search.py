@@ -9,7 +9,10 @@ with those modules in int8, then in bf16. Backends that cannot run here are reco
 skipped trials with the reason. A pre-quantized checkpoint (GPTQ, made with calibration text
 by its own function) is one more trial of its precision. The kept trial is the one with the
 fewest weight bytes (ties: the lower precision, then the higher score) among those with
-``score >= baseline - tolerance``; bf16 when none qualifies.
+``score >= baseline - tolerance``; bf16 when none qualifies. Bytes are counted as served: the
+tensors left unquantized in bf16 (``SERVED_FLOAT``) whatever dtype the trial computed in, so a
+CPU without bf16 units (its int8/int4 trials keep those tensors in fp32) ranks the trials as
+any other machine does.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+import torch
 from tqdm.auto import tqdm
 
 from rightsizer.errors import ConfigError
@@ -26,6 +30,9 @@ from rightsizer.precisions import QUANT_CONFIG_KEYS, QUANT_CONFIG_VERSION, SEARC
 from rightsizer.runtime.backends import (
     BACKENDS, backend_status, block_names, normalize_device, quantize_model, sensitive_modules, weight_bytes,
 )
+
+
+SERVED_FLOAT = torch.bfloat16  # the dtype a trial's unquantized tensors are counted in
 
 
 @dataclass
@@ -202,7 +209,7 @@ def search_precision(load_fn: Callable[[], object], evaluate_fn: Callable[[objec
                               skip_precision=skip_precision,
                               dtype="bfloat16" if precision == "bf16" else compute_dtype)
         trial = judge(precision, info.backend, model, start, skip=list(info.skip_modules), is_mixed=is_mixed,
-                      skip_precision=info.skip_precision, memory=info.memory_bytes,
+                      skip_precision=info.skip_precision, memory=weight_bytes(model, SERVED_FLOAT),
                       group_size=info.group_size, dtype=info.dtype)
         trial.fallback = list(info.fallback)
         return trial
@@ -210,7 +217,7 @@ def search_precision(load_fn: Callable[[], object], evaluate_fn: Callable[[objec
     def run_pre(precision: str, name: str, item: PreQuantized) -> PrecisionTrial:
         start = time.perf_counter()
         model = item.load()
-        return judge(precision, name, model, start, memory=weight_bytes(model),
+        return judge(precision, name, model, start, memory=weight_bytes(model, SERVED_FLOAT),
                      group_size=item.config.get("group_size"), dtype=item.config.get("dtype", "bfloat16"),
                      pre=dict(item.config))
 

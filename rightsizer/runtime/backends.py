@@ -381,11 +381,15 @@ def _matcher(patterns: list[str]) -> Callable[[str], bool]:
     return match
 
 
-def weight_bytes(model: nn.Module) -> int:
+def weight_bytes(model: nn.Module, float_dtype: torch.dtype | None = None) -> int:
     """True stored bytes of the weights: the size of the saved ``state_dict``.
 
     ``get_memory_footprint()`` reports the unquantized size for torchao tensor subclasses;
     serializing counts what is really kept (shared tensors, e.g. tied embeddings, once).
+    ``float_dtype``: count the plain floating-point tensors (the layers left unquantized, norms,
+    int4 scales) as if kept in it, quantized tensor subclasses as stored: the bytes as served in
+    that dtype, the same whichever dtype this machine computed in (a CPU without bf16 units
+    keeps them in fp32).
     """
 
     class _Count:
@@ -401,7 +405,17 @@ def weight_bytes(model: nn.Module) -> int:
             pass
 
     sink = _Count()
-    torch.save(model.state_dict(), sink)
+    state = model.state_dict()
+    if float_dtype is not None:
+        # by storage: a tied tensor (two state_dict entries on one storage) stays one tensor
+        cast: dict[tuple, torch.Tensor] = {}
+        for key, t in state.items():
+            if type(t) in (torch.Tensor, nn.Parameter) and t.is_floating_point() and t.dtype != float_dtype:
+                where = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
+                if where not in cast:
+                    cast[where] = t.detach().to(float_dtype)
+                state[key] = cast[where]
+    torch.save(state, sink)
     return sink.n
 
 
