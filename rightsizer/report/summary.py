@@ -114,8 +114,9 @@ def summary_rows(records: Sequence[DecisionRecord | Mapping[str, Any]], unsized:
 
 def _cascade_row(rec: DecisionRecord) -> dict | None:
     """The ladder's kept cascade pair (``ladder.cascade``) beside the chosen model alone, after
-    the totals (not in them: the deployment serves the chosen model until serving the cascade
-    is built): the confirm half's quality, the deferral rate and the cost at the planned traffic."""
+    the totals (not in them: they add up each task's chosen model; a chosen cascade's cost as
+    deployed is the fleet plan's): the confirm half's quality, the deferral rate and the cost
+    at the planned traffic."""
     c = rec.cascade or {}
     if c.get("kept") is None or "small_side" not in c:
         return None

@@ -99,9 +99,9 @@ class Answer:
     # asked for (``logprobs``): per answer token, {"token", "logprob", "top": [[token, logprob], ...]};
     # a classification task's one "token" is its label, its alternatives the other labels
     logprobs: list[dict] | None = None
-    # the task type's confidence in the answer (``TaskType.confidence``: a label's class
-    # probability), unrounded: what a served cascade compares with its threshold; None where
-    # the type has none (free text)
+    # the task type's confidence in the answer (``TaskType.confidence``), unrounded: what a
+    # served cascade compares with its threshold; a label's always, a free-text answer's only
+    # when asked for (``TaskEngine.answer(confidence=True)``: one more forward pass), else None
     confidence: float | None = None
 
 
