@@ -48,6 +48,8 @@ def quantize(context: mlrun.MLClientCtx, task_spec: str, selection: str, model_d
         adapter = {"kind": "screening", "score": sel.chosen.score,
                    "adapter_dir": sel.chosen.training.get("adapter_dir")}
     bundle = made_parent(layout.bundle_dir(spec.name))
+    if (pair := sel.kept_cascade()) is not None:  # a store URI on a cluster: a local copy here
+        pair["small_model_dir"] = localize_dir(pair["small_model_dir"])
     pre = {"gptq": localize_dir(gptq_model_dir)} if gptq_model_dir else None
     out = quantize_for_task(spec, sel, localize_dir(model_dir), bundle, pre_quantized=pre,
                             adapter=adapter)

@@ -32,7 +32,8 @@ def select(context: mlrun.MLClientCtx, task_spec: str, latency_repeats: int = 3,
     here, evaluation cost), ``ladder`` and ``pareto`` (Plotly), ``cascade`` (Plotly, when
     ``ladder.cascade`` judged a pair: quality against deferral, ``select_plots.cascade_figure``), the selection-time model as
     ``<task>-selected`` (``log_model``, labels task/rung/precision/base_model; the quantize
-    step registers the serving bundle as ``<task>``), results ``chosen_model``, ``rung``,
+    step registers the serving bundle as ``<task>``), a kept cascade's small model as
+    ``<task>-cascade-small`` (its reference in the selection, for the quantize step), results ``chosen_model``, ``rung``,
     ``score``, ``ci_low``, ``params``, ``model_dir`` (the chosen model, LoRA merged),
     ``eval_examples``, ``eval_seconds``, ``full_examples``, ``dropped``, ``selection``
     (JSON path) and ``passed``. A rerun with the same task, data, candidates and code reuses
@@ -84,5 +85,12 @@ def select(context: mlrun.MLClientCtx, task_spec: str, latency_repeats: int = 3,
                     "threshold": sel.threshold, "why_not_smaller": sel.rejections()})
     log_results(context, {"chosen_model": c.candidate, "rung": c.rung, "score": c.score,
                          "ci_low": c.ci_low, "params": c.params, "model_dir": model_ref})
+    if (pair := sel.kept_cascade()) is not None:  # the cascade's small model, where the quantize step reaches it
+        pair["small_model_dir"] = log_model_dir(
+            context, f"{spec.name}-cascade-small", pair["small_model_dir"], framework="transformers",
+            metrics={"cascade_" + spec.metric: pair["quality"], "deferral_rate": pair["deferral_rate"]},
+            labels={"task": spec.name, "rung": pair["small_rung"], "base_model": pair["small"], "stage": "cascade"},
+            parameters={"threshold": pair["threshold"], "big": pair["big"]})
+        sel.save(selection)
     context.logger.info(sel.summary())
     reuse.done()

@@ -154,6 +154,14 @@ class Selection:
     def passed(self) -> bool:
         return self.chosen is not None
 
+    def kept_cascade(self) -> dict | None:
+        """The ladder's kept cascade pair (``ladder.cascade``) whose small model was saved, or None."""
+        kept = (self.cascade or {}).get("kept")
+        if kept is None:
+            return None
+        pair = self.cascade["pairs"][kept]
+        return pair if pair.get("small_model_dir") else None
+
     def rejections(self) -> list[str]:
         """Why each smaller/cheaper option was rejected, one line each (drops first: the
         candidates that cannot be sized, whatever their size, and those the SLO rules out)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import mlrun
@@ -42,7 +43,9 @@ def judged(demo_models, tmp_path_factory, routing_spec_module):
                                ladder=Ladder(rungs=["zero_shot"], cascade=True))
     sel = select_model(spec, tmp / "ladder", progress=False)
     pair = sel.cascade["pairs"][0]
-    # tiny-s answers routing right: deferring enough always clears the bar, on any CPU
+    # on these 80 examples the pair meets the bar (on 40 it does not: the untrained model's
+    # confidences are noise, and 20 calibration examples choose a threshold the other 20 miss);
+    # its weights are seeded, so its confidences are these on any CPU up to rounding
     assert pair["meets_bar"] and sel.cascade["kept"] == 0, sel.cascade
     out = quantize_for_task(spec, sel, sel.model_dir, tmp / "bundle", progress=False)
     return spec, sel, pair, out.bundle_dir
@@ -172,3 +175,38 @@ def test_a_served_free_text_answer_has_the_confidence_evaluation_gives_it(demo_m
     assert all(a.confidence is None for a in plain)  # only asked for: one more forward pass
     assert [a.confidence for a in served] == pytest.approx(evaluated, abs=1e-4)
     assert any(c > 0 for c in evaluated)  # tiny-s writes valid orders: not all 0
+
+
+def test_the_select_step_logs_the_small_model_and_the_quantize_step_bundles_it(demo_models, tmp_path):
+    """Through the MLRun functions (local runs): the select step registers the kept pair's
+    small model as ``<task>-cascade-small`` and the selection names where it is (a store URI
+    where an MLRun API keeps artifacts: a cluster's steps do not share a disk); the quantize
+    step reaches it from there and bundles it with the chosen model."""
+    from rightsizer.layout import RunLayout
+    from rightsizer.select import Selection
+    from rightsizer.taskspec import load_task
+    from tests.specfiles import save_task
+
+    base = load_task(ROOT / "tasks" / "ticket_routing.yaml")
+    small = _untrained_candidate(demo_models, tmp_path / "untrained")
+    spec = dataclasses.replace(base, candidates=["demo:tiny-s", small], decision_rule="point", max_eval_examples=80,
+                               precisions=["int8"], ladder=Ladder(rungs=["zero_shot"], cascade=True),
+                               dataset={k: f"data/{Path(v).name}" for k, v in base.dataset.items()})
+    shutil.copytree(ROOT / "tasks" / "data" / "ticket_routing", tmp_path / "data")  # the spec's own folder
+    save_task(spec, tmp_path / "routing.yaml")
+    project = mlrun.load_project(str(ROOT), name="rightsizer", save=False)
+    art = tmp_path / "a"
+    selected = project.run_function("select", params={"task_spec": str(tmp_path / "routing.yaml"),
+                                                      "latency_repeats": 1}, local=True, output_path=str(art))
+    assert selected.status.state == "completed", selected.status.error
+    assert f"{spec.name}-cascade-small" in selected.status.artifact_uris  # as the judged fixture: a pair kept
+    results = selected.status.results
+    pair = Selection.load(results["selection"]).kept_cascade()
+    assert (Path(pair["small_model_dir"]) / "config.json").is_file()  # no MLRun API here: the local folder
+    quantized = project.run_function("quantize", params={"task_spec": str(tmp_path / "routing.yaml"),
+                                                         "selection": results["selection"],
+                                                         "model_dir": results["model_dir"]},
+                                     local=True, output_path=str(art))
+    assert quantized.status.state == "completed", quantized.status.error
+    bundle = RunLayout(art).bundle_dir(spec.name)
+    assert read_cascade(bundle)["small"] == small and (bundle / CASCADE_DIR / "config.json").is_file()

@@ -76,20 +76,11 @@ def quantize_for_task(spec: TaskSpec, sel: Selection, model_dir: str | Path,
                           rung=sel.chosen.rung, shots=sel.shots, quant_config=kept.to_config(),
                           metrics={spec.metric: kept_score, "precision_search": search.to_rows()},
                           adapter=adapter)
-    pair = _kept_cascade(sel)
+    pair = sel.kept_cascade()
     if pair is not None:  # the small model goes with the chosen one, as the ladder judged it
         add_cascade(bundle, pair["small_model_dir"], for_rung(task_spec, pair["small_rung"]), pair)
     return QuantizeOutcome(search=search, bundle_dir=bundle, memory_before=memory_before,
                            score=kept_score)
-
-
-def _kept_cascade(sel: Selection) -> dict | None:
-    """The ladder's kept cascade pair whose small model was saved, or None."""
-    kept = (sel.cascade or {}).get("kept")
-    if kept is None:
-        return None
-    pair = sel.cascade["pairs"][kept]
-    return pair if pair.get("small_model_dir") else None
 
 
 def _pre_quantized(name: str, path: str | Path, target: RuntimeTarget, trust: bool):
