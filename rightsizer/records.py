@@ -219,6 +219,14 @@ class DecisionRecord(_Fields):
         """The record's JSON: the builder's fields and ``schema_version``."""
         return {**super().to_dict(), "schema_version": DECISION_SCHEMA_VERSION}
 
+    def cascade_pair(self) -> dict[str, Any] | None:
+        """The ladder's kept cascade pair as size_gpu priced it (``cascade.small_side`` set),
+        or None."""
+        c = self.cascade or {}
+        if c.get("kept") is None or "small_side" not in c:
+            return None
+        return c["pairs"][c["kept"]]
+
     @classmethod
     def from_dict(cls, data: Any, source: str = "decisions") -> DecisionRecord:
         """The record in ``data`` (its JSON, as any version up to this one wrote it). A

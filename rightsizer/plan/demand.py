@@ -206,10 +206,10 @@ def demands_from_decisions(decisions: Iterable[Decision]) -> list[Demand]:
 
 def _cascade_of(rec: DecisionRecord) -> CascadeDemand | None:
     """The record's cascade when the sizing step chose it (``size_gpu.price_cascade``)."""
-    c = rec.cascade or {}
-    if not c.get("chosen"):
+    pair = rec.cascade_pair()
+    if pair is None or not rec.cascade.get("chosen"):
         return None
-    pair, small = c["pairs"][c["kept"]], c["small_side"]
+    small = rec.cascade["small_side"]
     return CascadeDemand(model=str(pair["small"]), config=small.get("config") or pair["small"],
                          precision=str(small.get("precision") or "bf16"),
                          deferral_rate=float(pair["deferral_rate"]), threshold=float(pair["threshold"]))

@@ -117,11 +117,11 @@ def _cascade_row(rec: DecisionRecord) -> dict | None:
     the totals (not in them: they add up each task's chosen model; a chosen cascade's cost as
     deployed is the fleet plan's): the confirm half's quality, the deferral rate and the cost
     at the planned traffic."""
-    c = rec.cascade or {}
-    if c.get("kept") is None or "small_side" not in c:
+    pair = rec.cascade_pair()
+    if pair is None:
         return None
-    pair, small = c["pairs"][c["kept"]], c["small_side"]
-    return {"task": rec.task, "choice": "cascade" if c.get("chosen") else "cascade (not chosen)",
+    small = rec.cascade["small_side"]
+    return {"task": rec.task, "choice": "cascade" if rec.cascade.get("chosen") else "cascade (not chosen)",
             "model": f"{pair['small']} -> {pair['big']} (defers {pair['deferral_rate']:.1%})",
             "params": None, "rung": f"{pair['small_rung']} -> {pair['big_rung']}",
             "precision": f"{small.get('precision')} -> {rec.chosen.precision}", "sized_for": small.get("gpu"),

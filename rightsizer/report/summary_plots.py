@@ -51,8 +51,8 @@ def _cascade_bars(fig: go.Figure, records: list[DecisionRecord]) -> None:
     """A task's kept cascade pair (``ladder.cascade``) beside its chosen model: the confirm
     half's quality and deferral rate, and its cost per 1M output tokens against the chosen
     (big) model alone."""
-    kept = [(rec, c["pairs"][c["kept"]], bool(c.get("chosen"))) for rec in records
-            if (c := rec.cascade or {}).get("kept") is not None and "small_side" in c]
+    kept = [(rec, pair, bool(rec.cascade.get("chosen"))) for rec in records
+            if (pair := rec.cascade_pair()) is not None]
     if not kept:
         return
     xs = [[_axis_label(rec.task) for rec, _, _ in kept], ["cascade"] * len(kept)]
