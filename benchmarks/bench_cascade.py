@@ -1,15 +1,16 @@
-"""The ladder's confidence cascade on a pair this machine can build: the figures behind
+"""The ladder's confidence cascade on the demo's cascade task: the figures behind
 docs/selection.md's cascade section.
 
-Pair: an untrained Llama below tiny-s (it knows no task: its label probabilities are noise)
-and tiny-s (ticket routing is trained into it), on ticket_routing's eval split with
-``ladder.cascade``. Prints the calibration half's curve (deferral rate and quality at each
-candidate threshold, thinned), the threshold chosen, the confirm half's quality with its CI,
-the deferral rate and each model's quality on its share, its price against the big model
-alone (both sized in bf16 on the default price list), then the served check: the confirm
-half through the cascade engine (same deferral rate expected).
+Pair: tiny-s (routes English tickets, never saw Spanish) and tiny-l (pre-trained on Spanish
+tickets too) on chat_routing's eval split (a third of its messages in Spanish), both
+zero-shot, with ``ladder.cascade`` as the task spec has it. Prints the calibration half's
+curve (deferral rate and quality at each candidate threshold, thinned), the threshold chosen,
+the confirm half's quality with its CI, the deferral rate and each model's quality on its
+share, its price against the big model alone (both sized in bf16 on the default price list),
+then the served check: the confirm half through the cascade engine (same deferral rate
+expected).
 
-Rerun: .venv/bin/python benchmarks/bench_cascade.py [--examples 80]
+Rerun: .venv/bin/python benchmarks/bench_cascade.py [--examples N]
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ RERUN = ".venv/bin/python benchmarks/bench_cascade.py"
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--examples", type=int, default=80, help="eval examples (halved: calibration, confirm)")
+    ap.add_argument("--examples", type=int, default=None,
+                    help="eval examples (halved: calibration, confirm; default: the whole split)")
     args = ap.parse_args(argv)
 
     from rightsizer.cascade import split_halves
@@ -39,20 +41,19 @@ def main(argv=None) -> int:
     from rightsizer.serving.cascade import engine_for
     from rightsizer.size_gpu import price_cascade, size_for_task
     from rightsizer.serving.contract import EngineConfig
-    from rightsizer.taskspec import Ladder, load_task
-    from tests.test_select import _untrained_candidate
+    from rightsizer.taskspec import load_task
 
-    demo = bootstrap(verbose=False)
+    bootstrap(verbose=False)
     with tempfile.TemporaryDirectory() as tmp:
-        small = _untrained_candidate(demo, Path(tmp) / "untrained")
-        spec = dataclasses.replace(load_task(ROOT / "tasks" / "ticket_routing.yaml"),
-                                   candidates=["demo:tiny-s", small], decision_rule="point",
-                                   max_eval_examples=args.examples, precisions=["int8"],
-                                   ladder=Ladder(rungs=["zero_shot"], cascade=True))
+        spec = load_task(ROOT / "tasks" / "chat_routing.yaml")
+        spec = dataclasses.replace(spec, candidates=["demo:tiny-s", "demo:tiny-l"], precisions=["int8"],
+                                   max_eval_examples=args.examples or spec.max_eval_examples,
+                                   ladder=dataclasses.replace(spec.ladder, rungs=["zero_shot"]))
         sel = select_model(spec, Path(tmp) / "ladder", progress=False)
         pair = sel.cascade["pairs"][0]
-        print(f"ticket_routing, bar {spec.metric} >= {spec.threshold}; small {Path(small).name} (untrained), "
-              f"big {pair['big']}; {pair['n_calibration']} calibration + {pair['n_confirm']} confirm examples")
+        print(f"{spec.name}, bar {spec.metric} >= {spec.threshold}, quality tolerance {spec.quality_tolerance}; "
+              f"small {pair['small']}, big {pair['big']}; {pair['n_calibration']} calibration + "
+              f"{pair['n_confirm']} confirm examples")
         print("\ncalibration half: threshold  deferral  quality")
         curve = pair["curve"]
         step = max(1, len(curve) // 12)
@@ -78,7 +79,7 @@ def main(argv=None) -> int:
             served = sum(a.response["deferred"] for a in answers) / len(answers)
             print(f"served (cascade engine, confirm half): deferral {served:.1%} "
                   f"({'same as evaluated' if served == pair['deferral_rate'] else 'DIFFERS from evaluated'})")
-    print(f"\nrerun: {RERUN} --examples {args.examples}")
+    print(f"\nrerun: {RERUN}" + (f" --examples {args.examples}" if args.examples else ""))
     return 0
 
 

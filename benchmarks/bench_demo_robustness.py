@@ -10,8 +10,10 @@ baseline (the largest candidate, zero-shot). The perturbations (the standard mat
 * seed 0 with ``ATEN_CPU_CAPABILITY=default`` (torch's portable kernels: another instruction
   set's rounding), 2 threads; seed 0 with 1 thread (another reduction order), best and default.
 
-Prints per run and task the decision (model, rung) and every decisive score with its margin
-from the bar (positive: passes): each rung the ladder tried, and the baseline. Then per task:
+Prints per run and task the decision (model, rung; for a task with ``ladder.cascade``, the
+cascade served) and every decisive score with its margin from the bar (positive: passes):
+each rung the ladder tried, the baseline, and for a cascade its quality on the confirm half
+and its deferral rate below the break-even one (where it would cost what the big model does). Then per task:
 whether every run made the same decision, and the smallest margin. Target: the same decisions
 in every run, and every decisive score at least 0.05 from its bar. Exit status 1 when missed.
 
@@ -56,18 +58,45 @@ def _worker(app_path: str, threads: int) -> dict:
     for spec in load_app(app_path).tasks:
         with tempfile.TemporaryDirectory() as work:
             sel = select_model(spec, work, progress=False, screening=Screening(enabled=False))
+            decision = [sel.chosen.candidate, sel.chosen.rung] if sel.chosen else None
+            cascade = []
+            if spec.ladder.cascade and decision:  # priced from the chosen model's folder, under work
+                decision, cascade = _cascade_figures(spec, sel, decision)
         base_ref = sel.order[-1][0]
         model, tok = load_model(base_ref, trust_remote_code=spec.trust_remote_code)
         q = evaluate_quality(model, tok, spec, check_task_data(spec)[1])
         base_value = q.ci_low if spec.decision_rule == "ci_lower" else q.score
-        out["tasks"][spec.name] = {
-            "threshold": spec.threshold, "metric": spec.metric,
-            "decision": [sel.chosen.candidate, sel.chosen.rung] if sel.chosen else None,
-            "baseline_passes": base_value >= spec.threshold,
-            "scores": [{"what": f"{r.candidate} {r.rung}", "value": round(r.value, 4)}
-                       for r in sel.tried]
-            + [{"what": f"baseline {base_ref} zero_shot", "value": round(base_value, 4)}]}
+        scores = [{"what": f"{r.candidate} {r.rung}", "value": round(r.value, 4),
+                   "margin": round(r.value - spec.threshold, 4)} for r in sel.tried]
+        scores.append({"what": f"baseline {base_ref} zero_shot", "value": round(base_value, 4),
+                       "margin": round(base_value - spec.threshold, 4)})
+        scores += cascade
+        out["tasks"][spec.name] = {"threshold": spec.threshold, "metric": spec.metric, "decision": decision,
+                                   "baseline_passes": base_value >= spec.threshold, "scores": scores}
     return out
+
+
+def _cascade_figures(spec, sel, decision: list) -> tuple[list, list[dict]]:
+    """A cascade task's decision (the chosen model, then the cascade served, if any) and its
+    decisive figures: the kept pair's quality on the confirm half against the bar, and its
+    deferral rate against the break-even one (where the pair costs what the big model
+    alone does: priced as the sizing step prices it, both in bf16)."""
+    from rightsizer.size_gpu import price_cascade, size_for_task
+
+    big_cost = size_for_task(spec, sel.model_dir, "bf16").chosen.cost_per_1m_output_tokens
+    priced = price_cascade(spec, sel, big_cost)
+    kept = priced.get("kept")
+    if kept is None:
+        return decision + ["no cascade"], []
+    pair = priced["pairs"][kept]
+    small_cost = priced["small_side"]["cost_per_1m_tokens"]
+    break_even = 1 - small_cost / big_cost
+    chosen = f"cascade {pair['small']} -> {pair['big']}" if priced["chosen"] else "cascade not chosen"
+    return decision + [chosen], [
+        {"what": f"cascade {pair['small']} confirm-half quality", "value": round(pair["quality"], 4),
+         "margin": round(pair["quality"] - spec.threshold, 4)},
+        {"what": f"cascade deferral (break-even {break_even:.3f})", "value": round(pair["deferral_rate"], 4),
+         "margin": round(break_even - pair["deferral_rate"], 4)}]
 
 
 def runs_matrix(seeds: list[int], capability_runs: bool) -> list[dict]:
@@ -101,7 +130,7 @@ def summarize(results: list[dict]) -> tuple[list[dict], bool]:
     for task in results[0]["tasks"]:
         decisions = {json.dumps(r["tasks"][task]["decision"]) for r in results}
         baseline = {r["tasks"][task]["baseline_passes"] for r in results}
-        worst = min(((abs(s["value"] - r["tasks"][task]["threshold"]), s["what"], r)
+        worst = min(((abs(_margin(s, r["tasks"][task])), s["what"], r)
                      for r in results for s in r["tasks"][task]["scores"]), key=lambda w: w[0])
         same = len(decisions) == 1 and len(baseline) == 1
         ok &= same and worst[0] >= MARGIN
@@ -111,6 +140,11 @@ def summarize(results: list[dict]) -> tuple[list[dict], bool]:
                      "where": f"{worst[1]} (seed {worst[2]['seed']}, {worst[2]['capability']}, "
                               f"{worst[2]['threads']} threads)"})
     return rows, ok
+
+
+def _margin(score: dict, task: dict) -> float:
+    """A score's distance from its bar, positive where it passes (older --json files: from the task's bar)."""
+    return score.get("margin", score["value"] - task["threshold"])
 
 
 def _short(text: str) -> str:
@@ -126,7 +160,7 @@ def markdown(results: list[dict], rows: list[dict], ok: bool) -> str:
         for task in tasks:
             t = r["tasks"][task]
             dec = " ".join(t["decision"]) if t["decision"] else "NONE"
-            scores = "; ".join(f"{_short(s['what'])} {s['value'] - t['threshold']:+.3f}" for s in t["scores"])
+            scores = "; ".join(f"{_short(s['what'])} {_margin(s, t):+.3f}" for s in t["scores"])
             cells.append(f"**{_short(dec)}**: {scores}")
         threads = f"{r['threads']} thread{'s' if r['threads'] > 1 else ''}"
         out.append(f"| seed {r['seed']}, {r['capability']} ({r['torch_capability']}), {threads} "
@@ -179,7 +213,7 @@ def main(argv=None) -> int:
                   f"{time.perf_counter() - t0:.0f} s in all", flush=True)
             for task, t in r["tasks"].items():
                 dec = " ".join(t["decision"]) if t["decision"] else "NONE"
-                scores = ", ".join(f"{s['what']} {s['value']:.3f} ({s['value'] - t['threshold']:+.3f})"
+                scores = ", ".join(f"{s['what']} {s['value']:.3f} ({_margin(s, t):+.3f})"
                                    for s in t["scores"])
                 print(f"  {task:<17} {dec:<22} {t['metric']} >= {t['threshold']}: {scores}", flush=True)
     rows, ok = summarize(results)

@@ -11,7 +11,8 @@ listens and copies status, headers and body back.
 ``size_and_deploy`` run's bundles (``rightsizer.layout.find_bundles``). Where the run's fleet
 plan has several placement groups, it serves them as ``deploy_plan`` deploys them: each group's
 function on its own port (``--port`` + 1, + 2, ...) and the router (``functions/router.py``)
-on ``--port``, in front of them.
+on ``--port``, in front of them; with one group, each engine as the plan sizes it (a task
+the plan serves as a cascade is served by its cascade engine).
 """
 
 from __future__ import annotations
@@ -197,19 +198,34 @@ def _shaped(request: web.Request, resp: web.Response) -> web.Response:
                              .to_dict(request.path), status=resp.status, headers=headers or None)
 
 
+def _plan_specs(artifacts: Path, bundles: dict[str, Path]) -> list[dict]:
+    """The run's fleet plan's function specs (none without a plan), each task with a bundle."""
+    plan = RunLayout(artifacts).plan_file()
+    specs = json.loads(plan.read_text()).get("function_specs", []) if plan.is_file() else []
+    missing = sorted({t for s in specs for m in s["models"] for t in m["tasks"]} - set(bundles))
+    if missing:
+        raise SystemExit(f"{plan}: the plan hosts task(s) {missing} with no serving bundle under {artifacts}")
+    return specs
+
+
+def plan_engines(artifacts: Path, bundles: dict[str, Path]) -> dict[str, dict]:
+    """Each task's engine settings as the run's one-group plan sizes them (a cascade where the
+    plan serves one), as ``deploy_plan`` deploys that group; empty without such a plan."""
+    specs = _plan_specs(artifacts, bundles)
+    if len(specs) != 1:
+        return {}
+    return group_models(specs[0], {t: str(p) for t, p in bundles.items()})[1]
+
+
 def plan_apps(artifacts: Path, bundles: dict[str, Path], host: str, port: int,
               engine: dict | None = None, body_timeout: float | None = None,
               ) -> list[tuple[str, int, list[str], web.Application]]:
     """Where the run's fleet plan has several groups: (name, port, tasks, app) of each group's
     function (``port`` + 1, + 2, ...), then of the router on ``port``; else none."""
-    plan = RunLayout(artifacts).plan_file()
-    specs = json.loads(plan.read_text()).get("function_specs", []) if plan.is_file() else []
+    specs = _plan_specs(artifacts, bundles)
     if len(specs) < 2:
         return []
     models = {t: str(p) for t, p in bundles.items()}
-    missing = sorted({t for s in specs for m in s["models"] for t in m["tasks"]} - set(models))
-    if missing:
-        raise SystemExit(f"{plan}: the plan hosts task(s) {missing} with no serving bundle under {artifacts}")
     apps, routes, groups = [], {}, {}
     for i, spec in enumerate(specs, start=1):
         tasks, engines = group_models(spec, models)
@@ -284,7 +300,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"Serving {len(bundles)} task model(s) from {artifacts} at {base}", flush=True)
         for task, path in sorted(bundles.items()):
             print(f"  {task}: {path}", flush=True)
-        app = make_app(serving_spec({t: str(p) for t, p in bundles.items()}, engine=engine),
+        app = make_app(serving_spec({t: str(p) for t, p in bundles.items()}, engine=engine,
+                                    engines=plan_engines(artifacts, bundles) or None),
                        body_timeout=args.body_timeout)
     print("Routes:", flush=True)
     for method, path in ROUTES:

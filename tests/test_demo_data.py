@@ -10,8 +10,8 @@ DATA = Path(__file__).resolve().parents[1] / "tasks" / "data"
 
 def test_shipped_data_regenerates_bit_for_bit(tmp_path):
     written = write_demo_data(tmp_path)
-    # three generated tasks, answer_drafting's splits and its knowledge base (one file per policy)
-    assert len(written) == 3 * len(SPLITS) + len(KNOWLEDGE_SPLITS) + len(POLICIES)
+    # four generated tasks, answer_drafting's splits and its knowledge base (one file per policy)
+    assert len(written) == 4 * len(SPLITS) + len(KNOWLEDGE_SPLITS) + len(POLICIES)
     for p in written:
         rel = p.relative_to(tmp_path)
         assert (DATA / rel).read_text() == p.read_text(), rel
@@ -80,7 +80,42 @@ def test_only_the_smallest_model_is_pretrained_on_order_messages():
         unit = m.pretrain_steps // sum(STEP_WEIGHTS.get(t, 1) for t in OTHER_TASKS)
         assert {t: counts[t] for t in OTHER_TASKS} == {t: unit * STEP_WEIGHTS.get(t, 1) for t in OTHER_TASKS}
         assert counts["order_extraction"] == unit * m.order_weight
+        assert counts["chat_routing"] == unit * m.chat_weight
     assert [m.name for m in DEMO_MODELS if m.order_weight] == ["tiny-s"]
+    # Spanish tickets: the biggest model only (chat_routing's cascade needs a small model that
+    # cannot read them and a big one that can)
+    assert [m.name for m in DEMO_MODELS if m.chat_weight] == ["tiny-l"]
+
+
+def test_a_model_without_spanish_steps_has_recipe_4s_schedule_and_tokenizer_corpus():
+    """Adding chat_routing changed tiny-l only: tiny-s and tiny-m draw the same steps in the
+    same order as before it, and the tokenizer is trained on the same text (Spanish left out)."""
+    from rightsizer.demo import bootstrap
+
+    for m in bootstrap.DEMO_MODELS:
+        one = [t for t in bootstrap.OTHER_TASKS for _ in range(bootstrap.STEP_WEIGHTS.get(t, 1))]
+        before = ((one + ["order_extraction"] * m.order_weight) * -(-m.pretrain_steps // len(one)))[
+            :m.pretrain_steps * (len(one) + m.order_weight) // len(one)]
+        assert (m.schedule() == before) == (m.chat_weight == 0), m.name
+    corpus = bootstrap._pretrain_corpus()
+    assert list(corpus)[-1] == "chat_routing"  # after the others: their order in the tokenizer corpus is kept
+    spanish = {p for p, _ in corpus["chat_routing"]}
+    assert not spanish & {p for t, pairs in corpus.items() if t != "chat_routing" for p, _ in pairs}
+
+
+def test_chat_routing_is_a_third_spanish_with_balanced_queues():
+    import random
+    from collections import Counter
+
+    from rightsizer.demo.data import INTENTS_ES, SPANISH_SHARE, spanish_ticket
+
+    rows = generate_rows("chat_routing", 480, seed=0)
+    spanish_words = {w for phrases in INTENTS_ES.values() for p in phrases for w in p.split()} - {"{item}"}
+    share = sum(r["text"].split()[0] in spanish_words for r in rows) / len(rows)
+    assert abs(share - SPANISH_SHARE) < 0.08, share
+    assert min(Counter(r["label"] for r in rows).values()) > 90
+    text, label = spanish_ticket(random.Random(0))
+    assert label in INTENTS_ES and text.isascii()  # typed without accents
 
 
 def test_the_demo_tokenizer_splits_order_ids_into_digit_pairs(tmp_path):

@@ -87,7 +87,8 @@ def test_the_hub_token_is_in_no_file_the_run_wrote(run):
 
 def test_decision_records(run):
     _, layout, records = run
-    assert set(records) == {"review_sentiment", "ticket_routing", "order_extraction", "answer_drafting"}
+    assert set(records) == {"review_sentiment", "ticket_routing", "order_extraction", "answer_drafting",
+                            "chat_routing"}
     assert set(find_decisions(layout.root)) == set(records)
     routing, sentiment = records["ticket_routing"], records["review_sentiment"]
     # routing is trained into the smallest candidate: zero-shot on tiny-s, nothing rejected
@@ -113,11 +114,25 @@ def test_decision_records(run):
     assert (order["chosen"]["model"], order["chosen"]["rung"]) == ("demo:tiny-s", "zero_shot")
     assert order["chosen"]["precision"] == "int4" and order["metric"] == "exact_match"
     assert order["baseline"]["quality"] < order["threshold"] and "malformed answers 0.0%" in order["summary"]
+    # chat routing: a third of the messages in Spanish, which only tiny-l reads; tiny-s and
+    # tiny-m fail both rungs, tiny-l passes zero-shot, and the cascade (tiny-s answers what it
+    # is sure of, tiny-l the rest) meets the bar for less than tiny-l alone
+    chat = records["chat_routing"]
+    assert (chat["chosen"]["model"], chat["chosen"]["rung"]) == ("demo:tiny-l", "zero_shot")
+    assert [(r["candidate"], r["rung"]) for r in chat["ladder"]] == [
+        (m, rung) for m in ("demo:tiny-s", "demo:tiny-m") for rung in ("zero_shot", "few_shot")] + [
+        ("demo:tiny-l", "zero_shot")]
+    cascade = chat["cascade"]
+    pair = cascade["pairs"][cascade["kept"]]
+    assert cascade["chosen"] and (pair["small"], pair["big"]) == ("demo:tiny-s", "demo:tiny-l")
+    assert pair["quality"] >= chat["threshold"] and 0 < pair["deferral_rate"] < 1
+    assert pair["cost_per_1m_tokens"] < pair["big_alone_cost_per_1m_tokens"] == chat["chosen"]["cost_per_1m_tokens"]
+    assert "(chosen)" in chat["summary"] and cascade["small_side"]["model"] == "demo:tiny-s"
     for rec in records.values():
         c, b = rec["chosen"], rec["baseline"]
         assert c["quality"] >= rec["threshold"]
         assert b["model"] == "demo:tiny-l" and b["rung"] == "zero_shot"
-        assert c["params"] < b["params"]
+        assert c["params"] < b["params"] or rec["task"] == "chat_routing"  # its saving is the cascade
         assert c["gpu"] and not c["gpu"].startswith("none")
         assert c["cost_per_1m_tokens"] > 0 and math.isfinite(c["ttft_ms"])
         assert c["ttft_ms"] <= 150 and c["tpot_ms"] <= 40  # meets the SLO (estimate)
@@ -238,7 +253,7 @@ def test_the_readmes_jupyter_lines_work_as_written(run):
     sized), serve.sh on the project's artifacts, plan --decisions artifacts."""
     from test_serving_http import _free_port, start_serve
 
-    project, layout, _ = run
+    project, layout, records = run
     clone = Path(project.context).resolve()
     decisions = json.loads(layout.decisions_file().read_text())
     assert decisions["app"] == "tasks/demo_app.yaml"
@@ -263,9 +278,37 @@ def test_the_readmes_jupyter_lines_work_as_written(run):
             served = {m["id"] for m in json.loads(r.read())["data"]}
         assert served == set(layout.tasks())
         assert f"from {layout.root}" in (clone / "artifacts" / "serve.log").read_text()
+        _the_served_cascade_is_the_evaluated_one(base, records["chat_routing"])
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+
+
+def _post(url: str, body: dict) -> dict:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=120) as r:
+        return json.loads(r.read())
+
+
+def _the_served_cascade_is_the_evaluated_one(base: str, record: dict) -> None:
+    """The confirm half of chat_routing's eval split through serve.sh (which serves the plan):
+    the deferral rate the ladder judged, each answer named by the model that gave it, and the
+    judged quality within the task's tolerance (tiny-l is served quantized, judged unquantized)."""
+    from rightsizer import cascade
+    from rightsizer.evaluate import load_rows
+    from rightsizer.taskspec import load_task
+
+    spec = load_task(ROOT / "tasks" / "chat_routing.yaml")
+    pair = record["cascade"]["pairs"][record["cascade"]["kept"]]
+    rows = load_rows(spec, spec.eval_split)
+    confirm = [rows[i] for i in cascade.split_halves(len(rows))[1]]
+    out = _post(f"{base}/v2/models/chat_routing/infer", {"inputs": [r["text"] for r in confirm]})["outputs"]
+    assert sum(o["deferred"] for o in out) / len(out) == pair["deferral_rate"]
+    assert all(o["answered_by"] == (pair["big"] if o["deferred"] else pair["small"]) for o in out)
+    quality = sum(o["label"] == r["label"] for o, r in zip(out, confirm)) / len(out)
+    assert abs(quality - pair["quality"]) <= spec.quality_tolerance, (quality, pair["quality"])
+    one = _post(f"{base}/v1/completions", {"model": "chat_routing", "prompt": confirm[0]["text"]})
+    assert one["model"] == one["choices"][0]["rightsizer"]["answered_by"] in (pair["small"], pair["big"])
 
 
 def test_the_lora_task_trains_and_serves_its_production_adapter(run):
@@ -308,6 +351,14 @@ def test_the_fleet_plan_decides_the_deployment(run):
     plan = json.loads(layout.plan_file().read_text())
     hosted = [t for g in plan["groups"] for m in g["models"] for t in m["tasks"]]
     assert sorted(hosted) == sorted(records)  # every task placed, once
+    # the chosen cascade's placement hosts both models: tiny-l for the deferred share, tiny-s
+    # (as the ladder judged it, unquantized) in front of it for all of the task's traffic
+    pair = records["chat_routing"]["cascade"]["pairs"][records["chat_routing"]["cascade"]["kept"]]
+    chat = next(m for g in plan["groups"] for m in g["models"] if m["tasks"] == ["chat_routing"])
+    assert chat["model"] == "demo:tiny-l" and chat["cascade"]["model"] == "demo:tiny-s"
+    assert (chat["cascade"]["deferral_rate"], chat["cascade"]["threshold"]) == (pair["deferral_rate"], pair["threshold"])
+    assert [m.get("cascade") for s in plan["function_specs"] for m in s["models"] if m["tasks"] == ["chat_routing"]] == [
+        "demo:tiny-s"]
     assert plan["price_list"]["name"] == records["ticket_routing"]["price_list"]["name"]
     assert plan["baseline"] and plan["comparison"]["cost_per_hour"]["baseline"] > 0
     # the plan names the engine every group runs and what its sizing assumed (not calibrated here)
@@ -326,6 +377,8 @@ def test_the_fleet_plan_decides_the_deployment(run):
         for task, (_, params) in models.items():  # each engine sized for the load planned there
             assert params["engine"]["num_blocks"] == EngineConfig.for_load(**loads[task]).num_blocks
             assert params["engine"]["max_requests_per_batch"] == loads[task]["batch"]
+            # the chosen cascade is served by the cascade engine, every other task by its model
+            assert params["engine"]["cascade"] is (task == "chat_routing")
         assert serving.spec.node_selector == specs[0]["node_selector"]
         assert serving.spec.max_replicas == specs[0]["max_replicas"] and serving.spec.min_replicas == 0
     decisions = json.loads(layout.decisions_file().read_text())

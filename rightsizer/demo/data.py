@@ -1,10 +1,11 @@
 """Deterministic task data for the offline demo application.
 
-Four tasks of a small support assistant:
+Five tasks of a small support assistant:
 
 * ``review_sentiment``: product reviews whose polarity is often flipped by a negation
   ("not bad", "didn't love"), so word-spotting alone scores near chance.
 * ``ticket_routing``: support tickets routed to one of four queues.
+* ``chat_routing``: live-chat messages routed to the same queues; about a third in Spanish.
 * ``order_extraction``: the order id (copied), product (its catalogue name, however the
   message names it) and issue (a code) of a customer message, written as
   ``order_id: #48213; product: laptop; issue: damaged``.
@@ -118,7 +119,43 @@ def _order(rng: random.Random) -> tuple[str, str]:
     return text, order_answer(oid, item, issue)
 
 
-GENERATORS = {"review_sentiment": _review, "ticket_routing": _ticket, "order_extraction": _order}
+# chat_routing: live-chat messages to the same queues, about a third of them in Spanish
+# (written without accents, as people type in a chat). Only the biggest demo model is
+# pre-trained on Spanish tickets (``demo.bootstrap``): the smaller ones route English messages
+# and guess at Spanish ones, mostly unsure (the demo's cascade task).
+SPANISH_SHARE = 0.35
+INTENTS_ES = {
+    "billing": ["me cobraron dos veces por mi {item}", "la factura de mi {item} esta mal",
+                "devuelvanme el pago de mi {item}", "fallo el pago con tarjeta de mi {item}",
+                "por que hay un cargo extra en mi {item}"],
+    "shipping": ["mi {item} todavia no llega", "el paquete de mi {item} se perdio",
+                 "donde esta el envio de mi {item}", "el mensajero dejo mi {item} en otra puerta",
+                 "cuando mandan mi {item}"],
+    "technical": ["mi {item} no enciende", "mi {item} se cuelga desde la actualizacion",
+                  "mi {item} no se conecta a la red", "no se instala el programa de mi {item}",
+                  "mi {item} muestra un codigo de error"],
+    "account": ["no puedo entrar a mi cuenta", "cambien mi contrasena por favor",
+                "como cambio el correo de mi cuenta", "mi cuenta esta bloqueada",
+                "borren mi perfil y mis datos"],
+}
+ITEMS_ES = ["portatil", "telefono", "tableta", "enrutador", "reloj", "camara", "impresora", "altavoz"]
+POLITE_ES = ["", "gracias", "ayuda por favor", "es urgente"]
+
+
+def spanish_ticket(rng: random.Random) -> tuple[str, str]:
+    """A support ticket in Spanish and its queue (``INTENTS_ES``)."""
+    label = rng.choice(sorted(INTENTS_ES))
+    text = rng.choice(INTENTS_ES[label]).format(item=rng.choice(ITEMS_ES))
+    tail = rng.choice(POLITE_ES)
+    return (f"{text}, {tail}" if tail else text), label
+
+
+def _chat(rng: random.Random) -> tuple[str, str]:
+    return spanish_ticket(rng) if rng.random() < SPANISH_SHARE else _ticket(rng)
+
+
+GENERATORS = {"review_sentiment": _review, "ticket_routing": _ticket, "order_extraction": _order,
+              "chat_routing": _chat}
 LABEL_FIELDS = {"order_extraction": "answer"}  # the others' gold is "label"
 
 
