@@ -298,10 +298,11 @@ def main(argv: list[str] | None = None) -> None:
         app = _with_groups(apps[-1][3], apps[:-1], args.host)
     else:
         print(f"Serving {len(bundles)} task model(s) from {artifacts} at {base}", flush=True)
+        engines = plan_engines(artifacts, bundles)
         for task, path in sorted(bundles.items()):
-            print(f"  {task}: {path}", flush=True)
-        app = make_app(serving_spec({t: str(p) for t, p in bundles.items()}, engine=engine,
-                                    engines=plan_engines(artifacts, bundles) or None),
+            cascade = " (a cascade: its small model first)" if engines.get(task, {}).get("cascade") else ""
+            print(f"  {task}: {path}{cascade}", flush=True)
+        app = make_app(serving_spec({t: str(p) for t, p in bundles.items()}, engine=engine, engines=engines or None),
                        body_timeout=args.body_timeout)
     print("Routes:", flush=True)
     for method, path in ROUTES:

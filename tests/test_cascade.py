@@ -177,7 +177,8 @@ def test_size_gpu_prices_the_kept_pair_against_the_chosen_model_alone(demo_model
     assert DecisionRecord.from_dict(record.to_dict()).cascade == dear
 
 
-def test_the_report_shows_the_cascade_beside_the_chosen_model_alone_outside_the_totals(demo_models, routing_spec):
+def test_the_report_shows_the_cascade_beside_the_chosen_model_alone_and_totals_it_where_chosen(demo_models,
+                                                                                                routing_spec):
     from rightsizer.report import summary_rows
     from rightsizer.size_gpu import price_cascade
     from tests.test_fleet import TINY_L, TINY_S, _record
@@ -186,12 +187,22 @@ def test_the_report_shows_the_cascade_beside_the_chosen_model_alone_outside_the_
     big_cost = plain["chosen"]["cost_per_1m_tokens"]
     with_cascade = {**plain, "cascade": price_cascade(routing_spec, _selection_with([_judged_pair()], 0, routing_spec),
                                                       big_cost)}
+    assert not with_cascade["cascade"]["chosen"]  # the small model here costs what the chosen one does
     rows, before = summary_rows([with_cascade]), summary_rows([plain])
     assert rows[:len(before)] == before  # chosen, baseline and the totals unchanged
     (row,) = rows[len(before):]
-    assert row["choice"] in ("cascade", "cascade (not chosen)") and row["task"] == routing_spec.name
+    assert row["choice"] == "cascade (not chosen)" and row["task"] == routing_spec.name
     assert row["model"] == "demo:tiny-s -> demo:tiny-m (defers 25.0%)" and row["quality"] == 0.93
     assert row["cost_usd_per_1m_output_tokens"] == round(with_cascade["cascade"]["pairs"][0]["cost_per_1m_tokens"], 4)
+    assert row["params"] == with_cascade["cascade"]["pairs"][0]["small_params"] + plain["chosen"]["params"]
+    # chosen, the cascade is what is deployed: the chosen TOTAL counts it, not the model alone
+    chosen = {**with_cascade, "cascade": {**with_cascade["cascade"], "chosen": True}}
+    rows = summary_rows([chosen])
+    total = next(r for r in rows if (r["task"], r["choice"]) == ("TOTAL", "chosen"))
+    (row,) = [r for r in rows if r["choice"] == "cascade"]
+    assert total["cost_usd_per_1m_output_tokens"] == row["cost_usd_per_1m_output_tokens"]
+    assert total["params"] == row["params"] and total["price_usd_per_hour"] == row["price_usd_per_hour"]
+    assert [r for r in rows if r["choice"] == "baseline"] == [r for r in before if r["choice"] == "baseline"]
     # the payoff chart: the cascade beside the chosen model alone, quality and cost
     from rightsizer.report import summary_figure
 

@@ -21,15 +21,19 @@ def _raw(name="review_sentiment"):
 
 
 def test_every_shipped_spec_loads():
-    # 4 task specs + 1 app spec; a new file must be added here on purpose
-    assert [p.name for p in SPEC_FILES] == ["answer_drafting.yaml", "demo_app.yaml",
+    # 5 task specs + 1 app spec; a new file must be added here on purpose
+    assert [p.name for p in SPEC_FILES] == ["answer_drafting.yaml", "chat_routing.yaml", "demo_app.yaml",
                                             "order_extraction.yaml", "review_sentiment.yaml",
                                             "ticket_routing.yaml"]
     app = load_app(TASKS / "demo_app.yaml")
     assert [t.name for t in app.tasks] == ["review_sentiment", "ticket_routing", "order_extraction",
-                                           "answer_drafting"]
-    assert [t.type for t in app.tasks] == ["classification", "classification", "extraction", "generation"]
+                                           "answer_drafting", "chat_routing"]
+    assert [t.type for t in app.tasks] == ["classification", "classification", "extraction", "generation",
+                                           "classification"]
     assert app.tasks[2].extraction is not None and app.tasks[3].source_path().is_dir()
+    # the one demo task judged as a cascade, with no training rung (its data is not trained on)
+    assert [t.name for t in app.tasks if t.ladder.cascade] == ["chat_routing"]
+    assert app.tasks[4].ladder.rungs == ["zero_shot", "few_shot"]
     for t in app.tasks:
         assert Path(t.dataset_path("train")).is_file()
         assert t.trust_remote_code is False
@@ -104,7 +108,8 @@ def test_app_paths_are_project_relative():
     assert paths == [("review_sentiment", "tasks/review_sentiment.yaml"),
                      ("ticket_routing", "tasks/ticket_routing.yaml"),
                      ("order_extraction", "tasks/order_extraction.yaml"),
-                     ("answer_drafting", "tasks/answer_drafting.yaml")]
+                     ("answer_drafting", "tasks/answer_drafting.yaml"),
+                     ("chat_routing", "tasks/chat_routing.yaml")]
 
 
 def _extraction_raw():

@@ -26,6 +26,7 @@ TOTAL_RULES = {
     "modelled_ttft_ms": "max", "modelled_tpot_ms": "max", "measured_tpot_p95_ms": "max",
     "modelled_throughput_tokens_per_s": "sum", "modelled_memory_gb": "sum", "weights_gb": "sum",
     "meets_bar": "tasks meeting their own bar",
+    "cascade": "a chosen cascade counts for its task (both models' params and device prices, its cost and bar)",
 }
 
 
@@ -83,8 +84,12 @@ def summary_rows(records: Sequence[DecisionRecord | Mapping[str, Any]], unsized:
                          "measured_tpot_p95_ms": rounded(here.get("tpot_p95_ms"), 3)})
     rows += [_unsized_row(u) for u in unsized]
     cascades = [row for row in (_cascade_row(rec) for rec in records) if row]
+    served = {row["task"]: row for row in cascades if row["choice"] == "cascade"}  # chosen: what is deployed
     for choice in ("chosen", "baseline"):
         part = [r for r in rows if r["choice"] == choice]
+        if choice == "chosen":
+            part = [{**r, **{k: served[r["task"]][k] for k in _CASCADE_TOTALS}} if r["task"] in served else r
+                    for r in part]
         if not part:
             continue
         tasks = len(part) + (len(unsized) if choice == "chosen" else 0)
@@ -112,22 +117,30 @@ def summary_rows(records: Sequence[DecisionRecord | Mapping[str, Any]], unsized:
     return rows + cascades
 
 
+# the columns of a chosen cascade's row that the chosen TOTAL takes instead of its task's chosen model's
+_CASCADE_TOTALS = ("params", "price_usd_per_hour", "cost_usd_per_1m_output_tokens", "meets_bar")
+
+
 def _cascade_row(rec: DecisionRecord) -> dict | None:
     """The ladder's kept cascade pair (``ladder.cascade``) beside the chosen model alone, after
-    the totals (not in them: they add up each task's chosen model; a chosen cascade's cost as
-    deployed is the fleet plan's): the confirm half's quality, the deferral rate and the cost
-    at the planned traffic."""
+    the totals: the confirm half's quality, the deferral rate, both models' parameters, the
+    cost at the planned traffic and both devices' prices (each model sized alone). A chosen
+    cascade is what is deployed, so the chosen TOTAL counts it instead of the model alone."""
     pair = rec.cascade_pair()
     if pair is None:
         return None
     small = rec.cascade["small_side"]
+    params = (pair.get("small_params"), rec.chosen.params)
+    prices = (small.get("price_per_hour"), rec.chosen.price_per_hour)
     return {"task": rec.task, "choice": "cascade" if rec.cascade.get("chosen") else "cascade (not chosen)",
             "model": f"{pair['small']} -> {pair['big']} (defers {pair['deferral_rate']:.1%})",
-            "params": None, "rung": f"{pair['small_rung']} -> {pair['big_rung']}",
+            "params": sum(params) if all(finite(p) for p in params) else None,
+            "rung": f"{pair['small_rung']} -> {pair['big_rung']}",
             "precision": f"{small.get('precision')} -> {rec.chosen.precision}", "sized_for": small.get("gpu"),
             "sizing_mode": small.get("sizing_mode") or "", "metric": rec.metric or "",
             "quality": round(pair["quality"], 4), "threshold": rec.threshold, "meets_bar": bool(pair["meets_bar"]),
-            "recall_at_k": None, "price_usd_per_hour": None,
+            "recall_at_k": None,
+            "price_usd_per_hour": rounded(sum(prices), 4) if all(finite(p) for p in prices) else None,
             "cost_usd_per_1m_output_tokens": rounded(pair.get("cost_per_1m_tokens"), 4),
             "modelled_ttft_ms": None, "modelled_tpot_ms": None, "modelled_throughput_tokens_per_s": None,
             "modelled_memory_gb": None, "weights_gb": None, "measured_on": "", "measured_tpot_p95_ms": None}
