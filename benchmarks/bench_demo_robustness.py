@@ -13,12 +13,12 @@ baseline (the largest candidate, zero-shot). The perturbations (the standard mat
 Prints per run and task the decision (model, rung; for a task with ``ladder.cascade``, the
 cascade served) and every decisive score with its margin from the bar (positive: passes):
 each rung the ladder tried, the baseline, and for a cascade its quality on the confirm half
-and its deferral rate below the break-even one (where it would cost what the big model does). Then per task:
-whether every run made the same decision, and the smallest margin. Target: the same decisions
+and its deferral rate below the break-even one (where it would cost what the big model
+does). Then per task: whether every run made the same decision, and the smallest margin. Target: the same decisions
 in every run, and every decisive score at least 0.05 from its bar. Exit status 1 when missed.
 
 Rerun (about 50 min on 2 cores): .venv/bin/python benchmarks/bench_demo_robustness.py
-Quicker look: --seeds 0,1 --no-capability-runs (2 runs)
+Quicker look: --seeds 0,1 --no-capability-runs (2 runs); a part of the matrix: --only 1,2,6
 Tables for docs/demo-robustness.md: --json FILE, then --markdown-from FILE (no rerun)
 """
 
@@ -187,6 +187,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--no-capability-runs", action="store_true",
                     help="only the seeds (no portable-kernel or one-thread runs)")
+    ap.add_argument("--only", default="", metavar="N,N",
+                    help="only these runs of the matrix, numbered from 1 as printed (e.g. 1,6: seed 0 on the "
+                         "best and the portable kernels)")
     ap.add_argument("--json", default="", help="also write every run's figures to this file")
     ap.add_argument("--markdown-from", default="", metavar="JSON",
                     help="print the markdown tables of a --json file and exit (no runs)")
@@ -203,6 +206,11 @@ def main(argv=None) -> int:
 
     seeds = [int(s) for s in args.seeds.split(",") if s]
     runs = runs_matrix(seeds, not args.no_capability_runs)
+    if args.only:
+        picked = [int(n) for n in args.only.split(",") if n]
+        if not all(1 <= n <= len(runs) for n in picked):
+            raise SystemExit(f"--only {args.only}: the matrix has runs 1-{len(runs)}")
+        runs = [runs[n - 1] for n in picked]
     results = []
     with tempfile.TemporaryDirectory(prefix="rightsizer-robust-") as tmp:
         for i, run in enumerate(runs):
@@ -225,7 +233,7 @@ def main(argv=None) -> int:
               f"{row['where']}")
     print(f"\ntarget (same decisions, every margin >= {MARGIN}): {'MET' if ok else 'MISSED'}"
           f" over {len(results)} runs; rerun: {RERUN} --seeds {args.seeds}"
-          + (" --no-capability-runs" if args.no_capability_runs else ""))
+          + (" --no-capability-runs" if args.no_capability_runs else "") + (f" --only {args.only}" if args.only else ""))
     if args.json:
         Path(args.json).write_text(json.dumps({"runs": results, "summary": rows, "met": ok}, indent=2))
     return 0 if ok else 1
