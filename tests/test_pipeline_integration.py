@@ -246,12 +246,11 @@ def test_reevaluate_flags_no_regression_on_fresh_data(run, tmp_path):
     out = reevaluate_bundle(chat, str(layout.bundle_dir("chat_routing")), "fresh", progress=False)
     assert out["regression"] is False and out["cascade"]["deferral_regression"] is False
     assert 0 < out["cascade"]["fresh_deferral_rate"] < 1 and out["cascade"]["fresh_quality"] >= chat.threshold
-    from rightsizer.demo.data import INTENTS_ES
+    from rightsizer.demo.data import is_spanish
 
-    spanish_words = {w for phrases in INTENTS_ES.values() for p in phrases for w in p.split()}
     rows = [json.loads(line) for line in (ROOT / "tasks/data/chat_routing/fresh.jsonl").read_text().splitlines()]
     spanish = tmp_path / "spanish.jsonl"
-    spanish.write_text("".join(json.dumps(r) + "\n" for r in rows if r["text"].split()[0] in spanish_words))
+    spanish.write_text("".join(json.dumps(r) + "\n" for r in rows if is_spanish(r["text"])))
     out = reevaluate_bundle(chat, str(layout.bundle_dir("chat_routing")), str(spanish), progress=False)
     assert out["cascade"]["deferral_regression"] is True and out["regression"] is True
     assert "deferral rate" in out["action"]

@@ -15,7 +15,11 @@ import mlrun
 import pytest
 import yaml
 
+from rightsizer.taskspec import app_task_paths
+
 ROOT = Path(__file__).resolve().parents[1]
+# the demo app's tasks, as the pipeline names their steps (a task added to the app is covered)
+TASKS = tuple(name.replace("_", "-") for name, _ in app_task_paths("tasks/demo_app.yaml", root=str(ROOT)))
 
 
 def _compile(gpus: int, tmp_path: Path, monkeypatch) -> dict[str, dict]:
@@ -56,7 +60,8 @@ def _args(template: dict) -> list[str]:
 @pytest.mark.parametrize("gpus", [0, 1])
 def test_gptq_steps_only_when_a_gpu_is_configured(gpus, tmp_path, monkeypatch):
     steps = _compile(gpus, tmp_path, monkeypatch)
-    tasks = ("answer-drafting", "order-extraction", "review-sentiment", "ticket-routing")  # sorted, as gptq below
+    tasks = sorted(TASKS)  # as gptq below
+    assert len(tasks) == 5 and "chat-routing" in tasks  # the app read, not an empty loop
     for task in tasks:
         for step in ("select", "evaluate-baseline", "quantize", "evaluate", "size-gpu"):
             assert f"{step}-{task}" in steps
@@ -169,7 +174,6 @@ def test_negative_finetune_gpus_is_a_clear_error(monkeypatch):
                            parameters={"finetune_gpus": -1})
 
 
-TASKS = ("review-sentiment", "ticket-routing", "order-extraction", "answer-drafting")
 TASK_STEPS = ("evaluate-baseline", "quantize", "evaluate", "size-gpu")
 
 

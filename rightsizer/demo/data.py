@@ -150,6 +150,15 @@ def spanish_ticket(rng: random.Random) -> tuple[str, str]:
     return (f"{text}, {tail}" if tail else text), label
 
 
+_FIRST_WORDS_ES = {p.split()[0] for phrases in INTENTS_ES.values() for p in phrases}
+
+
+def is_spanish(text: str) -> bool:
+    """Whether a chat_routing message is one of ``spanish_ticket``'s (by its first word)."""
+    words = text.split()
+    return bool(words) and words[0] in _FIRST_WORDS_ES
+
+
 def _chat(rng: random.Random) -> tuple[str, str]:
     return spanish_ticket(rng) if rng.random() < SPANISH_SHARE else _ticket(rng)
 
