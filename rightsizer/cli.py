@@ -116,10 +116,29 @@ def _size_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--count", type=_positive_int, default=1, help="GPUs in tensor parallel (default 1)")
     p.add_argument("--mig", default=None, help="MIG profile, e.g. 3g.40gb")
     p.add_argument("--ops", action="store_true", help="include the per-operation breakdown")
+    p.add_argument("--request-rate", type=float, default=None, metavar="R",
+                   help="requests/s arriving at random (Poisson): mean and p95 TTFT and TPOT at that rate, "
+                        "simulated through the engine's scheduler")
+    p.add_argument("--lengths", default=None, metavar="FILE",
+                   help="with --request-rate: a JSON or YAML length histogram ({histogram: [[prompt, output, "
+                        "count], ...]}, as a decision record's workload.lengths); default: the fixed "
+                        "--prompt-tokens / --output-tokens")
+
+
+def _load_lengths(path: str):
+    from rightsizer.sizing.traffic import Lengths
+    from rightsizer.yamlio import read_yaml
+
+    data = read_yaml(path, "length histogram")  # JSON is YAML
+    if isinstance(data, dict) and isinstance(data.get("lengths"), dict):  # a whole workload section
+        data = data["lengths"]
+    return Lengths.from_dict(data, where=path)
 
 
 def _size_run(args: argparse.Namespace) -> int:
     from rightsizer.sizing import Workload, estimate
+    from rightsizer.sizing.estimate import tail
+    from rightsizer.sizing.traffic import Lengths
 
     catalog, factors = _catalog_and_factors(args)
     problems: list[str] = []
@@ -132,11 +151,22 @@ def _size_run(args: argparse.Namespace) -> int:
         wl = Workload(args.prompt_tokens, args.output_tokens, args.batch, args.precision, args.kv_precision)
     except ConfigError as exc:
         problems.extend(exc.problems)
+    rate = args.request_rate
+    if rate is not None and not (rate > 0 and math.isfinite(rate)):
+        problems.append(f"--request-rate must be a positive number of requests/s, got {rate}")
+    if args.lengths and rate is None:
+        problems.append("--lengths needs --request-rate (the lengths are only used by the traffic simulation)")
     if problems:
         raise ConfigError(problems)
+    lengths = _load_lengths(args.lengths) if args.lengths else None
     est = estimate(args.config, gpu, wl, count=args.count, mig=args.mig, factors=factors, catalog=catalog)
+    at_rate = tail(est, rate, lengths) if rate is not None else None
     if args.json:
-        _print_json(est.to_dict(with_ops=args.ops))
+        out = est.to_dict(with_ops=args.ops)
+        if at_rate is not None:
+            out.update({k: v for k, v in at_rate.to_dict().items()})
+            out["lengths"] = (lengths or Lengths.fixed(wl.prompt_tokens, wl.output_tokens)).to_dict()
+        _print_json(out)
         return EXIT_OK
     dev = f"{est.gpu} MIG {est.mig}" if est.mig else f"{est.count}x {est.gpu}"
     print(f"{est.model} ({est.architecture}) on {dev}, {est.precision} weights, {est.kv_precision} KV [{est.mode}]")
@@ -158,6 +188,12 @@ def _size_run(args: argparse.Namespace) -> int:
         print(f"  max throughput    {est.max_throughput_tokens_per_s:,.0f} output tok/s at {b.batch} in flight "
               f"(continuous batching, {s.token_budget:,}-token steps; limited by {s.limit}); there TTFT "
               f"{b.ttft_ms:,.0f} ms, TPOT {b.tpot_ms:.2f} ms")
+    if at_rate is not None:
+        f = at_rate
+        print(f"  at {f.request_rate:g} req/s (Poisson, {'fixed lengths' if lengths is None else args.lengths}): "
+              f"TTFT mean {f.ttft_mean_ms:,.1f} / p95 {f.ttft_p95_ms:,.1f} ms, TPOT mean {f.tpot_mean_ms:.2f} / "
+              f"p95 {f.tpot_p95_ms:.2f} ms, {f.mean_running:.1f} in flight"
+              + ("; SATURATED: requests arrive faster than this option serves them" if f.saturated else ""))
     for w in est.warnings:
         print(f"  warning: {w}")
     return EXIT_OK
@@ -276,6 +312,7 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
 
 
 def _plan_run(args: argparse.Namespace) -> int:
+    from rightsizer.plan import fleet as fleet_mod
     from rightsizer.plan import load_decisions, plan_app, plan_fleet
     from rightsizer.sizing import Factors
     from rightsizer.sizing.prices import DEFAULT_PRICE_LIST
@@ -309,6 +346,8 @@ def _plan_run(args: argparse.Namespace) -> int:
         for g in fleet.groups:
             print(f"  {g.name:<28} {g.label:<28} x{g.replicas}  ${g.cost_per_hour:.3f}/h  memory "
                   f"{gib(g.memory_used_bytes)} of {gib(g.memory_capacity_bytes)}, busy {g.busy_per_replica:.2f}")
+            if g.holds:
+                print(f"    {fleet_mod.holds_line(g.holds)}")
             for pl in g.placements:
                 print(f"    {pl.name:<24} {pl.model} {pl.precision} batch {pl.batch}: busy {pl.busy_fraction:.3f}, "
                       f"TTFT {pl.ttft_shared_ms:.1f} ms, TPOT {pl.tpot_shared_ms:.2f} ms shared")

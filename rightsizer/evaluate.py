@@ -276,6 +276,22 @@ def sample_log(spec: TaskSpec, rows: list[dict], prompts: list[str], quality: Qu
             for i, (p, a, g, gs, ans) in enumerate(zip(prompts, quality.predictions, raw_gold, gold, answers))]
 
 
+def request_lengths(spec: TaskSpec, tokenizer, prompts: list[str], rows: list[dict],
+                    predictions: list[Any]) -> dict:
+    """The requests this task serves, measured on the eval split with the model's tokenizer
+    and prompt format: prompt tokens as the model read them (template, shots, passages, chat
+    template) and output tokens (a classification's gold label, the generated answer
+    otherwise), each plus the stop token. A length histogram (``sizing.traffic.Lengths``)."""
+    from rightsizer.sizing.traffic import Lengths
+
+    prompt_n = [len(tokenizer(p)["input_ids"]) for p in prompts]
+    outs = [r[spec.label_field] for r in rows] if spec.type == "classification" else predictions
+    out_n = [len(tokenizer(o if isinstance(o, str) else json.dumps(o), add_special_tokens=False)["input_ids"]) + 1
+             for o in outs]
+    return Lengths.from_samples(prompt_n, out_n, source=f"measured: {spec.eval_split} split, "
+                                f"{format_name(spec)} prompt format").to_dict()
+
+
 def evaluate_quality(model, tokenizer, spec: TaskSpec, rows: list[dict],
                      shots: list[dict] | None = None, batch_size: int = 32,
                      progress: bool = False) -> QualityResult:
@@ -405,5 +421,6 @@ def evaluate_model(spec: TaskSpec, model_ref: str, split: str | None = None,
             "params": param_count(model), "weights_bytes": state_dict_bytes(model),
             "quality": quality.to_dict(), "predictions": quality.predictions,
             "samples": sample_log(spec, rows, prompts, quality),
+            "lengths": request_lengths(spec, tok, prompts, rows, quality.predictions),
             "latency": by_batch[1].to_dict(),
             "latency_by_batch": [by_batch[b].to_dict() for b in sorted(by_batch)]}

@@ -156,13 +156,16 @@ class DecisionWorkload(_Fields):
     prompt_tokens: int | None = _optional()
     output_tokens: int | None = _optional()
     batch: int | None = _optional()
+    # the requests' length histogram (``sizing.traffic.Lengths.to_dict``), measured on the eval split
+    lengths: dict[str, Any] | None = _optional()
     extra: dict[str, Any] = field(default_factory=dict)
     _given: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
 
     @classmethod
-    def of(cls, shape: Any) -> "DecisionWorkload":
+    def of(cls, shape: Any, lengths: dict[str, Any] | None = None) -> "DecisionWorkload":
         """The record of a task spec's ``workload`` section: the one conversion."""
-        return cls(prompt_tokens=shape.prompt_tokens, output_tokens=shape.output_tokens, batch=shape.batch)
+        return cls(prompt_tokens=shape.prompt_tokens, output_tokens=shape.output_tokens, batch=shape.batch,
+                   **({"lengths": lengths} if lengths else {}))
 
 
 @dataclass(frozen=True)
@@ -211,6 +214,7 @@ class DecisionRecord(_Fields):
     price_list: dict[str, Any] | None = _optional()
     lora: dict[str, Any] | None = _optional()  # a LoRA choice's screening and production runs
     cascade: dict[str, Any] | None = _optional()  # ladder.cascade: the pairs judged and priced (size_gpu.price_cascade)
+    traffic: dict[str, Any] | None = _optional()  # p95 at the planned request rate, open loop (size_gpu.at_planned_rate)
     summary: str | None = _optional()
     extra: dict[str, Any] = field(default_factory=dict)
     _given: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)

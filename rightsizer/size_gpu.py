@@ -21,7 +21,9 @@ from rightsizer.sizing.engines import serving_engine
 from rightsizer.select import Selection
 from rightsizer.sizing import SLO as SizingSLO
 from rightsizer.sizing import Recommendation, Workload, default_catalog, recommend
+from rightsizer.sizing.estimate import tail
 from rightsizer.sizing.params import load_config
+from rightsizer.sizing.traffic import Lengths, max_rate
 from rightsizer.taskspec import TaskSpec
 
 
@@ -134,6 +136,8 @@ def build_record(spec: TaskSpec, sel: Selection, chosen_eval: dict, baseline_eva
         sizing_rules=sizing_rules(baseline_cfg), config=baseline_cfg, measured_here=baseline_eval["latency"],
         measured_with=measured_with(baseline_eval), measured_by_batch=baseline_eval.get("latency_by_batch", []))
     lora = _lora_section(sel, production)
+    lengths = task_lengths(spec, chosen_eval)
+    traffic = at_planned_rate(spec, lengths, rec_c, rec_b)
     cascade = price_cascade(spec, sel, chosen.cost_per_1m_tokens, factors=factors, price_list=price_list)
     retrieval_line = (f"; retrieval recall@{retrieval['k']} {chosen.retrieval_recall_at_k:.3f}"
                       if chosen.retrieval_recall_at_k is not None else "")
@@ -142,7 +146,8 @@ def build_record(spec: TaskSpec, sel: Selection, chosen_eval: dict, baseline_eva
         task=spec.name, metric=spec.metric, threshold=spec.threshold, decision_rule=spec.decision_rule,
         chosen=chosen, baseline=baseline, ladder_measured_with=dict(sel.target),
         serving_engine=serving_engine(chosen.sizing_mode),
-        slo=DecisionSLO.of(spec.slo), workload=DecisionWorkload.of(spec.workload),
+        slo=DecisionSLO.of(spec.slo), workload=DecisionWorkload.of(spec.workload, lengths.to_dict()),
+        traffic=traffic,
         why_not_smaller=sel.rejections(), ladder=[r.to_dict() for r in sel.tried],
         precision_search=precision_rows or [], gpu_options=rec_c.to_rows()[:10],
         price_list=dict(rec_c.price_list), lora=lora, cascade=cascade,
@@ -152,6 +157,41 @@ def build_record(spec: TaskSpec, sel: Selection, chosen_eval: dict, baseline_eva
                  f"${baseline.cost_per_1m_tokens:.4f} for {largest}"
                  + retrieval_line + malformed_line + (f"; {lora['line']}" if lora else "")
                  + (f"; {cascade['line']}" if cascade and cascade.get("line") else ""))).to_dict()
+
+
+def task_lengths(spec: TaskSpec, evaluation: dict) -> Lengths:
+    """The task's request lengths: measured by the evaluate step (its ``lengths``: the eval
+    split through the model's tokenizer and prompt format), or the spec's typical shape."""
+    if evaluation.get("lengths"):
+        return Lengths.from_dict(evaluation["lengths"], where=f"{spec.name} evaluation lengths")
+    return Lengths.fixed(spec.workload.prompt_tokens, spec.workload.output_tokens, source="typical (task spec workload)")
+
+
+def at_planned_rate(spec: TaskSpec, lengths: Lengths, rec_c: Recommendation,
+                    rec_b: Recommendation | None = None) -> dict | None:
+    """Mean and p95 TTFT and TPOT of each side's sized option at the planned request rate
+    (the SLO's output tokens/s over the mean output length, split over its replicas),
+    requests arriving at random (``sizing.estimate.tail``), and the rate one replica holds
+    within the p95 targets. None without a throughput target (no planned rate)."""
+    tokens_per_s = spec.slo.throughput_tokens_per_s
+    if not tokens_per_s:
+        return None
+    rate = tokens_per_s / lengths.mean(1)
+    out: dict = {"request_rate": rate, "lengths_source": lengths.source,
+                 "slo": {"ttft_p95_ms": spec.slo.ttft_ms, "tpot_p95_ms": spec.slo.tpot_ms}}
+    for side, rec in (("chosen", rec_c), ("baseline", rec_b)):
+        o = rec.chosen if rec else None
+        if o is None or o.estimate is None or o.estimate.step_model is None:
+            out[side] = None
+            continue
+        per_replica = rate / o.replicas
+        fig = tail(o.estimate, per_replica, lengths)
+        held, _ = max_rate(lambda r, e=o.estimate: tail(e, r, lengths, requests=300, max_requests=300), spec.slo.ttft_ms,
+                           spec.slo.tpot_ms, start=per_replica)
+        out[side] = {"device": o.label, "replicas": o.replicas, "per_replica_rate": per_replica, **fig.to_dict(),
+                     "meets_p95": fig.meets(spec.slo.ttft_ms, spec.slo.tpot_ms),
+                     "max_rate_per_replica": held}
+    return out
 
 
 def price_cascade(spec: TaskSpec, sel: Selection, big_cost_per_1m: float, factors=None,

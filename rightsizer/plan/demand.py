@@ -61,6 +61,7 @@ class Demand:
     throughput_tokens_per_s: float  # required output tokens/s
     demand_source: str  # where the required throughput comes from
     cascade: CascadeDemand | None = None
+    lengths: dict[str, Any] | None = None  # the record's length histogram (sizing.traffic.Lengths.to_dict)
 
     def to_dict(self) -> dict[str, Any]:
         out = {"name": self.name, "tasks": list(self.tasks), "model": self.model, "precision": self.precision,
@@ -69,6 +70,8 @@ class Demand:
                "throughput_tokens_per_s": self.throughput_tokens_per_s, "demand_source": self.demand_source}
         if self.cascade is not None:
             out["cascade"] = self.cascade.to_dict()
+        if self.lengths is not None:
+            out["lengths"] = self.lengths
         return out
 
     @classmethod
@@ -80,7 +83,8 @@ class Demand:
                                                          "output_tokens", "batch", "throughput_tokens_per_s",
                                                          "demand_source")},
                    config=None, ttft_ms=need(slo, "ttft_ms", f"{where}.slo"), tpot_ms=need(slo, "tpot_ms", f"{where}.slo"),
-                   cascade=CascadeDemand.from_dict(data["cascade"], f"{where}.cascade") if data.get("cascade") else None)
+                   cascade=CascadeDemand.from_dict(data["cascade"], f"{where}.cascade") if data.get("cascade") else None,
+                   lengths=data.get("lengths"))
 
 
 def need(data: Mapping[str, Any], key: str, where: str) -> Any:
@@ -190,7 +194,8 @@ def demands_from_decisions(decisions: Iterable[Decision]) -> list[Demand]:
                               prompt_tokens=int(_part(wl, "prompt_tokens", "workload")),
                               output_tokens=int(_part(wl, "output_tokens", "workload")), batch=batch,
                               ttft_ms=float(_part(slo, "ttft_ms", "slo")), tpot_ms=float(_part(slo, "tpot_ms", "slo")),
-                              throughput_tokens_per_s=req, demand_source=src, cascade=_cascade_of(rec)))
+                              throughput_tokens_per_s=req, demand_source=src, cascade=_cascade_of(rec),
+                              lengths=wl.lengths))
         except (KeyError, TypeError, ValueError) as exc:
             problems.append(f"decision of task {task!r}: missing or bad field {exc}")
     if problems:

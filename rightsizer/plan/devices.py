@@ -10,14 +10,14 @@ its TTFT and TPOT targets).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Iterable
 
 from rightsizer.plan.demand import Demand
 from rightsizer.plan.pack import Load
 from rightsizer.sizing import Factors, Workload, estimate
 from rightsizer.sizing.catalog import GPU, Catalog
-from rightsizer.sizing.estimate import TP_COUNTS, tp_problem
+from rightsizer.sizing.estimate import TP_COUNTS, Estimate, tp_problem
 from rightsizer.sizing.params import ModelSpec, ParamCount
 from rightsizer.sizing.recommend import precision_for
 
@@ -91,6 +91,7 @@ class Sized:
     tpot_ms: float
     throughput_tokens_per_s: float  # at this batch, one device
     mode: str
+    estimate: Estimate | None = field(default=None, repr=False, compare=False)  # its step model: ``tail``
 
 
 def size_on(dem: Demand, spec: ModelSpec, params: ParamCount, dk: DeviceKind, factors: Factors,
@@ -127,7 +128,7 @@ def size_on(dem: Demand, spec: ModelSpec, params: ParamCount, dk: DeviceKind, fa
                 busy=dem.throughput_tokens_per_s / e.throughput_tokens_per_s, ttft_ms=e.served_ttft_ms,
                 tpot_ms=e.served_tpot_ms)
     return Sized(load, batch, prec, weights, kv, e.activation_bytes, e.reserve_bytes, e.served_ttft_ms, e.served_tpot_ms,
-                 e.throughput_tokens_per_s, e.mode), ""
+                 e.throughput_tokens_per_s, e.mode, e), ""
 
 
 def with_front(deferred: Sized, front: Sized) -> Sized:

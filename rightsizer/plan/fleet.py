@@ -103,6 +103,8 @@ class Group:
     reserve_bytes: int  # one runtime reserve per device
     headroom: float
     placements: list[Placement]
+    # the request rate it holds within every member's p95 targets, arrivals at random (solve.holds)
+    holds: dict[str, Any] | None = None
 
     @property
     def cost_per_hour(self) -> float:
@@ -125,14 +127,16 @@ class Group:
                 "cost_per_hour": self.cost_per_hour, "memory_capacity_bytes": self.memory_capacity_bytes,
                 "memory_used_bytes": self.memory_used_bytes, "reserve_bytes": self.reserve_bytes,
                 "busy_per_replica": self.busy_per_replica, "headroom": self.headroom,
-                "models": [p.to_dict() for p in self.placements]}
+                "models": [p.to_dict() for p in self.placements],
+                **({"holds": dict(self.holds)} if self.holds else {})}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str) -> Group:
         """A group from its JSON (:meth:`to_dict`); KeyError naming ``where`` and the field."""
         models = need(data, "models", where)
         return cls(**{k: need(data, k, where) for k in _GROUP_FIELDS},
-                   placements=[Placement.from_dict(m, f"{where}.models[{i}]") for i, m in enumerate(models)])
+                   placements=[Placement.from_dict(m, f"{where}.models[{i}]") for i, m in enumerate(models)],
+                   holds=data.get("holds"))
 
     def function_spec(self) -> dict[str, Any]:
         """What the deployment of this group would be: one serving function."""
@@ -261,6 +265,15 @@ class FleetPlan:
                 "devices": {"chosen": a["devices"], "baseline": b["devices"]},
                 "memory_bytes": {"chosen": a["memory_bytes"], "baseline": b["memory_bytes"]},
                 "saving": saving}
+
+
+def holds_line(h: Mapping[str, Any]) -> str:
+    """One line: the request rate a group holds within its p95 targets against the planned one."""
+    if not h.get("planned_request_rate"):
+        return f"holds: {h.get('note', 'no planned rate')}"
+    return (f"holds {h['request_rate']:,.2f} req/s within every member's p95 TTFT/TPOT (arrivals at random), "
+            f"{h['scale']:.2f}x the planned {h['planned_request_rate']:,.2f} req/s"
+            + ("" if h.get("meets_planned") else ": BELOW the planned traffic"))
 
 
 def plan_json(plan: FleetPlan | Mapping[str, Any], source: str = "fleet plan") -> dict[str, Any]:

@@ -23,9 +23,14 @@ from rightsizer.plan.pack import DEFAULT_HEADROOM, MAX_REPLICAS, Kind, Solution,
 from rightsizer.records import as_record
 from rightsizer.sizing import Factors, Workload, default_catalog, estimate, load_catalog
 from rightsizer.sizing.catalog import Catalog
+from rightsizer.sizing.estimate import tail
+from rightsizer.sizing.traffic import Lengths, max_rate
 from rightsizer.sizing.params import ModelSpec, ParamCount, count_spec, model_spec
 from rightsizer.sizing.prices import DEFAULT_PRICE_LIST
 from rightsizer.sizing.recommend import precision_for
+
+HOLDS_REQUESTS = 300  # per simulation in the plan's search for the rate a group holds
+HOLDS_ITERATIONS = 5  # bisection steps after doubling: within 2 ** (1/32), about 2 %
 
 
 def _slug(text: str) -> str:
@@ -119,7 +124,9 @@ def plan_demands(demands: list[Demand], catalog: Catalog, headroom: float = DEFA
             mig=dk.mig, resource_name=resource, resource_count=rcount, node_selector=selector, requests=requests,
             replicas=pg.replicas, min_replicas=0, max_replicas=pg.replicas, price_per_hour=dk.price_per_hour,
             memory_capacity_bytes=dk.view.memory_bytes, reserve_bytes=reserve, headroom=headroom,
-            placements=placements))
+            placements=placements,
+            holds=holds([(by_name[m], s, fronts.get((m, dk.key))) for m, s in zip(pg.members, members)],
+                        pg.replicas)))
     notes = list(sol.notes)
     if any(g.device_kind == "mig" for g in groups):
         notes.append("MIG slices are counted and priced one by one; fitting them onto physical GPUs "
@@ -127,6 +134,55 @@ def plan_demands(demands: list[Demand], catalog: Catalog, headroom: float = DEFA
     return FleetPlan(side=side, groups=groups, headroom=headroom, solver=sol.solver,
                      price_list=catalog.price_list.summary() if catalog.price_list else {"name": ""},
                      demands=list(demands), notes=notes)
+
+
+def _member_rate(d: Demand, s: Sized, front: Sized | None) -> tuple[float, float, str]:
+    """(planned requests/s, requests/s one device holds within the member's p95 targets alone,
+    how): simulated with its lengths (``sizing.estimate.tail``). A cascade holds what its
+    small model holds at the whole rate and its big one at the deferred share, the lesser."""
+    lengths = Lengths.from_dict(d.lengths, f"{d.name}.lengths") if d.lengths else None
+    out_mean = lengths.mean(1) if lengths else d.output_tokens
+    planned = d.throughput_tokens_per_s / out_mean
+
+    def alone(sized: Sized, share: float) -> float:
+        est = sized.estimate
+        if est is None or est.step_model is None or planned <= 0:
+            return 0.0
+        start = max(planned * share, 1e-3)
+        r, _ = max_rate(lambda x: tail(est, x, lengths, requests=HOLDS_REQUESTS, max_requests=HOLDS_REQUESTS),
+                        d.ttft_ms, d.tpot_ms, start=start, iterations=HOLDS_ITERATIONS)
+        return r / share
+    if front is None or d.cascade is None:
+        return planned, alone(s, 1.0), "simulated alone"
+    return planned, min(alone(front, 1.0), alone(s, d.cascade.deferral_rate)), \
+        "cascade: the lesser of its small model at the whole rate and its big one at the deferred share"
+
+
+def holds(members: list[tuple[Demand, Sized, Sized | None]], replicas: int) -> dict | None:
+    """The request rate a group holds within every member's p95 TTFT and TPOT, arrivals at
+    random: each member alone on one device holds r_i requests/s (``max_rate``); sharing the
+    device in the planned mix, member i takes (its rate / r_i) of it, so the group holds its
+    planned mix scaled by 1 / sum_i(planned_i / r_i), times its replicas. Sharing by time
+    slices is an approximation (the members' steps interleave rather than split evenly)."""
+    rows, need = [], 0.0
+    for d, s, front in members:
+        planned, alone, how = _member_rate(d, s, front)
+        if planned <= 0:
+            continue
+        if alone <= 0:
+            return {"planned_request_rate": None, "request_rate": 0.0, "scale": 0.0, "members": [],
+                    "note": f"{d.name} misses its p95 targets at any rate on this device, requests arriving at random"}
+        need += planned / replicas / alone
+        rows.append({"name": d.name, "planned_request_rate": planned, "alone_request_rate_per_device": alone,
+                     "how": how})
+    if not rows:
+        return None
+    scale = 1 / need
+    planned_total = sum(r["planned_request_rate"] for r in rows)
+    return {"planned_request_rate": planned_total, "request_rate": planned_total * scale, "scale": scale,
+            "meets_planned": scale >= 1.0, "members": rows,
+            "note": "requests/s the group holds within every member's p95 TTFT and TPOT (Poisson arrivals, the "
+                    "members' length histograms), its replicas together, in the planned mix"}
 
 
 def _size_cascade(dem: Demand, spec: ModelSpec, params: ParamCount, dk: DeviceKind, factors: Factors,

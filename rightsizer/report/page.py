@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 
 from rightsizer.display import finite, json_cells, rounded
 from rightsizer.evaluate_plots import latency_figure
-from rightsizer.plan.fleet import FleetPlan, plan_json
+from rightsizer.plan.fleet import FleetPlan, holds_line, plan_json
 from rightsizer.plan.plots import fleet_figure
 from rightsizer.records import DecisionRecord, as_record
 from rightsizer.report.summary import (FLEET_COLUMNS, SUMMARY_COLUMNS, TOTAL_RULES, fleet_price_list,
@@ -136,7 +136,8 @@ def _placed(fleet: dict, task: str) -> str:
                 + f"; busy {m['busy_per_replica']:.2f} per replica; "
                 f"SLO {'met' if m['meets_slo'] else 'missed'}{' while sharing' if others else ''} "
                 f"(TTFT {m['ttft_shared_ms']:.1f} "
-                f"of {m['slo']['ttft_ms']:g} ms, TPOT {m['tpot_shared_ms']:.2f} of {m['slo']['tpot_ms']:g} ms)")
+                f"of {m['slo']['ttft_ms']:g} ms, TPOT {m['tpot_shared_ms']:.2f} of {m['slo']['tpot_ms']:g} ms)"
+                + (f"; the group {holds_line(g['holds'])}" if g.get("holds") else ""))
         base = next((bg for bg in (fleet.get("baseline") or {}).get("groups", [])
                      for bm in bg["models"] if task in bm["tasks"]), None)
         tail = f" The baseline fleet serves it from {base['label']} x{base['replicas']}." if base else ""

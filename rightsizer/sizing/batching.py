@@ -140,11 +140,14 @@ class StepModel:
         layer_ms = self.decode_layer_ms + (self.prefill_layer_ms - self.decode_layer_ms) * eager
         if not self.factors.decode_cuda_graphs:  # the engine launches every step kernel by kernel
             eager = 1.0
+        # the host's work per sequence in the step (scheduling, sampling, detokenising)
+        seqs = decode_seqs + (max(1.0, prefill_tokens / prompt) if prefill_tokens > 0 and prompt > 0 else 0.0)
+        host_ms = self.factors.host_seq_us * seqs / 1e3
         return phase_time("step", ops, self.gpu, self.prec, self.count, tokens=tokens, hidden=self.spec.hidden,
                           layers=self.spec.layers, compute_eff=self.compute_eff, memory_eff=self.memory_eff,
                           overhead_ms=self.overhead_ms, quant_memory_eff=self.quant_memory_eff,
                           allreduce_latency_us=self.factors.allreduce_latency_us,
-                          link_eff=self.factors.link_efficiency, extra_ms=self.extra_ms + self.spec.layers * layer_ms,
+                          link_eff=self.factors.link_efficiency, extra_ms=self.extra_ms + self.spec.layers * layer_ms + host_ms,
                           floor_ms=self.floor_ms,
                           op_eff=self.op_eff, attention_dtype=self.attention_dtype, eager_share=eager)
 

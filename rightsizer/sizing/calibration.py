@@ -99,6 +99,11 @@ class Factors:
     # by one at prefill_kernel_overhead_us, e.g. TensorRT-LLM's TensorRT backend, vLLM --enforce-eager).
     kv_output_share: float = _published("kv_output_share")
     decode_cuda_graphs: bool = _published("decode_cuda_graphs")
+    # The host's share, which decides small models' figures (GPU work no longer hides it): the
+    # scheduler's, sampler's and detokeniser's cost per running sequence per step, and the
+    # server's cost per request (HTTP, tokenising, the first response) added to its TTFT.
+    host_seq_us: float = _published("host_seq_us")
+    request_overhead_ms: float = _published("request_overhead_ms")
     # time GEMMs from aiconfigurator's measured tables where a GPU has one (mode "operator-data"); off by
     # default: on the public measurements it is less accurate than the fitted factors (docs/sizing.md)
     operator_data: bool = False
@@ -115,7 +120,8 @@ class Factors:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not 0 < v <= 1:
                 problems.append(f"{name} must be in (0, 1], got {v!r}")
-        for name in ("step_overhead_ms", "reserve_fraction", "allreduce_latency_us", "cpu_step_overhead_ms"):
+        for name in ("step_overhead_ms", "reserve_fraction", "allreduce_latency_us", "cpu_step_overhead_ms",
+                     "host_seq_us", "request_overhead_ms"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or v < 0:
                 problems.append(f"{name} must be >= 0, got {v!r}")
@@ -164,7 +170,7 @@ class Factors:
                      "dtype_compute_scale", "gemm_half_tokens", "attention_compute_efficiency",
                      "kernel_overhead_us", "prefill_kernel_overhead_us", "moe_efficiency",
                      "moe_memory_efficiency", "moe_compute_scale", "token_budget", "kv_output_share",
-                     "decode_cuda_graphs"):
+                     "decode_cuda_graphs", "host_seq_us", "request_overhead_ms"):
             if name in eff:
                 kwargs[name] = eff[name]["value"]
                 sources[name] = " ".join(str(eff[name]["source"]).split())
@@ -178,7 +184,8 @@ class Factors:
                    allreduce_latency_us=0.0, link_efficiency=1.0, cpu_compute_efficiency=1.0,
                    cpu_memory_efficiency=1.0, cpu_step_overhead_ms=0.0, dtype_compute_scale={},
                    gemm_half_tokens=0.0, kernel_overhead_us=0.0, prefill_kernel_overhead_us=None,
-                   moe_efficiency=1.0, moe_memory_efficiency=None, moe_compute_scale={}, mode="roofline")
+                   moe_efficiency=1.0, moe_memory_efficiency=None, moe_compute_scale={}, host_seq_us=0.0,
+                   request_overhead_ms=0.0, mode="roofline")
 
     def for_gpu(self, gpu_name: str, kind: str = "gpu") -> tuple[float, float, float, str]:
         """(compute_eff, memory_eff, overhead_ms, mode) for one device (``kind`` "cpu": the CPU defaults)."""
@@ -231,7 +238,8 @@ class Factors:
             "prefill_kernel_overhead_us": self.prefill_kernel_overhead_us, "moe_efficiency": self.moe_efficiency,
             "moe_memory_efficiency": self.moe_memory_efficiency, "moe_compute_scale": dict(self.moe_compute_scale),
             "token_budget": self.token_budget, "kv_output_share": self.kv_output_share,
-            "decode_cuda_graphs": self.decode_cuda_graphs, "operator_data": self.operator_data,
+            "decode_cuda_graphs": self.decode_cuda_graphs, "host_seq_us": self.host_seq_us,
+            "request_overhead_ms": self.request_overhead_ms, "operator_data": self.operator_data,
             "per_gpu": {k: v.to_dict() for k, v in sorted(self.per_gpu.items())},
             "sources": dict(self.sources),
         }

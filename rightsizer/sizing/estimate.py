@@ -8,15 +8,17 @@ from typing import Any, Iterable
 
 from rightsizer.errors import ConfigError, NoFeasibleOption
 from rightsizer.precisions import Precision, get_precision, kv_bytes_per_element
-from rightsizer.sizing.batching import ServingCurve, StepModel, serving_curve, serving_point
+from rightsizer.sizing.batching import MAX_SEQS, ServingCurve, StepModel, kv_max_batch, serving_curve, serving_point
 from rightsizer.sizing.calibration import Factors
 from rightsizer.sizing.catalog import GPU, Catalog, default_catalog
 from rightsizer.sizing.memory import (
     activation_bytes, default_kv_precision, kv_bytes_per_sequence, kv_bytes_per_token, weights_bytes)
 from rightsizer.sizing.params import ModelSpec, ParamCount, count_spec, model_spec
 from rightsizer.sizing.roofline import PhaseResult, build_ops, phase_time
+from rightsizer.sizing.traffic import Lengths, TailFigures, simulate
 
 TP_COUNTS = (1, 2, 4, 8)
+MAX_TAIL_REQUESTS = 4000  # a tail simulation's bound (about 0.3 s)
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,7 @@ class Estimate:
     ttft_at_load_ms: float = 0.0  # with ``batch`` requests in flight, continuous batching (queueing included)
     tpot_at_load_ms: float = 0.0  # one mixed step (decodes + a prompt chunk) with ``batch`` in flight
     serving: ServingCurve | None = field(default=None, repr=False)  # the batch sweep behind it
+    step_model: StepModel | None = field(default=None, repr=False)  # one step's time: what ``tail`` simulates
 
     @property
     def served_ttft_ms(self) -> float:
@@ -346,7 +349,35 @@ def estimate(config: Any, gpu: str | GPU, workload: Workload, count: int = 1, mi
         prefill=prefill, decode=decode, ttft_ms=ttft, tpot_ms=tpot, throughput_tokens_per_s=throughput,
         request_latency_ms=request_ms, price_per_hour=price, cost_per_1m_output_tokens=cost, offload=offload,
         warnings=warnings, max_throughput_tokens_per_s=max_throughput, ttft_at_load_ms=ttft_load,
-        tpot_at_load_ms=tpot_load, serving=curve)
+        tpot_at_load_ms=tpot_load, serving=curve, step_model=step_model)
+
+
+def tail(est: Estimate, request_rate: float, lengths: Lengths | None = None, *, requests: int = 600,
+         seed: int = 0, max_requests: int = 0) -> TailFigures:
+    """Mean and p95 TTFT and TPOT of one replica of ``est`` at ``request_rate`` requests/s, with
+    Poisson arrivals and request lengths from ``lengths`` (the estimate's own prompt and output
+    when None), through :func:`rightsizer.sizing.traffic.simulate` on this estimate's step model.
+    The sequences in flight are capped by what the KV cache holds at the lengths' mean.
+    ``max_requests``: bound the run (a search's many runs); default ``MAX_TAIL_REQUESTS``."""
+    m = est.step_model
+    if m is None or est.serving is None:
+        raise NoFeasibleOption(f"{est.model} on {est.count}x {est.gpu}: no serving model (nothing fits "
+                               "beside the weights), so no latency under load")
+    lengths = lengths or Lengths.fixed(est.prompt_tokens, est.output_tokens)
+    prompt, output = max(1, round(lengths.mean(0))), max(1, round(lengths.mean(1)))
+    kv_cap = kv_max_batch(m.spec, est.params, m.prec, m.kv, m.gpu, m.count, prompt, output, m.factors,
+                          est.serving.token_budget)
+
+    def step_ms(d: int, ctx: float, c: float, prompt_len: int) -> float:
+        return m.step(d, ctx, c, prompt_len).latency_ms
+
+    # long enough to reach the steady state: twenty request lives of arrivals (at the rate, a
+    # request alone), of which the first two are the warm-up; bounded for speed
+    life_s = (est.ttft_ms + max(0, output - 1) * est.tpot_ms) / 1e3
+    n = int(min(max(requests, math.ceil(request_rate * 20 * life_s)), max_requests or max(requests, MAX_TAIL_REQUESTS)))
+    return simulate(step_ms, lengths, request_rate, token_budget=est.serving.token_budget,
+                    max_seqs=max(1, min(kv_cap, MAX_SEQS)), requests=n, seed=seed, warmup_s=2 * life_s,
+                    request_overhead_ms=m.factors.request_overhead_ms)
 
 
 def _attention_dtype(prec: Precision, kv: str, gpu: GPU) -> str:
@@ -359,4 +390,4 @@ def _attention_dtype(prec: Precision, kv: str, gpu: GPU) -> str:
     return "bf16" if gpu.supports("bf16") else "fp16"
 
 
-__all__ = ["Workload", "Estimate", "estimate", "min_gpus", "TP_COUNTS"]
+__all__ = ["Workload", "Estimate", "estimate", "min_gpus", "tail", "TP_COUNTS"]

@@ -1,0 +1,146 @@
+"""Open-loop traffic (rightsizer.sizing.traffic): length histograms, the scheduler simulation
+against queueing theory where theory has an answer, and its use by `size`, the decision record
+and the fleet plan."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rightsizer.errors import ConfigError
+from rightsizer.sizing import Workload, estimate
+from rightsizer.sizing.estimate import tail
+from rightsizer.sizing.traffic import MAX_BINS, Lengths, max_rate, simulate
+
+ROOT = Path(__file__).resolve().parents[1]
+QWEN05 = ROOT / "tasks/examples/configs/qwen2.5-0.5b.json"
+
+
+def constant(ms: float):
+    return lambda d, ctx, c, prompt: ms
+
+
+def test_a_length_histogram_is_bounded_and_keeps_the_means():
+    rng = random.Random(0)
+    prompts = [int(rng.lognormvariate(5, 1)) + 1 for _ in range(2000)]  # 20 to 2,000 tokens and more
+    outputs = [rng.randint(1, 300) for _ in range(2000)]
+    h = Lengths.from_samples(prompts, outputs, source="test")
+    assert len(h.rows) <= MAX_BINS ** 2 and len(json.dumps(h.to_dict())) < 8000  # bounded in a record
+    assert h.count == 2000
+    assert h.mean(0) == pytest.approx(sum(prompts) / 2000, rel=0.05)
+    assert h.mean(1) == pytest.approx(sum(outputs) / 2000, rel=0.05)
+    s = h.summary()
+    assert s["prompt_tokens"]["p50"] < s["prompt_tokens"]["p95"] <= s["prompt_tokens"]["max"]
+    assert Lengths.from_dict(json.loads(json.dumps(h.to_dict()))) == h
+
+
+@pytest.mark.parametrize("data, match", [
+    ({"histogram": [[20, 0, 3]]}, r"lengths\.histogram\[0\]: every length must be a positive integer, got 0"),
+    ({"histogram": [[20, 4]]}, r"lengths\.histogram\[0\]: expected \[prompt_tokens, output_tokens, count\]"),
+    ({"histogram": []}, r"lengths\.histogram: expected a list"),
+    ({}, r"lengths\.histogram: expected a list"),
+])
+def test_a_bad_length_histogram_names_the_field(data, match):
+    with pytest.raises(ConfigError, match=match):
+        Lengths.from_dict(data, where="lengths")
+
+
+def test_a_request_alone_takes_its_prompt_steps_then_one_step_per_token():
+    # a trickle: no request meets another; a 3000-token prompt in 1024-token chunks takes 3 steps
+    f = simulate(constant(10.0), Lengths.fixed(3000, 5), 0.01, token_budget=1024, max_seqs=64,
+                 request_overhead_ms=7.0, requests=50)
+    assert f.ttft_mean_ms == pytest.approx(3 * 10.0 + 7.0) and f.ttft_p95_ms == pytest.approx(37.0)
+    assert f.tpot_mean_ms == pytest.approx(10.0) and not f.saturated
+
+
+@pytest.mark.parametrize("rho", [0.3, 0.6])
+def test_one_prompt_per_step_is_an_md1_queue(rho):
+    """Output 1 and a budget of one prompt: each request is one step of fixed length s, served
+    first come first served: an M/D/1 queue, whose mean wait is rho s / (2 (1 - rho))
+    (Pollaczek-Khinchine). The simulation must agree."""
+    s = 10.0
+    rate = rho / (s / 1e3)
+    f = simulate(constant(s), Lengths.fixed(100, 1), rate, token_budget=100, max_seqs=1, requests=6000, seed=1)
+    expected = s + rho * s / (2 * (1 - rho))
+    assert f.ttft_mean_ms == pytest.approx(expected, rel=0.08)
+    assert f.ttft_p95_ms > f.ttft_mean_ms and not f.saturated
+    assert f.busy == pytest.approx(rho, rel=0.08)
+
+
+def test_a_rate_above_capacity_is_saturated():
+    f = simulate(constant(10.0), Lengths.fixed(100, 1), 130.0, token_budget=100, max_seqs=1, requests=2000)
+    assert f.saturated
+
+
+def test_max_rate_meets_the_target_and_a_little_more_does_not():
+    def at(rate):
+        return simulate(constant(10.0), Lengths.fixed(100, 1), rate, token_budget=100, max_seqs=1, requests=3000)
+    r, fig = max_rate(at, ttft_ms=40.0, tpot_ms=1e9, start=5.0, iterations=8)
+    assert fig is not None and fig.meets(40.0, 1e9) and 20 < r < 100
+    assert not at(r * 1.15).meets(40.0, 1e9)
+    assert max_rate(at, ttft_ms=5.0, tpot_ms=1e9, start=5.0) == (0.0, None)  # one step alone is 10 ms
+
+
+def test_tail_on_an_estimate_grows_with_the_rate_and_saturates_past_max_throughput():
+    est = estimate(str(QWEN05), "H100-SXM", Workload(512, 128, 8))
+    low = tail(est, 0.05)  # a trickle: a request alone (its life is ~0.15 s)
+    assert low.ttft_p95_ms == pytest.approx(estimate(str(QWEN05), "H100-SXM", Workload(512, 128, 1)).ttft_ms,
+                                            rel=0.05)
+    max_rps = est.max_throughput_tokens_per_s / 128
+    mid, high = tail(est, 0.5 * max_rps), tail(est, 1.3 * max_rps)
+    assert mid.tpot_p95_ms > low.tpot_p95_ms and mid.ttft_p95_ms > low.ttft_p95_ms and not mid.saturated
+    assert high.saturated
+    # the same seed gives the same figures (no machine's floating point in them beyond the roofline's)
+    assert tail(est, 0.5 * max_rps).to_dict() == mid.to_dict()
+
+
+def _size(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rightsizer", "size", "--config", str(QWEN05), "--gpu", "H100-SXM",
+                           "--prompt-tokens", "512", "--output-tokens", "128", *args],
+                          capture_output=True, text=True, cwd=ROOT)
+
+
+def test_size_reports_mean_and_p95_at_a_request_rate(tmp_path):
+    hist = tmp_path / "lengths.json"
+    hist.write_text(json.dumps({"histogram": [[20, 8, 30], [400, 64, 10], [2000, 200, 2]], "source": "test"}))
+    out = _size("--request-rate", "50", "--lengths", str(hist), "--json")
+    assert out.returncode == 0, out.stderr
+    d = json.loads(out.stdout)
+    for k in ("ttft_mean_ms", "ttft_p95_ms", "tpot_mean_ms", "tpot_p95_ms"):
+        assert math.isfinite(d[k]) and d[k] > 0
+    assert d["ttft_p95_ms"] >= d["ttft_mean_ms"] * 0.9 and d["lengths"]["requests"] == 42
+    text = _size("--request-rate", "50")
+    assert text.returncode == 0 and "at 50 req/s (Poisson" in text.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--request-rate", "-3"), "--request-rate must be a positive number of requests/s, got -3.0"),
+    (("--lengths", "x.json"), "--lengths needs --request-rate"),
+    (("--request-rate", "5", "--lengths", "missing.json"), "length histogram file not found: missing.json"),
+])
+def test_size_bad_traffic_arguments_are_clear_errors(args, message):
+    out = _size(*args)
+    assert out.returncode != 0 and message in out.stderr
+
+
+def test_the_fleet_plan_states_the_rate_each_group_holds():
+    out = subprocess.run([sys.executable, "-m", "rightsizer", "plan", "--app", "tasks/examples/support_hub.yaml",
+                          "--json"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)
+    for fleet in (plan, plan["baseline"]):
+        for g in fleet["groups"]:
+            h = g["holds"]
+            names = {m["name"] for m in g["models"]}
+            assert {m["name"] for m in h["members"]} == names
+            # planned at 0.8 headroom: every group holds its planned traffic, with room to spare
+            assert h["meets_planned"] and h["scale"] >= 1 and h["request_rate"] >= h["planned_request_rate"]
+            planned = sum(m["throughput_tokens_per_s"] / d["output_tokens"]
+                          for m in g["models"] for d in fleet["demands"] if d["name"] == m["name"])
+            assert h["planned_request_rate"] == pytest.approx(planned)
