@@ -29,11 +29,14 @@ sys.path.insert(0, str(ROOT))
 
 from rightsizer.sizing import SLO, Factors, Workload, estimate, recommend  # noqa: E402
 from rightsizer.sizing.accuracy import (  # noqa: E402
-    DEFAULT_DATA, METRICS, config_path, evaluate, fit_factors, load_rows, mean_abs_error, with_fitted)
+    DEFAULT_DATA, METRICS, SMALL_PARAMS, config_path, evaluate, fit_factors, fit_host_costs, load_rows, mean_abs_error,
+    with_fitted)
 
 AIC_RESULTS = ROOT / "benchmarks" / "data" / "aic_estimates.json"
 AIC_PYTHON = ROOT / ".venv-aic" / "bin" / "python"
 TARGETS = {"ttft_ms": 0.15, "max_throughput_tokens_per_s": 0.10, "tpot_ms": 0.15}
+DEFAULT_ENGINE = "vllm-0.19"  # whose host costs are the packaged defaults
+TARGETS_SMALL = {"ttft_ms": 0.20, "max_throughput_tokens_per_s": 0.15, "tpot_ms": 0.20}  # the 3 B class and under
 
 
 def run_aic(rows) -> dict:
@@ -81,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default=str(DEFAULT_DATA))
     p.add_argument("--fit", action="store_true", help="refit the global factors on the fit rows and use them")
+    p.add_argument("--fit-host", action="store_true",
+                   help="refit the host costs per serving engine (a source's host) on its fit rows and use them; "
+                        f"the default engine's ({DEFAULT_ENGINE}) become the defaults")
+    p.add_argument("--fit-names", default=None,
+                   help="comma list of the factors --fit changes (default: all fittable; e.g. "
+                        "host_step_ms,host_seq_us,request_overhead_ms for the host costs alone)")
     p.add_argument("--run-aic", action="store_true", help="recompute aiconfigurator's column (needs .venv-aic)")
     p.add_argument("--rows", action="store_true", help="print every row (default: the summary and the misses)")
     args = p.parse_args(argv)
@@ -88,12 +97,22 @@ def main(argv: list[str] | None = None) -> int:
     factors = Factors.defaults()
     if args.fit:
         t = time.perf_counter()
-        values, loss = fit_factors(rows, factors)
+        names = args.fit_names.split(",") if args.fit_names else None
+        values, loss = fit_factors(rows, factors, **({"names": names} if names else {}))
         print(f"fitted on {sum(r.split == 'fit' for r in rows)} fit rows in {time.perf_counter() - t:.0f} s "
               f"(mean abs log error per metric, summed: {loss:.3f}):")
         for k, v in values.items():
             print(f"  {k}: {v}")
         factors = with_fitted(factors, values)
+    if args.fit_host:
+        t = time.perf_counter()
+        fitted = fit_host_costs(rows, factors)
+        print(f"host costs fitted per serving engine in {time.perf_counter() - t:.0f} s (on each engine's fit rows):")
+        for host, (values, loss) in fitted.items():
+            n = sum(r.host == host and r.split == "fit" for r in rows)
+            print(f"  {host}: {values} ({n} fit rows, mean abs log error per metric, summed: {loss:.3f})")
+        factors = replace(factors, engine_host_costs={h: v for h, (v, _) in fitted.items()},
+                          **fitted.get(DEFAULT_ENGINE, ({}, 0))[0])
     aic = run_aic(rows) if args.run_aic else load_aic()
     results = evaluate(rows, factors)
     # the same factors with GEMMs timed from aiconfigurator's measured tables where a GPU has one
@@ -113,19 +132,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r.row.id:58} {r.row.split:8} {r.row.value:10.1f} {r.predicted:10.1f} {r.error:+6.0%} "
               f"{_fmt(a, '10.1f'):>10} {_fmt(_err(a, r.row.value)):>6}")
 
-    print(f"\n{'metric':30} {'split':8} {'rows':>4} {'rightsizer MAE':>15} {'target':>7} {'op-data':>8}   "
+    print(f"\n{'metric':30} {'models':7} {'split':8} {'rows':>4} {'rightsizer MAE':>15} {'target':>7} {'op-data':>8}   "
           f"{'rows with aic':>13} {'rightsizer':>10} {'aic':>6}")
+    sizes = {"all": lambda r: True, "<= 3 B": lambda r: r.row.params < SMALL_PARAMS,
+             "> 3 B": lambda r: r.row.params >= SMALL_PARAMS}
     for metric in METRICS:
-        for split in ("fit", "held_out"):
-            sel = [r for r in results if r.row.metric == metric and r.row.split == split]
-            if not sel:
-                continue
-            both = [r for r in sel if (aic.get(r.row.id) or {}).get("value") is not None]
-            aic_mae = (sum(abs(_err(aic[r.row.id]["value"], r.row.value)) for r in both) / len(both)) if both else None
-            od = mean_abs_error([op_data[r.row.id] for r in sel])
-            print(f"{metric:30} {split:8} {len(sel):4d} {mean_abs_error(sel):15.1%} {TARGETS[metric]:7.0%} {od:8.1%}   "
-                  f"{len(both):13d} {_fmt(mean_abs_error(both) if both else None, '.1%'):>10} "
-                  f"{_fmt(aic_mae, '.1%'):>6}")
+        for size, keep in sizes.items():
+            for split in ("fit", "held_out"):
+                sel = [r for r in results if r.row.metric == metric and r.row.split == split and keep(r)]
+                if not sel:
+                    continue
+                both = [r for r in sel if (aic.get(r.row.id) or {}).get("value") is not None]
+                aic_mae = (sum(abs(_err(aic[r.row.id]["value"], r.row.value)) for r in both) / len(both)) if both else None
+                od = mean_abs_error([op_data[r.row.id] for r in sel])
+                target = TARGETS_SMALL[metric] if size == "<= 3 B" else TARGETS[metric]
+                print(f"{metric:30} {size:7} {split:8} {len(sel):4d} {mean_abs_error(sel):15.1%} {target:7.0%} "
+                      f"{od:8.1%}   {len(both):13d} {_fmt(mean_abs_error(both) if both else None, '.1%'):>10} "
+                      f"{_fmt(aic_mae, '.1%'):>6}")
     one, rec = timings()
     print(f"\nspeed: one estimate {one:.1f} ms (target < 50), a whole-catalog recommendation {rec:.0f} ms "
           "(target < 1000)")

@@ -155,6 +155,11 @@ def current_project(context: mlrun.MLClientCtx):
     return context.get_project_object() or mlrun.get_current_project(silent=True)
 
 
+def serving_engine_param(project) -> str:
+    """The project's ``serving_engine`` param (whose host costs the sizing uses); "" when unset."""
+    return str(project.get_param("serving_engine", "") or "") if project else ""
+
+
 STEPS_DIR_ENV = "RIGHTSIZER_STEPS_DIR"
 STEPS_FOLDER = ".rightsizer-steps"
 

@@ -18,13 +18,15 @@ import json
 
 import mlrun
 
-from functions.mlrun_io import log_results, callable_endpoint, current_project, log_plot, log_table, made_parent, run_layout
+from functions.mlrun_io import (log_results, callable_endpoint, current_project, log_plot, log_table, made_parent,
+                                run_layout, serving_engine_param)
 from functions.router import ROLE_LABEL, routes_of, set_routes
 from functions.serving import configure_group, end_mock_deploy, set_task_models
 from rightsizer.plan import DEFAULT_HEADROOM, plan_fleet
 from rightsizer.routing import API_KEYS_ENV
 from rightsizer.plan.plots import fleet_figure
 from rightsizer.serving.contract import EngineConfig
+from rightsizer.sizing.calibration import factors_for_engine
 from rightsizer.sizing.prices import DEFAULT_PRICE_LIST
 from rightsizer.errors import NoFeasibleOption
 from rightsizer.records import PLAN_SCHEMA_VERSION, as_record, check_schema_version
@@ -68,7 +70,8 @@ def plan(context: mlrun.MLClientCtx, selections: list, deploy_partial: str = "au
         log_results(context, {"plan": "", "groups": 0, "fleet_cost_per_hour": None})
         return
     price_list = price_list or (project.get_param("price_list", "") if project else "") or DEFAULT_PRICE_LIST
-    fleet = plan_fleet(records, price_list=price_list, headroom=float(headroom))
+    fleet = plan_fleet(records, price_list=price_list, headroom=float(headroom),
+                       factors=factors_for_engine(serving_engine_param(project)))
     body = {**fleet.to_dict(), "function_specs": fleet.function_specs(),
             "unsized_tasks": [u["task"] for u in unsized]}
     path = made_parent(run_layout(context).plan_file())

@@ -6,7 +6,8 @@ import json
 
 import mlrun
 
-from functions.mlrun_io import log_results, current_project, if_file, localize_dir, log_plot, log_table, project_file, reusable, run_layout
+from functions.mlrun_io import (log_results, current_project, if_file, localize_dir, log_plot, log_table, project_file,
+                                reusable, run_layout, serving_engine_param)
 from rightsizer.bundle import read_bundle
 from rightsizer.calibrate import load_measurements
 from rightsizer.finetune.task import production_for
@@ -16,6 +17,7 @@ from rightsizer.size_gpu import build_record, save_record, size_for_task
 from rightsizer.models import resolve_model_ref
 from rightsizer.select import Selection
 from rightsizer.sizing import fit_calibration, roofline_figure
+from rightsizer.sizing.calibration import factors_for_engine
 from rightsizer.taskspec import load_task
 
 
@@ -49,6 +51,7 @@ def size_gpu(context: mlrun.MLClientCtx, task_spec: str, selection: str, bundle_
                       "baseline_evaluation": baseline_evaluation, "calibration": calibration,
                       "baseline_calibration": baseline_calibration,
                       "finetuned": finetuned, "price_list": price_list,
+                      "serving_engine": serving_engine_param(project),
                       "production": if_file(layout.production_file(spec.name))},
                      [layout.size_gpu_dir(spec.name)])
     if reuse.hit():
@@ -60,7 +63,8 @@ def size_gpu(context: mlrun.MLClientCtx, task_spec: str, selection: str, bundle_
     largest = resolve_model_ref(sel.order[-1][0])
     # measurements from the evaluate steps on a catalog GPU -> calibrated efficiency factors
     measurements = load_measurements(calibration, baseline_calibration)
-    factors = fit_calibration(measurements) if measurements else None
+    factors = factors_for_engine(serving_engine_param(project),
+                                 fit_calibration(measurements) if measurements else None)
     rec = size_for_task(spec, bundle, precision, factors=factors, price_list=price_list)
     searched = read_bundle(bundle).get("metrics", {}).get("precision_search", [])
     prod = production_for(spec, sel.chosen.candidate, sel.chosen.rung, selection,

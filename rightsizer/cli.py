@@ -72,9 +72,23 @@ def _common_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--price-list", default=None, help="price list name or YAML path (default aws-on-demand-us-east-1)")
     p.add_argument("--calibration", default=None, help="calibration JSON from fit_calibration (Factors.save)")
     p.add_argument("--roofline", action="store_true", help="pure roofline: 100%% efficiency, no overhead")
+    _engine_arg(p)
     p.add_argument("--price", action="append", default=[], metavar="GPU=USD",
                    help="override a GPU's price per hour (repeatable)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _engine_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--serving-engine", default=None, metavar="NAME",
+                   help="whose host costs (per step, per request) to size with: an engine of the factors' "
+                        "engine_host_costs (vllm-0.19, vllm-0.23, vllm-unstated) or none; default: the "
+                        "packaged defaults (none: the GPU's work alone)")
+
+
+def _with_engine(factors, args):
+    from rightsizer.sizing.calibration import factors_for_engine
+
+    return factors_for_engine(getattr(args, "serving_engine", None), factors)
 
 
 def _price_overrides(args) -> list[dict]:
@@ -103,7 +117,7 @@ def _catalog_and_factors(args):
         factors = Factors.load(args.calibration)
     else:
         factors = Factors.defaults(catalog)
-    return catalog, factors
+    return catalog, _with_engine(factors, args)
 
 
 # --------------------------------------------------------------------------- size
@@ -308,6 +322,7 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-mig", action="store_true", help="do not consider MIG slices")
     p.add_argument("--no-baseline", action="store_true", help="do not plan the one-big-model baseline fleet")
     p.add_argument("--calibration", default=None, help="calibration JSON from fit_calibration (Factors.save)")
+    _engine_arg(p)
     p.add_argument("--json", action="store_true", help="print one JSON object: the plan and its function specs")
 
 
@@ -318,7 +333,7 @@ def _plan_run(args: argparse.Namespace) -> int:
     from rightsizer.sizing.prices import DEFAULT_PRICE_LIST
 
     prices = {e["name"]: e["price_per_hour"] for e in _price_overrides(args)}
-    factors = Factors.load(args.calibration) if args.calibration else None
+    factors = _with_engine(Factors.load(args.calibration) if args.calibration else Factors.defaults(), args)
     devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
     kwargs = dict(price_list=args.price_list or DEFAULT_PRICE_LIST, headroom=args.headroom, solver=args.solver,
                   factors=factors, prices=prices or None, include_cpu=not args.no_cpu, include_mig=not args.no_mig,

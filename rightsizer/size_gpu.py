@@ -20,7 +20,7 @@ from rightsizer.records import DecisionRecord, DecisionSLO, DecisionWorkload, Si
 from rightsizer.sizing.engines import serving_engine
 from rightsizer.select import Selection
 from rightsizer.sizing import SLO as SizingSLO
-from rightsizer.sizing import Recommendation, Workload, default_catalog, recommend
+from rightsizer.sizing import Factors, Recommendation, Workload, default_catalog, recommend
 from rightsizer.sizing.estimate import tail
 from rightsizer.sizing.params import load_config
 from rightsizer.sizing.traffic import Lengths, max_rate
@@ -145,7 +145,7 @@ def build_record(spec: TaskSpec, sel: Selection, chosen_eval: dict, baseline_eva
     return DecisionRecord(
         task=spec.name, metric=spec.metric, threshold=spec.threshold, decision_rule=spec.decision_rule,
         chosen=chosen, baseline=baseline, ladder_measured_with=dict(sel.target),
-        serving_engine=serving_engine(chosen.sizing_mode),
+        serving_engine=serving_engine(chosen.sizing_mode, factors or Factors.defaults()),
         slo=DecisionSLO.of(spec.slo), workload=DecisionWorkload.of(spec.workload, lengths.to_dict()),
         traffic=traffic,
         why_not_smaller=sel.rejections(), ladder=[r.to_dict() for r in sel.tried],

@@ -88,6 +88,22 @@ def test_three_tiny_models_share_one_mig_slice():
     assert d["baseline"]["side"] == "baseline" and d["comparison"]["cost_per_hour"]["chosen"] == g.price_per_hour
 
 
+def test_a_serving_engines_host_costs_cost_more_replicas(capsys):
+    """The same three tiny models sized with vLLM 0.19's host costs: its front end takes about
+    100 requests/s per replica, so 225 requests/s of 4-token answers need more GPU devices than
+    the GPU's work alone suggests, and every group still holds its planned traffic. A name the
+    factors do not know is a clear error."""
+    from rightsizer.sizing.calibration import factors_for_engine
+
+    alone = plan_fleet(three_tiny(), **_gpu_only(), baseline=False)
+    vllm = plan_fleet(three_tiny(), **_gpu_only(), baseline=False, factors=factors_for_engine("vllm-0.19"))
+    assert sum(g.replicas for g in vllm.groups) > sum(g.replicas for g in alone.groups)
+    assert all(g.holds["meets_planned"] for g in vllm.groups)
+    app = str(Path(__file__).resolve().parents[1] / "tasks/examples/support_hub.yaml")
+    assert main(["plan", "--serving-engine", "vllm-9", "--app", app]) == EXIT_CONFIG
+    assert "serving engine 'vllm-9': expected one of vllm-0.19, vllm-0.23, vllm-unstated, none" in capsys.readouterr().err
+
+
 def test_tiny_models_can_go_to_a_cpu_instance():
     plan = plan_fleet(three_tiny())
     cheapest_cpu = min(c.price_per_hour for c in load_catalog().cpus if c.priced)

@@ -20,7 +20,7 @@ CONFIG_DIRS = (ROOT / "tasks" / "examples" / "configs", ROOT / "benchmarks" / "d
 METRICS = {"max_throughput_tokens_per_s", "ttft_ms", "tpot_ms"}
 REQUIRED = ("id", "source", "where", "model", "gpu", "count", "precision", "prompt_tokens",
             "output_tokens", "metric", "value", "split")
-OPTIONAL = ("kv_precision", "concurrency")
+OPTIONAL = ("kv_precision", "concurrency", "request_rate", "num_prompts", "stat", "lengths")
 SOURCE_FIELDS = ("title", "url", "retrieved", "engine", "notes")
 
 
@@ -96,7 +96,11 @@ def test_values_and_shapes(rows):
         assert isinstance(r["value"], (int, float)) and not isinstance(r["value"], bool) and r["value"] > 0, r["id"]
         for k in ("count", "prompt_tokens", "output_tokens"):
             assert isinstance(r[k], int) and r[k] > 0, f"{r['id']}: {k}"
-        if r["metric"] == "max_throughput_tokens_per_s":
+        if "request_rate" in r:  # open loop: a rate (inf: all at once) and how many requests, no concurrency
+            assert r["request_rate"] > 0 and isinstance(r["num_prompts"], int) and r["num_prompts"] > 0, r["id"]
+            assert "concurrency" not in r, f"{r['id']}: an open-loop row has a rate, not a concurrency"
+            assert r.get("stat", "mean") in ("mean", "median", "p99") and r.get("lengths", "fixed") in ("fixed", "uniform")
+        elif r["metric"] == "max_throughput_tokens_per_s":
             assert "concurrency" not in r, f"{r['id']}: max-throughput rows have no concurrency"
         else:
             assert isinstance(r.get("concurrency"), int) and r["concurrency"] >= 1, f"{r['id']}: concurrency"
@@ -127,6 +131,21 @@ def test_engine_settings_are_engine_factors_the_estimator_accepts(data):
     rows = {r.id: r for r in load_rows(DATA)}
     assert dict(rows["trtllm013-h100-sxm-llama3.1-8b-fp8-tp1-1000-1000"].engine) == {
         "kv_output_share": 1.0, "decode_cuda_graphs": False}
+
+
+def test_host_costs_belong_to_engines_the_factors_know(data):
+    """A source's ``host`` names the serving engine whose host costs its rows are predicted
+    with; a source through a server says so (its TTFT includes the server's time)."""
+    from rightsizer.sizing import Factors
+
+    known = set(Factors.defaults().engine_host_costs)
+    hosts = {sid: src.get("host") for sid, src in data["sources"].items()}
+    assert {"vllm-0.19", "vllm-unstated"} <= known
+    assert {h for h in hosts.values() if h} - known <= {"sglang", "vllm-0.21"}  # no fit rows: the defaults
+    for sid, src in data["sources"].items():
+        if src.get("host"):
+            assert src.get("through_server") is True, sid
+    assert not any(hosts[s] for s in ("trtllm-perf-0.13", "trtllm-perf-1.0", "trtllm-perf-0.9", "gpt-fast-readme"))
 
 
 def test_a_kv_dtype_the_source_does_not_state_is_marked_as_assumed(data, rows):

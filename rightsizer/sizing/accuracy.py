@@ -6,7 +6,14 @@ module predicts each row the way the metric was measured:
 - ``ttft_ms``: one request alone (batch 1): the prefill step;
 - ``tpot_ms``: one request alone: the decode step at the last output token;
 - ``max_throughput_tokens_per_s``: saturated serving under continuous batching, the best batch
-  the KV cache holds (:mod:`rightsizer.sizing.batching`).
+  the KV cache holds (:mod:`rightsizer.sizing.batching`);
+- a row measured at a ``request_rate`` (requests/s, Poisson; ``inf``: ``num_prompts`` sent at
+  once) is run through the scheduler simulation (:mod:`rightsizer.sizing.traffic`) the way the
+  benchmark ran it, and its ``stat`` (mean, median, p99) read from the simulated requests;
+  ``lengths: uniform`` rows give the mean of a random-length dataset;
+- a row at ``concurrency`` above 1 is the closed loop at that many requests in flight;
+- a source measured through a server (``through_server``: a client timing HTTP requests) adds
+  the server's per-request cost to TTFT.
 
 A source may say how its engine ran (``engine_settings``: KV blocks reserved for the whole
 request, CUDA graphs off); those Factors fields are applied to its rows only (``Row.engine``).
@@ -17,6 +24,7 @@ marked ``fit`` only; the rest are held out and reported apart.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass, replace
@@ -26,12 +34,15 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from rightsizer.errors import ConfigError
-from rightsizer.sizing.calibration import Factors
+from rightsizer.sizing.calibration import HOST_COSTS, NO_HOST, Factors
 from rightsizer.sizing.catalog import Catalog, default_catalog
-from rightsizer.sizing.estimate import Workload, estimate
+from rightsizer.sizing.estimate import Workload, estimate, tail
+from rightsizer.sizing.traffic import Lengths
 from rightsizer.sizing.params import ModelSpec, count_spec, model_spec
 
 METRICS = ("ttft_ms", "tpot_ms", "max_throughput_tokens_per_s")
+STATS = ("mean", "median", "p99")
+SMALL_PARAMS = 3.5e9  # "small model" rows (the 3 B class and under: Llama-3.2-3B is 3.21 B), reported apart
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = ROOT / "benchmarks" / "data" / "sizing_accuracy.yaml"
 CONFIG_DIRS = (ROOT / "tasks" / "examples" / "configs", ROOT / "benchmarks" / "data" / "configs",
@@ -51,6 +62,10 @@ FITTED = {
     "moe_efficiency": (0.2, 1.0),
     "moe_memory_efficiency": (0.5, 1.3),
     "moe_fp8_compute_scale": (0.2, 1.0),
+    "host_step_ms": (0.0, 8.0),
+    "host_seq_us": (0.0, 60.0),
+    "request_overhead_ms": (0.0, 40.0),
+    "request_latency_ms": (0.0, 60.0),
 }
 
 
@@ -73,6 +88,17 @@ class Row:
     # how the source's engine ran (its ``engine_settings``): Factors fields that describe the
     # engine rather than the hardware, e.g. (("decode_cuda_graphs", False), ("kv_output_share", 1.0))
     engine: tuple[tuple[str, Any], ...] = ()
+    request_rate: float | None = None  # open loop, requests/s (inf: every request at once)
+    num_prompts: int = 500  # requests in an open-loop run
+    stat: str = "mean"  # mean, median, p99 (open-loop rows)
+    concurrency: int = 1  # closed loop: requests in flight
+    uniform_lengths: bool = False  # prompt and output tokens are the means of uniform random lengths
+    through_server: bool = False  # the source timed HTTP requests (its TTFT includes the server's cost)
+    host: str | None = None  # the serving engine whose host costs apply (Factors.engine_host_costs)
+
+    @property
+    def params(self) -> int:
+        return _params(self.model)
 
 
 # Factors a source's engine_settings may set: how its engine schedules and launches, not efficiency.
@@ -90,6 +116,11 @@ class Result:
         return self.predicted / self.row.value - 1
 
 
+@functools.lru_cache(maxsize=None)
+def _params(model: str) -> int:
+    return count_spec(model_spec(str(config_path(model)))).total
+
+
 def config_path(name: str) -> Path:
     for d in CONFIG_DIRS:
         p = d / f"{name}.json"
@@ -104,7 +135,11 @@ def load_rows(path: str | os.PathLike = DEFAULT_DATA) -> list[Row]:
         data = yaml.safe_load(fh)
     rows, problems = [], []
     engines: dict[str, tuple[tuple[str, Any], ...]] = {}
+    served: dict[str, bool] = {}
+    hosts: dict[str, str | None] = {}
     for name, src in ((data or {}).get("sources") or {}).items():
+        served[name] = bool((src or {}).get("through_server", False))
+        hosts[name] = (src or {}).get("host")
         settings = dict((src or {}).get("engine_settings") or {})
         unknown = sorted(set(settings) - set(ENGINE_SETTINGS))
         if unknown:
@@ -117,12 +152,21 @@ def load_rows(path: str | os.PathLike = DEFAULT_DATA) -> list[Row]:
                             precision=r["precision"], kv_precision=r.get("kv_precision"),
                             prompt_tokens=int(r["prompt_tokens"]), output_tokens=int(r["output_tokens"]),
                             metric=r["metric"], value=float(r["value"]), split=r["split"],
-                            engine=engines.get(r["source"], ())))
+                            engine=engines.get(r["source"], ()),
+                            request_rate=None if r.get("request_rate") is None else float(r["request_rate"]),
+                            num_prompts=int(r.get("num_prompts", 500)), stat=str(r.get("stat", "mean")),
+                            concurrency=int(r.get("concurrency", 1)),
+                            uniform_lengths=r.get("lengths", "fixed") == "uniform",
+                            through_server=served.get(r["source"], False), host=hosts.get(r["source"])))
         except (KeyError, TypeError, ValueError) as exc:
             problems.append(f"rows[{i}] ({r.get('id', '?') if isinstance(r, dict) else r!r}): {exc}")
             continue
         if rows[-1].metric not in METRICS:
             problems.append(f"rows[{i}] ({r['id']}): metric {r['metric']!r}, expected one of {', '.join(METRICS)}")
+        if rows[-1].stat not in STATS:
+            problems.append(f"rows[{i}] ({r['id']}): stat {r.get('stat')!r}, expected one of {', '.join(STATS)}")
+        if r.get("lengths", "fixed") not in ("fixed", "uniform"):
+            problems.append(f"rows[{i}] ({r['id']}): lengths {r.get('lengths')!r}, expected fixed or uniform")
     if problems:
         raise ConfigError(problems, source=os.fspath(path))
     return rows
@@ -133,17 +177,43 @@ def predict(row: Row, factors: Factors, catalog: Catalog | None = None,
     """The estimator's figure for one row, measured the row's way (with its source's engine settings)."""
     if row.engine:
         factors = replace(factors, **dict(row.engine))
+    # host costs belong to an engine: rows of a source that names none (TensorRT-LLM's offline
+    # benchmark, NIM, gpt-fast) are predicted without them
+    factors = factors.for_engine(row.host or NO_HOST)
     specs = specs if specs is not None else {}
     spec = specs.get(row.model)
     if spec is None:
         spec = specs[row.model] = model_spec(str(config_path(row.model)))
     catalog = catalog or default_catalog()
+    server_ms = factors.request_overhead_ms + factors.request_latency_ms if row.through_server else 0.0
+    if row.request_rate is not None:  # open loop: the benchmark's run, through the scheduler
+        est = estimate(spec, catalog.get(row.gpu), Workload(row.prompt_tokens, row.output_tokens, 1, row.precision,
+                                                            row.kv_precision),
+                       count=row.count, factors=factors if row.through_server else replace(factors, request_overhead_ms=0.0,
+                                                                                           request_latency_ms=0.0),
+                       catalog=catalog, spec=spec, params=count_spec(spec))
+        lengths = (Lengths.uniform(row.prompt_tokens, row.output_tokens) if row.uniform_lengths
+                   else Lengths.fixed(row.prompt_tokens, row.output_tokens))
+        fig = tail(est, row.request_rate, lengths, exact_requests=row.num_prompts)
+        if row.metric == "max_throughput_tokens_per_s":
+            return fig.output_tokens_per_s
+        kind = "ttft" if row.metric == "ttft_ms" else "tpot"
+        return getattr(fig, f"{kind}_{ {'median': 'p50'}.get(row.stat, row.stat)}_ms")
+    if row.concurrency > 1:  # closed loop at that many in flight
+        est = estimate(spec, catalog.get(row.gpu), Workload(row.prompt_tokens, row.output_tokens, row.concurrency,
+                                                            row.precision, row.kv_precision),
+                       count=row.count, factors=factors, catalog=catalog, spec=spec, params=count_spec(spec))
+        if row.metric == "ttft_ms":
+            return est.served_ttft_ms if row.through_server else est.served_ttft_ms - est.server_ms
+        if row.metric == "tpot_ms":
+            return est.tpot_at_load_ms
+        return est.max_throughput_tokens_per_s
     out = 1 if row.metric == "ttft_ms" else row.output_tokens  # TTFT rows: prefill only
     wl = Workload(row.prompt_tokens, max(1, out), 1, row.precision, row.kv_precision)
     est = estimate(spec, catalog.get(row.gpu), wl, count=row.count, factors=factors, catalog=catalog,
                    spec=spec, params=count_spec(spec))
     if row.metric == "ttft_ms":
-        return est.ttft_ms
+        return est.ttft_ms + server_ms
     if row.metric == "tpot_ms":
         return est.tpot_ms
     return est.max_throughput_tokens_per_s
@@ -160,12 +230,15 @@ def mean_abs_error(results: Iterable[Result]) -> float:
     return sum(errs) / len(errs) if errs else math.nan
 
 
-def summary(results: list[Result]) -> dict[str, dict[str, Any]]:
-    """Mean absolute error and bias per metric and split."""
+def summary(results: list[Result], size: str = "all") -> dict[str, dict[str, Any]]:
+    """Mean absolute error and bias per metric and split; ``size`` "small" (under 3 B
+    parameters), "big" or "all" rows."""
     out: dict[str, dict[str, Any]] = {}
+    keep = {"all": lambda r: True, "small": lambda r: r.row.params < SMALL_PARAMS,
+            "big": lambda r: r.row.params >= SMALL_PARAMS}[size]
     for metric in METRICS:
         for split in ("fit", "held_out"):
-            sel = [r for r in results if r.row.metric == metric and r.row.split == split]
+            sel = [r for r in results if r.row.metric == metric and r.row.split == split and keep(r)]
             if sel:
                 out.setdefault(metric, {})[split] = {
                     "rows": len(sel), "mae": mean_abs_error(sel),
@@ -228,5 +301,20 @@ def fit_factors(rows: Iterable[Row], base: Factors | None = None, catalog: Catal
     return {n: round(float(v), 4) for n, v in zip(names, res.x)}, float(res.fun)
 
 
-__all__ = ["METRICS", "FITTED", "ENGINE_SETTINGS", "Row", "Result", "load_rows", "predict", "evaluate", "mean_abs_error",
+def fit_host_costs(rows: Iterable[Row], base: Factors | None = None, catalog: Catalog | None = None
+                   ) -> dict[str, tuple[dict[str, float], float]]:
+    """Per serving engine (a source's ``host``), the host costs (``HOST_COSTS``) that minimise
+    the mean absolute log error over that engine's ``fit`` rows, the other factors as given:
+    {engine: (values, error)}. Engines without fit rows are left out (the default applies)."""
+    base = base or Factors.defaults(catalog)
+    rows = list(rows)
+    out = {}
+    for host in sorted({r.host for r in rows if r.host and r.split == "fit"}):
+        mine = [r for r in rows if r.host == host]
+        start = replace(base, engine_host_costs={})  # fit from the default engine's values
+        out[host] = fit_factors(mine, start, catalog, names=HOST_COSTS)
+    return out
+
+
+__all__ = ["fit_host_costs", "SMALL_PARAMS", "STATS", "METRICS", "FITTED", "ENGINE_SETTINGS", "Row", "Result", "load_rows", "predict", "evaluate", "mean_abs_error",
            "summary", "fit_factors", "with_fitted", "config_path"]

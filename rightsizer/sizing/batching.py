@@ -140,16 +140,35 @@ class StepModel:
         layer_ms = self.decode_layer_ms + (self.prefill_layer_ms - self.decode_layer_ms) * eager
         if not self.factors.decode_cuda_graphs:  # the engine launches every step kernel by kernel
             eager = 1.0
-        # the host's work per sequence in the step (scheduling, sampling, detokenising)
         seqs = decode_seqs + (max(1.0, prefill_tokens / prompt) if prefill_tokens > 0 and prompt > 0 else 0.0)
-        host_ms = self.factors.host_seq_us * seqs / 1e3
+        floor = max(self.floor_ms, host_floor_ms(self.factors, self.gpu, seqs))
         return phase_time("step", ops, self.gpu, self.prec, self.count, tokens=tokens, hidden=self.spec.hidden,
                           layers=self.spec.layers, compute_eff=self.compute_eff, memory_eff=self.memory_eff,
                           overhead_ms=self.overhead_ms, quant_memory_eff=self.quant_memory_eff,
                           allreduce_latency_us=self.factors.allreduce_latency_us,
-                          link_eff=self.factors.link_efficiency, extra_ms=self.extra_ms + self.spec.layers * layer_ms + host_ms,
-                          floor_ms=self.floor_ms,
+                          link_eff=self.factors.link_efficiency, extra_ms=self.extra_ms + self.spec.layers * layer_ms,
+                          floor_ms=floor,
                           op_eff=self.op_eff, attention_dtype=self.attention_dtype, eager_share=eager)
+
+
+def host_floor_ms(factors: Factors, gpu: GPU, seqs: float) -> float:
+    """The host's time for one step of ``seqs`` sequences on a GPU (scheduling, preparing the
+    inputs, sampling, detokenising): the engine overlaps it with the GPU's work, so a step
+    takes the longer of the two. It decides small models' steps, which the GPU runs in less.
+    0 on a CPU device, whose eager steps are the host's work already (``cpu_step_overhead_ms``),
+    and on a calibrated GPU, whose fitted floors and per-layer costs measured its engine's host."""
+    if gpu.is_cpu or gpu.name in factors.per_gpu:
+        return 0.0
+    return factors.host_step_ms + factors.host_seq_us * seqs / 1e3
+
+
+def request_costs_ms(factors: Factors, gpu: GPU) -> tuple[float, float]:
+    """(front end's time per request, latency per request that holds nothing) of the engine
+    the factors describe; 0 on a CPU device (its factors are eager PyTorch's, no server) and on a
+    calibrated GPU (calibrated on the engine's own timings, without a server)."""
+    if gpu.is_cpu or gpu.name in factors.per_gpu:
+        return 0.0, 0.0
+    return factors.request_overhead_ms, factors.request_latency_ms
 
 
 def kv_max_batch(spec: ModelSpec, params: ParamCount, prec: Precision, kv: str, gpu: GPU, count: int,
@@ -194,11 +213,15 @@ def serving_point(model: StepModel, batch: int, prompt: int, output: int, budget
     res = model.step(d, ctx, c, P)
     step = res.latency_ms
     rate = d / (decode_steps * step / 1e3)
+    front_ms, _ = request_costs_ms(model.factors, model.gpu)
+    bound = "prefill" if prefill_bound else res.bound
+    if front_ms > 0 and rate > 1e3 / front_ms:  # the server's front end takes requests one at a time
+        rate, bound = 1e3 / front_ms, "front-end"
     little = B / rate * 1e3 - decode_steps * step  # Little's law: in flight = rate x life
     chunk = min(P, max(1.0, budget - d))
     alone = math.ceil(P / chunk) * model.step(d, ctx, chunk, P).latency_ms  # its own prompt, in chunks
     ttft = max(little, alone)
-    return ServingPoint(B, d, c, step, rate * O, rate, ttft, step, "prefill" if prefill_bound else res.bound)
+    return ServingPoint(B, d, c, step, rate * O, rate, ttft, step, bound)
 
 
 def _batches(limit: int) -> list[int]:
@@ -228,4 +251,4 @@ def serving_curve(model: StepModel, params: ParamCount, prompt: int, output: int
     return ServingCurve(budget, max_b, [serving_point(model, b, prompt, output, budget) for b in sizes])
 
 
-__all__ = ["MAX_SEQS", "ServingCurve", "ServingPoint", "StepModel", "kv_max_batch", "serving_curve", "serving_point"]
+__all__ = ["request_costs_ms", "host_floor_ms", "MAX_SEQS", "ServingCurve", "ServingPoint", "StepModel", "kv_max_batch", "serving_curve", "serving_point"]

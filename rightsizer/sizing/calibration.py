@@ -19,6 +19,8 @@ from rightsizer.sizing.operator_data import gemm_table
 from rightsizer.sizing.roofline import OpEfficiency
 
 MODES = ("roofline", "default-factors", "operator-data", "calibrated")
+NO_HOST = "none"  # Factors.for_engine: no host costs
+HOST_COSTS = ("host_step_ms", "host_seq_us", "request_overhead_ms", "request_latency_ms")  # the host's share, fitted per serving engine
 
 
 @dataclass(frozen=True)
@@ -100,10 +102,19 @@ class Factors:
     kv_output_share: float = _published("kv_output_share")
     decode_cuda_graphs: bool = _published("decode_cuda_graphs")
     # The host's share, which decides small models' figures (GPU work no longer hides it): the
-    # scheduler's, sampler's and detokeniser's cost per running sequence per step, and the
-    # server's cost per request (HTTP, tokenising, the first response) added to its TTFT.
+    # engine's host time per step (scheduler, sampler, detokeniser: fixed, and per running
+    # sequence), overlapped with the GPU's (a step takes the longer); the server's front end's
+    # time per request (HTTP, tokenising), one request at a time, so it also caps the request
+    # rate; and latency per request that does not hold the front end (streaming, the client's
+    # round trip), added to TTFT only.
+    host_step_ms: float = _published("host_step_ms")
     host_seq_us: float = _published("host_seq_us")
-    request_overhead_ms: float = _published("request_overhead_ms")
+    request_overhead_ms: float = _published("request_overhead_ms")  # serial: the front end is busy
+    request_latency_ms: float = _published("request_latency_ms")  # not serial: added to TTFT only
+    # the same three, fitted per serving engine (its name: {host_step_ms, host_seq_us,
+    # request_overhead_ms}); the three above are the default engine's (``for_engine``)
+    engine_host_costs: Mapping[str, Mapping[str, float]] = _published("engine_host_costs")
+    host_engine: str = ""  # whose host costs the four above are ("": the packaged defaults)
     # time GEMMs from aiconfigurator's measured tables where a GPU has one (mode "operator-data"); off by
     # default: on the public measurements it is less accurate than the fitted factors (docs/sizing.md)
     operator_data: bool = False
@@ -121,7 +132,7 @@ class Factors:
             if not isinstance(v, (int, float)) or not 0 < v <= 1:
                 problems.append(f"{name} must be in (0, 1], got {v!r}")
         for name in ("step_overhead_ms", "reserve_fraction", "allreduce_latency_us", "cpu_step_overhead_ms",
-                     "host_seq_us", "request_overhead_ms"):
+                     "host_step_ms", "host_seq_us", "request_overhead_ms", "request_latency_ms"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or v < 0:
                 problems.append(f"{name} must be >= 0, got {v!r}")
@@ -148,6 +159,11 @@ class Factors:
             for k, v in getattr(self, label).items():
                 if not isinstance(v, (int, float)) or not 0 < v <= 1:
                     problems.append(f"{label}[{k}] must be in (0, 1], got {v!r}")
+        for engine, costs in self.engine_host_costs.items():
+            for k, v in (costs or {}).items():
+                if k not in HOST_COSTS or not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+                    problems.append(f"engine_host_costs[{engine}].{k}: expected one of {', '.join(HOST_COSTS)} "
+                                    f">= 0, got {v!r}")
         for k, v in self.quant_memory_efficiency.items():
             if not isinstance(v, (int, float)) or not 0 < v <= 1:
                 problems.append(f"quant_memory_efficiency[{k}] must be in (0, 1], got {v!r}")
@@ -170,7 +186,8 @@ class Factors:
                      "dtype_compute_scale", "gemm_half_tokens", "attention_compute_efficiency",
                      "kernel_overhead_us", "prefill_kernel_overhead_us", "moe_efficiency",
                      "moe_memory_efficiency", "moe_compute_scale", "token_budget", "kv_output_share",
-                     "decode_cuda_graphs", "host_seq_us", "request_overhead_ms"):
+                     "decode_cuda_graphs", "host_step_ms", "host_seq_us", "request_overhead_ms",
+                     "request_latency_ms", "engine_host_costs"):
             if name in eff:
                 kwargs[name] = eff[name]["value"]
                 sources[name] = " ".join(str(eff[name]["source"]).split())
@@ -184,8 +201,22 @@ class Factors:
                    allreduce_latency_us=0.0, link_efficiency=1.0, cpu_compute_efficiency=1.0,
                    cpu_memory_efficiency=1.0, cpu_step_overhead_ms=0.0, dtype_compute_scale={},
                    gemm_half_tokens=0.0, kernel_overhead_us=0.0, prefill_kernel_overhead_us=None,
-                   moe_efficiency=1.0, moe_memory_efficiency=None, moe_compute_scale={}, host_seq_us=0.0,
-                   request_overhead_ms=0.0, mode="roofline")
+                   moe_efficiency=1.0, moe_memory_efficiency=None, moe_compute_scale={}, host_step_ms=0.0,
+                   host_seq_us=0.0, request_overhead_ms=0.0, request_latency_ms=0.0, engine_host_costs={},
+                   mode="roofline")
+
+    def for_engine(self, engine: str | None) -> "Factors":
+        """These factors with ``engine``'s host costs (``engine_host_costs``); ``"none"``: no host
+        costs (the GPU's work alone, as for engines whose host hides behind a big model's);
+        unchanged for None or an engine without its own (the default engine's apply)."""
+        if engine == NO_HOST:
+            return replace(self, host_engine=NO_HOST, **{k: 0.0 for k in HOST_COSTS})
+        costs = self.engine_host_costs.get(engine or "")
+        return replace(self, host_engine=str(engine), **{k: float(v) for k, v in costs.items()}) if costs else self
+
+    def engines(self) -> list[str]:
+        """The serving engines with host costs of their own, and ``"none"``."""
+        return sorted(self.engine_host_costs) + [NO_HOST]
 
     def for_gpu(self, gpu_name: str, kind: str = "gpu") -> tuple[float, float, float, str]:
         """(compute_eff, memory_eff, overhead_ms, mode) for one device (``kind`` "cpu": the CPU defaults)."""
@@ -238,8 +269,11 @@ class Factors:
             "prefill_kernel_overhead_us": self.prefill_kernel_overhead_us, "moe_efficiency": self.moe_efficiency,
             "moe_memory_efficiency": self.moe_memory_efficiency, "moe_compute_scale": dict(self.moe_compute_scale),
             "token_budget": self.token_budget, "kv_output_share": self.kv_output_share,
-            "decode_cuda_graphs": self.decode_cuda_graphs, "host_seq_us": self.host_seq_us,
-            "request_overhead_ms": self.request_overhead_ms, "operator_data": self.operator_data,
+            "decode_cuda_graphs": self.decode_cuda_graphs, "host_step_ms": self.host_step_ms, "host_seq_us": self.host_seq_us,
+            "engine_host_costs": {k: dict(v) for k, v in self.engine_host_costs.items()},
+            "host_engine": self.host_engine,
+            "request_overhead_ms": self.request_overhead_ms, "request_latency_ms": self.request_latency_ms,
+            "operator_data": self.operator_data,
             "per_gpu": {k: v.to_dict() for k, v in sorted(self.per_gpu.items())},
             "sources": dict(self.sources),
         }
@@ -267,6 +301,17 @@ class Factors:
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"cannot read calibration file: {exc}", source=os.fspath(path)) from None
         return cls.from_dict(data)
+
+
+def factors_for_engine(engine: str | None, factors: Factors | None = None) -> Factors:
+    """``factors`` (the packaged defaults when None) with a serving engine's host costs
+    (``Factors.for_engine``); None or "" keeps them. A ConfigError naming the known engines for
+    any other name."""
+    f = factors or Factors.defaults()
+    if engine and engine not in f.engines():
+        raise ConfigError(f"serving engine {engine!r}: expected one of {', '.join(f.engines())} "
+                          "(host costs per engine: rightsizer/data/gpus.yaml engine_host_costs)")
+    return f.for_engine(engine or None)
 
 
 # --------------------------------------------------------------------------- fitting

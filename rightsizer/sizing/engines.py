@@ -6,11 +6,16 @@ from __future__ import annotations
 SERVING_ENGINE = "rightsizer continuous batching (transformers ContinuousBatchingManager)"
 
 
-def serving_engine(mode: str) -> dict:
+def serving_engine(mode: str, factors=None) -> dict:
     """``deployed``: this project's engine; ``sized_with``: what the efficiency factors were
     fitted to: vLLM and TensorRT-LLM public measurements, unless this engine's own
     measurements calibrated them (``mode`` "calibrated": the evaluate step's latencies on a
-    catalog GPU)."""
+    catalog GPU). ``host_costs_of``: whose host costs (per step, per request) the GPU
+    estimates include (``Factors.for_engine``; the project's ``serving_engine`` param)."""
     assumed = ("this engine's measurements on the sized GPU (calibrated)" if mode == "calibrated" else
                "vLLM/TensorRT-LLM-like factors (fitted to their public measurements; not yet to this engine's)")
-    return {"deployed": SERVING_ENGINE, "sized_with": assumed, "sizing_mode": mode}
+    host = getattr(factors, "host_engine", "") or "packaged defaults"
+    costs = {k: getattr(factors, k) for k in ("host_step_ms", "host_seq_us", "request_overhead_ms",
+                                              "request_latency_ms")} if factors is not None else None
+    return {"deployed": SERVING_ENGINE, "sized_with": assumed, "sizing_mode": mode,
+            "host_costs_of": host, "host_costs": costs}

@@ -8,7 +8,8 @@ from typing import Any, Iterable
 
 from rightsizer.errors import ConfigError, NoFeasibleOption
 from rightsizer.precisions import Precision, get_precision, kv_bytes_per_element
-from rightsizer.sizing.batching import MAX_SEQS, ServingCurve, StepModel, kv_max_batch, serving_curve, serving_point
+from rightsizer.sizing.batching import (MAX_SEQS, ServingCurve, StepModel, host_floor_ms, kv_max_batch,
+                                       request_costs_ms, serving_curve, serving_point)
 from rightsizer.sizing.calibration import Factors
 from rightsizer.sizing.catalog import GPU, Catalog, default_catalog
 from rightsizer.sizing.memory import (
@@ -115,14 +116,16 @@ class Estimate:
     ttft_at_load_ms: float = 0.0  # with ``batch`` requests in flight, continuous batching (queueing included)
     tpot_at_load_ms: float = 0.0  # one mixed step (decodes + a prompt chunk) with ``batch`` in flight
     serving: ServingCurve | None = field(default=None, repr=False)  # the batch sweep behind it
+    server_ms: float = 0.0  # the server's time per request a client sees in its TTFT (front end + latency)
     step_model: StepModel | None = field(default=None, repr=False)  # one step's time: what ``tail`` simulates
 
     @property
     def served_ttft_ms(self) -> float:
         """TTFT a request sees with ``batch`` in flight under continuous batching (its prompt in
         budget-sized chunks beside the running decodes, waiting included). SLO checks use this;
-        ``ttft_ms`` is the static batch, every prompt arriving at once."""
-        return self.ttft_at_load_ms or self.ttft_ms
+        ``ttft_ms`` is the static batch, every prompt arriving at once. Both without the
+        server's time per request (``server_ms``), which this adds: what a client sees."""
+        return (self.ttft_at_load_ms or self.ttft_ms) + self.server_ms
 
     @property
     def served_tpot_ms(self) -> float:
@@ -155,6 +158,7 @@ class Estimate:
             "warnings": list(self.warnings),
             "max_throughput_tokens_per_s": self.max_throughput_tokens_per_s,
             "ttft_at_load_ms": self.ttft_at_load_ms, "tpot_at_load_ms": self.tpot_at_load_ms,
+            "server_ms": self.server_ms,
             "serving": self.serving.to_dict(with_points=with_ops) if self.serving else None,
         }
 
@@ -307,12 +311,13 @@ def estimate(config: Any, gpu: str | GPU, workload: Workload, count: int = 1, mi
                   allreduce_latency_us=factors.allreduce_latency_us, link_eff=factors.link_efficiency,
                   op_eff=op_eff, attention_dtype=attention_dtype)
     prefill_floor, decode_floor = factors.floors_for(g.name)
+    prefill_floor = max(prefill_floor, host_floor_ms(factors, g, B))
     prefill_layer, decode_layer = factors.layer_costs_for(g.name)
     prefill = phase_time("prefill", build_ops(spec, prec, kv, B, P, P, "prefill", count), tokens=B * P,
                          floor_ms=prefill_floor, extra_ms=extra_ms + spec.layers * prefill_layer, **common)
     # TPOT at the last generated token (the slowest step: longest KV read), for p95 SLO checks.
     decode = phase_time("decode", build_ops(spec, prec, kv, B, 1, P + O - 1, "decode", count), tokens=B,
-                        floor_ms=decode_floor, eager_share=None if factors.decode_cuda_graphs else 1.0,
+                        floor_ms=max(decode_floor, host_floor_ms(factors, g, B)), eager_share=None if factors.decode_cuda_graphs else 1.0,
                         extra_ms=extra_ms + spec.layers * decode_layer, **common)
     ttft = prefill.latency_ms
     tpot = decode.latency_ms
@@ -349,16 +354,18 @@ def estimate(config: Any, gpu: str | GPU, workload: Workload, count: int = 1, mi
         prefill=prefill, decode=decode, ttft_ms=ttft, tpot_ms=tpot, throughput_tokens_per_s=throughput,
         request_latency_ms=request_ms, price_per_hour=price, cost_per_1m_output_tokens=cost, offload=offload,
         warnings=warnings, max_throughput_tokens_per_s=max_throughput, ttft_at_load_ms=ttft_load,
-        tpot_at_load_ms=tpot_load, serving=curve, step_model=step_model)
+        tpot_at_load_ms=tpot_load, serving=curve, step_model=step_model, server_ms=sum(request_costs_ms(factors, g)))
 
 
 def tail(est: Estimate, request_rate: float, lengths: Lengths | None = None, *, requests: int = 600,
-         seed: int = 0, max_requests: int = 0) -> TailFigures:
+         seed: int = 0, max_requests: int = 0, exact_requests: int = 0) -> TailFigures:
     """Mean and p95 TTFT and TPOT of one replica of ``est`` at ``request_rate`` requests/s, with
     Poisson arrivals and request lengths from ``lengths`` (the estimate's own prompt and output
     when None), through :func:`rightsizer.sizing.traffic.simulate` on this estimate's step model.
     The sequences in flight are capped by what the KV cache holds at the lengths' mean.
-    ``max_requests``: bound the run (a search's many runs); default ``MAX_TAIL_REQUESTS``."""
+    ``max_requests``: bound the run (a search's many runs); default ``MAX_TAIL_REQUESTS``.
+    ``exact_requests``: a benchmark's run as it was measured: that many requests, every one
+    counted (no warm-up); ``request_rate`` may then be ``inf`` (all sent at once)."""
     m = est.step_model
     if m is None or est.serving is None:
         raise NoFeasibleOption(f"{est.model} on {est.count}x {est.gpu}: no serving model (nothing fits "
@@ -371,13 +378,15 @@ def tail(est: Estimate, request_rate: float, lengths: Lengths | None = None, *, 
     def step_ms(d: int, ctx: float, c: float, prompt_len: int) -> float:
         return m.step(d, ctx, c, prompt_len).latency_ms
 
+    common = dict(token_budget=est.serving.token_budget, max_seqs=max(1, min(kv_cap, MAX_SEQS)), seed=seed,
+                  **dict(zip(("request_overhead_ms", "request_latency_ms"), request_costs_ms(m.factors, m.gpu))))
+    if exact_requests:
+        return simulate(step_ms, lengths, request_rate, requests=exact_requests, warmup=0.0, **common)
     # long enough to reach the steady state: twenty request lives of arrivals (at the rate, a
     # request alone), of which the first two are the warm-up; bounded for speed
     life_s = (est.ttft_ms + max(0, output - 1) * est.tpot_ms) / 1e3
     n = int(min(max(requests, math.ceil(request_rate * 20 * life_s)), max_requests or max(requests, MAX_TAIL_REQUESTS)))
-    return simulate(step_ms, lengths, request_rate, token_budget=est.serving.token_budget,
-                    max_seqs=max(1, min(kv_cap, MAX_SEQS)), requests=n, seed=seed, warmup_s=2 * life_s,
-                    request_overhead_ms=m.factors.request_overhead_ms)
+    return simulate(step_ms, lengths, request_rate, requests=n, warmup_s=2 * life_s, **common)
 
 
 def _attention_dtype(prec: Precision, kv: str, gpu: GPU) -> str:

@@ -9,8 +9,11 @@ module simulates that, step by step, with the same step-time model:
 - every step decodes one token for each running sequence and fills the rest of the token
   budget with prompt chunks, first-come first-served (vLLM's and SGLang's chunked prefill);
   a request is admitted while fewer than ``max_seqs`` run (the KV cache's or the engine's cap);
+- the server's front end (HTTP, tokenising) takes requests one at a time, ``request_overhead_ms``
+  each, before the engine sees them (for a small model this queue is often what saturates);
 - a request's first token comes out of the step that finishes its prompt; TTFT is that time
-  less its arrival, plus the server's per-request cost (tokenising, HTTP);
+  less its arrival (the front end's queue included), plus ``request_latency_ms`` (streaming,
+  the round trip: latency that holds no shared resource);
   TPOT is (finish - first token) / (output - 1), per request, as benchmark clients report it;
 - decode-only stretches between events (an arrival, a finish) are taken in one jump at the
   step time of their batch, so a run costs O(requests), not O(tokens).
@@ -74,6 +77,19 @@ class Lengths:
     @classmethod
     def fixed(cls, prompt_tokens: int, output_tokens: int, source: str = "typical") -> "Lengths":
         return cls(((int(prompt_tokens), int(output_tokens), 1),), source)
+
+    @classmethod
+    def uniform(cls, prompt_mean: float, output_mean: float, source: str = "uniform") -> "Lengths":
+        """Prompt and output lengths independent and uniform on [1, 2 x mean - 1] (benchmark
+        clients' random datasets: ``sglang.bench_serving --dataset-name random`` at its default
+        range ratio), binned."""
+        def axis(mean: float) -> list[tuple[int, int]]:
+            hi = max(1, int(round(2 * mean - 1)))
+            edges = np.linspace(1, hi + 1, min(MAX_BINS, hi) + 1)
+            return [(max(1, int(round((a + b - 1) / 2))), int(math.ceil(b) - math.ceil(a)))
+                    for a, b in zip(edges[:-1], edges[1:]) if math.ceil(b) > math.ceil(a)]
+        rows = tuple((p, o, pc * oc) for p, pc in axis(prompt_mean) for o, oc in axis(output_mean))
+        return cls(rows, source)
 
     @classmethod
     def from_samples(cls, prompts: Iterable[int], outputs: Iterable[int], source: str = "") -> "Lengths":
@@ -146,6 +162,11 @@ class TailFigures:
     tpot_mean_ms: float
     tpot_p95_ms: float
     requests: int  # measured (after the warm-up share)
+    ttft_p50_ms: float
+    ttft_p99_ms: float
+    tpot_p50_ms: float
+    tpot_p99_ms: float
+    output_tokens_per_s: float  # the measured requests' output over the time they span
     busy: float  # share of the time the engine was stepping
     saturated: bool  # the queue grew through the run: the rate is above what the option serves
     mean_running: float  # sequences in flight, time-averaged
@@ -153,6 +174,8 @@ class TailFigures:
     def to_dict(self) -> dict[str, Any]:
         return {"request_rate": self.request_rate, "ttft_mean_ms": self.ttft_mean_ms,
                 "ttft_p95_ms": self.ttft_p95_ms, "tpot_mean_ms": self.tpot_mean_ms, "tpot_p95_ms": self.tpot_p95_ms,
+                "ttft_p50_ms": self.ttft_p50_ms, "ttft_p99_ms": self.ttft_p99_ms, "tpot_p50_ms": self.tpot_p50_ms,
+                "tpot_p99_ms": self.tpot_p99_ms, "output_tokens_per_s": self.output_tokens_per_s,
                 "requests": self.requests, "busy": self.busy, "saturated": self.saturated,
                 "mean_running": self.mean_running}
 
@@ -178,21 +201,30 @@ def _cached(step: StepTime) -> StepTime:
 
 
 def simulate(step_ms: StepTime, lengths: Lengths, request_rate: float, *, token_budget: int, max_seqs: int,
-             request_overhead_ms: float = 0.0, requests: int = 600, seed: int = 0,
+             request_overhead_ms: float = 0.0, request_latency_ms: float = 0.0, requests: int = 600, seed: int = 0,
              warmup: float = 0.1, warmup_s: float = 0.0) -> TailFigures:
     """Poisson arrivals at ``request_rate`` (requests/s) with lengths from ``lengths``, served
     by continuous batching with chunked prefill; figures over the requests after the first
     ``warmup`` share and the first ``warmup_s`` seconds. ``step_ms(d, ctx, c, prompt)``: one step's time with ``d`` decoding
     sequences of mean context ``ctx`` and ``c`` prompt tokens (of prompts ``prompt`` long)."""
-    if not (isinstance(request_rate, (int, float)) and request_rate > 0 and math.isfinite(request_rate)):
-        raise ConfigError(f"request_rate must be a positive number of requests/s, got {request_rate!r}")
+    if not (isinstance(request_rate, (int, float)) and request_rate > 0 and not math.isnan(request_rate)):
+        raise ConfigError(f"request_rate must be a positive number of requests/s (inf: all at once), "
+                          f"got {request_rate!r}")
+    burst = math.isinf(request_rate)  # a benchmark's "request rate inf": every request sent at once
     if token_budget < 1 or max_seqs < 1:
         raise ConfigError(f"token_budget and max_seqs must be >= 1, got {token_budget}, {max_seqs}")
     step = _cached(step_ms)
     rng = np.random.default_rng(seed)
-    arrivals = np.cumsum(rng.exponential(1.0 / request_rate, size=requests))
+    arrivals = np.zeros(requests) if burst else np.cumsum(rng.exponential(1.0 / request_rate, size=requests))
     prompts, outputs = lengths.sample(rng, requests)
-    arr, plen, olen = arrivals.tolist(), prompts.tolist(), outputs.tolist()  # scalars: lists are faster
+    # The server's front end (HTTP, tokenising) takes each request in turn before the engine
+    # sees it: a first-come first-served queue of request_overhead_ms per request. For a
+    # small model it is often the bottleneck: it caps the rate at 1 / request_overhead_ms.
+    enter, free_at = [], 0.0
+    for a in arrivals.tolist():
+        free_at = max(a, free_at) + request_overhead_ms / 1e3
+        enter.append(free_at)
+    arr, plen, olen = enter, prompts.tolist(), outputs.tolist()  # scalars: lists are faster
     first = [math.nan] * requests
     done = [math.nan] * requests
     # Decoding sequences share one token clock G (tokens each running sequence has decoded):
@@ -265,10 +297,11 @@ def simulate(step_ms: StepTime, lengths: Lengths, request_rate: float, *, token_
         prefilling = [e for e in prefilling if e[1] > 0]
     first_a, done_a = np.array(first), np.array(done)
     # measured: the requests that arrive after the warm-up (the engine filling up)
-    start = max(int(requests * warmup), int(np.searchsorted(arrivals, warmup_s)))
-    start = min(start, requests - max(10, requests // 4))
+    start = 0 if burst else max(int(requests * warmup), int(np.searchsorted(arrivals, warmup_s)))
+    start = max(0, min(start, requests - max(10, requests // 4)))
     keep = np.arange(requests) >= start
-    ttft = (first_a - arrivals)[keep] * 1e3 + request_overhead_ms
+    # from the client's send: the front end's queue included, and the latency no queue holds
+    ttft = (first_a - arrivals)[keep] * 1e3 + request_latency_ms
     multi = keep & (outputs > 1)
     tpot = ((done_a - first_a)[multi] / (outputs[multi] - 1)) * 1e3 if multi.any() else np.zeros(1)
     # saturated: the backlog (arrived, not finished) kept growing over the measured arrivals by
@@ -284,10 +317,15 @@ def simulate(step_ms: StepTime, lengths: Lengths, request_rate: float, *, token_
     waits = (first_a - arrivals)[keep]
     quarter = max(1, len(waits) // 4)
     growing = float(np.mean(waits[-quarter:])) > 3 * float(np.mean(waits[quarter:2 * quarter])) + 0.05
-    saturated = bool(growing or growth > max(5.0, 0.1 * request_rate * (t1 - tmid)))
+    saturated = bool(burst or growing or growth > max(5.0, 0.1 * request_rate * (t1 - tmid)))
+    span = float(np.nanmax(done_a[keep]) - arrivals[keep].min())
+    throughput = float(outputs[keep].sum()) / span if span > 0 else 0.0
     return TailFigures(request_rate=float(request_rate), ttft_mean_ms=float(np.mean(ttft)),
                        ttft_p95_ms=float(np.percentile(ttft, 95)), tpot_mean_ms=float(np.mean(tpot)),
                        tpot_p95_ms=float(np.percentile(tpot, 95)), requests=int(keep.sum()),
+                       ttft_p50_ms=float(np.percentile(ttft, 50)), ttft_p99_ms=float(np.percentile(ttft, 99)),
+                       tpot_p50_ms=float(np.percentile(tpot, 50)), tpot_p99_ms=float(np.percentile(tpot, 99)),
+                       output_tokens_per_s=throughput,
                        busy=busy / t if t > 0 else 0.0, saturated=saturated, mean_running=area / t if t > 0 else 0.0)
 
 
