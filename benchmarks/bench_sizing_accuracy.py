@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"the default engine's ({DEFAULT_ENGINE}) become the defaults")
     p.add_argument("--fit-names", default=None,
                    help="comma list of the factors --fit changes (default: all fittable; e.g. "
-                        "host_step_ms,host_seq_us,request_overhead_ms for the host costs alone)")
+                        "host_step_ms,host_seq_us,front_end_ms for the host costs alone)")
     p.add_argument("--run-aic", action="store_true", help="recompute aiconfigurator's column (needs .venv-aic)")
     p.add_argument("--rows", action="store_true", help="print every row (default: the summary and the misses)")
     args = p.parse_args(argv)

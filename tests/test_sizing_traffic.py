@@ -54,7 +54,7 @@ def test_a_bad_length_histogram_names_the_field(data, match):
 def test_a_request_alone_takes_its_prompt_steps_then_one_step_per_token():
     # a trickle: no request meets another; a 3000-token prompt in 1024-token chunks takes 3 steps
     f = simulate(constant(10.0), Lengths.fixed(3000, 5), 0.01, token_budget=1024, max_seqs=64,
-                 request_overhead_ms=7.0, requests=50)
+                 front_end_ms=7.0, requests=50)
     assert f.ttft_mean_ms == pytest.approx(3 * 10.0 + 7.0) and f.ttft_p95_ms == pytest.approx(37.0)
     assert f.tpot_mean_ms == pytest.approx(10.0) and not f.saturated
 

@@ -64,8 +64,8 @@ FITTED = {
     "moe_fp8_compute_scale": (0.2, 1.0),
     "host_step_ms": (0.0, 8.0),
     "host_seq_us": (0.0, 60.0),
-    "request_overhead_ms": (0.0, 40.0),
-    "request_latency_ms": (0.0, 60.0),
+    "front_end_ms": (0.0, 40.0),
+    "server_latency_ms": (0.0, 60.0),
 }
 
 
@@ -185,12 +185,12 @@ def predict(row: Row, factors: Factors, catalog: Catalog | None = None,
     if spec is None:
         spec = specs[row.model] = model_spec(str(config_path(row.model)))
     catalog = catalog or default_catalog()
-    server_ms = factors.request_overhead_ms + factors.request_latency_ms if row.through_server else 0.0
+    server_ms = factors.front_end_ms + factors.server_latency_ms if row.through_server else 0.0
     if row.request_rate is not None:  # open loop: the benchmark's run, through the scheduler
         est = estimate(spec, catalog.get(row.gpu), Workload(row.prompt_tokens, row.output_tokens, 1, row.precision,
                                                             row.kv_precision),
-                       count=row.count, factors=factors if row.through_server else replace(factors, request_overhead_ms=0.0,
-                                                                                           request_latency_ms=0.0),
+                       count=row.count, factors=factors if row.through_server else replace(factors, front_end_ms=0.0,
+                                                                                           server_latency_ms=0.0),
                        catalog=catalog, spec=spec, params=count_spec(spec))
         lengths = (Lengths.uniform(row.prompt_tokens, row.output_tokens) if row.uniform_lengths
                    else Lengths.fixed(row.prompt_tokens, row.output_tokens))

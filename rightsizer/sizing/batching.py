@@ -168,7 +168,7 @@ def request_costs_ms(factors: Factors, gpu: GPU) -> tuple[float, float]:
     calibrated GPU (calibrated on the engine's own timings, without a server)."""
     if gpu.is_cpu or gpu.name in factors.per_gpu:
         return 0.0, 0.0
-    return factors.request_overhead_ms, factors.request_latency_ms
+    return factors.front_end_ms, factors.server_latency_ms
 
 
 def kv_max_batch(spec: ModelSpec, params: ParamCount, prec: Precision, kv: str, gpu: GPU, count: int,

@@ -20,7 +20,7 @@ from rightsizer.sizing.roofline import OpEfficiency
 
 MODES = ("roofline", "default-factors", "operator-data", "calibrated")
 NO_HOST = "none"  # Factors.for_engine: no host costs
-HOST_COSTS = ("host_step_ms", "host_seq_us", "request_overhead_ms", "request_latency_ms")  # the host's share, fitted per serving engine
+HOST_COSTS = ("host_step_ms", "host_seq_us", "front_end_ms", "server_latency_ms")  # the host's share, fitted per serving engine
 
 
 @dataclass(frozen=True)
@@ -109,10 +109,10 @@ class Factors:
     # round trip), added to TTFT only.
     host_step_ms: float = _published("host_step_ms")
     host_seq_us: float = _published("host_seq_us")
-    request_overhead_ms: float = _published("request_overhead_ms")  # serial: the front end is busy
-    request_latency_ms: float = _published("request_latency_ms")  # not serial: added to TTFT only
+    front_end_ms: float = _published("front_end_ms")  # serial: the front end is busy
+    server_latency_ms: float = _published("server_latency_ms")  # not serial: added to TTFT only
     # the same three, fitted per serving engine (its name: {host_step_ms, host_seq_us,
-    # request_overhead_ms}); the three above are the default engine's (``for_engine``)
+    # front_end_ms}); the three above are the default engine's (``for_engine``)
     engine_host_costs: Mapping[str, Mapping[str, float]] = _published("engine_host_costs")
     host_engine: str = ""  # whose host costs the four above are ("": the packaged defaults)
     # time GEMMs from aiconfigurator's measured tables where a GPU has one (mode "operator-data"); off by
@@ -132,7 +132,7 @@ class Factors:
             if not isinstance(v, (int, float)) or not 0 < v <= 1:
                 problems.append(f"{name} must be in (0, 1], got {v!r}")
         for name in ("step_overhead_ms", "reserve_fraction", "allreduce_latency_us", "cpu_step_overhead_ms",
-                     "host_step_ms", "host_seq_us", "request_overhead_ms", "request_latency_ms"):
+                     "host_step_ms", "host_seq_us", "front_end_ms", "server_latency_ms"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or v < 0:
                 problems.append(f"{name} must be >= 0, got {v!r}")
@@ -186,8 +186,8 @@ class Factors:
                      "dtype_compute_scale", "gemm_half_tokens", "attention_compute_efficiency",
                      "kernel_overhead_us", "prefill_kernel_overhead_us", "moe_efficiency",
                      "moe_memory_efficiency", "moe_compute_scale", "token_budget", "kv_output_share",
-                     "decode_cuda_graphs", "host_step_ms", "host_seq_us", "request_overhead_ms",
-                     "request_latency_ms", "engine_host_costs"):
+                     "decode_cuda_graphs", "host_step_ms", "host_seq_us", "front_end_ms",
+                     "server_latency_ms", "engine_host_costs"):
             if name in eff:
                 kwargs[name] = eff[name]["value"]
                 sources[name] = " ".join(str(eff[name]["source"]).split())
@@ -202,7 +202,7 @@ class Factors:
                    cpu_memory_efficiency=1.0, cpu_step_overhead_ms=0.0, dtype_compute_scale={},
                    gemm_half_tokens=0.0, kernel_overhead_us=0.0, prefill_kernel_overhead_us=None,
                    moe_efficiency=1.0, moe_memory_efficiency=None, moe_compute_scale={}, host_step_ms=0.0,
-                   host_seq_us=0.0, request_overhead_ms=0.0, request_latency_ms=0.0, engine_host_costs={},
+                   host_seq_us=0.0, front_end_ms=0.0, server_latency_ms=0.0, engine_host_costs={},
                    mode="roofline")
 
     def for_engine(self, engine: str | None) -> "Factors":
@@ -272,7 +272,7 @@ class Factors:
             "decode_cuda_graphs": self.decode_cuda_graphs, "host_step_ms": self.host_step_ms, "host_seq_us": self.host_seq_us,
             "engine_host_costs": {k: dict(v) for k, v in self.engine_host_costs.items()},
             "host_engine": self.host_engine,
-            "request_overhead_ms": self.request_overhead_ms, "request_latency_ms": self.request_latency_ms,
+            "front_end_ms": self.front_end_ms, "server_latency_ms": self.server_latency_ms,
             "operator_data": self.operator_data,
             "per_gpu": {k: v.to_dict() for k, v in sorted(self.per_gpu.items())},
             "sources": dict(self.sources),

@@ -379,7 +379,7 @@ def tail(est: Estimate, request_rate: float, lengths: Lengths | None = None, *, 
         return m.step(d, ctx, c, prompt_len).latency_ms
 
     common = dict(token_budget=est.serving.token_budget, max_seqs=max(1, min(kv_cap, MAX_SEQS)), seed=seed,
-                  **dict(zip(("request_overhead_ms", "request_latency_ms"), request_costs_ms(m.factors, m.gpu))))
+                  **dict(zip(("front_end_ms", "server_latency_ms"), request_costs_ms(m.factors, m.gpu))))
     if exact_requests:
         return simulate(step_ms, lengths, request_rate, requests=exact_requests, warmup=0.0, **common)
     # long enough to reach the steady state: twenty request lives of arrivals (at the rate, a

@@ -9,10 +9,10 @@ module simulates that, step by step, with the same step-time model:
 - every step decodes one token for each running sequence and fills the rest of the token
   budget with prompt chunks, first-come first-served (vLLM's and SGLang's chunked prefill);
   a request is admitted while fewer than ``max_seqs`` run (the KV cache's or the engine's cap);
-- the server's front end (HTTP, tokenising) takes requests one at a time, ``request_overhead_ms``
+- the server's front end (HTTP, tokenising) takes requests one at a time, ``front_end_ms``
   each, before the engine sees them (for a small model this queue is often what saturates);
 - a request's first token comes out of the step that finishes its prompt; TTFT is that time
-  less its arrival (the front end's queue included), plus ``request_latency_ms`` (streaming,
+  less its arrival (the front end's queue included), plus ``server_latency_ms`` (streaming,
   the round trip: latency that holds no shared resource);
   TPOT is (finish - first token) / (output - 1), per request, as benchmark clients report it;
 - decode-only stretches between events (an arrival, a finish) are taken in one jump at the
@@ -201,7 +201,7 @@ def _cached(step: StepTime) -> StepTime:
 
 
 def simulate(step_ms: StepTime, lengths: Lengths, request_rate: float, *, token_budget: int, max_seqs: int,
-             request_overhead_ms: float = 0.0, request_latency_ms: float = 0.0, requests: int = 600, seed: int = 0,
+             front_end_ms: float = 0.0, server_latency_ms: float = 0.0, requests: int = 600, seed: int = 0,
              warmup: float = 0.1, warmup_s: float = 0.0) -> TailFigures:
     """Poisson arrivals at ``request_rate`` (requests/s) with lengths from ``lengths``, served
     by continuous batching with chunked prefill; figures over the requests after the first
@@ -218,11 +218,11 @@ def simulate(step_ms: StepTime, lengths: Lengths, request_rate: float, *, token_
     arrivals = np.zeros(requests) if burst else np.cumsum(rng.exponential(1.0 / request_rate, size=requests))
     prompts, outputs = lengths.sample(rng, requests)
     # The server's front end (HTTP, tokenising) takes each request in turn before the engine
-    # sees it: a first-come first-served queue of request_overhead_ms per request. For a
-    # small model it is often the bottleneck: it caps the rate at 1 / request_overhead_ms.
+    # sees it: a first-come first-served queue of front_end_ms per request. For a
+    # small model it is often the bottleneck: it caps the rate at 1 / front_end_ms.
     enter, free_at = [], 0.0
     for a in arrivals.tolist():
-        free_at = max(a, free_at) + request_overhead_ms / 1e3
+        free_at = max(a, free_at) + front_end_ms / 1e3
         enter.append(free_at)
     arr, plen, olen = enter, prompts.tolist(), outputs.tolist()  # scalars: lists are faster
     first = [math.nan] * requests
@@ -301,7 +301,7 @@ def simulate(step_ms: StepTime, lengths: Lengths, request_rate: float, *, token_
     start = max(0, min(start, requests - max(10, requests // 4)))
     keep = np.arange(requests) >= start
     # from the client's send: the front end's queue included, and the latency no queue holds
-    ttft = (first_a - arrivals)[keep] * 1e3 + request_latency_ms
+    ttft = (first_a - arrivals)[keep] * 1e3 + server_latency_ms
     multi = keep & (outputs > 1)
     tpot = ((done_a - first_a)[multi] / (outputs[multi] - 1)) * 1e3 if multi.any() else np.zeros(1)
     # saturated: the backlog (arrived, not finished) kept growing over the measured arrivals by

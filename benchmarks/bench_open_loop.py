@@ -1,0 +1,196 @@
+"""Open-loop traffic against the project's own engine: predicted vs measured mean and p95 TTFT/TPOT.
+
+Requests arrive at random (seeded Poisson arrivals, a bounded count per rate) at the real HTTP
+server (scripts/serve.sh, the demo's tiny-s as a generation task, streamed, 16 output tokens,
+``ignore_eos`` as load generators do); each request's TTFT (its first text chunk) and TPOT (the
+mean gap between its chunks after the first) are measured by the client. The same arrivals go
+through ``rightsizer.sizing.traffic.simulate`` with the engine's token budget and sequence cap
+and the prompts' measured lengths (the server's own ``usage``).
+
+The simulation needs this engine's step time and host costs on this CPU. They are calibrated on
+the server itself at two rates (a trickle and about half of the burst throughput): a step of
+``d`` decoding sequences and ``c`` prompt tokens takes ``a + b d + p c`` ms, and each request
+costs the front end ``f`` ms (one at a time) plus ``l`` ms of latency no queue holds; the five
+are fitted (scipy, least squares on log errors of mean and p95 TTFT and TPOT). The other rates
+are held out: the table compares them.
+
+    .venv/bin/python benchmarks/bench_open_loop.py [--requests 120] [--calibrate 0.1,0.5] [--validate 0.25,0.65,0.8]
+
+Rates are fractions of the burst throughput measured first (``--requests`` sent at once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_serving import TASK, inputs, make_artifacts, start_server  # noqa: E402
+
+from rightsizer.serving.contract import EngineConfig  # noqa: E402
+from rightsizer.sizing.traffic import Lengths, TailFigures, simulate  # noqa: E402
+
+OUTPUT_TOKENS = 16
+PARAMS = ("step_ms", "seq_ms", "prefill_token_ms", "front_ms", "latency_ms")
+
+
+async def one(session, base: str, text: str, at: float, t0: float) -> dict:
+    """One streamed request sent at ``t0 + at``: its TTFT, TPOT and token counts."""
+    delay = t0 + at - time.perf_counter()
+    if delay > 0:
+        await asyncio.sleep(delay)
+    sent = time.perf_counter()
+    stamps, usage = [], None
+    async with session.post(f"{base}/v1/completions", json={
+            "model": TASK, "prompt": text, "stream": True, "max_tokens": OUTPUT_TOKENS, "ignore_eos": True,
+            "stream_options": {"include_usage": True}}) as r:
+        if r.status != 200:
+            raise RuntimeError(f"{r.status}: {await r.text()}")
+        async for line in r.content:
+            line = line.decode().strip()
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("usage"):
+                usage = chunk["usage"]
+            if chunk.get("choices") and chunk["choices"][0].get("text"):
+                stamps.append(time.perf_counter())
+    ttft = (stamps[0] - sent) * 1e3 if stamps else math.nan
+    tpot = (stamps[-1] - stamps[0]) * 1e3 / (len(stamps) - 1) if len(stamps) > 1 else math.nan
+    return {"ttft": ttft, "tpot": tpot, "prompt_tokens": usage["prompt_tokens"],
+            "completion_tokens": usage["completion_tokens"], "chunks": len(stamps)}
+
+
+def arrivals(rate: float, n: int, seed: int) -> np.ndarray:
+    """The arrival times ``simulate`` draws for (rate, n, seed): the same first draws of its generator."""
+    if math.isinf(rate):
+        return np.zeros(n)
+    return np.cumsum(np.random.default_rng(seed).exponential(1.0 / rate, size=n))
+
+
+async def run(base: str, texts: list[str], rate: float, seed: int) -> list[dict]:
+    import aiohttp
+
+    at = arrivals(rate, len(texts), seed)
+    conn = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=600)) as session:
+        t0 = time.perf_counter() + 0.2
+        return await asyncio.gather(*(one(session, base, t, a, t0) for t, a in zip(texts, at)))
+
+
+def figures(results: list[dict], warmup: float = 0.1) -> dict:
+    kept = results[int(len(results) * warmup):]
+    ttft = [r["ttft"] for r in kept]
+    tpot = [r["tpot"] for r in kept if not math.isnan(r["tpot"])]
+    return {"ttft_mean_ms": float(np.mean(ttft)), "ttft_p95_ms": float(np.percentile(ttft, 95)),
+            "tpot_mean_ms": float(np.mean(tpot)), "tpot_p95_ms": float(np.percentile(tpot, 95)),
+            "requests": len(kept)}
+
+
+def predict(theta: dict, lengths: Lengths, rate: float, n: int, seed: int, budget: int, max_seqs: int) -> TailFigures:
+    def step(d: int, ctx: float, c: float, prompt: int) -> float:
+        return theta["step_ms"] + theta["seq_ms"] * d + theta["prefill_token_ms"] * c
+
+    return simulate(step, lengths, rate, token_budget=budget, max_seqs=max_seqs, requests=n, seed=seed,
+                    warmup=0.1, front_end_ms=theta["front_ms"], server_latency_ms=theta["latency_ms"])
+
+
+KEYS = ("ttft_mean_ms", "ttft_p95_ms", "tpot_mean_ms", "tpot_p95_ms")
+
+
+def fit(measured: list[tuple[float, dict]], lengths, n, seed, budget, max_seqs, start: dict) -> dict:
+    from scipy.optimize import minimize
+
+    def loss(x) -> float:
+        theta = dict(zip(PARAMS, np.abs(x)))
+        total = 0.0
+        for rate, m in measured:
+            p = predict(theta, lengths, rate, n, seed, budget, max_seqs).to_dict()
+            total += sum(math.log(max(p[k], 1e-3) / m[k]) ** 2 for k in KEYS)
+        return total
+
+    x0 = [start[k] for k in PARAMS]
+    res = minimize(loss, x0, method="Nelder-Mead", options={"maxfev": 600, "xatol": 1e-3, "fatol": 1e-4})
+    return dict(zip(PARAMS, (round(float(abs(v)), 4) for v in res.x)))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--requests", type=int, default=120, help="requests per rate (and in the burst)")
+    ap.add_argument("--calibrate", default="0.1,0.5", help="fractions of the burst throughput the fit uses")
+    ap.add_argument("--validate", default="0.25,0.65,0.8", help="fractions held out")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default="", help="write the figures here too")
+    args = ap.parse_args()
+    cal = [float(x) for x in args.calibrate.split(",")]
+    val = [float(x) for x in args.validate.split(",")]
+    cfg = EngineConfig()
+    budget, max_seqs = cfg.max_batch_tokens, cfg.max_requests_per_batch
+    work = Path(tempfile.mkdtemp(prefix="bench-open-loop-"))
+    spec = make_artifacts(work)
+    proc, base = start_server(work)
+    measured: dict[float, dict] = {}
+    try:
+        asyncio.run(run(base, inputs(spec, 24, "warm"), math.inf, args.seed))  # warm-up, not measured
+        t = time.perf_counter()
+        burst = asyncio.run(run(base, inputs(spec, args.requests, "burst"), math.inf, args.seed))
+        capacity = len(burst) / (time.perf_counter() - t - 0.2)
+        lengths = Lengths.from_samples([r["prompt_tokens"] for r in burst], [OUTPUT_TOKENS] * len(burst),
+                                       source="measured: the server's usage")
+        for frac in sorted(set(cal + val)):
+            rate = frac * capacity
+            results = asyncio.run(run(base, inputs(spec, args.requests, f"r{frac}"), rate, args.seed))
+            measured[frac] = {"rate": rate, **figures(results)}
+            print(f"measured at {rate:6.2f} req/s ({frac:.2f} of the burst's {capacity:.1f}): "
+                  + ", ".join(f"{k} {measured[frac][k]:.1f}" for k in KEYS), flush=True)
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=120)
+    lone = measured[min(cal)]
+    start = {"step_ms": lone["tpot_mean_ms"] * 0.8, "seq_ms": 0.1, "prefill_token_ms": 0.01,
+             "front_ms": 1.0, "latency_ms": max(0.0, lone["ttft_mean_ms"] - lone["tpot_mean_ms"])}
+    theta = fit([(measured[f]["rate"], measured[f]) for f in cal], lengths, args.requests, args.seed, budget,
+                max_seqs, start)
+    print(f"\ncalibrated on rates {cal} x the burst throughput: " + ", ".join(f"{k} {v}" for k, v in theta.items()))
+    print("\n| rate (req/s) | share of burst | role | metric | measured ms | predicted ms | error |")
+    print("|---:|---:|---|---|---:|---:|---:|")
+    rows, errors = [], []
+    for frac in sorted(measured):
+        m = measured[frac]
+        p = predict(theta, lengths, m["rate"], args.requests, args.seed, budget, max_seqs).to_dict()
+        role = "calibration" if frac in cal else "held out"
+        for k in KEYS:
+            err = p[k] / m[k] - 1
+            if role == "held out":
+                errors.append(abs(err))
+            rows.append({"rate": m["rate"], "share": frac, "role": role, "metric": k, "measured": m[k],
+                         "predicted": p[k], "error": err, "saturated": p["saturated"]})
+            print(f"| {m['rate']:.2f} | {frac:.2f} | {role} | {k} | {m[k]:.1f} | {p[k]:.1f} | {err:+.0%} |")
+    print(f"\nheld-out mean absolute error {np.mean(errors):.1%}, worst {max(errors):.1%} "
+          f"({len(errors)} figures at {len(val)} rates)")
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end; "
+          f"engine: max_batch_tokens {budget}, max_requests_per_batch {max_seqs}; "
+          f"prompt lengths {lengths.summary()['prompt_tokens']}")
+    print(f"rerun: .venv/bin/python benchmarks/bench_open_loop.py --requests {args.requests} "
+          f"--calibrate {args.calibrate} --validate {args.validate} --seed {args.seed}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"capacity_req_per_s": capacity, "theta": theta, "rows": rows,
+                                               "lengths": lengths.to_dict()}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
