@@ -160,8 +160,12 @@ def build_record(spec: TaskSpec, sel: Selection, chosen_eval: dict, baseline_eva
 
 
 def task_lengths(spec: TaskSpec, evaluation: dict) -> Lengths:
-    """The task's request lengths: measured by the evaluate step (its ``lengths``: the eval
-    split through the model's tokenizer and prompt format), or the spec's typical shape."""
+    """The task's request lengths: the spec's ``workload.lengths`` when it gives them, else
+    measured by the evaluate step (its ``lengths``: the eval split through the model's
+    tokenizer and prompt format), else the spec's typical shape."""
+    if spec.workload.lengths:
+        return Lengths.from_dict({"histogram": spec.workload.lengths, "source": "spec (workload.lengths)"},
+                                 where=f"{spec.name}: workload.lengths")
     if evaluation.get("lengths"):
         return Lengths.from_dict(evaluation["lengths"], where=f"{spec.name} evaluation lengths")
     return Lengths.fixed(spec.workload.prompt_tokens, spec.workload.output_tokens, source="typical (task spec workload)")
@@ -170,13 +174,13 @@ def task_lengths(spec: TaskSpec, evaluation: dict) -> Lengths:
 def at_planned_rate(spec: TaskSpec, lengths: Lengths, rec_c: Recommendation,
                     rec_b: Recommendation | None = None) -> dict | None:
     """Mean and p95 TTFT and TPOT of each side's sized option at the planned request rate
-    (the SLO's output tokens/s over the mean output length, split over its replicas),
-    requests arriving at random (``sizing.estimate.tail``), and the rate one replica holds
-    within the p95 targets. None without a throughput target (no planned rate)."""
+    (the spec's ``workload.request_rate``, else the SLO's output tokens/s over the mean output
+    length; split over its replicas), requests arriving at random (``sizing.estimate.tail``),
+    and the rate one replica holds within the p95 targets. None without either (no planned rate)."""
     tokens_per_s = spec.slo.throughput_tokens_per_s
-    if not tokens_per_s:
+    if not (spec.workload.request_rate or tokens_per_s):
         return None
-    rate = tokens_per_s / lengths.mean(1)
+    rate = spec.workload.request_rate or tokens_per_s / lengths.mean(1)
     out: dict = {"request_rate": rate, "lengths_source": lengths.source,
                  "slo": {"ttft_p95_ms": spec.slo.ttft_ms, "tpot_p95_ms": spec.slo.tpot_ms}}
     for side, rec in (("chosen", rec_c), ("baseline", rec_b)):

@@ -144,3 +144,27 @@ def test_the_fleet_plan_states_the_rate_each_group_holds():
             planned = sum(m["throughput_tokens_per_s"] / d["output_tokens"]
                           for m in g["models"] for d in fleet["demands"] if d["name"] == m["name"])
             assert h["planned_request_rate"] == pytest.approx(planned)
+
+
+def test_the_decision_record_keeps_the_lengths_and_the_p95_at_the_planned_rate(sentiment_spec):
+    """size_gpu's record: the task's length histogram (the spec's, when it gives one) and each
+    side's mean and p95 at the planned request rate (the spec's, else throughput over the
+    mean output), with the rate one replica holds within the p95 targets."""
+    import dataclasses
+
+    from test_fleet import TINY_L, TINY_S, _record
+
+    rec = _record(sentiment_spec, TINY_S, TINY_L)
+    t = rec["traffic"]
+    assert t["request_rate"] == pytest.approx(sentiment_spec.slo.throughput_tokens_per_s
+                                              / sentiment_spec.workload.output_tokens)
+    for side in ("chosen", "baseline"):
+        s = t[side]
+        assert s["ttft_p95_ms"] > 0 and s["tpot_p95_ms"] > 0 and s["meets_p95"] is True
+        assert s["max_rate_per_replica"] >= s["per_replica_rate"]
+    assert rec["workload"]["lengths"]["source"].startswith("typical")
+    wl = dataclasses.replace(sentiment_spec.workload, request_rate=3.0, lengths=[[40, 2, 5], [200, 6, 1]])
+    rec = _record(dataclasses.replace(sentiment_spec, workload=wl), TINY_S, TINY_L)
+    assert rec["traffic"]["request_rate"] == 3.0 and rec["traffic"]["chosen"]["per_replica_rate"] == 3.0
+    assert rec["workload"]["lengths"]["source"] == "spec (workload.lengths)"
+    assert rec["workload"]["lengths"]["histogram"] == [[40, 2, 5], [200, 6, 1]]

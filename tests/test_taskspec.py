@@ -86,6 +86,11 @@ def test_all_problems_reported_at_once():
     (lambda r: r["dataset"].pop("eval"), "no 'eval' split"),
     (lambda r: r["slo"].update(throughput_tokens_per_s=-5), r"slo.throughput_tokens_per_s: -5.0; expected >= 0"),
     (lambda r: r["slo"].update(throughput_tokens_per_s=float("nan")), r"slo.throughput_tokens_per_s: nan"),
+    (lambda r: r.setdefault("workload", {}).update(request_rate=-1), r"workload.request_rate: -1.0; expected >= 0"),
+    (lambda r: r.setdefault("workload", {}).update(lengths=[[20, 4]]),
+     r"workload.lengths\[0\]: \[20, 4\]; expected \[prompt_tokens, output_tokens, count\]"),
+    (lambda r: r.setdefault("workload", {}).update(lengths=[[20, 0, 3]]), r"workload.lengths\[0\]: \[20, 0, 3\]"),
+    (lambda r: r.setdefault("workload", {}).update(lengths=[]), "workload.lengths: empty"),
 ])
 def test_bad_values(change, message):
     raw = copy.deepcopy(_raw())

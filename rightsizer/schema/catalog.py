@@ -77,7 +77,8 @@ class CpuEntry:
 class EfficiencyFactor:
     """One empirical correction factor of the sizing engine, with the measurement it comes from."""
 
-    value: float | bool | dict[str, float]  # a number, a switch, or one number per precision
+    # a number, a switch, one number per precision, or one set of numbers per serving engine
+    value: float | bool | dict[str, float] | dict[str, dict[str, float]]
     source: str
 
 

@@ -48,6 +48,12 @@ class Workload:
     prompt_tokens: int = 128
     output_tokens: int = 16
     batch: int = 1
+    # requests/s arriving at random that the p95 figures are simulated at (0: the SLO's
+    # throughput over the mean output length)
+    request_rate: float = 0.0
+    # the requests' lengths as [prompt_tokens, output_tokens, count] rows (None: measured on
+    # the eval split with the chosen model's tokenizer and prompt format)
+    lengths: list[list[int]] | None = None
 
 
 @dataclass

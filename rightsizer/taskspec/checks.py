@@ -93,6 +93,15 @@ def _check_values(spec: TaskSpec, problems: list[str]) -> None:
     for name in ("prompt_tokens", "output_tokens", "batch"):
         if getattr(spec.workload, name) <= 0:
             problems.append(f"workload.{name}: {getattr(spec.workload, name)}; expected > 0")
+    if not spec.workload.request_rate >= 0:  # NaN fails too
+        problems.append(f"workload.request_rate: {spec.workload.request_rate}; expected >= 0 requests/s "
+                        "(0: the SLO's throughput over the mean output length)")
+    for i, row in enumerate(spec.workload.lengths or []):
+        if len(row) != 3 or any(v < 1 for v in row):
+            problems.append(f"workload.lengths[{i}]: {row}; expected [prompt_tokens, output_tokens, count], "
+                            "each >= 1")
+    if spec.workload.lengths == []:
+        problems.append("workload.lengths: empty; give [prompt_tokens, output_tokens, count] rows or leave it out")
     for p in spec.precisions:
         if p not in SEARCH_ORDER:
             problems.append(f"precisions: {p!r}; expected some of {list(SEARCH_ORDER)}")
