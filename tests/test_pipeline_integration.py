@@ -133,6 +133,14 @@ def test_decision_records(run):
         assert c["quality"] >= rec["threshold"]
         assert b["model"] == "demo:tiny-l" and b["rung"] == "zero_shot"
         assert c["params"] < b["params"] or rec["task"] == "chat_routing"  # its saving is the cascade
+        # the requests' lengths as the evaluate step measured them (the eval split through the
+        # model's tokenizer and prompt format), and each side's p95 at the planned request rate
+        lengths = rec["workload"]["lengths"]
+        assert lengths["source"].startswith("measured: eval split") and lengths["requests"] > 0
+        assert lengths["summary"]["prompt_tokens"]["p95"] >= lengths["summary"]["prompt_tokens"]["p50"] > 0
+        traffic = rec["traffic"]
+        assert traffic["request_rate"] > 0 and traffic["chosen"]["ttft_p95_ms"] > 0
+        assert traffic["chosen"]["max_rate_per_replica"] > 0 and traffic["baseline"]["tpot_p95_ms"] > 0
         assert c["gpu"] and not c["gpu"].startswith("none")
         assert c["cost_per_1m_tokens"] > 0 and math.isfinite(c["ttft_ms"])
         assert c["ttft_ms"] <= 150 and c["tpot_ms"] <= 40  # meets the SLO (estimate)
@@ -377,6 +385,8 @@ def test_the_fleet_plan_decides_the_deployment(run):
     assert [m.get("cascade") for s in plan["function_specs"] for m in s["models"] if m["tasks"] == ["chat_routing"]] == [
         "demo:tiny-s"]
     assert plan["price_list"]["name"] == records["ticket_routing"]["price_list"]["name"]
+    for g in plan["groups"]:  # each group states the request rate it holds within its p95 targets
+        assert g["holds"]["planned_request_rate"] > 0 and g["holds"]["request_rate"] > 0
     assert plan["baseline"] and plan["comparison"]["cost_per_hour"]["baseline"] > 0
     # the plan names the engine every group runs and what its sizing assumed (not calibrated here)
     assert plan["serving_engine"]["deployed"].startswith("rightsizer continuous batching")
