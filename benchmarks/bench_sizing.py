@@ -1,7 +1,8 @@
 """Speed of the sizing engine, and its accuracy against published measurements.
 
 Rerun:  .venv/bin/python benchmarks/bench_sizing.py
-Targets (issue 3): one estimate < 50 ms; a recommendation over the whole catalog < 1 s.
+Targets (issue 3): one estimate < 50 ms; a recommendation over the whole catalog < 1 s;
+(issue 33) a fleet plan for 50 tasks < 30 s, with every group's p95-held rate simulated.
 Prints figures only; nothing here asserts on time (the machine is shared).
 
 On a CUDA machine, ``python3 benchmarks/bench_sizing.py --measure-gpu OUT_DIR`` builds
@@ -62,6 +63,17 @@ def main() -> None:
     med, worst = timed(lambda: recommend(seventy, wl, SLO(2000, 60, throughput_tokens_per_s=1000)), 5)
     print(f"recommend (Llama-2-70B, throughput target):             median {med:6.1f} ms   max {worst:6.1f} ms")
 
+    from rightsizer.sizing.estimate import tail
+
+    small = str(ROOT / "tasks" / "examples" / "configs" / "qwen2.5-0.5b.json")
+    est = estimate(small, "L4", Workload(512, 128, 8))
+    for rate in (5.0, 0.6 * est.max_throughput_tokens_per_s / 128):
+        med, worst = timed(lambda r=rate: tail(est, r), 10)
+        print(f"open-loop p95 (Qwen2.5-0.5B, L4, {rate:7.1f} req/s):         median {med:6.1f} ms   max {worst:6.1f} ms")
+    plan_s, groups = plan_50()
+    print(f"fleet plan, 50 tasks (ffd, every group's held rate simulated): {plan_s:6.1f} s ({groups} groups)"
+          "   target < 30 s")
+
     print("\nAccuracy against published measurements (TPOT at batch 1, default factors):\n")
     print("| case | model | GPU | precision | measured TPOT ms | estimated ms | error | role |")
     print("|---|---|---|---|---:|---:|---:|---|")
@@ -73,6 +85,32 @@ def main() -> None:
         print(f"| {rid} | {cfg_name} | {count}x {gpu} | {prec} | {measured:.2f} | {pred:.2f} | {err:+.0%} | {role} |")
     print(f"\nmean |error| {statistics.mean(errors):.1%}, max |error| {max(errors):.1%}")
     print("\nrerun: .venv/bin/python benchmarks/bench_sizing.py")
+
+
+def plan_50() -> tuple[float, int]:
+    """A fleet plan of 50 tasks over the hub example's four models, varied traffic and SLOs."""
+    import random
+
+    from rightsizer.plan import plan_fleet
+    from rightsizer.sizing.params import load_config
+
+    configs = [load_config(str(ROOT / "tasks" / "examples" / "configs" / f"{n}.json"))
+               for n in ("smollm2-135m", "qwen2.5-0.5b", "gemma-2-2b", "llama-3.1-8b")]
+    rng = random.Random(0)
+    decisions = []
+    for i in range(50):
+        cfg = configs[i % 4]
+        decisions.append({
+            "task": f"t{i:02d}", "chosen": {"model": f"m{i % 4}", "params": 1, "precision": "int8", "config": cfg},
+            "baseline": {"model": "big", "params": 9, "precision": "bf16", "config": configs[-1]},
+            "workload": {"prompt_tokens": rng.choice([128, 256, 512]), "output_tokens": rng.choice([4, 16, 64]),
+                         "batch": 8},
+            "slo": {"ttft_ms": rng.choice([500, 1000, 2000]), "tpot_ms": 60,
+                    "throughput_tokens_per_s": rng.choice([50, 200, 500])},
+            "price_list": {"name": "aws-on-demand-us-east-1"}})
+    t = time.perf_counter()
+    fleet = plan_fleet(decisions, baseline=False)
+    return time.perf_counter() - t, len(fleet.groups)
 
 
 GPU_NAMES = {"H100": "H100-SXM", "H200": "H200", "A100-SXM4-80GB": "A100-80GB", "A100-SXM4-40GB": "A100-40GB",
