@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
 import uuid
@@ -54,6 +55,7 @@ from rightsizer.serving import api
 from rightsizer.serving.contract import Answer, EngineConfig
 from rightsizer.serving.cascade import CascadeEngine, engine_for
 from rightsizer.serving.engine import TaskEngine
+from rightsizer.serving.traffic_log import TRAFFIC_LOG_ENV, TRAFFIC_SAMPLE_ENV, TrafficLog
 from rightsizer.errors import ConfigError
 from rightsizer.serving.errors import ServingError
 
@@ -281,6 +283,25 @@ def shared_engine(bundle_path: str, engine: dict) -> TaskEngine | CascadeEngine:
         return found
 
 
+_TRAFFIC: dict[tuple, TrafficLog | None] = {}  # the served-traffic record, per environment setting
+
+
+def record_traffic(task: str, engine, inputs: list[str], answers: list[Answer], seconds: float) -> None:
+    """Each answer in the served-traffic record (``$RIGHTSIZER_TRAFFIC_LOG``; nothing when unset):
+    the model that answered (a cascade's ``answered_by``), its input and answer, never a header."""
+    key = (os.environ.get(TRAFFIC_LOG_ENV, ""), os.environ.get(TRAFFIC_SAMPLE_ENV, ""))
+    if key not in _TRAFFIC:  # the environment decides, read once per setting
+        _TRAFFIC[key] = TrafficLog.from_env()
+    log = _TRAFFIC[key]
+    if log is None:
+        return
+    base = (engine.card() or {}).get("base_model") or task
+    for text, a in zip(inputs, answers):
+        log.record(task=task, model=str(a.response.get("answered_by") or base), input=text,
+                   answer=api.answer_text(a.response), latency_ms=seconds * 1e3, prompt_tokens=a.prompt_tokens,
+                   completion_tokens=a.completion_tokens, deferred=a.response.get("deferred"))
+
+
 class TaskRunner(Model):
     """One task's engine inside the ModelRunnerStep (asyncio: it awaits the engine's batchers).
 
@@ -324,9 +345,11 @@ class TaskRunner(Model):
         try:
             if self.task_engine is None:
                 raise _not_loaded(self.name, self.failure)
+            started = time.perf_counter()
             answers = await self.task_engine.answer_async(body["inputs"], body["max_tokens"], body.get("stop"),
                                                           body.get("cache_salt"), bool(body.get("ignore_eos")),
                                                           body.get("logprobs"))
+            record_traffic(self.name, self.task_engine, body["inputs"], answers, time.perf_counter() - started)
         except ServingError as e:
             return {**out, **_failure(e)}
         except Exception as e:  # a bug or a lost batcher: a 500 naming it, not a hung request
@@ -369,9 +392,11 @@ class StreamStep(storey.ConcurrentExecution):
             engine = self._engines.get(task)
             if engine is None:
                 raise _not_loaded(task, self._failures.get(task, "not served here"))
+            started = time.perf_counter()
             async for item in engine.stream_async(body["inputs"][0], body.get("max_tokens"), body.get("stop"),
                                                   bool(body.get("ignore_eos"))):
                 if isinstance(item, Answer):
+                    record_traffic(task, engine, body["inputs"][:1], [item], time.perf_counter() - started)
                     yield {**out, "stream_id": stream_id, "created": created, "answer": vars(item)}
                 else:
                     yield {**out, "stream_id": stream_id, "created": created, "delta": item}

@@ -39,6 +39,7 @@ from functions.serving import SSE, set_task_models
 from rightsizer.layout import RunLayout, find_bundles, latest_run
 from rightsizer.routing import API_KEYS_ENV, ROUTES, RouteError
 from rightsizer.serving.engine import stop_all
+from rightsizer.serving.traffic_log import TRAFFIC_LOG_ENV, TRAFFIC_SAMPLE_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 BODY_TIMEOUT_S = 30.0  # a body that has not arrived whole by then (shorter than its Content-Length): 408
@@ -272,7 +273,17 @@ def main(argv: list[str] | None = None) -> None:
                              f"several keys; or set ${API_KEYS_ENV}, comma-separated)")
     parser.add_argument("--body-timeout", type=float, default=BODY_TIMEOUT_S, metavar="SECONDS",
                         help="a request body not received whole by then is answered 408")
+    parser.add_argument("--traffic-log", default=os.environ.get(TRAFFIC_LOG_ENV, ""), metavar="PATH",
+                        help="record sampled answers here (JSON lines, rotated at 16 MiB; the served-source "
+                             "re-evaluation reads it); default: nothing recorded")
+    parser.add_argument("--traffic-sample", type=float, default=1.0, metavar="SHARE",
+                        help="the share of answers recorded, in (0, 1] (default 1)")
     args = parser.parse_args(argv)
+    if args.traffic_log:  # the graph reads them from its environment, as a pod would
+        if not 0 < args.traffic_sample <= 1:
+            raise SystemExit(f"--traffic-sample: {args.traffic_sample}; expected a share in (0, 1]")
+        os.environ[TRAFFIC_LOG_ENV] = str(Path(args.traffic_log).expanduser().resolve())
+        os.environ[TRAFFIC_SAMPLE_ENV] = str(args.traffic_sample)
     if args.body_timeout <= 0:
         raise SystemExit(f"--body-timeout: {args.body_timeout}; expected seconds > 0")
     if args.api_key:  # the graph reads the keys from its environment, as a pod gets them from a secret

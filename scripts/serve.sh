@@ -2,6 +2,7 @@
 # Serve the latest size_and_deploy run's task models over real HTTP (the serving graph Nuclio
 # would run, behind a local aiohttp listener): V2 and OpenAI-compatible routes. Ctrl-C stops.
 # Usage: bash scripts/serve.sh [--port 8080] [--host 127.0.0.1] [--artifacts DIR] [--engine JSON]
+#        [--traffic-log PATH [--traffic-sample SHARE]]
 #        [--api-key KEY ...] [--body-timeout SECONDS]
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"

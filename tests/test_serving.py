@@ -164,3 +164,24 @@ def test_input_longer_than_the_context_gets_400_naming_the_limit(server):
         json.loads(resp.body)["error"]["message"])
     # the engine is not held up by it: the next request gets the answer it got before
     assert _infer(server, "ticket_routing", ["I was charged twice"])[0] == before
+
+
+def test_the_graph_records_sampled_answers_when_a_traffic_log_is_set(server, tmp_path, monkeypatch):
+    """With $RIGHTSIZER_TRAFFIC_LOG (serve.sh --traffic-log) the graph writes each answer's task,
+    answering model, input, answer, latency and tokens; never a header (the key sent is nowhere
+    in the file)."""
+    from rightsizer.serving.traffic_log import TRAFFIC_LOG_ENV, read_traffic
+
+    log = tmp_path / "traffic.jsonl"
+    monkeypatch.setenv(TRAFFIC_LOG_ENV, str(log))
+    texts = ["where is my parcel", "my card was charged twice"]
+    out = _infer(server, "ticket_routing", texts)
+    server.test("/v1/completions", body={"model": "review_sentiment", "prompt": "the screen is great"},
+                headers={"Authorization": "Bearer secret-key-123"})
+    rows = list(read_traffic(log))
+    assert [(r["task"], r["model"], r["input"]) for r in rows] == [
+        ("ticket_routing", "demo:tiny-s", texts[0]), ("ticket_routing", "demo:tiny-s", texts[1]),
+        ("review_sentiment", "demo:tiny-m", "the screen is great")]
+    assert [r["answer"] for r in rows[:2]] == [o["label"] for o in out]
+    assert all(r["latency_ms"] > 0 and r["prompt_tokens"] > 0 for r in rows)
+    assert "secret-key-123" not in log.read_text() and "Authorization" not in log.read_text()
