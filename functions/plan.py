@@ -163,7 +163,10 @@ def deploy_plan(context: mlrun.MLClientCtx, plan: str, models: dict, mock: bool 
         fn.metadata.name = name
         group, engines = group_models(spec, models)
         set_task_models(fn, group, engines=engines)
-        configure_group(fn, spec)
+        # model monitoring on a cluster (the mock deploy has no monitoring stream to write to;
+        # offline, serve.sh --traffic-log records the traffic instead)
+        configure_group(fn, spec, tracking_percentage=0.0 if mock else float(
+            project.get_param("tracking_percentage", 10)))
         require_api_keys(fn, project)
         project.set_function(fn, name=name)  # project.get_function(name) is what was deployed
         status = project.deploy_function(fn, mock=mock)

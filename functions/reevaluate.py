@@ -6,15 +6,17 @@ from pathlib import Path
 
 import mlrun
 
-from functions.mlrun_io import log_results, localize_dir, log_table, project_file
+from functions.mlrun_io import current_project, log_plot, log_results, localize_dir, log_table, project_file
 from rightsizer.layout import RunLayout, latest_run
-from rightsizer.reevaluate import reevaluate_bundle
+from rightsizer.monitor import served_figure
+from rightsizer.reevaluate import reevaluate_bundle, reevaluate_served
 from rightsizer.taskspec import load_task
 from rightsizer.unsized import not_deployed_reason
 
 
 def reevaluate(context: mlrun.MLClientCtx, task_spec: str, fresh_split: str = "fresh",
-               models: str = "") -> None:
+               models: str = "", source: str = "fresh", traffic_log: str = "", window_s: float = 3600.0,
+               shadow: bool = True) -> None:
     """Re-evaluate the task's registered model on ``fresh_split`` (a split name or data path).
 
     ``models``: where the deployed models are: "" for the registered model
@@ -26,13 +28,24 @@ def reevaluate(context: mlrun.MLClientCtx, task_spec: str, fresh_split: str = "f
     regression the model artifact gets the label ``regression=true`` (where an MLRun DB is).
     A task that run could not size (deployed without it, ``deploy_partial``) is not an error:
     results ``deployed`` false and ``action`` saying why, so the other tasks' steps still run.
+
+    ``source="served"``: no labels. The served-traffic record (``traffic_log``; default the
+    project's ``traffic_log`` param, else ``artifacts/traffic.jsonl``) of the run at ``models``
+    against the task's eval split, per ``window_s`` seconds: input-length and answer-mix drift,
+    p95 latency against the SLO, a cascade's deferral share and (``shadow``) agreement with the
+    run's baseline model answering the same inputs (``rightsizer.monitor``).
     """
     spec = load_task(project_file(task_spec))
+    if source not in ("fresh", "served"):
+        raise ValueError(f"source: {source!r}; expected fresh (a labelled split) or served (the traffic record)")
     if models and not mlrun.datastore.is_store_uri(models) and Path(project_file(models)).is_dir():
         models = str(latest_run(project_file(models)))  # a folder of runs: the latest one
     if models and (reason := not_deployed_reason(models, spec.name)):
         context.logger.warning(f"{spec.name}: {reason}")
         log_results(context, {"deployed": False, "regression": False, "action": reason})
+        return
+    if source == "served":
+        _served(context, spec, models, traffic_log, window_s, shadow)
         return
     if not models:
         model_uri = f"store://models/{context.project}/{spec.name}"
@@ -51,3 +64,24 @@ def reevaluate(context: mlrun.MLClientCtx, task_spec: str, fresh_split: str = "f
             artifact.metadata.labels["regression"] = "true"
             mlrun.get_run_db().store_artifact(artifact.spec.db_key, artifact.to_dict(),
                                               project=context.project)
+
+
+def _served(context: mlrun.MLClientCtx, spec, models: str, traffic_log: str, window_s: float, shadow: bool) -> None:
+    """The served-source check (``rightsizer.reevaluate.reevaluate_served``) of a local run's
+    deployment: table ``served_monitoring`` (a row per window), chart ``served_chart``, results
+    ``requests``, ``flags``, ``regression``, ``action``."""
+    if not models or mlrun.datastore.is_store_uri(models):
+        raise ValueError("source served: models must be a local size_and_deploy run (its artifact path), "
+                         "whose decision records and evaluations name the shadow model")
+    log = project_file(traffic_log or (current_project(context).get_param("traffic_log", "") if current_project(context)
+                                       else "") or "artifacts/traffic.jsonl")
+    out = reevaluate_served(spec, models, log, window_s=float(window_s), shadow=bool(shadow))
+    if out["windows"]:
+        log_table(context, "served_monitoring", [{"task": spec.name, **w} for w in out["windows"]])
+        log_plot(context, "served_chart", served_figure(out))
+    else:
+        context.logger.info(out["action"])
+    log_results(context, {"deployed": True, "source": "served", "requests": out["requests"],
+                          "flags": out["flags"], "regression": out["regression"], "action": out["action"]})
+    if out["regression"]:
+        context.logger.warning(f"SERVED TRAFFIC on {spec.name}: {out['action']}")

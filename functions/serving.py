@@ -151,12 +151,13 @@ def set_task_models(fn, models: dict[str, str] | list[dict], engine: dict | None
     graph.add_step(class_name="Responder", name="respond", after=[unbatch.name, stream.name, parse.name]).respond()
 
 
-def configure_group(fn, spec: dict) -> None:
+def configure_group(fn, spec: dict, tracking_percentage: float = 0.0) -> None:
     """Give serving function ``fn`` one placement group's deployment (a fleet plan's
     ``function_specs`` entry): its device resource (``nvidia.com/gpu`` or a MIG resource such
     as ``nvidia.com/mig-1g.10gb``; none for a CPU group), CPU/memory requests, the node
     selector for the device product or instance type, and the replica bounds (min 0: the
-    group scales to zero)."""
+    group scales to zero). ``tracking_percentage`` > 0: MLRun model monitoring on that share of
+    the requests (``set_tracking``), so each task model is a model endpoint on a cluster."""
     limits = {k: str(v) for k, v in (spec.get("resources", {}).get("limits") or {}).items()}
     requests = {k: str(v) for k, v in (spec.get("resources", {}).get("requests") or {}).items()}
     resources = fn.spec.resources
@@ -171,6 +172,10 @@ def configure_group(fn, spec: dict) -> None:
     fn.spec.max_replicas = int(spec.get("max_replicas", 1))
     fn.spec.min_replicas = int(spec.get("min_replicas", 0))  # after max: Nuclio reads both
     fn.set_label("rightsizer/group", spec.get("group", ""))
+    if tracking_percentage:
+        if not 0 < float(tracking_percentage) <= 100:
+            raise ValueError(f"tracking_percentage: {tracking_percentage}; expected a percentage in (0, 100]")
+        fn.set_tracking(sampling_percentage=float(tracking_percentage))
 
 
 def end_mock_deploy(fn) -> None:

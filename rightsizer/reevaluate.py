@@ -85,3 +85,54 @@ def reevaluate_cascade(spec: TaskSpec, bundle_dir: str | Path, split: str, pair:
             "registered_quality": pair.get("quality"),
             "fresh_quality": metrics.compute(spec.metric, gold, mixed, list(spec.labels)),
             "fresh_examples": len(rows)}
+
+
+def reevaluate_served(spec: TaskSpec, run_dir: str | Path, traffic_log: str | Path, window_s: float = 3600.0,
+                      shadow: bool = True) -> dict:
+    """The task's served traffic (``traffic_log``, ``scripts/serve.sh --traffic-log``) against its
+    eval split, without labels (``rightsizer.monitor.served_report``), for the deployment of the
+    ``size_and_deploy`` run at ``run_dir``: a cascade's evaluated deferral rate from its bundle,
+    and, with ``shadow``, the run's baseline model answering the served inputs, held to the
+    agreement the chosen and the baseline model had on the eval split (their evaluate steps'
+    answers)."""
+    import json
+
+    from rightsizer.evaluate import load_rows
+    from rightsizer.inference import load_model, predict
+    from rightsizer.layout import RunLayout
+    from rightsizer.models import resolve_model_ref
+    from rightsizer.monitor import agreement, served_report
+    from rightsizer.runtime.target import resolve_target
+    from rightsizer.serving.traffic_log import read_traffic
+
+    layout = RunLayout(Path(run_dir))
+    traffic = list(read_traffic(traffic_log))
+    if not any(r.get("task") == spec.name for r in traffic):  # served nothing of this task: nothing to flag
+        seen = sorted({str(r.get("task")) for r in traffic})
+        return {"task": spec.name, "source": "served", "requests": 0, "windows": [], "flags": [], "regression": False,
+                "action": f"none: no served traffic for task {spec.name} in {traffic_log} (it holds {', '.join(seen)})"}
+    reference = load_rows(spec, spec.eval_split, spec.max_eval_examples)
+    bundle = layout.bundle_dir(spec.name)
+    pair = read_cascade(bundle) if bundle.is_dir() else None
+    evaluated_deferral = float(pair["deferral_rate"]) if pair else None
+    shadow_fn, ref_agree = None, None
+    if shadow:
+        evals = [layout.evaluation_file(spec.name, label) for label in ("chosen", "baseline")]
+        decision = layout.decision_file(spec.name)
+        missing = [str(p) for p in (*evals, decision) if not p.is_file()]
+        if missing:
+            raise ConfigError(f"{spec.name}: the shadow check needs the run's evaluate and size_gpu outputs; "
+                              f"missing {', '.join(missing)} (or pass shadow=False)")
+        chosen, base = (json.loads(p.read_text())["predictions"] for p in evals)
+        ref_agree = agreement([str(a) for a in chosen], [str(a) for a in base])
+        baseline_ref = json.loads(decision.read_text())["baseline"]["model"]
+        model, tok = load_model(resolve_model_ref(baseline_ref), trust_remote_code=spec.trust_remote_code,
+                                target=resolve_target())
+
+        def shadow_fn(texts: list[str]) -> list[str]:
+            preds = predict(model, tok, spec, [{spec.input_field: t} for t in texts])
+            return [str(a) for a in preds.answers]
+    out = served_report(spec, traffic, reference, window_s=window_s, shadow=shadow_fn, reference_agreement=ref_agree,
+                        evaluated_deferral=evaluated_deferral)
+    out["shadow_model"] = json.loads(layout.decision_file(spec.name).read_text())["baseline"]["model"] if shadow else None
+    return out

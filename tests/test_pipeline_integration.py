@@ -294,7 +294,8 @@ def test_the_readmes_jupyter_lines_work_as_written(run):
                          cwd=clone, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert sorted(t for d in json.loads(out.stdout)["demands"] for t in d["tasks"]) == sorted(layout.tasks())
-    base, proc, log = start_serve(clone / "artifacts", _free_port())
+    traffic = clone / "artifacts" / "traffic.jsonl"  # the project's traffic_log param
+    base, proc, log = start_serve(clone / "artifacts", _free_port(), "--traffic-log", str(traffic))
     try:
         with urllib.request.urlopen(f"{base}/v1/models", timeout=60) as r:
             served = {m["id"] for m in json.loads(r.read())["data"]}
@@ -304,6 +305,31 @@ def test_the_readmes_jupyter_lines_work_as_written(run):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+    _the_served_traffic_is_watched(project, clone, records["chat_routing"])
+
+
+def _the_served_traffic_is_watched(project, clone: Path, record: dict) -> None:
+    """What serve.sh recorded, re-evaluated without labels as the README says: per task, drift,
+    p95 latency against the SLO, the cascade's deferral share and agreement with the baseline
+    model (tiny-l) answering the same inputs; the confirm half is the eval split's own traffic,
+    so nothing is flagged."""
+    from rightsizer.serving.traffic_log import read_traffic
+
+    rows = list(read_traffic(clone / "artifacts" / "traffic.jsonl"))
+    assert {r["task"] for r in rows} == {"chat_routing"} and len(rows) >= 40
+    assert {r["model"] for r in rows} == {"demo:tiny-s", "demo:tiny-l"}  # the cascade's answering models
+    status = project.run("reevaluate", engine="local", arguments={"models": "artifacts", "source": "served"})
+    assert str(status.state).lower() in ("completed", "succeeded"), status.state
+    (table,) = sorted((clone / "artifacts" / status.run_id).glob("reevaluate-*/**/served_monitoring.csv"))
+    head, *windows = table.read_text().splitlines()
+    for col in ("length_drift", "answer_mix_drift", "latency_p95_ms", "latency_budget_ms", "agreement",
+                "deferral_share"):
+        assert col in head.split(","), head
+    assert len(windows) == 1
+    w = dict(zip(head.split(","), windows[0].split(",")))
+    assert w["length_drift_flag"] == "False" and w["answer_mix_flag"] == "False"
+    pair = record["cascade"]["pairs"][record["cascade"]["kept"]]
+    assert abs(float(w["deferral_share"]) - pair["deferral_rate"]) < 0.05 and 0 < float(w["agreement"]) <= 1
 
 
 def _post(url: str, body: dict) -> dict:

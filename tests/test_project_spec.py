@@ -219,6 +219,11 @@ def test_each_placement_group_deploys_with_its_own_resources(kind, gpus, tmp_pat
         models = fn.spec.graph.steps["models"].class_args["models"]
         assert sorted(models) == sorted(tasks)  # the group's task models, and only them
         assert fn.spec.config["spec.scaleToZero.scaleResources"]  # still scales to zero
+        assert not fn.spec.track_models  # no tracking unless asked (a mock deploy)
+        configure_group(fn, spec, tracking_percentage=_load(gpus=gpus).get_param("tracking_percentage"))
+        assert fn.spec.track_models and fn.spec.parameters["sampling_percentage"] == 10  # model endpoints
+        with pytest.raises(ValueError, match=r"tracking_percentage: 150; expected a percentage in \(0, 100\]"):
+            configure_group(fn, spec, tracking_percentage=150)
 
 
 def _two_group_plan(path: Path) -> list[dict]:
