@@ -108,6 +108,12 @@ def setup(project: mlrun.projects.MlrunProject) -> mlrun.projects.MlrunProject:
     router.spec.min_replicas = 1
     router.spec.max_replicas = int(project.get_param("serving_max_replicas", 2))
 
+    # the model-monitoring application on the tracked group functions' endpoints (on a cluster;
+    # offline, reevaluate with source "served" computes the same from serve.sh's record)
+    from functions.monitoring_app import register
+
+    register(project, image=image)
+
     # No MLRun API configured: run workflows with the local engine (the offline demo);
     # with an API server they run on KFP.
     from functions.mlrun_io import has_api

@@ -80,3 +80,38 @@ def test_bad_input_is_a_clear_error(routing):
         served_report(spec, _traffic(spec, fresh), [])
     with pytest.raises(ConfigError, match="window_s: 0"):
         served_report(spec, _traffic(spec, fresh), ref, window_s=0)
+
+
+def test_the_monitoring_application_flags_a_shifted_window_and_its_alerts_are_built(routing):
+    """functions/monitoring_app.py on a window of tracked requests (MLRun's sample frame): the
+    same figures as the offline check, as MLRun application results, ``detected`` where the
+    traffic shifted; an alert per result kind; the project registers the application."""
+    import mlrun
+    import pandas as pd
+    from mlrun.common.schemas.model_monitoring.constants import ResultStatusApp
+
+    from functions.monitoring_app import APP_NAME, ServedTrafficApp, alert_configs, results_of, traffic_of
+
+    spec, ref, fresh = routing
+    app = ServedTrafficApp()
+    like = pd.DataFrame({"f0": [r["text"] for r in fresh], "p0": [r["label"] for r in fresh],
+                         "latency": [20_000.0] * len(fresh)})
+    report = served_report(spec, traffic_of(like, spec.name), ref)
+    assert all(r.status == ResultStatusApp.no_detection for r in results_of(report))
+    reviews = load_rows(load_task(ROOT / "tasks" / "review_sentiment.yaml"), "eval")
+    shifted = pd.DataFrame({"f0": [r["text"] + " " + r["text"] for r in reviews], "p0": ["billing"] * len(reviews),
+                            "latency": [20_000.0] * len(reviews)})
+    results = {r.name: r for r in results_of(served_report(spec, traffic_of(shifted, spec.name), ref))}
+    assert results["length_drift"].status == ResultStatusApp.detected
+    assert results["answer_mix_drift"].status == ResultStatusApp.detected
+    assert results["latency_p95_ms"].status == ResultStatusApp.no_detection and results["latency_p95_ms"].value == 20.0
+    assert spec.name in app.specs
+    alerts = alert_configs("rightsizer")
+    assert [a.name for a in alerts] == [f"{APP_NAME}-length-drift", f"{APP_NAME}-answer-mix-drift",
+                                        f"{APP_NAME}-latency-p95-ms"]
+    assert {a.trigger.events[0].value for a in alerts} == {
+        "data-drift-detected", "concept-drift-detected", "system-performance-detected"}
+    project = mlrun.load_project(str(ROOT), name="rightsizer", save=False)
+    fn = project.get_function(APP_NAME)
+    assert fn.metadata.labels["mlrun__type"] == "mlrun__model-monitoring-application"
+    assert fn.spec.graph.steps["ServedTrafficApp"].class_name == "ServedTrafficApp"
