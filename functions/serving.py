@@ -296,7 +296,11 @@ def record_traffic(task: str, engine, inputs: list[str], answers: list[Answer], 
     the model that answered (a cascade's ``answered_by``), its input and answer, never a header."""
     key = (os.environ.get(TRAFFIC_LOG_ENV, ""), os.environ.get(TRAFFIC_SAMPLE_ENV, ""))
     if key not in _TRAFFIC:  # the environment decides, read once per setting
-        _TRAFFIC[key] = TrafficLog.from_env()
+        try:
+            _TRAFFIC[key] = TrafficLog.from_env()
+        except ConfigError as e:  # a bad setting loses the record, never the answers
+            mlrun.utils.logger.error("served-traffic record off", reason=str(e))
+            _TRAFFIC[key] = None
     log = _TRAFFIC[key]
     if log is None:
         return
