@@ -111,8 +111,8 @@ class Factors:
     host_seq_us: float = _published("host_seq_us")
     front_end_ms: float = _published("front_end_ms")  # serial: the front end is busy
     server_latency_ms: float = _published("server_latency_ms")  # not serial: added to TTFT only
-    # the same three, fitted per serving engine (its name: {host_step_ms, host_seq_us,
-    # front_end_ms}); the three above are the default engine's (``for_engine``)
+    # the same four, fitted per serving engine (its name: {host_step_ms, host_seq_us,
+    # front_end_ms, server_latency_ms}); the four above are the packaged defaults (``for_engine``)
     engine_host_costs: Mapping[str, Mapping[str, float]] = _published("engine_host_costs")
     host_engine: str = ""  # whose host costs the four above are ("": the packaged defaults)
     # time GEMMs from aiconfigurator's measured tables where a GPU has one (mode "operator-data"); off by
