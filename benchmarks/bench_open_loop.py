@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_serving import TASK, inputs, start_server  # noqa: E402
+from bench_serving import TASK, inputs, sse_events, start_server  # noqa: E402
 
 from rightsizer.serving.contract import EngineConfig  # noqa: E402
 from rightsizer.sizing.traffic import Lengths, TailFigures, simulate  # noqa: E402
@@ -85,11 +85,7 @@ async def one(session, base: str, text: str, at: float, t0: float) -> dict:
             return {"rejected": True}
         if r.status != 200:
             raise RuntimeError(f"{r.status}: {await r.text()}")
-        async for line in r.content:
-            line = line.decode().strip()
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
+        async for chunk in sse_events(r):
             if chunk.get("usage"):
                 usage = chunk["usage"]
             if chunk.get("choices"):

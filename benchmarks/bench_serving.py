@@ -124,6 +124,14 @@ async def closed_loop(base: str, texts: list[str], concurrency: int) -> dict:
     return {"wall": wall, "lat": lat, "tokens": tokens}
 
 
+async def sse_events(response):
+    """The JSON bodies of a streamed response's server-sent events, as they arrive ([DONE] ends)."""
+    async for line in response.content:
+        line = line.decode().strip()
+        if line.startswith("data: ") and line != "data: [DONE]":
+            yield json.loads(line[6:])
+
+
 async def closed_loop_stream(base: str, texts: list[str], concurrency: int) -> dict:
     """The closed loop with ``stream=true``: per request, seconds to the first text chunk and the
     mean gap between text chunks after it."""
@@ -142,11 +150,8 @@ async def closed_loop_stream(base: str, texts: list[str], concurrency: int) -> d
                                         json={"model": TASK, "prompt": text, "stream": True}) as r:
                     if r.status != 200:
                         raise RuntimeError(f"{r.status}: {await r.text()}")
-                    async for line in r.content:
-                        line = line.decode().strip()
-                        if not line.startswith("data: ") or line == "data: [DONE]":
-                            continue
-                        if json.loads(line[6:])["choices"][0]["text"]:
+                    async for chunk in sse_events(r):
+                        if chunk["choices"][0]["text"]:
                             stamps.append(time.perf_counter())
                 if stamps:
                     ttft.append(stamps[0] - t0)
