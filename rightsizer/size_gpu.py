@@ -21,9 +21,9 @@ from rightsizer.sizing.engines import serving_engine
 from rightsizer.select import Selection
 from rightsizer.sizing import SLO as SizingSLO
 from rightsizer.sizing import Factors, Recommendation, Workload, default_catalog, recommend
-from rightsizer.sizing.estimate import tail
+from rightsizer.sizing.estimate import held_rate, tail
 from rightsizer.sizing.params import load_config
-from rightsizer.sizing.traffic import Lengths, max_rate
+from rightsizer.sizing.traffic import Lengths
 from rightsizer.taskspec import TaskSpec
 
 
@@ -190,8 +190,7 @@ def at_planned_rate(spec: TaskSpec, lengths: Lengths, rec_c: Recommendation,
             continue
         per_replica = rate / o.replicas
         fig = tail(o.estimate, per_replica, lengths)
-        held, _ = max_rate(lambda r, e=o.estimate: tail(e, r, lengths, requests=300, max_requests=300), spec.slo.ttft_ms,
-                           spec.slo.tpot_ms, start=per_replica)
+        held = held_rate(o.estimate, spec.slo.ttft_ms, spec.slo.tpot_ms, lengths, start=per_replica)
         out[side] = {"device": o.label, "replicas": o.replicas, "per_replica_rate": per_replica, **fig.to_dict(),
                      "meets_p95": fig.meets(spec.slo.ttft_ms, spec.slo.tpot_ms),
                      "max_rate_per_replica": held}

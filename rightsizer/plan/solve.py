@@ -23,13 +23,12 @@ from rightsizer.plan.pack import DEFAULT_HEADROOM, MAX_REPLICAS, Kind, Solution,
 from rightsizer.records import as_record
 from rightsizer.sizing import Factors, Workload, default_catalog, estimate, load_catalog
 from rightsizer.sizing.catalog import Catalog
-from rightsizer.sizing.estimate import tail
-from rightsizer.sizing.traffic import Lengths, max_rate
+from rightsizer.sizing.estimate import held_rate
+from rightsizer.sizing.traffic import Lengths
 from rightsizer.sizing.params import ModelSpec, ParamCount, count_spec, model_spec
 from rightsizer.sizing.prices import DEFAULT_PRICE_LIST
 from rightsizer.sizing.recommend import precision_for
 
-HOLDS_REQUESTS = 300  # per simulation in the plan's search for the rate a group holds
 HOLDS_ITERATIONS = 5  # bisection steps after doubling: within 2 ** (1/32), about 2 %
 
 
@@ -149,9 +148,7 @@ def _member_rate(d: Demand, s: Sized, front: Sized | None) -> tuple[float, float
         if est is None or est.step_model is None or planned <= 0:
             return 0.0
         start = max(planned * share, 1e-3)
-        r, _ = max_rate(lambda x: tail(est, x, lengths, requests=HOLDS_REQUESTS, max_requests=HOLDS_REQUESTS),
-                        d.ttft_ms, d.tpot_ms, start=start, iterations=HOLDS_ITERATIONS)
-        return r / share
+        return held_rate(est, d.ttft_ms, d.tpot_ms, lengths, start=start, iterations=HOLDS_ITERATIONS) / share
     if front is None or d.cascade is None:
         return planned, alone(s, 1.0), "simulated alone"
     return planned, min(alone(front, 1.0), alone(s, d.cascade.deferral_rate)), \

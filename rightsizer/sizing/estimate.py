@@ -16,10 +16,11 @@ from rightsizer.sizing.memory import (
     activation_bytes, default_kv_precision, kv_bytes_per_sequence, kv_bytes_per_token, weights_bytes)
 from rightsizer.sizing.params import ModelSpec, ParamCount, count_spec, model_spec
 from rightsizer.sizing.roofline import PhaseResult, build_ops, phase_time
-from rightsizer.sizing.traffic import Lengths, TailFigures, simulate
+from rightsizer.sizing.traffic import Lengths, TailFigures, max_rate, simulate
 
 TP_COUNTS = (1, 2, 4, 8)
 MAX_TAIL_REQUESTS = 4000  # a tail simulation's bound (about 0.3 s)
+SEARCH_REQUESTS = 300  # per simulation of a search for the rate held within the p95 targets
 
 
 @dataclass(frozen=True)
@@ -389,6 +390,16 @@ def tail(est: Estimate, request_rate: float, lengths: Lengths | None = None, *, 
     return simulate(step_ms, lengths, request_rate, requests=n, warmup_s=2 * life_s, **common)
 
 
+def held_rate(est: Estimate, ttft_ms: float, tpot_ms: float, lengths: Lengths | None = None, *, start: float,
+              iterations: int = 10, requests: int = SEARCH_REQUESTS) -> float:
+    """The highest request rate one replica of ``est`` holds within p95 ``ttft_ms`` and
+    ``tpot_ms`` (``traffic.max_rate`` over :func:`tail`, each run bounded to ``requests``);
+    0 when even a trickle misses them."""
+    rate, _ = max_rate(lambda r: tail(est, r, lengths, requests=requests, max_requests=requests), ttft_ms, tpot_ms,
+                       start=start, iterations=iterations)
+    return rate
+
+
 def _attention_dtype(prec: Precision, kv: str, gpu: GPU) -> str:
     """Attention kernels run in 16-bit (fp8 only with an fp8 KV cache on fp8 hardware), whatever the
     weights' GEMMs use; fp32 models stay fp32."""
@@ -399,4 +410,4 @@ def _attention_dtype(prec: Precision, kv: str, gpu: GPU) -> str:
     return "bf16" if gpu.supports("bf16") else "fp16"
 
 
-__all__ = ["Workload", "Estimate", "estimate", "min_gpus", "tail", "TP_COUNTS"]
+__all__ = ["Workload", "Estimate", "estimate", "min_gpus", "tail", "held_rate", "TP_COUNTS"]
