@@ -115,7 +115,7 @@ def reevaluate_served(spec: TaskSpec, run_dir: str | Path, traffic_log: str | Pa
     bundle = layout.bundle_dir(spec.name)
     pair = read_cascade(bundle) if bundle.is_dir() else None
     evaluated_deferral = float(pair["deferral_rate"]) if pair else None
-    shadow_fn, ref_agree = None, None
+    shadow_fn, ref_agree, baseline_ref = None, None, None
     if shadow:
         evals = [layout.evaluation_file(spec.name, label) for label in ("chosen", "baseline")]
         decision = layout.decision_file(spec.name)
@@ -134,5 +134,5 @@ def reevaluate_served(spec: TaskSpec, run_dir: str | Path, traffic_log: str | Pa
             return [str(a) for a in preds.answers]
     out = served_report(spec, traffic, reference, window_s=window_s, shadow=shadow_fn, reference_agreement=ref_agree,
                         evaluated_deferral=evaluated_deferral)
-    out["shadow_model"] = json.loads(layout.decision_file(spec.name).read_text())["baseline"]["model"] if shadow else None
+    out["shadow_model"] = baseline_ref
     return out
