@@ -112,7 +112,7 @@ def setup(project: mlrun.projects.MlrunProject) -> mlrun.projects.MlrunProject:
     # offline, reevaluate with source "served" computes the same from serve.sh's record)
     from functions.monitoring_app import register
 
-    register(project, image=image)
+    register(project, image=image, models=project.get_param("monitoring_models", ""))
 
     # No MLRun API configured: run workflows with the local engine (the offline demo);
     # with an API server they run on KFP.

@@ -86,6 +86,23 @@ def has_api() -> bool:
     return bool(mlrun.mlconf.dbpath) and not isinstance(mlrun.get_run_db(), NopDB)
 
 
+def label_model(model_uri: str, labels: dict[str, str]) -> bool:
+    """Add ``labels`` to a registered model (``store://models/...``) where an MLRun API keeps it,
+    as a flagged re-evaluation does (``regression=true``); False when there is none to label
+    (a local run, no API)."""
+    if not (mlrun.datastore.is_store_uri(model_uri) and has_api()):
+        return False
+    _, artifact, _ = mlrun.artifacts.get_model(model_uri)
+    artifact.metadata.labels.update(labels)
+    mlrun.get_run_db().store_artifact(artifact.spec.db_key, artifact.to_dict(), project=artifact.metadata.project)
+    return True
+
+
+def registered_model(project: str, task: str) -> str:
+    """The store URI a task's model is registered under (the quantize step's ``log_model``)."""
+    return f"store://models/{project}/{task}"
+
+
 def log_model_dir(context: mlrun.MLClientCtx, key: str, model_dir: str | Path, **kwargs) -> str:
     """Register a saved-model folder as a model artifact; returns how later steps reach it.
 

@@ -13,6 +13,9 @@ each window of it with the task's eval split, the data the model was chosen on:
 - **agreement** (when a shadow model answers the same inputs, e.g. the one-big-model baseline):
   the share of answers that agree, flagged when it falls more than the task's
   ``quality_tolerance`` below the agreement the two had on the eval split;
+- **judged right** (when the task spec names a judge model, ``rightsizer.judge``): the share of
+  served answers the judge calls right, flagged when it falls more than ``quality_tolerance``
+  below the judge's share on the chosen model's answers to the eval split;
 - a cascade's **deferral share**, against its evaluated rate and ``deferral_tolerance``.
 
 No labels are needed: these figures say when to look (and re-run ``size_and_deploy``), the
@@ -36,6 +39,7 @@ MIX_DRIFT = 0.25  # total variation distance between the served and the eval spl
 WINDOW_S = 3600.0
 
 Shadow = Callable[[list[str]], list[str]]  # inputs -> another model's answers
+Judge = Callable[[list[str], list[str]], list[bool]]  # (inputs, answers) -> judged right
 
 
 def _words(text: Any) -> int:
@@ -61,7 +65,8 @@ def agreement(answers: list[str], other: list[str]) -> float:
 
 def served_report(spec: TaskSpec, traffic: Iterable[dict], reference_rows: list[dict], *, window_s: float = WINDOW_S,
                   shadow: Shadow | None = None, reference_agreement: float | None = None,
-                  evaluated_deferral: float | None = None) -> dict[str, Any]:
+                  evaluated_deferral: float | None = None, judge: Judge | None = None,
+                  reference_judged: float | None = None) -> dict[str, Any]:
     """Per window of ``window_s`` seconds of ``spec``'s served traffic: the figures above and
     their flags; ``regression`` when the latest window has a flag, with the action to take.
     ``reference_rows``: the eval split (inputs, gold labels). A ConfigError naming the task
@@ -107,23 +112,30 @@ def served_report(spec: TaskSpec, traffic: Iterable[dict], reference_rows: list[
             row["deferral_share"] = share
             row["deferral_flag"] = (evaluated_deferral is not None
                                     and abs(share - evaluated_deferral) > spec.deferral_tolerance)
+        inputs, answers = [str(r["input"]) for r in ws], [str(r["answer"]) for r in ws]
         if shadow is not None:
-            agree = agreement([str(r["answer"]) for r in ws], shadow([str(r["input"]) for r in ws]))
+            agree = agreement(answers, shadow(inputs))
             row["agreement"] = agree
             row["agreement_flag"] = (reference_agreement is not None
                                      and agree < reference_agreement - spec.quality_tolerance)
+        if judge is not None:
+            verdicts = judge(inputs, answers)
+            row["judged_right"] = sum(verdicts) / len(verdicts)
+            row["judge_flag"] = (reference_judged is not None
+                                 and row["judged_right"] < reference_judged - spec.quality_tolerance)
         out_windows.append(row)
     last = out_windows[-1]
     flags = [k[:-5] for k, v in last.items() if k.endswith("_flag") and v]
+    refs = {"agreement": reference_agreement, "deferral": evaluated_deferral, "judge": reference_judged}
     action = (f"re-run size_and_deploy for task {spec.name} (served traffic, latest window: "
-              + ", ".join(_why(k, last, reference_agreement, evaluated_deferral) for k in flags) + ")"
-              if flags else "none")
+              + ", ".join(_why(k, last, refs) for k in flags) + ")" if flags else "none")
     return {"task": spec.name, "source": "served", "requests": len(rows), "windows": out_windows,
             "window_s": window_s, "flags": flags, "regression": bool(flags), "action": action,
-            "reference_agreement": reference_agreement, "evaluated_deferral_rate": evaluated_deferral}
+            "reference_agreement": reference_agreement, "evaluated_deferral_rate": evaluated_deferral,
+            "reference_judged_right": reference_judged}
 
 
-def _why(flag: str, w: dict, ref_agree: float | None, ref_defer: float | None) -> str:
+def _why(flag: str, w: dict, refs: dict[str, float | None]) -> str:
     if flag == "length_drift":
         return (f"input lengths drifted: {w['input_words_mean']:.1f} words on average against "
                 f"{w['eval_input_words_mean']:.1f} in the eval split, KS {w['length_drift']:.2f}")
@@ -132,8 +144,10 @@ def _why(flag: str, w: dict, ref_agree: float | None, ref_defer: float | None) -
     if flag == "latency":
         return f"p95 latency {w['latency_p95_ms']:.0f} ms over the SLO budget {w['latency_budget_ms']:.0f} ms"
     if flag == "deferral":
-        return f"deferral share {w['deferral_share']:.2f} against {ref_defer:.2f} evaluated"
-    return f"agreement with the shadow model {w['agreement']:.2f} against {ref_agree:.2f} on the eval split"
+        return f"deferral share {w['deferral_share']:.2f} against {refs['deferral']:.2f} evaluated"
+    if flag == "judge":
+        return f"the judge calls {w['judged_right']:.2f} of the answers right against {refs['judge']:.2f} on the eval split"
+    return f"agreement with the shadow model {w['agreement']:.2f} against {refs['agreement']:.2f} on the eval split"
 
 
 def served_figure(report: dict):
@@ -149,6 +163,8 @@ def served_figure(report: dict):
         fig.add_trace(go.Scatter(x=x, y=[w["answer_mix_drift"] for w in ws], name="answer mix drift (TVD)"), 1, 1)
     if any("agreement" in w for w in ws):
         fig.add_trace(go.Scatter(x=x, y=[w.get("agreement") for w in ws], name="agreement with the shadow"), 1, 1)
+    if any("judged_right" in w for w in ws):
+        fig.add_trace(go.Scatter(x=x, y=[w.get("judged_right") for w in ws], name="judged right"), 1, 1)
     fig.add_hline(y=LENGTH_DRIFT, line_dash="dot", row=1, col=1)
     fig.add_trace(go.Scatter(x=x, y=[w["latency_p95_ms"] for w in ws], name="p95 latency (ms)"), 1, 2)
     fig.add_trace(go.Scatter(x=x, y=[w["latency_budget_ms"] for w in ws], name="SLO budget (ms)",

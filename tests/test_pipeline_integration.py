@@ -323,13 +323,18 @@ def _the_served_traffic_is_watched(project, clone: Path, record: dict) -> None:
     (table,) = sorted((clone / "artifacts" / status.run_id).glob("reevaluate-*/**/served_monitoring.csv"))
     head, *windows = table.read_text().splitlines()
     for col in ("length_drift", "answer_mix_drift", "latency_p95_ms", "latency_budget_ms", "agreement",
-                "deferral_share"):
+                "deferral_share", "judged_right"):
         assert col in head.split(","), head
     assert len(windows) == 1
     w = dict(zip(head.split(","), windows[0].split(",")))
     assert w["length_drift_flag"] == "False" and w["answer_mix_flag"] == "False"
     pair = record["cascade"]["pairs"][record["cascade"]["kept"]]
     assert abs(float(w["deferral_share"]) - pair["deferral_rate"]) < 0.05 and 0 < float(w["agreement"]) <= 1
+    assert 0 <= float(w["judged_right"]) <= 1
+    # what each window is held to: the cascade's own agreement with the baseline on the eval split
+    # (its small model answers most requests), and the verdicts of the judge the spec names
+    assert w["judge_model"] == "demo:tiny-l" and w["shadow_model"] == record["baseline"]["model"]
+    assert 0 < float(w["reference_agreement"]) <= 1 and 0 <= float(w["reference_judged_right"]) <= 1
 
 
 def _post(url: str, body: dict) -> dict:

@@ -250,6 +250,8 @@ class TaskSpec:
     quality_tolerance: float = 0.02  # allowed quality drop when quantizing
     # re-evaluation: a served cascade's deferral rate on fresh data may move this far (absolute)
     deferral_tolerance: float = 0.10
+    # monitoring without labels: a model that judges served answers (``rightsizer.judge``)
+    judge: str | None = None
     decision_rule: str = field(default="ci_lower", metadata={"choices": DECISION_RULES})  # the CI's lower end must clear the bar ("point": the score)
     train_split: str = "train"
     eval_split: str = "eval"

@@ -42,6 +42,9 @@ def _check_values(spec: TaskSpec, problems: list[str]) -> None:
     for name in ("quality_tolerance", "deferral_tolerance"):
         if not 0.0 <= getattr(spec, name) <= 1.0:
             problems.append(f"{name}: {getattr(spec, name)} is outside [0, 1]")
+    if spec.judge is not None and not spec.judge.strip():
+        problems.append("judge: an empty model reference; expected a model (hub id, demo:<name> or a path) "
+                        "or no judge")
     if spec.decision_rule not in DECISION_RULES:
         problems.append(f"decision_rule: {spec.decision_rule!r}; expected one of {list(DECISION_RULES)}")
     for split in (spec.train_split, spec.eval_split):
