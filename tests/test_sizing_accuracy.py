@@ -115,14 +115,12 @@ def test_small_models_held_out_within_bounds_and_better_with_host_costs(table):
     small = [r.row for r in results if r.row.params < SMALL_PARAMS]
     without = summary(evaluate(small, replace(Factors.defaults(), engine_host_costs={},
                                               **{k: 0.0 for k in HOST_COSTS})), size="small")
-    assert s["max_throughput_tokens_per_s"]["held_out"]["rows"] >= 1 and s["ttft_ms"]["held_out"]["rows"] >= 10
+    # saturated throughput held out on 4 vLLM rows (other GPUs, vLLM versions and a model the fit
+    # never saw) and SGLang's Llama-3.2-3B
+    assert s["max_throughput_tokens_per_s"]["held_out"]["rows"] >= 5 and s["ttft_ms"]["held_out"]["rows"] >= 10
     for metric, bound in SMALL_HELD_OUT_BOUNDS.items():
         assert s[metric]["held_out"]["mae"] <= bound, (metric, s[metric]["held_out"])
-        # strictly better where a held-out row's engine has host costs (the one held-out small
-        # throughput row is SGLang's, which has none of its own: the same either way)
-        better = s[metric]["held_out"]["mae"] < without[metric]["held_out"]["mae"]
-        assert better or (metric == "max_throughput_tokens_per_s"
-                          and s[metric]["held_out"]["mae"] == without[metric]["held_out"]["mae"]), metric
+        assert s[metric]["held_out"]["mae"] < without[metric]["held_out"]["mae"], metric
     # the burst that measured the front end's cap: 2.2x over-predicted without it
     burst = next(r for r in results if r.row.id == "kvcached-h100-sxm-qwen3-0.6b-bf16-maxtput-512-128")
     assert abs(burst.error) < 0.15

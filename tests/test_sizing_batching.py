@@ -37,6 +37,25 @@ def _est(case, factors=None, batch=1):
     return estimate(cfg, gpu, Workload(p, o, batch, prec), count=count, factors=factors)
 
 
+def test_host_time_hides_under_the_gpu_or_adds_to_it_as_the_engine_overlaps():
+    """``host_overlap`` 1: a step takes the longer of the host's time and the GPU's; 0: the two
+    add up; in between, the unhidden share adds. The host decides a tiny model's decode step."""
+    from dataclasses import replace
+
+    qwen = str(CONFIGS / "qwen2.5-0.5b.json")
+    base = replace(Factors.defaults(), host_step_ms=0.0, host_seq_us=0.0)
+    gpu_ms = estimate(qwen, "H100-SXM", Workload(128, 64, 64, "bf16"), factors=base).tpot_ms
+    host_ms = 4.0 * gpu_ms  # far above the GPU's step: the host decides
+    tpot = {share: estimate(qwen, "H100-SXM", Workload(128, 64, 64, "bf16"), factors=replace(
+        base, host_step_ms=host_ms, host_overlap=share)).tpot_ms for share in (1.0, 0.5, 0.0)}
+    # hidden: the host's time and the step's fixed overheads (outside the floor), not the GPU's work
+    assert host_ms <= tpot[1.0] < host_ms + gpu_ms / 2
+    assert tpot[0.0] == pytest.approx(host_ms + gpu_ms, rel=0.02)  # taking turns: both
+    assert tpot[1.0] <= tpot[0.5] < tpot[0.0]
+    with pytest.raises(ConfigError, match=r"host_overlap must be in \[0, 1\], got 1.5"):
+        replace(base, host_overlap=1.5)
+
+
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_decode_is_never_faster_than_reading_the_weights(case):
     cat = load_catalog()

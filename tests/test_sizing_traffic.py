@@ -40,6 +40,18 @@ def test_a_length_histogram_is_bounded_and_keeps_the_means():
     assert Lengths.from_dict(json.loads(json.dumps(h.to_dict()))) == h
 
 
+def test_uniform_lengths_between_bounds_keep_the_range_and_its_mean():
+    """``randint(100, 1024)`` lengths (nano-vllm's bench.py): every request in the range, the
+    mean the range's, and a bad range is a clear error."""
+    h = Lengths.uniform_between((100, 1024), (100, 1024), source="bench")
+    assert h.count == 925 ** 2 and len(h.rows) <= MAX_BINS ** 2
+    assert min(p for p, _, _ in h.rows) >= 100 and max(o for _, o, _ in h.rows) <= 1024
+    assert h.mean(0) == pytest.approx(562, rel=0.01) and h.mean(1) == pytest.approx(562, rel=0.01)
+    assert Lengths.uniform(558, 523).mean(0) == pytest.approx(558, rel=0.01)
+    with pytest.raises(ConfigError, match=r"lengths \(bench\): range \[0, 10\]; expected 1 <= low <= high"):
+        Lengths.uniform_between((0, 10), (1, 2), source="bench")
+
+
 @pytest.mark.parametrize("data, match", [
     ({"histogram": [[20, 0, 3]]}, r"lengths\.histogram\[0\]: every length must be a positive integer, got 0"),
     ({"histogram": [[20, 4]]}, r"lengths\.histogram\[0\]: expected \[prompt_tokens, output_tokens, count\]"),

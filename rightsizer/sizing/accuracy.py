@@ -10,7 +10,8 @@ module predicts each row the way the metric was measured:
 - a row measured at a ``request_rate`` (requests/s, Poisson; ``inf``: ``num_prompts`` sent at
   once) is run through the scheduler simulation (:mod:`rightsizer.sizing.traffic`) the way the
   benchmark ran it, and its ``stat`` (mean, median, p99) read from the simulated requests;
-  ``lengths: uniform`` rows give the mean of a random-length dataset;
+  ``lengths: uniform`` rows give the mean of a random-length dataset (``length_range``: the
+  range each length was drawn from, both sides, where the source gives it);
 - a row at ``concurrency`` above 1 is the closed loop at that many requests in flight;
 - a source measured through a server (``through_server``: a client timing HTTP requests) adds
   the server's per-request cost to TTFT.
@@ -64,6 +65,7 @@ FITTED = {
     "moe_fp8_compute_scale": (0.2, 1.0),
     "host_step_ms": (0.0, 8.0),
     "host_seq_us": (0.0, 60.0),
+    "host_overlap": (0.0, 1.0),
     "front_end_ms": (0.0, 40.0),
     "server_latency_ms": (0.0, 60.0),
 }
@@ -93,6 +95,7 @@ class Row:
     stat: str = "mean"  # mean, median, p99 (open-loop rows)
     concurrency: int = 1  # closed loop: requests in flight
     uniform_lengths: bool = False  # prompt and output tokens are the means of uniform random lengths
+    length_range: tuple[int, int] | None = None  # uniform lengths' range (both sides), else [1, 2 x mean - 1]
     through_server: bool = False  # the source timed HTTP requests (its TTFT includes the server's cost)
     host: str | None = None  # the serving engine whose host costs apply (Factors.engine_host_costs)
 
@@ -157,6 +160,7 @@ def load_rows(path: str | os.PathLike = DEFAULT_DATA) -> list[Row]:
                             num_prompts=int(r.get("num_prompts", 500)), stat=str(r.get("stat", "mean")),
                             concurrency=int(r.get("concurrency", 1)),
                             uniform_lengths=r.get("lengths", "fixed") == "uniform",
+                            length_range=tuple(int(v) for v in r["length_range"]) if r.get("length_range") else None,
                             through_server=served.get(r["source"], False), host=hosts.get(r["source"])))
         except (KeyError, TypeError, ValueError) as exc:
             problems.append(f"rows[{i}] ({r.get('id', '?') if isinstance(r, dict) else r!r}): {exc}")
@@ -167,6 +171,10 @@ def load_rows(path: str | os.PathLike = DEFAULT_DATA) -> list[Row]:
             problems.append(f"rows[{i}] ({r['id']}): stat {r.get('stat')!r}, expected one of {', '.join(STATS)}")
         if r.get("lengths", "fixed") not in ("fixed", "uniform"):
             problems.append(f"rows[{i}] ({r['id']}): lengths {r.get('lengths')!r}, expected fixed or uniform")
+        lr = rows[-1].length_range
+        if lr is not None and (len(lr) != 2 or not 1 <= lr[0] <= lr[1] or not rows[-1].uniform_lengths):
+            problems.append(f"rows[{i}] ({r['id']}): length_range {r.get('length_range')!r}, expected [low, high] "
+                            "with 1 <= low <= high, on a row with lengths: uniform")
     if problems:
         raise ConfigError(problems, source=os.fspath(path))
     return rows
@@ -192,8 +200,12 @@ def predict(row: Row, factors: Factors, catalog: Catalog | None = None,
                        count=row.count, factors=factors if row.through_server else replace(factors, front_end_ms=0.0,
                                                                                            server_latency_ms=0.0),
                        catalog=catalog, spec=spec, params=count_spec(spec))
-        lengths = (Lengths.uniform(row.prompt_tokens, row.output_tokens) if row.uniform_lengths
-                   else Lengths.fixed(row.prompt_tokens, row.output_tokens))
+        if row.length_range is not None:
+            lengths = Lengths.uniform_between(row.length_range, row.length_range)
+        elif row.uniform_lengths:
+            lengths = Lengths.uniform(row.prompt_tokens, row.output_tokens)
+        else:
+            lengths = Lengths.fixed(row.prompt_tokens, row.output_tokens)
         fig = tail(est, row.request_rate, lengths, exact_requests=row.num_prompts)
         if row.metric == "max_throughput_tokens_per_s":
             return fig.output_tokens_per_s

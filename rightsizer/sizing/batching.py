@@ -141,25 +141,34 @@ class StepModel:
         if not self.factors.decode_cuda_graphs:  # the engine launches every step kernel by kernel
             eager = 1.0
         seqs = decode_seqs + (max(1.0, prefill_tokens / prompt) if prefill_tokens > 0 and prompt > 0 else 0.0)
-        floor = max(self.floor_ms, host_floor_ms(self.factors, self.gpu, seqs))
+        hidden, serial = host_split_ms(self.factors, self.gpu, seqs)
+        floor = max(self.floor_ms, hidden)
         return phase_time("step", ops, self.gpu, self.prec, self.count, tokens=tokens, hidden=self.spec.hidden,
                           layers=self.spec.layers, compute_eff=self.compute_eff, memory_eff=self.memory_eff,
                           overhead_ms=self.overhead_ms, quant_memory_eff=self.quant_memory_eff,
                           allreduce_latency_us=self.factors.allreduce_latency_us,
-                          link_eff=self.factors.link_efficiency, extra_ms=self.extra_ms + self.spec.layers * layer_ms,
+                          link_eff=self.factors.link_efficiency,
+                          extra_ms=self.extra_ms + self.spec.layers * layer_ms + serial,
                           floor_ms=floor,
                           op_eff=self.op_eff, attention_dtype=self.attention_dtype, eager_share=eager)
 
 
 def host_floor_ms(factors: Factors, gpu: GPU, seqs: float) -> float:
     """The host's time for one step of ``seqs`` sequences on a GPU (scheduling, preparing the
-    inputs, sampling, detokenising): the engine overlaps it with the GPU's work, so a step
-    takes the longer of the two. It decides small models' steps, which the GPU runs in less.
+    inputs, sampling, detokenising), hidden under the GPU's work or added to it as the engine's
+    ``host_overlap`` says (``host_split_ms``). It decides small models' steps, which the GPU runs in less.
     0 on a CPU device, whose eager steps are the host's work already (``cpu_step_overhead_ms``),
     and on a calibrated GPU, whose fitted floors and per-layer costs measured its engine's host."""
     if gpu.is_cpu or gpu.name in factors.per_gpu:
         return 0.0
     return factors.host_step_ms + factors.host_seq_us * seqs / 1e3
+
+
+def host_split_ms(factors: Factors, gpu: GPU, seqs: float) -> tuple[float, float]:
+    """``host_floor_ms`` split by the engine's ``host_overlap``: (the part a step hides under the
+    GPU's work, a floor; the part it adds after it)."""
+    host = host_floor_ms(factors, gpu, seqs)
+    return host * factors.host_overlap, host * (1.0 - factors.host_overlap)
 
 
 def request_costs_ms(factors: Factors, gpu: GPU) -> tuple[float, float]:
@@ -251,4 +260,4 @@ def serving_curve(model: StepModel, params: ParamCount, prompt: int, output: int
     return ServingCurve(budget, max_b, [serving_point(model, b, prompt, output, budget) for b in sizes])
 
 
-__all__ = ["request_costs_ms", "host_floor_ms", "MAX_SEQS", "ServingCurve", "ServingPoint", "StepModel", "kv_max_batch", "serving_curve", "serving_point"]
+__all__ = ["request_costs_ms", "host_floor_ms", "host_split_ms", "MAX_SEQS", "ServingCurve", "ServingPoint", "StepModel", "kv_max_batch", "serving_curve", "serving_point"]

@@ -20,7 +20,7 @@ from rightsizer.sizing.roofline import OpEfficiency
 
 MODES = ("roofline", "default-factors", "operator-data", "calibrated")
 NO_HOST = "none"  # Factors.for_engine: no host costs
-HOST_COSTS = ("host_step_ms", "host_seq_us", "front_end_ms", "server_latency_ms")  # the host's share, fitted per serving engine
+HOST_COSTS = ("host_step_ms", "host_seq_us", "host_overlap", "front_end_ms", "server_latency_ms")  # the host's share, fitted per serving engine
 
 
 @dataclass(frozen=True)
@@ -109,10 +109,13 @@ class Factors:
     # round trip), added to TTFT only.
     host_step_ms: float = _published("host_step_ms")
     host_seq_us: float = _published("host_seq_us")
+    # the share of that host time hidden under the GPU's (1: a step takes the longer of the two,
+    # an engine that schedules the next step while the GPU runs; 0: they add up, one after the other)
+    host_overlap: float = _published("host_overlap")
     front_end_ms: float = _published("front_end_ms")  # serial: the front end is busy
     server_latency_ms: float = _published("server_latency_ms")  # not serial: added to TTFT only
-    # the same four, fitted per serving engine (its name: {host_step_ms, host_seq_us,
-    # front_end_ms, server_latency_ms}); the four above are the packaged defaults (``for_engine``)
+    # the same five, fitted per serving engine (its name: {host_step_ms, host_seq_us, host_overlap,
+    # front_end_ms, server_latency_ms}); the five above are the packaged defaults (``for_engine``)
     engine_host_costs: Mapping[str, Mapping[str, float]] = _published("engine_host_costs")
     host_engine: str = ""  # whose host costs the four above are ("": the packaged defaults)
     # time GEMMs from aiconfigurator's measured tables where a GPU has one (mode "operator-data"); off by
@@ -126,6 +129,8 @@ class Factors:
         problems = []
         if self.mode not in MODES:
             problems.append(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if not isinstance(self.host_overlap, (int, float)) or not 0 <= self.host_overlap <= 1:
+            problems.append(f"host_overlap must be in [0, 1], got {self.host_overlap!r}")
         for name in ("compute_efficiency", "memory_efficiency", "link_efficiency", "cpu_compute_efficiency",
                      "cpu_memory_efficiency", "moe_efficiency"):
             v = getattr(self, name)
@@ -161,9 +166,10 @@ class Factors:
                     problems.append(f"{label}[{k}] must be in (0, 1], got {v!r}")
         for engine, costs in self.engine_host_costs.items():
             for k, v in (costs or {}).items():
-                if k not in HOST_COSTS or not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+                if (k not in HOST_COSTS or not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0
+                        or (k == "host_overlap" and v > 1)):
                     problems.append(f"engine_host_costs[{engine}].{k}: expected one of {', '.join(HOST_COSTS)} "
-                                    f">= 0, got {v!r}")
+                                    f">= 0 (host_overlap <= 1), got {v!r}")
         for k, v in self.quant_memory_efficiency.items():
             if not isinstance(v, (int, float)) or not 0 < v <= 1:
                 problems.append(f"quant_memory_efficiency[{k}] must be in (0, 1], got {v!r}")
@@ -186,7 +192,7 @@ class Factors:
                      "dtype_compute_scale", "gemm_half_tokens", "attention_compute_efficiency",
                      "kernel_overhead_us", "prefill_kernel_overhead_us", "moe_efficiency",
                      "moe_memory_efficiency", "moe_compute_scale", "token_budget", "kv_output_share",
-                     "decode_cuda_graphs", "host_step_ms", "host_seq_us", "front_end_ms",
+                     "decode_cuda_graphs", "host_step_ms", "host_seq_us", "host_overlap", "front_end_ms",
                      "server_latency_ms", "engine_host_costs"):
             if name in eff:
                 kwargs[name] = eff[name]["value"]
@@ -270,6 +276,7 @@ class Factors:
             "moe_memory_efficiency": self.moe_memory_efficiency, "moe_compute_scale": dict(self.moe_compute_scale),
             "token_budget": self.token_budget, "kv_output_share": self.kv_output_share,
             "decode_cuda_graphs": self.decode_cuda_graphs, "host_step_ms": self.host_step_ms, "host_seq_us": self.host_seq_us,
+            "host_overlap": self.host_overlap,
             "engine_host_costs": {k: dict(v) for k, v in self.engine_host_costs.items()},
             "host_engine": self.host_engine,
             "front_end_ms": self.front_end_ms, "server_latency_ms": self.server_latency_ms,

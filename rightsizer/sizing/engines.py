@@ -15,7 +15,8 @@ def serving_engine(mode: str, factors=None) -> dict:
     assumed = ("this engine's measurements on the sized GPU (calibrated)" if mode == "calibrated" else
                "vLLM/TensorRT-LLM-like factors (fitted to their public measurements; not yet to this engine's)")
     host = getattr(factors, "host_engine", "") or "packaged defaults"
-    costs = {k: getattr(factors, k) for k in ("host_step_ms", "host_seq_us", "front_end_ms",
-                                              "server_latency_ms")} if factors is not None else None
+    from rightsizer.sizing.calibration import HOST_COSTS
+
+    costs = {k: getattr(factors, k) for k in HOST_COSTS} if factors is not None else None
     return {"deployed": SERVING_ENGINE, "sized_with": assumed, "sizing_mode": mode,
             "host_costs_of": host, "host_costs": costs}

@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 from rightsizer.errors import ConfigError, NoFeasibleOption
 from rightsizer.precisions import Precision, get_precision, kv_bytes_per_element
-from rightsizer.sizing.batching import (MAX_SEQS, ServingCurve, StepModel, host_floor_ms, kv_max_batch,
+from rightsizer.sizing.batching import (MAX_SEQS, ServingCurve, StepModel, host_split_ms, kv_max_batch,
                                        request_costs_ms, serving_curve, serving_point)
 from rightsizer.sizing.calibration import Factors
 from rightsizer.sizing.catalog import GPU, Catalog, default_catalog
@@ -312,14 +312,15 @@ def estimate(config: Any, gpu: str | GPU, workload: Workload, count: int = 1, mi
                   allreduce_latency_us=factors.allreduce_latency_us, link_eff=factors.link_efficiency,
                   op_eff=op_eff, attention_dtype=attention_dtype)
     prefill_floor, decode_floor = factors.floors_for(g.name)
-    prefill_floor = max(prefill_floor, host_floor_ms(factors, g, B))
+    host_hidden, host_serial = host_split_ms(factors, g, B)
+    prefill_floor = max(prefill_floor, host_hidden)
     prefill_layer, decode_layer = factors.layer_costs_for(g.name)
     prefill = phase_time("prefill", build_ops(spec, prec, kv, B, P, P, "prefill", count), tokens=B * P,
-                         floor_ms=prefill_floor, extra_ms=extra_ms + spec.layers * prefill_layer, **common)
+                         floor_ms=prefill_floor, extra_ms=extra_ms + spec.layers * prefill_layer + host_serial, **common)
     # TPOT at the last generated token (the slowest step: longest KV read), for p95 SLO checks.
     decode = phase_time("decode", build_ops(spec, prec, kv, B, 1, P + O - 1, "decode", count), tokens=B,
-                        floor_ms=max(decode_floor, host_floor_ms(factors, g, B)), eager_share=None if factors.decode_cuda_graphs else 1.0,
-                        extra_ms=extra_ms + spec.layers * decode_layer, **common)
+                        floor_ms=max(decode_floor, host_hidden), eager_share=None if factors.decode_cuda_graphs else 1.0,
+                        extra_ms=extra_ms + spec.layers * decode_layer + host_serial, **common)
     ttft = prefill.latency_ms
     tpot = decode.latency_ms
     request_ms = ttft + (O - 1) * tpot

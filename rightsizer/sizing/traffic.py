@@ -83,12 +83,20 @@ class Lengths:
         """Prompt and output lengths independent and uniform on [1, 2 x mean - 1] (benchmark
         clients' random datasets: ``sglang.bench_serving --dataset-name random`` at its default
         range ratio), binned."""
-        def axis(mean: float) -> list[tuple[int, int]]:
-            hi = max(1, int(round(2 * mean - 1)))
-            edges = np.linspace(1, hi + 1, min(MAX_BINS, hi) + 1)
+        return cls.uniform_between((1, max(1, int(round(2 * prompt_mean - 1)))),
+                                   (1, max(1, int(round(2 * output_mean - 1)))), source)
+
+    @classmethod
+    def uniform_between(cls, prompt: tuple[int, int], output: tuple[int, int], source: str = "uniform") -> "Lengths":
+        """Prompt and output lengths independent and uniform on the integers of each closed
+        range (e.g. ``randint(100, 1024)`` in a benchmark script), binned."""
+        def axis(lo: int, hi: int) -> list[tuple[int, int]]:
+            if not 1 <= lo <= hi:
+                raise ConfigError(f"lengths ({source}): range [{lo}, {hi}]; expected 1 <= low <= high")
+            edges = np.linspace(lo, hi + 1, min(MAX_BINS, hi - lo + 1) + 1)
             return [(max(1, int(round((a + b - 1) / 2))), int(math.ceil(b) - math.ceil(a)))
                     for a, b in zip(edges[:-1], edges[1:]) if math.ceil(b) > math.ceil(a)]
-        rows = tuple((p, o, pc * oc) for p, pc in axis(prompt_mean) for o, oc in axis(output_mean))
+        rows = tuple((p, o, pc * oc) for p, pc in axis(*prompt) for o, oc in axis(*output))
         return cls(rows, source)
 
     @classmethod
