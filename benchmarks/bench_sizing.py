@@ -70,6 +70,13 @@ def main() -> None:
     for rate in (5.0, 0.6 * est.max_throughput_tokens_per_s / 128):
         med, worst = timed(lambda r=rate: tail(est, r), 10)
         print(f"open-loop p95 (Qwen2.5-0.5B, L4, {rate:7.1f} req/s):         median {med:6.1f} ms   max {worst:6.1f} ms")
+    from rightsizer.sizing import Factors, Traffic
+
+    vllm = Factors.defaults().for_engine("vllm-0.19")
+    med, worst = timed(lambda: recommend(small, Workload(256, 64, 1), SLO(200, 30), factors=vllm,
+                                         traffic=Traffic(200.0)), 3)
+    print(f"recommend at 200 req/s (Qwen2.5-0.5B, whole catalog, p95 held): median {med:6.1f} ms   max {worst:6.1f} ms"
+          "   target < 1000 ms")
     plan_s, groups = plan_50()
     print(f"fleet plan, 50 tasks (ffd, every group's held rate simulated): {plan_s:6.1f} s ({groups} groups)"
           "   target < 30 s")

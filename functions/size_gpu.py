@@ -13,7 +13,7 @@ from rightsizer.calibrate import load_measurements
 from rightsizer.finetune.task import production_for
 from rightsizer.evaluate_plots import latency_figure
 from rightsizer.size_gpu_tables import ranking_rows
-from rightsizer.size_gpu import build_record, save_record, size_for_task
+from rightsizer.size_gpu import build_record, save_record, size_for_task, task_lengths
 from rightsizer.models import resolve_model_ref
 from rightsizer.select import Selection
 from rightsizer.sizing import fit_calibration, roofline_figure
@@ -65,7 +65,8 @@ def size_gpu(context: mlrun.MLClientCtx, task_spec: str, selection: str, bundle_
     measurements = load_measurements(calibration, baseline_calibration)
     factors = factors_for_engine(serving_engine_param(project),
                                  fit_calibration(measurements) if measurements else None)
-    rec = size_for_task(spec, bundle, precision, factors=factors, price_list=price_list)
+    rec = size_for_task(spec, bundle, precision, factors=factors, price_list=price_list,
+                        lengths=task_lengths(spec, chosen_eval))
     searched = read_bundle(bundle).get("metrics", {}).get("precision_search", [])
     prod = production_for(spec, sel.chosen.candidate, sel.chosen.rung, selection,
                           layout.production_file(spec.name), finetuned)

@@ -130,13 +130,27 @@ def _size_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--count", type=_positive_int, default=1, help="GPUs in tensor parallel (default 1)")
     p.add_argument("--mig", default=None, help="MIG profile, e.g. 3g.40gb")
     p.add_argument("--ops", action="store_true", help="include the per-operation breakdown")
+    _traffic_args(p, "mean and p95 TTFT and TPOT at that rate, simulated through the engine's scheduler")
+
+
+def _traffic_args(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--request-rate", type=float, default=None, metavar="R",
-                   help="requests/s arriving at random (Poisson): mean and p95 TTFT and TPOT at that rate, "
-                        "simulated through the engine's scheduler")
+                   help=f"requests/s arriving at random (Poisson): {what}")
     p.add_argument("--lengths", default=None, metavar="FILE",
                    help="with --request-rate: a JSON or YAML length histogram ({histogram: [[prompt, output, "
                         "count], ...]}, as a decision record's workload.lengths); default: the fixed "
                         "--prompt-tokens / --output-tokens")
+
+
+def _traffic_problems(args: argparse.Namespace) -> list[str]:
+    """What is wrong with ``--request-rate`` / ``--lengths``."""
+    problems = []
+    rate = args.request_rate
+    if rate is not None and not (rate > 0 and math.isfinite(rate)):
+        problems.append(f"--request-rate must be a positive number of requests/s, got {rate}")
+    if args.lengths and rate is None:
+        problems.append("--lengths needs --request-rate (the lengths are only used by the traffic simulation)")
+    return problems
 
 
 def _load_lengths(path: str):
@@ -166,10 +180,7 @@ def _size_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         problems.extend(exc.problems)
     rate = args.request_rate
-    if rate is not None and not (rate > 0 and math.isfinite(rate)):
-        problems.append(f"--request-rate must be a positive number of requests/s, got {rate}")
-    if args.lengths and rate is None:
-        problems.append("--lengths needs --request-rate (the lengths are only used by the traffic simulation)")
+    problems.extend(_traffic_problems(args))
     if problems:
         raise ConfigError(problems)
     lengths = _load_lengths(args.lengths) if args.lengths else None
@@ -226,19 +237,25 @@ def _recommend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus", default=None, help="comma list of GPU names to consider (default: all)")
     p.add_argument("--no-mig", action="store_true", help="do not consider MIG slices")
     p.add_argument("--top", type=int, default=15, help="rows of the ranking to print (text mode)")
+    _traffic_args(p, "every option must hold that rate within the p95 TTFT and TPOT targets (replicas "
+                     "added until one replica holds its share)")
 
 
 def _recommend_run(args: argparse.Namespace) -> int:
-    from rightsizer.sizing import SLO, Workload, recommend
+    from rightsizer.sizing import SLO, Traffic, Workload, recommend
 
+    if problems := _traffic_problems(args):
+        raise ConfigError(problems)
     catalog, factors = _catalog_and_factors(args)
     wl = Workload(args.prompt_tokens, args.output_tokens, args.batch, "bf16", args.kv_precision)
     slo = SLO(args.ttft_ms, args.tpot_ms, args.throughput, args.budget_per_hour)
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()] if args.precisions else None
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     try:
+        traffic = (Traffic(args.request_rate, _load_lengths(args.lengths) if args.lengths else None)
+                   if args.request_rate is not None else None)
         rec = recommend(args.config, wl, slo, catalog=catalog, precisions=precisions, factors=factors, gpus=gpus,
-                        include_mig=not args.no_mig)
+                        include_mig=not args.no_mig, traffic=traffic)
     except NoFeasibleOption as exc:
         options = getattr(exc, "options", [])
         if args.json:
@@ -251,10 +268,13 @@ def _recommend_run(args: argparse.Namespace) -> int:
         _print_json(rec.to_dict())
         return EXIT_OK
     c = rec.chosen
-    print(f"{rec.model}: {slo.describe()}")
+    print(f"{rec.model}: {slo.describe()}"
+          + (f", at {args.request_rate:g} requests/s arriving at random" if args.request_rate else ""))
     print(f"chosen: {c.label}, batch {c.batch}, TTFT {c.ttft_ms:.1f} ms, TPOT {c.tpot_ms:.2f} ms, "
           f"{c.throughput_tokens_per_s:,.0f} tok/s, ${c.price_per_hour:.2f}/h, "
-          f"${c.cost_per_1m_output_tokens:.2f}/1M output tokens [{c.mode}]")
+          f"${c.cost_per_1m_output_tokens:.2f}/1M output tokens [{c.mode}]"
+          + (f"; one replica holds {c.held_rate_per_replica:.3g} requests/s within the p95 targets"
+             if c.held_rate_per_replica else ""))
     print(f"\n{'#':>3}  {'option':<40} {'$/h':>7} {'TTFT ms':>9} {'TPOT ms':>8} {'tok/s':>8} {'$/1M':>8}  verdict")
     for row in rec.to_rows()[: args.top]:
         verdict = "ok" if row["feasible"] else row["reason"]

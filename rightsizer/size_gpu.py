@@ -20,7 +20,7 @@ from rightsizer.records import DecisionRecord, DecisionSLO, DecisionWorkload, Si
 from rightsizer.sizing.engines import serving_engine
 from rightsizer.select import Selection
 from rightsizer.sizing import SLO as SizingSLO
-from rightsizer.sizing import Factors, Recommendation, Workload, default_catalog, recommend
+from rightsizer.sizing import Factors, Recommendation, Traffic, Workload, default_catalog, recommend
 from rightsizer.sizing.estimate import held_rate, tail
 from rightsizer.sizing.params import load_config
 from rightsizer.sizing.traffic import Lengths
@@ -28,7 +28,7 @@ from rightsizer.taskspec import TaskSpec
 
 
 def size_for_task(spec: TaskSpec, config, precision: str, factors=None,
-                  price_list: str | None = None) -> Recommendation:
+                  price_list: str | None = None, lengths: Lengths | None = None) -> Recommendation:
     """Cheapest GPU option for the task's workload and SLO at the given weight precision.
 
     ``precision`` is sized as its table entry's ``sizing_name`` says (a CPU-side fp32 choice
@@ -36,10 +36,23 @@ def size_for_task(spec: TaskSpec, config, precision: str, factors=None,
     (``rightsizer.sizing.Factors``); the engine's published defaults when None.
     ``price_list``: the price list (``rightsizer/data/prices/<name>.yaml`` or a path; default
     ``rightsizer.sizing.prices.DEFAULT_PRICE_LIST``); the recommendation names it.
+    With a planned request rate (``planned_rate``) the p95 targets are held at that rate, requests
+    arriving at random with ``lengths`` (``task_lengths``; the workload's shape when None).
     """
     wl = Workload.of(spec.workload, precision=get_precision(precision).sizing_name)
+    lengths = lengths or Lengths.fixed(wl.prompt_tokens, wl.output_tokens, source="typical (task spec workload)")
+    rate = planned_rate(spec, lengths)
     return recommend(config, wl, SizingSLO.of(spec.slo), catalog=default_catalog(price_list), precisions=[wl.precision],
-                     factors=factors)
+                     factors=factors, traffic=Traffic(rate, lengths) if rate else None)
+
+
+def planned_rate(spec: TaskSpec, lengths: Lengths) -> float | None:
+    """The request rate a task is sized for: the spec's ``workload.request_rate``, else the SLO's
+    output tokens/s over the mean output length; None without either."""
+    if spec.workload.request_rate:
+        return float(spec.workload.request_rate)
+    tokens_per_s = spec.slo.throughput_tokens_per_s
+    return tokens_per_s / lengths.mean(1) if tokens_per_s else None
 
 
 def _sized(precision: str, rec: Recommendation | None, error: str = "") -> dict:
@@ -107,7 +120,8 @@ def build_record(spec: TaskSpec, sel: Selection, chosen_eval: dict, baseline_eva
     """
     price_list = price_list or (rec_c.price_list or {}).get("name")
     try:
-        rec_b, err = size_for_task(spec, baseline_config, "bf16", factors=factors, price_list=price_list), ""
+        rec_b, err = size_for_task(spec, baseline_config, "bf16", factors=factors, price_list=price_list,
+                                   lengths=task_lengths(spec, chosen_eval)), ""
     except NoFeasibleOption as e:  # the baseline may itself be unservable: say so, keep going
         rec_b, err = None, str(e)
     largest, largest_params = sel.order[-1]
@@ -138,7 +152,8 @@ def build_record(spec: TaskSpec, sel: Selection, chosen_eval: dict, baseline_eva
     lora = _lora_section(sel, production)
     lengths = task_lengths(spec, chosen_eval)
     traffic = at_planned_rate(spec, lengths, rec_c, rec_b)
-    cascade = price_cascade(spec, sel, chosen.cost_per_1m_tokens, factors=factors, price_list=price_list)
+    cascade = price_cascade(spec, sel, chosen.cost_per_1m_tokens, factors=factors, price_list=price_list,
+                            lengths=lengths)
     retrieval_line = (f"; retrieval recall@{retrieval['k']} {chosen.retrieval_recall_at_k:.3f}"
                       if chosen.retrieval_recall_at_k is not None else "")
     malformed_line = f"; malformed answers {chosen.extraction['malformed']:.1%}" if chosen.extraction else ""
@@ -177,10 +192,9 @@ def at_planned_rate(spec: TaskSpec, lengths: Lengths, rec_c: Recommendation,
     (the spec's ``workload.request_rate``, else the SLO's output tokens/s over the mean output
     length; split over its replicas), requests arriving at random (``sizing.estimate.tail``),
     and the rate one replica holds within the p95 targets. None without either (no planned rate)."""
-    tokens_per_s = spec.slo.throughput_tokens_per_s
-    if not (spec.workload.request_rate or tokens_per_s):
+    rate = planned_rate(spec, lengths)
+    if not rate:
         return None
-    rate = spec.workload.request_rate or tokens_per_s / lengths.mean(1)
     out: dict = {"request_rate": rate, "lengths_source": lengths.source,
                  "slo": {"ttft_p95_ms": spec.slo.ttft_ms, "tpot_p95_ms": spec.slo.tpot_ms}}
     for side, rec in (("chosen", rec_c), ("baseline", rec_b)):
@@ -198,7 +212,7 @@ def at_planned_rate(spec: TaskSpec, lengths: Lengths, rec_c: Recommendation,
 
 
 def price_cascade(spec: TaskSpec, sel: Selection, big_cost_per_1m: float, factors=None,
-                  price_list: str | None = None) -> dict | None:
+                  price_list: str | None = None, lengths: Lengths | None = None) -> dict | None:
     """The ladder's cascade (``Selection.cascade``) at the planned traffic: the kept pair's
     small model sized in bf16 (as the ladder measured it) carries every request, the chosen
     model the deferred share (``cascade.priced``); None when the spec did not ask for one.
@@ -216,7 +230,7 @@ def price_cascade(spec: TaskSpec, sel: Selection, big_cost_per_1m: float, factor
     pair = dict(sel.cascade["pairs"][kept])
     try:
         rec_s, err = size_for_task(spec, resolve_model_ref(pair["small"]), "bf16", factors=factors,
-                                   price_list=price_list), ""
+                                   price_list=price_list, lengths=lengths), ""
     except NoFeasibleOption as e:
         rec_s, err = None, str(e)
     small_side = {**_sized("bf16", rec_s, err), "model": pair["small"],

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from rightsizer.errors import ConfigError
+from rightsizer.errors import ConfigError, NoFeasibleOption
 from rightsizer.sizing import Workload, estimate
 from rightsizer.sizing.estimate import tail
 from rightsizer.sizing.traffic import MAX_BINS, Lengths, max_rate, simulate
@@ -180,3 +180,48 @@ def test_the_decision_record_keeps_the_lengths_and_the_p95_at_the_planned_rate(s
     assert rec["traffic"]["request_rate"] == 3.0 and rec["traffic"]["chosen"]["per_replica_rate"] == 3.0
     assert rec["workload"]["lengths"]["source"] == "spec (workload.lengths)"
     assert rec["workload"]["lengths"]["histogram"] == [[40, 2, 5], [200, 6, 1]]
+
+
+def test_recommend_holds_the_p95_targets_at_a_request_rate_with_replicas():
+    """``recommend(..., traffic=)``: the chosen option has the replicas that hold the rate within
+    the p95 targets (vLLM 0.19's front end caps a replica near 89 requests/s, so 200 requests/s
+    of a 0.5 B model needs at least three); an option that misses the targets at any rate is
+    infeasible and says so; the closed loop alone would have taken one replica."""
+    from rightsizer.sizing import SLO, Factors, Traffic, recommend
+    from rightsizer.sizing.estimate import tail
+
+    factors = Factors.defaults().for_engine("vllm-0.19")
+    wl = Workload(256, 64, 1, "bf16")
+    slo = SLO(ttft_ms=200, tpot_ms=30)
+    closed = recommend(str(QWEN05), wl, slo, factors=factors, gpus=["L4"], include_mig=False)
+    assert closed.chosen.replicas == 1 and closed.chosen.held_rate_per_replica is None
+    rec = recommend(str(QWEN05), wl, slo, factors=factors, gpus=["L4"], include_mig=False,
+                    traffic=Traffic(200.0, Lengths.fixed(256, 64)))
+    c = rec.chosen
+    assert c.replicas >= 3 and c.held_rate_per_replica * c.replicas >= 200
+    assert c.held_rate_per_replica < 1000 / factors.front_end_ms
+    assert tail(c.estimate, 200 / c.replicas).meets(slo.ttft_ms, slo.tpot_ms)
+    assert c.price_per_hour == pytest.approx(closed.chosen.price_per_hour * c.replicas)
+    # the typical 256-token prompt meets a 60 ms TTFT; one request in five with 16,000 tokens
+    # puts the p95 past it at any rate (its prefill alone is longer)
+    tight = SLO(ttft_ms=60, tpot_ms=30)
+    assert recommend(str(QWEN05), wl, tight, factors=factors, gpus=["L4"], include_mig=False).chosen.ttft_ms < 60
+    with pytest.raises(NoFeasibleOption) as exc:
+        recommend(str(QWEN05), wl, tight, factors=factors, gpus=["L4"], include_mig=False,
+                  traffic=Traffic(5.0, Lengths(((256, 64, 8), (16000, 64, 2)))))
+    assert all("misses p95 TTFT 60 ms / TPOT 30 ms at any rate" in o.reason for o in exc.value.options if o.fits)
+    with pytest.raises(ConfigError, match="request_rate must be a positive number of requests/s, got 0"):
+        Traffic(0)
+
+
+def test_recommend_cli_takes_a_request_rate():
+    out = subprocess.run([sys.executable, "-m", "rightsizer", "recommend", "--config", str(QWEN05),
+                          "--prompt-tokens", "256", "--output-tokens", "64", "--ttft-ms", "200", "--tpot-ms", "30",
+                          "--gpus", "L4", "--serving-engine", "vllm-0.19", "--request-rate", "200"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "at 200 requests/s arriving at random" in out.stdout and "one replica holds" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "rightsizer", "recommend", "--config", str(QWEN05), "--ttft-ms", "200",
+                          "--prompt-tokens", "256", "--output-tokens", "64", "--tpot-ms", "30", "--lengths", "x.json"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode != 0 and "--lengths needs --request-rate" in bad.stderr

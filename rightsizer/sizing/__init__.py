@@ -26,12 +26,12 @@ from rightsizer.sizing.memory import activation_bytes, kv_bytes_per_sequence, kv
 from rightsizer.sizing.params import SUPPORTED_ARCHITECTURES, ModelSpec, ParamCount, count_params, model_spec
 from rightsizer.sizing.plots import roofline_figure
 from rightsizer.sizing.prices import DEFAULT_PRICE_LIST, PriceList, available_price_lists, load_price_list
-from rightsizer.sizing.recommend import SLO, Option, Recommendation, recommend
+from rightsizer.sizing.recommend import SLO, Option, Recommendation, Traffic, recommend
 
 __all__ = [
     "count_params", "model_spec", "ModelSpec", "ParamCount", "SUPPORTED_ARCHITECTURES",
     "load_catalog", "default_catalog", "Catalog", "GPU", "MigProfile",
-    "Workload", "SLO", "Estimate", "estimate", "recommend", "Recommendation", "Option",
+    "Workload", "SLO", "Estimate", "estimate", "recommend", "Recommendation", "Option", "Traffic",
     "roofline_figure", "Factors", "GpuFactors", "fit_calibration", "MODES",
     "weights_bytes", "kv_bytes_per_token", "kv_bytes_per_sequence", "activation_bytes", "get_precision",
     "Precision", "load_price_list", "available_price_lists", "PriceList", "DEFAULT_PRICE_LIST",

@@ -1,5 +1,10 @@
 """Rank every option (GPU type x count, or a MIG slice, x precision) and pick the cheapest one
-that fits in memory and meets the p95 TTFT, per-token latency, throughput and budget targets."""
+that fits in memory and meets the p95 TTFT, per-token latency, throughput and budget targets.
+
+With ``traffic`` (a request rate and its length distribution) the p95 targets are checked where
+users meet them: requests arriving at random (Poisson) through the scheduler simulation
+(``sizing.estimate.held_rate``), and an option gets the replicas that hold the rate within them.
+Without it, the closed loop at the workload's batch decides (the typical request's latency)."""
 
 from __future__ import annotations
 
@@ -10,12 +15,16 @@ from typing import Any, Iterable
 from rightsizer.units import gib
 from rightsizer.errors import ConfigError, InsufficientMemory, NoFeasibleOption
 from rightsizer.precisions import SEARCH_ORDER, get_precision
+from rightsizer.sizing.batching import request_costs_ms
 from rightsizer.sizing.calibration import Factors
 from rightsizer.sizing.catalog import GPU, Catalog, default_catalog
-from rightsizer.sizing.estimate import TP_COUNTS, Estimate, Workload, tp_problem, estimate, unique_deployments
+from rightsizer.sizing.estimate import (TP_COUNTS, Estimate, Workload, estimate, held_rate, tp_problem,
+                                       unique_deployments)
 from rightsizer.sizing.params import ModelSpec, count_spec, load_config, model_spec
+from rightsizer.sizing.traffic import Lengths
 
 MAX_REPLICAS = 64
+HELD_RATE_ITERATIONS = 6  # bisection steps for the rate a replica holds: within 2 ** (1 / 64), about 1 %
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,20 @@ class SLO:
         return ", ".join(parts)
 
 
+@dataclass(frozen=True)
+class Traffic:
+    """Open-loop arrivals an option must hold within the p95 targets: ``request_rate``
+    requests/s, request lengths from ``lengths`` (the workload's own shape when None)."""
+
+    request_rate: float
+    lengths: Lengths | None = None
+
+    def __post_init__(self) -> None:
+        r = self.request_rate
+        if not isinstance(r, (int, float)) or isinstance(r, bool) or not (0 < r < math.inf):
+            raise ConfigError(f"request_rate must be a positive number of requests/s, got {r!r}", source="traffic")
+
+
 @dataclass
 class Option:
     """One candidate deployment and its verdict."""
@@ -86,6 +109,8 @@ class Option:
     reason: str
     mode: str
     max_throughput_tokens_per_s: float = 0.0  # continuous batching, best batch that fits (x replicas)
+    # with traffic: the request rate one replica holds within the p95 targets (None: not checked)
+    held_rate_per_replica: float | None = None
     estimate: Estimate | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -106,7 +131,7 @@ class Option:
             "throughput_tokens_per_s": _num(self.throughput_tokens_per_s),
             "max_throughput_tokens_per_s": _num(self.max_throughput_tokens_per_s), "price_per_hour": self.price_per_hour,
             "cost_per_1m_output_tokens": _num(self.cost_per_1m_output_tokens), "memory_bytes": self.memory_bytes,
-            "reason": self.reason, "mode": self.mode,
+            "reason": self.reason, "mode": self.mode, "held_rate_per_replica": self.held_rate_per_replica,
         }
 
 
@@ -203,6 +228,65 @@ def _evaluate(cfg, gpu: GPU, count: int, mig: str | None, workload: Workload, sl
     return _option(est, replicas, "; ".join(bad), not bad)
 
 
+def _with_traffic(o: Option, slo: SLO, traffic: Traffic, least: int) -> Option:
+    """``o`` held to the p95 targets under ``traffic``: the replicas that hold the rate (at
+    least the closed loop's), or the reason it cannot."""
+    est = o.estimate
+    held = held_rate(est, slo.ttft_ms, slo.tpot_ms, traffic.lengths, start=traffic.request_rate / least,
+                     iterations=HELD_RATE_ITERATIONS)
+    if held <= 0:
+        reason = (f"misses p95 TTFT {slo.ttft_ms:g} ms / TPOT {slo.tpot_ms:g} ms at any rate with requests "
+                  "arriving at random")
+        out = _option(est, o.replicas, reason, False)
+    else:
+        replicas = max(o.replicas, math.ceil(traffic.request_rate / held))
+        bad = []
+        if replicas > MAX_REPLICAS:
+            bad.append(f"{traffic.request_rate:g} requests/s at {held:.3g} per replica within the p95 targets "
+                       f"needs {replicas} replicas (> {MAX_REPLICAS})")
+            replicas = o.replicas
+        if slo.budget_per_hour is not None and est.price_per_hour * replicas > slo.budget_per_hour:
+            bad.append(f"${est.price_per_hour * replicas:.2f}/h > budget ${slo.budget_per_hour:g}/h")
+        out = _option(est, replicas, "; ".join(bad), not bad)
+    out.held_rate_per_replica = held
+    return out
+
+
+def _least_replicas(o: Option, traffic: Traffic) -> int:
+    """A lower bound on the replicas ``o`` needs for ``traffic`` without simulating: the closed
+    loop's, the front end's cap (one request per ``front_end_ms``) and the most output tokens/s
+    one replica serves."""
+    est = o.estimate
+    rate = traffic.request_rate
+    out_tokens = traffic.lengths.mean(1) if traffic.lengths is not None else est.output_tokens
+    m = est.step_model
+    front = request_costs_ms(m.factors, m.gpu)[0] if m is not None else 0.0
+    by_front = math.floor(rate * front / 1e3) + 1 if front > 0 else 1
+    by_tokens = math.ceil(rate * out_tokens / est.max_throughput_tokens_per_s) if est.max_throughput_tokens_per_s else 1
+    return max(o.replicas, by_front, by_tokens)
+
+
+def _check_traffic(options: list[Option], slo: SLO, traffic: Traffic) -> list[Option]:
+    """The feasible options held to ``traffic``, in the order of a lower bound on their price
+    (``_least_replicas``), until the next one's bound cannot beat the best found; an option not
+    reached is not checked, and says so (at its least replicas it costs no less than the best)."""
+    bound = {id(o): o.estimate.price_per_hour * _least_replicas(o, traffic) for o in options
+             if o.feasible and o.estimate is not None and o.estimate.step_model is not None}
+    feasible = sorted((o for o in options if id(o) in bound), key=lambda o: (bound[id(o)], *_rank_key(o)[1:]))
+    checked: dict[int, Option] = {}
+    best = math.inf
+    for o in feasible:
+        least = _least_replicas(o, traffic)
+        if bound[id(o)] >= best:
+            checked[id(o)] = _option(o.estimate, least, f"not held to {traffic.request_rate:g} requests/s: at "
+                                     f"{least}+ replicas (${bound[id(o)]:.2f}/h) no cheaper than ${best:.2f}/h", False)
+            continue
+        checked[id(o)] = t = _with_traffic(o, slo, traffic, least)
+        if t.feasible:
+            best = min(best, t.price_per_hour)
+    return [checked.get(id(o), o) for o in options]
+
+
 def _unsupported(gpu: GPU, precision: str, mig: str | None, count: int, reason: str, workload) -> Option:
     return Option(gpu=gpu.name, count=count, mig=mig, precision=precision, batch=workload.batch, replicas=1,
                   fits=False, meets_slo=False, ttft_ms=math.inf, tpot_ms=math.inf, throughput_tokens_per_s=0.0,
@@ -231,8 +315,11 @@ def _rank_key(o: Option):
 def recommend(config: Any, workload: Workload, slo: SLO, catalog: Catalog | None = None,
               precisions: Iterable[str] | None = None, *, factors: Factors | None = None,
               gpus: Iterable[str] | None = None, include_mig: bool = True,
-              include_cpu: bool = False) -> Recommendation:
+              include_cpu: bool = False, traffic: Traffic | None = None) -> Recommendation:
     """Rank all options and return the cheapest feasible one.
+
+    ``traffic``: hold the p95 targets at that request rate with requests arriving at random
+    (replicas added until one holds its share), not only at the workload's batch.
 
     Only devices the catalog's price list prices are options (naming an unpriced one in
     ``gpus`` is a ``ConfigError``); ``include_cpu`` adds the catalog's CPU instance types.
@@ -282,6 +369,8 @@ def recommend(config: Any, workload: Workload, slo: SLO, catalog: Catalog | None
                         continue  # the full-GPU profile is the GPU itself
                     options.append(_evaluate(config, gpu, 1, prof.name, wl, slo, factors, spec, params))
     unique = unique_deployments(options)  # bf16 -> fp16 on Turing repeats a precision
+    if traffic is not None:
+        unique = _check_traffic(unique, slo, traffic)
     unique.sort(key=_rank_key)
     feasible = [o for o in unique if o.feasible]
     if not feasible:

@@ -314,7 +314,8 @@ def simulate(step_ms: StepTime, lengths: Lengths, request_rate: float, *, token_
     tpot = ((done_a - first_a)[multi] / (outputs[multi] - 1)) * 1e3 if multi.any() else np.zeros(1)
     # saturated: the backlog (arrived, not finished) kept growing over the measured arrivals by
     # more than a tenth of the rate (steady state holds it level, up to noise), or the wait for
-    # the first token kept growing (a queue behind a full engine)
+    # the first token kept growing (a queue behind a full engine), or the front end alone is
+    # busier than it can be (a short run may not show that queue grow)
     t0, t1 = float(arrivals[start]), float(arrivals[-1])
     tmid = (t0 + t1) / 2
 
@@ -325,7 +326,8 @@ def simulate(step_ms: StepTime, lengths: Lengths, request_rate: float, *, token_
     waits = (first_a - arrivals)[keep]
     quarter = max(1, len(waits) // 4)
     growing = float(np.mean(waits[-quarter:])) > 3 * float(np.mean(waits[quarter:2 * quarter])) + 0.05
-    saturated = bool(burst or growing or growth > max(5.0, 0.1 * request_rate * (t1 - tmid)))
+    overloaded = front_end_ms > 0 and request_rate * front_end_ms / 1e3 >= 1.0
+    saturated = bool(burst or growing or overloaded or growth > max(5.0, 0.1 * request_rate * (t1 - tmid)))
     span = float(np.nanmax(done_a[keep]) - arrivals[keep].min())
     throughput = float(outputs[keep].sum()) / span if span > 0 else 0.0
     return TailFigures(request_rate=float(request_rate), ttft_mean_ms=float(np.mean(ttft)),
