@@ -34,7 +34,7 @@ from rightsizer.unsized import deploys, load_outcomes, missing_message, parse_fl
 
 
 def plan(context: mlrun.MLClientCtx, selections: list, deploy_partial: str = "auto",
-         price_list: str = "", headroom: float = DEFAULT_HEADROOM) -> None:
+         price_list: str = "", headroom: float = DEFAULT_HEADROOM, mixed_devices: str = "auto") -> None:
     """The fleet plan of the run's sized tasks (``selections``: the select steps' selection
     paths, one per task of the application).
 
@@ -44,7 +44,10 @@ def plan(context: mlrun.MLClientCtx, selections: list, deploy_partial: str = "au
     "true"/"false", or "auto" for the project's ``deploy_partial`` param (default false).
     ``price_list``: a packaged list (``rightsizer/data/prices``) or a file; empty: the
     project's ``price_list`` param, else the default list. ``headroom``: the busy fraction a
-    device may reach.
+    device may reach. ``mixed_devices``: "true"/"false", or "auto" for the project's
+    ``plan_mixed_devices`` param (default false): also plan the fleet with tasks split by prompt
+    length across device types (``rightsizer.plan.plan_mixed``; in ``fleet_plan``'s
+    ``mixed_devices``, result ``mixed_fleet_cost_per_hour``; not deployed).
 
     Logs: ``fleet_plan`` (JSON: groups, models, memory split, busy fractions, the function
     specs, the baseline fleet and the comparison, ``unsized_tasks``), ``fleet_chart``
@@ -70,8 +73,11 @@ def plan(context: mlrun.MLClientCtx, selections: list, deploy_partial: str = "au
         log_results(context, {"plan": "", "groups": 0, "fleet_cost_per_hour": None})
         return
     price_list = price_list or (project.get_param("price_list", "") if project else "") or DEFAULT_PRICE_LIST
+    if mixed_devices in ("auto", "", None):
+        mixed_devices = project.get_param("plan_mixed_devices", False) if project else False
     fleet = plan_fleet(records, price_list=price_list, headroom=float(headroom),
-                       factors=factors_for_engine(serving_engine_param(project)))
+                       factors=factors_for_engine(serving_engine_param(project)),
+                       mixed_devices=parse_flag(mixed_devices, "mixed_devices"))
     body = {**fleet.to_dict(), "function_specs": fleet.function_specs(),
             "unsized_tasks": [u["task"] for u in unsized]}
     path = made_parent(run_layout(context).plan_file())
@@ -86,6 +92,7 @@ def plan(context: mlrun.MLClientCtx, selections: list, deploy_partial: str = "au
     log_results(context, {"plan": str(path), "groups": len(fleet.groups),
                          "fleet_cost_per_hour": fleet.cost_per_hour,
                          "baseline_fleet_cost_per_hour": fleet.baseline.cost_per_hour if fleet.baseline else None,
+                         "mixed_fleet_cost_per_hour": fleet.mixed.cost_per_hour if fleet.mixed else None,
                          "price_list": fleet.price_list.get("name", price_list)})
 
 

@@ -341,6 +341,9 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cpu", action="store_true", help="do not consider CPU instance types")
     p.add_argument("--no-mig", action="store_true", help="do not consider MIG slices")
     p.add_argument("--no-baseline", action="store_true", help="do not plan the one-big-model baseline fleet")
+    p.add_argument("--mixed-devices", action="store_true",
+                   help="also plan the fleet with a task's traffic split by prompt length across device types where "
+                        "that costs less (Mélange; tasks with a length histogram)")
     p.add_argument("--calibration", default=None, help="calibration JSON from fit_calibration (Factors.save)")
     _engine_arg(p)
     p.add_argument("--json", action="store_true", help="print one JSON object: the plan and its function specs")
@@ -357,7 +360,7 @@ def _plan_run(args: argparse.Namespace) -> int:
     devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
     kwargs = dict(price_list=args.price_list or DEFAULT_PRICE_LIST, headroom=args.headroom, solver=args.solver,
                   factors=factors, prices=prices or None, include_cpu=not args.no_cpu, include_mig=not args.no_mig,
-                  devices=devices, baseline=not args.no_baseline)
+                  devices=devices, baseline=not args.no_baseline, mixed_devices=args.mixed_devices)
     decisions = None if args.app else load_decisions(args.decisions)
     try:
         plan = plan_app(args.app, **kwargs) if args.app else plan_fleet(decisions, **kwargs)
@@ -390,6 +393,13 @@ def _plan_run(args: argparse.Namespace) -> int:
             print(f"  note: {note}")
     if plan.baseline_error:
         print(f"baseline fleet: {plan.baseline_error}")
+    if args.mixed_devices:
+        print(f"\nmixed device types: {plan.mixed_note}")
+        if plan.mixed is not None:
+            for g in plan.mixed.groups:
+                print(f"  {g.name:<28} {g.label:<28} x{g.replicas}  ${g.cost_per_hour:.3f}/h  "
+                      + ", ".join(p.name for p in g.placements))
+            print(f"  not deployed: {plan.mixed_devices()['why_not_deployed']}")
     print()
     for line in _fleet_table(plan):
         print(line)

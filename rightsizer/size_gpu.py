@@ -179,8 +179,7 @@ def task_lengths(spec: TaskSpec, evaluation: dict) -> Lengths:
     measured by the evaluate step (its ``lengths``: the eval split through the model's
     tokenizer and prompt format), else the spec's typical shape."""
     if spec.workload.lengths:
-        return Lengths.from_dict({"histogram": spec.workload.lengths, "source": "spec (workload.lengths)"},
-                                 where=f"{spec.name}: workload.lengths")
+        return Lengths.from_spec(spec.workload.lengths, spec.name)
     if evaluation.get("lengths"):
         return Lengths.from_dict(evaluation["lengths"], where=f"{spec.name} evaluation lengths")
     return Lengths.fixed(spec.workload.prompt_tokens, spec.workload.output_tokens, source="typical (task spec workload)")

@@ -76,8 +76,11 @@ def test_decisions_from_app_are_what_plan_fleet_reads():
         assert r["chosen"]["config"] == load_config(str(Path(s.base_dir) / s.plan.model))
         assert r["chosen"]["params"] == count_params(r["chosen"]["config"]).total
         assert r["baseline"]["config"] == base_cfg and r["baseline"]["precision"] == "bf16"
-        assert r["workload"] == {"prompt_tokens": s.workload.prompt_tokens, "output_tokens": s.workload.output_tokens,
-                                 "batch": s.workload.batch}
+        shape = {k: r["workload"][k] for k in ("prompt_tokens", "output_tokens", "batch")}
+        assert shape == {"prompt_tokens": s.workload.prompt_tokens, "output_tokens": s.workload.output_tokens,
+                         "batch": s.workload.batch}
+        # a spec's own length histogram travels with its record (the plan's holds and mixed devices read it)
+        assert (r["workload"].get("lengths") or {}).get("histogram") == s.workload.lengths
         assert r["slo"]["throughput_tokens_per_s"] == s.slo.throughput_tokens_per_s
         assert (r["metric"], r["threshold"]) == (s.metric, s.threshold)
 
@@ -246,3 +249,81 @@ def test_the_plan_section_is_optional_validated_and_round_trips(tmp_path):
         task_from_dict({**data, "plan": {"model": "configs/x.json", "size": 1}})
     with pytest.raises(ConfigError, match=r"plan: expected a mapping"):
         task_from_dict({**data, "plan": "configs/x.json"})
+
+
+def test_a_task_split_by_prompt_length_keeps_its_traffic_and_every_length_once():
+    """``split_by_prompt``: two parts whose output tokens/s add up to the task's, whose prompt
+    ranges cover its histogram once, each sized at its own mean shape; no split without a
+    histogram, past the longest prompt, or for a cascade."""
+    from dataclasses import replace
+
+    from rightsizer.plan.demand import CascadeDemand, demands_from_decisions, split_by_prompt
+
+    (d,) = [x for x in demands_from_decisions(decisions_from_app(APP)) if x.name == "answer_drafting"]
+    short, long_ = split_by_prompt(d, 200)
+    assert short.throughput_tokens_per_s + long_.throughput_tokens_per_s == pytest.approx(d.throughput_tokens_per_s)
+    # 80 drafts of 180 tokens against 20 of 560: the short part carries 144 / 256 of the output tokens
+    assert short.throughput_tokens_per_s == pytest.approx(d.throughput_tokens_per_s * 80 * 180 / (80 * 180 + 20 * 560))
+    assert (short.prompt_range, long_.prompt_range) == ((200, 200), (201, 4200))
+    assert (short.prompt_tokens, short.output_tokens, long_.prompt_tokens, long_.output_tokens) == (200, 180, 4200, 560)
+    assert short.tasks == long_.tasks == ["answer_drafting"] and short.name != long_.name
+    assert split_by_prompt(d, 4200) is None and split_by_prompt(replace(d, lengths=None), 200) is None
+    assert split_by_prompt(replace(d, cascade=CascadeDemand("s", None, "bf16", 0.3, 0.9)), 200) is None
+
+
+@pytest.fixture(scope="module")
+def without_mig():
+    return plan_app(APP, include_mig=False, mixed_devices=True)
+
+
+def test_mixed_device_types_pay_on_the_example_without_mig_slices(without_mig):
+    """Mélange's point on the hub-scale example: without MIG slices, answer drafting's short
+    requests on a T4 and its long threads on another device cost less than the task on one
+    device type, both fleets holding their planned traffic within the p95 targets (arrivals at
+    random); the JSON keeps the alternative, which says it is not deployed. With MIG slices the
+    split does not pay, and the plan says why."""
+    from rightsizer.plan.fleet import FleetPlan
+
+    plan = without_mig
+    assert plan.mixed is not None and plan.mixed.cost_per_hour < plan.cost_per_hour
+    assert plan.mixed_note.startswith("pays: ")
+    parts = {p.name: g for g in plan.mixed.groups for p in g.placements if p.tasks == ["answer_drafting"]}
+    assert len(parts) == 2 and len({g.label for g in parts.values()}) == 2  # two device types
+    for fleet in (plan, plan.mixed):
+        assert all(g.holds["meets_planned"] for g in fleet.groups if g.holds)
+    info = plan.mixed_devices()
+    assert info["deployed"] is False and "prompt length" in info["why_not_deployed"]
+    assert sorted(p["prompt_tokens"] for p in info["splits"]["answer_drafting"]) == [[200, 200], [201, 4200]]
+    assert info["saving"] == pytest.approx(1 - plan.mixed.cost_per_hour / plan.cost_per_hour)
+    back = FleetPlan.from_dict(json.loads(json.dumps(plan.to_dict())))
+    assert back.mixed.cost_per_hour == pytest.approx(plan.mixed.cost_per_hour) and back.mixed_note == plan.mixed_note
+    with_mig = plan_app(APP, mixed_devices=True, baseline=False)
+    assert with_mig.mixed is None and with_mig.mixed_note.startswith("does not pay: ")
+    assert plan_app(APP, baseline=False).to_dict().get("mixed_devices") is None  # not asked, not planned
+
+
+def test_a_group_below_its_planned_traffic_gets_the_replicas_that_hold_it(without_mig):
+    """The packer sizes on the closed loop; the simulation says a group's p95 under random
+    arrivals: without MIG slices answer drafting's group holds 0.9x its planned traffic on one
+    device, so the plan gives it two, and says so."""
+    from rightsizer.plan.solve import hold_planned
+
+    (g,) = [g for g in without_mig.groups if any(p.tasks == ["answer_drafting"] for p in g.placements)]
+    assert g.replicas == 2 and g.holds["raised_from_replicas"] == 1 and g.holds["meets_planned"]
+    assert any("1 -> 2 replicas to hold its planned traffic" in n for n in without_mig.notes)
+    h = {"planned_request_rate": 10.0, "request_rate": 4.0, "scale": 0.4, "meets_planned": False}
+    assert hold_planned(h, 2)[0] == 5 and hold_planned(h, 2)[1]["scale"] == pytest.approx(1.0)
+    assert hold_planned({**h, "scale": 1.5, "meets_planned": True}, 2) == (2, {**h, "scale": 1.5, "meets_planned": True})
+    assert hold_planned(None, 3) == (3, None)
+
+
+def test_the_cli_shows_the_mixed_device_fleet():
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["plan", "--app", str(APP), "--mixed-devices", "--no-mig", "--no-baseline"]) == EXIT_OK
+    out = buf.getvalue()
+    assert "mixed device types: pays:" in out and "answer_drafting@prompt<=200" in out
+    assert "not deployed: the entry point routes a request by task, not yet by its prompt length" in out

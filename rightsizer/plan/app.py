@@ -23,6 +23,7 @@ from rightsizer.plan.fleet import FleetPlan
 from rightsizer.plan.solve import plan_fleet
 from rightsizer.records import DecisionRecord, DecisionSLO, DecisionWorkload, Side
 from rightsizer.sizing.params import count_params, load_config
+from rightsizer.sizing.traffic import Lengths
 from rightsizer.taskspec import TaskSpec, load_app, read_spec_yaml
 
 NOT_MEASURED = "not measured"
@@ -102,7 +103,9 @@ def _app_records(path: Path) -> list[DecisionRecord]:
     records = [DecisionRecord(
         task=spec.name, metric=spec.metric, threshold=spec.threshold, decision_rule=spec.decision_rule,
         source=f"app spec {path} (plan section; no weights)", chosen=side, baseline=baseline,
-        workload=DecisionWorkload.of(spec.workload), slo=DecisionSLO.of(spec.slo)) for spec, side in chosen]
+        workload=DecisionWorkload.of(spec.workload, Lengths.from_spec(spec.workload.lengths, spec.name).to_dict()
+                                     if spec.workload.lengths else None),
+        slo=DecisionSLO.of(spec.slo)) for spec, side in chosen]
     return sorted(records, key=lambda r: r.task)
 
 

@@ -62,6 +62,9 @@ class Demand:
     demand_source: str  # where the required throughput comes from
     cascade: CascadeDemand | None = None
     lengths: dict[str, Any] | None = None  # the record's length histogram (sizing.traffic.Lengths.to_dict)
+    # a part of a task's traffic split by prompt length (``split_by_prompt``): the prompt tokens
+    # [low, high] of the requests it serves; None: all of them
+    prompt_range: tuple[int, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {"name": self.name, "tasks": list(self.tasks), "model": self.model, "precision": self.precision,
@@ -72,6 +75,8 @@ class Demand:
             out["cascade"] = self.cascade.to_dict()
         if self.lengths is not None:
             out["lengths"] = self.lengths
+        if self.prompt_range is not None:
+            out["prompt_range"] = list(self.prompt_range)
         return out
 
     @classmethod
@@ -84,7 +89,8 @@ class Demand:
                                                          "demand_source")},
                    config=None, ttft_ms=need(slo, "ttft_ms", f"{where}.slo"), tpot_ms=need(slo, "tpot_ms", f"{where}.slo"),
                    cascade=CascadeDemand.from_dict(data["cascade"], f"{where}.cascade") if data.get("cascade") else None,
-                   lengths=data.get("lengths"))
+                   lengths=data.get("lengths"),
+                   prompt_range=tuple(data["prompt_range"]) if data.get("prompt_range") else None)
 
 
 def need(data: Mapping[str, Any], key: str, where: str) -> Any:
@@ -220,6 +226,37 @@ def _cascade_of(rec: DecisionRecord) -> CascadeDemand | None:
                          deferral_rate=float(pair["deferral_rate"]), threshold=float(pair["threshold"]))
 
 
+def split_by_prompt(dem: Demand, cut: int) -> tuple[Demand, Demand] | None:
+    """``dem``'s traffic in two parts by prompt length (Mélange: the short requests may be served
+    cheaper on another device than the long ones): requests with prompts of at most ``cut``
+    tokens and the rest, each with its share of the output tokens/s and of the concurrency, sized
+    at its own mean shape; None when one part would be empty (or the demand has no lengths)."""
+    if not dem.lengths or dem.cascade is not None:
+        return None
+    rows = [(int(p), int(o), int(c)) for p, o, c in dem.lengths["histogram"]]
+    parts = ([r for r in rows if r[0] <= cut], [r for r in rows if r[0] > cut])
+    if not all(parts):
+        return None
+    work = sum(o * c for _, o, c in rows)
+    requests = sum(c for _, _, c in rows)
+    out = []
+    for part, rng, tag in ((parts[0], (min(r[0] for r in parts[0]), cut), f"<={cut}"),
+                           (parts[1], (cut + 1, max(r[0] for r in parts[1])), f">{cut}")):
+        n = sum(c for _, _, c in part)
+        share = sum(o * c for _, o, c in part) / work
+        out.append(Demand(
+            name=f"{dem.name}@prompt{tag}", tasks=list(dem.tasks), model=dem.model, config=dem.config,
+            precision=dem.precision, prompt_tokens=max(1, round(sum(p * c for p, _, c in part) / n)),
+            output_tokens=max(1, round(sum(o * c for _, o, c in part) / n)),
+            batch=max(1, round(dem.batch * n / requests)), ttft_ms=dem.ttft_ms, tpot_ms=dem.tpot_ms,
+            throughput_tokens_per_s=dem.throughput_tokens_per_s * share,
+            demand_source=f"{share:.0%} of {dem.name}'s output tokens ({dem.demand_source}): prompts of "
+                          f"{rng[0]}-{rng[1]} tokens",
+            lengths={"histogram": [list(r) for r in part], "source": f"{dem.name} prompts {tag}"},
+            prompt_range=rng))
+    return out[0], out[1]
+
+
 def baseline_demand(decisions: list[Decision]) -> Demand:
     """The one-big-model baseline: the largest baseline candidate (by parameters), bf16, carrying
     every task's traffic: the tasks' throughputs and concurrencies add up, the longest prompt
@@ -262,4 +299,5 @@ def _score(value: Any) -> bool:
     return is_number(value, finite=True)
 
 
-__all__ = ["CascadeDemand", "Demand", "Decision", "load_decisions", "demands_from_decisions", "baseline_demand", "quality_of"]
+__all__ = ["CascadeDemand", "Demand", "Decision", "load_decisions", "demands_from_decisions", "baseline_demand",
+           "quality_of", "split_by_prompt"]

@@ -164,6 +164,10 @@ class FleetPlan:
     baseline: "FleetPlan | None" = None
     baseline_error: str = ""
     quality: dict[str, dict[str, Any]] = field(default_factory=dict)  # per task, against its bar
+    # the same demands with some tasks' traffic split by prompt length across device types
+    # (Mélange; ``plan_fleet(..., mixed_devices=True)``): the fleet, and what it found
+    mixed: "FleetPlan | None" = None
+    mixed_note: str = ""
 
     @property
     def cost_per_hour(self) -> float:
@@ -226,7 +230,29 @@ class FleetPlan:
             out["baseline_error"] = self.baseline_error
             out["comparison"] = self.comparison()
             out["quality"] = {k: dict(v) for k, v in self.quality.items()}
+            if self.mixed is not None or self.mixed_note:
+                out["mixed_devices"] = self.mixed_devices()
         return out
+
+    def mixed_devices(self) -> dict[str, Any]:
+        """The mixed-device alternative beside this fleet: its plan, the tasks it splits by
+        prompt length (each part's device and share), its cost against this fleet's."""
+        m = self.mixed
+        if m is None:
+            return {"plan": None, "note": self.mixed_note}
+        splits: dict[str, list[dict[str, Any]]] = {}
+        for g in m.groups:
+            for p in g.placements:
+                d = next(x for x in m.demands if x.name == p.name)
+                if d.prompt_range is not None:
+                    splits.setdefault(d.tasks[0], []).append(
+                        {"part": p.name, "prompt_tokens": list(d.prompt_range), "device": g.label, "group": g.name,
+                         "throughput_tokens_per_s": d.throughput_tokens_per_s})
+        return {"plan": m.to_dict(), "note": self.mixed_note, "splits": splits,
+                "cost_per_hour": {"mixed": m.cost_per_hour, "chosen": self.cost_per_hour},
+                "saving": 1 - m.cost_per_hour / self.cost_per_hour if self.cost_per_hour > 0 else None,
+                "deployed": False,
+                "why_not_deployed": "the entry point routes a request by task, not yet by its prompt length"}
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "fleet plan") -> FleetPlan:
@@ -249,7 +275,9 @@ class FleetPlan:
                        notes=list(data.get("notes") or []),
                        baseline=cls.from_dict(base, source) if base else None,
                        baseline_error=data.get("baseline_error") or "",
-                       quality={k: dict(v) for k, v in (data.get("quality") or {}).items()})
+                       quality={k: dict(v) for k, v in (data.get("quality") or {}).items()},
+                       mixed=cls.from_dict(mixed["plan"], source) if (mixed := data.get("mixed_devices") or {}).get("plan")
+                       else None, mixed_note=str(mixed.get("note") or ""))
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"fleet plan: missing or bad field {exc}", source=source) from None
 

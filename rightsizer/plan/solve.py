@@ -10,12 +10,14 @@ No MLRun here: a pipeline step calls ``plan_fleet(load_decisions(path))``.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import replace
 from typing import Iterable
 
 from rightsizer.errors import ConfigError, InsufficientMemory, NoFeasibleOption
-from rightsizer.plan.demand import Decision, Demand, baseline_demand, demands_from_decisions, quality_of
+from rightsizer.plan.demand import (Decision, Demand, baseline_demand, demands_from_decisions, quality_of,
+                                    split_by_prompt)
 from rightsizer.plan.devices import (GIB, DeviceKind, Sized, device_kinds, reserve_bytes, resources, size_on,
                                     with_front)
 from rightsizer.plan.fleet import FleetPlan, Group, Placement
@@ -30,6 +32,8 @@ from rightsizer.sizing.prices import DEFAULT_PRICE_LIST
 from rightsizer.sizing.recommend import precision_for
 
 HOLDS_ITERATIONS = 5  # bisection steps after doubling: within 2 ** (1/32), about 2 %
+SPLIT_SHARES = (0.5, 0.75, 0.9)  # where a task's traffic may be cut by prompt length: these shares of its requests
+MIN_SPLIT_SAVING = 0.05  # a split is tried in the fleet when its parts alone cost this much less than the whole
 
 
 def _slug(text: str) -> str:
@@ -99,18 +103,24 @@ def plan_demands(demands: list[Demand], catalog: Catalog, headroom: float = DEFA
     by_key = {k.key: k for k in kinds}
     by_name = {d.name: d for d in demands}
     groups = []
+    raised = []
     for n, pg in enumerate(sol.groups):
         dk = by_key[pg.kind]
         members = [sized[(m, dk.key)] for m in pg.members]
         ttft_sum = sum(s.ttft_ms for s in members)
         tpot_sum = sum(s.tpot_ms for s in members)
+        held = holds([(by_name[m], s, fronts.get((m, dk.key))) for m, s in zip(pg.members, members)], pg.replicas)
+        replicas, held = hold_planned(held, pg.replicas)
+        if replicas != pg.replicas:
+            raised.append(f"g{n} ({dk.label}): {pg.replicas} -> {replicas} replicas to hold its planned traffic "
+                          "within the p95 targets (requests arriving at random)")
         placements = []
         for m, s in zip(pg.members, members):
             d = by_name[m]
             placements.append(Placement(
                 name=m, tasks=list(d.tasks), model=d.model, precision=s.precision, batch=s.batch,
                 weights_bytes=s.weights_bytes, kv_bytes=s.kv_bytes, activation_bytes=s.activation_bytes,
-                busy_fraction=s.load.busy, busy_per_replica=s.load.busy / pg.replicas,
+                busy_fraction=s.load.busy, busy_per_replica=s.load.busy / replicas,
                 throughput_tokens_per_s=d.throughput_tokens_per_s, ttft_ms=s.ttft_ms, tpot_ms=s.tpot_ms,
                 ttft_shared_ms=ttft_sum, tpot_shared_ms=tpot_sum, slo_ttft_ms=d.ttft_ms, slo_tpot_ms=d.tpot_ms,
                 demand_source=d.demand_source, mode=s.mode,
@@ -121,12 +131,12 @@ def plan_demands(demands: list[Demand], catalog: Catalog, headroom: float = DEFA
         groups.append(Group(
             name=f"g{n}-{_slug(dk.key)}", device_kind=dk.kind, device=dk.device.name, label=dk.label, count=dk.count,
             mig=dk.mig, resource_name=resource, resource_count=rcount, node_selector=selector, requests=requests,
-            replicas=pg.replicas, min_replicas=0, max_replicas=pg.replicas, price_per_hour=dk.price_per_hour,
+            replicas=replicas, min_replicas=0, max_replicas=replicas, price_per_hour=dk.price_per_hour,
             memory_capacity_bytes=dk.view.memory_bytes, reserve_bytes=reserve, headroom=headroom,
-            placements=placements,
-            holds=holds([(by_name[m], s, fronts.get((m, dk.key))) for m, s in zip(pg.members, members)],
-                        pg.replicas)))
+            placements=placements, holds=held))
     notes = list(sol.notes)
+    if raised:
+        notes.append("packed on the closed loop, then " + "; ".join(raised))
     if any(g.device_kind == "mig" for g in groups):
         notes.append("MIG slices are counted and priced one by one; fitting them onto physical GPUs "
                      "(max instances per profile) is the cluster's MIG configuration")
@@ -182,6 +192,18 @@ def holds(members: list[tuple[Demand, Sized, Sized | None]], replicas: int) -> d
                     "members' length histograms), its replicas together, in the planned mix"}
 
 
+def hold_planned(h: dict | None, replicas: int) -> tuple[int, dict | None]:
+    """The replicas a group needs to hold its planned traffic within the p95 targets (``holds``:
+    what it holds grows with its replicas, which split the traffic), at least ``replicas`` and at
+    most ``MAX_REPLICAS``, and ``holds`` at that count."""
+    if not h or not h.get("planned_request_rate") or h.get("meets_planned") or not h.get("scale"):
+        return replicas, h
+    more = min(MAX_REPLICAS, max(replicas, math.ceil(replicas / h["scale"] - 1e-9)))
+    k = more / replicas
+    return more, {**h, "scale": h["scale"] * k, "request_rate": h["request_rate"] * k,
+                  "meets_planned": h["scale"] * k >= 1.0, "raised_from_replicas": replicas}
+
+
 def _size_cascade(dem: Demand, spec: ModelSpec, params: ParamCount, dk: DeviceKind, factors: Factors,
                   headroom: float) -> tuple[tuple[Sized, Sized] | None, str]:
     """A cascade demand on ``dk``: the big model at the deferred share and the small one at the
@@ -210,10 +232,97 @@ def _front_of(d: Demand, small: Sized | None) -> dict | None:
             "ttft_ms": small.ttft_ms, "tpot_ms": small.tpot_ms}
 
 
+def _costs(dem: Demand, kinds: list[DeviceKind], factors: Factors, headroom: float) -> dict[str, float]:
+    """Per device kind ``dem`` fits and meets its targets on: the $/hour of the fractional
+    devices it keeps busy there (the packer's own cost, before packing into whole devices)."""
+    spec = model_spec(dem.config)
+    params = count_spec(spec)
+    out = {}
+    for dk in kinds:
+        s, _ = size_on(dem, spec, params, dk, factors, headroom)
+        if s is not None and s.load.busy / headroom <= MAX_REPLICAS:
+            out[dk.key] = dk.price_per_hour * s.load.busy / headroom
+    return out
+
+
+def split_for_devices(dem: Demand, kinds: list[DeviceKind], factors: Factors,
+                      headroom: float) -> tuple[tuple[Demand, Demand], dict] | None:
+    """Mélange's point for one task: its short-prompt requests on one device type and its long
+    ones on another, when that costs less than both on the one best type. Cuts at
+    ``SPLIT_SHARES`` of its requests (by prompt length, from its length histogram); each part is
+    sized on every device kind at its own mean shape; both sides of the comparison add the two
+    parts' fractional costs (so the saving is the devices' fit to the request sizes, not a
+    different workload). The best cut whose parts prefer different kinds and save at least
+    ``MIN_SPLIT_SAVING``, with its figures; None otherwise (no histogram, one prompt length, a
+    cascade, or too little saving)."""
+    if not dem.lengths or dem.cascade is not None:
+        return None
+    rows = sorted((int(p), int(c)) for p, _, c in dem.lengths["histogram"])
+    total = sum(c for _, c in rows)
+    cuts = set()
+    for share in SPLIT_SHARES:  # the shortest prompt length with this share of the requests at or below it
+        seen = 0
+        for p, c in rows:
+            seen += c
+            if seen / total >= share:
+                cuts.add(p)
+                break
+    best = None
+    for cut in sorted(cuts):
+        parts = split_by_prompt(dem, cut)
+        if parts is None:
+            continue
+        short, long_ = (_costs(p, kinds, factors, headroom) for p in parts)
+        together = {k: short[k] + long_[k] for k in short.keys() & long_.keys()}
+        if not short or not long_:
+            continue
+        ks, kl = min(short, key=short.get), min(long_, key=long_.get)
+        split = short[ks] + long_[kl]
+        one = min(together, key=together.get) if together else None
+        one_cost = together[one] if one else math.inf
+        if ks == kl or split > one_cost * (1 - MIN_SPLIT_SAVING):
+            continue
+        if best is None or split < best[1]["split_cost_per_hour"]:
+            best = (parts, {"task": dem.name, "cut_prompt_tokens": cut, "short_on": ks, "long_on": kl,
+                            "split_cost_per_hour": split, "one_kind": one, "one_kind_cost_per_hour": one_cost,
+                            "saving": 1 - split / one_cost if math.isfinite(one_cost) else None})
+    return best
+
+
+def plan_mixed(demands: list[Demand], catalog: Catalog, chosen: FleetPlan, **kwargs) -> tuple[FleetPlan | None, str]:
+    """The fleet with every task that pays for it split by prompt length across device types
+    (``split_for_devices``), packed and held to its planned traffic like ``chosen``; kept when it
+    costs less than ``chosen``. (The mixed fleet or None, what was found.)"""
+    factors = kwargs.get("factors") or Factors.defaults(catalog)
+    headroom = kwargs.get("headroom", DEFAULT_HEADROOM)
+    kinds = device_kinds(catalog, include_cpu=kwargs.get("include_cpu", True),
+                         include_mig=kwargs.get("include_mig", True), devices=kwargs.get("devices"))
+    split, why = [], []
+    for d in demands:
+        found = split_for_devices(d, kinds, factors, headroom)
+        if found is None:
+            split.append(d)
+            continue
+        parts, f = found
+        split.extend(parts)
+        one = f"{f['one_kind']} alone ${f['one_kind_cost_per_hour']:.3f}/h" if f["one_kind"] else "no one kind holds both"
+        why.append(f"{f['task']}: prompts <= {f['cut_prompt_tokens']} tokens on {f['short_on']}, longer on "
+                   f"{f['long_on']} (${f['split_cost_per_hour']:.3f}/h of busy devices against {one})")
+    if not why:
+        return None, ("no task's traffic is cheaper split by prompt length across device types (a task without a "
+                      "length histogram is not split)")
+    mixed = plan_demands(split, catalog, side="mixed", **kwargs)
+    verdict = (f"${mixed.cost_per_hour:.3f}/h against the fleet's ${chosen.cost_per_hour:.3f}/h, both holding their "
+               f"planned traffic within the p95 targets; " + "; ".join(why))
+    if mixed.cost_per_hour >= chosen.cost_per_hour:
+        return None, "does not pay: " + verdict
+    return mixed, "pays: " + verdict
+
+
 def plan_fleet(decisions: list[Decision], price_list: str = DEFAULT_PRICE_LIST, headroom: float = DEFAULT_HEADROOM,
                *, solver: str = "auto", factors: Factors | None = None, catalog: Catalog | None = None,
                prices: dict[str, float] | None = None, include_cpu: bool = True, include_mig: bool = True,
-               devices: Iterable[str] | None = None, baseline: bool = True) -> FleetPlan:
+               devices: Iterable[str] | None = None, baseline: bool = True, mixed_devices: bool = False) -> FleetPlan:
     """The fleet plan of ``decisions`` (:class:`~rightsizer.records.DecisionRecord`, or their
     JSON as ``size_gpu`` writes it).
 
@@ -222,6 +331,8 @@ def plan_fleet(decisions: list[Decision], price_list: str = DEFAULT_PRICE_LIST, 
     may reach. ``solver``: "auto" (exact ``milp`` up to 12 models, else ``ffd``), "milp", "ffd".
     ``devices``: restrict to these catalog devices. ``baseline``: also plan the one-big-model
     baseline fleet (``plan.baseline``; ``plan.baseline_error`` says why when it cannot be planned).
+    ``mixed_devices``: also plan the fleet with tasks split by prompt length across device types
+    where that costs less (``plan.mixed``, ``plan.mixed_note``; ``plan_mixed``).
     Raises ``InsufficientMemory`` / ``NoFeasibleOption`` when a task fits or meets its SLO nowhere.
     """
     cat = catalog or (load_catalog(price_list=price_list) if price_list != DEFAULT_PRICE_LIST
@@ -234,6 +345,8 @@ def plan_fleet(decisions: list[Decision], price_list: str = DEFAULT_PRICE_LIST, 
     records = [as_record(d) for d in decisions]
     plan = plan_demands(demands, cat, **kwargs)
     plan.quality = quality_of(records)
+    if mixed_devices:
+        plan.mixed, plan.mixed_note = plan_mixed(demands, cat, plan, **kwargs)
     if baseline:
         try:
             plan.baseline = plan_demands([baseline_demand(records)], cat, side="baseline", **kwargs)
@@ -242,4 +355,4 @@ def plan_fleet(decisions: list[Decision], price_list: str = DEFAULT_PRICE_LIST, 
     return plan
 
 
-__all__ = ["plan_fleet", "plan_demands"]
+__all__ = ["plan_fleet", "plan_demands", "plan_mixed", "split_for_devices"]

@@ -116,6 +116,12 @@ class Lengths:
         return cls(tuple(rows), source)
 
     @classmethod
+    def from_spec(cls, histogram: list, task: str) -> "Lengths":
+        """A task spec's own ``workload.lengths`` (a ConfigError naming the task and field)."""
+        return cls.from_dict({"histogram": histogram, "source": "spec (workload.lengths)"},
+                             where=f"{task}: workload.lengths")
+
+    @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "lengths") -> "Lengths":
         rows = data.get("histogram") if isinstance(data, Mapping) else None
         if not isinstance(rows, list) or not rows:
