@@ -120,6 +120,20 @@ def test_serving_graph_runs_one_model_per_task_selected_by_name(tmp_path):
         set_task_models(serving, {"ticket_routing": "x"}, batch_max_events=0)
 
 
+def test_the_project_registers_the_monitoring_application():
+    """project_setup.py registers ``served-traffic`` (functions/monitoring_app.py) as a model
+    monitoring application on the app the project sizes, reading the deployed run's artifacts
+    from the ``monitoring_models`` param (its shadow and judge checks)."""
+    from functions.monitoring_app import APP_NAME
+
+    fn = _load(monitoring_models="/mnt/runs/latest").get_function(APP_NAME)
+    assert fn.metadata.labels["mlrun__type"] == "mlrun__model-monitoring-application"
+    step = fn.spec.graph.steps["ServedTrafficApp"]
+    assert step.class_name == "ServedTrafficApp"
+    assert step.class_args == {"app": "tasks/demo_app.yaml", "models": "/mnt/runs/latest"}
+    assert _load().get_function(APP_NAME).spec.graph.steps["ServedTrafficApp"].class_args["models"] == ""
+
+
 def test_workflows_registered_with_reevaluation_schedule():
     project = _load()
     flows = {w["name"]: w for w in project.spec.workflows}
