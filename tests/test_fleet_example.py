@@ -327,3 +327,15 @@ def test_the_cli_shows_the_mixed_device_fleet():
     out = buf.getvalue()
     assert "mixed device types: pays:" in out and "answer_drafting@prompt<=200" in out
     assert "not deployed: the entry point routes a request by task, not yet by its prompt length" in out
+
+
+def test_the_decision_report_shows_the_mixed_device_fleet(without_mig):
+    """The report's fleet section says what the mixed-device plan found and where each split
+    task's parts would run, and that it is not deployed."""
+    from rightsizer.report.page import _fleet_html
+
+    # the fleet section alone: an app spec's records have no measured quality for the rest of the page
+    page = "".join(_fleet_html(without_mig.to_dict(), lambda fig, key: ""))
+    assert "Mixed device types for one task (split by prompt length)" in page
+    assert "answer_drafting@prompt&lt;=200" in page and "201-4200" in page
+    assert "Not deployed: the entry point routes a request by task" in page

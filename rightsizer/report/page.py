@@ -120,8 +120,25 @@ def _fleet_html(fleet: dict, chart) -> list[str]:
     notes = fleet.get("notes") or []
     if notes:
         parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
+    parts += _mixed_html(fleet.get("mixed_devices"))
     parts.append("</section>")
     return parts
+
+
+def _mixed_html(mixed: dict | None) -> list[str]:
+    """The mixed-device alternative (``plan_mixed_devices``): what it found, and where each split
+    task's parts would run."""
+    if not mixed:
+        return []
+    out = ["<h3>Mixed device types for one task (split by prompt length)</h3>",
+           f"<p>{html.escape(mixed.get('note') or '')}</p>"]
+    if mixed.get("plan"):
+        rows = [{"task": task, "part": p["part"], "prompt tokens": f"{p['prompt_tokens'][0]}-{p['prompt_tokens'][1]}",
+                 "device": p["device"], "group": p["group"], "output tok/s": round(p["throughput_tokens_per_s"], 1)}
+                for task, parts in sorted(mixed.get("splits", {}).items()) for p in parts]
+        out += [_html_table(rows, ["task", "part", "prompt tokens", "device", "group", "output tok/s"]),
+                f"<p>{html.escape('Not deployed: ' + mixed.get('why_not_deployed', ''))}</p>"]
+    return out
 
 
 def _placed(fleet: dict, task: str) -> str:
