@@ -6,25 +6,22 @@ for the request, the answer, then "is that answer right?". It is run as a two-la
 classification through the one inference path (``rightsizer.inference.predict``: the judge's
 chat template when its tokenizer has one, the options scored by log-likelihood, not parsed), so
 a judge of any supported family is asked the same way. Its verdict share on served traffic is
-held to its verdict share on the chosen model's answers to the eval split (``reference``): the
-judge's own bias cancels, and a drop beyond the task's ``quality_tolerance`` is flagged by
+held to its verdict share on the deployed answers to the eval split (the chosen model's, or a
+cascade's; ``rightsizer.reevaluate.label_free_checks``): the judge's own bias cancels, and a drop beyond the task's ``quality_tolerance`` is flagged by
 ``rightsizer.monitor.served_report``, as MLRun's monitoring-and-feedback demo does with an LLM judge.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
-
 from rightsizer.errors import ConfigError
+from rightsizer.monitor import Judge
 from rightsizer.schema.task import TaskSpec
 
 VERDICTS = ("yes", "no")
 QUESTION = "Is that answer right for the request above? Reply yes or no."
 SYSTEM = "You check the answers of an assistant. Reply with one word: yes or no."
 CASE = "case"
-
-Judge = Callable[[list[str], list[str]], list[bool]]  # (inputs, answers) -> right or not
 
 
 def judge_spec(spec: TaskSpec) -> TaskSpec:

@@ -174,4 +174,4 @@ def served_figure(report: dict):
     return fig
 
 
-__all__ = ["served_report", "served_figure", "agreement", "LENGTH_DRIFT", "MIX_DRIFT", "P_VALUE", "WINDOW_S"]
+__all__ = ["served_report", "served_figure", "agreement", "Judge", "Shadow", "LENGTH_DRIFT", "MIX_DRIFT", "P_VALUE", "WINDOW_S"]

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Callable
-
 from rightsizer.bundle import read_bundle, read_cascade
 from rightsizer.errors import ConfigError
+from rightsizer.monitor import Judge, Shadow
 from rightsizer.evaluate import evaluate_model
 from rightsizer.taskspec import TaskSpec
 
@@ -97,10 +96,10 @@ class LabelFree:
     """What a served-traffic check holds served answers to, besides the eval split
     (``rightsizer.monitor.served_report``'s keyword arguments, ``kwargs``)."""
 
-    shadow: Callable[[list[str]], list[str]] | None = None
+    shadow: Shadow | None = None
     reference_agreement: float | None = None
     shadow_model: str | None = None
-    judge: Callable[[list[str], list[str]], list[bool]] | None = None
+    judge: Judge | None = None
     reference_judged: float | None = None
     evaluated_deferral: float | None = None
 

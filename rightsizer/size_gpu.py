@@ -119,9 +119,10 @@ def build_record(spec: TaskSpec, sel: Selection, chosen_eval: dict, baseline_eva
     sizing engine reads), so the fleet plan (``rightsizer.plan``) can size both again.
     """
     price_list = price_list or (rec_c.price_list or {}).get("name")
+    lengths = task_lengths(spec, chosen_eval)
     try:
         rec_b, err = size_for_task(spec, baseline_config, "bf16", factors=factors, price_list=price_list,
-                                   lengths=task_lengths(spec, chosen_eval)), ""
+                                   lengths=lengths), ""
     except NoFeasibleOption as e:  # the baseline may itself be unservable: say so, keep going
         rec_b, err = None, str(e)
     largest, largest_params = sel.order[-1]
@@ -150,7 +151,6 @@ def build_record(spec: TaskSpec, sel: Selection, chosen_eval: dict, baseline_eva
         sizing_rules=sizing_rules(baseline_cfg), config=baseline_cfg, measured_here=baseline_eval["latency"],
         measured_with=measured_with(baseline_eval), measured_by_batch=baseline_eval.get("latency_by_batch", []))
     lora = _lora_section(sel, production)
-    lengths = task_lengths(spec, chosen_eval)
     traffic = at_planned_rate(spec, lengths, rec_c, rec_b)
     cascade = price_cascade(spec, sel, chosen.cost_per_1m_tokens, factors=factors, price_list=price_list,
                             lengths=lengths)

@@ -33,7 +33,7 @@ from rightsizer.sizing.recommend import precision_for
 
 HOLDS_ITERATIONS = 5  # bisection steps after doubling: within 2 ** (1/32), about 2 %
 SPLIT_SHARES = (0.5, 0.75, 0.9)  # where a task's traffic may be cut by prompt length: these shares of its requests
-MIN_SPLIT_SAVING = 0.05  # a split is tried in the fleet when its parts alone cost this much less than the whole
+MIN_SPLIT_SAVING = 0.05  # a split is tried in the fleet when its parts cost this much less apart than on one kind
 
 
 def _slug(text: str) -> str:
@@ -311,9 +311,16 @@ def plan_mixed(demands: list[Demand], catalog: Catalog, chosen: FleetPlan, **kwa
     if not why:
         return None, ("no task's traffic is cheaper split by prompt length across device types (a task without a "
                       "length histogram is not split)")
-    mixed = plan_demands(split, catalog, side="mixed", **kwargs)
-    verdict = (f"${mixed.cost_per_hour:.3f}/h against the fleet's ${chosen.cost_per_hour:.3f}/h, both holding their "
-               f"planned traffic within the p95 targets; " + "; ".join(why))
+    try:
+        mixed = plan_demands(split, catalog, side="mixed", **kwargs)
+    except (NoFeasibleOption, ConfigError) as exc:
+        return None, f"the split fleet cannot be planned ({exc}); " + "; ".join(why)
+    short = [f"{fleet.side} {g.name}" for fleet in (chosen, mixed) for g in fleet.groups
+             if g.holds and g.holds.get("planned_request_rate") and not g.holds.get("meets_planned")]
+    held = ("both holding their planned traffic within the p95 targets" if not short else
+            f"not every group holding its planned traffic within the p95 targets ({', '.join(short)})")
+    verdict = (f"${mixed.cost_per_hour:.3f}/h against the fleet's ${chosen.cost_per_hour:.3f}/h, {held}; "
+               + "; ".join(why))
     if mixed.cost_per_hour >= chosen.cost_per_hour:
         return None, "does not pay: " + verdict
     return mixed, "pays: " + verdict
