@@ -23,7 +23,7 @@ from functions.mlrun_io import (log_results, callable_endpoint, current_project,
 from functions.router import ROLE_LABEL, routes_of, set_routes
 from functions.serving import configure_group, end_mock_deploy, set_task_models
 from rightsizer.plan import DEFAULT_HEADROOM, plan_fleet
-from rightsizer.routing import API_KEYS_ENV
+from rightsizer.routing import API_KEYS_ENV, plan_routes
 from rightsizer.plan.plots import fleet_figure
 from rightsizer.serving.contract import EngineConfig
 from rightsizer.sizing.calibration import factors_for_engine
@@ -34,7 +34,8 @@ from rightsizer.unsized import deploys, load_outcomes, missing_message, parse_fl
 
 
 def plan(context: mlrun.MLClientCtx, selections: list, deploy_partial: str = "auto",
-         price_list: str = "", headroom: float = DEFAULT_HEADROOM, mixed_devices: str = "auto") -> None:
+         price_list: str = "", headroom: float = DEFAULT_HEADROOM, mixed_devices: str = "auto",
+         deploy_mixed: str = "auto") -> None:
     """The fleet plan of the run's sized tasks (``selections``: the select steps' selection
     paths, one per task of the application).
 
@@ -47,7 +48,10 @@ def plan(context: mlrun.MLClientCtx, selections: list, deploy_partial: str = "au
     device may reach. ``mixed_devices``: "true"/"false", or "auto" for the project's
     ``plan_mixed_devices`` param (default false): also plan the fleet with tasks split by prompt
     length across device types (``rightsizer.plan.plan_mixed``; in ``fleet_plan``'s
-    ``mixed_devices``, result ``mixed_fleet_cost_per_hour``; not deployed).
+    ``mixed_devices``, result ``mixed_fleet_cost_per_hour``). ``deploy_mixed``: "true"/"false",
+    or "auto" for the project's ``deploy_mixed_devices`` param (default false): where the mixed
+    fleet costs less, its function specs are the ones the deploy step deploys (the entry point
+    routes a split task's requests by their length, ``rightsizer.routing.plan_routes``).
 
     Logs: ``fleet_plan`` (JSON: groups, models, memory split, busy fractions, the function
     specs, the baseline fleet and the comparison, ``unsized_tasks``), ``fleet_chart``
@@ -75,10 +79,14 @@ def plan(context: mlrun.MLClientCtx, selections: list, deploy_partial: str = "au
     price_list = price_list or (project.get_param("price_list", "") if project else "") or DEFAULT_PRICE_LIST
     if mixed_devices in ("auto", "", None):
         mixed_devices = project.get_param("plan_mixed_devices", False) if project else False
+    if deploy_mixed in ("auto", "", None):
+        deploy_mixed = project.get_param("deploy_mixed_devices", False) if project else False
     fleet = plan_fleet(records, price_list=price_list, headroom=float(headroom),
                        factors=factors_for_engine(serving_engine_param(project)),
                        mixed_devices=parse_flag(mixed_devices, "mixed_devices"))
-    body = {**fleet.to_dict(), "function_specs": fleet.function_specs(),
+    fleet.mixed_deployed = bool(fleet.mixed is not None and parse_flag(deploy_mixed, "deploy_mixed"))
+    deployed = fleet.mixed if fleet.mixed_deployed else fleet
+    body = {**fleet.to_dict(), "function_specs": deployed.function_specs(),
             "unsized_tasks": [u["task"] for u in unsized]}
     path = made_parent(run_layout(context).plan_file())
     path.write_text(json.dumps(body, indent=2))
@@ -163,7 +171,7 @@ def deploy_plan(context: mlrun.MLClientCtx, plan: str, models: dict, mock: bool 
         raise ValueError(f"deploy_plan: the plan hosts task(s) {missing} with no model in 'models' "
                          f"({sorted(models)})")
     template = _group_template(project)
-    names, routes, groups, endpoint = {}, {}, {}, ""
+    names, urls, endpoint = {}, [], ""
     for spec in specs:
         fn = template.copy()
         name = "serving" if len(specs) == 1 else spec["name"]
@@ -180,15 +188,15 @@ def deploy_plan(context: mlrun.MLClientCtx, plan: str, models: dict, mock: bool 
         if mock:
             end_mock_deploy(status.function)
         names[spec["group"]] = name
-        routes.update(dict.fromkeys(group, group_url(status.function) or f"{project.name}/{name}"))
-        groups.update(dict.fromkeys(group, name))
+        urls.append(group_url(status.function) or f"{project.name}/{name}")
         endpoint = name if mock else status.outputs.get("endpoint") or name
         context.logger.info("deployed placement group", group=spec["group"], function=name,
                             device=spec["device"], tasks=list(group))
     if len(specs) > 1:
+        routes, groups, parts = plan_routes([{**s, "name": names[s["group"]]} for s in specs], urls)
         router = project.get_function("router").copy()
         router.metadata.name = "serving"
-        set_routes(router, routes, groups)
+        set_routes(router, routes, groups, parts=parts)
         require_api_keys(router, project)
         project.set_function(router, name="serving")
         status = project.deploy_function(router, mock=mock)

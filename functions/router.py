@@ -16,7 +16,9 @@ Graph (flow topology, async engine)::
 
 One proxy step per task, not per group: a remote step hands its responses on in the order its
 requests came (storey's concurrent-job queue), so a long generation would hold back the short
-answers of the other tasks of its group behind it.
+answers of the other tasks of its group behind it. A task the plan split by prompt length
+across groups (mixed device types) has one proxy per part, and the parser picks the part by the
+request's longest input (``rightsizer.routing.route_of``).
 
 Streams: MLRun's remote steps read a response whole (``await response.read()``), and storey
 streams only a generator step's output, so a ``stream: true`` request is passed on and its
@@ -36,8 +38,8 @@ import mlrun
 from mlrun.serving.remote import BatchHttpRequests, RemoteStep
 from mlrun.serving.server import Response
 
-from rightsizer.routing import (RouteError, api_keys, check_api_key, forward_headers, merge_models,
-                                merge_ready, route_kind, task_of)
+from rightsizer.routing import (V2_PREFIX, V2_SUFFIX, RouteError, api_keys, check_api_key, forward_headers,
+                                json_body, merge_models, merge_ready, route_kind, route_of, task_of)
 
 ROLE_LABEL = "rightsizer/role"  # "router" or "group": deploy_plan tells its functions apart by it
 # a group's answer, scale-from-zero and model load included: longer than the group's own request
@@ -46,6 +48,7 @@ TIMEOUT_S = 300
 MAX_IN_FLIGHT = 256  # requests in flight per task (storey's default, 8, would cap the group's batch)
 MODELS_TIMEOUT_S = 30
 RESERVED = {"parse", "models", "respond"}
+GROUP_HEADER = "X-Rightsizer-Group"  # on every routed answer: the placement group that gave it
 RESPONSE_OWN = {"content-type", "content-encoding", "date", "server"}
 
 
@@ -59,12 +62,14 @@ def configure_router(fn) -> None:
 
 
 def set_routes(fn, routes: dict[str, str], groups: dict[str, str] | None = None,
-               timeout_s: float = TIMEOUT_S, max_in_flight: int = MAX_IN_FLIGHT) -> None:
+               timeout_s: float = TIMEOUT_S, max_in_flight: int = MAX_IN_FLIGHT,
+               parts: dict[str, list] | None = None) -> None:
     """Build the router graph on serving function ``fn``: ``routes`` maps each task to its group
     function's URL (``http(s)://...``) or MLRun name (``[project/]name``, resolved by MLRun from
     the function's Nuclio status at the task's first request: ``GraphContext.get_remote_endpoint``).
     ``groups``: task -> its group's name (in error messages; ``deploy_plan`` finds the group
-    functions by it); default: the route."""
+    functions by it); default: the route. ``parts``: a task split by prompt length, its routes
+    (``rightsizer.routing.plan_routes``); ``routes`` then holds each part's route, not the task."""
     if not routes:
         raise ValueError("routes: expected at least one task -> group URL")
     bad = sorted(t for t, url in routes.items() if not isinstance(url, str) or not url)
@@ -73,17 +78,24 @@ def set_routes(fn, routes: dict[str, str], groups: dict[str, str] | None = None,
     clash = sorted(set(routes) & RESERVED)
     if clash:
         raise ValueError(f"routes: task name(s) {clash} are the router's own step names")
+    parts = {t: [list(p) for p in ps] for t, ps in (parts or {}).items()}
+    task_of_route = {route: task for task, ps in parts.items() for _, route in ps}
+    lost = sorted(set(task_of_route) - set(routes))
+    if lost:
+        raise ValueError(f"parts: route(s) {lost} have no group URL in routes")
     configure_router(fn)
     graph = fn.spec.graph
     graph.clear_children(list(graph.steps))
-    parse = graph.to(class_name="RouteParser", name="parse", full_event=True, tasks=sorted(routes))
+    tasks = sorted({task_of_route.get(r, r) for r in routes})
+    parse = graph.to(class_name="RouteParser", name="parse", full_event=True, tasks=tasks, parts=parts)
     groups = groups or {}
-    for task, url in routes.items():
-        parse.to(class_name="GroupProxy", name=task, url=url, task=task, group=groups.get(task) or url,
-                 timeout=timeout_s, max_in_flight=max_in_flight)
+    for route, url in routes.items():
+        parse.to(class_name="GroupProxy", name=route, url=url, task=task_of_route.get(route, route),
+                 group=groups.get(route) or url, timeout=timeout_s, max_in_flight=max_in_flight)
     hosted: dict[str, list[str]] = {}
-    for task, url in routes.items():
-        hosted.setdefault(url, []).append(task)
+    for route, url in routes.items():
+        if task_of_route.get(route, route) not in hosted.setdefault(url, []):
+            hosted[url].append(task_of_route.get(route, route))
     graph.add_step(class_name="ModelsFanout", name="models", after="parse", groups=hosted,
                    timeout=MODELS_TIMEOUT_S)
     graph.add_step(class_name="RouterResponder", name="respond",
@@ -91,8 +103,8 @@ def set_routes(fn, routes: dict[str, str], groups: dict[str, str] | None = None,
 
 
 def routes_of(fn, key: str = "url") -> dict[str, str]:
-    """A router function's routes, from its graph spec: task -> group URL or function name
-    (``key="group"``: task -> group name)."""
+    """A router function's routes, from its graph spec: route (a task, or a split task's part)
+    -> group URL or function name (``key="group"``: -> group name)."""
     steps = fn.spec.graph.steps
     return {name: s.class_args[key] for name, s in steps.items() if s.class_name == "GroupProxy"}
 
@@ -114,8 +126,10 @@ class RouteParser:
     otherwise, and its own liveness (``/health``, ``/v2/health/live``). The API key
     (``$RIGHTSIZER_API_KEYS``) is checked here and again by the group, which gets the header."""
 
-    def __init__(self, tasks: list[str] | None = None, context=None, name=None, **kwargs):
+    def __init__(self, tasks: list[str] | None = None, parts: dict[str, list] | None = None, context=None,
+                 name=None, **kwargs):
         self.tasks = sorted(tasks or [])
+        self.parts = dict(parts or {})
         self.keys = api_keys()
 
     def do(self, event):
@@ -129,7 +143,8 @@ class RouteParser:
         except RouteError as e:
             event.body = _failure(e, event.path)
             return event
-        event.body = {"task": task, "request": {
+        route = route_of(task, self.parts, input_chars(event.method, event.path, body)) if task in self.parts else task
+        event.body = {"task": task, "route": route, "request": {
             "method": (event.method or "GET").upper(), "path": event.path or "/",
             "query": dict(getattr(event, "fields", None) or {}),  # Nuclio's query parameters
             "headers": forward_headers(event.headers), "body": body}}
@@ -138,7 +153,23 @@ class RouteParser:
     def select_outlets(self, body) -> list[str]:
         if "answer" in body:
             return ["respond"]
-        return ["models"] if body["task"] is None else [body["task"]]
+        return ["models"] if body["task"] is None else [body.get("route") or body["task"]]
+
+
+def input_chars(method: str | None, path: str | None, body: Any) -> int | None:
+    """The longest input of a request, in characters (a split task's part is picked by it); None
+    when the body cannot be read: the group it goes to answers its own 400."""
+    from rightsizer.serving.api import parse_request
+
+    kind = route_kind(method, path)
+    task = (path or "").rstrip("/")[len(V2_PREFIX):-len(V2_SUFFIX)] if kind == "v2" else None
+    try:
+        body = json_body(body)
+        model = task or (body.get("model") if isinstance(body, dict) else None)
+        req = parse_request(kind, body, [str(model)], path_task=task)
+    except RouteError:  # the serving API's 400s too (ServingError): the group answers its own
+        return None
+    return max((len(x) for x in req.inputs), default=0)
 
 
 async def _resolve(step, url: str) -> str:
@@ -178,6 +209,8 @@ class GroupProxy(RemoteStep):
                            f"task {self.task!r}: its group {self.group} at {self._endpoint}")
 
     async def _handle_completed(self, event, response):
+        # which group answered (a split task has several): for the client's logs and the tests
+        response = {**response, "headers": {**(response.get("headers") or {}), GROUP_HEADER: self.group}}
         event.body = {"answer": response}
         await self._do_downstream(event)
 

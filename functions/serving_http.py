@@ -37,7 +37,7 @@ from functions.plan import group_models
 from functions.router import set_routes
 from functions.serving import SSE, set_task_models
 from rightsizer.layout import RunLayout, find_bundles, latest_run
-from rightsizer.routing import API_KEYS_ENV, ROUTES, RouteError
+from rightsizer.routing import API_KEYS_ENV, ROUTES, RouteError, plan_routes
 from rightsizer.serving.engine import stop_all
 from rightsizer.serving.traffic_log import TRAFFIC_LOG_ENV, TRAFFIC_SAMPLE_ENV
 
@@ -56,12 +56,13 @@ def serving_spec(models: dict[str, str], engine: dict | None = None, project_dir
     return fn._get_serving_spec()
 
 
-def router_spec(routes: dict[str, str], groups: dict[str, str] | None = None,
+def router_spec(routes: dict[str, str], groups: dict[str, str] | None = None, parts: dict[str, list] | None = None,
                 project_dir: str | Path = ROOT) -> str:
-    """The router function's spec for ``routes`` (task -> group URL), as deployed."""
+    """The router function's spec for ``routes`` (route -> group URL; ``parts``: a task split by
+    prompt length, ``rightsizer.routing.plan_routes``), as deployed."""
     project = mlrun.load_project(str(project_dir), name="rightsizer", save=False)
     fn = project.get_function("router")
-    set_routes(fn, routes, groups)
+    set_routes(fn, routes, groups, parts=parts)
     return fn._get_serving_spec()
 
 
@@ -227,16 +228,15 @@ def plan_apps(artifacts: Path, bundles: dict[str, Path], host: str, port: int,
     if len(specs) < 2:
         return []
     models = {t: str(p) for t, p in bundles.items()}
-    apps, routes, groups = [], {}, {}
+    apps = []
     for i, spec in enumerate(specs, start=1):
         tasks, engines = group_models(spec, models)
         engines = {t: {**(engine or {}), **e} for t, e in engines.items()}
         apps.append((spec["name"], port + i, list(tasks), make_app(serving_spec(tasks, engines=engines),
                                                                    body_timeout=body_timeout)))
-        routes.update(dict.fromkeys(tasks, f"http://{host}:{port + i}"))
-        groups.update(dict.fromkeys(tasks, spec["name"]))
-    router = make_app(router_spec(routes, groups), namespace=vars(router_module), body_timeout=body_timeout)
-    return apps + [("serving (router)", port, sorted(routes), router)]
+    routes, groups, parts = plan_routes(specs, [f"http://{host}:{port + i}" for i in range(1, len(specs) + 1)])
+    router = make_app(router_spec(routes, groups, parts), namespace=vars(router_module), body_timeout=body_timeout)
+    return apps + [("serving (router)", port, sorted({t for _, _, ts, _ in apps for t in ts}), router)]
 
 
 def _with_groups(router: web.Application, groups: list[tuple[str, int, list[str], web.Application]],

@@ -399,7 +399,8 @@ def _plan_run(args: argparse.Namespace) -> int:
             for g in plan.mixed.groups:
                 print(f"  {g.name:<28} {g.label:<28} x{g.replicas}  ${g.cost_per_hour:.3f}/h  "
                       + ", ".join(p.name for p in g.placements))
-            print(f"  not deployed: {plan.mixed_devices()['why_not_deployed']}")
+            print("  the plan step deploys it where the project param deploy_mixed_devices is true (the entry point "
+                  "routes a split task's requests by their input length)")
     print()
     for line in _fleet_table(plan):
         print(line)

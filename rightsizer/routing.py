@@ -32,6 +32,11 @@ ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "
                405: "method_not_allowed", 408: "timeout_error", 413: "request_too_large",
                502: "server_error", 503: "unavailable_error", 504: "timeout_error"}
 HEALTH_PATHS = frozenset({"/health", "/v2/health/live", "/v2/health/ready"})  # open without an API key
+# A task split by prompt length across groups (the fleet plan's mixed device types) is routed by
+# its input's length in characters: the plan's cut is in prompt tokens (template included), which
+# the entry point cannot count without the model's tokenizer; about four characters a token
+# (English text, byte-level BPE) turns the one into the other.
+CHARS_PER_TOKEN = 4.0
 API_KEYS_ENV = "RIGHTSIZER_API_KEYS"  # comma-separated keys; unset or empty: no key is required
 
 
@@ -146,6 +151,38 @@ def task_of(method: str, path: str, body: Any, tasks: list[str]) -> str | None:
     return task
 
 
+def plan_routes(specs: list[dict], urls: list[str]) -> tuple[dict[str, str], dict[str, str], dict[str, list]]:
+    """The entry point's routes from a fleet plan's function specs and each group's URL (or
+    function name): ``routes`` (route -> URL: a task's name, or for a task split by prompt length
+    one route per part), ``groups`` (route -> its group's name) and ``parts`` (task -> its parts,
+    shortest first: ``[most input characters or None for the rest, route]``)."""
+    routes: dict[str, str] = {}
+    groups: dict[str, str] = {}
+    ranges: dict[str, list[tuple[list[int], str]]] = {}
+    for spec, url in zip(specs, urls):
+        for m in spec["models"]:
+            rng = m.get("prompt_range")
+            for task in m["tasks"]:
+                route = task if rng is None else f"{task}--prompt-{rng[0]}-{rng[1]}"
+                if rng is not None:
+                    ranges.setdefault(task, []).append((list(rng), route))
+                routes[route], groups[route] = url, spec["name"]
+    parts = {task: [[None if i == len(rs) - 1 else int(r[1] * CHARS_PER_TOKEN), route]
+                    for i, (r, route) in enumerate(sorted(rs))] for task, rs in ranges.items()}
+    return routes, groups, parts
+
+
+def route_of(task: str, parts: dict[str, list], text_chars: int | None) -> str:
+    """The route of a request for ``task``: the task itself, or for a split task the first part
+    whose input-length bound holds ``text_chars`` (its longest input; the last part otherwise)."""
+    if task not in parts:
+        return task
+    for bound, route in parts[task]:
+        if bound is None or (text_chars is not None and text_chars <= bound):
+            return route
+    return parts[task][-1][1]
+
+
 def json_body(body: Any) -> Any:
     """A body the serving runtime left undecoded (not sent as JSON) -> its JSON value."""
     if isinstance(body, (bytes, str)):
@@ -183,7 +220,7 @@ def merge_ready(answers: dict[str, tuple[int, Any]], tasks_at: dict[str, list[st
     with every task when each group is ready, else 503 naming the groups that are not and why."""
     waiting = {g: a for g, a in answers.items() if a[0] != 200}
     if not waiting:
-        return 200, {"ready": True, "tasks": sorted(t for ts in tasks_at.values() for t in ts)}
+        return 200, {"ready": True, "tasks": sorted({t for ts in tasks_at.values() for t in ts})}
     why = "; ".join(f"{g} ({', '.join(tasks_at.get(g, []))}) answered {s}: "
                     f"{(b if isinstance(b, str) else json.dumps(b))[:300]}" for g, (s, b) in sorted(waiting.items()))
     return 503, error_body("/v2/health/ready", 503, f"not ready: {why}")

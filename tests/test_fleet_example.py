@@ -280,7 +280,7 @@ def test_mixed_device_types_pay_on_the_example_without_mig_slices(without_mig):
     """Mélange's point on the hub-scale example: without MIG slices, answer drafting's short
     requests on a T4 and its long threads on another device cost less than the task on one
     device type, both fleets holding their planned traffic within the p95 targets (arrivals at
-    random); the JSON keeps the alternative, which says it is not deployed. With MIG slices the
+    random); the JSON keeps the alternative, which says whether it is deployed. With MIG slices the
     split does not pay, and the plan says why."""
     from rightsizer.plan.fleet import FleetPlan
 
@@ -292,11 +292,23 @@ def test_mixed_device_types_pay_on_the_example_without_mig_slices(without_mig):
     for fleet in (plan, plan.mixed):
         assert all(g.holds["meets_planned"] for g in fleet.groups if g.holds)
     info = plan.mixed_devices()
-    assert info["deployed"] is False and "prompt length" in info["why_not_deployed"]
+    assert info["deployed"] is False and "deploy_mixed_devices is false" in info["why_not_deployed"]
     assert sorted(p["prompt_tokens"] for p in info["splits"]["answer_drafting"]) == [[200, 200], [201, 4200]]
     assert info["saving"] == pytest.approx(1 - plan.mixed.cost_per_hour / plan.cost_per_hour)
     back = FleetPlan.from_dict(json.loads(json.dumps(plan.to_dict())))
     assert back.mixed.cost_per_hour == pytest.approx(plan.mixed.cost_per_hour) and back.mixed_note == plan.mixed_note
+    # deployed (deploy_mixed_devices): its function specs carry each part's prompt range, which the
+    # entry point routes by (rightsizer.routing.plan_routes)
+    from rightsizer.routing import plan_routes
+
+    specs = plan.mixed.function_specs()
+    ranges = sorted(m["prompt_range"] for s in specs for m in s["models"] if m["tasks"] == ["answer_drafting"])
+    assert ranges == [[200, 200], [201, 4200]]
+    _, _, parts = plan_routes(specs, [s["name"] for s in specs])
+    assert [bound for bound, _ in parts["answer_drafting"]] == [800, None]
+    plan.mixed_deployed = True
+    assert FleetPlan.from_dict(plan.to_dict()).mixed_devices()["deployed"] is True
+    plan.mixed_deployed = False
     with_mig = plan_app(APP, mixed_devices=True, baseline=False)
     assert with_mig.mixed is None and with_mig.mixed_note.startswith("does not pay: ")
     assert plan_app(APP, baseline=False).to_dict().get("mixed_devices") is None  # not asked, not planned
@@ -326,16 +338,19 @@ def test_the_cli_shows_the_mixed_device_fleet():
         assert main(["plan", "--app", str(APP), "--mixed-devices", "--no-mig", "--no-baseline"]) == EXIT_OK
     out = buf.getvalue()
     assert "mixed device types: pays:" in out and "answer_drafting@prompt<=200" in out
-    assert "not deployed: the entry point routes a request by task, not yet by its prompt length" in out
+    assert "the plan step deploys it where the project param deploy_mixed_devices is true" in out
 
 
 def test_the_decision_report_shows_the_mixed_device_fleet(without_mig):
     """The report's fleet section says what the mixed-device plan found and where each split
-    task's parts would run, and that it is not deployed."""
+    task's parts would run, and whether it is deployed."""
     from rightsizer.report.page import _fleet_html
 
     # the fleet section alone: an app spec's records have no measured quality for the rest of the page
     page = "".join(_fleet_html(without_mig.to_dict(), lambda fig, key: ""))
     assert "Mixed device types for one task (split by prompt length)" in page
     assert "answer_drafting@prompt&lt;=200" in page and "201-4200" in page
-    assert "Not deployed: the entry point routes a request by task" in page
+    assert "Not deployed: the project param deploy_mixed_devices is false" in page
+    body = without_mig.to_dict()
+    body["mixed_devices"]["deployed"] = True
+    assert "Deployed: the entry point routes a split task" in "".join(_fleet_html(body, lambda fig, key: ""))

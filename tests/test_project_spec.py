@@ -312,6 +312,31 @@ def test_a_two_group_plan_deploys_the_router_as_the_entry_point(demo_models, tmp
             assert int(_gpu_limit(fn)) == 1 and fn.spec.node_selector == spec["node_selector"]
 
 
+def test_a_task_split_by_prompt_length_deploys_a_route_per_part(demo_models, tmp_path):
+    """A plan whose mixed-device fleet is deployed (``deploy_mixed_devices``): review_sentiment's
+    short prompts in one group and its long ones in the other; the router has a proxy per part
+    and its parser the parts (``rightsizer.routing.plan_routes``), each group the task's model."""
+    from functions.router import routes_of
+
+    specs = _two_group_plan(tmp_path / "plain.json")
+    (rs,) = [(i, m) for i, s in enumerate(specs) for m in s["models"] if m["tasks"] == ["review_sentiment"]]
+    other = 1 - rs[0]
+    rs[1]["prompt_range"] = [31, 400]
+    specs[other]["models"].append({**rs[1], "name": "review_sentiment@short", "prompt_range": [1, 30]})
+    (tmp_path / "fleet_plan.json").write_text(json.dumps({"function_specs": specs}))
+    project = _load(gpus=1)
+    _deploy(project, tmp_path / "fleet_plan.json", _bundles(demo_models, tmp_path), tmp_path, mock=True)
+    router = project.get_function("serving")
+    routes = routes_of(router)
+    assert routes["review_sentiment--prompt-1-30"] == f"rightsizer/{specs[other]['name']}"
+    assert routes["review_sentiment--prompt-31-400"] == f"rightsizer/{specs[rs[0]]['name']}"
+    assert "review_sentiment" not in routes and routes["ticket_routing"]
+    assert router.spec.graph.steps["parse"].class_args["parts"] == {
+        "review_sentiment": [[120, "review_sentiment--prompt-1-30"], [None, "review_sentiment--prompt-31-400"]]}
+    for spec in specs:  # both groups load the task's model
+        assert "review_sentiment" in project.get_function(spec["name"]).spec.graph.steps["models"].class_args["models"]
+
+
 def test_api_keys_come_from_a_project_secret_never_the_spec(demo_models, tmp_path):
     """With ``api_key_secret``, each group function and the router read $RIGHTSIZER_API_KEYS from
     the project's Kubernetes secret (a reference in the spec, not the keys); without it, no key."""

@@ -22,7 +22,10 @@ from test_serving_http import KEY, _auth, _free_port, _post, hostile_probe, star
 ROOT = Path(__file__).resolve().parents[1]
 GROUPS = {"g0-cpu-small": ["ticket_routing", "broken_task", "order_extraction"],
           "g1-cpu-large": ["review_sentiment", "routing_note"]}
-TASKS = sorted(t for ts in GROUPS.values() for t in ts)
+# review_sentiment split by prompt length (the plan's mixed device types): its short inputs (20
+# tokens, 80 characters at the entry point's 4 a token) in g0, the rest in g1, where it also is above
+SPLIT = {"review_sentiment": {"g0-cpu-small": [1, 20], "g1-cpu-large": [21, 4000]}}
+TASKS = sorted({t for ts in GROUPS.values() for t in ts} | set(SPLIT))
 TEXT = {"ticket_routing": "I was charged twice for my laptop", "review_sentiment": "the screen is not bad at all",
         "routing_note": "my card was charged twice", "order_extraction": "the notebook from order #48213 arrived broken"}
 
@@ -30,8 +33,10 @@ TEXT = {"ticket_routing": "I was charged twice for my laptop", "review_sentiment
 def _plan(path: Path) -> None:
     """A fleet plan's ``function_specs`` with two groups (what deploy_plan and serve.sh read)."""
     load = {"batch": 4, "prompt_tokens": 96, "output_tokens": 12}
-    specs = [{"name": name, "group": name, "device": "c7i.xlarge", "models": [{"name": t, "tasks": [t], "load": load}
-                                                                             for t in tasks]}
+    specs = [{"name": name, "group": name, "device": "c7i.xlarge",
+              "models": [{"name": t, "tasks": [t], "load": load} for t in tasks if t not in SPLIT]
+              + [{"name": f"{t}@part", "tasks": [t], "load": load, "prompt_range": parts[name]}
+                 for t, parts in SPLIT.items() if name in parts]}
              for name, tasks in GROUPS.items()]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"function_specs": specs}))
@@ -104,8 +109,31 @@ def test_the_model_list_merges_every_group(fleet):
     assert [c["id"] for c in body["data"]] == TASKS
     broken = next(c for c in body["data"] if c["id"] == "broken_task")
     assert broken["status"].startswith("unavailable")  # as its group lists it
-    for name, url in groups.items():  # each group lists only its own tasks
-        assert sorted(c["id"] for c in _get(f"{url}/v1/models")[1]["data"]) == sorted(GROUPS[name])
+    for name, url in groups.items():  # each group lists only its own tasks (a split task in both)
+        own = set(GROUPS[name]) | {t for t, parts in SPLIT.items() if name in parts}
+        assert sorted(c["id"] for c in _get(f"{url}/v1/models")[1]["data"]) == sorted(own)
+
+
+def test_a_task_split_by_prompt_length_goes_to_the_group_of_its_length(fleet):
+    """The plan split review_sentiment across the groups by prompt length: an input of at most 80
+    characters (20 tokens) goes to g0, a longer one to g1, on every route; every routed answer
+    names the group that gave it (``X-Rightsizer-Group``), a task that is not split its own."""
+    base, groups, _ = fleet
+    short, long_ = "not bad at all", "the screen is not bad at all, " * 6
+    assert len(short) <= 80 < len(long_)
+    for text, group in ((short, "g0-cpu-small"), (long_, "g1-cpu-large")):
+        for path, body in [("/v2/models/review_sentiment/infer", {"inputs": [text]}),
+                           ("/v1/completions", {"model": "review_sentiment", "prompt": text}),
+                           ("/v1/chat/completions", {"model": "review_sentiment",
+                                                     "messages": [{"role": "user", "content": text}]})]:
+            status, headers, got = _post(base + path, body)
+            assert status == 200 and headers["X-Rightsizer-Group"] == group, (path, text, got)
+            assert _same(json.loads(got), json.loads(_post(groups[group] + path, body)[2]))
+    # a V2 batch goes by its longest input; a task that is not split names its one group
+    status, headers, _ = _post(base + "/v2/models/review_sentiment/infer", {"inputs": [short, long_]})
+    assert status == 200 and headers["X-Rightsizer-Group"] == "g1-cpu-large"
+    status, headers, _ = _post(base + "/v1/completions", {"model": "ticket_routing", "prompt": long_})
+    assert status == 200 and headers["X-Rightsizer-Group"] == "g0-cpu-small"
 
 
 def test_health_readiness_keys_and_methods_at_the_router(fleet):
@@ -204,3 +232,34 @@ def test_a_group_that_cannot_be_reached_is_a_502_or_503_naming_it():
         assert all(c["status"].startswith("unavailable: its group") for c in models["data"])
     finally:
         server.wait_for_completion()
+
+
+def test_plan_routes_give_a_split_task_one_route_per_part_shortest_first():
+    """``rightsizer.routing.plan_routes`` from function specs, ``route_of`` on input lengths, and
+    the router graph ``set_routes`` builds: a proxy per route, the parser holding the parts."""
+    from functions.router import input_chars, set_routes
+    from rightsizer.routing import CHARS_PER_TOKEN, plan_routes, route_of
+
+    load = {"batch": 1, "prompt_tokens": 8, "output_tokens": 2}
+    specs = [{"name": "g0", "models": [{"name": "a", "tasks": ["a"], "load": load},
+                                       {"name": "b@short", "tasks": ["b"], "load": load, "prompt_range": [1, 50]}]},
+             {"name": "g1", "models": [{"name": "b@long", "tasks": ["b"], "load": load, "prompt_range": [51, 900]}]}]
+    routes, groups, parts = plan_routes(specs, ["http://g0", "http://g1"])
+    assert routes == {"a": "http://g0", "b--prompt-1-50": "http://g0", "b--prompt-51-900": "http://g1"}
+    assert groups == {"a": "g0", "b--prompt-1-50": "g0", "b--prompt-51-900": "g1"}
+    assert parts == {"b": [[int(50 * CHARS_PER_TOKEN), "b--prompt-1-50"], [None, "b--prompt-51-900"]]}
+    assert route_of("b", parts, 200) == "b--prompt-1-50" and route_of("b", parts, 201) == "b--prompt-51-900"
+    assert route_of("b", parts, None) == "b--prompt-51-900" and route_of("a", parts, 10) == "a"
+    assert input_chars("POST", "/v1/completions", {"model": "b", "prompt": "x" * 7}) == 7
+    assert input_chars("POST", "/v2/models/b/infer", {"inputs": ["xx", "x" * 9]}) == 9
+    assert input_chars("POST", "/v1/completions", b"not json") is None  # the group answers its own 400
+    project = mlrun.load_project(str(ROOT), name="rightsizer", save=False)
+    fn = project.get_function("router")
+    set_routes(fn, routes, groups, parts=parts)
+    steps = fn.spec.graph.steps
+    assert steps["parse"].class_args["tasks"] == ["a", "b"] and steps["parse"].class_args["parts"] == parts
+    assert {n: s.class_args["task"] for n, s in steps.items() if s.class_name == "GroupProxy"} == {
+        "a": "a", "b--prompt-1-50": "b", "b--prompt-51-900": "b"}
+    assert steps["models"].class_args["groups"] == {"http://g0": ["a", "b"], "http://g1": ["b"]}
+    with pytest.raises(ValueError, match=r"parts: route\(s\) \['b--prompt-51-900'\] have no group URL"):
+        set_routes(fn, {"a": "http://g0", "b--prompt-1-50": "http://g0"}, parts=parts)

@@ -168,6 +168,7 @@ class FleetPlan:
     # (Mélange; ``plan_fleet(..., mixed_devices=True)``): the fleet, and what it found
     mixed: "FleetPlan | None" = None
     mixed_note: str = ""
+    mixed_deployed: bool = False  # the deploy step deploys the mixed fleet (project param deploy_mixed_devices)
 
     @property
     def cost_per_hour(self) -> float:
@@ -207,6 +208,8 @@ class FleetPlan:
                 d = demands[m["name"]]
                 m["load"] = {"batch": m["batch"], "prompt_tokens": d.prompt_tokens,
                              "output_tokens": d.output_tokens}
+                if d.prompt_range is not None:  # a part of its task's traffic: the entry point routes by length
+                    m["prompt_range"] = list(d.prompt_range)
         return specs
 
     def placement_of(self, name: str) -> tuple[Group, Placement]:
@@ -251,8 +254,8 @@ class FleetPlan:
         return {"plan": m.to_dict(), "note": self.mixed_note, "splits": splits,
                 "cost_per_hour": {"mixed": m.cost_per_hour, "chosen": self.cost_per_hour},
                 "saving": 1 - m.cost_per_hour / self.cost_per_hour if self.cost_per_hour > 0 else None,
-                "deployed": False,
-                "why_not_deployed": "the entry point routes a request by task, not yet by its prompt length"}
+                "deployed": self.mixed_deployed,
+                "why_not_deployed": "" if self.mixed_deployed else "the project param deploy_mixed_devices is false"}
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "fleet plan") -> FleetPlan:
@@ -277,7 +280,8 @@ class FleetPlan:
                        baseline_error=data.get("baseline_error") or "",
                        quality={k: dict(v) for k, v in (data.get("quality") or {}).items()},
                        mixed=cls.from_dict(mixed["plan"], source) if (mixed := data.get("mixed_devices") or {}).get("plan")
-                       else None, mixed_note=str(mixed.get("note") or ""))
+                       else None, mixed_note=str(mixed.get("note") or ""),
+                       mixed_deployed=bool(mixed.get("deployed")))
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"fleet plan: missing or bad field {exc}", source=source) from None
 

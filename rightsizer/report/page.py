@@ -137,7 +137,9 @@ def _mixed_html(mixed: dict | None) -> list[str]:
                  "device": p["device"], "group": p["group"], "output tok/s": round(p["throughput_tokens_per_s"], 1)}
                 for task, parts in sorted(mixed.get("splits", {}).items()) for p in parts]
         out += [_html_table(rows, ["task", "part", "prompt tokens", "device", "group", "output tok/s"]),
-                f"<p>{html.escape('Not deployed: ' + mixed.get('why_not_deployed', ''))}</p>"]
+                "<p>" + html.escape("Deployed: the entry point routes a split task's requests by their input length."
+                                    if mixed.get("deployed") else "Not deployed: " + mixed.get("why_not_deployed", ""))
+                + "</p>"]
     return out
 
 
