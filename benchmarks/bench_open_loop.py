@@ -10,13 +10,16 @@ and the prompts' measured lengths (the server's own ``usage``).
 The simulation needs this engine's step time and host costs on this CPU. They are calibrated on
 the server itself at two rates (a trickle and about half of the burst throughput) and on the
 burst (its requests/s, which pins the cost of a full batch): a step of
-``d`` decoding sequences and ``c`` prompt tokens takes ``a + b d + p c`` ms, and each request
-costs the front end ``f`` ms (one at a time) plus ``l`` ms of latency no queue holds; the five
-are fitted (scipy, least squares on log errors of mean and p95 TTFT and TPOT). The other rates
-are held out: the table compares them.
+``d`` decoding sequences and ``c`` prompt tokens takes ``a + b d + p c`` ms on average, varying
+from step to step by a coefficient of variation ``v`` (a CPU engine's steps do: Python, the
+allocator, the OS), and each request costs the front end ``f`` ms (one at a time) plus ``l`` ms
+of latency no queue holds; the six are fitted (scipy, least squares on log errors of mean and
+p95 TTFT and TPOT). The other rates are held out: the table compares them.
 
     .venv/bin/python benchmarks/bench_open_loop.py [--requests 200] [--rounds 3] [--calibrate 0.1,0.5]
-        [--validate 0.25,0.65,0.8]
+        [--validate 0.25,0.65,0.8] [--json FILE]
+    .venv/bin/python benchmarks/bench_open_loop.py --from-json benchmarks/data/open_loop_measured.json
+        (no server: refit and compare on figures measured before, as ``--json`` wrote them)
 
 Rates are fractions of the burst throughput measured first (``--requests`` sent at once).
 """
@@ -47,7 +50,7 @@ from rightsizer.sizing.traffic import Lengths, TailFigures, simulate  # noqa: E4
 
 OUTPUT_TOKENS = 16
 BURST = 48  # requests sent at once to measure the burst throughput (under the engine's max_queue of 64)
-PARAMS = ("step_ms", "seq_ms", "prefill_token_ms", "front_ms", "latency_ms")
+PARAMS = ("step_ms", "seq_ms", "prefill_token_ms", "front_ms", "latency_ms", "step_cv")
 
 
 def make_artifacts(out: Path):
@@ -131,7 +134,8 @@ def predict(theta: dict, lengths: Lengths, rate: float, n: int, seed: int, budge
         return theta["step_ms"] + theta["seq_ms"] * d + theta["prefill_token_ms"] * c
 
     return simulate(step, lengths, rate, token_budget=budget, max_seqs=max_seqs, requests=n, seed=seed,
-                    warmup=0.1, front_end_ms=theta["front_ms"], server_latency_ms=theta["latency_ms"])
+                    warmup=0.1, front_end_ms=theta["front_ms"], server_latency_ms=theta["latency_ms"],
+                    step_cv=theta.get("step_cv", 0.0))
 
 
 KEYS = ("ttft_mean_ms", "ttft_p95_ms", "tpot_mean_ms", "tpot_p95_ms")
@@ -139,8 +143,10 @@ KEYS = ("ttft_mean_ms", "ttft_p95_ms", "tpot_mean_ms", "tpot_p95_ms")
 
 def fit(measured: list[tuple[float, dict]], lengths, n, seed, budget, max_seqs, start: dict,
         burst: tuple[int, float]) -> dict:
-    """The five that fit the calibration rates' mean and p95 TTFT and TPOT and the burst's
-    requests/s (``burst``: requests sent at once, requests/s measured), least squares on logs."""
+    """The six that fit the calibration rates' mean and p95 TTFT and TPOT and the burst's
+    requests/s (``burst``: requests sent at once, requests/s measured), least squares on logs;
+    Nelder-Mead from ``start`` and from starts around it (the loss has local minima: a step cost
+    traded for a front-end cost), the lowest kept."""
     from scipy.optimize import minimize
 
     def loss(x) -> float:
@@ -153,27 +159,20 @@ def fit(measured: list[tuple[float, dict]], lengths, n, seed, budget, max_seqs, 
         total += math.log(max(b.output_tokens_per_s / OUTPUT_TOKENS, 1e-3) / burst[1]) ** 2
         return total
 
-    x0 = [start[k] for k in PARAMS]
-    res = minimize(loss, x0, method="Nelder-Mead", options={"maxfev": 600, "xatol": 1e-3, "fatol": 1e-4})
-    return dict(zip(PARAMS, (round(float(abs(v)), 4) for v in res.x)))
+    starts = [start, {**start, "seq_ms": start["seq_ms"] * 4, "front_ms": start["front_ms"] * 0.15},
+              {**start, "step_cv": start["step_cv"] * 2}, {**start, "step_ms": start["step_ms"] * 1.2,
+                                                             "seq_ms": start["seq_ms"] * 2}]
+    best = min((minimize(loss, [s[k] for k in PARAMS], method="Nelder-Mead",
+                         options={"maxfev": 1500, "xatol": 1e-4, "fatol": 1e-5}) for s in starts),
+               key=lambda r: r.fun)
+    return dict(zip(PARAMS, (round(float(abs(v)), 4) for v in best.x)))
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--requests", type=int, default=200, help="requests per rate (and in the burst)")
-    ap.add_argument("--calibrate", default="0.1,0.5", help="fractions of the burst throughput the fit uses")
-    ap.add_argument("--validate", default="0.25,0.65,0.8", help="fractions held out")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--rounds", type=int, default=3, help="passes over every rate (medians reported)")
-    ap.add_argument("--json", default="", help="write the figures here too")
-    ap.add_argument("--no-pin", action="store_true",
-                    help="do not split the CPUs (by default the client runs on CPU 0 and the server on the others, "
-                         "so the client's own work at high rates does not slow the server's steps)")
-    args = ap.parse_args()
-    cal = [float(x) for x in args.calibrate.split(",")]
-    val = [float(x) for x in args.validate.split(",")]
-    cfg = EngineConfig()
-    budget, max_seqs = cfg.max_batch_tokens, cfg.max_requests_per_batch
+def measure(args, cal: list[float], val: list[float], budget: int, max_seqs: int
+            ) -> tuple[dict[float, dict], float, Lengths, int]:
+    """Every rate measured against a real server, ``args.rounds`` interleaved rounds (medians):
+    (figures per share of the burst throughput, the burst's requests/s, the prompts' lengths,
+    the burst's request count)."""
     work = Path(tempfile.mkdtemp(prefix="bench-open-loop-"))
     spec = make_artifacts(work)
     cpus = sorted(os.sched_getaffinity(0))
@@ -218,12 +217,52 @@ def main() -> int:
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=120)
+    return measured, capacity, lengths, len(burst)
+
+
+def from_json(path: str) -> tuple[dict[float, dict], float, Lengths, int, list[float], list[float]]:
+    """Figures measured before (``--json``): per share, the rate and the measured figures; the
+    burst's requests/s and request count; the lengths; which shares calibrated."""
+    data = json.loads(Path(path).read_text())
+    measured: dict[float, dict] = {}
+    for r in data["rows"]:
+        m = measured.setdefault(float(r["share"]), {"rate": r["rate"], "role": r["role"]})
+        m[r["metric"]] = r["measured"]
+    cal = sorted(f for f, m in measured.items() if m["role"] == "calibration")
+    val = sorted(f for f, m in measured.items() if m["role"] != "calibration")
+    return (measured, float(data["capacity_req_per_s"]), Lengths.from_dict(data["lengths"], where=path),
+            int(data.get("burst_requests", BURST)), cal, val)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--requests", type=int, default=200, help="requests per rate (and in the burst)")
+    ap.add_argument("--calibrate", default="0.1,0.5", help="fractions of the burst throughput the fit uses")
+    ap.add_argument("--validate", default="0.25,0.65,0.8", help="fractions held out")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rounds", type=int, default=3, help="passes over every rate (medians reported)")
+    ap.add_argument("--json", default="", help="write the figures here too")
+    ap.add_argument("--from-json", default="", help="no server: refit and compare on the figures a --json run wrote")
+    ap.add_argument("--no-pin", action="store_true",
+                    help="do not split the CPUs (by default the client runs on CPU 0 and the server on the others, "
+                         "so the client's own work at high rates does not slow the server's steps)")
+    args = ap.parse_args()
+    cfg = EngineConfig()
+    budget, max_seqs = cfg.max_batch_tokens, cfg.max_requests_per_batch
+    if args.from_json:
+        measured, capacity, lengths, burst_n, cal, val = from_json(args.from_json)
+        pin = False
+    else:
+        cal = [float(x) for x in args.calibrate.split(",")]
+        val = [float(x) for x in args.validate.split(",")]
+        measured, capacity, lengths, burst_n = measure(args, cal, val, budget, max_seqs)
+        pin = not args.no_pin and len(os.sched_getaffinity(0)) >= 1
     lone = measured[min(cal)]
     start = {"step_ms": lone["tpot_mean_ms"] * 0.8, "seq_ms": 0.1, "prefill_token_ms": 0.01,
-             "front_ms": 1.0, "latency_ms": max(0.0, lone["ttft_mean_ms"] - lone["tpot_mean_ms"])}
+             "front_ms": 1.0, "latency_ms": max(0.0, lone["ttft_mean_ms"] - lone["tpot_mean_ms"]), "step_cv": 0.3}
     theta = fit([(measured[f]["rate"], measured[f]) for f in cal], lengths, args.requests, args.seed, budget,
-                max_seqs, start, (len(burst), capacity))
-    print(f"\ncalibrated on rates {cal} x the burst throughput and on the burst itself ({len(burst)} requests at once, "
+                max_seqs, start, (burst_n, capacity))
+    print(f"\ncalibrated on rates {cal} x the burst throughput and on the burst itself ({burst_n} requests at once, "
           f"{capacity:.1f} requests/s): " + ", ".join(f"{k} {v}" for k, v in theta.items()))
     print("\n| rate (req/s) | share of burst | role | metric | measured ms | predicted ms | error |")
     print("|---:|---:|---|---|---:|---:|---:|")
@@ -241,16 +280,21 @@ def main() -> int:
             print(f"| {m['rate']:.2f} | {frac:.2f} | {role} | {k} | {m[k]:.1f} | {p[k]:.1f} | {err:+.0%} |")
     print(f"\nheld-out mean absolute error {np.mean(errors):.1%}, worst {max(errors):.1%} "
           f"({len(errors)} figures at {len(val)} rates)")
-    print(f"machine: {os.cpu_count()} CPUs ({'client on CPU 0, server on the others' if pin else 'shared'}), "
-          f"load average {os.getloadavg()[0]:.1f} at the end; "
-          f"engine: max_batch_tokens {budget}, max_requests_per_batch {max_seqs}; "
-          f"prompt lengths {lengths.summary()['prompt_tokens']}")
-    print(f"rerun: .venv/bin/python benchmarks/bench_open_loop.py --requests {args.requests} "
-          f"--calibrate {args.calibrate} --validate {args.validate} --seed {args.seed} --rounds {args.rounds}"
-          + (" --no-pin" if not pin else ""))
+    if args.from_json:
+        print(f"figures measured before: {args.from_json}")
+        print(f"rerun: .venv/bin/python benchmarks/bench_open_loop.py --from-json {args.from_json}")
+    else:
+        print(f"machine: {os.cpu_count()} CPUs ({'client on CPU 0, server on the others' if pin else 'shared'}), "
+              f"load average {os.getloadavg()[0]:.1f} at the end; "
+              f"engine: max_batch_tokens {budget}, max_requests_per_batch {max_seqs}; "
+              f"prompt lengths {lengths.summary()['prompt_tokens']}")
+        print(f"rerun: .venv/bin/python benchmarks/bench_open_loop.py --requests {args.requests} "
+              f"--calibrate {args.calibrate} --validate {args.validate} --seed {args.seed} --rounds {args.rounds}"
+              + (" --no-pin" if not pin else ""))
     if args.json:
-        Path(args.json).write_text(json.dumps({"capacity_req_per_s": capacity, "theta": theta, "rows": rows,
-                                               "lengths": lengths.to_dict()}, indent=2))
+        Path(args.json).write_text(json.dumps({"capacity_req_per_s": capacity, "burst_requests": burst_n,
+                                               "theta": theta, "rows": rows, "lengths": lengths.to_dict()},
+                                              indent=2))
     return 0
 
 

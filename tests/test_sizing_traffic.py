@@ -85,6 +85,20 @@ def test_one_prompt_per_step_is_an_md1_queue(rho):
     assert f.busy == pytest.approx(rho, rel=0.08)
 
 
+def test_varying_step_times_keep_the_mean_and_widen_the_tail():
+    """``step_cv``: the same requests (arrivals seeded apart), each step's time varying around
+    its value: mean TPOT about the same, the p95 wider; a negative cv is a clear error."""
+    lengths = Lengths.fixed(20, 16)
+    kw = dict(token_budget=512, max_seqs=64, requests=400)
+    fixed = simulate(constant(2.0), lengths, 20.0, **kw)
+    varying = simulate(constant(2.0), lengths, 20.0, step_cv=0.5, **kw)
+    assert fixed.tpot_p95_ms == pytest.approx(2.0) and fixed.tpot_mean_ms == pytest.approx(2.0)
+    assert varying.tpot_mean_ms == pytest.approx(2.0, rel=0.05) and varying.tpot_p95_ms > 2.2
+    assert varying.ttft_p95_ms > fixed.ttft_p95_ms
+    with pytest.raises(ConfigError, match="step_cv must be >= 0"):
+        simulate(constant(2.0), lengths, 20.0, step_cv=-0.1, **kw)
+
+
 def test_a_rate_above_capacity_is_saturated():
     f = simulate(constant(10.0), Lengths.fixed(100, 1), 130.0, token_budget=100, max_seqs=1, requests=2000)
     assert f.saturated
@@ -225,3 +239,14 @@ def test_recommend_cli_takes_a_request_rate():
                           "--prompt-tokens", "256", "--output-tokens", "64", "--tpot-ms", "30", "--lengths", "x.json"],
                          capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode != 0 and "--lengths needs --request-rate" in bad.stderr
+
+
+def test_the_open_loop_benchmark_refits_on_figures_measured_before():
+    """``bench_open_loop.py --from-json``: no server, the saved measurements (docs/sizing.md's
+    table) refitted with the six parameters and compared at the held-out rates."""
+    out = subprocess.run([sys.executable, "benchmarks/bench_open_loop.py", "--from-json",
+                          "benchmarks/data/open_loop_measured.json"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "step_cv" in out.stdout and out.stdout.count("| held out |") == 12
+    assert "held-out mean absolute error" in out.stdout
+    assert "rerun: .venv/bin/python benchmarks/bench_open_loop.py --from-json" in out.stdout

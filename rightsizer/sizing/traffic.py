@@ -216,19 +216,32 @@ def _cached(step: StepTime) -> StepTime:
 
 def simulate(step_ms: StepTime, lengths: Lengths, request_rate: float, *, token_budget: int, max_seqs: int,
              front_end_ms: float = 0.0, server_latency_ms: float = 0.0, requests: int = 600, seed: int = 0,
-             warmup: float = 0.1, warmup_s: float = 0.0) -> TailFigures:
+             warmup: float = 0.1, warmup_s: float = 0.0, step_cv: float = 0.0) -> TailFigures:
     """Poisson arrivals at ``request_rate`` (requests/s) with lengths from ``lengths``, served
     by continuous batching with chunked prefill; figures over the requests after the first
     ``warmup`` share and the first ``warmup_s`` seconds. ``step_ms(d, ctx, c, prompt)``: one step's time with ``d`` decoding
-    sequences of mean context ``ctx`` and ``c`` prompt tokens (of prompts ``prompt`` long)."""
+    sequences of mean context ``ctx`` and ``c`` prompt tokens (of prompts ``prompt`` long).
+    ``step_cv``: the steps' times vary around it (lognormal, this coefficient of variation; a
+    jumped stretch of k steps by cv / sqrt(k)), as a CPU engine's do; 0 (the default, the sizing
+    engine's) keeps them fixed. Seeded apart from the arrivals, so the same requests come."""
     if not (isinstance(request_rate, (int, float)) and request_rate > 0 and not math.isnan(request_rate)):
         raise ConfigError(f"request_rate must be a positive number of requests/s (inf: all at once), "
                           f"got {request_rate!r}")
     burst = math.isinf(request_rate)  # a benchmark's "request rate inf": every request sent at once
     if token_budget < 1 or max_seqs < 1:
         raise ConfigError(f"token_budget and max_seqs must be >= 1, got {token_budget}, {max_seqs}")
+    if not step_cv >= 0:
+        raise ConfigError(f"step_cv must be >= 0 (the steps' coefficient of variation), got {step_cv!r}")
     step = _cached(step_ms)
     rng = np.random.default_rng(seed)
+    jitter = np.random.default_rng(seed + 1) if step_cv > 0 else None
+
+    def noisy(dt: float, k: int = 1) -> float:
+        """``k`` steps of ``dt`` each, their times varying (lognormal, mean dt, ``step_cv``)."""
+        if jitter is None:
+            return k * dt
+        s_k = math.sqrt(math.log1p(step_cv ** 2 / k))
+        return k * dt * float(jitter.lognormal(-s_k * s_k / 2, s_k))
     arrivals = np.zeros(requests) if burst else np.cumsum(rng.exponential(1.0 / request_rate, size=requests))
     prompts, outputs = lengths.sample(rng, requests)
     # The server's front end (HTTP, tokenising) takes each request in turn before the engine
@@ -286,13 +299,14 @@ def simulate(step_ms: StepTime, lengths: Lengths, request_rate: float, *, token_
             if nxt < requests:
                 k = max(1, min(k, int(math.ceil((arr[nxt] - t) / dt))))
             G += k
-            t += k * dt
-            busy += k * dt
-            area += k * dt * running
+            span = noisy(dt, k)
+            t += span
+            busy += span
+            area += span * running
             finish_decodes(t)
             continue
         prompt = max(plen[e[0]] for e, _ in chunks)
-        dt = step(d, ctx, sum(c for _, c in chunks), prompt) / 1e3
+        dt = noisy(step(d, ctx, sum(c for _, c in chunks), prompt) / 1e3)
         G += 1
         t += dt
         busy += dt
