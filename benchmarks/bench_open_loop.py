@@ -256,7 +256,7 @@ def main() -> int:
         cal = [float(x) for x in args.calibrate.split(",")]
         val = [float(x) for x in args.validate.split(",")]
         measured, capacity, lengths, burst_n = measure(args, cal, val, budget, max_seqs)
-        pin = not args.no_pin and len(os.sched_getaffinity(0)) >= 1
+        pin = not args.no_pin and len(os.sched_getaffinity(0)) >= 2
     lone = measured[min(cal)]
     start = {"step_ms": lone["tpot_mean_ms"] * 0.8, "seq_ms": 0.1, "prefill_token_ms": 0.01,
              "front_ms": 1.0, "latency_ms": max(0.0, lone["ttft_mean_ms"] - lone["tpot_mean_ms"]), "step_cv": 0.3}
