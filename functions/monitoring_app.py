@@ -77,12 +77,20 @@ class ServedTrafficApp(ModelMonitoringApplicationBase):
         self.specs = task_specs(app)
         self.models, self.shadow, self.judge = models, shadow, judge
         self._checks: dict[str, LabelFree] = {}  # per task, loaded at its first window
+        self._reference: dict[str, list[dict]] = {}
+
+    def reference(self, task: str) -> list[dict]:
+        """The task's eval split, read once per pod."""
+        if task not in self._reference:
+            spec = self.specs[task]
+            self._reference[task] = load_rows(spec, spec.eval_split, spec.max_eval_examples)
+        return self._reference[task]
 
     def checks(self, task: str) -> LabelFree:
         """The task's label-free references (the shadow and judge models load once per pod)."""
         if task not in self._checks:
-            self._checks[task] = (label_free_checks(self.specs[task], self.models, self.shadow, self.judge)
-                                  if self.models else LabelFree())
+            self._checks[task] = (label_free_checks(self.specs[task], self.models, self.shadow, self.judge,
+                                                    reference=self.reference(task)) if self.models else LabelFree())
         return self._checks[task]
 
     def do_tracking(self, monitoring_context: MonitoringApplicationContext) -> list[ModelMonitoringApplicationResult]:
@@ -91,8 +99,7 @@ class ServedTrafficApp(ModelMonitoringApplicationBase):
         rows = traffic_of(monitoring_context.sample_df, task)
         if spec is None or not rows:  # not a task model of the app, or no requests in the window
             return []
-        report = served_report(spec, rows, load_rows(spec, spec.eval_split, spec.max_eval_examples), window_s=1e12,
-                               **self.checks(task).kwargs())
+        report = served_report(spec, rows, self.reference(task), window_s=1e12, **self.checks(task).kwargs())
         results = results_of(report)
         if report["regression"]:
             label_model(registered_model(monitoring_context.project_name, task),

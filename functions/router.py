@@ -38,8 +38,8 @@ import mlrun
 from mlrun.serving.remote import BatchHttpRequests, RemoteStep
 from mlrun.serving.server import Response
 
-from rightsizer.routing import (V2_PREFIX, V2_SUFFIX, RouteError, api_keys, check_api_key, forward_headers,
-                                json_body, merge_models, merge_ready, route_kind, route_of, task_of)
+from rightsizer.routing import (RouteError, api_keys, check_api_key, forward_headers, json_body, merge_models,
+                                merge_ready, route_kind, route_of, task_of)
 
 ROLE_LABEL = "rightsizer/role"  # "router" or "group": deploy_plan tells its functions apart by it
 # a group's answer, scale-from-zero and model load included: longer than the group's own request
@@ -143,7 +143,8 @@ class RouteParser:
         except RouteError as e:
             event.body = _failure(e, event.path)
             return event
-        route = route_of(task, self.parts, input_chars(event.method, event.path, body)) if task in self.parts else task
+        route = (route_of(task, self.parts, input_chars(event.method, event.path, body, task)) if task in self.parts
+                 else task)
         event.body = {"task": task, "route": route, "request": {
             "method": (event.method or "GET").upper(), "path": event.path or "/",
             "query": dict(getattr(event, "fields", None) or {}),  # Nuclio's query parameters
@@ -156,17 +157,15 @@ class RouteParser:
         return ["models"] if body["task"] is None else [body.get("route") or body["task"]]
 
 
-def input_chars(method: str | None, path: str | None, body: Any) -> int | None:
-    """The longest input of a request, in characters (a split task's part is picked by it); None
-    when the body cannot be read: the group it goes to answers its own 400."""
+def input_chars(method: str | None, path: str | None, body: Any, task: str) -> int | None:
+    """The longest input of a request for ``task`` (``task_of``'s), in characters (a split task's
+    part is picked by it); None when the body cannot be read: the group it goes to answers its
+    own 400."""
     from rightsizer.serving.api import parse_request
 
     kind = route_kind(method, path)
-    task = (path or "").rstrip("/")[len(V2_PREFIX):-len(V2_SUFFIX)] if kind == "v2" else None
     try:
-        body = json_body(body)
-        model = task or (body.get("model") if isinstance(body, dict) else None)
-        req = parse_request(kind, body, [str(model)], path_task=task)
+        req = parse_request(kind, json_body(body), [task], path_task=task if kind == "v2" else None)
     except RouteError:  # the serving API's 400s too (ServingError): the group answers its own
         return None
     return max((len(x) for x in req.inputs), default=0)

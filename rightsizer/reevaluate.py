@@ -108,7 +108,8 @@ class LabelFree:
                 "reference_judged": self.reference_judged, "evaluated_deferral": self.evaluated_deferral}
 
 
-def label_free_checks(spec: TaskSpec, run_dir: str | Path, shadow: bool = True, judge: bool = True) -> LabelFree:
+def label_free_checks(spec: TaskSpec, run_dir: str | Path, shadow: bool = True, judge: bool = True,
+                      reference: list[dict] | None = None) -> LabelFree:
     """The label-free references of ``spec``'s deployment by the ``size_and_deploy`` run at
     ``run_dir`` (what the served-source re-evaluation and the monitoring application both use):
 
@@ -118,6 +119,8 @@ def label_free_checks(spec: TaskSpec, run_dir: str | Path, shadow: bool = True, 
       a cascade the cascade's own answers (the small model answers most requests);
     - ``judge`` (when the spec names a judge model): the judge, and its verdict share on the
       deployed answers to the eval split.
+
+    ``reference``: the eval split's rows when the caller has read them already.
     """
     import json
 
@@ -142,7 +145,8 @@ def label_free_checks(spec: TaskSpec, run_dir: str | Path, shadow: bool = True, 
         raise ConfigError(f"{spec.name}: the shadow and judge checks need the run's evaluate and size_gpu outputs; "
                           f"missing {', '.join(missing)} (or pass shadow=False)")
     chosen, base = ([str(a) for a in json.loads(p.read_text())["predictions"]] for p in evals)
-    reference = load_rows(spec, spec.eval_split, spec.max_eval_examples)
+    if reference is None:
+        reference = load_rows(spec, spec.eval_split, spec.max_eval_examples)
     if len(chosen) != len(reference):
         raise ConfigError(f"{evals[0]}: {len(chosen)} answers for an eval split of {len(reference)} rows; "
                           "expected the run's evaluation of this spec's eval split")
@@ -178,7 +182,7 @@ def reevaluate_served(spec: TaskSpec, run_dir: str | Path, traffic_log: str | Pa
         return {"task": spec.name, "source": "served", "requests": 0, "windows": [], "flags": [], "regression": False,
                 "action": f"none: no served traffic for task {spec.name} in {traffic_log} (it holds {', '.join(seen)})"}
     reference = load_rows(spec, spec.eval_split, spec.max_eval_examples)
-    checks = label_free_checks(spec, run_dir, shadow=shadow, judge=judge)
+    checks = label_free_checks(spec, run_dir, shadow=shadow, judge=judge, reference=reference)
     out = served_report(spec, traffic, reference, window_s=window_s, **checks.kwargs())
     out["shadow_model"] = checks.shadow_model
     out["judge_model"] = spec.judge if checks.judge is not None else None

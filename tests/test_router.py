@@ -250,9 +250,9 @@ def test_plan_routes_give_a_split_task_one_route_per_part_shortest_first():
     assert parts == {"b": [[int(50 * CHARS_PER_TOKEN), "b--prompt-1-50"], [None, "b--prompt-51-900"]]}
     assert route_of("b", parts, 200) == "b--prompt-1-50" and route_of("b", parts, 201) == "b--prompt-51-900"
     assert route_of("b", parts, None) == "b--prompt-51-900" and route_of("a", parts, 10) == "a"
-    assert input_chars("POST", "/v1/completions", {"model": "b", "prompt": "x" * 7}) == 7
-    assert input_chars("POST", "/v2/models/b/infer", {"inputs": ["xx", "x" * 9]}) == 9
-    assert input_chars("POST", "/v1/completions", b"not json") is None  # the group answers its own 400
+    assert input_chars("POST", "/v1/completions", {"model": "b", "prompt": "x" * 7}, "b") == 7
+    assert input_chars("POST", "/v2/models/b/infer", {"inputs": ["xx", "x" * 9]}, "b") == 9
+    assert input_chars("POST", "/v1/completions", b"not json", "b") is None  # the group answers its own 400
     project = mlrun.load_project(str(ROOT), name="rightsizer", save=False)
     fn = project.get_function("router")
     set_routes(fn, routes, groups, parts=parts)

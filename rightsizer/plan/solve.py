@@ -232,11 +232,10 @@ def _front_of(d: Demand, small: Sized | None) -> dict | None:
             "ttft_ms": small.ttft_ms, "tpot_ms": small.tpot_ms}
 
 
-def _costs(dem: Demand, kinds: list[DeviceKind], factors: Factors, headroom: float) -> dict[str, float]:
+def _costs(dem: Demand, spec: ModelSpec, params: ParamCount, kinds: list[DeviceKind], factors: Factors,
+           headroom: float) -> dict[str, float]:
     """Per device kind ``dem`` fits and meets its targets on: the $/hour of the fractional
     devices it keeps busy there (the packer's own cost, before packing into whole devices)."""
-    spec = model_spec(dem.config)
-    params = count_spec(spec)
     out = {}
     for dk in kinds:
         s, _ = size_on(dem, spec, params, dk, factors, headroom)
@@ -267,12 +266,14 @@ def split_for_devices(dem: Demand, kinds: list[DeviceKind], factors: Factors,
             if seen / total >= share:
                 cuts.add(p)
                 break
+    spec = model_spec(dem.config)
+    params = count_spec(spec)
     best = None
     for cut in sorted(cuts):
         parts = split_by_prompt(dem, cut)
         if parts is None:
             continue
-        short, long_ = (_costs(p, kinds, factors, headroom) for p in parts)
+        short, long_ = (_costs(p, spec, params, kinds, factors, headroom) for p in parts)
         together = {k: short[k] + long_[k] for k in short.keys() & long_.keys()}
         if not short or not long_:
             continue

@@ -270,18 +270,19 @@ def _check_traffic(options: list[Option], slo: SLO, traffic: Traffic) -> list[Op
     """The feasible options held to ``traffic``, in the order of a lower bound on their price
     (``_least_replicas``), until the next one's bound cannot beat the best found; an option not
     reached is not checked, and says so (at its least replicas it costs no less than the best)."""
-    bound = {id(o): o.estimate.price_per_hour * _least_replicas(o, traffic) for o in options
+    least = {id(o): _least_replicas(o, traffic) for o in options
              if o.feasible and o.estimate is not None and o.estimate.step_model is not None}
+    bound = {id(o): o.estimate.price_per_hour * n for o in options if (n := least.get(id(o)))}
     feasible = sorted((o for o in options if id(o) in bound), key=lambda o: (bound[id(o)], *_rank_key(o)[1:]))
     checked: dict[int, Option] = {}
     best = math.inf
     for o in feasible:
-        least = _least_replicas(o, traffic)
+        n = least[id(o)]
         if bound[id(o)] >= best:
-            checked[id(o)] = _option(o.estimate, least, f"not held to {traffic.request_rate:g} requests/s: at "
-                                     f"{least}+ replicas (${bound[id(o)]:.2f}/h) no cheaper than ${best:.2f}/h", False)
+            checked[id(o)] = _option(o.estimate, n, f"not held to {traffic.request_rate:g} requests/s: at "
+                                     f"{n}+ replicas (${bound[id(o)]:.2f}/h) no cheaper than ${best:.2f}/h", False)
             continue
-        checked[id(o)] = t = _with_traffic(o, slo, traffic, least)
+        checked[id(o)] = t = _with_traffic(o, slo, traffic, n)
         if t.feasible:
             best = min(best, t.price_per_hour)
     return [checked.get(id(o), o) for o in options]
